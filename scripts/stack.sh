@@ -1,0 +1,652 @@
+#!/usr/bin/env bash
+# Local dev/test stack for paylink: a project-local PostgreSQL cluster and a
+# single-node Kafka (KRaft) broker, both bound to 127.0.0.1 only.
+#
+#   scripts/stack.sh up       start whatever is not running, wait until ready
+#   scripts/stack.sh down     stop both (idempotent)
+#   scripts/stack.sh status   show state; exit 0 if both up, 3 otherwise
+#   scripts/stack.sh env      print `export PAYLINK_...=...` lines for eval
+#
+# Everything lives in <repo>/.stack/ (git-ignored); see docs/stack.md.
+#
+# Environment overrides:
+#   PAYLINK_PG_PORT                 (default 55432)
+#   PAYLINK_KAFKA_PORT              (default 59092)
+#   PAYLINK_KAFKA_CONTROLLER_PORT   (default 59093)
+#   PAYLINK_DATABASE_URL            if set: use that server, never start PostgreSQL
+#   PAYLINK_KAFKA_BOOTSTRAP         if set: use that broker, never start Kafka
+#   PAYLINK_STACK_TIMEOUT           readiness timeout per service, seconds (default 120)
+set -euo pipefail
+
+# ---------------------------------------------------------------------------
+# Layout and settings
+# ---------------------------------------------------------------------------
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+STACK="$ROOT/.stack"
+LOGS="$STACK/logs"
+
+PG_PORT="${PAYLINK_PG_PORT:-55432}"
+KAFKA_PORT="${PAYLINK_KAFKA_PORT:-59092}"
+KAFKA_CONTROLLER_PORT="${PAYLINK_KAFKA_CONTROLLER_PORT:-59093}"
+TIMEOUT="${PAYLINK_STACK_TIMEOUT:-120}"
+HOST=127.0.0.1
+
+PG_DATA="$STACK/pg"
+PG_LOG="$LOGS/postgres.log"
+PG_OS_USER=postgres          # initdb/postgres refuse to run as root
+PG_ROLE=paylink PG_PASSWORD=paylink PG_DB=paylink
+
+KAFKA_VERSION=4.1.1          # keep in sync with scripts/kafka-pom.xml
+KAFKA_POM="$ROOT/scripts/kafka-pom.xml"
+KAFKA_LIBS="$STACK/kafka-libs"
+KAFKA_HOME="$STACK/kafka"
+KAFKA_DATA="$KAFKA_HOME/data"
+KAFKA_PID="$KAFKA_HOME/kafka.pid"
+KAFKA_OUT="$LOGS/kafka.out"      # JVM stdout/stderr (crashes, bad flags)
+KAFKA_LOG="$LOGS/kafka.log"      # broker log written by log4j2
+KAFKA_HEAP="${PAYLINK_KAFKA_HEAP:--Xmx512m -Xms256m}"
+
+DEFAULT_DATABASE_URL="postgresql://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB"
+DEFAULT_KAFKA_BOOTSTRAP="$HOST:$KAFKA_PORT"
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+log()  { printf '[stack] %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Print the last lines of a log file to stderr (used on every failure path).
+tail_log() {
+  local f="$1" n="${2:-40}"
+  if [[ -s "$f" ]]; then
+    printf '[stack] ---- last %s lines of %s ----\n' "$n" "$f" >&2
+    tail -n "$n" "$f" >&2 || true
+    printf '[stack] ---- end of %s ----\n' "$f" >&2
+  else
+    printf '[stack] (log %s is empty or missing)\n' "$f" >&2
+  fi
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+# True when $1 is a live process whose command line contains $2.
+# (Guards against stale pid files whose pid was reused after a reboot.)
+pid_matches() {
+  local pid="$1" needle="$2"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$needle"
+}
+
+is_root() { [[ "$(id -u)" == 0 ]]; }
+
+have_apt() { is_root && command -v apt-get >/dev/null 2>&1; }
+
+apt_install() {
+  log "installing Debian packages: $* (apt-get, may take a minute)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "$@" >&2
+}
+
+find_python() {
+  command -v python3 || command -v python || die "python3 not found (needed for the Kafka readiness check)"
+}
+
+# Serialise concurrent `up`/`down` calls (e.g. two test runners at once).
+take_lock() {
+  mkdir -p "$STACK"
+  exec 9>"$STACK/.lock"
+  if ! flock -w "$((TIMEOUT + 60))" 9; then
+    die "another scripts/stack.sh is still running (lock $STACK/.lock)"
+  fi
+}
+
+check_port_number() {
+  [[ "$2" =~ ^[0-9]+$ ]] && (( $2 > 0 && $2 < 65536 )) || die "$1 must be a TCP port number, got '$2'"
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+PG_BIN=""
+
+# Locate a directory holding initdb + pg_ctl + postgres: PATH first, then
+# Debian's /usr/lib/postgresql/<ver>/bin (newest version wins).
+find_pg_bin() {
+  local d initdb
+  if initdb="$(command -v initdb 2>/dev/null)" && command -v pg_ctl >/dev/null 2>&1; then
+    d="$(dirname "$(readlink -f "$initdb")")"   # /usr/local/bin/initdb may be a symlink
+    if [[ -x "$d/pg_ctl" && -x "$d/postgres" ]]; then PG_BIN="$d"; return 0; fi
+  fi
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]]; then PG_BIN="$d"; return 0; fi
+  done
+  return 1
+}
+
+ensure_pg_bin() {
+  find_pg_bin && return 0
+  if have_apt; then
+    # Note: Debian's package also creates and starts its own "main" cluster on
+    # port 5432; it is unrelated to ours and does not conflict.
+    apt_install postgresql
+    find_pg_bin && return 0
+  fi
+  die "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or /usr/lib/postgresql/*/bin; install them (Debian: apt-get install -y postgresql) or set PAYLINK_DATABASE_URL to use an existing server"
+}
+
+# Run a PostgreSQL server binary as the postgres OS user when we are root.
+pg_as_owner() {
+  if is_root; then
+    runuser -u "$PG_OS_USER" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_tool() {  # client tools: prefer the server's bin dir, fall back to PATH
+  local t="$1"; shift
+  if [[ -n "$PG_BIN" && -x "$PG_BIN/$t" ]]; then "$PG_BIN/$t" "$@"; else "$t" "$@"; fi
+}
+
+# Unix socket directory: inside .stack/, unless the path would exceed the
+# ~107-byte limit of a unix socket path (very deep checkouts).
+pg_socket_dir() {
+  local d="$STACK/run"
+  if (( ${#d} + 20 > 100 )); then
+    d="/tmp/paylink-pg-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+  fi
+  printf '%s\n' "$d"
+}
+
+pg_pid() { head -n1 "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+
+pg_running() {
+  local pid; pid="$(pg_pid)"
+  [[ -n "$pid" ]] && pid_matches "$pid" "$PG_DATA"
+}
+
+pg_ready() {
+  pg_tool pg_isready -q -h "$HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1
+}
+
+# Make the postgres OS user exist and own what the server writes to.
+pg_prepare_dirs() {
+  local sock; sock="$(pg_socket_dir)"
+  mkdir -p "$STACK" "$LOGS" "$PG_DATA" "$sock"
+  touch "$PG_LOG"
+  if is_root; then
+    if ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
+      log "creating system user '$PG_OS_USER'"
+      useradd --system --home-dir /var/lib/postgresql --shell /bin/bash "$PG_OS_USER"
+    fi
+    chown "$PG_OS_USER:" "$PG_DATA" "$sock" "$PG_LOG"
+    chmod 700 "$PG_DATA"
+    # The server must be able to reach .stack/pg: every parent dir needs +x for it.
+    if ! runuser -u "$PG_OS_USER" -- test -w "$PG_DATA"; then
+      die "OS user '$PG_OS_USER' cannot access $PG_DATA (a parent directory of the checkout is not world-traversable, e.g. /root); clone the repo under a world-readable path such as /work or /tmp, or set PAYLINK_DATABASE_URL"
+    fi
+  fi
+}
+
+pg_init() {
+  [[ -s "$PG_DATA/PG_VERSION" ]] && return 0
+  log "initialising PostgreSQL cluster in $PG_DATA ($("$PG_BIN/postgres" --version))"
+  # A half-initialised folder (initdb interrupted) makes initdb refuse: clear it.
+  find "$PG_DATA" -mindepth 1 -delete
+  local pwfile; pwfile="$(mktemp)"
+  printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+  is_root && chown "$PG_OS_USER:" "$pwfile"
+  # Superuser "postgres" (trust over the unix socket only, which lives in
+  # .stack/); every TCP login needs a password (scram-sha-256).
+  if ! pg_as_owner "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --pwfile="$pwfile" \
+        -E UTF8 --no-locale --auth-local=trust --auth-host=scram-sha-256 \
+        >>"$LOGS/initdb.log" 2>&1; then
+    rm -f "$pwfile"
+    tail_log "$LOGS/initdb.log"
+    die "initdb failed (full log: $LOGS/initdb.log)"
+  fi
+  rm -f "$pwfile"
+  printf "\n# Added by scripts/stack.sh: per-start settings (port, socket dir) live here.\ninclude_if_exists = 'paylink.conf'\n" \
+    | pg_as_owner tee -a "$PG_DATA/postgresql.conf" >/dev/null
+}
+
+# Rewritten on every start so port / socket overrides take effect.
+pg_write_conf() {
+  local sock; sock="$(pg_socket_dir)"
+  pg_as_owner tee "$PG_DATA/paylink.conf" >/dev/null <<EOF
+# Generated by scripts/stack.sh on each 'up' -- do not edit.
+listen_addresses = '$HOST'
+port = $PG_PORT
+unix_socket_directories = '$sock'
+max_connections = 200
+# DEV/TEST CLUSTER ONLY: durability is traded for speed. A crash of the
+# machine can lose or corrupt this cluster's data; never copy these settings
+# to a real deployment.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+# Logging goes to $PG_LOG (pg_ctl -l).
+log_line_prefix = '%m [%p] %q%u@%d '
+log_min_duration_statement = -1
+EOF
+}
+
+# Remove leftovers of a server that did not shut down cleanly (machine
+# restart, kill -9): postgres refuses to start if postmaster.pid names a pid
+# that now belongs to another live process.
+pg_clear_stale() {
+  local sock pid; sock="$(pg_socket_dir)"; pid="$(pg_pid)"
+  if [[ -e "$PG_DATA/postmaster.pid" ]] && ! pg_running; then
+    log "removing stale $PG_DATA/postmaster.pid (pid ${pid:-?} is not our postgres)"
+    rm -f "$PG_DATA/postmaster.pid"
+  fi
+  if [[ -e "$sock/.s.PGSQL.$PG_PORT.lock" ]]; then
+    pid="$(head -n1 "$sock/.s.PGSQL.$PG_PORT.lock" 2>/dev/null || true)"
+    if ! pid_matches "$pid" postgres; then
+      rm -f "$sock/.s.PGSQL.$PG_PORT.lock" "$sock/.s.PGSQL.$PG_PORT"
+    fi
+  fi
+}
+
+# psql as the superuser over the private unix socket.
+pg_admin_psql() {
+  pg_tool psql -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket_dir)" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+# Idempotently create role paylink (LOGIN, CREATEDB) and database paylink.
+pg_bootstrap_role() {
+  if ! pg_admin_psql >>"$LOGS/pg-bootstrap.log" 2>&1 <<EOF
+SELECT 'CREATE ROLE $PG_ROLE LOGIN CREATEDB'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') \gexec
+ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
+EOF
+  then
+    tail_log "$LOGS/pg-bootstrap.log"
+    die "could not create role/database '$PG_ROLE' in PostgreSQL"
+  fi
+}
+
+pg_up() {
+  if [[ -n "${PAYLINK_DATABASE_URL:-}" ]]; then
+    log "postgres: PAYLINK_DATABASE_URL is set, not starting a local cluster"
+    return 0
+  fi
+  check_port_number PAYLINK_PG_PORT "$PG_PORT"
+  if pg_running && pg_ready; then
+    log "postgres: already running on $HOST:$PG_PORT (pid $(pg_pid))"
+    return 0
+  fi
+  ensure_pg_bin
+  if pg_running; then
+    # Our postmaster exists but is not accepting yet (just started, recovering).
+    log "postgres: process $(pg_pid) exists, waiting for it"
+  else
+    pg_clear_stale
+    if port_open "$PG_PORT"; then
+      die "postgres: port $HOST:$PG_PORT is already in use by another process; stop it or pick another port with PAYLINK_PG_PORT"
+    fi
+    pg_prepare_dirs
+    pg_init
+    pg_write_conf
+    log "postgres: starting on $HOST:$PG_PORT (log $PG_LOG)"
+    # -W: don't wait here; we poll pg_isready below with our own timeout.
+    # setsid: detach from the caller's session/process group so the server
+    # survives the calling shell.
+    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W start >>"$LOGS/pg_ctl.log" 2>&1; then
+      tail_log "$LOGS/pg_ctl.log" 20
+      tail_log "$PG_LOG"
+      die "postgres: pg_ctl start failed"
+    fi
+  fi
+  local deadline=$((SECONDS + TIMEOUT))
+  until pg_ready; do
+    if (( SECONDS >= deadline )); then
+      tail_log "$PG_LOG"
+      die "postgres: not ready on $HOST:$PG_PORT after ${TIMEOUT}s"
+    fi
+    # The postmaster writes its pid file within a second; if it is gone after
+    # that, the server died (bad config, port taken, ...).
+    if (( SECONDS > deadline - TIMEOUT + 3 )) && ! pg_running; then
+      tail_log "$PG_LOG"
+      die "postgres: server exited during startup"
+    fi
+    sleep 0.2
+  done
+  pg_bootstrap_role
+  log "postgres: ready on $HOST:$PG_PORT (pid $(pg_pid))"
+}
+
+pg_down() {
+  [[ -n "${PAYLINK_DATABASE_URL:-}" ]] && { log "postgres: external (PAYLINK_DATABASE_URL), nothing to stop"; return 0; }
+  if ! pg_running; then
+    pg_clear_stale 2>/dev/null || true
+    log "postgres: not running"
+    return 0
+  fi
+  find_pg_bin || die "postgres is running (pid $(pg_pid)) but pg_ctl cannot be found"
+  log "postgres: stopping (pid $(pg_pid))"
+  if ! pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >>"$LOGS/pg_ctl.log" 2>&1; then
+    tail_log "$LOGS/pg_ctl.log" 20
+    die "postgres: pg_ctl stop failed"
+  fi
+  log "postgres: stopped"
+}
+
+# ---------------------------------------------------------------------------
+# Kafka (single node, KRaft: combined broker + controller)
+# ---------------------------------------------------------------------------
+kafka_pid() { cat "$KAFKA_PID" 2>/dev/null || true; }
+
+kafka_running() {
+  local pid; pid="$(kafka_pid)"
+  [[ -n "$pid" ]] && pid_matches "$pid" "$KAFKA_HOME/server.properties"
+}
+
+# Real readiness: send a Kafka Metadata request (v4; supported by brokers
+# 1.0 .. 4.x) using only the Python stdlib, and require at least one broker
+# in the answer. A broker that accepts TCP but has not finished starting
+# does not answer, so this is stricter than a port check.
+kafka_metadata_ok() {
+  local bootstrap="$1" py
+  py="$(find_python)"
+  "$py" - "$bootstrap" <<'PY' 2>/dev/null
+import socket, struct, sys
+
+def main(bootstrap):
+    last = None
+    for hp in bootstrap.split(","):
+        host, _, port = hp.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=3) as s:
+                s.settimeout(3)
+                client = b"paylink-stack"
+                # header v1: api_key=3 (Metadata), api_version=4, correlation id, client id
+                req = struct.pack(">hhih", 3, 4, 42, len(client)) + client
+                # body v4: topics = [] (none, we only want brokers), allow_auto_topic_creation=false
+                req += struct.pack(">ib", 0, 0)
+                s.sendall(struct.pack(">i", len(req)) + req)
+                size = struct.unpack(">i", recv_exact(s, 4))[0]
+                data = recv_exact(s, size)
+            corr, _throttle, nbrokers = struct.unpack_from(">iii", data, 0)
+            if corr == 42 and nbrokers >= 1:
+                return 0
+            last = "no brokers in metadata"
+        except Exception as e:  # noqa: BLE001 - any failure means "not ready"
+            last = repr(e)
+    print(last, file=sys.stderr)
+    return 1
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+sys.exit(main(sys.argv[1]))
+PY
+}
+
+ensure_java() {
+  command -v java >/dev/null 2>&1 && return 0
+  have_apt && apt_install openjdk-17-jre-headless && command -v java >/dev/null 2>&1 && return 0
+  die "java not found (Kafka needs Java 17+; Debian: apt-get install -y openjdk-17-jre-headless) -- or set PAYLINK_KAFKA_BOOTSTRAP to use an existing broker"
+}
+
+# Download the broker jars once into .stack/kafka-libs (Maven local repo
+# stays ~/.m2, so other checkouts on this machine reuse the download).
+ensure_kafka_libs() {
+  local marker="$KAFKA_LIBS/.complete-$KAFKA_VERSION"
+  [[ -f "$marker" ]] && return 0
+  if ! command -v mvn >/dev/null 2>&1; then
+    have_apt && apt_install maven
+    command -v mvn >/dev/null 2>&1 || die "mvn (Maven) not found; it is needed once to fetch Kafka $KAFKA_VERSION from Maven Central (Debian: apt-get install -y maven)"
+  fi
+  [[ -f "$KAFKA_POM" ]] || die "missing $KAFKA_POM"
+  mkdir -p "$STACK" "$LOGS"
+  local tmp="$STACK/kafka-libs.tmp"
+  rm -rf "$tmp"
+  log "kafka: fetching org.apache.kafka:kafka_2.13:$KAFKA_VERSION jars via Maven (first run only)"
+  if ! mvn -B -q -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$LOGS/kafka-mvn.log" 2>&1; then
+    tail_log "$LOGS/kafka-mvn.log"
+    die "kafka: Maven could not download the broker jars (full log: $LOGS/kafka-mvn.log)"
+  fi
+  compgen -G "$tmp/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null || die "kafka: Maven finished but kafka_2.13-$KAFKA_VERSION.jar is not in $tmp"
+  rm -rf "$KAFKA_LIBS"
+  mv "$tmp" "$KAFKA_LIBS"
+  touch "$marker"
+}
+
+kafka_write_config() {
+  mkdir -p "$KAFKA_HOME" "$KAFKA_DATA" "$LOGS"
+  # Regenerated on every start so that port overrides take effect. A static
+  # controller quorum (controller.quorum.voters) keeps the formatted data
+  # independent of the controller port.
+  cat >"$KAFKA_HOME/server.properties" <<EOF
+# Generated by scripts/stack.sh on each 'up' -- do not edit.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+
+# Dev/test defaults: one node, so every internal topic has replication 1.
+auto.create.topics.enable=true
+num.partitions=3
+default.replication.factor=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+
+# Small footprint for a 2-core dev machine.
+num.network.threads=2
+num.io.threads=4
+EOF
+  cat >"$KAFKA_HOME/log4j2.properties" <<EOF
+# Generated by scripts/stack.sh -- broker log goes to $KAFKA_LOG
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $KAFKA_LOG
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+# Quieter noisy loggers.
+logger.kafka-request.name = kafka.request.logger
+logger.kafka-request.level = WARN
+logger.state-change.name = state.change.logger
+logger.state-change.level = WARN
+EOF
+}
+
+# The java command line for a Kafka main class, in the array KJAVA.
+kafka_java_cmd() {
+  # shellcheck disable=SC2206  # KAFKA_HEAP is intentionally word-split
+  KJAVA=(java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties"
+    -Dkafka.logs.dir="$LOGS"
+    -cp "$KAFKA_LIBS/*" "$@")
+}
+
+kafka_java() { kafka_java_cmd "$@"; "${KJAVA[@]}"; }
+
+# Format the storage once; the cluster id is generated once and kept.
+kafka_format() {
+  [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
+  if [[ ! -s "$KAFKA_HOME/cluster.id" ]]; then
+    kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_OUT" | tail -n1 >"$KAFKA_HOME/cluster.id.tmp"
+    [[ -s "$KAFKA_HOME/cluster.id.tmp" ]] || { tail_log "$KAFKA_OUT"; die "kafka: StorageTool random-uuid failed"; }
+    mv "$KAFKA_HOME/cluster.id.tmp" "$KAFKA_HOME/cluster.id"
+  fi
+  log "kafka: formatting $KAFKA_DATA (cluster id $(cat "$KAFKA_HOME/cluster.id"))"
+  # Clear a half-formatted data dir (e.g. format interrupted).
+  find "$KAFKA_DATA" -mindepth 1 -delete
+  if ! kafka_java kafka.tools.StorageTool format -t "$(cat "$KAFKA_HOME/cluster.id")" \
+        -c "$KAFKA_HOME/server.properties" >>"$LOGS/kafka-format.log" 2>&1; then
+    tail_log "$LOGS/kafka-format.log"
+    die "kafka: storage format failed"
+  fi
+}
+
+kafka_up() {
+  if [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]]; then
+    log "kafka: PAYLINK_KAFKA_BOOTSTRAP is set, not starting a local broker"
+    return 0
+  fi
+  check_port_number PAYLINK_KAFKA_PORT "$KAFKA_PORT"
+  check_port_number PAYLINK_KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT"
+  if kafka_running && kafka_metadata_ok "$HOST:$KAFKA_PORT"; then
+    log "kafka: already running on $HOST:$KAFKA_PORT (pid $(kafka_pid))"
+    return 0
+  fi
+  if kafka_running; then
+    log "kafka: process $(kafka_pid) exists, waiting for it"
+  else
+    [[ -e "$KAFKA_PID" ]] && { log "kafka: removing stale pid file (pid $(kafka_pid) is not our broker)"; rm -f "$KAFKA_PID"; }
+    local p
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+      port_open "$p" && die "kafka: port $HOST:$p is already in use by another process; stop it or pick other ports with PAYLINK_KAFKA_PORT / PAYLINK_KAFKA_CONTROLLER_PORT"
+    done
+    ensure_java
+    ensure_kafka_libs
+    kafka_write_config
+    kafka_format
+    log "kafka: starting on $HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT; log $KAFKA_LOG)"
+    : >"$KAFKA_OUT"
+    # setsid + nohup: fully detached from the caller; stdin from /dev/null so
+    # `$(scripts/stack.sh ...)` or CI with no stdin never hang on it.
+    # (A script's background job is not a process-group leader, so setsid and
+    # nohup exec in place and $! is the JVM's pid.)
+    kafka_java_cmd kafka.Kafka "$KAFKA_HOME/server.properties"
+    setsid nohup "${KJAVA[@]}" </dev/null >>"$KAFKA_OUT" 2>&1 &
+    echo $! >"$KAFKA_PID"
+  fi
+  local deadline=$((SECONDS + TIMEOUT))
+  until kafka_metadata_ok "$HOST:$KAFKA_PORT"; do
+    if ! kafka_running; then
+      tail_log "$KAFKA_OUT" 20
+      tail_log "$KAFKA_LOG"
+      rm -f "$KAFKA_PID"
+      die "kafka: broker process exited during startup"
+    fi
+    if (( SECONDS >= deadline )); then
+      tail_log "$KAFKA_LOG"
+      die "kafka: not ready on $HOST:$KAFKA_PORT after ${TIMEOUT}s (process $(kafka_pid) still running; 'scripts/stack.sh down' stops it)"
+    fi
+    sleep 0.5
+  done
+  log "kafka: ready on $HOST:$KAFKA_PORT (pid $(kafka_pid))"
+}
+
+kafka_down() {
+  [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]] && { log "kafka: external (PAYLINK_KAFKA_BOOTSTRAP), nothing to stop"; return 0; }
+  if ! kafka_running; then
+    [[ -e "$KAFKA_PID" ]] && rm -f "$KAFKA_PID"
+    log "kafka: not running"
+    return 0
+  fi
+  local pid i; pid="$(kafka_pid)"
+  log "kafka: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  # Controlled shutdown of a single node normally takes a few seconds.
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "kafka: still alive after 60s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$KAFKA_PID"
+  log "kafka: stopped"
+}
+
+# ---------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------
+cmd_up() {
+  take_lock
+  local t0=$SECONDS
+  pg_up
+  kafka_up
+  log "stack up in $((SECONDS - t0))s; use: eval \"\$(scripts/stack.sh env)\""
+}
+
+cmd_down() {
+  take_lock
+  local rc=0
+  kafka_down || rc=1
+  pg_down || rc=1
+  return "$rc"
+}
+
+cmd_status() {
+  local ok=0
+  if [[ -n "${PAYLINK_DATABASE_URL:-}" ]]; then
+    if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$PAYLINK_DATABASE_URL" -t 3; then
+      echo "postgres: external, reachable ($PAYLINK_DATABASE_URL)"
+    else
+      echo "postgres: external, NOT reachable ($PAYLINK_DATABASE_URL)"; ok=3
+    fi
+  elif pg_running && { find_pg_bin || true; pg_ready; }; then
+    echo "postgres: up    $HOST:$PG_PORT pid $(pg_pid) data $PG_DATA"
+  elif pg_running; then
+    echo "postgres: starting/not accepting  $HOST:$PG_PORT pid $(pg_pid)"; ok=3
+  else
+    echo "postgres: down  (port $PG_PORT)"; ok=3
+  fi
+
+  if [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]]; then
+    if kafka_metadata_ok "$PAYLINK_KAFKA_BOOTSTRAP"; then
+      echo "kafka:    external, reachable ($PAYLINK_KAFKA_BOOTSTRAP)"
+    else
+      echo "kafka:    external, NOT reachable ($PAYLINK_KAFKA_BOOTSTRAP)"; ok=3
+    fi
+  elif kafka_running && kafka_metadata_ok "$HOST:$KAFKA_PORT"; then
+    echo "kafka:    up    $HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT) pid $(kafka_pid) data $KAFKA_DATA"
+  elif kafka_running; then
+    echo "kafka:    starting/not answering  $HOST:$KAFKA_PORT pid $(kafka_pid)"; ok=3
+  else
+    echo "kafka:    down  (port $KAFKA_PORT)"; ok=3
+  fi
+  return "$ok"
+}
+
+cmd_env() {
+  printf 'export PAYLINK_DATABASE_URL=%q\n' "${PAYLINK_DATABASE_URL:-$DEFAULT_DATABASE_URL}"
+  printf 'export PAYLINK_KAFKA_BOOTSTRAP=%q\n' "${PAYLINK_KAFKA_BOOTSTRAP:-$DEFAULT_KAFKA_BOOTSTRAP}"
+}
+
+usage() {
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+  up)     cmd_up ;;
+  down)   cmd_down ;;
+  status) cmd_status ;;
+  env)    cmd_env ;;
+  -h|--help|help) usage ;;
+  *)      usage >&2; exit 2 ;;
+esac
