@@ -1,0 +1,78 @@
+"""paylink.v1.AccountService."""
+
+from __future__ import annotations
+
+import grpc
+
+from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
+from service import accounts, idempotency, results, versions
+from service.api import context
+from service.deps import Deps
+
+
+class AccountServicer(account_pb2_grpc.AccountServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def GetAccount(  # noqa: N802 - gRPC method name
+        self, request: account_pb2.GetAccountRequest, ctx: grpc.aio.ServicerContext
+    ) -> account_pb2.Account:
+        workspace = context.current().workspace
+        async with self.deps.pool.acquire() as conn:
+            row = await accounts.fetch(conn, workspace.id, request.account_id)
+            return await accounts.to_proto(conn, row, self.deps.drivers)
+
+    async def ListAccounts(  # noqa: N802
+        self, request: account_pb2.ListAccountsRequest, ctx: grpc.aio.ServicerContext
+    ) -> account_pb2.ListAccountsResponse:
+        return await accounts.list_page(self.deps, context.current().workspace.id, request)
+
+    async def DisconnectAccount(  # noqa: N802
+        self, request: account_pb2.DisconnectAccountRequest, ctx: grpc.aio.ServicerContext
+    ) -> account_pb2.Account:
+        call = context.current()
+        key = idempotency.key_for(call.workspace.id, "DisconnectAccount", request, request.request_id)
+        async with self.deps.pool.acquire() as conn, conn.transaction():
+            if key is not None:
+                replay = await key.claim(conn, self.deps.vault)
+                if replay is not None:
+                    return account_pb2.Account.FromString(replay)
+            row = await accounts.disconnect(
+                self.deps, conn, call.workspace.id, request.account_id, versions.label(call.api_version)
+            )
+            account = await accounts.to_proto(conn, row, self.deps.drivers)
+            if key is not None:
+                await key.store(conn, self.deps.vault, account)
+            return account
+
+    async def GetIdentity(  # noqa: N802
+        self, request: account_pb2.GetIdentityRequest, ctx: grpc.aio.ServicerContext
+    ) -> data_pb2.Identity:
+        return await results.identity(self.deps, context.current().workspace.id, request.account_id)
+
+    async def GetEmployment(  # noqa: N802
+        self, request: account_pb2.GetEmploymentRequest, ctx: grpc.aio.ServicerContext
+    ) -> data_pb2.Employment:
+        return await results.employment(self.deps, context.current().workspace.id, request.account_id)
+
+    async def GetIncome(  # noqa: N802
+        self, request: account_pb2.GetIncomeRequest, ctx: grpc.aio.ServicerContext
+    ) -> data_pb2.Income:
+        return await results.income(self.deps, context.current().workspace.id, request.account_id)
+
+    async def ListPaystubs(  # noqa: N802
+        self, request: account_pb2.ListPaystubsRequest, ctx: grpc.aio.ServicerContext
+    ) -> account_pb2.ListPaystubsResponse:
+        return await results.list_paystubs(self.deps, context.current().workspace.id, request)
+
+    async def GetPaystub(  # noqa: N802
+        self, request: account_pb2.GetPaystubRequest, ctx: grpc.aio.ServicerContext
+    ) -> data_pb2.Paystub:
+        return await results.get_paystub(
+            self.deps, context.current().workspace.id, request.account_id, request.paystub_id
+        )
+
+    async def GetDirectDepositAllocations(  # noqa: N802
+        self, request: account_pb2.GetDirectDepositAllocationsRequest, ctx: grpc.aio.ServicerContext
+    ) -> data_pb2.DirectDepositAllocations:
+        return await results.allocations(self.deps, context.current().workspace.id, request.account_id)

@@ -1,0 +1,100 @@
+"""The call pipeline around every paylink.v1 RPC.
+
+For each unary call: authenticate `x-api-secret` (UNAUTHENTICATED), parse `api-version`
+(INVALID_ARGUMENT), set the CallContext, run the handler, and map what it raised to a status:
+ApiError -> its code and google.rpc details; a lost database -> UNAVAILABLE; a deadline ->
+DEADLINE_EXCEEDED. Health and reflection are not wrapped (they stay open).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_status import rpc_status
+
+from service import errors, metrics, versions
+from service.api import context
+from service.auth import Authenticator
+
+log = logging.getLogger("paylink.rpc")
+
+_PREFIX = "/paylink.v1."
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+_UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class ApiInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(_PREFIX) or handler.unary_unary is None:
+            return handler
+        wrapped = self._wrap(method.rsplit("/", 1)[-1], handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        auth = self._auth
+
+        async def call(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
+            request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+            token = None
+            try:
+                workspace = await auth.authenticate(metadata.get("x-api-secret"))
+                try:
+                    version = versions.parse(metadata.get("api-version"))
+                except versions.UnknownVersion as exc:
+                    raise errors.invalid_field("api-version", str(exc)) from exc
+                token = context.set_current(context.CallContext(workspace, version, request_id))
+                return await inner(request, ctx)
+            except errors.ApiError as exc:
+                code = exc.code
+                await ctx.abort_with_status(rpc_status.to_status(exc.to_status()))
+            except TimeoutError:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                await ctx.abort(code, "the call ran out of time")
+            except _UNAVAILABLE_ERRORS as exc:
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
+                await ctx.abort_with_status(
+                    rpc_status.to_status(errors.unavailable("database unavailable, retry").to_status())
+                )
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"method": method, "request_id": request_id})
+                await ctx.abort(code, f"internal error (request id {request_id})")
+            finally:
+                if token is not None:
+                    context.reset(token)
+                metrics.RPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - started)
+            return None  # unreachable: abort raises
+
+        return call

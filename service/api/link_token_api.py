@@ -1,0 +1,25 @@
+"""paylink.v1.LinkTokenService."""
+
+from __future__ import annotations
+
+import grpc
+
+from paylink.v1 import link_token_pb2, link_token_pb2_grpc
+from service import link_tokens
+from service.api import context
+from service.deps import Deps
+
+
+class LinkTokenServicer(link_token_pb2_grpc.LinkTokenServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def CreateLinkToken(  # noqa: N802 - gRPC method name
+        self, request: link_token_pb2.CreateLinkTokenRequest, ctx: grpc.aio.ServicerContext
+    ) -> link_token_pb2.LinkToken:
+        return await link_tokens.create(self.deps, context.current(), request)
+
+    async def GetLinkToken(  # noqa: N802
+        self, request: link_token_pb2.GetLinkTokenRequest, ctx: grpc.aio.ServicerContext
+    ) -> link_token_pb2.LinkToken:
+        return await link_tokens.get(self.deps, context.current().workspace.id, request.link_token_id)

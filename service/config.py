@@ -1,0 +1,70 @@
+"""Configuration from environment variables prefixed `PAYLINK_` (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A development key ring so `make run` works out of the box; production sets PAYLINK_VAULT_KEYS.
+DEV_VAULT_KEYS = "dev1:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+
+
+class Settings(BaseSettings):
+    """Every setting paylink reads. Validated at start; a bad value stops the process with a message."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYLINK_", extra="ignore")
+
+    database_url: str = "postgresql://paylink:paylink@127.0.0.1:55432/paylink"
+    database_pool_size: int = Field(default=8, ge=1, le=100)
+    kafka_bootstrap: str = "127.0.0.1:59092"
+    topic_prefix: str = "paylink."
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_max_concurrent_rpcs: int = Field(default=1000, ge=1)
+    grpc_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    grpc_reuse_port: bool = False
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
+
+    vault_keys: str = DEV_VAULT_KEYS
+    vault_primary_key: str | None = None
+
+    link_token_ttl_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
+    max_login_attempts: int = Field(default=5, ge=1, le=20)
+
+    worker_concurrency: int = Field(default=16, ge=1, le=1000)
+    worker_lease_seconds: float = Field(default=30.0, ge=1)
+    worker_poll_seconds: float = Field(default=2.0, gt=0)
+    job_max_attempts: int = Field(default=5, ge=1, le=50)
+    job_retry_base_seconds: float = Field(default=1.0, ge=0)
+    job_retry_max_seconds: float = Field(default=60.0, ge=0)
+    platform_call_timeout_seconds: float = Field(default=30.0, gt=0)
+    platform_concurrency: int = Field(default=16, ge=1)
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10000)
+    relay_poll_seconds: float = Field(default=2.0, gt=0)
+
+    sandbox_latency_seconds: float = Field(default=0.0, ge=0)
+    sandbox_slow_latency_seconds: float = Field(default=2.0, ge=0)
+    sandbox_pending_delay_seconds: float = Field(default=60.0, ge=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @property
+    def link_token_ttl(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.link_token_ttl_seconds)
+
+    @property
+    def pending_delay(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.sandbox_pending_delay_seconds)

@@ -1,0 +1,19 @@
+"""What request handlers, workers and the relay share in one process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+
+from service.config import Settings
+from service.drivers.registry import DriverRegistry
+from service.vault import Vault
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    pool: asyncpg.Pool
+    vault: Vault
+    drivers: DriverRegistry

@@ -1,0 +1,357 @@
+"""The sandbox driver: named fake platforms whose behaviour is chosen by the username (SPEC §4).
+
+`user_good+anything` behaves like `user_good` but is a different person: the part before `+`
+picks the behaviour, the whole username seeds the data (see `sandbox_data`). The driver is
+stateless: everything it needs between calls lives in the grant or the MFA state, both JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from paylink.v1 import common_pb2, data_pb2
+
+from service.drivers import sandbox_data
+from service.drivers.base import (
+    AccessGrant,
+    Credentials,
+    FetchedPaystub,
+    JobContext,
+    JobPending,
+    LoggedIn,
+    LoginResult,
+    MfaChallenge,
+    PaystubQuery,
+    PlatformError,
+    PlatformInfo,
+    SwitchRequest,
+)
+
+E = common_pb2.JobErrorCode
+ALL_JOBS = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
+DATA_JOBS = ALL_JOBS - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
+
+SANDBOX_ADP = "sandbox_adp"
+SANDBOX_WORKDAY = "sandbox_workday"
+SANDBOX_GIG = "sandbox_gig"
+SANDBOX_MFA = "sandbox_mfa"
+SANDBOX_SLOW = "sandbox_slow"
+
+PLATFORMS = (
+    PlatformInfo(SANDBOX_ADP, "ADP (Sandbox)", ALL_JOBS),
+    PlatformInfo(SANDBOX_WORKDAY, "Workday (Sandbox)", ALL_JOBS),
+    PlatformInfo(
+        SANDBOX_GIG,
+        "GigWorks (Sandbox)",
+        frozenset({common_pb2.JOB_NAME_IDENTITY, common_pb2.JOB_NAME_INCOME, common_pb2.JOB_NAME_PAYSTUBS}),
+    ),
+    PlatformInfo(SANDBOX_MFA, "Paycor MFA (Sandbox)", ALL_JOBS, always_mfa=True),
+    PlatformInfo(SANDBOX_SLOW, "SlowPay (Sandbox)", ALL_JOBS),
+)
+
+PASSWORD = "pass_good"  # noqa: S105 - the documented sandbox password
+MFA_CODE = "mfa_code"
+SECURITY_ANSWER = "pinwheel drive"
+
+
+class User(enum.StrEnum):
+    """Sandbox behaviours, named by the username before any `+suffix`."""
+
+    GOOD = "user_good"
+    MFA = "user_mfa"
+    ERROR = "user_error"
+    PENDING = "user_pending"
+    LOCKED = "user_locked"
+    FLAKY = "user_flaky"
+    REAUTH_MFA = "user_reauth_mfa"
+    EXPIRED = "user_expired"
+    NODATA = "user_nodata"
+
+
+def user_of(username: str) -> User | None:
+    """The behaviour of a username (exact, case-sensitive), or None for an unknown user."""
+    try:
+        return User(username.split("+", 1)[0])
+    except ValueError:
+        return None
+
+
+class MfaKind(enum.StrEnum):
+    """The two kinds of challenge; the value is MfaChallenge.type."""
+
+    CODE = "code"
+    SECURITY_QUESTION = "security_question"
+
+
+_PROMPTS = {
+    MfaKind.CODE: "Enter the code sent to your phone",
+    MfaKind.SECURITY_QUESTION: "What street did you grow up on?",
+}
+
+
+def _answer_ok(kind: MfaKind, answer: str) -> bool:
+    if kind is MfaKind.CODE:
+        return secrets.compare_digest(answer.strip(), MFA_CODE)
+    return secrets.compare_digest(answer.strip().casefold(), SECURITY_ANSWER)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """The sandbox's grant contents (serialized as JSON into AccessGrant.secret)."""
+
+    username: str
+    password: str
+    platform_id: str
+    session: str
+    expired: bool = False
+    extra_paystubs: int = 0
+
+    def encode(self) -> AccessGrant:
+        return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Grant:
+        """Parses a grant; PlatformError(INVALID_CREDENTIALS) when it is not one of ours."""
+        try:
+            return cls.from_dict(json.loads(raw))
+        except (ValueError, TypeError, KeyError):
+            raise PlatformError(
+                E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The stored session is not valid"
+            ) from None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Grant:
+        grant = cls(
+            username=d["username"],
+            password=d["password"],
+            platform_id=d["platform_id"],
+            session=d["session"],
+            expired=d["expired"],
+            extra_paystubs=d["extra_paystubs"],
+        )
+        strings = (grant.username, grant.password, grant.platform_id, grant.session)
+        if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
+            raise TypeError("bad grant field")
+        if not isinstance(grant.extra_paystubs, int) or grant.extra_paystubs < 0:
+            raise TypeError("bad grant field")
+        return grant
+
+    def refreshed(self) -> Grant:
+        """The same login with a new platform session token."""
+        return dataclasses.replace(self, session=_new_session())
+
+
+def _new_session() -> str:
+    return "sbx_sess_" + secrets.token_urlsafe(24)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SandboxDriver:
+    """PlatformDriver for the sandbox platforms (plus `expire_grant`/`add_paystub` for
+    SandboxService)."""
+
+    def __init__(
+        self,
+        latency: float = 0.0,
+        slow_latency: float = 2.0,
+        pending_delay: dt.timedelta = dt.timedelta(seconds=60),
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self._latency = latency
+        self._slow_latency = slow_latency
+        self._pending_delay = pending_delay
+        self._clock = clock
+        self._platforms = {p.id: p for p in PLATFORMS}
+
+    def platforms(self) -> list[PlatformInfo]:
+        """The five sandbox platforms."""
+        return list(PLATFORMS)
+
+    # -- login -------------------------------------------------------------------------------
+
+    async def login(self, platform_id: str, credentials: Credentials) -> LoginResult:
+        """First login; `user_locked` is locked whatever the password."""
+        platform = await self._call(platform_id)
+        user = user_of(credentials.username)
+        if user is User.LOCKED:
+            raise PlatformError(
+                E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
+            )
+        if user is None or credentials.password != PASSWORD:
+            raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The username or password is incorrect")
+        grant = Grant(credentials.username, credentials.password, platform_id, _new_session())
+        if platform.always_mfa:
+            return self._challenge(MfaKind.SECURITY_QUESTION, grant)
+        if user is User.MFA:
+            return self._challenge(MfaKind.CODE, grant)
+        return LoggedIn(grant.encode())
+
+    async def answer_mfa(self, platform_id: str, state: bytes, answer: str) -> LoggedIn:
+        """Finishes a login or re-access; PlatformError(MFA_FAILED) on a wrong answer."""
+        await self._call(platform_id)
+        try:
+            parsed = json.loads(state)
+            kind = MfaKind(parsed["kind"])
+            grant = Grant.from_dict(parsed["grant"])
+        except (ValueError, TypeError, KeyError):
+            raise PlatformError(
+                E.JOB_ERROR_CODE_MFA_FAILED, "The verification session is not valid"
+            ) from None
+        if grant.platform_id != platform_id:
+            raise PlatformError(E.JOB_ERROR_CODE_MFA_FAILED, "The verification session is not valid")
+        if not _answer_ok(kind, answer):
+            raise PlatformError(E.JOB_ERROR_CODE_MFA_FAILED, "The verification answer is incorrect")
+        return LoggedIn(grant.refreshed().encode())
+
+    async def reaccess(self, account_id: str, platform_id: str, grant: AccessGrant) -> LoginResult:
+        """Logs in again with a stored grant; may ask MFA (`user_reauth_mfa`, always-MFA platform)."""
+        platform = await self._call(platform_id)
+        stored = self._usable(Grant.decode(grant.secret), platform_id)
+        user = user_of(stored.username)
+        if user is User.EXPIRED:
+            raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
+        if platform.always_mfa:
+            return self._challenge(MfaKind.SECURITY_QUESTION, stored)
+        if user is User.REAUTH_MFA:
+            return self._challenge(MfaKind.CODE, stored)
+        return LoggedIn(stored.refreshed().encode())
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def fetch_identity(self, ctx: JobContext) -> data_pb2.Identity:
+        """Identity of the grant's user."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_IDENTITY)
+        return sandbox_data.identity(grant.username)
+
+    async def fetch_employment(self, ctx: JobContext) -> data_pb2.Employment:
+        """Employment of the grant's user."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_EMPLOYMENT)
+        return sandbox_data.employment(grant.username)
+
+    async def fetch_income(self, ctx: JobContext) -> data_pb2.Income:
+        """Income of the grant's user (VARIABLE pay frequency on the gig platform)."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_INCOME)
+        return sandbox_data.income(grant.username, gig=ctx.platform_id == SANDBOX_GIG)
+
+    async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
+        """Paystubs, newest first, including those added with `add_paystub`."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_PAYSTUBS)
+        return sandbox_data.paystubs(grant.username, grant.extra_paystubs, query)
+
+    async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
+        """The user's existing direct deposit allocations."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
+        return sandbox_data.allocations(grant.username)
+
+    async def switch_direct_deposit(
+        self, ctx: JobContext, request: SwitchRequest
+    ) -> data_pb2.DirectDepositAllocations:
+        """Applies the switch to the user's existing allocations (see sandbox_data)."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
+        try:
+            return sandbox_data.switched_allocations(grant.username, request, grant.extra_paystubs)
+        except sandbox_data.SwitchRejected as exc:
+            raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
+
+    # -- sandbox-only controls -----------------------------------------------------------------
+
+    def expire_grant(self, grant: AccessGrant) -> AccessGrant:
+        """The grant as if the user changed the password at the platform: re-access fails."""
+        return dataclasses.replace(Grant.decode(grant.secret), expired=True).encode()
+
+    def add_paystub(self, grant: AccessGrant) -> tuple[AccessGrant, FetchedPaystub]:
+        """One more paystub, newer than all the others; returns the new grant and that paystub."""
+        stored = Grant.decode(grant.secret)
+        updated = dataclasses.replace(stored, extra_paystubs=stored.extra_paystubs + 1)
+        newest = sandbox_data.paystubs(updated.username, updated.extra_paystubs, PaystubQuery(count=1))[0]
+        return updated.encode(), newest
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _call(self, platform_id: str) -> PlatformInfo:
+        """Resolves the platform and simulates its latency."""
+        platform = self._platform(platform_id)
+        delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return platform
+
+    def _platform(self, platform_id: str) -> PlatformInfo:
+        platform = self._platforms.get(platform_id)
+        if platform is None:
+            raise PlatformError(E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"Unknown platform {platform_id!r}")
+        return platform
+
+    @staticmethod
+    def _usable(grant: Grant, platform_id: str) -> Grant:
+        """Checks that a stored grant still logs in at this platform."""
+        user = user_of(grant.username)
+        if user is User.LOCKED:
+            raise PlatformError(
+                E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
+            )
+        if user is None or grant.password != PASSWORD or grant.platform_id != platform_id or grant.expired:
+            raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
+        return grant
+
+    @staticmethod
+    def _challenge(kind: MfaKind, grant: Grant) -> MfaChallenge:
+        state = {"kind": kind.value, "grant": dataclasses.asdict(grant)}
+        return MfaChallenge(kind.value, _PROMPTS[kind], json.dumps(state, sort_keys=True).encode())
+
+    async def _job(self, ctx: JobContext, job: int) -> Grant:
+        """Runs the user's behaviour for one job; returns the grant when the job should succeed."""
+        platform = self._platform(ctx.platform_id)
+        if job not in platform.supported_jobs:
+            job_name = (
+                common_pb2.JobName.Name(common_pb2.JobName.ValueType(job)).removeprefix("JOB_NAME_").lower()
+            )
+            raise PlatformError(
+                E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"{platform.name} does not support {job_name}"
+            )
+        await self._call(ctx.platform_id)
+        grant = self._usable(Grant.decode(ctx.grant.secret), ctx.platform_id)
+        user = user_of(grant.username)
+        if user is User.ERROR:
+            if job == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
+                raise PlatformError(
+                    E.JOB_ERROR_CODE_ALLOCATION_REJECTED,
+                    "Direct deposit changes are blocked for 10 days after a recent bank account change",
+                )
+            raise PlatformError(
+                E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, "The payroll system returned an internal error"
+            )
+        if user is User.PENDING:
+            self._pending(ctx)
+        if user is User.FLAKY and ctx.attempt <= 2:
+            raise PlatformError(
+                E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE,
+                "The payroll system is temporarily unavailable",
+                transient=True,
+            )
+        if user is User.NODATA and job in DATA_JOBS:
+            raise PlatformError(E.JOB_ERROR_CODE_NO_DATA, "The payroll system has no data of this kind")
+        return grant
+
+    def _pending(self, ctx: JobContext) -> None:
+        """Pending until `pending_delay` after the first pending report, then a final timeout."""
+        if ctx.pending_since is None:
+            raise JobPending(self._pending_delay, "The payroll system is processing the request")
+        remaining = self._pending_delay - (self._clock() - ctx.pending_since)
+        if remaining > dt.timedelta(0):
+            raise JobPending(
+                min(remaining, self._pending_delay), "The payroll system is processing the request"
+            )
+        raise PlatformError(
+            E.JOB_ERROR_CODE_TIMEOUT, "The payroll system did not finish in time", transient=False
+        )

@@ -1,0 +1,85 @@
+"""Idempotent mutations (AIP-155): `request_id` plus the request body.
+
+Inside the mutation's own transaction, `claim` inserts the key first. A concurrent duplicate
+blocks on the primary key until the first transaction ends, then sees its stored response: one
+winner, no duplicates. Same id and same body within 7 days replays the stored response; same id
+with another body is ALREADY_EXISTS. Stored responses are sealed (they may hold a link token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import asyncpg
+from google.protobuf.message import Message
+
+from service import errors
+from service.vault import Vault
+
+_CLAIM = """
+INSERT INTO idempotency_keys (workspace_id, method, request_id, request_hash, response)
+VALUES ($1, $2, $3, $4, '')
+ON CONFLICT (workspace_id, method, request_id) DO UPDATE
+   SET request_hash = EXCLUDED.request_hash, response = '', created_at = now()
+ WHERE idempotency_keys.created_at < now() - interval '7 days'
+RETURNING true
+"""
+_READ = """
+SELECT request_hash, response FROM idempotency_keys
+WHERE workspace_id = $1 AND method = $2 AND request_id = $3
+"""
+_STORE = """
+UPDATE idempotency_keys SET response = $4 WHERE workspace_id = $1 AND method = $2 AND request_id = $3
+"""
+
+MAX_REQUEST_ID = 255
+
+
+def request_hash(request: Message) -> bytes:
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).digest()
+
+
+def _aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
+    return f"idempotency:{workspace_id}:{method}:{request_id}".encode()
+
+
+class Key:
+    def __init__(self, workspace_id: uuid.UUID, method: str, request: Message, request_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.method = method
+        self.request_id = request_id
+        self.hash = request_hash(request)
+
+    async def claim(self, conn: asyncpg.Connection, vault: Vault) -> bytes | None:
+        """Claims the key in `conn`'s transaction; returns a stored response to replay, or None."""
+        args = (self.workspace_id, self.method, self.request_id)
+        if await conn.fetchval(_CLAIM, *args, self.hash):
+            return None
+        row = await conn.fetchrow(_READ, *args)
+        if row is None:  # the first attempt rolled back between our insert and read: go again
+            if await conn.fetchval(_CLAIM, *args, self.hash):
+                return None
+            row = await conn.fetchrow(_READ, *args)
+            assert row is not None
+        if bytes(row["request_hash"]) != self.hash:
+            raise errors.already_exists(
+                "REQUEST_ID_REUSED", f"request_id {self.request_id!r} was used with a different request"
+            )
+        return vault.open(bytes(row["response"]), aad=_aad(*args))
+
+    async def store(self, conn: asyncpg.Connection, vault: Vault, response: Message) -> None:
+        args = (self.workspace_id, self.method, self.request_id)
+        sealed = vault.seal(response.SerializeToString(), aad=_aad(*args))
+        await conn.execute(_STORE, *args, sealed)
+
+
+def key_for(workspace_id: uuid.UUID, method: str, request: Message, request_id: str) -> Key | None:
+    if not request_id:
+        return None
+    if len(request_id) > MAX_REQUEST_ID:
+        raise errors.invalid_field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    return Key(workspace_id, method, request, request_id)

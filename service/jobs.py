@@ -1,0 +1,215 @@
+"""Jobs as resources: creation (for a session or a server-side refresh), reading and listing."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from paylink.v1 import common_pb2, job_pb2
+from service import accounts, errors, ids, idempotency, pagination, timeutil, validation, versions
+from service.api.context import CallContext
+from service.deps import Deps
+
+NOTIFY_CHANNEL = "paylink_jobs"
+
+STATUS = {
+    "queued": common_pb2.JOB_STATUS_QUEUED,
+    "running": common_pb2.JOB_STATUS_RUNNING,
+    "pending": common_pb2.JOB_STATUS_PENDING,
+    "success": common_pb2.JOB_STATUS_SUCCESS,
+    "error": common_pb2.JOB_STATUS_ERROR,
+}
+FINAL = ("success", "error")
+
+COLUMNS = (
+    "id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,"
+    " status, outcome, error_type, error_code, error_message, params, attempts, created_at, completed_at,"
+    " api_version"
+)
+
+_INSERT = """
+INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
+  platform_id, params, params_sealed, api_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+"""
+
+
+def params_aad(job_id: uuid.UUID) -> bytes:
+    return b"job-params:" + str(job_id).encode()
+
+
+async def insert(
+    deps: Deps,
+    conn: asyncpg.Connection,
+    *,
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    platform_id: str,
+    name: int,
+    origin: int,
+    batch_id: uuid.UUID,
+    api_version: str,
+    params: common_pb2.JobParams,
+    secret_params: bytes | None = None,
+    link_token_id: uuid.UUID | None = None,
+    link_session_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Queues one job (caller's transaction) and wakes the workers at commit."""
+    job_id = ids.new_id()
+    sealed = deps.vault.seal(secret_params, aad=params_aad(job_id)) if secret_params else None
+    await conn.execute(
+        _INSERT,
+        job_id,
+        workspace_id,
+        account_id,
+        link_token_id,
+        link_session_id,
+        batch_id,
+        name,
+        origin,
+        platform_id,
+        params.SerializeToString(),
+        sealed,
+        api_version,
+    )
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return job_id
+
+
+def to_proto(row: asyncpg.Record) -> job_pb2.Job:
+    job = job_pb2.Job(
+        id=str(row["id"]),
+        account_id=str(row["account_id"]),
+        link_token_id=str(row["link_token_id"]) if row["link_token_id"] else "",
+        link_session_id=str(row["link_session_id"]) if row["link_session_id"] else "",
+        name=row["name"],
+        status=STATUS[row["status"]],
+        outcome=row["outcome"],
+        error_type=row["error_type"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        params=common_pb2.JobParams.FromString(bytes(row["params"])),
+        attempts=row["attempts"],
+        origin=row["origin"],
+    )
+    timeutil.set_ts(job.created_at, row["created_at"])
+    timeutil.set_ts(job.completed_at, row["completed_at"])
+    return job
+
+
+async def get(deps: Deps, workspace_id: uuid.UUID, job_id: str) -> job_pb2.Job:
+    parsed = ids.parse_uuid(job_id)
+    row = None
+    if parsed is not None:
+        row = await deps.pool.fetchrow(
+            f"SELECT {COLUMNS} FROM jobs WHERE id = $1 AND workspace_id = $2", parsed, workspace_id
+        )
+    if row is None:
+        raise errors.not_found("job", job_id)
+    return to_proto(row)
+
+
+async def list_page(deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest) -> job_pb2.ListJobsResponse:
+    v = errors.Violations()
+    size = pagination.page_size(request.page_size)
+    account_id = link_token_id = None
+    if request.account_id:
+        account_id = ids.parse_uuid(request.account_id)
+        if account_id is None:
+            v.add("account_id", "must be a UUID")
+    if request.link_token_id:
+        link_token_id = ids.parse_uuid(request.link_token_id)
+        if link_token_id is None:
+            v.add("link_token_id", "must be a UUID")
+    for i, name in enumerate(request.names):
+        if name not in validation.JOB_NAMES:
+            v.add(f"names[{i}]", "is not a known job name")
+    if request.outcome not in common_pb2.JobOutcome.values():
+        v.add("outcome", "is not a known outcome")
+    if request.origin not in common_pb2.JobOrigin.values():
+        v.add("origin", "is not a known origin")
+    after = timeutil.from_ts(request.created_after) if request.HasField("created_after") else None
+    before = timeutil.from_ts(request.created_before) if request.HasField("created_before") else None
+    if after and before and after >= before:
+        v.add("created_before", "must be later than created_after")
+    v.raise_if_any()
+    filters = {
+        "a": request.account_id, "l": request.link_token_id, "n": sorted(request.names),
+        "o": request.outcome, "g": request.origin, "ca": str(after), "cb": str(before),
+    }
+    cursor_ts, cursor_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
+    rows = await deps.pool.fetch(
+        f"SELECT {COLUMNS} FROM jobs WHERE workspace_id = $1"
+        " AND ($2::uuid IS NULL OR account_id = $2)"
+        " AND ($3::uuid IS NULL OR link_token_id = $3)"
+        " AND (cardinality($4::smallint[]) = 0 OR name = ANY($4))"
+        " AND ($5::smallint = 0 OR outcome = $5)"
+        " AND ($6::smallint = 0 OR origin = $6)"
+        " AND ($7::timestamptz IS NULL OR created_at >= $7)"
+        " AND ($8::timestamptz IS NULL OR created_at < $8)"
+        " AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))"
+        " ORDER BY created_at DESC, id DESC LIMIT $11",
+        workspace_id, account_id, link_token_id, list(request.names), request.outcome, request.origin,
+        after, before, cursor_ts, cursor_id, size + 1,
+    )
+    response = job_pb2.ListJobsResponse(jobs=[to_proto(r) for r in rows[:size]])
+    if len(rows) > size:
+        last = rows[size - 1]
+        response.next_page_token = pagination.encode(
+            pagination.Cursor(last["created_at"].isoformat(), last["id"]), filters
+        )
+    return response
+
+
+async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJobRequest) -> job_pb2.Job:
+    """JobService.CreateJob: a server-side refresh of one data job with stored credentials."""
+    v = errors.Violations()
+    if request.name not in validation.JOB_NAMES:
+        v.add("name", "must be a known job name")
+    if request.HasField("paystubs"):
+        if request.name != common_pb2.JOB_NAME_PAYSTUBS:
+            v.add("paystubs", "is only allowed with JOB_NAME_PAYSTUBS")
+        if not 0 <= request.paystubs.count <= 100:
+            v.add("paystubs.count", "must be between 0 and 100")
+        low = validation.pay_date(v, "paystubs.from_pay_date", request.paystubs.from_pay_date)
+        high = validation.pay_date(v, "paystubs.to_pay_date", request.paystubs.to_pay_date)
+        if low and high and low > high:
+            v.add("paystubs.to_pay_date", "must not be before from_pay_date")
+    v.raise_if_any()
+    if request.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
+        raise errors.failed_precondition(
+            "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
+        )
+    key = idempotency.key_for(call.workspace.id, "CreateJob", request, request.request_id)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if key is not None:
+            replay = await key.claim(conn, deps.vault)
+            if replay is not None:
+                return job_pb2.Job.FromString(replay)
+        account = await accounts.fetch(conn, call.workspace.id, request.account_id, lock=True)
+        if not account["connected"]:
+            raise errors.failed_precondition(
+                "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
+            )
+        platform = deps.drivers.platform(account["platform_id"])
+        if platform is None or request.name not in platform.supported_jobs:
+            raise errors.failed_precondition(
+                "JOB_NOT_SUPPORTED",
+                f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
+            )
+        params = common_pb2.JobParams()
+        if request.HasField("paystubs"):
+            params.paystubs.CopyFrom(request.paystubs)
+        batch = ids.new_id()
+        job_id = await insert(
+            deps, conn,
+            workspace_id=call.workspace.id, account_id=account["id"], platform_id=account["platform_id"],
+            name=request.name, origin=common_pb2.JOB_ORIGIN_REFRESH, batch_id=batch,
+            api_version=versions.label(call.api_version), params=params,
+        )
+        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs WHERE id = $1", job_id)
+        job = to_proto(row)
+        if key is not None:
+            await key.store(conn, deps.vault, job)
+    return job

@@ -1,0 +1,169 @@
+"""Link tokens: validation, creation (with On Demand Updates binding) and reading."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+
+from paylink.v1 import common_pb2, link_token_pb2
+from service import accounts, errors, ids, idempotency, timeutil, validation, versions
+from service.api.context import CallContext
+from service.deps import Deps
+
+_LANGUAGES = frozenset(link_token_pb2.Language.values())
+
+_INSERT = """
+INSERT INTO link_tokens (id, workspace_id, token_hash, api_version, org_name, required_jobs, end_user_id,
+  bound_account_id, platform_id, employer_id, allocation, allocation_sealed, options, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+"""
+
+
+def allocation_aad(token_id: uuid.UUID) -> bytes:
+    return b"link-token-allocation:" + str(token_id).encode()
+
+
+def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds: bool) -> errors.Violations:
+    v = errors.Violations()
+    validation.text(v, "org_name", request.org_name, min_len=3, max_len=30)
+    names = validation.job_names(v, "required_jobs", list(request.required_jobs), allow_empty=binds)
+    if not binds:
+        validation.text(v, "end_user_id", request.end_user_id, min_len=1, max_len=255)
+    elif request.end_user_id:
+        validation.text(v, "end_user_id", request.end_user_id, min_len=1, max_len=255)
+    if binds and ids.parse_uuid(request.account_id) is None:
+        v.add("account_id", "must be a UUID")
+    if request.platform_id:
+        platform = deps.drivers.platform(request.platform_id)
+        if platform is None:
+            v.add("platform_id", "is not a known platform")
+        elif not set(names) <= platform.supported_jobs:
+            v.add("platform_id", "does not support every required job")
+    validation.text(v, "employer_id", request.employer_id, max_len=255)
+    if request.HasField("allocation"):
+        validation.allocation(v, "allocation", request.allocation)
+    if common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH in names and not request.allocation.targets:
+        v.add("allocation.targets", "direct_deposit_switch needs at least one allocation target")
+    if request.language not in _LANGUAGES:
+        v.add("language", "must be EN or ES")
+    if len(request.tags) > 20:
+        v.add("tags", "must hold at most 20 entries")
+    for key, value in sorted(request.tags.items()):
+        if not 1 <= len(key) <= 64:
+            v.add(f"tags[{key[:64]}]", "keys must be 1 to 64 characters")
+        if len(value) > 255:
+            v.add(f"tags[{key[:64]}]", "values must be at most 255 characters")
+    return v
+
+
+async def create(
+    deps: Deps, call: CallContext, request: link_token_pb2.CreateLinkTokenRequest
+) -> link_token_pb2.LinkToken:
+    binds = bool(request.account_id) and versions.on_demand_updates(call.api_version)
+    _validate(deps, request, binds).raise_if_any()
+    workspace = call.workspace
+    key = idempotency.key_for(workspace.id, "CreateLinkToken", request, request.request_id)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if key is not None:
+            replay = await key.claim(conn, deps.vault)
+            if replay is not None:
+                return link_token_pb2.LinkToken.FromString(replay)
+        token = await _insert(deps, conn, call, request, binds)
+        if key is not None:
+            await key.store(conn, deps.vault, token)
+    return token
+
+
+async def _insert(
+    deps: Deps,
+    conn: asyncpg.Connection,
+    call: CallContext,
+    request: link_token_pb2.CreateLinkTokenRequest,
+    binds: bool,
+) -> link_token_pb2.LinkToken:
+    end_user_id = request.end_user_id.strip()
+    bound: asyncpg.Record | None = None
+    if binds:
+        bound = await accounts.fetch(conn, call.workspace.id, request.account_id)
+        if not bound["connected"]:
+            raise errors.failed_precondition(
+                "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected; link a new account"
+            )
+        if end_user_id and end_user_id != bound["end_user_id"]:
+            raise errors.invalid_field("end_user_id", "differs from the end user of account_id")
+        if request.platform_id and request.platform_id != bound["platform_id"]:
+            raise errors.invalid_field("platform_id", "differs from the platform of account_id")
+        platform = deps.drivers.platform(bound["platform_id"])
+        unsupported = set(request.required_jobs) - (platform.supported_jobs if platform else set())
+        if unsupported:
+            names = ", ".join(sorted(common_pb2.JobName.Name(n) for n in unsupported))
+            raise errors.failed_precondition(
+                "JOB_NOT_SUPPORTED", f"the account's platform does not support {names}"
+            )
+        end_user_id = bound["end_user_id"]
+    token_id = ids.new_id()
+    secret = ids.new_link_token()
+    created = timeutil.now()
+    expires = created + deps.settings.link_token_ttl
+    token = link_token_pb2.LinkToken(
+        id=str(token_id),
+        mode=link_token_pb2.WORKSPACE_MODE_SANDBOX if call.workspace.sandbox else link_token_pb2.WORKSPACE_MODE_PRODUCTION,
+        bound_account_id=str(bound["id"]) if bound else "",
+        org_name=request.org_name.strip(),
+        required_jobs=list(dict.fromkeys(request.required_jobs)),
+        end_user_id=end_user_id,
+        platform_id=bound["platform_id"] if bound else request.platform_id,
+        employer_id=request.employer_id.strip(),
+        disable_direct_deposit_splitting=request.disable_direct_deposit_splitting,
+        skip_intro_screen=request.skip_intro_screen,
+        language=request.language or link_token_pb2.LANGUAGE_EN,
+        tags=dict(request.tags),
+        api_version=versions.label(call.api_version),
+    )
+    timeutil.set_ts(token.created_at, created)
+    timeutil.set_ts(token.expires_at, expires)
+    masked = sealed = None
+    if request.HasField("allocation"):
+        token.allocation.CopyFrom(validation.masked_allocation(request.allocation))
+        masked = token.allocation.SerializeToString()
+        sealed = deps.vault.seal(request.allocation.SerializeToString(), aad=allocation_aad(token_id))
+    await conn.execute(
+        _INSERT,
+        token_id,
+        call.workspace.id,
+        ids.sha256(secret),
+        token.api_version,
+        token.org_name,
+        list(token.required_jobs),
+        end_user_id,
+        bound["id"] if bound else None,
+        token.platform_id,
+        token.employer_id,
+        masked,
+        sealed,
+        token.SerializeToString(),
+        created,
+        expires,
+    )
+    token.token = secret
+    return token
+
+
+async def get(deps: Deps, workspace_id: uuid.UUID, link_token_id: str) -> link_token_pb2.LinkToken:
+    parsed = ids.parse_uuid(link_token_id)
+    row = None
+    if parsed is not None:
+        row = await deps.pool.fetchrow(
+            "SELECT options, used_at FROM link_tokens WHERE id = $1 AND workspace_id = $2", parsed, workspace_id
+        )
+    if row is None:
+        raise errors.not_found("link_token", link_token_id)
+    return from_row(row["options"], row["used_at"])
+
+
+def from_row(options: bytes, used_at: dt.datetime | None) -> link_token_pb2.LinkToken:
+    token = link_token_pb2.LinkToken.FromString(bytes(options))
+    timeutil.set_ts(token.used_at, used_at)
+    return token

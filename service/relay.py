@@ -1,0 +1,143 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, then marks them published.
+
+One relay holds the leader advisory lock at a time (per-account order needs a single publisher);
+others wait as hot standbys. It selects unpublished rows in id order — never "everything after the
+last id", because ids become visible at commit, not at insert — sends the whole batch with an
+idempotent producer (acks=all), waits for every acknowledgement, and only then marks the rows.
+A crash between send and mark re-sends the same rows with the same event_id: at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from service import metrics
+from service.config import Settings
+from service.outbox import NOTIFY_CHANNEL
+
+log = logging.getLogger("paylink.relay")
+
+_LEADER_LOCK = 0x72656C6179  # "relay"
+
+_SELECT = """
+SELECT id, event_id, topic, event_type, workspace_id, account_id, payload
+FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+"""
+_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=15000,
+        retry_backoff_ms=200,
+    )
+
+
+class Relay:
+    """Publishes the outbox until stopped. `run` returns after `stop()` with the outbox flushed."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.published = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._lead()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay lost its connection, retrying", extra={"error": str(exc)})
+                await self._sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _lead(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._settings.database_url)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                await self._sleep(self._settings.relay_poll_seconds)
+                if self._stopping.is_set():
+                    return
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            producer = make_producer(self._settings)
+            await self._start_producer(producer)
+            try:
+                await self._publish_loop(conn, producer)
+            finally:
+                await producer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _start_producer(self, producer: AIOKafkaProducer) -> None:
+        while True:
+            try:
+                await producer.start()
+                return
+            except Exception as exc:  # broker down: keep events in the outbox and retry
+                log.warning("kafka unavailable, retrying", extra={"error": str(exc)})
+                if self._stopping.is_set():
+                    raise
+                await self._sleep(1.0)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _publish_loop(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
+        while True:
+            self._wake.clear()
+            rows = await conn.fetch(_SELECT, self._settings.relay_batch_size)
+            if rows:
+                await self._publish(conn, producer, rows)
+                continue  # a full batch likely means more is waiting
+            if self._stopping.is_set():
+                return  # flushed: nothing left unpublished
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
+
+    async def _publish(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
+    ) -> None:
+        while True:
+            try:
+                futures = [
+                    await producer.send(
+                        row["topic"],
+                        value=row["payload"],
+                        key=str(row["account_id"]).encode(),
+                        headers=[
+                            ("event-id", str(row["event_id"]).encode()),
+                            ("event-type", row["event_type"].encode()),
+                            ("workspace-id", str(row["workspace_id"]).encode()),
+                            ("content-type", b"application/x-protobuf"),
+                        ],
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*futures)
+                break
+            except Exception as exc:  # broker trouble: resend the same rows (same event_ids)
+                log.warning("publish failed, retrying batch", extra={"error": str(exc), "rows": len(rows)})
+                await asyncio.sleep(1.0)
+        await conn.execute(_MARK, [row["id"] for row in rows])
+        self.published += len(rows)
+        metrics.EVENTS_PUBLISHED.inc(len(rows))

@@ -1,0 +1,175 @@
+"""Job results: the latest data per account and type, with refreshed_at and updated_at.
+
+`refreshed_at` moves on every successful fetch; `updated_at` only when the content really changed
+(compared by a hash of the deterministic serialization).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Sequence
+from typing import TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from paylink.v1 import account_pb2, common_pb2, data_pb2
+from service import accounts, errors, ids, pagination, timeutil, validation
+from service.deps import Deps
+from service.drivers.base import FetchedPaystub
+
+_Data = TypeVar(
+    "_Data", data_pb2.Identity, data_pb2.Employment, data_pb2.Income, data_pb2.DirectDepositAllocations
+)
+
+_UPSERT = """
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $5)
+ON CONFLICT (account_id, name) DO UPDATE SET
+  data = EXCLUDED.data,
+  refreshed_at = EXCLUDED.refreshed_at,
+  updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
+                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
+  content_hash = EXCLUDED.content_hash
+"""
+
+
+def _hash(parts: Sequence[bytes]) -> bytes:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+async def store(conn: asyncpg.Connection, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> None:
+    body = data.SerializeToString(deterministic=True)
+    await conn.execute(_UPSERT, account_id, name, body, _hash([body]), at)
+
+
+async def store_paystubs(
+    conn: asyncpg.Connection, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
+) -> None:
+    """Upserts paystubs by the platform's id; the result row's hash covers the whole set."""
+    bodies = []
+    for item in fetched:
+        stub = data_pb2.Paystub()
+        stub.CopyFrom(item.paystub)
+        stub.ClearField("id")
+        stub.ClearField("account_id")
+        stub.ClearField("created_at")
+        body = stub.SerializeToString(deterministic=True)
+        bodies.append(item.external_id.encode() + b"\0" + body)
+        await conn.execute(
+            "INSERT INTO paystubs (id, account_id, external_id, pay_date, data) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data,"
+            " pay_date = EXCLUDED.pay_date",
+            ids.new_id(), account_id, item.external_id, dt.date.fromisoformat(stub.pay_date), body,
+        )
+    # Only the set's content matters for updated_at, not the order the platform listed it in.
+    await conn.execute(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at)
+
+
+async def _result(deps: Deps, workspace_id: uuid.UUID, account_id: str, name: int, what: str) -> asyncpg.Record:
+    account = await accounts.fetch(deps.pool, workspace_id, account_id)
+    row = await deps.pool.fetchrow(
+        "SELECT data, refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
+        account["id"], name,
+    )
+    if row is None:
+        raise errors.not_found(what, account_id)
+    return row
+
+
+async def identity(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Identity:
+    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_IDENTITY, "identity")
+    out = data_pb2.Identity.FromString(bytes(row["data"]))
+    return _stamp(out, account_id, row)
+
+
+async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Employment:
+    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_EMPLOYMENT, "employment")
+    return _stamp(data_pb2.Employment.FromString(bytes(row["data"])), account_id, row)
+
+
+async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
+    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_INCOME, "income")
+    return _stamp(data_pb2.Income.FromString(bytes(row["data"])), account_id, row)
+
+
+async def allocations(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.DirectDepositAllocations:
+    row = await _result(
+        deps, workspace_id, account_id, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS, "direct_deposit_allocations"
+    )
+    return _stamp(data_pb2.DirectDepositAllocations.FromString(bytes(row["data"])), account_id, row)
+
+
+def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
+    out.account_id = account_id
+    timeutil.set_ts(out.refreshed_at, row["refreshed_at"])
+    timeutil.set_ts(out.updated_at, row["updated_at"])
+    return out
+
+
+def _paystub(row: asyncpg.Record) -> data_pb2.Paystub:
+    stub = data_pb2.Paystub.FromString(bytes(row["data"]))
+    stub.id = str(row["id"])
+    stub.account_id = str(row["account_id"])
+    timeutil.set_ts(stub.created_at, row["created_at"])
+    return stub
+
+
+async def list_paystubs(
+    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListPaystubsRequest
+) -> account_pb2.ListPaystubsResponse:
+    v = errors.Violations()
+    size = pagination.page_size(request.page_size)
+    low = validation.pay_date(v, "from_pay_date", request.from_pay_date)
+    high = validation.pay_date(v, "to_pay_date", request.to_pay_date)
+    if low and high and low > high:
+        v.add("to_pay_date", "must not be before from_pay_date")
+    v.raise_if_any()
+    account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
+    filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}
+    cursor = pagination.decode(request.page_token, filters)
+    try:
+        cursor_date = dt.date.fromisoformat(cursor.key) if cursor else None
+    except ValueError as exc:
+        raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
+    rows = await deps.pool.fetch(
+        "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
+        " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
+        " AND ($4::date IS NULL OR (pay_date, id) < ($4, $5))"
+        " ORDER BY pay_date DESC, id DESC LIMIT $6",
+        account["id"], low, high, cursor_date, cursor.id if cursor else None, size + 1,
+    )
+    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(r) for r in rows[:size]])
+    if len(rows) > size:
+        last = rows[size - 1]
+        response.next_page_token = pagination.encode(
+            pagination.Cursor(last["pay_date"].isoformat(), last["id"]), filters
+        )
+    times = await deps.pool.fetchrow(
+        "SELECT refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
+        account["id"], common_pb2.JOB_NAME_PAYSTUBS,
+    )
+    if times:
+        timeutil.set_ts(response.refreshed_at, times["refreshed_at"])
+        timeutil.set_ts(response.updated_at, times["updated_at"])
+    return response
+
+
+async def get_paystub(deps: Deps, workspace_id: uuid.UUID, account_id: str, paystub_id: str) -> data_pb2.Paystub:
+    account = await accounts.fetch(deps.pool, workspace_id, account_id)
+    parsed = ids.parse_uuid(paystub_id)
+    row = None
+    if parsed is not None:
+        row = await deps.pool.fetchrow(
+            "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE id = $1 AND account_id = $2",
+            parsed, account["id"],
+        )
+    if row is None:
+        raise errors.not_found("paystub", paystub_id)
+    return _paystub(row)

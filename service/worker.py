@@ -1,0 +1,270 @@
+"""The job worker: claims runnable jobs with FOR UPDATE SKIP LOCKED, runs them, writes outcomes.
+
+Woken by NOTIFY on `paylink_jobs` with a slow poll behind it (a NOTIFY can be missed). Each claim
+takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
+out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
+Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
+a timeout and a per-platform concurrency limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import socket
+import time
+import uuid
+
+import asyncpg
+
+from paylink.v1 import common_pb2
+from service import accounts, ids, metrics
+from service.deps import Deps
+from service.drivers.base import (
+    AccessGrant,
+    JobContext,
+    JobPending,
+    LoggedIn,
+    PaystubQuery,
+    PlatformDriver,
+    PlatformError,
+    SwitchRequest,
+    SwitchTarget,
+)
+from service.job_outcomes import Failure, Outcome, Pending, Retry, Success, apply
+from service.jobs import NOTIFY_CHANNEL, params_aad
+
+log = logging.getLogger("paylink.worker")
+
+_CLAIM = """
+UPDATE jobs SET status = 'running', locked_by = $1, lease_expires_at = now() + $2::interval,
+                attempts = attempts + 1
+WHERE id IN (
+  SELECT id FROM jobs WHERE status IN ('queued', 'pending') AND run_at <= now()
+  ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING id, account_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
+"""
+_HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
+_RESCUE = """
+UPDATE jobs SET status = CASE WHEN pending_since IS NULL THEN 'queued' ELSE 'pending' END,
+                locked_by = NULL, lease_expires_at = NULL, run_at = now()
+WHERE status = 'running' AND lease_expires_at < now() RETURNING id
+"""
+_RELEASE = """
+UPDATE jobs SET status = CASE WHEN pending_since IS NULL THEN 'queued' ELSE 'pending' END,
+                locked_by = NULL, lease_expires_at = NULL, run_at = now(), attempts = greatest(attempts - 1, 0)
+WHERE locked_by = $1 AND status = 'running'
+"""
+
+
+def backoff(attempt: int, base: float, cap: float) -> dt.timedelta:
+    """Full-jitter exponential backoff for the retry after `attempt` (1-based)."""
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not crypto
+
+
+class Worker:
+    def __init__(self, deps: Deps, worker_id: str | None = None) -> None:
+        self.deps = deps
+        self.id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.finished = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until stop(); then waits for in-flight jobs up to the grace period and releases the rest."""
+        settings = self.deps.settings
+        background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._rescue_loop())]
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._listen_and_claim()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("worker lost the database, retrying", extra={"error": str(exc)})
+                    await self._sleep(1.0)
+        finally:
+            for task in background:
+                task.cancel()
+            if self._running:
+                _, late = await asyncio.wait(list(self._running.values()), timeout=settings.shutdown_grace_seconds)
+                for task in late:
+                    task.cancel()
+            with contextlib.suppress(Exception):
+                await self.deps.pool.execute(_RELEASE, self.id)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _listen_and_claim(self) -> None:
+        settings = self.deps.settings
+        conn: asyncpg.Connection = await asyncpg.connect(settings.database_url)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            while not self._stopping.is_set():
+                self._wake.clear()
+                free = settings.worker_concurrency - len(self._running)
+                claimed = await self._claim(free) if free > 0 else []
+                for job in claimed:
+                    self._start(job)
+                if claimed and len(claimed) == free:
+                    await self._wait_for_room()
+                    continue
+                if claimed:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), settings.worker_poll_seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _wait_for_room(self) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _claim(self, limit: int) -> list[asyncpg.Record]:
+        lease = dt.timedelta(seconds=self.deps.settings.worker_lease_seconds)
+        return list(await self.deps.pool.fetch(_CLAIM, self.id, lease, limit))
+
+    def _start(self, job: asyncpg.Record) -> None:
+        task = asyncio.create_task(self._execute(job))
+        self._running[job["id"]] = task
+        task.add_done_callback(lambda _: self._done(job["id"]))
+
+    def _done(self, job_id: uuid.UUID) -> None:
+        self._running.pop(job_id, None)
+        self.finished += 1
+        self._wake.set()
+
+    async def _heartbeat(self) -> None:
+        settings = self.deps.settings
+        lease = dt.timedelta(seconds=settings.worker_lease_seconds)
+        while True:
+            await asyncio.sleep(settings.worker_lease_seconds / 3)
+            if self._running:
+                with contextlib.suppress(Exception):
+                    await self.deps.pool.execute(_HEARTBEAT, list(self._running), self.id, lease)
+
+    async def _rescue_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.deps.settings.worker_lease_seconds / 2))
+            with contextlib.suppress(Exception):
+                rescued = await self.deps.pool.fetch(_RESCUE)
+                if rescued:
+                    log.warning("rescued jobs with expired leases", extra={"count": len(rescued)})
+                    self._wake.set()
+
+    async def _execute(self, job: asyncpg.Record) -> None:
+        started = time.perf_counter()
+        name = common_pb2.JobName.Name(job["name"])
+        try:
+            outcome = await self._run(job)
+        except Exception as exc:  # a bug or a lost database: retry as a system error
+            log.exception("job crashed", extra={"job_id": str(job["id"])})
+            outcome = self._retry_or_fail(job, common_pb2.JOB_ERROR_CODE_UNSPECIFIED, type(exc).__name__,
+                                          system=True)
+        label = type(outcome).__name__.lower()
+        metrics.JOB_DURATION.labels(name, job["platform_id"], label).observe(time.perf_counter() - started)
+        for attempt in range(5):
+            try:
+                written = await apply(self.deps, job["id"], self.id, outcome)
+                break
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                await asyncio.sleep(0.5 * (attempt + 1))  # lease still ours for a while: try again
+        else:
+            return  # the lease will expire and the job is rescued
+        if written and isinstance(outcome, (Success, Failure)):
+            metrics.JOBS_FINISHED.labels(name, label).inc()
+        log.info(
+            "job attempt finished",
+            extra={"job_id": str(job["id"]), "job": name, "result": label, "attempt": job["attempts"],
+                   "written": written},
+        )
+
+    def _retry_or_fail(self, job: asyncpg.Record, code: int, message: str, *, system: bool = False) -> Outcome:
+        settings = self.deps.settings
+        if job["attempts"] < settings.job_max_attempts:
+            delay = backoff(job["attempts"], settings.job_retry_base_seconds, settings.job_retry_max_seconds)
+            return Retry(delay, code, message)
+        return Failure(code, message, common_pb2.JOB_ERROR_TYPE_SYSTEM if system else 0)
+
+    async def _run(self, job: asyncpg.Record) -> Outcome:
+        deps = self.deps
+        account = await deps.pool.fetchrow("SELECT connected FROM accounts WHERE id = $1", job["account_id"])
+        grant = await accounts.load_grant(deps, deps.pool, job["account_id"])
+        if account is None or not account["connected"] or grant is None:
+            return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
+        driver = deps.drivers.driver_for(job["platform_id"])
+        limit = self._limits.setdefault(
+            job["platform_id"], asyncio.Semaphore(deps.settings.platform_concurrency)
+        )
+        new_grant: bytes | None = None
+        try:
+            async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
+                if job["origin"] == common_pb2.JOB_ORIGIN_REFRESH:
+                    access = await driver.reaccess(str(job["account_id"]), job["platform_id"], AccessGrant(grant))
+                    if not isinstance(access, LoggedIn):
+                        return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
+                                       "the platform asks for MFA: send the user through Link")
+                    grant = new_grant = access.grant.secret
+                ctx = JobContext(
+                    account_id=str(job["account_id"]), platform_id=job["platform_id"], grant=AccessGrant(grant),
+                    attempt=job["attempts"], pending_since=job["pending_since"],
+                )
+                return await self._call(driver, job, ctx, new_grant)
+        except JobPending as pending:
+            return Pending(pending.retry_after, new_grant)
+        except PlatformError as exc:
+            if exc.transient:
+                return self._retry_or_fail(job, exc.code, exc.message)
+            return Failure(exc.code, exc.message)
+        except TimeoutError:
+            return self._retry_or_fail(job, common_pb2.JOB_ERROR_CODE_TIMEOUT, "the platform did not answer in time")
+
+    async def _call(self, driver: PlatformDriver, job: asyncpg.Record, ctx: JobContext,
+                    new_grant: bytes | None) -> Outcome:
+        name = job["name"]
+        params = common_pb2.JobParams.FromString(bytes(job["params"]))
+        if name == common_pb2.JOB_NAME_IDENTITY:
+            return Success(await driver.fetch_identity(ctx), new_grant=new_grant)
+        if name == common_pb2.JOB_NAME_EMPLOYMENT:
+            return Success(await driver.fetch_employment(ctx), new_grant=new_grant)
+        if name == common_pb2.JOB_NAME_INCOME:
+            return Success(await driver.fetch_income(ctx), new_grant=new_grant)
+        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS:
+            return Success(await driver.fetch_allocations(ctx), new_grant=new_grant)
+        if name == common_pb2.JOB_NAME_PAYSTUBS:
+            query = PaystubQuery(params.paystubs.count, params.paystubs.from_pay_date, params.paystubs.to_pay_date)
+            return Success(paystubs=await driver.fetch_paystubs(ctx, query), new_grant=new_grant)
+        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
+            return Success(await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
+                           new_grant=new_grant)
+        return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
+
+    def _switch_request(self, job: asyncpg.Record, params: common_pb2.JobParams) -> SwitchRequest:
+        sealed = job["params_sealed"]
+        secret = json.loads(self.deps.vault.open(bytes(sealed), aad=params_aad(job["id"])))
+        switch = params.direct_deposit_switch
+        return SwitchRequest(
+            action=switch.action,
+            allocation_type=switch.allocation.type,
+            value=switch.allocation.value,
+            target=SwitchTarget(
+                type=secret["type"], routing_number=secret["routing_number"],
+                account_number=secret["account_number"], name=secret["name"],
+            ),
+        )
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{ids.new_id().hex[:8]}"

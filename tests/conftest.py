@@ -1,0 +1,74 @@
+"""Fixtures: real PostgreSQL and Kafka from `make up` (or PAYLINK_DATABASE_URL / PAYLINK_KAFKA_BOOTSTRAP)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from service import auth, runtime
+from service.config import Settings
+from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    yield url
+    await drop_database(admin, url)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return base_settings().model_copy(update={
+        "database_url": database_url,
+        "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
+        "grpc_port": 0,
+        "job_retry_base_seconds": 0.05,
+        "job_retry_max_seconds": 0.2,
+        "sandbox_pending_delay_seconds": 2.0,
+        "sandbox_slow_latency_seconds": 0.5,
+        "worker_poll_seconds": 0.5,
+        "relay_poll_seconds": 0.5,
+        "shutdown_grace_seconds": 2.0,
+    })
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[runtime.Running]:
+    running = await runtime.start(settings)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="session")
+async def channel(app: runtime.Running) -> AsyncIterator[grpc.aio.Channel]:
+    assert app.api is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+async def events(settings: Settings) -> AsyncIterator[EventLog]:
+    log = EventLog(settings.kafka_bootstrap, settings.topic_prefix)
+    await log.start()
+    yield log
+    await log.stop()
+
+
+async def new_client(app: runtime.Running, channel: grpc.aio.Channel, *, sandbox: bool = True) -> Client:
+    _, secret = await auth.create_workspace(app.deps.pool, f"ws-{uuid.uuid4().hex[:6]}", sandbox=sandbox)
+    return Client(channel, secret)
+
+
+@pytest.fixture
+async def client(app: runtime.Running, channel: grpc.aio.Channel) -> Client:
+    return await new_client(app, channel)
+
+
+@pytest.fixture
+async def other_client(app: runtime.Running, channel: grpc.aio.Channel) -> Client:
+    return await new_client(app, channel)
