@@ -6,9 +6,9 @@ import datetime as dt
 import uuid
 
 import asyncpg
-
 from paylink.v1 import account_pb2, common_pb2, event_pb2
-from service import errors, ids, outbox, pagination, timeutil
+
+from service import db, errors, ids, outbox, pagination, timeutil
 from service.deps import Deps
 from service.drivers.registry import DriverRegistry
 
@@ -22,8 +22,7 @@ MONITORING = {
 MONITORING_NAMES = {v: k for k, v in MONITORING.items()}
 
 _COLUMNS = (
-    "id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected,"
-    " monitoring_status"
+    "id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected, monitoring_status"
 )
 
 _TIMES = """
@@ -40,7 +39,7 @@ _TIME_FIELDS = {
 
 
 async def fetch(
-    conn: asyncpg.Connection | asyncpg.Pool, workspace_id: uuid.UUID, account_id: str, *, lock: bool = False
+    conn: db.Executor, workspace_id: uuid.UUID, account_id: str, *, lock: bool = False
 ) -> asyncpg.Record:
     """The account row, or NOT_FOUND (also for a malformed id or another workspace's account)."""
     parsed = ids.parse_uuid(account_id)
@@ -57,9 +56,7 @@ async def fetch(
     return row
 
 
-async def to_proto(
-    conn: asyncpg.Connection | asyncpg.Pool, row: asyncpg.Record, drivers: DriverRegistry
-) -> account_pb2.Account:
+async def to_proto(conn: db.Executor, row: asyncpg.Record, drivers: DriverRegistry) -> account_pb2.Account:
     platform = drivers.platform(row["platform_id"])
     account = account_pb2.Account(
         id=str(row["id"]),
@@ -109,7 +106,7 @@ async def list_page(
 
 
 async def set_monitoring(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     account: asyncpg.Record,
     status: str,
     reason: str,
@@ -150,15 +147,20 @@ async def set_monitoring(
     return True
 
 
-async def disconnect(deps: Deps, conn: asyncpg.Connection, workspace_id: uuid.UUID, account_id: str,
-                     api_version: str) -> asyncpg.Record:
+async def disconnect(
+    deps: Deps, conn: db.Conn, workspace_id: uuid.UUID, account_id: str, api_version: str
+) -> asyncpg.Record:
     """Erases stored credentials, marks the account disconnected and customer_disabled."""
     row = await fetch(conn, workspace_id, account_id, lock=True)
     await conn.execute("DELETE FROM account_credentials WHERE account_id = $1", row["id"])
     await conn.execute("UPDATE accounts SET connected = false WHERE id = $1", row["id"])
     await set_monitoring(
-        conn, row, "customer_disabled", "customer_disconnected",
-        topic_prefix=deps.settings.topic_prefix, api_version=api_version,
+        conn,
+        row,
+        "customer_disabled",
+        "customer_disconnected",
+        topic_prefix=deps.settings.topic_prefix,
+        api_version=api_version,
     )
     return await fetch(conn, workspace_id, account_id)
 
@@ -167,7 +169,7 @@ def grant_aad(account_id: uuid.UUID) -> bytes:
     return b"account-grant:" + str(account_id).encode()
 
 
-async def store_grant(deps: Deps, conn: asyncpg.Connection, account_id: uuid.UUID, grant: bytes) -> None:
+async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes) -> None:
     sealed = deps.vault.seal(grant, aad=grant_aad(account_id))
     await conn.execute(
         "INSERT INTO account_credentials (account_id, key_id, sealed) VALUES ($1, $2, $3)"
@@ -179,7 +181,7 @@ async def store_grant(deps: Deps, conn: asyncpg.Connection, account_id: uuid.UUI
     )
 
 
-async def load_grant(deps: Deps, conn: asyncpg.Connection | asyncpg.Pool, account_id: uuid.UUID) -> bytes | None:
+async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
     sealed = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
     if sealed is None:
         return None

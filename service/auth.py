@@ -14,7 +14,7 @@ import uuid
 
 import asyncpg
 
-from service import errors, ids
+from service import db, errors, ids
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class Workspace:
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, cache_ttl: float = 5.0) -> None:
+    def __init__(self, pool: db.Pool, cache_ttl: float = 5.0) -> None:
         self._pool = pool
         self._ttl = cache_ttl
         self._cache: dict[bytes, tuple[float, Workspace]] = {}
@@ -56,7 +56,7 @@ class Authenticator:
         return workspace
 
 
-async def create_workspace(pool: asyncpg.Pool, name: str, *, sandbox: bool = True) -> tuple[Workspace, str]:
+async def create_workspace(pool: db.Pool, name: str, *, sandbox: bool = True) -> tuple[Workspace, str]:
     """Creates a workspace and its first API secret; the secret is returned once."""
     workspace = Workspace(ids.new_id(), name, sandbox)
     async with pool.acquire() as conn, conn.transaction():
@@ -70,14 +70,14 @@ async def create_workspace(pool: asyncpg.Pool, name: str, *, sandbox: bool = Tru
     return workspace, secret
 
 
-async def create_secret(pool: asyncpg.Pool, workspace_id: uuid.UUID) -> str:
+async def create_secret(pool: db.Pool, workspace_id: uuid.UUID) -> str:
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT true FROM workspaces WHERE id = $1", workspace_id):
             raise LookupError(f"workspace {workspace_id} not found")
         return await _insert_secret(conn, workspace_id)
 
 
-async def _insert_secret(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> str:
+async def _insert_secret(conn: db.Conn, workspace_id: uuid.UUID) -> str:
     key_id, secret = ids.new_api_secret()
     await conn.execute(
         "INSERT INTO api_secrets (id, workspace_id, key_id, secret_hash) VALUES ($1, $2, $3, $4)",
@@ -89,7 +89,7 @@ async def _insert_secret(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> s
     return secret
 
 
-async def revoke_secret(pool: asyncpg.Pool, secret_or_key_id: str) -> bool:
+async def revoke_secret(pool: db.Pool, secret_or_key_id: str) -> bool:
     """Revokes by key id (or the whole secret); False when no active secret matched."""
     key_id = ids.key_id_of_secret(secret_or_key_id) or secret_or_key_id
     result: str = await pool.execute(
@@ -98,7 +98,7 @@ async def revoke_secret(pool: asyncpg.Pool, secret_or_key_id: str) -> bool:
     return result.endswith(" 1")
 
 
-async def list_workspaces(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+async def list_workspaces(pool: db.Pool) -> list[asyncpg.Record]:
     return list(
         await pool.fetch(
             "SELECT w.id, w.name, w.sandbox, w.created_at,"

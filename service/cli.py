@@ -19,7 +19,9 @@ from service.vault import VaultError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m service", description="paylink: payroll connectivity over gRPC.")
+    p = argparse.ArgumentParser(
+        prog="python -m service", description="paylink: payroll connectivity over gRPC."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run API server, workers and relay in one process (local use)")
     sub.add_parser("api", help="run only the gRPC API server")
@@ -70,8 +72,12 @@ async def _with_pool(settings: Settings, fn: Callable[[asyncpg.Pool], Awaitable[
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     cmd, action = args.command, getattr(args, "action", None)
     if cmd in ("serve", "api", "worker", "relay"):
-        only = {"serve": (True, True, True), "api": (True, False, False),
-                "worker": (False, True, False), "relay": (False, False, True)}[cmd]
+        only = {
+            "serve": (True, True, True),
+            "api": (True, False, False),
+            "worker": (False, True, False),
+            "relay": (False, False, True),
+        }[cmd]
         await runtime.serve(settings, api=only[0], worker=only[1], relay=only[2])
         return 0
     if cmd == "migrate":
@@ -79,43 +85,53 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
         return 0
     if cmd == "workspace" and action == "create":
-        async def create(pool: asyncpg.Pool) -> int:
+
+        async def create(pool: db.Pool) -> int:
             workspace, secret = await auth.create_workspace(pool, args.name, sandbox=not args.production)
             print(f"workspace_id={workspace.id}\napi_secret={secret}")
             return 0
+
         return await _with_pool(settings, create)
     if cmd == "workspace" and action == "list":
-        async def listing(pool: asyncpg.Pool) -> int:
+
+        async def listing(pool: db.Pool) -> int:
             for row in await auth.list_workspaces(pool):
                 mode = "sandbox" if row["sandbox"] else "production"
                 print(f"{row['id']}  {mode:10}  secrets={row['active_secrets']}  {row['name']}")
             return 0
+
         return await _with_pool(settings, listing)
     if cmd == "secret" and action == "create":
         workspace_id = _uuid(args.workspace_id)
         if workspace_id is None:
             return _fail("workspace_id must be a UUID", 2)
-        async def new_secret(pool: asyncpg.Pool) -> int:
+
+        async def new_secret(pool: db.Pool) -> int:
             try:
                 print(f"api_secret={await auth.create_secret(pool, workspace_id)}")
             except LookupError as exc:
                 return _fail(str(exc))
             return 0
+
         return await _with_pool(settings, new_secret)
     if cmd == "secret" and action == "revoke":
-        async def revoke(pool: asyncpg.Pool) -> int:
+
+        async def revoke(pool: db.Pool) -> int:
             if await auth.revoke_secret(pool, args.key_id):
                 print("revoked")
                 return 0
             return _fail("no active secret with that key id")
+
         return await _with_pool(settings, revoke)
     if cmd == "vault":
         vault = runtime.build_vault(settings)
-        async def reencrypt(pool: asyncpg.Pool) -> int:
+
+        async def reencrypt(pool: db.Pool) -> int:
             counts = await maintenance.reencrypt(pool, vault)
             for name, count in counts.items():
                 print(f"{name}: {count} re-encrypted")
             return 0
+
         return await _with_pool(settings, reencrypt)
     if cmd == "events":
         try:
@@ -127,16 +143,19 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         account = _uuid(args.account) if args.account else None
         if args.account and account is None:
             return _fail("--account must be a UUID", 2)
-        async def replay(pool: asyncpg.Pool) -> int:
+
+        async def replay(pool: db.Pool) -> int:
             count = await maintenance.replay(settings, pool, since, args.topic, account)
             print(f"replayed {count} events")
             return 0
+
         return await _with_pool(settings, replay)
     if cmd == "jobs":
         job_id = _uuid(args.job_id)
         if job_id is None:
             return _fail("job_id must be a UUID", 2)
-        async def retry(pool: asyncpg.Pool) -> int:
+
+        async def retry(pool: db.Pool) -> int:
             result = await maintenance.retry_job(pool, job_id)
             if result == "queued":
                 print("queued")
@@ -144,6 +163,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             if result == "not_found":
                 return _fail(f"job {job_id} not found")
             return _fail(f"job {job_id} is {result}; only jobs that ended in error can be retried")
+
         return await _with_pool(settings, retry)
     return _fail(f"unknown command {cmd}", 2)
 
@@ -166,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        uvloop.install()
     except ImportError:  # pragma: no cover
-        runner = asyncio.run
+        pass
     try:
-        return int(runner(_run(args, settings)))
+        return int(asyncio.run(_run(args, settings)))
     except (OSError, asyncpg.PostgresError) as exc:
         return _fail(f"cannot reach a dependency: {exc}")
     except VaultError as exc:

@@ -1,17 +1,24 @@
-"""The PostgreSQL pool: one small asyncpg pool per process."""
+"""The PostgreSQL pool: one small asyncpg pool per process, and the connection types code accepts."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from service.config import Settings
 
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
-Record = asyncpg.Record
+# A connection inside a transaction: a plain connection or one borrowed from the pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+# Anything that can run a single statement: a connection or the pool itself.
+Executor: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record] | asyncpg.Pool[asyncpg.Record]"
+)
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
-async def create_pool(settings: Settings, *, size: int | None = None) -> asyncpg.Pool:
+async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
     pool_size = size or settings.database_pool_size
     pool = await asyncpg.create_pool(
         settings.database_url,
@@ -21,5 +28,4 @@ async def create_pool(settings: Settings, *, size: int | None = None) -> asyncpg
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": "paylink"},
     )
-    assert pool is not None
     return pool

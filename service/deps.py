@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import asyncpg
-
+from service import db
 from service.config import Settings
 from service.drivers.registry import DriverRegistry
 from service.vault import Vault
@@ -14,6 +13,6 @@ from service.vault import Vault
 @dataclasses.dataclass(frozen=True, slots=True)
 class Deps:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: db.Pool
     vault: Vault
     drivers: DriverRegistry

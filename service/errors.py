@@ -103,4 +103,4 @@ def unavailable(message: str) -> ApiError:
     return ApiError(grpc.StatusCode.UNAVAILABLE, message, [_info("DEPENDENCY_UNAVAILABLE")])
 
 
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-import asyncpg
 from google.protobuf.message import Message
 
-from service import errors
+from service import db, errors
 from service.vault import Vault
 
 _CLAIM = """
@@ -39,7 +38,7 @@ MAX_REQUEST_ID = 255
 def request_hash(request: Message) -> bytes:
     body = type(request)()
     body.CopyFrom(request)
-    body.ClearField("request_id")  # type: ignore[arg-type]
+    body.ClearField("request_id")
     return hashlib.sha256(body.SerializeToString(deterministic=True)).digest()
 
 
@@ -54,7 +53,7 @@ class Key:
         self.request_id = request_id
         self.hash = request_hash(request)
 
-    async def claim(self, conn: asyncpg.Connection, vault: Vault) -> bytes | None:
+    async def claim(self, conn: db.Conn, vault: Vault) -> bytes | None:
         """Claims the key in `conn`'s transaction; returns a stored response to replay, or None."""
         args = (self.workspace_id, self.method, self.request_id)
         if await conn.fetchval(_CLAIM, *args, self.hash):
@@ -71,7 +70,7 @@ class Key:
             )
         return vault.open(bytes(row["response"]), aad=_aad(*args))
 
-    async def store(self, conn: asyncpg.Connection, vault: Vault, response: Message) -> None:
+    async def store(self, conn: db.Conn, vault: Vault, response: Message) -> None:
         args = (self.workspace_id, self.method, self.request_id)
         sealed = vault.seal(response.SerializeToString(), aad=_aad(*args))
         await conn.execute(_STORE, *args, sealed)

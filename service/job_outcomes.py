@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
-
 from paylink.v1 import common_pb2, event_pb2
-from service import accounts, outbox, results, timeutil
+
+from service import accounts, db, outbox, results, timeutil
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
-ERROR_TYPES = {
+ERROR_TYPES: dict[int, int] = {
     common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS: common_pb2.JOB_ERROR_TYPE_USER_ACTION,
     common_pb2.JOB_ERROR_CODE_MFA_FAILED: common_pb2.JOB_ERROR_TYPE_USER_ACTION,
     common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED: common_pb2.JOB_ERROR_TYPE_USER_ACTION,
@@ -32,7 +33,7 @@ ERROR_TYPES = {
 }
 
 # Monitoring status and reason after a final error, by error code.
-_MONITORING_AFTER_ERROR = {
+_MONITORING_AFTER_ERROR: dict[int, tuple[str, str]] = {
     common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED: ("user_action_required", "mfa_required"),
     common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS: ("user_action_required", "credentials_expired"),
     common_pb2.JOB_ERROR_CODE_ACCOUNT_LOCKED: ("user_action_required", "account_locked"),
@@ -87,21 +88,25 @@ async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome)
             account_id,
         )
         job = await conn.fetchrow(_CLAIMED, job_id)
-        if job is None or job["status"] != "running" or job["locked_by"] != worker_id:
+        if account is None or job is None or job["status"] != "running" or job["locked_by"] != worker_id:
             return False
         await _apply(deps, conn, account, job, outcome)
     return True
 
 
-async def _apply(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, job: asyncpg.Record,
-                 outcome: Outcome) -> None:
+async def _apply(
+    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, outcome: Outcome
+) -> None:
     at = timeutil.now()
     if isinstance(outcome, Retry):
         await conn.execute(
             "UPDATE jobs SET status = 'queued', run_at = $2, locked_by = NULL, lease_expires_at = NULL,"
             " error_code = $3, error_type = $4, error_message = $5 WHERE id = $1",
-            job["id"], at + outcome.delay, outcome.error_code,
-            ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM), outcome.message,
+            job["id"],
+            at + outcome.delay,
+            outcome.error_code,
+            ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM),
+            outcome.message,
         )
         return
     if getattr(outcome, "new_grant", None):
@@ -111,7 +116,10 @@ async def _apply(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, 
         await conn.execute(
             "UPDATE jobs SET status = 'pending', outcome = $2, pending_since = coalesce(pending_since, $3),"
             " run_at = $4, locked_by = NULL, lease_expires_at = NULL WHERE id = $1",
-            job["id"], common_pb2.JOB_OUTCOME_PENDING, at, at + outcome.retry_after,
+            job["id"],
+            common_pb2.JOB_OUTCOME_PENDING,
+            at,
+            at + outcome.retry_after,
         )
         if first:
             await _job_event(deps, conn, account, job, at, common_pb2.JOB_OUTCOME_PENDING)
@@ -121,40 +129,69 @@ async def _apply(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, 
         await conn.execute(
             "UPDATE jobs SET status = 'success', outcome = $2, error_type = 0, error_code = 0,"
             " error_message = '', completed_at = $3, locked_by = NULL, lease_expires_at = NULL WHERE id = $1",
-            job["id"], common_pb2.JOB_OUTCOME_SUCCESS, at,
+            job["id"],
+            common_pb2.JOB_OUTCOME_SUCCESS,
+            at,
         )
         await _job_event(deps, conn, account, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
         if account["monitoring_status"] in ("degraded", "user_action_required") and (
             outcome.new_grant or account["monitoring_status"] == "degraded"
         ):
             await accounts.set_monitoring(
-                conn, account, "active", "reaccess_succeeded",
-                topic_prefix=deps.settings.topic_prefix, api_version=job["api_version"], at=at,
+                conn,
+                account,
+                "active",
+                "reaccess_succeeded",
+                topic_prefix=deps.settings.topic_prefix,
+                api_version=job["api_version"],
+                at=at,
             )
     else:
-        error_type = outcome.error_type or ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
+        error_type = outcome.error_type or ERROR_TYPES.get(
+            outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM
+        )
         await conn.execute(
             "UPDATE jobs SET status = 'error', outcome = $2, error_type = $3, error_code = $4,"
             " error_message = $5, completed_at = $6, locked_by = NULL, lease_expires_at = NULL WHERE id = $1",
-            job["id"], common_pb2.JOB_OUTCOME_ERROR, error_type, outcome.error_code, outcome.message[:500], at,
+            job["id"],
+            common_pb2.JOB_OUTCOME_ERROR,
+            error_type,
+            outcome.error_code,
+            outcome.message[:500],
+            at,
         )
         await _job_event(
-            deps, conn, account, job, at, common_pb2.JOB_OUTCOME_ERROR,
-            error_type=error_type, error_code=outcome.error_code, error_message=outcome.message[:500],
+            deps,
+            conn,
+            account,
+            job,
+            at,
+            common_pb2.JOB_OUTCOME_ERROR,
+            error_type=error_type,
+            error_code=outcome.error_code,
+            error_message=outcome.message[:500],
         )
         follow = _MONITORING_AFTER_ERROR.get(outcome.error_code)
-        if follow and account["connected"] and (
-            job["origin"] == common_pb2.JOB_ORIGIN_REFRESH or follow[0] == "degraded"
+        if (
+            follow
+            and account["connected"]
+            and (job["origin"] == common_pb2.JOB_ORIGIN_REFRESH or follow[0] == "degraded")
         ):
             await accounts.set_monitoring(
-                conn, account, follow[0], follow[1],
-                topic_prefix=deps.settings.topic_prefix, api_version=job["api_version"], at=at,
+                conn,
+                account,
+                follow[0],
+                follow[1],
+                topic_prefix=deps.settings.topic_prefix,
+                api_version=job["api_version"],
+                at=at,
             )
     await _settle(deps, conn, account, job, at)
 
 
-async def _store_data(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, job: asyncpg.Record,
-                      outcome: Success, at: dt.datetime) -> None:
+async def _store_data(
+    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, outcome: Success, at: dt.datetime
+) -> None:
     if job["name"] == common_pb2.JOB_NAME_PAYSTUBS:
         await results.store_paystubs(conn, account["id"], outcome.paystubs or [], at)
         return
@@ -166,7 +203,12 @@ async def _store_data(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Rec
         name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
         await results.store(conn, account["id"], name, outcome.data, at)
         await _job_event(
-            deps, conn, account, job, at, common_pb2.JOB_OUTCOME_SUCCESS,
+            deps,
+            conn,
+            account,
+            job,
+            at,
+            common_pb2.JOB_OUTCOME_SUCCESS,
             name=common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
         )
         return
@@ -174,11 +216,20 @@ async def _store_data(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Rec
 
 
 async def _job_event(
-    deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, job: asyncpg.Record, at: dt.datetime,
-    outcome: int, *, error_type: int = 0, error_code: int = 0, error_message: str = "", name: int | None = None,
+    deps: Deps,
+    conn: db.Conn,
+    account: asyncpg.Record,
+    job: asyncpg.Record,
+    at: dt.datetime,
+    outcome: int,
+    *,
+    error_type: int = 0,
+    error_code: int = 0,
+    error_message: str = "",
+    name: int | None = None,
 ) -> None:
-    job_name = name or job["name"]
-    payload = event_pb2.JobEventPayload(
+    job_name: int = name or job["name"]
+    fields: dict[str, Any] = dict(
         job_id=str(job["id"]),
         account_id=str(account["id"]),
         end_user_id=account["end_user_id"],
@@ -193,16 +244,23 @@ async def _job_event(
         origin=job["origin"],
         link_session_id=str(job["link_session_id"]) if job["link_session_id"] else "",
     )
+    payload = event_pb2.JobEventPayload(**fields)
     timeutil.set_ts(payload.timestamp, at)
     await outbox.append(
-        conn, topic_prefix=deps.settings.topic_prefix, workspace_id=account["workspace_id"],
-        account_id=account["id"], name=outbox.JOB_EVENTS[job_name], api_version=job["api_version"],
-        payload=event_pb2.Event(job=payload), at=at,
+        conn,
+        topic_prefix=deps.settings.topic_prefix,
+        workspace_id=account["workspace_id"],
+        account_id=account["id"],
+        name=outbox.JOB_EVENTS[job_name],
+        api_version=job["api_version"],
+        payload=event_pb2.Event(job=payload),
+        at=at,
     )
 
 
-async def _settle(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, job: asyncpg.Record,
-                  at: dt.datetime) -> None:
+async def _settle(
+    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, at: dt.datetime
+) -> None:
     batch = await conn.fetch(
         "SELECT id, name, status, outcome, error_type, error_code, created_at FROM jobs WHERE batch_id = $1"
         " ORDER BY created_at, id",
@@ -210,17 +268,34 @@ async def _settle(deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record,
     )
     if any(row["status"] not in ("success", "error") for row in batch):
         return
-    await publish_settled(deps, conn, account, job["batch_id"], job["link_session_id"], job["link_token_id"],
-                          job["origin"], job["api_version"], batch, at)
+    await publish_settled(
+        deps,
+        conn,
+        account,
+        job["batch_id"],
+        job["link_session_id"],
+        job["link_token_id"],
+        job["origin"],
+        job["api_version"],
+        batch,
+        at,
+    )
 
 
 async def publish_settled(
-    deps: Deps, conn: asyncpg.Connection, account: asyncpg.Record, batch_id: uuid.UUID,
-    session_id: uuid.UUID | None, link_token_id: uuid.UUID | None, origin: int, api_version: str,
-    batch: list[asyncpg.Record], at: dt.datetime,
+    deps: Deps,
+    conn: db.Conn,
+    account: asyncpg.Record,
+    batch_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    link_token_id: uuid.UUID | None,
+    origin: int,
+    api_version: str,
+    batch: list[asyncpg.Record],
+    at: dt.datetime,
 ) -> None:
     """Publishes link_session.completed for a batch and completes its session (if any)."""
-    payload = event_pb2.LinkSessionCompletedPayload(
+    fields: dict[str, Any] = dict(
         link_session_id=str(session_id) if session_id else "",
         link_token_id=str(link_token_id) if link_token_id else "",
         account_id=str(account["id"]),
@@ -228,20 +303,32 @@ async def publish_settled(
         origin=origin,
         jobs=[
             event_pb2.SettledJob(
-                job_id=str(row["id"]), name=row["name"], outcome=row["outcome"],
-                error_type=row["error_type"], error_code=row["error_code"],
+                **{
+                    "job_id": str(row["id"]),
+                    "name": row["name"],
+                    "outcome": row["outcome"],
+                    "error_type": row["error_type"],
+                    "error_code": row["error_code"],
+                }
             )
             for row in batch
         ],
     )
+    payload = event_pb2.LinkSessionCompletedPayload(**fields)
     timeutil.set_ts(payload.timestamp, at)
     if session_id is not None:
         await conn.execute(
             "UPDATE link_sessions SET state = 'COMPLETED', completed_at = $2, updated_at = $2 WHERE id = $1",
-            session_id, at,
+            session_id,
+            at,
         )
     await outbox.append(
-        conn, topic_prefix=deps.settings.topic_prefix, workspace_id=account["workspace_id"],
-        account_id=account["id"], name=outbox.LINK_SESSION_COMPLETED, api_version=api_version,
-        payload=event_pb2.Event(link_session_completed=payload), at=at,
+        conn,
+        topic_prefix=deps.settings.topic_prefix,
+        workspace_id=account["workspace_id"],
+        account_id=account["id"],
+        name=outbox.LINK_SESSION_COMPLETED,
+        api_version=api_version,
+        payload=event_pb2.Event(link_session_completed=payload),
+        at=at,
     )

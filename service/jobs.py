@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-
 from paylink.v1 import common_pb2, job_pb2
-from service import accounts, errors, ids, idempotency, pagination, timeutil, validation, versions
+
+from service import accounts, db, errors, idempotency, ids, pagination, timeutil, validation, versions
 from service.api.context import CallContext
 from service.deps import Deps
 
@@ -41,7 +41,7 @@ def params_aad(job_id: uuid.UUID) -> bytes:
 
 async def insert(
     deps: Deps,
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     *,
     workspace_id: uuid.UUID,
     account_id: uuid.UUID,
@@ -110,7 +110,9 @@ async def get(deps: Deps, workspace_id: uuid.UUID, job_id: str) -> job_pb2.Job:
     return to_proto(row)
 
 
-async def list_page(deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest) -> job_pb2.ListJobsResponse:
+async def list_page(
+    deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest
+) -> job_pb2.ListJobsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
     account_id = link_token_id = None
@@ -135,8 +137,13 @@ async def list_page(deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJo
         v.add("created_before", "must be later than created_after")
     v.raise_if_any()
     filters = {
-        "a": request.account_id, "l": request.link_token_id, "n": sorted(request.names),
-        "o": request.outcome, "g": request.origin, "ca": str(after), "cb": str(before),
+        "a": request.account_id,
+        "l": request.link_token_id,
+        "n": sorted(request.names),
+        "o": request.outcome,
+        "g": request.origin,
+        "ca": str(after),
+        "cb": str(before),
     }
     cursor_ts, cursor_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
     rows = await deps.pool.fetch(
@@ -150,8 +157,17 @@ async def list_page(deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJo
         " AND ($8::timestamptz IS NULL OR created_at < $8)"
         " AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))"
         " ORDER BY created_at DESC, id DESC LIMIT $11",
-        workspace_id, account_id, link_token_id, list(request.names), request.outcome, request.origin,
-        after, before, cursor_ts, cursor_id, size + 1,
+        workspace_id,
+        account_id,
+        link_token_id,
+        list(request.names),
+        request.outcome,
+        request.origin,
+        after,
+        before,
+        cursor_ts,
+        cursor_id,
+        size + 1,
     )
     response = job_pb2.ListJobsResponse(jobs=[to_proto(r) for r in rows[:size]])
     if len(rows) > size:
@@ -203,12 +219,19 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
             params.paystubs.CopyFrom(request.paystubs)
         batch = ids.new_id()
         job_id = await insert(
-            deps, conn,
-            workspace_id=call.workspace.id, account_id=account["id"], platform_id=account["platform_id"],
-            name=request.name, origin=common_pb2.JOB_ORIGIN_REFRESH, batch_id=batch,
-            api_version=versions.label(call.api_version), params=params,
+            deps,
+            conn,
+            workspace_id=call.workspace.id,
+            account_id=account["id"],
+            platform_id=account["platform_id"],
+            name=request.name,
+            origin=common_pb2.JOB_ORIGIN_REFRESH,
+            batch_id=batch,
+            api_version=versions.label(call.api_version),
+            params=params,
         )
         row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs WHERE id = $1", job_id)
+        assert row is not None  # inserted just above in this transaction
         job = to_proto(row)
         if key is not None:
             await key.store(conn, deps.vault, job)

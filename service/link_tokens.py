@@ -6,9 +6,9 @@ import datetime as dt
 import uuid
 
 import asyncpg
-
 from paylink.v1 import common_pb2, link_token_pb2
-from service import accounts, errors, ids, idempotency, timeutil, validation, versions
+
+from service import accounts, db, errors, idempotency, ids, timeutil, validation, versions
 from service.api.context import CallContext
 from service.deps import Deps
 
@@ -29,9 +29,7 @@ def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds:
     v = errors.Violations()
     validation.text(v, "org_name", request.org_name, min_len=3, max_len=30)
     names = validation.job_names(v, "required_jobs", list(request.required_jobs), allow_empty=binds)
-    if not binds:
-        validation.text(v, "end_user_id", request.end_user_id, min_len=1, max_len=255)
-    elif request.end_user_id:
+    if not binds or request.end_user_id:
         validation.text(v, "end_user_id", request.end_user_id, min_len=1, max_len=255)
     if binds and ids.parse_uuid(request.account_id) is None:
         v.add("account_id", "must be a UUID")
@@ -78,7 +76,7 @@ async def create(
 
 async def _insert(
     deps: Deps,
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     call: CallContext,
     request: link_token_pb2.CreateLinkTokenRequest,
     binds: bool,
@@ -109,7 +107,9 @@ async def _insert(
     expires = created + deps.settings.link_token_ttl
     token = link_token_pb2.LinkToken(
         id=str(token_id),
-        mode=link_token_pb2.WORKSPACE_MODE_SANDBOX if call.workspace.sandbox else link_token_pb2.WORKSPACE_MODE_PRODUCTION,
+        mode=link_token_pb2.WORKSPACE_MODE_SANDBOX
+        if call.workspace.sandbox
+        else link_token_pb2.WORKSPACE_MODE_PRODUCTION,
         bound_account_id=str(bound["id"]) if bound else "",
         org_name=request.org_name.strip(),
         required_jobs=list(dict.fromkeys(request.required_jobs)),
@@ -156,7 +156,9 @@ async def get(deps: Deps, workspace_id: uuid.UUID, link_token_id: str) -> link_t
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
-            "SELECT options, used_at FROM link_tokens WHERE id = $1 AND workspace_id = $2", parsed, workspace_id
+            "SELECT options, used_at FROM link_tokens WHERE id = $1 AND workspace_id = $2",
+            parsed,
+            workspace_id,
         )
     if row is None:
         raise errors.not_found("link_token", link_token_id)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from service import jobs
+from service import db, jobs
 from service.config import Settings
 from service.relay import make_producer
 from service.vault import Vault
@@ -18,26 +18,32 @@ SEALED_COLUMNS: list[tuple[str, str, str, Callable[[asyncpg.Record], bytes]]] = 
     ("account_credentials", "account_id", "sealed", lambda r: b"account-grant:" + str(r["k"]).encode()),
     ("link_tokens", "id", "allocation_sealed", lambda r: b"link-token-allocation:" + str(r["k"]).encode()),
     ("link_sessions", "id", "mfa_state_sealed", lambda r: b"session-mfa:" + str(r["k"]).encode()),
-    ("link_sessions", "id", "chosen_allocation_sealed", lambda r: b"session-allocation:" + str(r["k"]).encode()),
+    (
+        "link_sessions",
+        "id",
+        "chosen_allocation_sealed",
+        lambda r: b"session-allocation:" + str(r["k"]).encode(),
+    ),
     ("jobs", "id", "params_sealed", lambda r: b"job-params:" + str(r["k"]).encode()),
 ]
 
 
-async def reencrypt(pool: asyncpg.Pool, vault: Vault, batch: int = 500) -> dict[str, int]:
+async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, int]:
     """Re-seals every blob not under the primary key, online, in small batches.
 
     Each update is conditional on the blob being unchanged, so a concurrent writer wins and its
     (already primary-key) blob is left alone.
     """
     counts: dict[str, int] = {}
-    for table, key, column, aad in SEALED_COLUMNS:
+    for table, key, column, aad_of in SEALED_COLUMNS:
         done = 0
         last: object = None
         while True:
             rows = await pool.fetch(
                 f"SELECT {key} AS k, {column} AS blob FROM {table} WHERE {column} IS NOT NULL"
                 f" AND ($1::uuid IS NULL OR {key} > $1) ORDER BY {key} LIMIT $2",
-                last, batch,
+                last,
+                batch,
             )
             if not rows:
                 break
@@ -46,7 +52,7 @@ async def reencrypt(pool: asyncpg.Pool, vault: Vault, batch: int = 500) -> dict[
                 blob = bytes(row["blob"])
                 if not vault.needs_reencrypt(blob):
                     continue
-                new = vault.reseal(blob, aad=aad(row))
+                new = vault.reseal(blob, aad=aad_of(row))
                 extra = ", key_id = $4" if table == "account_credentials" else ""
                 args = [row["k"], blob, new] + ([vault.key_id_of(new)] if extra else [])
                 await pool.execute(
@@ -64,28 +70,37 @@ async def reencrypt(pool: asyncpg.Pool, vault: Vault, batch: int = 500) -> dict[
             await pool.execute(
                 "UPDATE idempotency_keys SET response = $4 WHERE workspace_id = $1 AND method = $2"
                 " AND request_id = $3 AND response = $5",
-                row["workspace_id"], row["method"], row["request_id"], vault.reseal(blob, aad=aad), blob,
+                row["workspace_id"],
+                row["method"],
+                row["request_id"],
+                vault.reseal(blob, aad=aad),
+                blob,
             )
             ikeys += 1
     counts["idempotency_keys.response"] = ikeys
     return counts
 
 
-async def replay(settings: Settings, pool: asyncpg.Pool, since: dt.datetime, topic: str | None,
-                 account_id: uuid.UUID | None) -> int:
+async def replay(
+    settings: Settings, pool: db.Pool, since: dt.datetime, topic: str | None, account_id: uuid.UUID | None
+) -> int:
     """Re-publishes outbox events created since `since`, in outbox order, with their original ids."""
     rows = await pool.fetch(
         "SELECT event_id, topic, event_type, workspace_id, account_id, payload FROM outbox"
         " WHERE created_at >= $1 AND ($2::text IS NULL OR topic = $2) AND ($3::uuid IS NULL OR account_id = $3)"
         " ORDER BY id",
-        since, topic, account_id,
+        since,
+        topic,
+        account_id,
     )
     producer = make_producer(settings)
     await producer.start()
     try:
         for row in rows:
             await producer.send(
-                row["topic"], value=bytes(row["payload"]), key=str(row["account_id"]).encode(),
+                row["topic"],
+                value=bytes(row["payload"]),
+                key=str(row["account_id"]).encode(),
                 headers=[
                     ("event-id", str(row["event_id"]).encode()),
                     ("event-type", row["event_type"].encode()),
@@ -99,10 +114,10 @@ async def replay(settings: Settings, pool: asyncpg.Pool, since: dt.datetime, top
     return len(rows)
 
 
-async def retry_job(pool: asyncpg.Pool, job_id: uuid.UUID) -> str:
+async def retry_job(pool: db.Pool, job_id: uuid.UUID) -> str:
     """Queues a job that ended in error again; returns what happened."""
     async with pool.acquire() as conn, conn.transaction():
-        status = await conn.fetchval("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+        status: str | None = await conn.fetchval("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", job_id)
         if status is None:
             return "not_found"
         if status != "error":

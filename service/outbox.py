@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
-
 from paylink.v1 import event_pb2
-from service import ids, timeutil
+
+from service import db, ids, timeutil
 
 NOTIFY_CHANNEL = "paylink_outbox"
 
@@ -40,7 +39,7 @@ ALL_EVENTS: tuple[str, ...] = (
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     *,
     topic_prefix: str,
     workspace_id: uuid.UUID,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from service import metrics
+from service import db, metrics
 from service.config import Settings
 from service.outbox import NOTIFY_CHANNEL
 
@@ -47,7 +47,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 class Relay:
     """Publishes the outbox until stopped. `run` returns after `stop()` with the outbox flushed."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(self, settings: Settings, pool: db.Pool) -> None:
         self._settings = settings
         self._pool = pool
         self._wake = asyncio.Event()
@@ -71,7 +71,7 @@ class Relay:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _lead(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self._settings.database_url)
+        conn: db.Conn = await asyncpg.connect(self._settings.database_url)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                 await self._sleep(self._settings.relay_poll_seconds)
@@ -102,7 +102,7 @@ class Relay:
     def _notified(self, *_: object) -> None:
         self._wake.set()
 
-    async def _publish_loop(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
+    async def _publish_loop(self, conn: db.Conn, producer: AIOKafkaProducer) -> None:
         while True:
             self._wake.clear()
             rows = await conn.fetch(_SELECT, self._settings.relay_batch_size)
@@ -115,7 +115,7 @@ class Relay:
                 await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
 
     async def _publish(
-        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
+        self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
     ) -> None:
         while True:
             try:

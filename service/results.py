@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
-
 from paylink.v1 import account_pb2, common_pb2, data_pb2
-from service import accounts, errors, ids, pagination, timeutil, validation
+
+from service import accounts, db, errors, ids, pagination, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -44,13 +44,13 @@ def _hash(parts: Sequence[bytes]) -> bytes:
     return digest.digest()
 
 
-async def store(conn: asyncpg.Connection, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> None:
+async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> None:
     body = data.SerializeToString(deterministic=True)
     await conn.execute(_UPSERT, account_id, name, body, _hash([body]), at)
 
 
 async def store_paystubs(
-    conn: asyncpg.Connection, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
+    conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
 ) -> None:
     """Upserts paystubs by the platform's id; the result row's hash covers the whole set."""
     bodies = []
@@ -66,17 +66,24 @@ async def store_paystubs(
             "INSERT INTO paystubs (id, account_id, external_id, pay_date, data) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data,"
             " pay_date = EXCLUDED.pay_date",
-            ids.new_id(), account_id, item.external_id, dt.date.fromisoformat(stub.pay_date), body,
+            ids.new_id(),
+            account_id,
+            item.external_id,
+            dt.date.fromisoformat(stub.pay_date),
+            body,
         )
     # Only the set's content matters for updated_at, not the order the platform listed it in.
     await conn.execute(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at)
 
 
-async def _result(deps: Deps, workspace_id: uuid.UUID, account_id: str, name: int, what: str) -> asyncpg.Record:
+async def _result(
+    deps: Deps, workspace_id: uuid.UUID, account_id: str, name: int, what: str
+) -> asyncpg.Record:
     account = await accounts.fetch(deps.pool, workspace_id, account_id)
     row = await deps.pool.fetchrow(
         "SELECT data, refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
-        account["id"], name,
+        account["id"],
+        name,
     )
     if row is None:
         raise errors.not_found(what, account_id)
@@ -99,9 +106,15 @@ async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_p
     return _stamp(data_pb2.Income.FromString(bytes(row["data"])), account_id, row)
 
 
-async def allocations(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.DirectDepositAllocations:
+async def allocations(
+    deps: Deps, workspace_id: uuid.UUID, account_id: str
+) -> data_pb2.DirectDepositAllocations:
     row = await _result(
-        deps, workspace_id, account_id, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS, "direct_deposit_allocations"
+        deps,
+        workspace_id,
+        account_id,
+        common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
+        "direct_deposit_allocations",
     )
     return _stamp(data_pb2.DirectDepositAllocations.FromString(bytes(row["data"])), account_id, row)
 
@@ -143,7 +156,12 @@ async def list_paystubs(
         " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
         " AND ($4::date IS NULL OR (pay_date, id) < ($4, $5))"
         " ORDER BY pay_date DESC, id DESC LIMIT $6",
-        account["id"], low, high, cursor_date, cursor.id if cursor else None, size + 1,
+        account["id"],
+        low,
+        high,
+        cursor_date,
+        cursor.id if cursor else None,
+        size + 1,
     )
     response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(r) for r in rows[:size]])
     if len(rows) > size:
@@ -153,7 +171,8 @@ async def list_paystubs(
         )
     times = await deps.pool.fetchrow(
         "SELECT refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
-        account["id"], common_pb2.JOB_NAME_PAYSTUBS,
+        account["id"],
+        common_pb2.JOB_NAME_PAYSTUBS,
     )
     if times:
         timeutil.set_ts(response.refreshed_at, times["refreshed_at"])
@@ -161,14 +180,17 @@ async def list_paystubs(
     return response
 
 
-async def get_paystub(deps: Deps, workspace_id: uuid.UUID, account_id: str, paystub_id: str) -> data_pb2.Paystub:
+async def get_paystub(
+    deps: Deps, workspace_id: uuid.UUID, account_id: str, paystub_id: str
+) -> data_pb2.Paystub:
     account = await accounts.fetch(deps.pool, workspace_id, account_id)
     parsed = ids.parse_uuid(paystub_id)
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
             "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE id = $1 AND account_id = $2",
-            parsed, account["id"],
+            parsed,
+            account["id"],
         )
     if row is None:
         raise errors.not_found("paystub", paystub_id)

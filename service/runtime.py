@@ -64,8 +64,14 @@ class Running:
         await self.deps.pool.close()
 
 
-async def start(settings: Settings, *, api: bool = True, worker: bool = True, relay: bool = True,
-                run_migrations: bool = True) -> Running:
+async def start(
+    settings: Settings,
+    *,
+    api: bool = True,
+    worker: bool = True,
+    relay: bool = True,
+    run_migrations: bool = True,
+) -> Running:
     if run_migrations:
         await migrate.migrate(settings.database_url)
     deps = await build_deps(settings)
@@ -89,7 +95,7 @@ async def serve(settings: Settings, *, api: bool = True, worker: bool = True, re
     parts = [name for name, on in (("api", api), ("worker", worker), ("relay", relay)) if on]
     where = f" on {settings.grpc_host}:{running.api.port}" if running.api else ""
     log.info(f"paylink serving {'+'.join(parts)}{where}")
-    print(f"paylink serving {'+'.join(parts)}{where}", flush=True)  # noqa: T201 - startup line for scripts
+    print(f"paylink serving {'+'.join(parts)}{where}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -18,6 +17,7 @@ from paylink.v1 import (
     sandbox_pb2,
     sandbox_pb2_grpc,
 )
+
 from service.api.account_api import AccountServicer
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer

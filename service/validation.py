@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 from paylink.v1 import common_pb2
+
 from service.errors import Violations
 
 _DIGITS = re.compile(r"^\d+$")
@@ -25,7 +26,9 @@ def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: in
     """Trims and checks the length (characters); returns the trimmed value."""
     trimmed = value.strip()
     if len(trimmed) < min_len:
-        v.add(field, "is required" if min_len == 1 and not trimmed else f"must be at least {min_len} characters")
+        v.add(
+            field, "is required" if min_len == 1 and not trimmed else f"must be at least {min_len} characters"
+        )
     elif len(trimmed) > max_len:
         v.add(field, f"must be at most {max_len} characters")
     return trimmed

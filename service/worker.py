@@ -20,9 +20,9 @@ import time
 import uuid
 
 import asyncpg
-
 from paylink.v1 import common_pb2
-from service import accounts, ids, metrics
+
+from service import accounts, db, ids, metrics
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -96,7 +96,9 @@ class Worker:
             for task in background:
                 task.cancel()
             if self._running:
-                _, late = await asyncio.wait(list(self._running.values()), timeout=settings.shutdown_grace_seconds)
+                _, late = await asyncio.wait(
+                    list(self._running.values()), timeout=settings.shutdown_grace_seconds
+                )
                 for task in late:
                     task.cancel()
             with contextlib.suppress(Exception):
@@ -108,7 +110,7 @@ class Worker:
 
     async def _listen_and_claim(self) -> None:
         settings = self.deps.settings
-        conn: asyncpg.Connection = await asyncpg.connect(settings.database_url)
+        conn: db.Conn = await asyncpg.connect(settings.database_url)
         try:
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             while not self._stopping.is_set():
@@ -171,8 +173,9 @@ class Worker:
             outcome = await self._run(job)
         except Exception as exc:  # a bug or a lost database: retry as a system error
             log.exception("job crashed", extra={"job_id": str(job["id"])})
-            outcome = self._retry_or_fail(job, common_pb2.JOB_ERROR_CODE_UNSPECIFIED, type(exc).__name__,
-                                          system=True)
+            outcome = self._retry_or_fail(
+                job, common_pb2.JOB_ERROR_CODE_UNSPECIFIED, type(exc).__name__, system=True
+            )
         label = type(outcome).__name__.lower()
         metrics.JOB_DURATION.labels(name, job["platform_id"], label).observe(time.perf_counter() - started)
         for attempt in range(5):
@@ -187,11 +190,18 @@ class Worker:
             metrics.JOBS_FINISHED.labels(name, label).inc()
         log.info(
             "job attempt finished",
-            extra={"job_id": str(job["id"]), "job": name, "result": label, "attempt": job["attempts"],
-                   "written": written},
+            extra={
+                "job_id": str(job["id"]),
+                "job": name,
+                "result": label,
+                "attempt": job["attempts"],
+                "written": written,
+            },
         )
 
-    def _retry_or_fail(self, job: asyncpg.Record, code: int, message: str, *, system: bool = False) -> Outcome:
+    def _retry_or_fail(
+        self, job: asyncpg.Record, code: int, message: str, *, system: bool = False
+    ) -> Outcome:
         settings = self.deps.settings
         if job["attempts"] < settings.job_max_attempts:
             delay = backoff(job["attempts"], settings.job_retry_base_seconds, settings.job_retry_max_seconds)
@@ -212,14 +222,21 @@ class Worker:
         try:
             async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
                 if job["origin"] == common_pb2.JOB_ORIGIN_REFRESH:
-                    access = await driver.reaccess(str(job["account_id"]), job["platform_id"], AccessGrant(grant))
+                    access = await driver.reaccess(
+                        str(job["account_id"]), job["platform_id"], AccessGrant(grant)
+                    )
                     if not isinstance(access, LoggedIn):
-                        return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
-                                       "the platform asks for MFA: send the user through Link")
+                        return Failure(
+                            common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
+                            "the platform asks for MFA: send the user through Link",
+                        )
                     grant = new_grant = access.grant.secret
                 ctx = JobContext(
-                    account_id=str(job["account_id"]), platform_id=job["platform_id"], grant=AccessGrant(grant),
-                    attempt=job["attempts"], pending_since=job["pending_since"],
+                    account_id=str(job["account_id"]),
+                    platform_id=job["platform_id"],
+                    grant=AccessGrant(grant),
+                    attempt=job["attempts"],
+                    pending_since=job["pending_since"],
                 )
                 return await self._call(driver, job, ctx, new_grant)
         except JobPending as pending:
@@ -229,10 +246,13 @@ class Worker:
                 return self._retry_or_fail(job, exc.code, exc.message)
             return Failure(exc.code, exc.message)
         except TimeoutError:
-            return self._retry_or_fail(job, common_pb2.JOB_ERROR_CODE_TIMEOUT, "the platform did not answer in time")
+            return self._retry_or_fail(
+                job, common_pb2.JOB_ERROR_CODE_TIMEOUT, "the platform did not answer in time"
+            )
 
-    async def _call(self, driver: PlatformDriver, job: asyncpg.Record, ctx: JobContext,
-                    new_grant: bytes | None) -> Outcome:
+    async def _call(
+        self, driver: PlatformDriver, job: asyncpg.Record, ctx: JobContext, new_grant: bytes | None
+    ) -> Outcome:
         name = job["name"]
         params = common_pb2.JobParams.FromString(bytes(job["params"]))
         if name == common_pb2.JOB_NAME_IDENTITY:
@@ -244,11 +264,15 @@ class Worker:
         if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS:
             return Success(await driver.fetch_allocations(ctx), new_grant=new_grant)
         if name == common_pb2.JOB_NAME_PAYSTUBS:
-            query = PaystubQuery(params.paystubs.count, params.paystubs.from_pay_date, params.paystubs.to_pay_date)
+            query = PaystubQuery(
+                params.paystubs.count, params.paystubs.from_pay_date, params.paystubs.to_pay_date
+            )
             return Success(paystubs=await driver.fetch_paystubs(ctx, query), new_grant=new_grant)
         if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-            return Success(await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
-                           new_grant=new_grant)
+            return Success(
+                await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
+                new_grant=new_grant,
+            )
         return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
 
     def _switch_request(self, job: asyncpg.Record, params: common_pb2.JobParams) -> SwitchRequest:
@@ -260,8 +284,10 @@ class Worker:
             allocation_type=switch.allocation.type,
             value=switch.allocation.value,
             target=SwitchTarget(
-                type=secret["type"], routing_number=secret["routing_number"],
-                account_number=secret["account_number"], name=secret["name"],
+                type=secret["type"],
+                routing_number=secret["routing_number"],
+                account_number=secret["account_number"],
+                name=secret["name"],
             ),
         )
 

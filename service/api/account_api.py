@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
-
 from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
+
 from service import accounts, idempotency, results, versions
 from service.api import context
 from service.deps import Deps
@@ -15,7 +14,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self.deps = deps
 
     async def GetAccount(  # noqa: N802 - gRPC method name
-        self, request: account_pb2.GetAccountRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         workspace = context.current().workspace
         async with self.deps.pool.acquire() as conn:
@@ -23,12 +22,12 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             return await accounts.to_proto(conn, row, self.deps.drivers)
 
     async def ListAccounts(  # noqa: N802
-        self, request: account_pb2.ListAccountsRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.ListAccountsRequest, ctx: context.Ctx
     ) -> account_pb2.ListAccountsResponse:
         return await accounts.list_page(self.deps, context.current().workspace.id, request)
 
     async def DisconnectAccount(  # noqa: N802
-        self, request: account_pb2.DisconnectAccountRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.DisconnectAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         call = context.current()
         key = idempotency.key_for(call.workspace.id, "DisconnectAccount", request, request.request_id)
@@ -46,33 +45,33 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             return account
 
     async def GetIdentity(  # noqa: N802
-        self, request: account_pb2.GetIdentityRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetIdentityRequest, ctx: context.Ctx
     ) -> data_pb2.Identity:
         return await results.identity(self.deps, context.current().workspace.id, request.account_id)
 
     async def GetEmployment(  # noqa: N802
-        self, request: account_pb2.GetEmploymentRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetEmploymentRequest, ctx: context.Ctx
     ) -> data_pb2.Employment:
         return await results.employment(self.deps, context.current().workspace.id, request.account_id)
 
     async def GetIncome(  # noqa: N802
-        self, request: account_pb2.GetIncomeRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetIncomeRequest, ctx: context.Ctx
     ) -> data_pb2.Income:
         return await results.income(self.deps, context.current().workspace.id, request.account_id)
 
     async def ListPaystubs(  # noqa: N802
-        self, request: account_pb2.ListPaystubsRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.ListPaystubsRequest, ctx: context.Ctx
     ) -> account_pb2.ListPaystubsResponse:
         return await results.list_paystubs(self.deps, context.current().workspace.id, request)
 
     async def GetPaystub(  # noqa: N802
-        self, request: account_pb2.GetPaystubRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetPaystubRequest, ctx: context.Ctx
     ) -> data_pb2.Paystub:
         return await results.get_paystub(
             self.deps, context.current().workspace.id, request.account_id, request.paystub_id
         )
 
     async def GetDirectDepositAllocations(  # noqa: N802
-        self, request: account_pb2.GetDirectDepositAllocationsRequest, ctx: grpc.aio.ServicerContext
+        self, request: account_pb2.GetDirectDepositAllocationsRequest, ctx: context.Ctx
     ) -> data_pb2.DirectDepositAllocations:
         return await results.allocations(self.deps, context.current().workspace.id, request.account_id)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime as dt
+from typing import Any, TypeAlias
+
+import grpc
 
 from service.auth import Workspace
+
+# The servicer context type handlers receive (requests and responses are protobuf messages).
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -25,7 +25,7 @@ from service.auth import Authenticator
 log = logging.getLogger("paylink.rpc")
 
 _PREFIX = "/paylink.v1."
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
 _UNAVAILABLE_ERRORS = (
     OSError,
@@ -42,14 +42,14 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_PREFIX) or handler.unary_unary is None:
             return handler
-        wrapped = self._wrap(method.rsplit("/", 1)[-1], handler.unary_unary)
+        wrapped = self._wrap(method.rsplit("/", 1)[-1], cast(Handler, handler.unary_unary))
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -59,7 +59,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, inner: Handler) -> Handler:
         auth = self._auth
 
-        async def call(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
-
 from paylink.v1 import job_pb2, job_pb2_grpc
+
 from service import jobs
 from service.api import context
 from service.deps import Deps
@@ -15,16 +14,16 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self.deps = deps
 
     async def GetJob(  # noqa: N802 - gRPC method name
-        self, request: job_pb2.GetJobRequest, ctx: grpc.aio.ServicerContext
+        self, request: job_pb2.GetJobRequest, ctx: context.Ctx
     ) -> job_pb2.Job:
         return await jobs.get(self.deps, context.current().workspace.id, request.job_id)
 
     async def ListJobs(  # noqa: N802
-        self, request: job_pb2.ListJobsRequest, ctx: grpc.aio.ServicerContext
+        self, request: job_pb2.ListJobsRequest, ctx: context.Ctx
     ) -> job_pb2.ListJobsResponse:
         return await jobs.list_page(self.deps, context.current().workspace.id, request)
 
     async def CreateJob(  # noqa: N802
-        self, request: job_pb2.CreateJobRequest, ctx: grpc.aio.ServicerContext
+        self, request: job_pb2.CreateJobRequest, ctx: context.Ctx
     ) -> job_pb2.Job:
         return await jobs.create_refresh(self.deps, context.current(), request)

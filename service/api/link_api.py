@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import grpc
+from typing import Any, cast
 
 from paylink.v1 import link_pb2, link_pb2_grpc
+
 from service import errors, sessions
 from service.api import context
 from service.deps import Deps
@@ -15,17 +16,17 @@ class LinkServicer(link_pb2_grpc.LinkServiceServicer):
         self.deps = deps
 
     async def StartSession(  # noqa: N802 - gRPC method name
-        self, request: link_pb2.StartSessionRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.StartSessionRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
         return await sessions.start(self.deps, context.current().workspace.id, request.token)
 
     async def GetSession(  # noqa: N802
-        self, request: link_pb2.GetSessionRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.GetSessionRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
         return await sessions.get(self.deps, context.current().workspace.id, request.session_id)
 
     async def SearchPlatforms(  # noqa: N802
-        self, request: link_pb2.SearchPlatformsRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.SearchPlatformsRequest, ctx: context.Ctx
     ) -> link_pb2.SearchPlatformsResponse:
         if len(request.query) > 100:
             raise errors.invalid_field("query", "must be at most 100 characters")
@@ -35,25 +36,34 @@ class LinkServicer(link_pb2_grpc.LinkServiceServicer):
         return link_pb2.SearchPlatformsResponse(
             platforms=[
                 link_pb2.Platform(
-                    id=p.id, name=p.name, supported_jobs=sorted(p.supported_jobs), always_mfa=p.always_mfa
+                    **cast(
+                        dict[str, Any],
+                        {
+                            "id": p.id,
+                            "name": p.name,
+                            "supported_jobs": sorted(p.supported_jobs),
+                            "always_mfa": p.always_mfa,
+                        },
+                    )
                 )
                 for p in self.deps.drivers.platforms()
-                if needed <= p.supported_jobs and (query in p.name.lower() or query in p.id)
+                if needed <= p.supported_jobs
+                and (query in p.name.lower() or query in p.id)
                 and (not session.on_demand_update or p.id == session.platform_id)
             ]
         )
 
     async def SubmitCredentials(  # noqa: N802
-        self, request: link_pb2.SubmitCredentialsRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.SubmitCredentialsRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
         return await sessions.submit_credentials(self.deps, context.current().workspace.id, request)
 
     async def SubmitMfa(  # noqa: N802
-        self, request: link_pb2.SubmitMfaRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.SubmitMfaRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
         return await sessions.submit_mfa(self.deps, context.current().workspace.id, request)
 
     async def ChooseAllocation(  # noqa: N802
-        self, request: link_pb2.ChooseAllocationRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_pb2.ChooseAllocationRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
         return await sessions.choose_allocation(self.deps, context.current().workspace.id, request)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
-
 from paylink.v1 import link_token_pb2, link_token_pb2_grpc
+
 from service import link_tokens
 from service.api import context
 from service.deps import Deps
@@ -15,11 +14,11 @@ class LinkTokenServicer(link_token_pb2_grpc.LinkTokenServiceServicer):
         self.deps = deps
 
     async def CreateLinkToken(  # noqa: N802 - gRPC method name
-        self, request: link_token_pb2.CreateLinkTokenRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_token_pb2.CreateLinkTokenRequest, ctx: context.Ctx
     ) -> link_token_pb2.LinkToken:
         return await link_tokens.create(self.deps, context.current(), request)
 
     async def GetLinkToken(  # noqa: N802
-        self, request: link_token_pb2.GetLinkTokenRequest, ctx: grpc.aio.ServicerContext
+        self, request: link_token_pb2.GetLinkTokenRequest, ctx: context.Ctx
     ) -> link_token_pb2.LinkToken:
         return await link_tokens.get(self.deps, context.current().workspace.id, request.link_token_id)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import grpc
-
 from paylink.v1 import account_pb2, common_pb2, sandbox_pb2, sandbox_pb2_grpc
+
 from service import accounts, errors, versions
 from service.api import context
 from service.deps import Deps
@@ -19,11 +18,13 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
     def _call(self) -> context.CallContext:
         call = context.current()
         if not call.workspace.sandbox:
-            raise errors.permission_denied("SANDBOX_ONLY", "SandboxService is only available in sandbox workspaces")
+            raise errors.permission_denied(
+                "SANDBOX_ONLY", "SandboxService is only available in sandbox workspaces"
+            )
         return call
 
     async def SetMonitoringStatus(  # noqa: N802 - gRPC method name
-        self, request: sandbox_pb2.SetMonitoringStatusRequest, ctx: grpc.aio.ServicerContext
+        self, request: sandbox_pb2.SetMonitoringStatusRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         call = self._call()
         status = accounts.MONITORING_NAMES.get(request.status)
@@ -32,14 +33,19 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         async with self.deps.pool.acquire() as conn, conn.transaction():
             row = await accounts.fetch(conn, call.workspace.id, request.account_id, lock=True)
             await accounts.set_monitoring(
-                conn, row, status, "sandbox", topic_prefix=self.deps.settings.topic_prefix,
+                conn,
+                row,
+                status,
+                "sandbox",
+                topic_prefix=self.deps.settings.topic_prefix,
                 api_version=versions.label(call.api_version),
             )
-            return await accounts.to_proto(conn, await accounts.fetch(conn, call.workspace.id, request.account_id),
-                                           self.deps.drivers)
+            return await accounts.to_proto(
+                conn, await accounts.fetch(conn, call.workspace.id, request.account_id), self.deps.drivers
+            )
 
     async def ExpireCredentials(  # noqa: N802
-        self, request: sandbox_pb2.ExpireCredentialsRequest, ctx: grpc.aio.ServicerContext
+        self, request: sandbox_pb2.ExpireCredentialsRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         call = self._call()
         async with self.deps.pool.acquire() as conn, conn.transaction():
@@ -49,7 +55,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
             return await accounts.to_proto(conn, row, self.deps.drivers)
 
     async def AddPaystub(  # noqa: N802
-        self, request: sandbox_pb2.AddPaystubRequest, ctx: grpc.aio.ServicerContext
+        self, request: sandbox_pb2.AddPaystubRequest, ctx: context.Ctx
     ) -> sandbox_pb2.AddPaystubResponse:
         call = self._call()
         async with self.deps.pool.acquire() as conn, conn.transaction():
@@ -64,9 +70,14 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         account = row  # asyncpg.Record
         driver = self.deps.drivers.driver_for(account["platform_id"])  # type: ignore[index]
         if not isinstance(driver, SandboxDriver):
-            raise errors.failed_precondition("NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform")
+            raise errors.failed_precondition(
+                "NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform"
+            )
         grant = await accounts.load_grant(self.deps, conn, account["id"])  # type: ignore[arg-type,index]
         if grant is None:
             raise errors.failed_precondition(
-                "ACCOUNT_DISCONNECTED", "the account has no stored credentials", code=str(common_pb2.JOB_ERROR_CODE_UNSPECIFIED))
+                "ACCOUNT_DISCONNECTED",
+                "the account has no stored credentials",
+                code=str(common_pb2.JOB_ERROR_CODE_UNSPECIFIED),
+            )
         return driver, AccessGrant(grant)

@@ -79,7 +79,8 @@ class PlatformError(Exception):
     """
 
     def __init__(self, code: int, message: str = "", *, transient: bool = False) -> None:
-        super().__init__(common_pb2.JobErrorCode.Name(code) + (f": {message}" if message else ""))
+        name = common_pb2.JobErrorCode.Name(code)  # type: ignore[arg-type]
+        super().__init__(name + (f": {message}" if message else ""))
         self.code = code
         self.message = message
         self.transient = transient
