@@ -75,7 +75,7 @@ lint: $(STAMP) buf
 	else echo "buf breaking: main has no contracts yet, skipped"; fi
 
 demo: $(STAMP)
-	@$(ENV) $(PY) scripts/demo.py
+	@$(ENV) PYTHONPATH=$(CURDIR) $(PY) scripts/demo.py
 
 bench: $(STAMP) up
 	@$(ENV) $(PY) bench/run.py
