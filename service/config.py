@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sandbox_slow_latency_seconds: float = Field(default=2.0, ge=0)
     sandbox_pending_delay_seconds: float = Field(default=60.0, ge=0)
 
+    rate_link_tokens_per_minute: float = Field(default=600.0, ge=0)  # 0 disables
+    rate_logins_per_minute: float = Field(default=120.0, ge=0)  # SubmitCredentials + SubmitMfa; 0 disables
+
     log_level: str = "INFO"
 
     @field_validator("log_level")

@@ -9,11 +9,13 @@ from paylink.v1 import link_pb2, link_pb2_grpc
 from service import errors, sessions
 from service.api import context
 from service.deps import Deps
+from service.ratelimit import RateLimiter
 
 
 class LinkServicer(link_pb2_grpc.LinkServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.logins = RateLimiter("login attempts", deps.settings.rate_logins_per_minute)
 
     async def StartSession(  # noqa: N802 - gRPC method name
         self, request: link_pb2.StartSessionRequest, ctx: context.Ctx
@@ -56,12 +58,16 @@ class LinkServicer(link_pb2_grpc.LinkServiceServicer):
     async def SubmitCredentials(  # noqa: N802
         self, request: link_pb2.SubmitCredentialsRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
-        return await sessions.submit_credentials(self.deps, context.current().workspace.id, request)
+        workspace = context.current().workspace
+        self.logins.check(workspace.id)
+        return await sessions.submit_credentials(self.deps, workspace.id, request)
 
     async def SubmitMfa(  # noqa: N802
         self, request: link_pb2.SubmitMfaRequest, ctx: context.Ctx
     ) -> link_pb2.LinkSession:
-        return await sessions.submit_mfa(self.deps, context.current().workspace.id, request)
+        workspace = context.current().workspace
+        self.logins.check(workspace.id)
+        return await sessions.submit_mfa(self.deps, workspace.id, request)
 
     async def ChooseAllocation(  # noqa: N802
         self, request: link_pb2.ChooseAllocationRequest, ctx: context.Ctx
