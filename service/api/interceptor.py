@@ -8,6 +8,7 @@ DEADLINE_EXCEEDED. Health and reflection are not wrapped (they stay open).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -66,13 +67,15 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             request_id = metadata.get("x-request-id") or uuid.uuid4().hex
             token = None
             try:
-                workspace = await auth.authenticate(metadata.get("x-api-secret"))
-                try:
-                    version = versions.parse(metadata.get("api-version"))
-                except versions.UnknownVersion as exc:
-                    raise errors.invalid_field("api-version", str(exc)) from exc
-                token = context.set_current(context.CallContext(workspace, version, request_id))
-                return await inner(request, ctx)
+                # Bound every database and platform call by the caller's deadline.
+                async with asyncio.timeout(ctx.time_remaining()):
+                    workspace = await auth.authenticate(metadata.get("x-api-secret"))
+                    try:
+                        version = versions.parse(metadata.get("api-version"))
+                    except versions.UnknownVersion as exc:
+                        raise errors.invalid_field("api-version", str(exc)) from exc
+                    token = context.set_current(context.CallContext(workspace, version, request_id))
+                    return await inner(request, ctx)
             except errors.ApiError as exc:
                 code = exc.code
                 await ctx.abort_with_status(rpc_status.to_status(exc.to_status()))
