@@ -13,16 +13,21 @@
 #   PAYLINK_PG_PORT                 (default 55432)
 #   PAYLINK_KAFKA_PORT              (default 59092)
 #   PAYLINK_KAFKA_CONTROLLER_PORT   (default 59093)
-#   PAYLINK_DATABASE_URL            if set: use that server, never start PostgreSQL
-#   PAYLINK_KAFKA_BOOTSTRAP         if set: use that broker, never start Kafka
+#   PAYLINK_DATABASE_URL            if set (to anything but what `env` prints for
+#                                   the local cluster): use that server, never
+#                                   start/stop the local PostgreSQL
+#   PAYLINK_KAFKA_BOOTSTRAP         same for Kafka (anything but 127.0.0.1:<port>)
 #   PAYLINK_STACK_TIMEOUT           readiness timeout per service, seconds (default 120)
+#   PAYLINK_KAFKA_HEAP              JVM heap flags for the broker (default "-Xmx512m -Xms256m")
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
 # Layout and settings
 # ---------------------------------------------------------------------------
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-STACK="$ROOT/.stack"
+# PAYLINK_STACK_DIR lets a second, independent stack live beside the default one (fault tests
+# start and kill their own servers there). The Kafka jar cache is shared with the default stack.
+STACK="${PAYLINK_STACK_DIR:-$ROOT/.stack}"
 LOGS="$STACK/logs"
 
 PG_PORT="${PAYLINK_PG_PORT:-55432}"
@@ -31,14 +36,25 @@ KAFKA_CONTROLLER_PORT="${PAYLINK_KAFKA_CONTROLLER_PORT:-59093}"
 TIMEOUT="${PAYLINK_STACK_TIMEOUT:-120}"
 HOST=127.0.0.1
 
-PG_DATA="$STACK/pg"
-PG_LOG="$LOGS/postgres.log"
+# PostgreSQL runs as the `postgres` OS user, which must reach its data folder. A checkout under a
+# private folder (e.g. /root, mode 700) is not reachable: then the cluster lives in /var/tmp under a
+# name derived from the stack path, so every invocation finds the same one.
+pg_locate() {
+  PG_HOME="$STACK"
+  if [[ $EUID -eq 0 ]] && id -u postgres >/dev/null 2>&1 \
+     && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    PG_HOME="/var/tmp/paylink-stack-$(printf '%s' "$STACK" | cksum | cut -d' ' -f1)"
+  fi
+  PG_DATA="$PG_HOME/pg"
+  PG_LOG="$PG_HOME/postgres.log"
+}
+pg_locate
 PG_OS_USER=postgres          # initdb/postgres refuse to run as root
 PG_ROLE=paylink PG_PASSWORD=paylink PG_DB=paylink
 
 KAFKA_VERSION=4.1.1          # keep in sync with scripts/kafka-pom.xml
 KAFKA_POM="$ROOT/scripts/kafka-pom.xml"
-KAFKA_LIBS="$STACK/kafka-libs"
+KAFKA_LIBS="${PAYLINK_KAFKA_LIBS:-$ROOT/.stack/kafka-libs}"
 KAFKA_HOME="$STACK/kafka"
 KAFKA_DATA="$KAFKA_HOME/data"
 KAFKA_PID="$KAFKA_HOME/kafka.pid"
@@ -49,18 +65,29 @@ KAFKA_HEAP="${PAYLINK_KAFKA_HEAP:--Xmx512m -Xms256m}"
 DEFAULT_DATABASE_URL="postgresql://$PG_ROLE:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB"
 DEFAULT_KAFKA_BOOTSTRAP="$HOST:$KAFKA_PORT"
 
+# "External" means the caller points us at a server we do not manage. A value
+# equal to what `env` prints is our own stack (typical after
+# `eval "$(scripts/stack.sh env)"`), so up/down/status still manage it.
+pg_external()    { [[ -n "${PAYLINK_DATABASE_URL:-}" && "$PAYLINK_DATABASE_URL" != "$DEFAULT_DATABASE_URL" ]]; }
+kafka_external() { [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" && "$PAYLINK_KAFKA_BOOTSTRAP" != "$DEFAULT_KAFKA_BOOTSTRAP" ]]; }
+
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
 log()  { printf '[stack] %s\n' "$*" >&2; }
 die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Print the last lines of a log file to stderr (used on every failure path).
+# Size of a file in bytes (0 if missing): remembered before a start so that a
+# failure shows only what this start wrote to an appended log.
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# Print the last lines of a log file to stderr (used on every failure path);
+# with a byte offset, only what was written after it.
 tail_log() {
-  local f="$1" n="${2:-40}"
+  local f="$1" n="${2:-40}" from="${3:-0}"
   if [[ -s "$f" ]]; then
     printf '[stack] ---- last %s lines of %s ----\n' "$n" "$f" >&2
-    tail -n "$n" "$f" >&2 || true
+    tail -c "+$((from + 1))" "$f" | tail -n "$n" >&2 || true
     printf '[stack] ---- end of %s ----\n' "$f" >&2
   else
     printf '[stack] (log %s is empty or missing)\n' "$f" >&2
@@ -97,16 +124,20 @@ find_python() {
 }
 
 # Serialise concurrent `up`/`down` calls (e.g. two test runners at once).
+# The lock is held on fd 9; every long-lived server is started with `9>&-`
+# so it does not inherit (and keep holding) the lock after we exit.
 take_lock() {
   mkdir -p "$STACK"
-  exec 9>"$STACK/.lock"
+  exec 9>"$STACK/stack.lock"
   if ! flock -w "$((TIMEOUT + 60))" 9; then
-    die "another scripts/stack.sh is still running (lock $STACK/.lock)"
+    die "another scripts/stack.sh is still running (lock $STACK/stack.lock)"
   fi
 }
 
 check_port_number() {
-  [[ "$2" =~ ^[0-9]+$ ]] && (( $2 > 0 && $2 < 65536 )) || die "$1 must be a TCP port number, got '$2'"
+  if ! [[ "$2" =~ ^[0-9]+$ ]] || (( $2 < 1 || $2 > 65535 )); then
+    die "$1 must be a TCP port number, got '$2'"
+  fi
 }
 
 # ---------------------------------------------------------------------------
@@ -122,7 +153,7 @@ find_pg_bin() {
     d="$(dirname "$(readlink -f "$initdb")")"   # /usr/local/bin/initdb may be a symlink
     if [[ -x "$d/pg_ctl" && -x "$d/postgres" ]]; then PG_BIN="$d"; return 0; fi
   fi
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
     if [[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]]; then PG_BIN="$d"; return 0; fi
   done
   return 1
@@ -156,7 +187,7 @@ pg_tool() {  # client tools: prefer the server's bin dir, fall back to PATH
 # Unix socket directory: inside .stack/, unless the path would exceed the
 # ~107-byte limit of a unix socket path (very deep checkouts).
 pg_socket_dir() {
-  local d="$STACK/run"
+  local d="$PG_HOME/run"
   if (( ${#d} + 20 > 100 )); then
     d="/tmp/paylink-pg-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
   fi
@@ -176,8 +207,13 @@ pg_ready() {
 
 # Make the postgres OS user exist and own what the server writes to.
 pg_prepare_dirs() {
+  pg_locate  # again: installing PostgreSQL may have just created the postgres user
   local sock; sock="$(pg_socket_dir)"
-  mkdir -p "$STACK" "$LOGS" "$PG_DATA" "$sock"
+  mkdir -p "$STACK" "$LOGS" "$PG_HOME" "$PG_DATA" "$sock"
+  if [[ "$PG_HOME" != "$STACK" ]]; then
+    log "postgres: $ROOT is not reachable by the postgres user; cluster data in $PG_HOME"
+    chmod 755 "$PG_HOME"
+  fi
   touch "$PG_LOG"
   if is_root; then
     if ! id -u "$PG_OS_USER" >/dev/null 2>&1; then
@@ -232,7 +268,6 @@ synchronous_commit = off
 full_page_writes = off
 # Logging goes to $PG_LOG (pg_ctl -l).
 log_line_prefix = '%m [%p] %q%u@%d '
-log_min_duration_statement = -1
 EOF
 }
 
@@ -260,7 +295,7 @@ pg_admin_psql() {
 
 # Idempotently create role paylink (LOGIN, CREATEDB) and database paylink.
 pg_bootstrap_role() {
-  if ! pg_admin_psql >>"$LOGS/pg-bootstrap.log" 2>&1 <<EOF
+  if ! pg_admin_psql -f - >>"$LOGS/pg-bootstrap.log" 2>&1 <<EOF
 SELECT 'CREATE ROLE $PG_ROLE LOGIN CREATEDB'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') \gexec
 ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
@@ -274,11 +309,12 @@ EOF
 }
 
 pg_up() {
-  if [[ -n "${PAYLINK_DATABASE_URL:-}" ]]; then
-    log "postgres: PAYLINK_DATABASE_URL is set, not starting a local cluster"
+  if pg_external; then
+    log "postgres: PAYLINK_DATABASE_URL points elsewhere, not starting a local cluster"
     return 0
   fi
   check_port_number PAYLINK_PG_PORT "$PG_PORT"
+  local log_from=0
   if pg_running && pg_ready; then
     log "postgres: already running on $HOST:$PG_PORT (pid $(pg_pid))"
     return 0
@@ -296,25 +332,27 @@ pg_up() {
     pg_init
     pg_write_conf
     log "postgres: starting on $HOST:$PG_PORT (log $PG_LOG)"
+    log_from="$(file_size "$PG_LOG")"
     # -W: don't wait here; we poll pg_isready below with our own timeout.
     # setsid: detach from the caller's session/process group so the server
     # survives the calling shell.
-    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W start >>"$LOGS/pg_ctl.log" 2>&1; then
+    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W start \
+          </dev/null >>"$LOGS/pg_ctl.log" 2>&1 9>&-; then
       tail_log "$LOGS/pg_ctl.log" 20
-      tail_log "$PG_LOG"
+      tail_log "$PG_LOG" 40 "$log_from"
       die "postgres: pg_ctl start failed"
     fi
   fi
   local deadline=$((SECONDS + TIMEOUT))
   until pg_ready; do
     if (( SECONDS >= deadline )); then
-      tail_log "$PG_LOG"
+      tail_log "$PG_LOG" 40 "$log_from"
       die "postgres: not ready on $HOST:$PG_PORT after ${TIMEOUT}s"
     fi
     # The postmaster writes its pid file within a second; if it is gone after
     # that, the server died (bad config, port taken, ...).
     if (( SECONDS > deadline - TIMEOUT + 3 )) && ! pg_running; then
-      tail_log "$PG_LOG"
+      tail_log "$PG_LOG" 40 "$log_from"
       die "postgres: server exited during startup"
     fi
     sleep 0.2
@@ -324,7 +362,7 @@ pg_up() {
 }
 
 pg_down() {
-  [[ -n "${PAYLINK_DATABASE_URL:-}" ]] && { log "postgres: external (PAYLINK_DATABASE_URL), nothing to stop"; return 0; }
+  pg_external && { log "postgres: external (PAYLINK_DATABASE_URL), nothing to stop"; return 0; }
   if ! pg_running; then
     pg_clear_stale 2>/dev/null || true
     log "postgres: not running"
@@ -423,6 +461,7 @@ ensure_kafka_libs() {
   fi
   compgen -G "$tmp/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null || die "kafka: Maven finished but kafka_2.13-$KAFKA_VERSION.jar is not in $tmp"
   rm -rf "$KAFKA_LIBS"
+  mkdir -p "$(dirname "$KAFKA_LIBS")"
   mv "$tmp" "$KAFKA_LIBS"
   touch "$marker"
 }
@@ -463,12 +502,17 @@ EOF
   cat >"$KAFKA_HOME/log4j2.properties" <<EOF
 # Generated by scripts/stack.sh -- broker log goes to $KAFKA_LOG
 status = warn
-appender.file.type = File
+appender.file.type = RollingFile
 appender.file.name = FILE
 appender.file.fileName = $KAFKA_LOG
-appender.file.append = true
+appender.file.filePattern = $KAFKA_LOG.%i
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = FILE
 # Quieter noisy loggers.
@@ -509,12 +553,13 @@ kafka_format() {
 }
 
 kafka_up() {
-  if [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]]; then
-    log "kafka: PAYLINK_KAFKA_BOOTSTRAP is set, not starting a local broker"
+  if kafka_external; then
+    log "kafka: PAYLINK_KAFKA_BOOTSTRAP points elsewhere, not starting a local broker"
     return 0
   fi
   check_port_number PAYLINK_KAFKA_PORT "$KAFKA_PORT"
   check_port_number PAYLINK_KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT"
+  local log_from=0
   if kafka_running && kafka_metadata_ok "$HOST:$KAFKA_PORT"; then
     log "kafka: already running on $HOST:$KAFKA_PORT (pid $(kafka_pid))"
     return 0
@@ -532,25 +577,26 @@ kafka_up() {
     kafka_write_config
     kafka_format
     log "kafka: starting on $HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT; log $KAFKA_LOG)"
+    log_from="$(file_size "$KAFKA_LOG")"
     : >"$KAFKA_OUT"
     # setsid + nohup: fully detached from the caller; stdin from /dev/null so
     # `$(scripts/stack.sh ...)` or CI with no stdin never hang on it.
     # (A script's background job is not a process-group leader, so setsid and
     # nohup exec in place and $! is the JVM's pid.)
     kafka_java_cmd kafka.Kafka "$KAFKA_HOME/server.properties"
-    setsid nohup "${KJAVA[@]}" </dev/null >>"$KAFKA_OUT" 2>&1 &
+    setsid nohup "${KJAVA[@]}" </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
     echo $! >"$KAFKA_PID"
   fi
   local deadline=$((SECONDS + TIMEOUT))
   until kafka_metadata_ok "$HOST:$KAFKA_PORT"; do
     if ! kafka_running; then
       tail_log "$KAFKA_OUT" 20
-      tail_log "$KAFKA_LOG"
+      tail_log "$KAFKA_LOG" 40 "$log_from"
       rm -f "$KAFKA_PID"
       die "kafka: broker process exited during startup"
     fi
     if (( SECONDS >= deadline )); then
-      tail_log "$KAFKA_LOG"
+      tail_log "$KAFKA_LOG" 40 "$log_from"
       die "kafka: not ready on $HOST:$KAFKA_PORT after ${TIMEOUT}s (process $(kafka_pid) still running; 'scripts/stack.sh down' stops it)"
     fi
     sleep 0.5
@@ -559,7 +605,7 @@ kafka_up() {
 }
 
 kafka_down() {
-  [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]] && { log "kafka: external (PAYLINK_KAFKA_BOOTSTRAP), nothing to stop"; return 0; }
+  kafka_external && { log "kafka: external (PAYLINK_KAFKA_BOOTSTRAP), nothing to stop"; return 0; }
   if ! kafka_running; then
     [[ -e "$KAFKA_PID" ]] && rm -f "$KAFKA_PID"
     log "kafka: not running"
@@ -601,13 +647,16 @@ cmd_down() {
   return "$rc"
 }
 
+# Hide the password of a URL in status output.
+mask_url() { sed -E 's#(//[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }
+
 cmd_status() {
   local ok=0
-  if [[ -n "${PAYLINK_DATABASE_URL:-}" ]]; then
+  if pg_external; then
     if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$PAYLINK_DATABASE_URL" -t 3; then
-      echo "postgres: external, reachable ($PAYLINK_DATABASE_URL)"
+      echo "postgres: external, reachable ($(mask_url "$PAYLINK_DATABASE_URL"))"
     else
-      echo "postgres: external, NOT reachable ($PAYLINK_DATABASE_URL)"; ok=3
+      echo "postgres: external, NOT reachable ($(mask_url "$PAYLINK_DATABASE_URL"))"; ok=3
     fi
   elif pg_running && { find_pg_bin || true; pg_ready; }; then
     echo "postgres: up    $HOST:$PG_PORT pid $(pg_pid) data $PG_DATA"
@@ -617,7 +666,7 @@ cmd_status() {
     echo "postgres: down  (port $PG_PORT)"; ok=3
   fi
 
-  if [[ -n "${PAYLINK_KAFKA_BOOTSTRAP:-}" ]]; then
+  if kafka_external; then
     if kafka_metadata_ok "$PAYLINK_KAFKA_BOOTSTRAP"; then
       echo "kafka:    external, reachable ($PAYLINK_KAFKA_BOOTSTRAP)"
     else
@@ -638,8 +687,8 @@ cmd_env() {
   printf 'export PAYLINK_KAFKA_BOOTSTRAP=%q\n' "${PAYLINK_KAFKA_BOOTSTRAP:-$DEFAULT_KAFKA_BOOTSTRAP}"
 }
 
-usage() {
-  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+usage() {  # the comment block at the top of this file
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
 }
 
 case "${1:-}" in
