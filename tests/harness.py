@@ -17,11 +17,15 @@ from typing import Any
 import asyncpg
 import grpc
 from aiokafka import AIOKafkaConsumer
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from paylink.v1 import (
+    account_pb2,
     account_pb2_grpc,
     common_pb2,
     event_pb2,
+    job_pb2,
     job_pb2_grpc,
     link_pb2,
     link_pb2_grpc,
@@ -136,6 +140,7 @@ class Received:
     key: str
     headers: dict[str, str]
     event: event_pb2.Event
+    received_at: float = dataclasses.field(default_factory=time.time)
 
 
 class EventLog:
@@ -206,3 +211,139 @@ class EventLog:
 
 
 JOBS = common_pb2
+
+
+# --- Helpers for the acceptance tests (errors, polling, linking) --------------------------------
+
+FINAL_JOB_STATUSES = (common_pb2.JOB_STATUS_SUCCESS, common_pb2.JOB_STATUS_ERROR)
+JOB_EVENT_NAMES = {
+    common_pb2.JOB_NAME_IDENTITY: "identity.added",
+    common_pb2.JOB_NAME_EMPLOYMENT: "employment.added",
+    common_pb2.JOB_NAME_INCOME: "income.added",
+    common_pb2.JOB_NAME_PAYSTUBS: "paystubs.added",
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations.added",
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH: "direct_deposit_switch.added",
+}
+DATA_JOBS = [
+    common_pb2.JOB_NAME_IDENTITY,
+    common_pb2.JOB_NAME_EMPLOYMENT,
+    common_pb2.JOB_NAME_INCOME,
+    common_pb2.JOB_NAME_PAYSTUBS,
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
+]
+ALL_JOBS = [*DATA_JOBS, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH]
+TEST_TARGET = common_pb2.AllocationTarget(
+    type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="021000021", account_number="123456789012",
+    name="Everyday Checking",
+)
+TEST_ALLOCATION = common_pb2.Allocation(type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=25_000, targets=[TEST_TARGET])
+
+
+async def rpc_error(awaitable: Any) -> grpc.aio.AioRpcError:
+    """Awaits a call that must fail and returns its error."""
+    try:
+        await awaitable
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    raise AssertionError("the call succeeded but an error was expected")
+
+
+def status_details(exc: grpc.aio.AioRpcError) -> list[Any]:
+    status = rpc_status.from_call(exc)
+    return list(status.details) if status is not None else []
+
+
+def violation_fields(exc: grpc.aio.AioRpcError) -> list[str]:
+    """Fields named by the BadRequest detail of an error (in order)."""
+    fields: list[str] = []
+    for detail in status_details(exc):
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    for detail in status_details(exc):
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def error_reason(exc: grpc.aio.AioRpcError) -> str:
+    info = error_info(exc)
+    return info.reason if info is not None else ""
+
+
+async def start_session(client: Client, token: str) -> link_pb2.LinkSession:
+    return await client.link.StartSession(link_pb2.StartSessionRequest(token=token), metadata=client.md())
+
+
+async def wait_job(client: Client, job_id: str, *, until: Callable[[job_pb2.Job], bool] | None = None,
+                   within: float = 20) -> job_pb2.Job:
+    """Polls GetJob until `until` holds (default: the job has a final status)."""
+    check = until or (lambda j: j.status in FINAL_JOB_STATUSES)
+    deadline = time.monotonic() + within
+    while True:
+        job = await client.jobs.GetJob(job_pb2.GetJobRequest(job_id=job_id), metadata=client.md())
+        if check(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} is {common_pb2.JobStatus.Name(job.status)}")
+        await asyncio.sleep(0.05)
+
+
+async def list_all_jobs(client: Client, **filters: Any) -> list[job_pb2.Job]:
+    """Every job matching the filters, walking all pages."""
+    out: list[job_pb2.Job] = []
+    token = ""
+    while True:
+        page = await client.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=100, page_token=token, **filters),
+                                          metadata=client.md())
+        out += page.jobs
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+async def wait_account(client: Client, account_id: str, until: Callable[[account_pb2.Account], bool],
+                       within: float = 20) -> account_pb2.Account:
+    deadline = time.monotonic() + within
+    while True:
+        account = await client.accounts.GetAccount(account_pb2.GetAccountRequest(account_id=account_id),
+                                                   metadata=client.md())
+        if until(account):
+            return account
+        if time.monotonic() > deadline:
+            raise AssertionError(f"account {account_id} never reached the expected state: {account}")
+        await asyncio.sleep(0.05)
+
+
+async def link_account(client: Client, username: str = "user_good", jobs: list[int] | None = None,
+                       **fields: Any) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
+    """Connects an account and waits until its session is COMPLETED; returns the token and session."""
+    token, session = await client.connect(username, jobs if jobs is not None else [common_pb2.JOB_NAME_IDENTITY],
+                                          **fields)
+    assert session.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING, link_pb2.LinkSessionState.Name(session.state)
+    done = await client.wait_session(session.id, link_pb2.LINK_SESSION_STATE_COMPLETED)
+    return token, done
+
+
+def unique_events(items: list[Received]) -> dict[str, Received]:
+    """Received events by event_id (redeliveries collapse)."""
+    return {r.event.event_id: r for r in items}
+
+
+async def wait_event_ids(events: EventLog, event_ids: set[str], within: float = 30) -> None:
+    """Waits until every one of `event_ids` has been consumed from Kafka (at least once)."""
+    deadline = time.monotonic() + within
+    while True:
+        missing = event_ids - {r.event.event_id for r in events.items}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} of {len(event_ids)} events never arrived from Kafka")
+        await asyncio.sleep(0.05)
