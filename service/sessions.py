@@ -148,7 +148,9 @@ async def start(deps: Deps, workspace_id: uuid.UUID, token: str) -> link_pb2.Lin
                 bound is not None,
             )
         if bound is not None:
-            await _reaccess(deps, conn, workspace_id, session_id)
+            async with conn.transaction():  # reply read before commit: see submit_credentials
+                await _reaccess(deps, conn, workspace_id, session_id)
+                return await to_proto(conn, await _load(conn, workspace_id, str(session_id)))
         return await to_proto(conn, await _load(conn, workspace_id, str(session_id)))
 
 
@@ -217,7 +219,10 @@ async def submit_credentials(
                 await _login_failed(deps, conn, row, exc)
             else:
                 await _login_result(deps, conn, row, result, reaccess=False)
-        return await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+            # Read before commit: the reply shows the state this call produced (JOBS_RUNNING), not a
+            # later one that a fast worker already moved the session to.
+            reply = await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+        return reply
 
 
 async def submit_mfa(
@@ -241,7 +246,9 @@ async def submit_mfa(
                 await _login_failed(deps, conn, row, exc)
             else:
                 await _login_result(deps, conn, row, result, reaccess=row["mfa_reaccess"])
-        return await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+            # Before commit: see submit_credentials.
+            reply = await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+        return reply
 
 
 async def choose_allocation(
@@ -302,7 +309,9 @@ async def choose_allocation(
             row = await _load(conn, workspace_id, request.session_id, lock=True)
             if row["state"] == "CONNECTED":
                 await _create_jobs(deps, conn, row)
-        return await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+            # Before commit: see submit_credentials.
+            reply = await to_proto(conn, await _load(conn, workspace_id, request.session_id))
+        return reply
 
 
 def _expect(row: asyncpg.Record, state: str) -> None:

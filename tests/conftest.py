@@ -23,18 +23,20 @@ async def database_url() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return base_settings().model_copy(update={
-        "database_url": database_url,
-        "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
-        "grpc_port": 0,
-        "job_retry_base_seconds": 0.05,
-        "job_retry_max_seconds": 0.2,
-        "sandbox_pending_delay_seconds": 2.0,
-        "sandbox_slow_latency_seconds": 0.5,
-        "worker_poll_seconds": 0.5,
-        "relay_poll_seconds": 0.5,
-        "shutdown_grace_seconds": 2.0,
-    })
+    return base_settings().model_copy(
+        update={
+            "database_url": database_url,
+            "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
+            "grpc_port": 0,
+            "job_retry_base_seconds": 0.05,
+            "job_retry_max_seconds": 0.2,
+            "sandbox_pending_delay_seconds": 2.0,
+            "sandbox_slow_latency_seconds": 0.5,
+            "worker_poll_seconds": 0.5,
+            "relay_poll_seconds": 0.5,
+            "shutdown_grace_seconds": 2.0,
+        }
+    )
 
 
 @pytest.fixture(scope="session")

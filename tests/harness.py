@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import os
 import re
 import time
 import uuid
@@ -19,7 +18,6 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -33,6 +31,7 @@ from paylink.v1 import (
     link_token_pb2_grpc,
     sandbox_pb2_grpc,
 )
+
 from service import migrate
 from service.config import Settings
 
@@ -49,9 +48,7 @@ def _with_db(url: str, name: str) -> str:
 
 async def create_test_database(url: str) -> str:
     """Creates (once) a migrated template named after the migrations' hash, then a fresh copy."""
-    digest = hashlib.sha256(
-        "".join(sql for _, _, sql in migrate.discover()).encode()
-    ).hexdigest()[:10]
+    digest = hashlib.sha256("".join(sql for _, _, sql in migrate.discover()).encode()).hexdigest()[:10]
     template = f"paylink_tpl_{digest}"
     test_db = f"paylink_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(url)
@@ -70,7 +67,7 @@ async def create_test_database(url: str) -> str:
 
 
 async def drop_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[-1].split("?")[0]
+    name = url.rsplit("/", 1)[-1].split("?", maxsplit=1)[0]
     admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -93,44 +90,61 @@ class Client:
         self.jobs = job_pb2_grpc.JobServiceStub(self.channel)
         self.sandbox = sandbox_pb2_grpc.SandboxServiceStub(self.channel)
 
-    def md(self, api_version: str | None | object = ...) -> list[tuple[str, str]]:
+    def md(self, api_version: str | object | None = ...) -> list[tuple[str, str]]:
         version = self.api_version if api_version is ... else api_version
         out = [("x-api-secret", self.secret)]
         if version:
             out.append(("api-version", str(version)))
         return out
 
-    async def token(self, jobs: list[int], *, api_version: str | None | object = ..., **fields: Any) -> link_token_pb2.LinkToken:
+    async def token(
+        self, jobs: list[int], *, api_version: str | object | None = ..., **fields: Any
+    ) -> link_token_pb2.LinkToken:
         fields.setdefault("org_name", "Acme Bank")
         if "account_id" not in fields:
             fields.setdefault("end_user_id", f"user-{uuid.uuid4().hex[:8]}")
         request = link_token_pb2.CreateLinkTokenRequest(required_jobs=jobs, **fields)
         return await self.tokens.CreateLinkToken(request, metadata=self.md(api_version))
 
-    async def connect(self, username: str, jobs: list[int], *, platform_id: str = "sandbox_adp",
-                      password: str = "pass_good", mfa_answer: str | None = None, **fields: Any
-                      ) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
+    async def connect(
+        self,
+        username: str,
+        jobs: list[int],
+        *,
+        platform_id: str = "sandbox_adp",
+        password: str = "pass_good",
+        mfa_answer: str | None = None,
+        **fields: Any,
+    ) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
         """Creates a token, starts a session, logs in (and answers MFA when given)."""
         token = await self.token(jobs, **fields)
-        session = await self.link.StartSession(link_pb2.StartSessionRequest(token=token.token), metadata=self.md())
+        session = await self.link.StartSession(
+            link_pb2.StartSessionRequest(token=token.token), metadata=self.md()
+        )
         session = await self.link.SubmitCredentials(
-            link_pb2.SubmitCredentialsRequest(session_id=session.id, platform_id=platform_id, username=username,
-                                              password=password),
+            link_pb2.SubmitCredentialsRequest(
+                session_id=session.id, platform_id=platform_id, username=username, password=password
+            ),
             metadata=self.md(),
         )
         if mfa_answer is not None and session.state == link_pb2.LINK_SESSION_STATE_MFA_REQUIRED:
             session = await self.link.SubmitMfa(
-                link_pb2.SubmitMfaRequest(session_id=session.id, answer=mfa_answer), metadata=self.md())
+                link_pb2.SubmitMfaRequest(session_id=session.id, answer=mfa_answer), metadata=self.md()
+            )
         return token, session
 
     async def wait_session(self, session_id: str, state: int, timeout: float = 20) -> link_pb2.LinkSession:
         deadline = time.monotonic() + timeout
         while True:
-            session = await self.link.GetSession(link_pb2.GetSessionRequest(session_id=session_id), metadata=self.md())
+            session = await self.link.GetSession(
+                link_pb2.GetSessionRequest(session_id=session_id), metadata=self.md()
+            )
             if session.state == state:
                 return session
             if time.monotonic() > deadline:
-                raise AssertionError(f"session {session_id} is {link_pb2.LinkSessionState.Name(session.state)}")
+                raise AssertionError(
+                    f"session {session_id} is {link_pb2.LinkSessionState.Name(session.state)}"
+                )
             await asyncio.sleep(0.05)
 
 
@@ -176,20 +190,23 @@ class EventLog:
             batch = await self._consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    self.items.append(Received(
-                        topic=record.topic,
-                        key=(record.key or b"").decode(),
-                        headers={k: v.decode() for k, v in record.headers},
-                        event=event_pb2.Event.FromString(record.value),
-                    ))
+                    self.items.append(
+                        Received(
+                            topic=record.topic,
+                            key=(record.key or b"").decode(),
+                            headers={k: v.decode() for k, v in record.headers},
+                            event=event_pb2.Event.FromString(record.value),
+                        )
+                    )
             if batch:
                 self._changed.set()
 
     def for_account(self, account_id: str) -> list[Received]:
         return [r for r in self.items if r.event.account_id == account_id]
 
-    async def wait_for(self, predicate: Callable[[Received], bool], count: int = 1,
-                       timeout: float = 30) -> list[Received]:
+    async def wait_for(
+        self, predicate: Callable[[Received], bool], count: int = 1, timeout: float = 30
+    ) -> list[Received]:
         deadline = time.monotonic() + timeout
         while True:
             found = [r for r in self.items if predicate(r)]
@@ -206,7 +223,8 @@ class EventLog:
         """The link_session.completed event of an account (the latest)."""
         found = await self.wait_for(
             lambda r: r.event.account_id == account_id and r.event.event == "link_session.completed",
-            timeout=timeout)
+            timeout=timeout,
+        )
         return found[-1]
 
 
@@ -233,10 +251,14 @@ DATA_JOBS = [
 ]
 ALL_JOBS = [*DATA_JOBS, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH]
 TEST_TARGET = common_pb2.AllocationTarget(
-    type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="021000021", account_number="123456789012",
+    type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+    routing_number="021000021",
+    account_number="123456789012",
     name="Everyday Checking",
 )
-TEST_ALLOCATION = common_pb2.Allocation(type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=25_000, targets=[TEST_TARGET])
+TEST_ALLOCATION = common_pb2.Allocation(
+    type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=25_000, targets=[TEST_TARGET]
+)
 
 
 async def rpc_error(awaitable: Any) -> grpc.aio.AioRpcError:
@@ -282,8 +304,9 @@ async def start_session(client: Client, token: str) -> link_pb2.LinkSession:
     return await client.link.StartSession(link_pb2.StartSessionRequest(token=token), metadata=client.md())
 
 
-async def wait_job(client: Client, job_id: str, *, until: Callable[[job_pb2.Job], bool] | None = None,
-                   within: float = 20) -> job_pb2.Job:
+async def wait_job(
+    client: Client, job_id: str, *, until: Callable[[job_pb2.Job], bool] | None = None, within: float = 20
+) -> job_pb2.Job:
     """Polls GetJob until `until` holds (default: the job has a final status)."""
     check = until or (lambda j: j.status in FINAL_JOB_STATUSES)
     deadline = time.monotonic() + within
@@ -301,20 +324,23 @@ async def list_all_jobs(client: Client, **filters: Any) -> list[job_pb2.Job]:
     out: list[job_pb2.Job] = []
     token = ""
     while True:
-        page = await client.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=100, page_token=token, **filters),
-                                          metadata=client.md())
+        page = await client.jobs.ListJobs(
+            job_pb2.ListJobsRequest(page_size=100, page_token=token, **filters), metadata=client.md()
+        )
         out += page.jobs
         token = page.next_page_token
         if not token:
             return out
 
 
-async def wait_account(client: Client, account_id: str, until: Callable[[account_pb2.Account], bool],
-                       within: float = 20) -> account_pb2.Account:
+async def wait_account(
+    client: Client, account_id: str, until: Callable[[account_pb2.Account], bool], within: float = 20
+) -> account_pb2.Account:
     deadline = time.monotonic() + within
     while True:
-        account = await client.accounts.GetAccount(account_pb2.GetAccountRequest(account_id=account_id),
-                                                   metadata=client.md())
+        account = await client.accounts.GetAccount(
+            account_pb2.GetAccountRequest(account_id=account_id), metadata=client.md()
+        )
         if until(account):
             return account
         if time.monotonic() > deadline:
@@ -322,12 +348,16 @@ async def wait_account(client: Client, account_id: str, until: Callable[[account
         await asyncio.sleep(0.05)
 
 
-async def link_account(client: Client, username: str = "user_good", jobs: list[int] | None = None,
-                       **fields: Any) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
+async def link_account(
+    client: Client, username: str = "user_good", jobs: list[int] | None = None, **fields: Any
+) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
     """Connects an account and waits until its session is COMPLETED; returns the token and session."""
-    token, session = await client.connect(username, jobs if jobs is not None else [common_pb2.JOB_NAME_IDENTITY],
-                                          **fields)
-    assert session.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING, link_pb2.LinkSessionState.Name(session.state)
+    token, session = await client.connect(
+        username, jobs if jobs is not None else [common_pb2.JOB_NAME_IDENTITY], **fields
+    )
+    assert session.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING, link_pb2.LinkSessionState.Name(
+        session.state
+    )
     done = await client.wait_session(session.id, link_pb2.LINK_SESSION_STATE_COMPLETED)
     return token, done
 

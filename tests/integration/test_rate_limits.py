@@ -6,8 +6,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from paylink.v1 import common_pb2 as c
+from paylink.v1 import link_pb2
 
-from paylink.v1 import common_pb2 as c, link_pb2
 from service import auth, runtime
 from service.config import Settings
 from tests.harness import Client
