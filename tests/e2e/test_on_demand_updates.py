@@ -18,7 +18,7 @@ SWITCH_ALLOCATION = c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=25_000, ta
 
 
 async def test_identity_then_switch_without_credentials(client: Client, events: EventLog) -> None:
-    token, session = await client.connect("user_good", [c.JOB_NAME_IDENTITY])
+    _, session = await client.connect("user_good", [c.JOB_NAME_IDENTITY])
     assert session.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING
     account_id = session.account_id
     settled = await events.settled(account_id)
