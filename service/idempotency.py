@@ -35,11 +35,12 @@ UPDATE idempotency_keys SET response = $4 WHERE workspace_id = $1 AND method = $
 MAX_REQUEST_ID = 255
 
 
-def request_hash(request: Message) -> bytes:
+def request_hash(request: Message, api_version: str = "") -> bytes:
+    """Hash of the body without its request_id, and of the api-version (it changes the meaning)."""
     body = type(request)()
     body.CopyFrom(request)
     body.ClearField("request_id")
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).digest()
+    return hashlib.sha256(api_version.encode() + b"\0" + body.SerializeToString(deterministic=True)).digest()
 
 
 def _aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
@@ -47,11 +48,13 @@ def _aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
 
 
 class Key:
-    def __init__(self, workspace_id: uuid.UUID, method: str, request: Message, request_id: str) -> None:
+    def __init__(
+        self, workspace_id: uuid.UUID, method: str, request: Message, request_id: str, api_version: str = ""
+    ) -> None:
         self.workspace_id = workspace_id
         self.method = method
         self.request_id = request_id
-        self.hash = request_hash(request)
+        self.hash = request_hash(request, api_version)
 
     async def claim(self, conn: db.Conn, vault: Vault) -> bytes | None:
         """Claims the key in `conn`'s transaction; returns a stored response to replay, or None."""
@@ -76,9 +79,11 @@ class Key:
         await conn.execute(_STORE, *args, sealed)
 
 
-def key_for(workspace_id: uuid.UUID, method: str, request: Message, request_id: str) -> Key | None:
+def key_for(
+    workspace_id: uuid.UUID, method: str, request: Message, request_id: str, api_version: str = ""
+) -> Key | None:
     if not request_id:
         return None
     if len(request_id) > MAX_REQUEST_ID:
         raise errors.invalid_field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
-    return Key(workspace_id, method, request, request_id)
+    return Key(workspace_id, method, request, request_id, api_version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import asyncpg
@@ -10,6 +11,8 @@ from paylink.v1 import common_pb2, job_pb2
 from service import accounts, db, errors, idempotency, ids, pagination, timeutil, validation, versions
 from service.api.context import CallContext
 from service.deps import Deps
+
+log = logging.getLogger("paylink.jobs")
 
 NOTIFY_CHANNEL = "paylink_jobs"
 
@@ -74,6 +77,15 @@ async def insert(
         api_version,
     )
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
+    log.info(
+        "job created",
+        extra={
+            "job_id": str(job_id),
+            "account_id": str(account_id),
+            "job": common_pb2.JobName.Name(common_pb2.JobName.ValueType(name)),
+        },
+    )
     return job_id
 
 
@@ -197,7 +209,9 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
-    key = idempotency.key_for(call.workspace.id, "CreateJob", request, request.request_id)
+    key = idempotency.key_for(
+        call.workspace.id, "CreateJob", request, request.request_id, versions.label(call.api_version)
+    )
     async with deps.pool.acquire() as conn, conn.transaction():
         if key is not None:
             replay = await key.claim(conn, deps.vault)

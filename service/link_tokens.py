@@ -62,7 +62,9 @@ async def create(
     binds = bool(request.account_id) and versions.on_demand_updates(call.api_version)
     _validate(deps, request, binds).raise_if_any()
     workspace = call.workspace
-    key = idempotency.key_for(workspace.id, "CreateLinkToken", request, request.request_id)
+    key = idempotency.key_for(
+        workspace.id, "CreateLinkToken", request, request.request_id, versions.label(call.api_version)
+    )
     async with deps.pool.acquire() as conn, conn.transaction():
         if key is not None:
             replay = await key.claim(conn, deps.vault)

@@ -30,7 +30,9 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.DisconnectAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         call = context.current()
-        key = idempotency.key_for(call.workspace.id, "DisconnectAccount", request, request.request_id)
+        key = idempotency.key_for(
+            call.workspace.id, "DisconnectAccount", request, request.request_id, versions.label(call.api_version)
+        )
         async with self.deps.pool.acquire() as conn, conn.transaction():
             if key is not None:
                 replay = await key.claim(conn, self.deps.vault)

@@ -200,6 +200,10 @@ async def test_request_id_replays_the_first_token(client: Client, other_client: 
     assert exc.code() == grpc.StatusCode.ALREADY_EXISTS
     assert error_reason(exc) == "REQUEST_ID_REUSED"
 
+    # The api-version changes what the body means (account_id binds or not): same id, other version.
+    exc = await rpc_error(client.tokens.CreateLinkToken(_request("req-1"), metadata=client.md("2021-04-29")))
+    assert exc.code() == grpc.StatusCode.ALREADY_EXISTS
+
     # Another request id, or another workspace with the same id: new tokens.
     other = await client.tokens.CreateLinkToken(_request("req-2"), metadata=client.md())
     elsewhere = await other_client.tokens.CreateLinkToken(_request("req-1"), metadata=other_client.md())
