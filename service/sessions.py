@@ -10,6 +10,7 @@ when the user has to type credentials again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -212,6 +213,13 @@ async def submit_credentials(
                     "UPDATE link_sessions SET platform_id = $2 WHERE id = $1", row["id"], platform_id
                 )
                 row = await _load(conn, workspace_id, request.session_id, lock=True)
+            fingerprint = login_fingerprint(platform_id, request.username)
+            if row["on_demand"]:
+                await _check_same_login(conn, row, fingerprint)
+            await conn.execute(
+                "UPDATE link_sessions SET login_fingerprint = $2 WHERE id = $1", row["id"], fingerprint
+            )
+            row = await _load(conn, workspace_id, request.session_id, lock=True)
             driver = deps.drivers.driver_for(platform_id)
             try:
                 result = await driver.login(platform_id, base.Credentials(request.username, request.password))
@@ -379,6 +387,22 @@ async def _login_result(
     await _connect(deps, conn, row, result.grant.secret)
 
 
+def login_fingerprint(platform_id: str, username: str) -> bytes:
+    """Identifies a platform login without storing the username."""
+    return hashlib.sha256(f"{platform_id}\0{username}".encode()).digest()
+
+
+async def _check_same_login(conn: db.Conn, row: asyncpg.Record, fingerprint: bytes) -> None:
+    """A bound session re-links its own account only: other credentials are someone else's login."""
+    known = await conn.fetchval("SELECT login_fingerprint FROM accounts WHERE id = $1", row["account_id"])
+    if known is not None and bytes(known) != fingerprint:
+        raise errors.failed_precondition(
+            "ACCOUNT_MISMATCH",
+            "these credentials belong to another payroll login than the account being updated;"
+            " use a standard link token to connect a new account",
+        )
+
+
 async def _connect(deps: Deps, conn: db.Conn, row: asyncpg.Record, grant: bytes) -> None:
     """Creates the account (or re-links the bound one), stores the grant, then starts the jobs."""
     at = timeutil.now()
@@ -387,14 +411,15 @@ async def _connect(deps: Deps, conn: db.Conn, row: asyncpg.Record, grant: bytes)
     if account_id is None:
         account_id = ids.new_id()
         await conn.execute(
-            "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id, created_at,"
+            " login_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             account_id,
             row["workspace_id"],
             row["end_user_id"],
             row["platform_id"],
             row["link_token_id"],
             at,
+            row["login_fingerprint"],
         )
         platform = deps.drivers.platform(row["platform_id"])
         payload = event_pb2.AccountAddedPayload(
@@ -417,7 +442,12 @@ async def _connect(deps: Deps, conn: db.Conn, row: asyncpg.Record, grant: bytes)
         )
     else:
         account = await accounts.fetch(conn, row["workspace_id"], str(account_id), lock=True)
-        await conn.execute("UPDATE accounts SET connected = true WHERE id = $1", account_id)
+        await conn.execute(
+            "UPDATE accounts SET connected = true, login_fingerprint = coalesce(login_fingerprint, $2)"
+            " WHERE id = $1",
+            account_id,
+            row["login_fingerprint"],
+        )
         await accounts.set_monitoring(
             conn,
             account,
