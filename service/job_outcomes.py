@@ -16,7 +16,7 @@ import asyncpg
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, db, outbox, results, timeutil
+from service import accounts, db, jobs, outbox, results, timeutil
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -186,6 +186,8 @@ async def _apply(
                 api_version=job["api_version"],
                 at=at,
             )
+    if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
+        await jobs.release_held(conn, job["batch_id"])
     await _settle(deps, conn, account, job, at)
 
 

@@ -33,9 +33,19 @@ COLUMNS = (
 
 _INSERT = """
 INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-  platform_id, params, params_sealed, api_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+  platform_id, params, params_sealed, api_version, run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+        CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
 """
+
+
+async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:
+    """Lets the held jobs of a batch run now."""
+    await conn.execute(
+        "UPDATE jobs SET run_at = now() WHERE batch_id = $1 AND status = 'queued' AND run_at = 'infinity'",
+        batch_id,
+    )
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def params_aad(job_id: uuid.UUID) -> bytes:
@@ -57,8 +67,12 @@ async def insert(
     secret_params: bytes | None = None,
     link_token_id: uuid.UUID | None = None,
     link_session_id: uuid.UUID | None = None,
+    held: bool = False,
 ) -> uuid.UUID:
-    """Queues one job (caller's transaction) and wakes the workers at commit."""
+    """Queues one job (caller's transaction) and wakes the workers at commit.
+
+    A `held` job waits (run_at = infinity) until `release_held` lets it run.
+    """
     job_id = ids.new_id()
     sealed = deps.vault.seal(secret_params, aad=params_aad(job_id)) if secret_params else None
     await conn.execute(
@@ -75,6 +89,7 @@ async def insert(
         params.SerializeToString(),
         sealed,
         api_version,
+        held,
     )
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.

@@ -472,6 +472,9 @@ async def _connect(deps: Deps, conn: db.Conn, row: asyncpg.Record, grant: bytes)
 async def _create_jobs(deps: Deps, conn: db.Conn, row: asyncpg.Record) -> None:
     token = _token(row)
     account_id = row["account_id"]
+    # The allocations job reads what the switch is about to change: it waits for the switch, so the
+    # stored allocations end as the platform shows them after it.
+    switching = common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH in row["required_jobs"]
     for name in row["required_jobs"]:
         params = common_pb2.JobParams()
         secret: bytes | None = None
@@ -492,6 +495,7 @@ async def _create_jobs(deps: Deps, conn: db.Conn, row: asyncpg.Record) -> None:
             secret_params=secret,
             link_token_id=row["link_token_id"],
             link_session_id=row["id"],
+            held=switching and name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
         )
     if row["required_jobs"]:
         await conn.execute(

@@ -22,7 +22,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, db, ids, metrics
+from service import accounts, db, ids, logs, metrics
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -46,7 +46,7 @@ UPDATE jobs SET status = 'running', locked_by = $1, lease_expires_at = now() + $
 WHERE id IN (
   SELECT id FROM jobs WHERE status IN ('queued', 'pending') AND run_at <= now()
   ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
+RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
 """
 _HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
 _RESCUE = """
@@ -169,6 +169,8 @@ class Worker:
     async def _execute(self, job: asyncpg.Record) -> None:
         started = time.perf_counter()
         name = common_pb2.JobName.Name(job["name"])
+        # Every log line of this job's task (including "event appended") carries these.
+        logs.bind(job_id=str(job["id"]), account_id=str(job["account_id"]), platform=job["platform_id"])
         try:
             outcome = await self._run(job)
         except Exception as exc:  # a bug or a lost database: retry as a system error
@@ -187,7 +189,15 @@ class Worker:
         else:
             return  # the lease will expire and the job is rescued
         if written and isinstance(outcome, (Success, Failure)):
-            metrics.JOBS_FINISHED.labels(name, label).inc()
+            failed = isinstance(outcome, Failure)
+            code = (
+                common_pb2.JobErrorCode.Name(common_pb2.JobErrorCode.ValueType(outcome.error_code))
+                if isinstance(outcome, Failure)
+                else ""
+            )
+            metrics.JOBS_FINISHED.labels(
+                name, job["platform_id"], "error" if failed else "success", code
+            ).inc()
         log.info(
             "job attempt finished",
             extra={
@@ -214,6 +224,13 @@ class Worker:
         grant = await accounts.load_grant(deps, deps.pool, job["account_id"])
         if account is None or not account["connected"] or grant is None:
             return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
+        if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await deps.pool.fetchval(
+            "SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = 'success'",
+            job["batch_id"],
+            common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH,
+        ):
+            # The switch of this batch just stored the allocations as the platform returned them.
+            return Success()
         driver = deps.drivers.driver_for(job["platform_id"])
         limit = self._limits.setdefault(
             job["platform_id"], asyncio.Semaphore(deps.settings.platform_concurrency)

@@ -142,6 +142,8 @@ async def test_user_good_every_job_succeeds(client: Client, events: EventLog) ->
         len(a.target.account_number_last_four) == 4 for a in allocations.allocations
     )
     assert allocations.allocations[-1].type == c.ALLOCATION_TYPE_REMAINDER
+    # The allocations job of the batch waited for the switch: what is stored shows the switch.
+    assert any(a.target.account_number_last_four == "9012" for a in allocations.allocations)
     account = await client.accounts.GetAccount(
         account_pb2.GetAccountRequest(account_id=account_id), metadata=md
     )
