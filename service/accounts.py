@@ -25,9 +25,14 @@ _COLUMNS = (
     "id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected, monitoring_status"
 )
 
-_TIMES = """
-SELECT name, refreshed_at, updated_at FROM job_results WHERE account_id = $1
-"""
+# The account row with its data times in the same round trip (one array per column).
+_READ = (
+    _COLUMNS
+    + ", array(SELECT name FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_names"
+    + ", array(SELECT refreshed_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name)"
+    + " AS r_refreshed"
+    + ", array(SELECT updated_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_updated"
+)
 
 _TIME_FIELDS = {
     common_pb2.JOB_NAME_IDENTITY: "identity",
@@ -46,7 +51,7 @@ async def fetch(
     row = None
     if parsed is not None:
         row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM accounts WHERE id = $1 AND workspace_id = $2"
+            f"SELECT {_READ} FROM accounts WHERE id = $1 AND workspace_id = $2"
             + (" FOR UPDATE" if lock else ""),
             parsed,
             workspace_id,
@@ -56,7 +61,8 @@ async def fetch(
     return row
 
 
-async def to_proto(conn: db.Executor, row: asyncpg.Record, drivers: DriverRegistry) -> account_pb2.Account:
+def to_proto(row: asyncpg.Record, drivers: DriverRegistry) -> account_pb2.Account:
+    """The Account message; `row` comes from `fetch` or `list_page` (account columns and data times)."""
     platform = drivers.platform(row["platform_id"])
     account = account_pb2.Account(
         id=str(row["id"]),
@@ -68,11 +74,11 @@ async def to_proto(conn: db.Executor, row: asyncpg.Record, drivers: DriverRegist
         monitoring_status=MONITORING[row["monitoring_status"]],
     )
     timeutil.set_ts(account.created_at, row["created_at"])
-    for result in await conn.fetch(_TIMES, row["id"]):
-        field = _TIME_FIELDS.get(result["name"])
+    for name, refreshed, updated in zip(row["r_names"], row["r_refreshed"], row["r_updated"], strict=True):
+        field = _TIME_FIELDS.get(name)
         if field:
-            timeutil.set_ts(getattr(account.data_refreshed_at, field), result["refreshed_at"])
-            timeutil.set_ts(getattr(account.data_updated_at, field), result["updated_at"])
+            timeutil.set_ts(getattr(account.data_refreshed_at, field), refreshed)
+            timeutil.set_ts(getattr(account.data_updated_at, field), updated)
     return account
 
 
@@ -83,7 +89,7 @@ async def list_page(
     filters = {"end_user_id": request.end_user_id}
     after_ts, after_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
     rows = await deps.pool.fetch(
-        f"SELECT {_COLUMNS} FROM accounts WHERE workspace_id = $1"
+        f"SELECT {_READ} FROM accounts WHERE workspace_id = $1"
         " AND ($2::text = '' OR end_user_id = $2)"
         " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))"
         " ORDER BY created_at DESC, id DESC LIMIT $5",
@@ -94,9 +100,8 @@ async def list_page(
         size + 1,
     )
     response = account_pb2.ListAccountsResponse()
-    async with deps.pool.acquire() as conn:
-        for row in rows[:size]:
-            response.accounts.append(await to_proto(conn, row, deps.drivers))
+    for row in rows[:size]:
+        response.accounts.append(to_proto(row, deps.drivers))
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(

@@ -17,9 +17,8 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.GetAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         workspace = context.current().workspace
-        async with self.deps.pool.acquire() as conn:
-            row = await accounts.fetch(conn, workspace.id, request.account_id)
-            return await accounts.to_proto(conn, row, self.deps.drivers)
+        row = await accounts.fetch(self.deps.pool, workspace.id, request.account_id)
+        return accounts.to_proto(row, self.deps.drivers)
 
     async def ListAccounts(  # noqa: N802
         self, request: account_pb2.ListAccountsRequest, ctx: context.Ctx
@@ -31,7 +30,11 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     ) -> account_pb2.Account:
         call = context.current()
         key = idempotency.key_for(
-            call.workspace.id, "DisconnectAccount", request, request.request_id, versions.label(call.api_version)
+            call.workspace.id,
+            "DisconnectAccount",
+            request,
+            request.request_id,
+            versions.label(call.api_version),
         )
         async with self.deps.pool.acquire() as conn, conn.transaction():
             if key is not None:
@@ -41,7 +44,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
             row = await accounts.disconnect(
                 self.deps, conn, call.workspace.id, request.account_id, versions.label(call.api_version)
             )
-            account = await accounts.to_proto(conn, row, self.deps.drivers)
+            account = accounts.to_proto(row, self.deps.drivers)
             if key is not None:
                 await key.store(conn, self.deps.vault, account)
             return account

@@ -40,8 +40,8 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
                 topic_prefix=self.deps.settings.topic_prefix,
                 api_version=versions.label(call.api_version),
             )
-            return await accounts.to_proto(
-                conn, await accounts.fetch(conn, call.workspace.id, request.account_id), self.deps.drivers
+            return accounts.to_proto(
+                await accounts.fetch(conn, call.workspace.id, request.account_id), self.deps.drivers
             )
 
     async def ExpireCredentials(  # noqa: N802
@@ -52,7 +52,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
             row = await accounts.fetch(conn, call.workspace.id, request.account_id, lock=True)
             driver, grant = await self._sandbox_grant(conn, row)
             await accounts.store_grant(self.deps, conn, row["id"], driver.expire_grant(grant).secret)
-            return await accounts.to_proto(conn, row, self.deps.drivers)
+            return accounts.to_proto(row, self.deps.drivers)
 
     async def AddPaystub(  # noqa: N802
         self, request: sandbox_pb2.AddPaystubRequest, ctx: context.Ctx
