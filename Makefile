@@ -10,7 +10,7 @@ ENV = eval "$$($(STACK) env)" &&
 .PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace
 
 help:
-	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051"
+	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
 	@echo "make test         bring up the stack if needed, run the test suite"
 	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
 	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking"
@@ -49,7 +49,7 @@ migrate: $(STAMP) up
 	@$(ENV) $(PY) -m service migrate
 
 run: $(STAMP) up
-	@$(ENV) $(PY) -m service migrate && $(ENV) exec $(PY) -m service serve
+	@$(ENV) $(PY) -m service migrate && $(ENV) PAYLINK_METRICS_PORT=$${PAYLINK_METRICS_PORT:-9464} exec $(PY) -m service serve
 
 serve: run
 

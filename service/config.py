@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     grpc_reuse_port: bool = False
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+    metrics_sample_seconds: float = Field(default=5.0, gt=0)  # queue depth and outbox lag gauges
+    health_check_seconds: float = Field(default=5.0, gt=0)  # database and Kafka reachability
 
     vault_keys: str = DEV_VAULT_KEYS
     vault_primary_key: str | None = None
@@ -63,6 +67,29 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return upper
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a URL like postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for entry in value.split(","):
+            host, sep, port = entry.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be host:port[,host:port...], e.g. 127.0.0.1:9092")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{0,200}", value):
+            raise ValueError("may only contain letters, digits, '.', '_' and '-'")
+        return value
 
     @property
     def link_token_ttl(self) -> dt.timedelta:

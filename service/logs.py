@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import sys
@@ -12,6 +13,17 @@ from typing import Any
 from service.api import context
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+# Fields every log line of the current task carries (a job's id and account in the worker), so
+# "job created" (with the RPC's request_id), the worker's lines and "event appended" connect.
+_bound: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "paylink_log_fields", default=None
+)
+
+
+def bind(**fields: str) -> None:
+    """Adds fields to every later log line of the current task (asyncio tasks copy the context)."""
+    _bound.set({**(_bound.get() or {}), **fields})
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,9 +37,13 @@ class JsonFormatter(logging.Formatter):
         }
         with contextlib.suppress(LookupError):
             out["request_id"] = context.current().request_id
+        out.update(_bound.get() or {})
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
+                if isinstance(value, (list, tuple)):
+                    out[key] = [v if isinstance(v, (int, float, bool)) else str(v) for v in value]
+                else:
+                    out[key] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -82,36 +83,62 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
 
 
 async def replay(
-    settings: Settings, pool: db.Pool, since: dt.datetime, topic: str | None, account_id: uuid.UUID | None
+    settings: Settings,
+    pool: db.Pool,
+    since: dt.datetime,
+    topic: str | None,
+    account_id: uuid.UUID | None,
+    *,
+    until: dt.datetime | None = None,
+    batch: int = 1000,
 ) -> int:
-    """Re-publishes outbox events created since `since`, in outbox order, with their original ids."""
-    rows = await pool.fetch(
-        "SELECT event_id, topic, event_type, workspace_id, account_id, payload FROM outbox"
-        " WHERE created_at >= $1 AND ($2::text IS NULL OR topic = $2) AND ($3::uuid IS NULL OR account_id = $3)"
-        " ORDER BY id",
-        since,
-        topic,
-        account_id,
-    )
+    """Re-publishes outbox events created in [since, until), in outbox order, with their original ids,
+    keys and headers. Reads the outbox in batches, so any range fits in memory."""
     producer = make_producer(settings)
-    await producer.start()
     try:
-        for row in rows:
-            await producer.send(
-                row["topic"],
-                value=bytes(row["payload"]),
-                key=str(row["account_id"]).encode(),
-                headers=[
-                    ("event-id", str(row["event_id"]).encode()),
-                    ("event-type", row["event_type"].encode()),
-                    ("workspace-id", str(row["workspace_id"]).encode()),
-                    ("content-type", b"application/x-protobuf"),
-                ],
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    # Start at the first event of the range (outbox_created index), then walk ids.
+    first = await pool.fetchval("SELECT min(id) FROM outbox WHERE created_at >= $1", since)
+    count, last_id = 0, (first or 1) - 1
+    try:
+        while first is not None:
+            rows = await pool.fetch(
+                "SELECT id, event_id, topic, event_type, workspace_id, account_id, payload FROM outbox"
+                " WHERE id > $1 AND created_at >= $2 AND ($3::timestamptz IS NULL OR created_at < $3)"
+                " AND ($4::text IS NULL OR topic = $4) AND ($5::uuid IS NULL OR account_id = $5)"
+                " ORDER BY id LIMIT $6",
+                last_id,
+                since,
+                until,
+                topic,
+                account_id,
+                batch,
             )
-        await producer.flush()
+            if not rows:
+                break
+            sent = [
+                await producer.send(
+                    row["topic"],
+                    value=bytes(row["payload"]),
+                    key=str(row["account_id"]).encode(),
+                    headers=[
+                        ("event-id", str(row["event_id"]).encode()),
+                        ("event-type", row["event_type"].encode()),
+                        ("workspace-id", str(row["workspace_id"]).encode()),
+                        ("content-type", b"application/x-protobuf"),
+                    ],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*sent)  # every event acknowledged (acks=all) before the next batch
+            count += len(rows)
+            last_id = rows[-1]["id"]
     finally:
         await producer.stop()
-    return len(rows)
+    return count
 
 
 async def retry_job(pool: db.Pool, job_id: uuid.UUID) -> str:

@@ -8,11 +8,14 @@ increasing outbox ids in commit order — the relay publishes by id and per-acco
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 from paylink.v1 import event_pb2
 
 from service import db, ids, timeutil
+
+log = logging.getLogger("paylink.outbox")
 
 NOTIFY_CHANNEL = "paylink_outbox"
 
@@ -77,4 +80,15 @@ async def append(
         event.SerializeToString(),
     )
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the event_ids
+    # it published, so one grep follows a request to Kafka.
+    log.info(
+        "event appended",
+        extra={
+            "event_id": event.event_id,
+            "event": name,
+            "account_id": str(account_id),
+            "sequence": sequence,
+        },
+    )
     return event

@@ -10,8 +10,11 @@ A crash between send and mark re-sends the same rows with the same event_id: at 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import os
+import time
 from collections.abc import Sequence
 
 import asyncpg
@@ -30,6 +33,14 @@ SELECT id, event_id, topic, event_type, workspace_id, account_id, payload
 FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
 """
 _MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+
+# Fault-injection hook for tests/faults (docs/reliability.md), off unless set to 1: the process dies
+# like a SIGKILL after the broker acknowledged a batch and before its rows are marked published.
+_FAULT_EXIT_AFTER_PUBLISH = os.environ.get("PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH") == "1"
+
+
+class _ProducerFailed(Exception):
+    """A batch was not acknowledged: the relay replaces its producer and sends the batch again."""
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -62,7 +73,12 @@ class Relay:
         while not self._stopping.is_set():
             try:
                 await self._lead()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:
                 log.warning("relay lost its connection, retrying", extra={"error": str(exc)})
                 await self._sleep(1.0)
 
@@ -73,18 +89,34 @@ class Relay:
     async def _lead(self) -> None:
         conn: db.Conn = await asyncpg.connect(self._settings.database_url)
         try:
+            standby = False
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                if not standby:
+                    log.info("relay standing by: another relay leads")
+                    standby = True
                 await self._sleep(self._settings.relay_poll_seconds)
                 if self._stopping.is_set():
                     return
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            producer = make_producer(self._settings)
-            await self._start_producer(producer)
-            try:
-                await self._publish_loop(conn, producer)
-            finally:
-                await producer.stop()
+            # A lost connection (database restart) must not wait a whole poll to be noticed.
+            conn.add_termination_listener(self._notified)
+            metrics.RELAY_LEADER.set(1)
+            log.info("relay is the leader: publishing the outbox")
+            while True:
+                producer = make_producer(self._settings)
+                await self._start_producer(producer)
+                try:
+                    await self._publish_loop(conn, producer)
+                    return
+                except _ProducerFailed:
+                    # Never retry on the same producer: after a broker restart an idempotent producer
+                    # can fail for good (OutOfOrderSequenceNumber), and while it retries, aiokafka
+                    # spins on metadata. A new producer (new producer id) resends the unmarked rows.
+                    await self._sleep(1.0)
+                finally:
+                    await producer.stop()
         finally:
+            metrics.RELAY_LEADER.set(0)
             with contextlib.suppress(Exception):
                 await conn.close()
 
@@ -117,27 +149,34 @@ class Relay:
     async def _publish(
         self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
     ) -> None:
-        while True:
-            try:
-                futures = [
-                    await producer.send(
-                        row["topic"],
-                        value=row["payload"],
-                        key=str(row["account_id"]).encode(),
-                        headers=[
-                            ("event-id", str(row["event_id"]).encode()),
-                            ("event-type", row["event_type"].encode()),
-                            ("workspace-id", str(row["workspace_id"]).encode()),
-                            ("content-type", b"application/x-protobuf"),
-                        ],
-                    )
-                    for row in rows
-                ]
-                await asyncio.gather(*futures)
-                break
-            except Exception as exc:  # broker trouble: resend the same rows (same event_ids)
-                log.warning("publish failed, retrying batch", extra={"error": str(exc), "rows": len(rows)})
-                await asyncio.sleep(1.0)
+        started = time.perf_counter()
+        try:
+            futures = [
+                await producer.send(
+                    row["topic"],
+                    value=row["payload"],
+                    key=str(row["account_id"]).encode(),
+                    headers=[
+                        ("event-id", str(row["event_id"]).encode()),
+                        ("event-type", row["event_type"].encode()),
+                        ("workspace-id", str(row["workspace_id"]).encode()),
+                        ("content-type", b"application/x-protobuf"),
+                    ],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+        except Exception as exc:  # broker trouble: the same rows (same event_ids) go again, see _lead
+            log.warning("publish failed, resending the batch", extra={"error": repr(exc), "rows": len(rows)})
+            raise _ProducerFailed from exc
+        if _FAULT_EXIT_AFTER_PUBLISH:
+            os._exit(137)
         await conn.execute(_MARK, [row["id"] for row in rows])
         self.published += len(rows)
-        metrics.EVENTS_PUBLISHED.inc(len(rows))
+        metrics.RELAY_BATCH.observe(time.perf_counter() - started)
+        for event_type, count in collections.Counter(row["event_type"] for row in rows).items():
+            metrics.EVENTS_PUBLISHED.labels(event_type).inc(count)
+        log.info(
+            "events published",
+            extra={"count": len(rows), "event_ids": [str(row["event_id"]) for row in rows]},
+        )

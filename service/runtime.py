@@ -12,8 +12,10 @@ from service import db, metrics, migrate
 from service.config import Settings
 from service.deps import Deps
 from service.drivers.registry import default_registry
+from service.health_monitor import HealthMonitor
 from service.relay import Relay
-from service.server import ApiServer
+from service.sampler import Sampler
+from service.server import SERVICE_NAMES, ApiServer
 from service.vault import KeyRing, Vault
 from service.worker import Worker
 
@@ -43,10 +45,15 @@ class Running:
     api: ApiServer | None = None
     worker: Worker | None = None
     relay: Relay | None = None
+    monitor: HealthMonitor | None = None
+    sampler: Sampler | None = None
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
     async def stop(self) -> None:
         grace = self.deps.settings.shutdown_grace_seconds
+        for helper in (self.monitor, self.sampler):
+            if helper:
+                helper.stop()
         if self.api:
             await self.api.stop(grace)
         if self.worker:
@@ -85,15 +92,32 @@ async def start(
     if relay:
         running.relay = Relay(settings, deps.pool)
         running.tasks.append(asyncio.create_task(running.relay.run(), name="relay"))
+    # Health (and the paylink_dependency_up gauges) in every process; backlog gauges where jobs or
+    # events are handled.
+    health = running.api.health if running.api else None
+    running.monitor = HealthMonitor(settings, deps.pool, health, SERVICE_NAMES)
+    await running.monitor.check()  # health and gauges reflect reality from the first moment
+    running.tasks.append(asyncio.create_task(running.monitor.run(), name="health"))
+    if worker or relay:
+        running.sampler = Sampler(deps.pool, settings.metrics_sample_seconds)
+        running.tasks.append(asyncio.create_task(running.sampler.run(), name="sampler"))
     return running
 
 
 async def serve(settings: Settings, *, api: bool = True, worker: bool = True, relay: bool = True) -> None:
     """Runs until SIGTERM/SIGINT, then shuts down gracefully."""
-    metrics.serve(settings.metrics_port)
+    try:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        raise OSError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} (PAYLINK_METRICS_PORT):"
+            f" {exc.strerror or exc}"
+        ) from exc
     running = await start(settings, api=api, worker=worker, relay=relay, run_migrations=api)
     parts = [name for name, on in (("api", api), ("worker", worker), ("relay", relay)) if on]
     where = f" on {settings.grpc_host}:{running.api.port}" if running.api else ""
+    if settings.metrics_port:
+        where += f", metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     log.info(f"paylink serving {'+'.join(parts)}{where}")
     print(f"paylink serving {'+'.join(parts)}{where}", flush=True)
     stop = asyncio.Event()

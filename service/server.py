@@ -26,6 +26,7 @@ from service.api.link_token_api import LinkTokenServicer
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
 from service.deps import Deps
+from service.reflection import add_reflection
 
 SERVICE_NAMES = (
     link_token_pb2.DESCRIPTOR.services_by_name["LinkTokenService"].full_name,
@@ -58,12 +59,18 @@ class ApiServer:
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
-        self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        # Reflection serves the .proto files with their comments (grpcurl describe shows them).
+        add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": port taken or host not local
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {settings.grpc_host}:{settings.grpc_port}")
+            raise OSError(
+                f"cannot listen on {address} (PAYLINK_GRPC_HOST, PAYLINK_GRPC_PORT): address in use or"
+                " not local; PAYLINK_GRPC_REUSE_PORT=true lets several api processes share a port"
+            )
 
     async def start(self) -> None:
         await self.server.start()

@@ -89,7 +89,12 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     await self._listen_and_claim()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ) as exc:
                     log.warning("worker lost the database, retrying", extra={"error": str(exc)})
                     await self._sleep(1.0)
         finally:
@@ -113,7 +118,12 @@ class Worker:
         conn: db.Conn = await asyncpg.connect(settings.database_url)
         try:
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            # Claims use the pool, so a lost LISTEN connection (database restart) fails nothing here:
+            # notice it, or every later job waits a whole poll for want of a NOTIFY.
+            conn.add_termination_listener(lambda *_: self._wake.set())
             while not self._stopping.is_set():
+                if conn.is_closed():
+                    raise asyncpg.InterfaceError("the LISTEN connection was closed")
                 self._wake.clear()
                 free = settings.worker_concurrency - len(self._running)
                 claimed = await self._claim(free) if free > 0 else []
@@ -170,7 +180,12 @@ class Worker:
         started = time.perf_counter()
         name = common_pb2.JobName.Name(job["name"])
         # Every log line of this job's task (including "event appended") carries these.
-        logs.bind(job_id=str(job["id"]), account_id=str(job["account_id"]), platform=job["platform_id"])
+        logs.bind(
+            job_id=str(job["id"]),
+            account_id=str(job["account_id"]),
+            platform=job["platform_id"],
+            worker=self.id,
+        )
         try:
             outcome = await self._run(job)
         except Exception as exc:  # a bug or a lost database: retry as a system error

@@ -31,9 +31,15 @@ Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 _UNAVAILABLE_ERRORS = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
+    # A server shutting down terminates every session (57P01/57P02); a pooled connection it just
+    # terminated can also fail with asyncpg's InternalClientError before the pool notices.
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InternalClientError,
 )
 
 
@@ -62,10 +68,11 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
             metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
             request_id = metadata.get("x-request-id") or uuid.uuid4().hex
             token = None
+            failure: errors.ApiError | None = None
+            response: Any = None
             try:
                 # Bound every database and platform call by the caller's deadline.
                 async with asyncio.timeout(ctx.time_remaining()):
@@ -75,29 +82,33 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                     except versions.UnknownVersion as exc:
                         raise errors.invalid_field("api-version", str(exc)) from exc
                     token = context.set_current(context.CallContext(workspace, version, request_id))
-                    return await inner(request, ctx)
+                    response = await inner(request, ctx)
             except errors.ApiError as exc:
-                code = exc.code
-                await ctx.abort_with_status(rpc_status.to_status(exc.to_status()))
+                failure = exc
             except TimeoutError:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await ctx.abort(code, "the call ran out of time")
+                failure = errors.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
             except _UNAVAILABLE_ERRORS as exc:
-                code = grpc.StatusCode.UNAVAILABLE
                 log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
-                await ctx.abort_with_status(
-                    rpc_status.to_status(errors.unavailable("database unavailable, retry").to_status())
-                )
+                failure = errors.unavailable("database unavailable, retry")
             except grpc.aio.AbortError:
                 raise
             except Exception:
-                code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error", extra={"method": method, "request_id": request_id})
-                await ctx.abort(code, f"internal error (request id {request_id})")
+                failure = errors.ApiError(
+                    grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+                )
             finally:
                 if token is not None:
                     context.reset(token)
-                metrics.RPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - started)
-            return None  # unreachable: abort raises
+            # Count the call before answering: whoever reads the metrics after the answer sees it.
+            code = failure.code if failure else grpc.StatusCode.OK
+            elapsed = time.perf_counter() - started
+            metrics.RPC_LATENCY.labels(method, code.name).observe(elapsed)
+            if log.isEnabledFor(logging.DEBUG):  # an access log with PAYLINK_LOG_LEVEL=DEBUG
+                extra = {"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)}
+                log.debug("rpc", extra={**extra, "request_id": request_id})
+            if failure is not None:
+                await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
+            return response
 
         return call

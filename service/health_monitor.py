@@ -1,0 +1,108 @@
+"""Keeps grpc.health.v1 and the `paylink_dependency_up` gauges in step with what the process needs.
+
+Every PAYLINK_HEALTH_CHECK_SECONDS it runs `SELECT 1` on the pool and fetches Kafka cluster
+metadata. The overall service "" is SERVING only when both answer; each paylink.v1 service is
+SERVING when the database answers — RPCs keep working while the broker is away (their events wait
+in the outbox), so a load balancer that should keep routing during a broker outage checks a
+service name such as `paylink.v1.LinkTokenService` instead of "".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.client import AIOKafkaClient
+from grpc_health.v1 import health_pb2
+
+from service import db, metrics
+from service.config import Settings
+
+log = logging.getLogger("paylink.health")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: db.Pool,
+        health: Any | None = None,  # grpc_health.v1.health.aio.HealthServicer of an API process
+        service_names: Sequence[str] = (),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._health = health
+        self._services = tuple(service_names)
+        self._kafka: AIOKafkaClient | None = None
+        self._stopping = asyncio.Event()
+        self.database_ok: bool | None = None
+        self.kafka_ok: bool | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                await self.check()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._settings.health_check_seconds)
+        finally:
+            await self._close_kafka()
+
+    async def check(self) -> tuple[bool, bool]:
+        """Checks both dependencies once and publishes the result; returns (database, kafka)."""
+        timeout = max(1.0, min(5.0, self._settings.health_check_seconds))
+        database, kafka = await asyncio.gather(self._check_database(timeout), self._check_kafka(timeout))
+        for name, ok, before in (("database", database, self.database_ok), ("kafka", kafka, self.kafka_ok)):
+            metrics.DEPENDENCY_UP.labels(name).set(1 if ok else 0)
+            if before is not None and ok != before:
+                if ok:
+                    log.info(f"{name} reachable again")
+                else:
+                    log.warning(f"{name} unreachable")
+            elif before is None and not ok:
+                log.warning(f"{name} unreachable")
+        self.database_ok, self.kafka_ok = database, kafka
+        if self._health is not None:
+            await self._health.set("", SERVING if database and kafka else NOT_SERVING)
+            for service in self._services:
+                await self._health.set(service, SERVING if database else NOT_SERVING)
+        return database, kafka
+
+    async def _check_database(self, limit: float) -> bool:
+        try:
+            async with asyncio.timeout(limit):
+                return bool(await self._pool.fetchval("SELECT 1") == 1)
+        except Exception:
+            return False
+
+    async def _check_kafka(self, limit: float) -> bool:
+        try:
+            async with asyncio.timeout(limit):
+                if self._kafka is None:
+                    client = AIOKafkaClient(
+                        bootstrap_servers=self._settings.kafka_bootstrap,
+                        request_timeout_ms=int(limit * 1000),
+                        client_id="paylink-health",
+                    )
+                    self._kafka = client
+                    await client.bootstrap()  # fetches cluster metadata once
+                    return True
+                await self._kafka.fetch_all_metadata()
+                return True
+        except Exception:
+            await self._close_kafka()  # start from the bootstrap servers next time
+            return False
+
+    async def _close_kafka(self) -> None:
+        client, self._kafka = self._kafka, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()

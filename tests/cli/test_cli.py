@@ -1,0 +1,372 @@
+"""`python -m service …` as a person runs it: every command, its exit code and its output, against
+the test run's database and Kafka topic prefix (subprocesses, not in-process calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import datetime as dt
+import os
+import pathlib
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from paylink.v1 import account_pb2, link_pb2
+from paylink.v1 import common_pb2 as c
+
+from service import runtime
+from service.config import Settings
+from tests.cli.util import fields, free_port, run, service_env, serving
+from tests.harness import (
+    TEST_ALLOCATION,
+    Client,
+    EventLog,
+    base_settings,
+    create_test_database,
+    drop_database,
+    link_account,
+    wait_job,
+)
+
+COMMANDS = ["serve", "api", "worker", "relay", "migrate", "workspace", "secret", "vault", "events", "jobs"]
+ACTIONS = [
+    "workspace create",
+    "workspace list",
+    "secret create",
+    "secret list",
+    "secret revoke",
+    "vault reencrypt",
+    "events replay",
+    "jobs retry",
+]
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    return service_env(settings)
+
+
+async def test_help_lists_every_command_and_every_command_has_help(env: dict[str, str]) -> None:
+    top = await run(["--help"], env)
+    assert top.code == 0, top.err
+    listed = top.out.split("positional arguments:")[1].split("options:")[0]
+    for command in COMMANDS:
+        assert f"\n    {command}" in listed, command
+    assert "PAYLINK_" in top.out and "exit codes" in top.out and "docs/configuration.md" in top.out
+
+    every = [*COMMANDS, *ACTIONS]
+    results = await asyncio.gather(*(run([*name.split(), "--help"], env) for name in every))
+    for name, result in zip(every, results, strict=True):
+        assert result.code == 0, (name, result.err)
+        assert result.out.startswith(f"usage: python -m service {name}"), (name, result.out)
+        assert len(result.out.splitlines()) >= 4, (name, result.out)  # a description, not just usage
+    # No command at all, or an unknown one: usage error.
+    missing, unknown = await asyncio.gather(run([], env), run(["frobnicate"], env))
+    assert missing.code == 2 and "required: COMMAND" in missing.err
+    assert unknown.code == 2 and "invalid choice" in unknown.err
+
+
+async def test_bad_configuration_exits_2_naming_the_variable(settings: Settings, env: dict[str, str]) -> None:
+    port, keys, level, several = await asyncio.gather(
+        run(["workspace", "list"], {**env, "PAYLINK_GRPC_PORT": "abc"}),
+        run(["workspace", "list"], {**env, "PAYLINK_VAULT_KEYS": "not-a-key-ring"}),
+        run(["serve"], {**env, "PAYLINK_LOG_LEVEL": "chatty"}),
+        run(["migrate"], {**env, "PAYLINK_DATABASE_URL": "mysql://x", "PAYLINK_KAFKA_BOOTSTRAP": "nohost"}),
+    )
+    assert port.code == 2 and port.out == ""
+    assert "PAYLINK_GRPC_PORT" in port.err and "'abc'" in port.err and "valid integer" in port.err
+    assert keys.code == 2 and "PAYLINK_VAULT_KEYS" in keys.err
+    assert level.code == 2 and "PAYLINK_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR" in level.err
+    assert several.code == 2
+    assert "PAYLINK_DATABASE_URL" in several.err and "PAYLINK_KAFKA_BOOTSTRAP" in several.err
+    assert "mysql://x" not in several.err  # a URL may hold a password: never echoed
+
+    # A typo in a variable name is ignored with a warning.
+    typo = await run(["workspace", "list"], {**env, "PAYLINK_GRPC_PROT": "1"})
+    assert typo.code == 0 and "warning: PAYLINK_GRPC_PROT is not a paylink setting" in typo.err
+
+
+async def test_unreachable_database_exits_1_without_the_password(env: dict[str, str]) -> None:
+    result = await run(
+        ["workspace", "list"], {**env, "PAYLINK_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}
+    )
+    assert result.code == 1
+    assert "PAYLINK_DATABASE_URL" in result.err and "hunter2" not in result.err
+    assert "Traceback" not in result.err
+
+
+async def test_migrate_is_idempotent(env: dict[str, str]) -> None:
+    result = await run(["migrate"], env)
+    assert result.code == 0, result.err
+    assert result.out.strip() == "database is up to date"
+
+
+async def test_workspace_create_and_list_then_the_secret_calls_rpcs(
+    env: dict[str, str], channel: grpc.aio.Channel
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    created = await run(["workspace", "create", name], env)
+    assert created.code == 0, created.err
+    out = fields(created.out)
+    workspace_id, secret, key_id = out["workspace_id"], out["api_secret"], out["key_id"]
+    assert uuid.UUID(workspace_id) and secret.startswith(f"pl_{key_id}_")
+
+    client = Client(channel, secret)
+    listed = await client.accounts.ListAccounts(account_pb2.ListAccountsRequest(), metadata=client.md())
+    assert list(listed.accounts) == []
+
+    production = await run(["workspace", "create", f"{name}-prod", "--production"], env)
+    assert production.code == 0, production.err
+    listing = await run(["workspace", "list"], env)
+    assert listing.code == 0
+    lines = {line.split()[0]: line for line in listing.out.splitlines()}
+    assert lines[workspace_id].split()[1:] == ["sandbox", "secrets=1", name]
+    assert lines[fields(production.out)["workspace_id"]].split()[1] == "production"
+
+    too_long = await run(["workspace", "create", "x" * 101], env)
+    assert too_long.code == 2 and "1 to 100 characters" in too_long.err
+
+    # A second secret for the same workspace works as well, and both are listed by key id.
+    second = await run(["secret", "create", workspace_id], env)
+    assert second.code == 0, second.err
+    other = Client(channel, fields(second.out)["api_secret"])
+    await other.accounts.ListAccounts(account_pb2.ListAccountsRequest(), metadata=other.md())
+    secrets = await run(["secret", "list", workspace_id], env)
+    assert secrets.code == 0
+    assert sorted(line.split()[0] for line in secrets.out.splitlines()) == sorted(
+        [key_id, fields(second.out)["key_id"]]
+    )
+    assert all(line.endswith("active") for line in secrets.out.splitlines())
+
+    unknown, malformed = await asyncio.gather(
+        run(["secret", "create", str(uuid.uuid4())], env), run(["secret", "list", "nope"], env)
+    )
+    assert unknown.code == 1 and "not found" in unknown.err
+    assert malformed.code == 2 and "must be a UUID" in malformed.err
+
+
+async def test_secret_revoke_takes_effect_within_the_auth_cache_ttl(
+    env: dict[str, str], channel: grpc.aio.Channel
+) -> None:
+    created = fields((await run(["workspace", "create", "cli-revoke"], env)).out)
+    client = Client(channel, created["api_secret"])
+    request = account_pb2.ListAccountsRequest()
+    await client.accounts.ListAccounts(request, metadata=client.md())  # now cached by the server
+
+    revoked = await run(["secret", "revoke", created["key_id"]], env)
+    assert revoked.code == 0 and revoked.out.startswith("revoked"), revoked.err
+    started = time.monotonic()
+    while True:
+        try:
+            await client.accounts.ListAccounts(request, metadata=client.md())
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            break
+        assert time.monotonic() - started < 8, "the revoked secret still works after the 5 s cache TTL"
+        await asyncio.sleep(0.25)
+    listing = await run(["secret", "list", created["workspace_id"]], env)
+    assert "revoked" in listing.out
+
+    again = await run(["secret", "revoke", created["key_id"]], env)
+    assert again.code == 1 and "no active secret" in again.err
+
+
+async def test_events_replay_republishes_with_the_original_event_ids(
+    client: Client, events: EventLog, env: dict[str, str], app: runtime.Running
+) -> None:
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)).isoformat()
+    _, session = await client.connect("user_good", [c.JOB_NAME_IDENTITY])
+    account_id = session.account_id
+    await events.settled(account_id)
+    rows = await app.deps.pool.fetch(
+        "SELECT event_id, event_type FROM outbox WHERE account_id = $1", uuid.UUID(account_id)
+    )
+    original = {str(r["event_id"]) for r in rows}
+    assert {r.event.event_id for r in events.for_account(account_id)} == original
+    before = {r.event.event_id: r for r in events.for_account(account_id)}
+
+    one = await run(
+        ["events", "replay", "--since", since, "--account", account_id, "--topic", "identity.added"], env
+    )
+    assert one.code == 0, one.err
+    assert one.out.strip() == "replayed 1 events"
+    everything = await run(["events", "replay", "--since", since, "--account", account_id], env)
+    assert everything.code == 0, everything.err
+    assert everything.out.strip() == f"replayed {len(original)} events"
+
+    # Every event arrives again with the same event_id, key, headers and bytes; identity.added 3 times.
+    expected = 2 * len(original) + 1
+    found = await events.wait_for(lambda r: r.event.account_id == account_id, count=expected)
+    counts = collections.Counter(r.event.event_id for r in found)
+    assert set(counts) == original
+    identity_id = next(str(r["event_id"]) for r in rows if r["event_type"] == "identity.added")
+    assert counts[identity_id] == 3
+    assert all(n == 2 for event_id, n in counts.items() if event_id != identity_id)
+    for r in found:
+        first = before[r.event.event_id]
+        assert (r.topic, r.key, r.headers, r.event) == (first.topic, first.key, first.headers, first.event)
+
+    none = await run(["events", "replay", "--since", "2999-01-01T00:00:00Z"], env)
+    assert none.code == 0 and none.out.strip() == "replayed 0 events"
+    bad_topic, bad_since, bad_account = await asyncio.gather(
+        run(["events", "replay", "--since", since, "--topic", "identity.removed"], env),
+        run(["events", "replay", "--since", "yesterday"], env),
+        run(["events", "replay", "--since", since, "--account", "42"], env),
+    )
+    assert bad_topic.code == 2 and "identity.added" in bad_topic.err  # lists the real ones
+    assert bad_since.code == 2 and "ISO timestamp" in bad_since.err
+    assert bad_account.code == 2 and "UUID" in bad_account.err
+
+
+async def test_jobs_retry_runs_an_errored_job_again(
+    client: Client, events: EventLog, env: dict[str, str]
+) -> None:
+    _, session = await client.connect("user_error", [c.JOB_NAME_IDENTITY])
+    done = await client.wait_session(session.id, link_pb2.LINK_SESSION_STATE_COMPLETED)
+    job_id = done.jobs[0].job_id
+    failed = await wait_job(client, job_id)
+    assert failed.status == c.JOB_STATUS_ERROR
+    await events.wait_for(lambda r: r.event.event == "identity.added" and r.event.job.job_id == job_id)
+
+    result = await run(["jobs", "retry", job_id], env)
+    assert result.code == 0, result.err
+    assert result.out.strip() == f"job {job_id} queued again"
+    again = await wait_job(
+        client,
+        job_id,
+        until=lambda j: j.status == c.JOB_STATUS_ERROR and j.completed_at != failed.completed_at,
+    )
+    assert again.error_code == failed.error_code
+    # The new outcome is published too: a second identity.added for the same job.
+    outcomes = await events.wait_for(
+        lambda r: r.event.event == "identity.added" and r.event.job.job_id == job_id, count=2
+    )
+    assert len({r.event.event_id for r in outcomes}) == 2
+
+    _, good = await link_account(client, "user_good")
+    success_job = good.jobs[0].job_id
+    not_error, unknown, malformed = await asyncio.gather(
+        run(["jobs", "retry", success_job], env),
+        run(["jobs", "retry", str(uuid.uuid4())], env),
+        run(["jobs", "retry", "not-a-job"], env),
+    )
+    assert not_error.code == 1 and "is success; only jobs that ended in error" in not_error.err
+    assert unknown.code == 1 and "not found" in unknown.err
+    assert malformed.code == 2 and "must be a UUID" in malformed.err
+
+
+@pytest.mark.parametrize("command", ["serve", "api", "worker", "relay"])
+async def test_process_commands_start_and_stop_on_sigterm(
+    command: str, env: dict[str, str], tmp_path: pathlib.Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    proc_env = {**env, "PAYLINK_GRPC_PORT": str(port), "PAYLINK_METRICS_PORT": str(metrics_port)}
+    async with serving(command, proc_env, tmp_path) as server:
+        parts = {"serve": "api+worker+relay"}.get(command, command)
+        assert server.banner.startswith(f"paylink serving {parts}")
+        assert f"metrics on http://127.0.0.1:{metrics_port}/metrics" in server.banner
+        metrics = await asyncio.to_thread(
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            )
+        )
+        assert 'paylink_dependency_up{dependency="database"} 1.0' in metrics
+        if command in ("serve", "api"):
+            assert f"127.0.0.1:{port}" in server.banner
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        if command in ("serve", "worker", "relay"):
+            assert "paylink_job_queue_depth" in metrics and "paylink_outbox_unpublished" in metrics
+    assert '"shutting down"' in server.stderr()
+
+
+async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], app: runtime.Running) -> None:
+    assert app.api is not None
+    result = await run(["api"], {**env, "PAYLINK_GRPC_PORT": str(app.api.port)})
+    assert result.code == 1
+    assert f"cannot listen on 127.0.0.1:{app.api.port} (PAYLINK_GRPC_HOST, PAYLINK_GRPC_PORT)" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.fixture
+async def private_database() -> AsyncIterator[str]:
+    """A database of its own: re-encrypting under a new key must not touch the shared one."""
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    yield url
+    await drop_database(admin, url)
+
+
+async def test_vault_reencrypt_reseals_under_the_new_primary_key(
+    settings: Settings, private_database: str, tmp_path: pathlib.Path
+) -> None:
+    old_ring = settings.vault_keys
+    new_key = "k" + uuid.uuid4().hex[:8]
+    new_spec = f"{new_key}:{base64.b64encode(os.urandom(32)).decode()}"
+    prefix = f"vault{uuid.uuid4().hex[:6]}."
+    env = service_env(settings, PAYLINK_DATABASE_URL=private_database, PAYLINK_TOPIC_PREFIX=prefix)
+    secret = fields((await run(["workspace", "create", "vault-test"], env)).out)["api_secret"]
+    port = free_port()
+
+    # Connect an account (credentials sealed under the old key) and start a deposit switch token.
+    async with (
+        serving("serve", {**env, "PAYLINK_GRPC_PORT": str(port)}, tmp_path),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch,
+    ):
+        client = Client(ch, secret)
+        _, session = await link_account(client, "user_good")
+        identity = await client.accounts.GetIdentity(
+            account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md()
+        )
+        await client.token(
+            [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id, allocation=TEST_ALLOCATION
+        )
+    conn = await asyncpg.connect(private_database)
+    try:
+        old_ids = {r["key_id"] for r in await conn.fetch("SELECT key_id FROM account_credentials")}
+        assert old_ids and new_key not in old_ids
+
+        rotated = {"PAYLINK_VAULT_KEYS": f"{old_ring},{new_spec}", "PAYLINK_VAULT_PRIMARY_KEY": new_key}
+        result = await run(["vault", "reencrypt"], {**env, **rotated})
+        assert result.code == 0, result.err
+        counts = {line.split(":")[0]: int(line.split()[1]) for line in result.out.splitlines()}
+        assert counts["account_credentials.sealed"] == 1
+        assert counts["link_tokens.allocation_sealed"] == 1  # the switch token's full account number
+        again = await run(["vault", "reencrypt"], {**env, **rotated})
+        assert again.code == 0 and all(line.endswith(": 0 re-encrypted") for line in again.out.splitlines())
+
+        assert {r["key_id"] for r in await conn.fetch("SELECT key_id FROM account_credentials")} == {new_key}
+        blob = await conn.fetchval("SELECT sealed FROM account_credentials")
+        assert bytes(blob[2 : 2 + blob[1]]).decode() == new_key  # the blob header names the new key
+    finally:
+        await conn.close()
+
+    # Only the new key from now on: stored data still reads, and re-access opens the credentials.
+    only_new = {"PAYLINK_VAULT_KEYS": new_spec, "PAYLINK_GRPC_PORT": str(port)}
+    async with (
+        serving("serve", {**env, **only_new}, tmp_path),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch,
+    ):
+        client = Client(ch, secret)
+        same = await client.accounts.GetIdentity(
+            account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md()
+        )
+        assert same.full_name == identity.full_name
+        token = await client.token(
+            [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id, allocation=TEST_ALLOCATION
+        )
+        bound = await client.link.StartSession(
+            link_pb2.StartSessionRequest(token=token.token), metadata=client.md()
+        )
+        assert bound.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING  # no credential screen
+        done = await client.wait_session(bound.id, link_pb2.LINK_SESSION_STATE_COMPLETED)
+        assert [j.outcome for j in done.jobs] == [c.JOB_OUTCOME_SUCCESS]

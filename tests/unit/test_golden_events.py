@@ -1,0 +1,74 @@
+"""docs/golden-events: every committed example decodes with the generated classes, round-trips
+byte for byte, matches its decoded form and Kafka headers, and is what scripts/golden_events.py
+produces (so the examples follow the contract)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import pathlib
+from types import ModuleType
+
+import pytest
+from google.protobuf import json_format
+from paylink.v1 import event_pb2
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "docs" / "golden-events"
+NAMES = sorted(p.stem for p in GOLDEN.glob("*.json"))
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("golden_events", ROOT / "scripts" / "golden_events.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_are_examples_of_every_payload_kind() -> None:
+    assert len(NAMES) >= 5
+    kinds = {
+        event_pb2.Event.FromString((GOLDEN / f"{name}.bin").read_bytes()).WhichOneof("payload")
+        for name in NAMES
+    }
+    assert kinds == {"account_added", "monitoring_status_updated", "job", "link_session_completed"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_event_decodes_and_round_trips(name: str) -> None:
+    value = (GOLDEN / f"{name}.bin").read_bytes()
+    described = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert base64.b64decode(described["value_base64"]) == value
+    assert bytes.fromhex(described["value_hex"]) == value
+
+    event = event_pb2.Event.FromString(value)
+    assert event.SerializeToString(deterministic=True) == value
+    assert json_format.MessageToDict(event, preserving_proto_field_name=True) == described["event"]
+    assert json_format.ParseDict(described["event"], event_pb2.Event()) == event
+
+    assert described["topic"] == "paylink." + event.event
+    assert described["key"] == event.account_id
+    assert described["headers"] == {
+        "event-id": event.event_id,
+        "event-type": event.event,
+        "workspace-id": event.workspace_id,
+        "content-type": "application/x-protobuf",
+    }
+    assert event.sequence >= 1 and event.HasField("created_at") and event.WhichOneof("payload")
+    # Never in an event: a full deposit account number.
+    for target in event.job.params.direct_deposit_switch.allocation.targets:
+        assert target.account_number == "" and len(target.account_number_last_four) == 4
+
+
+def test_sequences_tell_one_accounts_story() -> None:
+    events = [event_pb2.Event.FromString((GOLDEN / f"{name}.bin").read_bytes()) for name in NAMES]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert len({e.account_id for e in events}) == 1 and len({e.event_id for e in events}) == len(events)
+
+
+def test_committed_files_are_what_the_script_writes() -> None:
+    files = _script().render()
+    committed = {p.name: p.read_bytes() for p in GOLDEN.iterdir() if p.suffix in (".bin", ".json")}
+    assert committed == files, "docs/golden-events is stale: run .venv/bin/python scripts/golden_events.py"
