@@ -110,24 +110,32 @@ async def list_page(
     return response
 
 
+_SET_MONITORING = """
+WITH old AS (SELECT monitoring_status FROM accounts WHERE id = $1 FOR UPDATE)
+UPDATE accounts SET monitoring_status = $2 FROM old
+WHERE accounts.id = $1 AND old.monitoring_status <> $2
+RETURNING old.monitoring_status
+"""
+
+
 async def set_monitoring(
     conn: db.Conn,
-    account: asyncpg.Record,
+    account: db.Row,
     status: str,
     reason: str,
     *,
     topic_prefix: str,
     api_version: str,
     at: dt.datetime | None = None,
+    events: outbox.Events | None = None,
 ) -> bool:
-    """Changes the monitoring status (caller holds the row lock) and publishes the change.
+    """Changes the monitoring status and publishes the change (into `events` when given).
 
     Returns False (and publishes nothing) when the status is already `status`.
     """
-    current = await conn.fetchval("SELECT monitoring_status FROM accounts WHERE id = $1", account["id"])
-    if current == status:
+    current = await conn.fetchval(_SET_MONITORING, account["id"], status)
+    if current is None:
         return False
-    await conn.execute("UPDATE accounts SET monitoring_status = $2 WHERE id = $1", account["id"], status)
     payload = event_pb2.Event(
         monitoring_status_updated=event_pb2.MonitoringStatusUpdatedPayload(
             account_id=str(account["id"]),
@@ -139,6 +147,9 @@ async def set_monitoring(
     )
     when = at or timeutil.now()
     timeutil.set_ts(payload.monitoring_status_updated.timestamp, when)
+    if events is not None:
+        events.add(outbox.MONITORING_STATUS_UPDATED, api_version, payload, when)
+        return True
     await outbox.append(
         conn,
         topic_prefix=topic_prefix,
@@ -184,6 +195,18 @@ async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: b
         deps.vault.key_id_of(sealed),
         sealed,
     )
+
+
+async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
+    """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
+    row = await conn.fetchrow(
+        "SELECT c.sealed FROM accounts a JOIN account_credentials c ON c.account_id = a.id"
+        " WHERE a.id = $1 AND a.connected",
+        account_id,
+    )
+    if row is None:
+        return None
+    return deps.vault.open(bytes(row["sealed"]), aad=grant_aad(account_id))
 
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -16,6 +17,8 @@ Executor: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record] | asyncpg.Pool[asyncpg.Record]"
 )
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# A row as read from the database, or one assembled from several (read by column name).
+Row: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
 
 
 async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:

@@ -71,31 +71,46 @@ class Failure:
 
 Outcome = Success | Pending | Retry | Failure
 
+# The job and its account, both locked, in one round trip.
 _CLAIMED = """
 SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
-       j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by
-FROM jobs j WHERE j.id = $1 FOR UPDATE
+       j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
+       a.end_user_id, a.monitoring_status, a.connected
+FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
 """
 
 
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:
     """Writes the outcome if this worker still holds the job; False when its lease was lost."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        account_id = await conn.fetchval("SELECT account_id FROM jobs WHERE id = $1", job_id)
-        account = await conn.fetchrow(
-            "SELECT id, workspace_id, end_user_id, platform_id, monitoring_status, connected"
-            " FROM accounts WHERE id = $1 FOR UPDATE",
-            account_id,
-        )
         job = await conn.fetchrow(_CLAIMED, job_id)
-        if account is None or job is None or job["status"] != "running" or job["locked_by"] != worker_id:
+        if job is None or job["status"] != "running" or job["locked_by"] != worker_id:
             return False
-        await _apply(deps, conn, account, job, outcome)
+        account = {
+            "id": job["account_id"],
+            "workspace_id": job["workspace_id"],
+            "end_user_id": job["end_user_id"],
+            "platform_id": job["platform_id"],
+            "monitoring_status": job["monitoring_status"],
+            "connected": job["connected"],
+        }
+        events = outbox.Events(
+            topic_prefix=deps.settings.topic_prefix,
+            workspace_id=job["workspace_id"],
+            account_id=job["account_id"],
+        )
+        await _apply(deps, conn, account, job, outcome, events)
+        await events.flush(conn)
     return True
 
 
 async def _apply(
-    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, outcome: Outcome
+    deps: Deps,
+    conn: db.Conn,
+    account: db.Row,
+    job: asyncpg.Record,
+    outcome: Outcome,
+    events: outbox.Events,
 ) -> None:
     at = timeutil.now()
     if isinstance(outcome, Retry):
@@ -122,10 +137,10 @@ async def _apply(
             at + outcome.retry_after,
         )
         if first:
-            await _job_event(deps, conn, account, job, at, common_pb2.JOB_OUTCOME_PENDING)
+            _job_event(events, account, job, at, common_pb2.JOB_OUTCOME_PENDING)
         return
     if isinstance(outcome, Success):
-        await _store_data(deps, conn, account, job, outcome, at)
+        await _store_data(conn, account, job, outcome, at, events)
         await conn.execute(
             "UPDATE jobs SET status = 'success', outcome = $2, error_type = 0, error_code = 0,"
             " error_message = '', completed_at = $3, locked_by = NULL, lease_expires_at = NULL WHERE id = $1",
@@ -133,7 +148,7 @@ async def _apply(
             common_pb2.JOB_OUTCOME_SUCCESS,
             at,
         )
-        await _job_event(deps, conn, account, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
+        _job_event(events, account, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
         if account["monitoring_status"] in ("degraded", "user_action_required") and (
             outcome.new_grant or account["monitoring_status"] == "degraded"
         ):
@@ -145,6 +160,7 @@ async def _apply(
                 topic_prefix=deps.settings.topic_prefix,
                 api_version=job["api_version"],
                 at=at,
+                events=events,
             )
     else:
         error_type = outcome.error_type or ERROR_TYPES.get(
@@ -160,9 +176,8 @@ async def _apply(
             outcome.message[:500],
             at,
         )
-        await _job_event(
-            deps,
-            conn,
+        _job_event(
+            events,
             account,
             job,
             at,
@@ -185,14 +200,20 @@ async def _apply(
                 topic_prefix=deps.settings.topic_prefix,
                 api_version=job["api_version"],
                 at=at,
+                events=events,
             )
     if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await jobs.release_held(conn, job["batch_id"])
-    await _settle(deps, conn, account, job, at)
+    await _settle(deps, conn, account, job, at, events)
 
 
 async def _store_data(
-    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, outcome: Success, at: dt.datetime
+    conn: db.Conn,
+    account: db.Row,
+    job: asyncpg.Record,
+    outcome: Success,
+    at: dt.datetime,
+    events: outbox.Events,
 ) -> None:
     if job["name"] == common_pb2.JOB_NAME_PAYSTUBS:
         await results.store_paystubs(conn, account["id"], outcome.paystubs or [], at)
@@ -204,9 +225,8 @@ async def _store_data(
         # The switch changes the allocations: store them and publish them too.
         name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
         await results.store(conn, account["id"], name, outcome.data, at)
-        await _job_event(
-            deps,
-            conn,
+        _job_event(
+            events,
             account,
             job,
             at,
@@ -217,10 +237,9 @@ async def _store_data(
     await results.store(conn, account["id"], name, outcome.data, at)
 
 
-async def _job_event(
-    deps: Deps,
-    conn: db.Conn,
-    account: asyncpg.Record,
+def _job_event(
+    events: outbox.Events,
+    account: db.Row,
     job: asyncpg.Record,
     at: dt.datetime,
     outcome: int,
@@ -248,20 +267,16 @@ async def _job_event(
     )
     payload = event_pb2.JobEventPayload(**fields)
     timeutil.set_ts(payload.timestamp, at)
-    await outbox.append(
-        conn,
-        topic_prefix=deps.settings.topic_prefix,
-        workspace_id=account["workspace_id"],
-        account_id=account["id"],
-        name=outbox.JOB_EVENTS[job_name],
-        api_version=job["api_version"],
-        payload=event_pb2.Event(job=payload),
-        at=at,
-    )
+    events.add(outbox.JOB_EVENTS[job_name], job["api_version"], event_pb2.Event(job=payload), at)
 
 
 async def _settle(
-    deps: Deps, conn: db.Conn, account: asyncpg.Record, job: asyncpg.Record, at: dt.datetime
+    deps: Deps,
+    conn: db.Conn,
+    account: db.Row,
+    job: asyncpg.Record,
+    at: dt.datetime,
+    events: outbox.Events,
 ) -> None:
     batch = await conn.fetch(
         "SELECT id, name, status, outcome, error_type, error_code, created_at FROM jobs WHERE batch_id = $1"
@@ -281,13 +296,14 @@ async def _settle(
         job["api_version"],
         batch,
         at,
+        events,
     )
 
 
 async def publish_settled(
     deps: Deps,
     conn: db.Conn,
-    account: asyncpg.Record,
+    account: db.Row,
     batch_id: uuid.UUID,
     session_id: uuid.UUID | None,
     link_token_id: uuid.UUID | None,
@@ -295,6 +311,7 @@ async def publish_settled(
     api_version: str,
     batch: list[asyncpg.Record],
     at: dt.datetime,
+    events: outbox.Events | None = None,
 ) -> None:
     """Publishes link_session.completed for a batch and completes its session (if any)."""
     fields: dict[str, Any] = dict(
@@ -324,6 +341,10 @@ async def publish_settled(
             session_id,
             at,
         )
+    event = event_pb2.Event(link_session_completed=payload)
+    if events is not None:
+        events.add(outbox.LINK_SESSION_COMPLETED, api_version, event, at)
+        return
     await outbox.append(
         conn,
         topic_prefix=deps.settings.topic_prefix,
@@ -331,6 +352,6 @@ async def publish_settled(
         account_id=account["id"],
         name=outbox.LINK_SESSION_COMPLETED,
         api_version=api_version,
-        payload=event_pb2.Event(link_session_completed=payload),
+        payload=event,
         at=at,
     )

@@ -1,8 +1,9 @@
 """The event outbox: events are written in the same transaction as the change they describe.
 
-`append` must run inside the caller's transaction. It takes the account row lock while it hands
-out the next per-account sequence number, so events of one account get increasing sequences and
-increasing outbox ids in commit order — the relay publishes by id and per-account order holds.
+`append` (one event) and `Events` (several, one round trip for all) run inside the caller's
+transaction. They take the account row lock while they hand out the next per-account sequence
+numbers, so events of one account get increasing sequences and increasing outbox ids in commit
+order — the relay publishes by id and per-account order holds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,84 @@ ALL_EVENTS: tuple[str, ...] = (
 )
 
 
+_RESERVE = """
+UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2
+"""
+_INSERT = f"""
+WITH rows AS (
+  INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
+  SELECT e, t, n, $4, $5, q, p
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[]) WITH ORDINALITY
+       AS u(e, t, n, q, p, i)
+  ORDER BY i  -- outbox ids follow the sequences
+  RETURNING 1)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written
+"""
+
+
+class Events:
+    """The events one transaction appends for one account, written in two statements at `flush`.
+
+    `flush` reserves the sequence numbers with one UPDATE of the account row (which takes the row
+    lock, so sequences follow commit order) and inserts every event with one INSERT that also
+    wakes the relay.
+    """
+
+    def __init__(self, *, topic_prefix: str, workspace_id: uuid.UUID, account_id: uuid.UUID) -> None:
+        self.topic_prefix = topic_prefix
+        self.workspace_id = workspace_id
+        self.account_id = account_id
+        self.pending: list[event_pb2.Event] = []
+
+    def add(
+        self, name: str, api_version: str, payload: event_pb2.Event, at: dt.datetime | None = None
+    ) -> event_pb2.Event:
+        """Queues one event; `payload` is an Event with only its oneof payload set."""
+        event = event_pb2.Event()
+        event.CopyFrom(payload)
+        event.event_id = str(ids.new_id())
+        event.event = name
+        event.workspace_id = str(self.workspace_id)
+        event.account_id = str(self.account_id)
+        event.api_version = api_version
+        timeutil.set_ts(event.created_at, at or timeutil.now())
+        self.pending.append(event)
+        return event
+
+    async def flush(self, conn: db.Conn) -> None:
+        if not self.pending:
+            return
+        events, self.pending = self.pending, []
+        base = await conn.fetchval(_RESERVE, self.account_id, len(events))
+        if base is None:
+            raise LookupError(f"account {self.account_id} vanished while appending events")
+        for offset, event in enumerate(events, start=1):
+            event.sequence = base + offset
+        await conn.execute(
+            _INSERT,
+            [uuid.UUID(e.event_id) for e in events],
+            [self.topic_prefix + e.event for e in events],
+            [e.event for e in events],
+            self.workspace_id,
+            self.account_id,
+            [e.sequence for e in events],
+            [e.SerializeToString() for e in events],
+        )
+        # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the
+        # event_ids it published, so one grep follows a request to Kafka.
+        if log.isEnabledFor(logging.INFO):
+            for e in events:
+                log.info(
+                    "event appended",
+                    extra={
+                        "event_id": e.event_id,
+                        "event": e.event,
+                        "account_id": e.account_id,
+                        "sequence": e.sequence,
+                    },
+                )
+
+
 async def append(
     conn: db.Conn,
     *,
@@ -52,43 +131,8 @@ async def append(
     payload: event_pb2.Event,
     at: dt.datetime | None = None,
 ) -> event_pb2.Event:
-    """Appends one event; `payload` is an Event with only its oneof payload set."""
-    sequence = await conn.fetchval(
-        "UPDATE accounts SET event_sequence = event_sequence + 1 WHERE id = $1 RETURNING event_sequence",
-        account_id,
-    )
-    if sequence is None:
-        raise LookupError(f"account {account_id} vanished while appending {name}")
-    event = event_pb2.Event()
-    event.CopyFrom(payload)
-    event.event_id = str(ids.new_id())
-    event.event = name
-    event.workspace_id = str(workspace_id)
-    event.account_id = str(account_id)
-    event.sequence = sequence
-    event.api_version = api_version
-    timeutil.set_ts(event.created_at, at or timeutil.now())
-    await conn.execute(
-        "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        uuid.UUID(event.event_id),
-        topic_prefix + name,
-        name,
-        workspace_id,
-        account_id,
-        sequence,
-        event.SerializeToString(),
-    )
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the event_ids
-    # it published, so one grep follows a request to Kafka.
-    log.info(
-        "event appended",
-        extra={
-            "event_id": event.event_id,
-            "event": name,
-            "account_id": str(account_id),
-            "sequence": sequence,
-        },
-    )
+    """Appends one event now (inside the caller's transaction)."""
+    batch = Events(topic_prefix=topic_prefix, workspace_id=workspace_id, account_id=account_id)
+    event = batch.add(name, api_version, payload, at)
+    await batch.flush(conn)
     return event

@@ -235,9 +235,8 @@ class Worker:
 
     async def _run(self, job: asyncpg.Record) -> Outcome:
         deps = self.deps
-        account = await deps.pool.fetchrow("SELECT connected FROM accounts WHERE id = $1", job["account_id"])
-        grant = await accounts.load_grant(deps, deps.pool, job["account_id"])
-        if account is None or not account["connected"] or grant is None:
+        grant = await accounts.load_access(deps, deps.pool, job["account_id"])
+        if grant is None:
             return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
         if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await deps.pool.fetchval(
             "SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = 'success'",
