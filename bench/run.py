@@ -375,7 +375,16 @@ async def main() -> int:
     parser.add_argument("--relay-rows", type=int, default=100_000)
     parser.add_argument("--soak-seconds", type=int, default=300)
     parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        choices=("rpcs", "pipeline", "relay", "footprint"),
+        action="append",
+        help="run only these parts (repeatable); results.json and BENCHMARKS.md are written only for a full run",
+    )
     args = parser.parse_args()
+
+    def want(part: str) -> bool:
+        return not args.only or part in args.only
 
     base = Settings()
     url = await create_test_database(base.database_url)
@@ -405,24 +414,32 @@ async def main() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel, secret)
             account = await setup_account(client)
-            results["rpcs"], peak = await bench_rpcs(args, port, echo_port, secret, account, server.pid)
-            accounts = [account]
-            for i in range(args.accounts - 1):
-                _, session = await client.connect(f"user_good+bench{i}", [c.JOB_NAME_IDENTITY])
-                accounts.append(session.account_id)
-            settings = base.model_copy(update={"topic_prefix": prefix})
-            results["pipeline"] = await bench_pipeline(args, client, settings, accounts)
-        results["relay"] = await bench_relay(args, base, env)
-        print(f"relay: {results['relay']}", flush=True)
-        results["footprint"] = {
-            "rss_peak_under_rpc_load_mb": peak,
-            "soak": await soak(args, port, secret, account, server.pid),
-        }
-        print(f"footprint: {results['footprint']['soak']['growth_mb']:.1f} MB growth", flush=True)
+            peak = 0.0
+            if want("rpcs"):
+                results["rpcs"], peak = await bench_rpcs(args, port, echo_port, secret, account, server.pid)
+            if want("pipeline"):
+                accounts = [account]
+                for i in range(args.accounts - 1):
+                    _, session = await client.connect(f"user_good+bench{i}", [c.JOB_NAME_IDENTITY])
+                    accounts.append(session.account_id)
+                settings = base.model_copy(update={"topic_prefix": prefix})
+                results["pipeline"] = await bench_pipeline(args, client, settings, accounts)
+        if want("relay"):
+            results["relay"] = await bench_relay(args, base, env)
+            print(f"relay: {results['relay']}", flush=True)
+        if want("footprint"):
+            results["footprint"] = {
+                "rss_peak_under_rpc_load_mb": peak,
+                "soak": await soak(args, port, secret, account, server.pid),
+            }
+            print(f"footprint: {results['footprint']['soak']['growth_mb']:.1f} MB growth", flush=True)
     finally:
         stop(server)
         stop(echo)
         await drop_database(base.database_url, url)
+    if args.only:
+        print(json.dumps({k: v for k, v in results.items() if k not in ("machine", "args")}, indent=2))
+        return 0
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     subprocess.run([sys.executable, str(ROOT / "bench/report.py")], check=True)
     return 0
