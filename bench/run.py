@@ -290,7 +290,30 @@ async def bench_pipeline(
                 "offered_per_s": rate or 0.0,
             }
 
+        profiler = None
+        if args.profile:  # py-spy on the serve process while the pipeline is saturated
+            profiler = subprocess.Popen(
+                [
+                    str(pathlib.Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(args.server_pid),
+                    "-d",
+                    "15",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(ROOT / "bench/profile-pipeline.txt"),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         saturated = await measure(args.jobs, None)
+        if profiler is not None:
+            profiler.wait()
         print(f"pipeline saturated: {saturated}", flush=True)
         half_rate = saturated["jobs_per_s"] / 2
         half = await measure(int(half_rate * args.half_seconds), half_rate)
@@ -376,6 +399,9 @@ async def main() -> int:
     parser.add_argument("--soak-seconds", type=int, default=300)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument(
+        "--profile", action="store_true", help="py-spy the server during the saturated pipeline"
+    )
+    parser.add_argument(
         "--only",
         choices=("rpcs", "pipeline", "relay", "footprint"),
         action="append",
@@ -402,8 +428,9 @@ async def main() -> int:
         "PAYLINK_WORKER_CONCURRENCY": "64",
         "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
     }
-    results: dict[str, Any] = {"machine": machine(), "args": vars(args)}
+    results: dict[str, Any] = {"machine": machine(), "args": dict(vars(args))}
     server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving")
+    args.server_pid = server.pid
     echo = await start_process(
         [sys.executable, str(ROOT / "bench/echo_server.py"), str(echo_port)], env, "echo serving"
     )
