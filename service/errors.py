@@ -72,6 +72,10 @@ def invalid_field(field: str, description: str) -> ApiError:
 
 
 def not_found(resource: str, resource_id: str) -> ApiError:
+    # The id is the caller's input: echo a bounded prefix, or a huge id would push the status past
+    # grpc's 16 KiB metadata limit and the caller would get RESOURCE_EXHAUSTED instead.
+    if len(resource_id) > 100:
+        resource_id = resource_id[:100] + "..."
     info = error_details_pb2.ResourceInfo(resource_type=resource, resource_name=resource_id)
     return ApiError(grpc.StatusCode.NOT_FOUND, f"{resource} {resource_id} not found", [info])
 

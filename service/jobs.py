@@ -158,8 +158,10 @@ async def list_page(
         v.add("outcome", "is not a known outcome")
     if request.origin not in common_pb2.JobOrigin.values():
         v.add("origin", "is not a known origin")
-    after = timeutil.from_ts(request.created_after) if request.HasField("created_after") else None
-    before = timeutil.from_ts(request.created_before) if request.HasField("created_before") else None
+    after = validation.timestamp(v, "created_after", request.created_after, request.HasField("created_after"))
+    before = validation.timestamp(
+        v, "created_before", request.created_before, request.HasField("created_before")
+    )
     if after and before and after >= before:
         v.add("created_before", "must be later than created_after")
     v.raise_if_any()

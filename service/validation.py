@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from google.protobuf import timestamp_pb2
 from paylink.v1 import common_pb2
 
 from service.errors import Violations
@@ -55,6 +56,18 @@ def pay_date(v: Violations, field: str, value: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         v.add(field, "must be a date in YYYY-MM-DD form")
+        return None
+
+
+def timestamp(v: Violations, field: str, value: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
+    """The Timestamp as a datetime; None when absent or invalid (nanos outside 0..999999999, or a
+    time outside years 1..9999)."""
+    if not present:
+        return None
+    try:
+        return value.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        v.add(field, "must be a valid timestamp between years 1 and 9999")
         return None
 
 

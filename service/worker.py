@@ -10,6 +10,7 @@ a timeout and a per-platform concurrency limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -45,6 +46,7 @@ UPDATE jobs SET status = 'running', locked_by = $1, lease_expires_at = now() + $
                 attempts = attempts + 1
 WHERE id IN (
   SELECT id FROM jobs WHERE status IN ('queued', 'pending') AND run_at <= now()
+    AND platform_id <> ALL($4::text[])
   ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
 RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
 """
@@ -75,6 +77,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._per_platform: collections.Counter[str] = collections.Counter()  # jobs held, by platform
         self.finished = 0
 
     def stop(self) -> None:
@@ -145,16 +148,24 @@ class Worker:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def _claim(self, limit: int) -> list[asyncpg.Record]:
-        lease = dt.timedelta(seconds=self.deps.settings.worker_lease_seconds)
-        return list(await self.deps.pool.fetch(_CLAIM, self.id, lease, limit))
+        settings = self.deps.settings
+        lease = dt.timedelta(seconds=settings.worker_lease_seconds)
+        # Jobs waiting for a platform's semaphore would hold slots that other platforms can use (a hung
+        # platform would block them all): claim nothing for a platform at its limit, and at most the
+        # limit per claim.
+        full = [p for p, n in self._per_platform.items() if n >= settings.platform_concurrency]
+        limit = min(limit, settings.platform_concurrency)
+        return list(await self.deps.pool.fetch(_CLAIM, self.id, lease, limit, full))
 
     def _start(self, job: asyncpg.Record) -> None:
         task = asyncio.create_task(self._execute(job))
         self._running[job["id"]] = task
-        task.add_done_callback(lambda _: self._done(job["id"]))
+        self._per_platform[job["platform_id"]] += 1
+        task.add_done_callback(lambda _: self._done(job["id"], job["platform_id"]))
 
-    def _done(self, job_id: uuid.UUID) -> None:
+    def _done(self, job_id: uuid.UUID, platform_id: str) -> None:
         self._running.pop(job_id, None)
+        self._per_platform[platform_id] -= 1
         self.finished += 1
         self._wake.set()
 

@@ -87,6 +87,9 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 failure = exc
             except TimeoutError:
                 failure = errors.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
+            except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+                # A NUL character in a request string (PostgreSQL text cannot hold it): bad input.
+                failure = errors.invalid_field("request", "text fields must not contain NUL characters")
             except _UNAVAILABLE_ERRORS as exc:
                 log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
                 failure = errors.unavailable("database unavailable, retry")

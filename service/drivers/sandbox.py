@@ -98,8 +98,9 @@ _PROMPTS = {
 
 def _answer_ok(kind: MfaKind, answer: str) -> bool:
     if kind is MfaKind.CODE:
-        return secrets.compare_digest(answer.strip(), MFA_CODE)
-    return secrets.compare_digest(answer.strip().casefold(), SECURITY_ANSWER)
+        # As bytes: compare_digest raises TypeError for str with non-ASCII characters.
+        return secrets.compare_digest(answer.strip().encode(), MFA_CODE.encode())
+    return secrets.compare_digest(answer.strip().casefold().encode(), SECURITY_ANSWER.encode())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,0 +1,81 @@
+"""Fixtures of the fault tests (`make test-faults`): their own PostgreSQL and Kafka, started here with
+scripts/stack.sh (PAYLINK_STACK_DIR=.stack/faults, ports 25532/29192/29193) and stopped at the end,
+and one Deployment per test (own database, topic prefix and API port; processes killed at the end).
+
+Every test records the figures it measured with `figures`; they are printed at the end of the run
+and written to .stack/faults/last-run.json (docs/reliability.md quotes them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.faults.cluster import STACK_DIR, Deployment, FaultStack
+from tests.harness import create_test_database, drop_database
+
+_FIGURES: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="session")
+async def fault_stack() -> AsyncIterator[FaultStack]:
+    stack = FaultStack()
+    await stack.up()
+    yield stack
+    await stack.down()
+
+
+@pytest.fixture
+async def deployment(fault_stack: FaultStack, request: pytest.FixtureRequest) -> AsyncIterator[Deployment]:
+    await fault_stack.up()  # a no-op unless an earlier test left a server down
+    url = await create_test_database(fault_stack.admin_url)
+    dep = Deployment(fault_stack, url, STACK_DIR / "logs" / "tests" / request.node.name)
+    await dep.open()
+    try:
+        yield dep
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(f"\nprocess logs of {request.node.name}:\n{dep.logs()}")
+        await dep.close()
+        await fault_stack.up()
+        await drop_database(fault_stack.admin_url, url)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Records measured figures for the end-of-run report."""
+    name = request.node.name
+
+    def record(**values: Any) -> None:
+        entry = _FIGURES.setdefault(name, {})
+        entry.update(values)
+        print(f"{name}: {values}")
+
+    return record
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("fault test figures")
+    for name, values in _FIGURES.items():
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    STACK_DIR.mkdir(parents=True, exist_ok=True)
+    (STACK_DIR / "last-run.json").write_text(
+        json.dumps(
+            {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": _FIGURES}, indent=2
+        )
+    )

@@ -1,0 +1,167 @@
+"""SIGTERM to `serve` (API + worker + relay): in-flight RPCs drain, jobs that finish within the grace
+period are finished and the others released (not failed, no attempt spent), the relay flushes the
+outbox before the process exits 0; a restart continues with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+from paylink.v1 import common_pb2 as c
+from paylink.v1 import job_pb2, link_pb2
+
+from tests.faults.cluster import (
+    Deployment,
+    assert_delivery,
+    assert_one_outcome_per_job,
+    connect_many,
+    read_log,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
+
+GRACE = 3
+IN_FLIGHT_RPCS = 10
+SLOW_SESSIONS = 4
+RUNNING_SESSIONS = 6
+
+
+async def test_sigterm_drains_finishes_or_releases_and_flushes(
+    deployment: Deployment, figures: Callable[..., None]
+) -> None:
+    dep = deployment
+    settings = {
+        "shutdown_grace_seconds": GRACE,
+        "sandbox_latency_seconds": 1.5,  # every platform call: logins (RPCs) and jobs
+        "sandbox_slow_latency_seconds": 6.0,  # sandbox_slow: 7.5 s per call, longer than the grace
+        "database_pool_size": 24,
+        "worker_concurrency": 32,
+    }
+    server = await dep.spawn("serve", **settings)
+    client = await dep.new_client()
+
+    # Jobs that cannot finish within the grace period: running on sandbox_slow.
+    await connect_many(client, SLOW_SESSIONS, [c.JOB_NAME_IDENTITY], platform_id="sandbox_slow")
+
+    async def slow_running() -> bool:
+        return (await dep.job_statuses())["running"] == SLOW_SESSIONS
+
+    await wait_until(slow_running, 30, "the slow jobs running")
+    # Jobs that finish within the grace period: running on sandbox_adp (1.5 s) when SIGTERM comes.
+    await connect_many(client, RUNNING_SESSIONS, [c.JOB_NAME_IDENTITY])
+
+    async def all_running() -> bool:
+        return (await dep.job_statuses())["running"] == SLOW_SESSIONS + RUNNING_SESSIONS
+
+    await wait_until(all_running, 30, "the sandbox_adp jobs running", interval=0.02)
+    running_at_sigterm = {
+        r["id"] for r in await dep.fetch("SELECT id FROM jobs WHERE platform_id = 'sandbox_adp'")
+    }
+
+    # RPCs in flight at SIGTERM: logins that hold their session's row lock during the platform call.
+    sessions = []
+    for _ in range(IN_FLIGHT_RPCS):
+        token = await client.token([c.JOB_NAME_IDENTITY])
+        sessions.append(
+            await client.link.StartSession(
+                link_pb2.StartSessionRequest(token=token.token), metadata=client.md()
+            )
+        )
+    logins = [
+        asyncio.ensure_future(
+            client.link.SubmitCredentials(
+                link_pb2.SubmitCredentialsRequest(
+                    session_id=s.id,
+                    platform_id="sandbox_adp",
+                    username=f"user_good+g{i}",
+                    password="pass_good",
+                ),
+                metadata=client.md(),
+                timeout=30,
+            )
+        )
+        for i, s in enumerate(sessions)
+    ]
+
+    async def logins_in_flight() -> bool:
+        waiting = await dep.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'idle in transaction'"
+        )
+        return bool(waiting >= IN_FLIGHT_RPCS)
+
+    await wait_until(logins_in_flight, 10, "the logins inside their transactions", interval=0.02)
+    server.send(signal.SIGTERM)
+    terminated_at = time.monotonic()
+
+    # New calls are refused while the in-flight ones drain. grpc itself answers calls that arrive
+    # during server.stop(grace) with CANCELLED rather than UNAVAILABLE (grpc/grpc#41785).
+    refusals: collections.Counter[str] = collections.Counter()
+
+    async def refused() -> bool:
+        try:
+            await client.jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=client.md(), timeout=2)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), exc
+            refusals[exc.code().name] += 1
+            return True
+        return False
+
+    await wait_until(refused, 5, "new RPCs refused during shutdown", interval=0.05)
+    drained = await asyncio.gather(*logins)
+    rpcs_drained_after = time.monotonic() - terminated_at
+    assert [s.state for s in drained] == [link_pb2.LINK_SESSION_STATE_JOBS_RUNNING] * IN_FLIGHT_RPCS
+
+    assert await server.wait(4 * GRACE + 15) == 0
+    shutdown_seconds = time.monotonic() - terminated_at
+    jobs = await dep.jobs()
+    statuses = collections.Counter(j["status"] for j in jobs)
+    slow = [j for j in jobs if j["platform_id"] == "sandbox_slow"]
+    assert "running" not in statuses, statuses  # nothing left claimed by a dead worker
+    assert [(j["status"], j["attempts"]) for j in slow] == [("queued", 0)] * SLOW_SESSIONS  # released
+    finished = [j for j in jobs if j["id"] in running_at_sigterm]
+    assert [(j["status"], j["attempts"]) for j in finished] == [("success", 1)] * RUNNING_SESSIONS
+    # The drained logins' jobs: finished if the worker claimed them before it stopped, else still queued.
+    created_late = [
+        j for j in jobs if j["platform_id"] == "sandbox_adp" and j["id"] not in running_at_sigterm
+    ]
+    assert len(created_late) == IN_FLIGHT_RPCS
+    assert {(j["status"], j["attempts"]) for j in created_late} <= {("success", 1), ("queued", 0)}
+    assert await dep.unpublished() == 0  # the relay flushed every committed event before exiting
+    flushed = await dep.outbox()
+    assert collections.Counter(r.event.event_id for r in await read_log(dep.stack.bootstrap, dep.prefix)) == {
+        e.event_id: 1 for e in flushed
+    }
+
+    # A restart picks the released jobs up again; nothing is lost or done twice.
+    await dep.spawn("serve", sandbox_slow_latency_seconds=0.2)
+    await dep.wait_all_jobs_final(len(jobs), within=60)
+    await dep.wait_outbox_published(within=30)
+    jobs = await dep.jobs()
+    assert [(j["status"], j["attempts"]) for j in jobs] == [("success", 1)] * len(jobs)
+    outbox = await dep.outbox()
+    assert_one_outcome_per_job(jobs, outbox)
+    sessions_total = SLOW_SESSIONS + RUNNING_SESSIONS + IN_FLIGHT_RPCS
+    assert collections.Counter(e.event for e in outbox)["link_session.completed"] == sessions_total
+    await dep.wait_consumed({e.event_id for e in outbox}, within=60)
+    delivery = assert_delivery(await read_log(dep.stack.bootstrap, dep.prefix), outbox)
+    assert delivery.redelivered == 0
+    figures(
+        grace_seconds=GRACE,
+        rpcs_in_flight_at_sigterm=IN_FLIGHT_RPCS,
+        rpcs_drained_seconds=round(rpcs_drained_after, 2),
+        new_rpc_refused_with=",".join(refusals),
+        jobs_running_at_sigterm=SLOW_SESSIONS + RUNNING_SESSIONS,
+        jobs_finished_in_grace=len(finished),
+        jobs_of_drained_rpcs_finished=sum(1 for j in created_late if j["status"] == "success"),
+        jobs_released=SLOW_SESSIONS,
+        events_flushed_before_exit=len(flushed),
+        shutdown_seconds=round(shutdown_seconds, 1),
+        events_total=len(outbox),
+    )

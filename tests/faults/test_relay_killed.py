@@ -1,0 +1,111 @@
+"""The relay dies between publishing a batch and marking it: the batch is published again with the
+same event_ids (at least once), and nothing is missing.
+
+The first test is deterministic: the fault-injection hook PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH=1
+(service/relay.py, off by default) makes the relay exit 137 right after the broker acknowledged its
+first batch. The second SIGKILLs the relay repeatedly while events flow."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+from collections.abc import Callable
+
+import pytest
+from paylink.v1 import common_pb2 as c
+
+from tests.faults.cluster import Deployment, assert_delivery, connect_many, read_log, wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
+
+JOBS = [c.JOB_NAME_IDENTITY, c.JOB_NAME_INCOME]
+
+
+async def test_relay_exit_between_publish_and_mark(
+    deployment: Deployment, figures: Callable[..., None]
+) -> None:
+    dep = deployment
+    sessions, batch = 30, 50
+    await dep.spawn("api")
+    await dep.spawn("worker")
+    client = await dep.new_client()
+    await connect_many(client, sessions, JOBS)
+    await dep.wait_all_jobs_final(sessions * len(JOBS), within=60)
+    outbox = await dep.outbox()
+    assert len(outbox) == sessions * (1 + len(JOBS) + 1)
+    assert await dep.unpublished() == len(outbox)  # no relay yet: every event waits in the outbox
+
+    crashing = await dep.spawn(
+        "relay", wait_ready=False, relay_batch_size=batch, fault_relay_exit_after_publish=1
+    )
+    assert await crashing.wait(60) == 137
+    assert await dep.unpublished() == len(outbox)  # it died before marking anything
+    first_batch = {
+        str(r["event_id"]) for r in await dep.fetch("SELECT event_id FROM outbox ORDER BY id LIMIT $1", batch)
+    }
+    in_kafka = await read_log(dep.stack.bootstrap, dep.prefix)
+    assert collections.Counter(r.event.event_id for r in in_kafka) == dict.fromkeys(first_batch, 1)
+
+    await dep.spawn("relay", relay_batch_size=batch)
+    await dep.wait_outbox_published(within=60)
+    await dep.wait_consumed({e.event_id for e in outbox}, within=60)
+    log = await read_log(dep.stack.bootstrap, dep.prefix)
+    delivery = assert_delivery(log, outbox)  # redeliveries are byte-identical, same event_id
+    copies = collections.Counter(r.event.event_id for r in log)
+    assert {event_id for event_id, n in copies.items() if n > 1} == first_batch
+    assert max(copies.values()) == 2
+    assert delivery.consumed == len(outbox) + batch and delivery.distinct == len(outbox)
+    figures(
+        events=len(outbox), batch=batch, redelivered=delivery.redelivered, messages_in_kafka=delivery.consumed
+    )
+
+
+async def test_relay_sigkilled_repeatedly_while_events_flow(
+    deployment: Deployment, figures: Callable[..., None]
+) -> None:
+    dep = deployment
+    kills = 4
+    await dep.spawn("api")
+    await dep.spawn("worker")
+    client = await dep.new_client()
+    stop = asyncio.Event()
+    linked: list[str] = []
+
+    async def load() -> None:
+        while not stop.is_set():
+            linked.extend(await connect_many(client, 4, JOBS, parallel=4))
+
+    loader = asyncio.create_task(load())
+    try:
+        for _ in range(kills):
+            before = await dep.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+            relay = await dep.spawn("relay", relay_batch_size=10)
+
+            async def publishing(before: int = before) -> bool:
+                published = await dep.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+                return bool(published >= before + 20)
+
+            await wait_until(publishing, 60, "the relay published a few batches")
+            relay.send(signal.SIGKILL)
+            assert await relay.wait() == -signal.SIGKILL
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await loader
+    await dep.spawn("relay", relay_batch_size=10)
+    total = len(linked) * len(JOBS)
+    await dep.wait_all_jobs_final(total, within=60)
+    await dep.wait_outbox_published(within=60)
+    outbox = await dep.outbox()
+    assert len(outbox) == len(linked) * (1 + len(JOBS) + 1)
+    await dep.wait_consumed({e.event_id for e in outbox}, within=60)
+    delivery = assert_delivery(await read_log(dep.stack.bootstrap, dep.prefix), outbox)
+    figures(
+        relay_kills=kills,
+        sessions=len(linked),
+        events=len(outbox),
+        redelivered=delivery.redelivered,
+        messages_in_kafka=delivery.consumed,
+    )
