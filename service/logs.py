@@ -49,10 +49,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the same message through once per `interval` seconds, then counts what it dropped.
+
+    aiokafka logs "Unable to update metadata" in a tight loop while the broker is down (about
+    150,000 lines in a 30 s outage); one line per interval, with the count, says the same.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._seen: dict[tuple[str, int], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (str(record.msg), record.levelno)
+        now = time.monotonic()
+        last, dropped = self._seen.get(key, (0.0, 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, dropped + 1)
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.repeated = dropped
+        return True
+
+
 def setup(level: str = "INFO", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    kafka = logging.getLogger("aiokafka")
+    kafka.setLevel(logging.WARNING)
+    if not any(isinstance(f, RepeatFilter) for f in kafka.filters):
+        kafka.addFilter(RepeatFilter())
