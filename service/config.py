@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     relay_batch_size: int = Field(default=500, ge=1, le=10000)
     relay_poll_seconds: float = Field(default=2.0, gt=0)
+    outbox_retention_days: int = Field(default=30, ge=0)  # published events kept for replay; 0 = forever
+    janitor_interval_seconds: float = Field(default=3600.0, gt=0)
 
     sandbox_latency_seconds: float = Field(default=0.0, ge=0)
     sandbox_slow_latency_seconds: float = Field(default=2.0, ge=0)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from service import db, metrics
+from service import db, janitor, metrics
 from service.config import Settings
 from service.outbox import NOTIFY_CHANNEL
 
@@ -64,6 +64,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
+        self._next_prune = 0.0  # monotonic time of the next retention run
 
     def stop(self) -> None:
         self._stopping.set()
@@ -143,8 +144,22 @@ class Relay:
                 continue  # a full batch likely means more is waiting
             if self._stopping.is_set():
                 return  # flushed: nothing left unpublished
+            await self._prune_when_due(conn)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
+
+    async def _prune_when_due(self, conn: db.Conn) -> None:
+        """Retention (service/janitor.py), run by the leader while the outbox is empty."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._settings.janitor_interval_seconds
+        pruned = await janitor.prune(conn, self._settings.outbox_retention_days)
+        if pruned.outbox or pruned.idempotency_keys:
+            log.info(
+                "pruned expired rows",
+                extra={"outbox": pruned.outbox, "idempotency_keys": pruned.idempotency_keys},
+            )
 
     async def _publish(
         self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
