@@ -75,7 +75,7 @@ Outcome = Success | Pending | Retry | Failure
 _CLAIMED = """
 SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
        j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
-       a.end_user_id, a.monitoring_status, a.connected
+       a.end_user_id, a.monitoring_status, a.connected, a.event_sequence
 FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
 """
 
@@ -98,6 +98,7 @@ async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome)
             topic_prefix=deps.settings.topic_prefix,
             workspace_id=job["workspace_id"],
             account_id=job["account_id"],
+            locked_sequence=job["event_sequence"],  # the account row is locked above
         )
         await _apply(deps, conn, account, job, outcome, events)
         await events.flush(conn)
@@ -204,7 +205,11 @@ async def _apply(
             )
     if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await jobs.release_held(conn, job["batch_id"])
-    await _settle(deps, conn, account, job, at, events)
+    if isinstance(outcome, Success):
+        final = (common_pb2.JOB_OUTCOME_SUCCESS, 0, 0)
+    else:
+        final = (common_pb2.JOB_OUTCOME_ERROR, error_type, outcome.error_code)
+    await _settle(deps, conn, account, job, at, events, final)
 
 
 async def _store_data(
@@ -277,14 +282,32 @@ async def _settle(
     job: asyncpg.Record,
     at: dt.datetime,
     events: outbox.Events,
+    final: tuple[int, int, int],
 ) -> None:
-    batch = await conn.fetch(
-        "SELECT id, name, status, outcome, error_type, error_code, created_at FROM jobs WHERE batch_id = $1"
-        " ORDER BY created_at, id",
-        job["batch_id"],
-    )
-    if any(row["status"] not in ("success", "error") for row in batch):
-        return
+    batch: list[db.Row]
+    if job["origin"] == common_pb2.JOB_ORIGIN_REFRESH:
+        # A server-side refresh is a batch of one: this job, just finished.
+        outcome, error_type, error_code = final
+        batch = [
+            {
+                "id": job["id"],
+                "name": job["name"],
+                "status": "done",
+                "outcome": outcome,
+                "error_type": error_type,
+                "error_code": error_code,
+            }
+        ]
+    else:
+        batch = list(
+            await conn.fetch(
+                "SELECT id, name, status, outcome, error_type, error_code, created_at FROM jobs WHERE batch_id = $1"
+                " ORDER BY created_at, id",
+                job["batch_id"],
+            )
+        )
+        if any(row["status"] not in ("success", "error") for row in batch):
+            return
     await publish_settled(
         deps,
         conn,
@@ -309,7 +332,7 @@ async def publish_settled(
     link_token_id: uuid.UUID | None,
     origin: int,
     api_version: str,
-    batch: list[asyncpg.Record],
+    batch: list[db.Row],
     at: dt.datetime,
     events: outbox.Events | None = None,
 ) -> None:

@@ -31,11 +31,15 @@ COLUMNS = (
     " api_version"
 )
 
-_INSERT = """
-INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-  platform_id, params, params_sealed, api_version, run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-        CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+# Inserts a job, wakes the workers (at commit) and returns the row: one round trip.
+_INSERT = f"""
+WITH job AS (
+  INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
+    platform_id, params, params_sealed, api_version, run_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+  RETURNING {COLUMNS})
+SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
 
 
@@ -68,14 +72,14 @@ async def insert(
     link_token_id: uuid.UUID | None = None,
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
-) -> uuid.UUID:
+) -> asyncpg.Record:
     """Queues one job (caller's transaction) and wakes the workers at commit.
 
-    A `held` job waits (run_at = infinity) until `release_held` lets it run.
+    A `held` job waits (run_at = infinity) until `release_held` lets it run. Returns the new row.
     """
     job_id = ids.new_id()
     sealed = deps.vault.seal(secret_params, aad=params_aad(job_id)) if secret_params else None
-    await conn.execute(
+    row = await conn.fetchrow(
         _INSERT,
         job_id,
         workspace_id,
@@ -91,7 +95,7 @@ async def insert(
         api_version,
         held,
     )
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    assert row is not None  # INSERT ... RETURNING always returns the row
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -101,7 +105,7 @@ async def insert(
             "job": common_pb2.JobName.Name(common_pb2.JobName.ValueType(name)),
         },
     )
-    return job_id
+    return row
 
 
 def to_proto(row: asyncpg.Record) -> job_pb2.Job:
@@ -175,28 +179,37 @@ async def list_page(
         "cb": str(before),
     }
     cursor_ts, cursor_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
+    # Only the filters in use go into the SQL: each combination is its own prepared statement with a
+    # plan that uses the matching index (jobs_account, jobs_link_token or jobs_list).
+    where = ["workspace_id = $1"]
+    args: list[object] = [workspace_id]
+
+    def when(condition: str, *values: object) -> None:
+        numbers = [f"${len(args) + i + 1}" for i in range(len(values))]
+        where.append(condition.format(*numbers))
+        args.extend(values)
+
+    if account_id is not None:
+        when("account_id = {0}", account_id)
+    if link_token_id is not None:
+        when("link_token_id = {0}", link_token_id)
+    if request.names:
+        when("name = ANY({0}::smallint[])", list(request.names))
+    if request.outcome:
+        when("outcome = {0}", request.outcome)
+    if request.origin:
+        when("origin = {0}", request.origin)
+    if after is not None:
+        when("created_at >= {0}", after)
+    if before is not None:
+        when("created_at < {0}", before)
+    if cursor_ts is not None:
+        when("(created_at, id) < ({0}, {1})", cursor_ts, cursor_id)
+    args.append(size + 1)
     rows = await deps.pool.fetch(
-        f"SELECT {COLUMNS} FROM jobs WHERE workspace_id = $1"
-        " AND ($2::uuid IS NULL OR account_id = $2)"
-        " AND ($3::uuid IS NULL OR link_token_id = $3)"
-        " AND (cardinality($4::smallint[]) = 0 OR name = ANY($4))"
-        " AND ($5::smallint = 0 OR outcome = $5)"
-        " AND ($6::smallint = 0 OR origin = $6)"
-        " AND ($7::timestamptz IS NULL OR created_at >= $7)"
-        " AND ($8::timestamptz IS NULL OR created_at < $8)"
-        " AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))"
-        " ORDER BY created_at DESC, id DESC LIMIT $11",
-        workspace_id,
-        account_id,
-        link_token_id,
-        list(request.names),
-        request.outcome,
-        request.origin,
-        after,
-        before,
-        cursor_ts,
-        cursor_id,
-        size + 1,
+        f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
     )
     response = job_pb2.ListJobsResponse(jobs=[to_proto(r) for r in rows[:size]])
     if len(rows) > size:
@@ -229,41 +242,45 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
     key = idempotency.key_for(
         call.workspace.id, "CreateJob", request, request.request_id, versions.label(call.api_version)
     )
-    async with deps.pool.acquire() as conn, conn.transaction():
-        if key is not None:
+    async with deps.pool.acquire() as conn:
+        if key is None:  # two statements, no explicit transaction: the insert is atomic by itself
+            return await _insert_refresh(deps, conn, call, request)
+        async with conn.transaction():
             replay = await key.claim(conn, deps.vault)
             if replay is not None:
                 return job_pb2.Job.FromString(replay)
-        account = await accounts.fetch(conn, call.workspace.id, request.account_id, lock=True)
-        if not account["connected"]:
-            raise errors.failed_precondition(
-                "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
-            )
-        platform = deps.drivers.platform(account["platform_id"])
-        if platform is None or request.name not in platform.supported_jobs:
-            raise errors.failed_precondition(
-                "JOB_NOT_SUPPORTED",
-                f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
-            )
-        params = common_pb2.JobParams()
-        if request.HasField("paystubs"):
-            params.paystubs.CopyFrom(request.paystubs)
-        batch = ids.new_id()
-        job_id = await insert(
-            deps,
-            conn,
-            workspace_id=call.workspace.id,
-            account_id=account["id"],
-            platform_id=account["platform_id"],
-            name=request.name,
-            origin=common_pb2.JOB_ORIGIN_REFRESH,
-            batch_id=batch,
-            api_version=versions.label(call.api_version),
-            params=params,
-        )
-        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs WHERE id = $1", job_id)
-        assert row is not None  # inserted just above in this transaction
-        job = to_proto(row)
-        if key is not None:
+            job = await _insert_refresh(deps, conn, call, request)
             await key.store(conn, deps.vault, job)
-    return job
+            return job
+
+
+async def _insert_refresh(
+    deps: Deps, conn: db.Conn, call: CallContext, request: job_pb2.CreateJobRequest
+) -> job_pb2.Job:
+    account = await accounts.fetch(conn, call.workspace.id, request.account_id)
+    if not account["connected"]:
+        raise errors.failed_precondition(
+            "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
+        )
+    platform = deps.drivers.platform(account["platform_id"])
+    if platform is None or request.name not in platform.supported_jobs:
+        raise errors.failed_precondition(
+            "JOB_NOT_SUPPORTED",
+            f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
+        )
+    params = common_pb2.JobParams()
+    if request.HasField("paystubs"):
+        params.paystubs.CopyFrom(request.paystubs)
+    row = await insert(
+        deps,
+        conn,
+        workspace_id=call.workspace.id,
+        account_id=account["id"],
+        platform_id=account["platform_id"],
+        name=request.name,
+        origin=common_pb2.JOB_ORIGIN_REFRESH,
+        batch_id=ids.new_id(),
+        api_version=versions.label(call.api_version),
+        params=params,
+    )
+    return to_proto(row)

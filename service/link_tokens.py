@@ -65,15 +65,18 @@ async def create(
     key = idempotency.key_for(
         workspace.id, "CreateLinkToken", request, request.request_id, versions.label(call.api_version)
     )
-    async with deps.pool.acquire() as conn, conn.transaction():
-        if key is not None:
-            replay = await key.claim(conn, deps.vault)
-            if replay is not None:
-                return link_token_pb2.LinkToken.FromString(replay)
-        token = await _insert(deps, conn, call, request, binds)
-        if key is not None:
-            await key.store(conn, deps.vault, token)
-    return token
+    async with deps.pool.acquire() as conn:
+        if key is None and not binds:  # one INSERT: atomic without an explicit transaction
+            return await _insert(deps, conn, call, request, binds)
+        async with conn.transaction():
+            if key is not None:
+                replay = await key.claim(conn, deps.vault)
+                if replay is not None:
+                    return link_token_pb2.LinkToken.FromString(replay)
+            token = await _insert(deps, conn, call, request, binds)
+            if key is not None:
+                await key.store(conn, deps.vault, token)
+            return token
 
 
 async def _insert(

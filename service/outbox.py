@@ -57,6 +57,20 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS wri
 """
 
 
+# With the account row already locked and its sequence known: everything in one statement.
+_WRITE_LOCKED = f"""
+WITH seq AS (UPDATE accounts SET event_sequence = $8 WHERE id = $5 RETURNING 1),
+rows AS (
+  INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
+  SELECT e, t, n, $4, $5, q, p
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[]) WITH ORDINALITY
+       AS u(e, t, n, q, p, i)
+  ORDER BY i
+  RETURNING 1)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written
+"""
+
+
 class Events:
     """The events one transaction appends for one account, written in two statements at `flush`.
 
@@ -65,10 +79,20 @@ class Events:
     wakes the relay.
     """
 
-    def __init__(self, *, topic_prefix: str, workspace_id: uuid.UUID, account_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        *,
+        topic_prefix: str,
+        workspace_id: uuid.UUID,
+        account_id: uuid.UUID,
+        locked_sequence: int | None = None,
+    ) -> None:
+        """`locked_sequence`: the account's event_sequence, read under a row lock the transaction
+        still holds; then `flush` needs no separate reservation."""
         self.topic_prefix = topic_prefix
         self.workspace_id = workspace_id
         self.account_id = account_id
+        self.locked_sequence = locked_sequence
         self.pending: list[event_pb2.Event] = []
 
     def add(
@@ -90,13 +114,14 @@ class Events:
         if not self.pending:
             return
         events, self.pending = self.pending, []
-        base = await conn.fetchval(_RESERVE, self.account_id, len(events))
+        base = self.locked_sequence
         if base is None:
-            raise LookupError(f"account {self.account_id} vanished while appending events")
+            base = await conn.fetchval(_RESERVE, self.account_id, len(events))
+            if base is None:
+                raise LookupError(f"account {self.account_id} vanished while appending events")
         for offset, event in enumerate(events, start=1):
             event.sequence = base + offset
-        await conn.execute(
-            _INSERT,
+        args = (
             [uuid.UUID(e.event_id) for e in events],
             [self.topic_prefix + e.event for e in events],
             [e.event for e in events],
@@ -105,6 +130,11 @@ class Events:
             [e.sequence for e in events],
             [e.SerializeToString() for e in events],
         )
+        if self.locked_sequence is None:
+            await conn.execute(_INSERT, *args)
+        else:
+            await conn.execute(_WRITE_LOCKED, *args, base + len(events))
+            self.locked_sequence = base + len(events)
         # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the
         # event_ids it published, so one grep follows a request to Kafka.
         if log.isEnabledFor(logging.INFO):

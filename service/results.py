@@ -79,13 +79,20 @@ async def store_paystubs(
 async def _result(
     deps: Deps, workspace_id: uuid.UUID, account_id: str, name: int, what: str
 ) -> asyncpg.Record:
-    account = await accounts.fetch(deps.pool, workspace_id, account_id)
-    row = await deps.pool.fetchrow(
-        "SELECT data, refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
-        account["id"],
-        name,
-    )
+    parsed = ids.parse_uuid(account_id)
+    row = None
+    if parsed is not None:  # the account (workspace check) and its result in one round trip
+        row = await deps.pool.fetchrow(
+            "SELECT r.data, r.refreshed_at, r.updated_at FROM accounts a"
+            " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
+            " WHERE a.id = $1 AND a.workspace_id = $2",
+            parsed,
+            workspace_id,
+            name,
+        )
     if row is None:
+        raise errors.not_found("account", account_id)
+    if row["refreshed_at"] is None:
         raise errors.not_found(what, account_id)
     return row
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ import pytest
 
 from service import auth, runtime
 from service.config import Settings
+from service.logs import JsonFormatter
 from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database
 
 
@@ -74,3 +76,32 @@ async def client(app: runtime.Running, channel: grpc.aio.Channel) -> Client:
 @pytest.fixture
 async def other_client(app: runtime.Running, channel: grpc.aio.Channel) -> Client:
     return await new_client(app, channel)
+
+
+class _SessionLog(logging.Handler):
+    """Every log record of the whole run, formatted as the service writes it (JSON), for the scan."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage() + "\n" + self.format(record))
+
+
+SESSION_LOG = _SessionLog()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(SESSION_LOG)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `runs_last` (the secrets scan) run after everything else, so they see what the
+    whole suite left in the database, the logs and Kafka."""
+    last = [item for item in items if item.get_closest_marker("runs_last")]
+    items[:] = [item for item in items if not item.get_closest_marker("runs_last")] + last

@@ -1,6 +1,7 @@
 """Secrets never land in clear anywhere we can read: every text/bytea value of every table, the logs
-(records and their JSON form), and every event consumed from Kafka. Named `zz` so it runs last and
-also scans what all earlier tests left behind."""
+(records and their JSON form, of this test and of the whole run), and every event consumed from Kafka.
+Marked `runs_last` (tests/conftest.py orders it after every other test) so it also scans what the
+whole suite left behind."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from paylink.v1 import job_pb2, link_pb2, link_token_pb2
 from service import runtime
 from service.logs import JsonFormatter
 from service.validation import aba_checksum_ok
+from tests.conftest import SESSION_LOG
 from tests.harness import (
     TEST_ALLOCATION,
     Client,
@@ -24,6 +26,8 @@ from tests.harness import (
     wait_event_ids,
     wait_job,
 )
+
+pytestmark = pytest.mark.runs_last
 
 SECOND_ACCOUNT_NUMBER = "98765432101"
 WRONG_PASSWORD = "Tr0ub4dor-wrong-pw"
@@ -204,6 +208,10 @@ async def test_no_secret_in_database_logs_or_events(
     for record in caplog.records:
         hits += _hits(f"log {record.name}", record.getMessage() + "\n" + formatter.format(record))
     hits += _hits("log text", caplog.text)
+    # And every line any test of this run logged (tests/conftest.py records them all).
+    assert len(SESSION_LOG.lines) >= len(caplog.records)
+    for line in SESSION_LOG.lines:
+        hits += _hits("session log", line)
 
     mine = unique_events([r for r in events.items if r.event.account_id in accounts])
     assert len(mine) >= 20

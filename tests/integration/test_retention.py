@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import uuid
 
-from service import janitor, runtime
+import asyncpg
+
+from service import janitor
+from tests.harness import base_settings, create_test_database, drop_database
 
 
-async def test_prune_keeps_unpublished_and_recent_rows(app: runtime.Running) -> None:
-    pool = app.deps.pool
+async def test_prune_keeps_unpublished_and_recent_rows() -> None:
+    # A database of its own: no relay publishes these rows, no other test counts them.
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        await _check(pool)
+    finally:
+        await pool.close()
+        await drop_database(admin, url)
+
+
+async def _check(pool: asyncpg.Pool) -> None:
     account = uuid.uuid4()
     ws = uuid.uuid4()
 
