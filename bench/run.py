@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -74,6 +75,36 @@ def machine() -> dict[str, Any]:
         "commit": commit,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def cpu_seconds_by_component() -> dict[str, float]:
+    """CPU seconds used so far by each part of the system, from /proc (utime + stime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    out: dict[str, float] = collections.defaultdict(float)
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) == me:
+            part = "benchmark driver (gRPC client, Kafka consumer)"
+        elif "service serve" in cmd:
+            part = "paylink serve (API + worker + relay)"
+        elif "service worker" in cmd:
+            part = "paylink extra workers"
+        elif cmd.startswith("postgres") or "/postgres" in cmd.split(" ")[0]:
+            part = "PostgreSQL"
+        elif "kafka.Kafka" in cmd:
+            part = "Kafka broker"
+        else:
+            continue
+        out[part] += seconds
+    return dict(out)
 
 
 def rss_mb(pid: int) -> float:
@@ -311,7 +342,13 @@ async def bench_pipeline(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        cpu_before, wall_before = cpu_seconds_by_component(), time.monotonic()
         saturated = await measure(args.jobs, None)
+        wall = time.monotonic() - wall_before
+        cpu_after = cpu_seconds_by_component()
+        saturated["cpu_cores_used"] = {
+            part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / wall, 2) for part in cpu_after
+        }
         if profiler is not None:
             profiler.wait()
         print(f"pipeline saturated: {saturated}", flush=True)
@@ -399,6 +436,9 @@ async def main() -> int:
     parser.add_argument("--soak-seconds", type=int, default=300)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument(
+        "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the server during the saturated pipeline"
     )
     parser.add_argument(
@@ -426,11 +466,17 @@ async def main() -> int:
         "PAYLINK_SANDBOX_LATENCY_SECONDS": "0",
         "PAYLINK_LOG_LEVEL": "WARNING",
         "PAYLINK_WORKER_CONCURRENCY": "64",
+        # The sandbox platform has no real capacity to protect; the default (16) would cap the pipeline.
+        "PAYLINK_PLATFORM_CONCURRENCY": "64",
         "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
     }
     results: dict[str, Any] = {"machine": machine(), "args": dict(vars(args))}
     server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving")
     args.server_pid = server.pid
+    extra = [
+        await start_process([sys.executable, "-m", "service", "worker"], env, "paylink serving")
+        for _ in range(args.extra_workers)
+    ]
     echo = await start_process(
         [sys.executable, str(ROOT / "bench/echo_server.py"), str(echo_port)], env, "echo serving"
     )
@@ -462,6 +508,8 @@ async def main() -> int:
             print(f"footprint: {results['footprint']['soak']['growth_mb']:.1f} MB growth", flush=True)
     finally:
         stop(server)
+        for proc in extra:
+            stop(proc)
         stop(echo)
         await drop_database(base.database_url, url)
     if args.only:
