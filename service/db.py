@@ -20,6 +20,14 @@ Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 # A row as read from the database, or one assembled from several (read by column name).
 Row: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
 
+# What a long-running loop (worker, relay) treats as "the database went away": reconnect and go on.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 
 async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
     pool_size = size or settings.database_pool_size

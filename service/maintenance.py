@@ -11,7 +11,7 @@ import asyncpg
 
 from service import db, jobs
 from service.config import Settings
-from service.relay import make_producer
+from service.relay import make_producer, send_row
 from service.vault import Vault
 
 # (table, key column, sealed column, aad for a row)
@@ -119,20 +119,7 @@ async def replay(
             )
             if not rows:
                 break
-            sent = [
-                await producer.send(
-                    row["topic"],
-                    value=bytes(row["payload"]),
-                    key=str(row["account_id"]).encode(),
-                    headers=[
-                        ("event-id", str(row["event_id"]).encode()),
-                        ("event-type", row["event_type"].encode()),
-                        ("workspace-id", str(row["workspace_id"]).encode()),
-                        ("content-type", b"application/x-protobuf"),
-                    ],
-                )
-                for row in rows
-            ]
+            sent = [await send_row(producer, row) for row in rows]
             await asyncio.gather(*sent)  # every event acknowledged (acks=all) before the next batch
             count += len(rows)
             last_id = rows[-1]["id"]

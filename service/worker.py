@@ -92,12 +92,7 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     await self._listen_and_claim()
-                except (
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                ) as exc:
+                except db.CONNECTION_LOST as exc:
                     log.warning("worker lost the database, retrying", extra={"error": str(exc)})
                     await self._sleep(1.0)
         finally:
