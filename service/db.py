@@ -29,6 +29,19 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[type-arg]
+    """A pool connection released without asyncpg's reset query.
+
+    The default reset (RESET ALL, advisory unlock, CLOSE ALL, UNLISTEN *) costs a round trip on every
+    release. Pooled connections here never SET session state, take advisory locks, hold cursors or
+    LISTEN — the relay and workers do those on dedicated connections — and asyncpg still rolls back
+    any open transaction on release.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
     pool_size = size or settings.database_pool_size
     pool = await asyncpg.create_pool(
@@ -38,5 +51,6 @@ async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
         command_timeout=30,
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": "paylink"},
+        connection_class=PooledConnection,
     )
     return pool
