@@ -70,6 +70,24 @@ def render(r: dict[str, Any]) -> str:
             f"| {label} | {x['jobs']} | {x['offered_per_s']:.0f} | {x['jobs_per_s']:.0f} | {x['p50_ms']:.0f} |"
             f" {x['p99_ms']:.0f} |"
         )
+    cpu = pipe["saturated"].get("cpu_cores_used")
+    if cpu:
+        lines += [
+            "",
+            "CPU cores used by each part while the pipeline was saturated (from /proc, of the machine's "
+            f"{m['cores']})"
+            + (
+                ": this run had py-spy attached to serve, which slows it and skews these"
+                " shares; see the notes for an unprofiled split"
+                if r["args"].get("profile")
+                else ":"
+            ),
+            "",
+            "| part | cores |",
+            "|---|---|",
+            *[f"| {part} | {cores:.2f} |" for part, cores in sorted(cpu.items(), key=lambda kv: -kv[1])],
+            f"| total | {sum(cpu.values()):.2f} |",
+        ]
     lines += [
         "",
         f"## Relay: {relay['rows']} outbox rows published in {relay['seconds']:.1f} s = {relay['events_per_s']:.0f} events/s",
