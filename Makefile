@@ -78,7 +78,7 @@ demo: $(STAMP)
 	@$(ENV) PYTHONPATH=$(CURDIR) $(PY) scripts/demo.py
 
 bench: $(STAMP) up
-	@$(ENV) $(PY) bench/run.py
+	@$(ENV) $(PY) bench/run.py --profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
