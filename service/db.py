@@ -29,7 +29,7 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
-class PooledConnection(asyncpg.Connection):  # type: ignore[type-arg]
+class PooledConnection(asyncpg.Connection):
     """A pool connection released without asyncpg's reset query.
 
     The default reset (RESET ALL, advisory unlock, CLOSE ALL, UNLISTEN *) costs a round trip on every
