@@ -184,8 +184,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--bootstrap",
-        default=os.environ.get("PAYLINK_KAFKA_BOOTSTRAP", "127.0.0.1:59092"),
-        help="Kafka bootstrap servers (default: $PAYLINK_KAFKA_BOOTSTRAP or 127.0.0.1:59092)",
+        default=os.environ.get("PAYLINK_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
+        help="Kafka bootstrap servers (default: $PAYLINK_KAFKA_BOOTSTRAP or 127.0.0.1:29092)",
     )
     parser.add_argument(
         "--prefix",

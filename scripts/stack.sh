@@ -10,9 +10,9 @@
 # Everything lives in <repo>/.stack/ (git-ignored); see docs/stack.md.
 #
 # Environment overrides:
-#   PAYLINK_PG_PORT                 (default 55432)
-#   PAYLINK_KAFKA_PORT              (default 59092)
-#   PAYLINK_KAFKA_CONTROLLER_PORT   (default 59093)
+#   PAYLINK_PG_PORT                 (default 25432)
+#   PAYLINK_KAFKA_PORT              (default 29092)
+#   PAYLINK_KAFKA_CONTROLLER_PORT   (default 29093)
 #   PAYLINK_DATABASE_URL            if set (to anything but what `env` prints for
 #                                   the local cluster): use that server, never
 #                                   start/stop the local PostgreSQL
@@ -30,9 +30,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 STACK="${PAYLINK_STACK_DIR:-$ROOT/.stack}"
 LOGS="$STACK/logs"
 
-PG_PORT="${PAYLINK_PG_PORT:-55432}"
-KAFKA_PORT="${PAYLINK_KAFKA_PORT:-59092}"
-KAFKA_CONTROLLER_PORT="${PAYLINK_KAFKA_CONTROLLER_PORT:-59093}"
+PG_PORT="${PAYLINK_PG_PORT:-25432}"
+KAFKA_PORT="${PAYLINK_KAFKA_PORT:-29092}"
+KAFKA_CONTROLLER_PORT="${PAYLINK_KAFKA_CONTROLLER_PORT:-29093}"
 TIMEOUT="${PAYLINK_STACK_TIMEOUT:-120}"
 HOST=127.0.0.1
 

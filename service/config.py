@@ -17,9 +17,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PAYLINK_", extra="ignore")
 
-    database_url: str = "postgresql://paylink:paylink@127.0.0.1:55432/paylink"
+    database_url: str = "postgresql://paylink:paylink@127.0.0.1:25432/paylink"
     database_pool_size: int = Field(default=8, ge=1, le=100)
-    kafka_bootstrap: str = "127.0.0.1:59092"
+    kafka_bootstrap: str = "127.0.0.1:29092"
     topic_prefix: str = "paylink."
 
     grpc_host: str = "127.0.0.1"

@@ -2,7 +2,7 @@
 processes (`python -m service api|worker|relay|serve`), and exact counts from SQL and from Kafka.
 
 The stack is `scripts/stack.sh` with PAYLINK_STACK_DIR=.stack/faults and its own ports, so the
-default stack (55432/59092) that other test runs use is never touched.
+default stack (25432/29092) that other test runs use is never touched.
 """
 
 from __future__ import annotations
