@@ -44,14 +44,22 @@ _TIME_FIELDS = {
 
 
 async def fetch(
-    conn: db.Executor, workspace_id: uuid.UUID, account_id: str, *, lock: bool = False
+    conn: db.Executor,
+    workspace_id: uuid.UUID,
+    account_id: str,
+    *,
+    lock: bool = False,
+    data_times: bool = False,
 ) -> asyncpg.Record:
-    """The account row, or NOT_FOUND (also for a malformed id or another workspace's account)."""
+    """The account row, or NOT_FOUND (also for a malformed id or another workspace's account).
+
+    `data_times` adds the per-job data times that `to_proto` needs; other callers skip them.
+    """
     parsed = ids.parse_uuid(account_id)
     row = None
     if parsed is not None:
         row = await conn.fetchrow(
-            f"SELECT {_READ} FROM accounts WHERE id = $1 AND workspace_id = $2"
+            f"SELECT {_READ if data_times else _COLUMNS} FROM accounts WHERE id = $1 AND workspace_id = $2"
             + (" FOR UPDATE" if lock else ""),
             parsed,
             workspace_id,
@@ -178,7 +186,7 @@ async def disconnect(
         topic_prefix=deps.settings.topic_prefix,
         api_version=api_version,
     )
-    return await fetch(conn, workspace_id, account_id)
+    return await fetch(conn, workspace_id, account_id, data_times=True)
 
 
 def grant_aad(account_id: uuid.UUID) -> bytes:

@@ -45,30 +45,24 @@ ALL_EVENTS: tuple[str, ...] = (
 _RESERVE = """
 UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2
 """
-_INSERT = f"""
-WITH rows AS (
-  INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
-  SELECT e, t, n, $4, $5, q, p
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[]) WITH ORDINALITY
-       AS u(e, t, n, q, p, i)
-  ORDER BY i  -- outbox ids follow the sequences
-  RETURNING 1)
-SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written
-"""
-
-
-# With the account row already locked and its sequence known: everything in one statement.
-_WRITE_LOCKED = f"""
-WITH seq AS (UPDATE accounts SET event_sequence = $8 WHERE id = $5 RETURNING 1),
-rows AS (
+# Inserts the events ($1 ids, $2 topics, $3 names, $6 sequences, $7 payloads of account $5 in
+# workspace $4) in sequence order, so outbox ids follow the sequences.
+_ROWS = """rows AS (
   INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
   SELECT e, t, n, $4, $5, q, p
   FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[]) WITH ORDINALITY
        AS u(e, t, n, q, p, i)
   ORDER BY i
-  RETURNING 1)
-SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written
-"""
+  RETURNING 1)"""
+# ...and wakes the relay (delivered at commit).
+_INSERT = (
+    f"WITH {_ROWS}\nSELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written"
+)
+# With the account row already locked and its sequence known: sequence, events and wake-up in one.
+_WRITE_LOCKED = (
+    f"WITH seq AS (UPDATE accounts SET event_sequence = $8 WHERE id = $5 RETURNING 1),\n{_ROWS}\n"
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written"
+)
 
 
 class Events:

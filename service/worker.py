@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, db, ids, logs, metrics
+from service import accounts, db, logs, metrics
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -327,7 +327,3 @@ class Worker:
                 name=secret["name"],
             ),
         )
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{ids.new_id().hex[:8]}"

@@ -17,7 +17,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         self, request: account_pb2.GetAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
         workspace = context.current().workspace
-        row = await accounts.fetch(self.deps.pool, workspace.id, request.account_id)
+        row = await accounts.fetch(self.deps.pool, workspace.id, request.account_id, data_times=True)
         return accounts.to_proto(row, self.deps.drivers)
 
     async def ListAccounts(  # noqa: N802

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from paylink.v1 import account_pb2, common_pb2, sandbox_pb2, sandbox_pb2_grpc
+import asyncpg
+from paylink.v1 import account_pb2, sandbox_pb2, sandbox_pb2_grpc
 
-from service import accounts, errors, versions
+from service import accounts, db, errors, versions
 from service.api import context
 from service.deps import Deps
 from service.drivers.base import AccessGrant
@@ -41,7 +42,8 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
                 api_version=versions.label(call.api_version),
             )
             return accounts.to_proto(
-                await accounts.fetch(conn, call.workspace.id, request.account_id), self.deps.drivers
+                await accounts.fetch(conn, call.workspace.id, request.account_id, data_times=True),
+                self.deps.drivers,
             )
 
     async def ExpireCredentials(  # noqa: N802
@@ -49,7 +51,9 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
     ) -> account_pb2.Account:
         call = self._call()
         async with self.deps.pool.acquire() as conn, conn.transaction():
-            row = await accounts.fetch(conn, call.workspace.id, request.account_id, lock=True)
+            row = await accounts.fetch(
+                conn, call.workspace.id, request.account_id, lock=True, data_times=True
+            )
             driver, grant = await self._sandbox_grant(conn, row)
             await accounts.store_grant(self.deps, conn, row["id"], driver.expire_grant(grant).secret)
             return accounts.to_proto(row, self.deps.drivers)
@@ -66,18 +70,15 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
             added = Grant.decode(new_grant.secret).extra_paystubs
         return sandbox_pb2.AddPaystubResponse(added_paystubs=added, newest_paystub=fetched.paystub)
 
-    async def _sandbox_grant(self, conn: object, row: object) -> tuple[SandboxDriver, AccessGrant]:
-        account = row  # asyncpg.Record
-        driver = self.deps.drivers.driver_for(account["platform_id"])  # type: ignore[index]
+    async def _sandbox_grant(
+        self, conn: db.Conn, account: asyncpg.Record
+    ) -> tuple[SandboxDriver, AccessGrant]:
+        driver = self.deps.drivers.driver_for(account["platform_id"])
         if not isinstance(driver, SandboxDriver):
             raise errors.failed_precondition(
                 "NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform"
             )
-        grant = await accounts.load_grant(self.deps, conn, account["id"])  # type: ignore[arg-type,index]
+        grant = await accounts.load_grant(self.deps, conn, account["id"])
         if grant is None:
-            raise errors.failed_precondition(
-                "ACCOUNT_DISCONNECTED",
-                "the account has no stored credentials",
-                code=str(common_pb2.JOB_ERROR_CODE_UNSPECIFIED),
-            )
+            raise errors.failed_precondition("ACCOUNT_DISCONNECTED", "the account has no stored credentials")
         return driver, AccessGrant(grant)
