@@ -1,0 +1,110 @@
+"""Traces (OpenTelemetry) and request ids across RPCs, jobs and Kafka (docs/operations.md#tracing).
+
+- `configure()` installs the SDK tracer provider once per process. Spans are always made, so trace
+  context flows into jobs and events; they are exported only when the standard variables ask for it
+  (`OTEL_TRACES_EXPORTER=otlp`, or an `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`): off by default.
+  `OTEL_SDK_DISABLED=true` turns the SDK off (no spans: only a caller's own context is passed on).
+- A W3C `traceparent` string is how a trace context is stored (jobs, link tokens, outbox rows) and
+  sent (Kafka header). `traceparent()` reads the current one; `continued(tp)` is the context to start
+  a child span in.
+- The request id of the current work (an RPC's `x-request-id`, or the one stored with a job) lives
+  in a context variable, so the events written under it carry it.
+
+No gRPC here: the API's server interceptor is set up in service/api.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+# What a caller's x-request-id may look like; anything else is replaced by a generated id.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("paylink_request_id", default="")
+_configured = False
+
+tracer = trace.get_tracer("paylink")
+
+
+def configure(service_name: str = "paylink") -> None:
+    """Installs the tracer provider (and the OTLP exporter when configured). Idempotent."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    name = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    if exporting():
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def exporting() -> bool:
+    """Whether the standard variables ask for OTLP export (the SDK's own default is not used)."""
+    exporters = {e.strip().lower() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    if "none" in exporters:
+        return False
+    return "otlp" in exporters or bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def shutdown() -> None:
+    """Flushes what the exporter holds (graceful shutdown)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(timeout_millis=5000)
+
+
+def traceparent() -> str:
+    """The current span's context as a W3C traceparent ('' when there is none)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def continued(tp: str) -> otel_context.Context | None:
+    """The context to start a child span of a stored traceparent in (None: a new trace)."""
+    if not tp or not _TRACEPARENT.match(tp):
+        return None
+    return _PROPAGATOR.extract({"traceparent": tp})
+
+
+def accepted_request_id(value: str | None) -> str:
+    """The caller's x-request-id when it is a sensible token, else a generated one."""
+    if value and _REQUEST_ID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def request_id() -> str:
+    """The request id of the current work ('' outside any)."""
+    return _request_id.get()
+
+
+@contextlib.contextmanager
+def request(rid: str) -> Iterator[None]:
+    """Runs the block under a request id (events written in it carry it)."""
+    token = _request_id.set(rid)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
