@@ -16,63 +16,47 @@ import random
 
 from paylink.v1 import common_pb2, data_pb2
 
-from service.drivers.base import FetchedPaystub, PaystubQuery, SwitchRequest
+from service import validation
+from service.drivers.base import FetchedPaystub, PaystubQuery
+from service.drivers.sandbox_tables import (
+    BANKS as _BANKS,
+)
+from service.drivers.sandbox_tables import (
+    CITIES as _CITIES,
+)
+from service.drivers.sandbox_tables import (
+    EMAIL_DOMAINS as _EMAIL_DOMAINS,
+)
+from service.drivers.sandbox_tables import (
+    EMPLOYERS as _EMPLOYERS,
+)
+from service.drivers.sandbox_tables import (
+    FIRST_NAMES as _FIRST_NAMES,
+)
+from service.drivers.sandbox_tables import (
+    HOURLY_TITLES as _HOURLY_TITLES,
+)
+from service.drivers.sandbox_tables import (
+    LAST_NAMES as _LAST_NAMES,
+)
+from service.drivers.sandbox_tables import (
+    ROUTING_PREFIXES as _ROUTING_PREFIXES,
+)
+from service.drivers.sandbox_tables import (
+    SALARIED_TITLES as _SALARIED_TITLES,
+)
+from service.drivers.sandbox_tables import (
+    STREET_SUFFIXES as _STREET_SUFFIXES,
+)
+from service.drivers.sandbox_tables import (
+    STREETS as _STREETS,
+)
 
 ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
 PAY_PERIOD = dt.timedelta(days=14)
 BASE_PAYSTUBS = 6
 MAX_PAYSTUBS = 24  # what a paystubs query with count 0 returns at most
 USD = "USD"
-
-_FIRST_NAMES = (
-    "James", "Maria", "Robert", "Linda", "Michael", "Aisha", "David", "Mei", "Carlos", "Sarah",
-    "Daniel", "Priya", "Kevin", "Emily", "Andre", "Grace", "Luis", "Hannah", "Omar", "Olivia",
-    "Tyrone", "Sofia", "Ethan", "Fatima",
-)  # fmt: skip
-_LAST_NAMES = (
-    "Smith", "Johnson", "Garcia", "Nguyen", "Williams", "Brown", "Patel", "Martinez", "Kim",
-    "Davis", "Lopez", "Wilson", "Anderson", "Thomas", "Okafor", "Moore", "Jackson", "Chen",
-    "Rivera", "Clark", "Lewis", "Walker", "Hall", "Young",
-)  # fmt: skip
-_STREETS = (
-    "Maple", "Oak", "Cedar", "Pine", "Elm", "Washington", "Lake", "Hill", "Park", "Sunset",
-    "Riverside", "Highland",
-)  # fmt: skip
-_STREET_SUFFIXES = ("St", "Ave", "Blvd", "Dr", "Ln", "Rd", "Ct", "Way")
-# (city, state, first three digits of the ZIP code, state income tax in basis points)
-_CITIES = (
-    ("Austin", "TX", "787", 0),
-    ("Columbus", "OH", "432", 300),
-    ("Denver", "CO", "802", 440),
-    ("Atlanta", "GA", "303", 539),
-    ("Seattle", "WA", "981", 0),
-    ("Charlotte", "NC", "282", 425),
-    ("Phoenix", "AZ", "850", 250),
-    ("Chicago", "IL", "606", 495),
-    ("Sacramento", "CA", "958", 600),
-    ("Albany", "NY", "122", 550),
-    ("Orlando", "FL", "328", 0),
-    ("Pittsburgh", "PA", "152", 307),
-    ("Minneapolis", "MN", "554", 680),
-    ("Portland", "OR", "972", 875),
-)
-_EMPLOYERS = (
-    "Northwind Logistics Inc.", "Bluebird Health Partners", "Summit Ridge Manufacturing",
-    "Harbor & Pine Retail Co.", "Cedar Lane Foods", "Brightpath Software LLC",
-    "Ironwood Construction", "Lakeside Medical Group", "Meridian Freight Services",
-    "Golden Oak Hospitality",
-)  # fmt: skip
-_HOURLY_TITLES = (
-    "Warehouse Associate", "Cashier", "Line Cook", "Medical Assistant", "Delivery Driver",
-    "Customer Service Representative", "Forklift Operator", "Pharmacy Technician",
-)  # fmt: skip
-_SALARIED_TITLES = (
-    "Software Engineer", "Staff Accountant", "Registered Nurse", "Operations Manager",
-    "Marketing Specialist", "HR Generalist", "Financial Analyst", "Project Manager",
-)  # fmt: skip
-_BANKS = ("First Harbor Bank", "Prairie Federal Credit Union", "Summit National Bank", "Evergreen Bank")
-_EMAIL_DOMAINS = ("example.com", "example.net", "example.org")
-_ROUTING_PREFIXES = (*range(1, 13), *range(21, 33))  # Federal Reserve routing symbols
 
 
 def rng_for(username: str, *section: str) -> random.Random:
@@ -89,10 +73,8 @@ def aba_check_digit(first_eight: str) -> int:
 
 
 def aba_valid(routing_number: str) -> bool:
-    """True for nine digits whose ABA checksum holds."""
-    if len(routing_number) != 9 or not routing_number.isdigit():
-        return False
-    return aba_check_digit(routing_number[:8]) == int(routing_number[8])
+    """True for nine digits whose ABA checksum holds (the rule paylink validates requests with)."""
+    return validation.aba_checksum_ok(routing_number)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -417,71 +399,4 @@ def allocations(username: str) -> data_pb2.DirectDepositAllocations:
     result.allocations.add(type=common_pb2.ALLOCATION_TYPE_REMAINDER, value=0, target=p.checking.to_proto())
     for priority, allocation in enumerate(result.allocations, start=1):
         allocation.priority = priority
-    return result
-
-
-class SwitchRejected(ValueError):
-    """The platform refused a deposit switch; the message is its reason (no account numbers)."""
-
-
-def _dollars(cents: int) -> str:
-    return f"${cents // 100:,}.{cents % 100:02d}"
-
-
-def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
-    target = request.target
-    if not aba_valid(target.routing_number):
-        raise SwitchRejected("The routing number is not a valid ABA routing number")
-    if not (target.account_number.isdigit() and 5 <= len(target.account_number) <= 17):
-        raise SwitchRejected("The account number must be 5 to 17 digits")
-    if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
-        raise SwitchRejected("Deposits can only go to a checking or savings account")
-    if request.action == common_pb2.SWITCH_ACTION_FULL:
-        return
-    if request.action != common_pb2.SWITCH_ACTION_PARTIAL:
-        raise SwitchRejected("Unknown direct deposit change")
-    if request.allocation_type == common_pb2.ALLOCATION_TYPE_PERCENTAGE:
-        if not 1 <= request.value <= 100:
-            raise SwitchRejected(f"A percentage allocation must be between 1% and 100%, not {request.value}%")
-    elif request.allocation_type == common_pb2.ALLOCATION_TYPE_AMOUNT:
-        if request.value <= 0:
-            raise SwitchRejected("A fixed amount allocation must be greater than $0.00")
-        if request.value > net_pay_cents:
-            raise SwitchRejected(
-                f"The amount {_dollars(request.value)} exceeds the net pay of the last paycheck "
-                f"({_dollars(net_pay_cents)})"
-            )
-    else:
-        raise SwitchRejected("A partial deposit change needs a fixed amount or a percentage")
-
-
-def switched_allocations(
-    username: str, request: SwitchRequest, extra_paystubs: int = 0
-) -> data_pb2.DirectDepositAllocations:
-    """The allocations after `request` is applied to the user's existing ones (stateless, so the
-    same request always gives the same result). FULL: the target becomes the only (remainder)
-    allocation. PARTIAL: the new amount/percentage goes first, the existing ones keep their order.
-    Raises SwitchRejected under the platform's rules."""
-    newest = paystubs(username, extra_paystubs, PaystubQuery(count=1))[0].paystub
-    _check_switch(request, newest.net_pay.amount_cents)
-    target = data_pb2.DepositTarget(
-        name=request.target.name
-        or ("Checking" if request.target.type == common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING else "Savings"),
-        type=common_pb2.DepositAccountType.ValueType(request.target.type),
-        account_number_last_four=request.target.account_number[-4:],
-        routing_number=request.target.routing_number,
-    )
-    result = data_pb2.DirectDepositAllocations()
-    if request.action == common_pb2.SWITCH_ACTION_FULL:
-        result.allocations.add(type=common_pb2.ALLOCATION_TYPE_REMAINDER, value=0, target=target, priority=1)
-        return result
-    result.allocations.add(
-        type=common_pb2.AllocationType.ValueType(request.allocation_type),
-        value=request.value,
-        target=target,
-        priority=1,
-    )
-    for existing in allocations(username).allocations:
-        result.allocations.append(existing)
-        result.allocations[-1].priority = len(result.allocations)
     return result
