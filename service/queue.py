@@ -55,6 +55,7 @@ _PROTO_STATUS = {
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
 RUNNABLE = f"({Q}, {P})"
+IN_FLIGHT = f"({Q}, {R}, {P})"  # not final yet
 
 # Columns of a job resource (GetJob, ListJobs, the row `enqueue` returns).
 COLUMNS = (
@@ -73,6 +74,17 @@ WITH job AS (
           CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
+"""
+# Scheduled refreshes (service/monitoring), many in one statement, with the account's tags; one
+# wake-up for all of them.
+_ENQUEUE_SCHEDULED = f"""
+WITH job AS (
+  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
+                    tags, scheduled)
+  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, '', t, true
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
+  RETURNING 1)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS queued
 """
 _RELEASE_HELD = f"""
 WITH released AS (
@@ -271,6 +283,27 @@ async def enqueue(
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row
+
+
+async def enqueue_scheduled(
+    conn: db.Conn,
+    job_ids: Sequence[uuid.UUID],
+    workspace_ids: Sequence[uuid.UUID],
+    account_ids: Sequence[uuid.UUID],
+    names: Sequence[int],
+    platform_ids: Sequence[str],
+    tags: Sequence[object],
+) -> None:
+    """Queues scheduled refresh jobs (one per index of the lists; each its own batch), one statement."""
+    await conn.execute(
+        _ENQUEUE_SCHEDULED,
+        list(job_ids),
+        list(workspace_ids),
+        list(account_ids),
+        list(names),
+        list(platform_ids),
+        list(tags),
+    )
 
 
 async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:

@@ -8,216 +8,49 @@ a bank account are ever generated.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import random
 
 from paylink.v1 import common_pb2, data_pb2
 
-from service import validation
+from service.drivers import sandbox_tables
 from service.drivers.base import FetchedPaystub, PaystubQuery
-from service.drivers.sandbox_tables import (
-    BANKS as _BANKS,
-)
-from service.drivers.sandbox_tables import (
-    CITIES as _CITIES,
-)
-from service.drivers.sandbox_tables import (
-    EMAIL_DOMAINS as _EMAIL_DOMAINS,
-)
-from service.drivers.sandbox_tables import (
-    EMPLOYERS as _EMPLOYERS,
-)
-from service.drivers.sandbox_tables import (
-    FIRST_NAMES as _FIRST_NAMES,
-)
-from service.drivers.sandbox_tables import (
-    HOURLY_TITLES as _HOURLY_TITLES,
-)
-from service.drivers.sandbox_tables import (
-    LAST_NAMES as _LAST_NAMES,
-)
-from service.drivers.sandbox_tables import (
-    ROUTING_PREFIXES as _ROUTING_PREFIXES,
-)
-from service.drivers.sandbox_tables import (
-    SALARIED_TITLES as _SALARIED_TITLES,
-)
-from service.drivers.sandbox_tables import (
-    STREET_SUFFIXES as _STREET_SUFFIXES,
-)
-from service.drivers.sandbox_tables import (
-    STREETS as _STREETS,
+from service.drivers.sandbox_profile import (
+    ANCHOR_DATE,
+    BASE_PAYSTUBS,
+    MAX_PAYSTUBS,
+    PAY_PERIOD,
+    USD,
+    Profile,
+    aba_valid,
+    periods_elapsed,
+    platform_date,
+    profile,
+    raise_date,
+    rng_for,
+    with_raise,
 )
 
-ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
-PAY_PERIOD = dt.timedelta(days=14)
-BASE_PAYSTUBS = 6
-MAX_PAYSTUBS = 24  # what a paystubs query with count 0 returns at most
-USD = "USD"
+__all__ = [
+    "ANCHOR_DATE",
+    "MAX_PAYSTUBS",
+    "PAY_PERIOD",
+    "aba_valid",
+    "allocations",
+    "employment",
+    "identity",
+    "income",
+    "paystub_external_id",
+    "paystubs",
+    "profile",
+    "raise_date",
+    "rng_for",
+]
 
-
-def rng_for(username: str, *section: str) -> random.Random:
-    """A private random stream seeded by SHA-256 of the username and a section name."""
-    digest = hashlib.sha256("\x1f".join((username, *section)).encode()).digest()
-    return random.Random(int.from_bytes(digest[:16], "big"))  # noqa: S311 - fake data, not crypto
-
-
-def aba_check_digit(first_eight: str) -> int:
-    """The ninth digit that makes an ABA routing number's weighted checksum divisible by 10."""
-    d = [int(c) for c in first_eight]
-    total = 3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5])
-    return (10 - total % 10) % 10
-
-
-def aba_valid(routing_number: str) -> bool:
-    """True for nine digits whose ABA checksum holds (the rule paylink validates requests with)."""
-    return validation.aba_checksum_ok(routing_number)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Place:
-    """A postal address in the US."""
-
-    line1: str
-    line2: str
-    city: str
-    state: str
-    postal_code: str
-    state_tax_bp: int
-
-    def to_proto(self) -> data_pb2.Address:
-        return data_pb2.Address(
-            line1=self.line1,
-            line2=self.line2,
-            city=self.city,
-            state=self.state,
-            postal_code=self.postal_code,
-            country="US",
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BankAccount:
-    """An existing deposit account: never more than the last four digits."""
-
-    name: str
-    type: common_pb2.DepositAccountType.ValueType
-    routing_number: str
-    last_four: str
-
-    def to_proto(self) -> data_pb2.DepositTarget:
-        return data_pb2.DepositTarget(
-            name=self.name,
-            type=self.type,
-            account_number_last_four=self.last_four,
-            routing_number=self.routing_number,
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Profile:
-    """Everything fixed about one sandbox user; paystub lines vary per pay date."""
-
-    username: str
-    first_name: str
-    last_name: str
-    date_of_birth: dt.date
-    last_four_ssn: str
-    emails: tuple[str, ...]
-    phones: tuple[tuple[str, str], ...]  # (E.164 number, kind)
-    home: Place
-    employer: str
-    employer_address: Place
-    title: str
-    start_date: dt.date
-    terminated: bool
-    hourly: bool
-    rate_cents: int  # per hour when hourly, per year otherwise
-    newest_pay_date: dt.date  # of the base paystubs
-    retirement_bp: int
-    health_cents: int
-    federal_bp: int
-    checking: BankAccount
-    savings: BankAccount | None
-    savings_amount_cents: int
-
-
-def _place(rng: random.Random) -> Place:
-    city, state, zip3, tax_bp = rng.choice(_CITIES)
-    line2 = f"Apt {rng.randint(1, 30)}{rng.choice('ABCD')}" if rng.random() < 0.3 else ""
-    return Place(
-        line1=f"{rng.randint(10, 9899)} {rng.choice(_STREETS)} {rng.choice(_STREET_SUFFIXES)}",
-        line2=line2,
-        city=city,
-        state=state,
-        postal_code=f"{zip3}{rng.randint(1, 99):02d}",
-        state_tax_bp=tax_bp,
-    )
-
-
-def _routing_number(rng: random.Random) -> str:
-    first_eight = f"{rng.choice(_ROUTING_PREFIXES):02d}{rng.randint(0, 999999):06d}"
-    return first_eight + str(aba_check_digit(first_eight))
-
-
-def _bank_account(
-    rng: random.Random, name: str, kind: common_pb2.DepositAccountType.ValueType
-) -> BankAccount:
-    return BankAccount(
-        name=f"{rng.choice(_BANKS)} {name}",
-        type=kind,
-        routing_number=_routing_number(rng),
-        last_four=f"{rng.randint(0, 9999):04d}",
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def profile(username: str) -> Profile:
-    """The fixed facts of a sandbox user (cached: pure function of the username)."""
-    rng = rng_for(username, "profile")
-    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-    newest_pay_date = ANCHOR_DATE - dt.timedelta(days=rng.randint(0, 13))
-    age = rng.randint(21, 64)  # at the anchor date
-    dob = ANCHOR_DATE.replace(year=ANCHOR_DATE.year - age) - dt.timedelta(days=rng.randint(0, 360))
-    emails = [f"{first}.{last}{rng.randint(1, 99)}@{rng.choice(_EMAIL_DOMAINS)}".lower()]
-    if rng.random() < 0.5:
-        emails.append(f"{first[0]}{last}@{rng.choice(_EMAIL_DOMAINS)}".lower())
-    phones = [(f"+1555{rng.randint(200, 999)}{rng.randint(0, 9999):04d}", "mobile")]
-    if rng.random() < 0.4:
-        phones.append((f"+1555{rng.randint(200, 999)}{rng.randint(0, 9999):04d}", "home"))
-    hourly = rng.random() < 0.55
-    rate = rng.randrange(1800, 6501, 25) if hourly else rng.randrange(4_500_000, 15_000_001, 50_000)
-    tenure_days = rng.randint(120, min(15, age - 18) * 365)
-    has_savings = rng.random() < 0.4
-    return Profile(
-        username=username,
-        first_name=first,
-        last_name=last,
-        date_of_birth=dob,
-        last_four_ssn=f"{rng.randint(1, 9999):04d}",
-        emails=tuple(emails),
-        phones=tuple(phones),
-        home=_place(rng),
-        employer=rng.choice(_EMPLOYERS),
-        employer_address=_place(rng),
-        title=rng.choice(_HOURLY_TITLES if hourly else _SALARIED_TITLES),
-        start_date=newest_pay_date - dt.timedelta(days=tenure_days),
-        terminated=rng.random() < 0.12,
-        hourly=hourly,
-        rate_cents=rate,
-        newest_pay_date=newest_pay_date,
-        retirement_bp=rng.choice((300, 400, 500, 600, 800)),
-        health_cents=rng.randrange(4_200, 16_501, 50),
-        federal_bp=rng.randrange(800, 1601, 25),
-        checking=_bank_account(rng, "Checking", common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING),
-        savings=_bank_account(rng, "Savings", common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS)
-        if has_savings
-        else None,
-        savings_amount_cents=rng.randrange(2_500, 40_001, 2_500) if has_savings else 0,
-    )
+# The vocabulary, under the names tests and older callers use.
+_FIRST_NAMES = sandbox_tables.FIRST_NAMES
+_LAST_NAMES = sandbox_tables.LAST_NAMES
 
 
 def identity(username: str) -> data_pb2.Identity:
@@ -247,9 +80,12 @@ def employment(username: str) -> data_pb2.Employment:
     )
 
 
-def income(username: str, *, gig: bool = False) -> data_pb2.Income:
-    """Income: pay rate and frequency (VARIABLE on gig platforms, BIWEEKLY elsewhere)."""
+def income(username: str, *, gig: bool = False, days_advanced: int = 0) -> data_pb2.Income:
+    """Income: pay rate and frequency (VARIABLE on gig platforms, BIWEEKLY elsewhere); the raise
+    shows once the account's clock reached it."""
     p = profile(username)
+    if platform_date(days_advanced) >= raise_date():
+        p = with_raise(p)
     return data_pb2.Income(
         compensation_amount_cents=p.rate_cents,
         compensation_unit=data_pb2.COMPENSATION_UNIT_HOURLY
@@ -367,18 +203,20 @@ def paystub_external_id(username: str, pay_date: str) -> str:
 
 
 def paystubs(
-    username: str, extra_paystubs: int = 0, query: PaystubQuery | None = None
+    username: str, extra_paystubs: int = 0, query: PaystubQuery | None = None, days_advanced: int = 0
 ) -> list[FetchedPaystub]:
-    """The user's paystubs, newest first: 6 base ones plus `extra_paystubs` newer ones, filtered by
-    `query` (inclusive pay-date bounds, then at most `count`, 0 meaning up to MAX_PAYSTUBS)."""
+    """The user's paystubs, newest first: 6 base ones, one per pay period the account's clock moved
+    past, plus `extra_paystubs` newer ones, filtered by `query` (inclusive pay-date bounds, then at
+    most `count`, 0 meaning up to MAX_PAYSTUBS)."""
     query = query or PaystubQuery()
     p = profile(username)
+    raised = with_raise(p)
     rng = rng_for(username, "time_off")
     balances = [rng.randrange(0, 6001, 25), rng.randrange(0, 4001, 25)]
     oldest = p.newest_pay_date - PAY_PERIOD * (BASE_PAYSTUBS - 1)
-    stubs = [
-        _paystub(p, oldest + PAY_PERIOD * i, balances) for i in range(BASE_PAYSTUBS + max(0, extra_paystubs))
-    ]
+    count = BASE_PAYSTUBS + max(0, extra_paystubs) + periods_elapsed(username, days_advanced)
+    dates = [oldest + PAY_PERIOD * i for i in range(count)]
+    stubs = [_paystub(raised if d >= raise_date() else p, d, balances) for d in dates]
     stubs.reverse()
     if query.from_pay_date:
         stubs = [s for s in stubs if s.pay_date >= query.from_pay_date]
@@ -388,10 +226,16 @@ def paystubs(
     return [FetchedPaystub(paystub_external_id(username, s.pay_date), s) for s in stubs[:limit]]
 
 
-def allocations(username: str) -> data_pb2.DirectDepositAllocations:
-    """The existing split: maybe a fixed amount to savings first, then the remainder to checking."""
+def allocations(
+    username: str, deposit: data_pb2.DepositTarget | None = None
+) -> data_pb2.DirectDepositAllocations:
+    """The existing split: maybe a fixed amount to savings first, then the remainder to checking.
+    `deposit`: the account the user moved the whole pay to outside paylink (ChangeAllocation)."""
     p = profile(username)
     result = data_pb2.DirectDepositAllocations()
+    if deposit is not None:
+        result.allocations.add(type=common_pb2.ALLOCATION_TYPE_REMAINDER, value=0, target=deposit, priority=1)
+        return result
     if p.savings is not None:
         result.allocations.add(
             type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=p.savings_amount_cents, target=p.savings.to_proto()

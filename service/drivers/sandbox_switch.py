@@ -46,13 +46,18 @@ def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
 
 
 def switched_allocations(
-    username: str, request: SwitchRequest, extra_paystubs: int = 0
+    username: str,
+    request: SwitchRequest,
+    extra_paystubs: int = 0,
+    *,
+    days_advanced: int = 0,
+    deposit: data_pb2.DepositTarget | None = None,
 ) -> data_pb2.DirectDepositAllocations:
     """The allocations after `request` is applied to the user's existing ones (stateless, so the
     same request always gives the same result). FULL: the target becomes the only (remainder)
     allocation. PARTIAL: the new amount/percentage goes first, the existing ones keep their order.
     Raises SwitchRejected under the platform's rules."""
-    newest = sandbox_data.paystubs(username, extra_paystubs, PaystubQuery(count=1))[0].paystub
+    newest = sandbox_data.paystubs(username, extra_paystubs, PaystubQuery(count=1), days_advanced)[0].paystub
     _check_switch(request, newest.net_pay.amount_cents)
     target = data_pb2.DepositTarget(
         name=request.target.name
@@ -71,7 +76,7 @@ def switched_allocations(
         target=target,
         priority=1,
     )
-    for existing in sandbox_data.allocations(username).allocations:
+    for existing in sandbox_data.allocations(username, deposit).allocations:
         result.allocations.append(existing)
         result.allocations[-1].priority = len(result.allocations)
     return result
