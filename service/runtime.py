@@ -9,13 +9,13 @@ import logging
 import signal
 
 from service import db, metrics, migrate
+from service.api.server import SERVICE_NAMES, ApiServer
 from service.config import Settings
 from service.deps import Deps
 from service.drivers.registry import default_registry
 from service.health_monitor import HealthMonitor
 from service.relay import Relay
 from service.sampler import Sampler
-from service.server import SERVICE_NAMES, ApiServer
 from service.vault import KeyRing, Vault
 from service.worker import Worker
 
