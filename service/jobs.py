@@ -20,6 +20,7 @@ from service import (
     queue,
     sealed,
     timeutil,
+    tracing,
     uow,
     validation,
 )
@@ -45,10 +46,14 @@ async def enqueue(
     link_token_id: uuid.UUID | None = None,
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
+    traceparent: str | None = None,
+    request_id: str | None = None,
 ) -> asyncpg.Record:
     """Queues one job (caller's transaction), sealing its secret parameters; returns the new row.
 
-    A `held` job waits until `queue.release_held` lets it run.
+    A `held` job waits until `queue.release_held` lets it run. The job carries a trace context and
+    a request id (by default the current ones): the worker runs it as a child span of that context,
+    and its events carry both.
     """
     job_id = ids.new_id()
     params_sealed = (
@@ -69,6 +74,8 @@ async def enqueue(
         link_token_id=link_token_id,
         link_session_id=link_session_id,
         held=held,
+        traceparent=tracing.traceparent() if traceparent is None else traceparent,
+        request_id=tracing.request_id() if request_id is None else request_id,
     )
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(

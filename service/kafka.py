@@ -18,7 +18,7 @@ from service.config import Settings
 CONTENT_TYPE = b"application/x-protobuf"
 
 # The outbox columns a message is built from (every query that feeds `send` selects these).
-OUTBOX_COLUMNS = "id, event_id, topic, event_type, workspace_id, account_id, payload"
+OUTBOX_COLUMNS = "id, event_id, topic, event_type, workspace_id, account_id, payload, traceparent, request_id"
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -35,12 +35,19 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 def headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
-    return [
+    """event-id, event-type, workspace-id, content-type; then, when the work had them, traceparent
+    (W3C: a consumer continues the trace) and x-request-id (docs/events.md)."""
+    out = [
         ("event-id", str(row["event_id"]).encode()),
         ("event-type", row["event_type"].encode()),
         ("workspace-id", str(row["workspace_id"]).encode()),
         ("content-type", CONTENT_TYPE),
     ]
+    if row["traceparent"]:
+        out.append(("traceparent", row["traceparent"].encode()))
+    if row["request_id"]:
+        out.append(("x-request-id", row["request_id"].encode()))
+    return out
 
 
 def send(producer: AIOKafkaProducer, row: asyncpg.Record) -> Awaitable[asyncio.Future[Any]]:

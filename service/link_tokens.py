@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2, link_token_pb2
 
-from service import accounts, db, errors, idempotency, ids, sealed, timeutil, validation, versions
+from service import accounts, db, errors, idempotency, ids, sealed, timeutil, tracing, validation, versions
 from service.context import CallContext
 from service.deps import Deps
 
@@ -17,8 +17,9 @@ _LANGUAGES = frozenset(link_token_pb2.Language.values())
 
 _INSERT = """
 INSERT INTO link_tokens (id, workspace_id, token_hash, api_version, org_name, required_jobs, end_user_id,
-  bound_account_id, platform_id, employer_id, allocation, allocation_sealed, options, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+  bound_account_id, platform_id, employer_id, allocation, allocation_sealed, options, created_at, expires_at,
+  traceparent, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 """
 
 
@@ -151,6 +152,9 @@ async def _insert(
         token.SerializeToString(),
         created,
         expires,
+        # The jobs of this token's Link session continue the caller's trace (docs/spec.md §4).
+        tracing.traceparent(),
+        call.request_id,
     )
     token.token = secret
     return token

@@ -15,7 +15,7 @@ import uuid
 
 from paylink.v1 import common_pb2, event_pb2
 
-from service import db, ids, timeutil
+from service import db, ids, timeutil, tracing
 
 log = logging.getLogger("paylink.outbox")
 
@@ -46,13 +46,14 @@ ALL_EVENTS: tuple[str, ...] = (
 _RESERVE = """
 UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2
 """
-# Inserts the events ($1 ids, $2 topics, $3 names, $6 sequences, $7 payloads of account $5 in
-# workspace $4) in sequence order, so outbox ids follow the sequences.
+# Inserts the events ($1 ids, $2 topics, $3 names, $6 sequences, $7 payloads, $8 traceparents,
+# $9 request ids of account $5 in workspace $4) in sequence order, so outbox ids follow the sequences.
 _ROWS = """rows AS (
-  INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
-  SELECT e, t, n, $4, $5, q, p
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[]) WITH ORDINALITY
-       AS u(e, t, n, q, p, i)
+  INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload, traceparent,
+                      request_id)
+  SELECT e, t, n, $4, $5, q, p, tp, r
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[], $8::text[], $9::text[])
+       WITH ORDINALITY AS u(e, t, n, q, p, tp, r, i)
   ORDER BY i
   RETURNING 1)"""
 # ...and wakes the relay (delivered at commit).
@@ -61,7 +62,7 @@ _INSERT = (
 )
 # With the account row already locked and its sequence known: sequence, events and wake-up in one.
 _WRITE_LOCKED = (
-    f"WITH seq AS (UPDATE accounts SET event_sequence = $8 WHERE id = $5 RETURNING 1),\n{_ROWS}\n"
+    f"WITH seq AS (UPDATE accounts SET event_sequence = $10 WHERE id = $5 RETURNING 1),\n{_ROWS}\n"
     f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written"
 )
 
@@ -89,6 +90,7 @@ class Events:
         self.account_id = account_id
         self.locked_sequence = locked_sequence
         self.pending: list[event_pb2.Event] = []
+        self.traceparents: list[str] = []  # per pending event: the span current when it was added
 
     def add(
         self, name: str, api_version: str, payload: event_pb2.Event, at: dt.datetime | None = None
@@ -101,14 +103,17 @@ class Events:
         event.workspace_id = str(self.workspace_id)
         event.account_id = str(self.account_id)
         event.api_version = api_version
+        event.request_id = tracing.request_id()
         timeutil.set_ts(event.created_at, at or timeutil.now())
         self.pending.append(event)
+        self.traceparents.append(tracing.traceparent())
         return event
 
     async def flush(self, conn: db.Conn) -> None:
         if not self.pending:
             return
         events, self.pending = self.pending, []
+        traceparents, self.traceparents = self.traceparents, []
         base = self.locked_sequence
         if base is None:
             base = await conn.fetchval(_RESERVE, self.account_id, len(events))
@@ -124,6 +129,8 @@ class Events:
             self.account_id,
             [e.sequence for e in events],
             [e.SerializeToString() for e in events],
+            traceparents,
+            [e.request_id for e in events],
         )
         if self.locked_sequence is None:
             await conn.execute(_INSERT, *args)

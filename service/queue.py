@@ -69,9 +69,9 @@ COLUMNS = (
 _ENQUEUE = f"""
 WITH job AS (
   INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-    platform_id, params, params_sealed, api_version, run_at)
+    platform_id, params, params_sealed, api_version, run_at, traceparent, request_id)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END, $14, $15)
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
@@ -99,7 +99,8 @@ WHERE id IN (
   SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
     AND platform_id <> ALL($4::text[])
   ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
+RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
+          traceparent, request_id
 """
 _HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"
@@ -168,6 +169,8 @@ class ClaimedJob:
     params_sealed: bytes | None
     attempts: int  # including this one
     pending_since: dt.datetime | None
+    traceparent: str = ""  # the trace the job continues ('' for a new one)
+    request_id: str = ""  # the request id its events carry
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
@@ -183,6 +186,8 @@ class ClaimedJob:
             params_sealed=bytes(sealed) if sealed is not None else None,
             attempts=row["attempts"],
             pending_since=row["pending_since"],
+            traceparent=row["traceparent"],
+            request_id=row["request_id"],
         )
 
     def job_params(self) -> common_pb2.JobParams:
@@ -263,6 +268,8 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
+    traceparent: str = "",
+    request_id: str = "",
 ) -> asyncpg.Record:
     """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
     row = await conn.fetchrow(
@@ -280,6 +287,8 @@ async def enqueue(
         params_sealed,
         api_version,
         held,
+        traceparent,
+        request_id,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import signal
 
-from service import db, metrics, migrate
+from service import db, metrics, migrate, tracing
 from service.api.server import SERVICE_NAMES, ApiServer
 from service.config import Settings
 from service.deps import Deps
@@ -69,6 +69,7 @@ class Running:
             for task in late:
                 task.cancel()
         await self.deps.pool.close()
+        tracing.shutdown()
 
 
 async def start(
@@ -81,6 +82,7 @@ async def start(
 ) -> Running:
     if run_migrations:
         await migrate.migrate(settings.database_url)
+    tracing.configure()  # spans always; OTLP export only when OTEL_* variables ask for it
     deps = await build_deps(settings)
     running = Running(deps)
     if api:

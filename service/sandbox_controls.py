@@ -64,7 +64,7 @@ async def add_paystub(
 async def _sandbox_grant(
     deps: Deps, conn: db.Conn, account: asyncpg.Record
 ) -> tuple[SandboxDriver, AccessGrant]:
-    driver = deps.drivers.driver_for(account["platform_id"])
+    driver = deps.drivers.implementation(account["platform_id"])
     if not isinstance(driver, SandboxDriver):
         raise errors.failed_precondition("NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform")
     account_id: uuid.UUID = account["id"]

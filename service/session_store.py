@@ -20,7 +20,8 @@ from service.session_machine import FailureReason, Mfa, Session, State, Terms
 from service.vault import Vault
 
 _LOAD = """
-SELECT s.*, t.required_jobs, t.allocation_sealed, t.api_version, t.end_user_id, t.options
+SELECT s.*, t.required_jobs, t.allocation_sealed, t.api_version, t.end_user_id, t.options,
+       t.traceparent AS token_traceparent, t.request_id AS token_request_id
 FROM (SELECT * FROM link_sessions WHERE id = $1 AND workspace_id = $2 {lock}) s
 JOIN link_tokens t ON t.id = s.link_token_id
 """
@@ -58,6 +59,9 @@ class Stored:
     allocation_sealed: bytes | None  # the token's full allocation
     chosen_sealed: bytes | None
     mfa_state_sealed: bytes | None
+    # The CreateLinkToken call's trace context and request id: the session's jobs continue them.
+    token_traceparent: str = ""
+    token_request_id: str = ""
 
 
 def _session(row: asyncpg.Record, token: link_token_pb2.LinkToken) -> Session:
@@ -111,6 +115,8 @@ async def load(conn: db.Executor, workspace_id: uuid.UUID, session_id: str, *, l
         allocation_sealed=_bytes(row["allocation_sealed"]),
         chosen_sealed=_bytes(row["chosen_allocation_sealed"]),
         mfa_state_sealed=_bytes(row["mfa_state_sealed"]),
+        token_traceparent=row["token_traceparent"],
+        token_request_id=row["token_request_id"],
     )
 
 

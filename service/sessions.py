@@ -312,6 +312,10 @@ async def _start_jobs(
             secret_params=secret,
             link_token_id=session.link_token_id,
             link_session_id=session.id,
+            # The jobs continue the trace (and request id) of the CreateLinkToken call when it had
+            # one, so the caller follows its token to the events (docs/spec.md §4).
+            traceparent=stored.token_traceparent or None,
+            request_id=stored.token_request_id or None,
             # The allocations job reads what the switch is about to change: it waits for the switch,
             # so the stored allocations end as the platform shows them after it.
             held=switching and name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,

@@ -34,17 +34,16 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("paylink_request_id", default="")
-_configured = False
+_state = {"configured": False}
 
 tracer = trace.get_tracer("paylink")
 
 
 def configure(service_name: str = "paylink") -> None:
     """Installs the tracer provider (and the OTLP exporter when configured). Idempotent."""
-    global _configured
-    if _configured:
+    if _state["configured"]:
         return
-    _configured = True
+    _state["configured"] = True
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
@@ -98,6 +97,14 @@ def accepted_request_id(value: str | None) -> str:
 def request_id() -> str:
     """The request id of the current work ('' outside any)."""
     return _request_id.get()
+
+
+def set_request_id(rid: str) -> contextvars.Token[str]:
+    return _request_id.set(rid)
+
+
+def reset_request_id(token: contextvars.Token[str]) -> None:
+    _request_id.reset(token)
 
 
 @contextlib.contextmanager

@@ -21,9 +21,10 @@ import time
 import uuid
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import accounts, db, logs, metrics, queue, sealed
+from service import accounts, db, logs, metrics, queue, sealed, tracing
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -162,8 +163,29 @@ class Worker:
                     self._wake.set()
 
     async def _execute(self, job: ClaimedJob) -> None:
-        started = time.perf_counter()
+        """Runs one attempt as a span continuing the job's stored trace context, under its request
+        id: the platform calls are child spans, and the events its outcome writes carry both."""
         name = common_pb2.JobName.Name(common_pb2.JobName.ValueType(job.name))
+        attributes: dict[str, str | int] = {
+            "paylink.job_id": str(job.id),
+            "paylink.job": name,
+            "paylink.account_id": str(job.account_id),
+            "paylink.platform_id": job.platform_id,
+            "paylink.attempt": job.attempts,
+        }
+        with (
+            tracing.request(job.request_id),
+            tracing.tracer.start_as_current_span(
+                f"job {name}",
+                context=tracing.continued(job.traceparent),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+            ),
+        ):
+            await self._attempt(job, name)
+
+    async def _attempt(self, job: ClaimedJob, name: str) -> None:
+        started = time.perf_counter()
         # Every log line of this job's task (including "event appended") carries these.
         logs.bind(
             job_id=str(job.id), account_id=str(job.account_id), platform=job.platform_id, worker=self.id

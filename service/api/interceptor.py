@@ -11,21 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import asyncpg
 import grpc
 from grpc_status import rpc_status
+from opentelemetry import trace
 
-from service import errors, metrics, versions
+from service import errors, metrics, tracing, versions
 from service.api import context, status
 from service.auth import Authenticator
 
 log = logging.getLogger("paylink.rpc")
 
 _PREFIX = "/paylink.v1."
+REQUEST_ID = "x-request-id"  # metadata: accepted from the caller, returned in the initial metadata
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
 _UNAVAILABLE_ERRORS = (
@@ -69,7 +70,12 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-            request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+            # The caller's x-request-id (or a generated one) goes back in the initial metadata, so it
+            # is there on errors too, and it rides along into jobs and events (service/tracing.py).
+            request_id = tracing.accepted_request_id(metadata.get("x-request-id"))
+            await ctx.send_initial_metadata(((REQUEST_ID, request_id),))
+            trace.get_current_span().set_attribute("paylink.request_id", request_id)
+            rid_token = tracing.set_request_id(request_id)
             token = None
             failure: status.ApiError | None = None
             response: Any = None
@@ -110,6 +116,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if token is not None:
                     context.reset(token)
+                tracing.reset_request_id(rid_token)
             # Count the call before answering: whoever reads the metrics after the answer sees it.
             code = failure.code if failure else grpc.StatusCode.OK
             elapsed = time.perf_counter() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -37,6 +38,9 @@ SERVICE_NAMES = (
 )
 
 
+_UNTRACED = "grpc."  # grpc.health.v1, grpc.reflection.v1alpha
+
+
 class ApiServer:
     """Owns the grpc.aio server and its health status."""
 
@@ -45,7 +49,14 @@ class ApiServer:
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ApiInterceptor(Authenticator(deps.pool))],
+            # The OpenTelemetry span first (continuing an incoming traceparent), so the API
+            # interceptor and the handler run inside it; health and reflection are not traced.
+            interceptors=[
+                aio_server_interceptor(  # type: ignore[no-untyped-call]  # the instrumentation is untyped
+                    filter_=filters.negate(filters.service_prefix(_UNTRACED))
+                ),
+                ApiInterceptor(Authenticator(deps.pool)),
+            ],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),

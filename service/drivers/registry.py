@@ -7,6 +7,7 @@ import datetime as dt
 
 from service.drivers.base import PlatformDriver, PlatformInfo
 from service.drivers.sandbox import SandboxDriver
+from service.drivers.traced import TracedDriver
 
 
 class UnknownPlatform(LookupError):
@@ -22,6 +23,7 @@ class DriverRegistry:
 
     def __init__(self) -> None:
         self._drivers: dict[str, PlatformDriver] = {}
+        self._traced: dict[str, PlatformDriver] = {}
         self._platforms: dict[str, PlatformInfo] = {}
 
     def register(self, driver: PlatformDriver) -> None:
@@ -32,9 +34,11 @@ class DriverRegistry:
             raise ValueError(f"platform ids already registered: {', '.join(taken)}")
         if len({p.id for p in infos}) != len(infos):
             raise ValueError("a driver lists the same platform id twice")
+        traced = TracedDriver(driver)
         for info in infos:
             self._platforms[info.id] = info
             self._drivers[info.id] = driver
+            self._traced[info.id] = traced
 
     def platforms(self) -> list[PlatformInfo]:
         """Every registered platform, sorted by name (case-insensitive, then id)."""
@@ -45,7 +49,15 @@ class DriverRegistry:
         return self._platforms.get(platform_id)
 
     def driver_for(self, platform_id: str) -> PlatformDriver:
-        """The driver serving this platform; raises UnknownPlatform."""
+        """The driver serving this platform, each call traced (a span per platform call); raises
+        UnknownPlatform."""
+        driver = self._traced.get(platform_id)
+        if driver is None:
+            raise UnknownPlatform(platform_id)
+        return driver
+
+    def implementation(self, platform_id: str) -> PlatformDriver:
+        """The driver object itself (for driver-specific controls such as the sandbox's)."""
         driver = self._drivers.get(platform_id)
         if driver is None:
             raise UnknownPlatform(platform_id)

@@ -42,6 +42,7 @@ from service.drivers.sandbox import (
     SANDBOX_WORKDAY,
     SandboxDriver,
 )
+from service.drivers.traced import TracedDriver
 
 E = common_pb2.JobErrorCode
 J = common_pb2.JobName
@@ -908,8 +909,11 @@ def test_default_registry() -> None:
     ]
     assert registry.platform(SANDBOX_GIG) == next(p for p in sandbox_module.PLATFORMS if p.id == SANDBOX_GIG)
     assert registry.platform("nope") is None
-    driver = registry.driver_for(SANDBOX_ADP)
-    assert isinstance(driver, SandboxDriver) and driver is registry.driver_for(SANDBOX_MFA)
+    driver = registry.implementation(SANDBOX_ADP)
+    assert isinstance(driver, SandboxDriver) and driver is registry.implementation(SANDBOX_MFA)
+    # What the core calls is the same driver, each call in a span (service/drivers/traced.py).
+    traced = registry.driver_for(SANDBOX_ADP)
+    assert isinstance(traced, TracedDriver) and traced.inner is driver
     assert driver._pending_delay == dt.timedelta(seconds=5)
     with pytest.raises(UnknownPlatform) as info:
         registry.driver_for("nope")
@@ -921,7 +925,7 @@ def test_register_another_driver() -> None:
     registry = default_registry()
     fake = FakeDriver()
     registry.register(fake)
-    assert registry.driver_for("real_acme") is fake
+    assert registry.implementation("real_acme") is fake
     assert registry.platforms()[0].id == "real_acme"  # "Acme Payroll" sorts first
     with pytest.raises(ValueError, match="real_acme"):
         registry.register(FakeDriver())
