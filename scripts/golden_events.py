@@ -40,6 +40,9 @@ IDENTITY_JOB = "11111111-2222-4333-8444-555555555555"
 SWITCH_JOB = "66666666-7777-4888-9999-aaaaaaaaaaaa"
 INCOME_JOB = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
 VERSION = "2021-07-28"
+# The caller's x-request-id and W3C trace id that the story's events carry (docs/events.md).
+REQUEST_ID = "req-7c9e2f4a1b3d"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 START = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 
 
@@ -51,6 +54,7 @@ def _event(number: int, name: str, sequence: int, at: float, **payload: object) 
         account_id=ACCOUNT,
         sequence=sequence,
         api_version=VERSION,
+        request_id=REQUEST_ID,
         **payload,  # type: ignore[arg-type]
     )
     event.created_at.FromDatetime((START + dt.timedelta(seconds=at)).replace(tzinfo=None))
@@ -208,6 +212,9 @@ def record(event: event_pb2.Event) -> tuple[bytes, dict[str, object]]:
             "event-type": event.event,
             "workspace-id": event.workspace_id,
             "content-type": "application/x-protobuf",
+            # The span that wrote the event (a job's, or the RPC's): a consumer continues the trace.
+            "traceparent": f"00-{TRACE_ID}-{int(event.event_id[-12:]):016x}-01",
+            "x-request-id": event.request_id,
         },
         "value_base64": base64.b64encode(value).decode(),
         "value_hex": value.hex(),

@@ -248,6 +248,14 @@ async def disconnect(
     return await fetch(conn, workspace_id, account_id, data_times=True)
 
 
+async def connected_ids(pool: db.Executor, workspace_id: uuid.UUID) -> list[uuid.UUID]:
+    """The workspace's connected accounts (workspace delete disconnects them one by one)."""
+    rows = await pool.fetch(
+        "SELECT id FROM accounts WHERE workspace_id = $1 AND connected ORDER BY created_at", workspace_id
+    )
+    return [r["id"] for r in rows]
+
+
 async def disconnect_rpc(
     deps: Deps, call: CallContext, request: account_pb2.DisconnectAccountRequest
 ) -> account_pb2.Account:

@@ -45,7 +45,7 @@ class Authenticator:
         row = await self._pool.fetchrow(
             "SELECT s.secret_hash, w.id, w.name, w.sandbox FROM api_secrets s"
             " JOIN workspaces w ON w.id = s.workspace_id"
-            " WHERE s.key_id = $1 AND s.revoked_at IS NULL",
+            " WHERE s.key_id = $1 AND s.revoked_at IS NULL AND w.deleted_at IS NULL",
             key_id,
         )
         if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
@@ -79,7 +79,9 @@ async def create_secret(pool: db.Pool, workspace_id: uuid.UUID) -> str:
 
 
 async def _check_workspace(conn: db.Executor, workspace_id: uuid.UUID) -> None:
-    if not await conn.fetchval("SELECT true FROM workspaces WHERE id = $1", workspace_id):
+    if not await conn.fetchval(
+        "SELECT true FROM workspaces WHERE id = $1 AND deleted_at IS NULL", workspace_id
+    ):
         raise errors.not_found("workspace", str(workspace_id))
 
 
@@ -124,12 +126,13 @@ async def revoke_secret(pool: db.Pool, secret_or_key_id: str) -> bool:
     return result.endswith(" 1")
 
 
-async def list_workspaces(pool: db.Pool) -> list[asyncpg.Record]:
-    return list(
-        await pool.fetch(
-            "SELECT w.id, w.name, w.sandbox, w.created_at,"
-            " count(s.id) FILTER (WHERE s.revoked_at IS NULL) AS active_secrets"
-            " FROM workspaces w LEFT JOIN api_secrets s ON s.workspace_id = w.id"
-            " GROUP BY w.id ORDER BY w.created_at"
-        )
+async def retire_workspace(conn: db.Conn, workspace_id: uuid.UUID) -> int:
+    """Marks a workspace deleted and revokes its secrets (workspace delete); returns how many."""
+    await conn.execute(
+        "UPDATE workspaces SET deleted_at = coalesce(deleted_at, now()) WHERE id = $1", workspace_id
     )
+    result: str = await conn.execute(
+        "UPDATE api_secrets SET revoked_at = now() WHERE workspace_id = $1 AND revoked_at IS NULL",
+        workspace_id,
+    )
+    return int(result.rsplit(" ", 1)[-1])

@@ -16,8 +16,9 @@ import asyncpg
 import pydantic
 from aiokafka.errors import KafkaError
 
-from service import auth, cli_parser, db, errors, ids, logs, maintenance, migrate, outbox, runtime
+from service import auth, cli_parser, db, errors, ids, logs, maintenance, migrate, outbox, runtime, workspaces
 from service.config import Settings
+from service.deps import Deps
 from service.vault import VaultError
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -38,6 +39,14 @@ async def _with_pool(settings: Settings, fn: Callable[[db.Pool], Awaitable[int]]
         return await fn(pool)
     finally:
         await pool.close()
+
+
+async def _with_deps(settings: Settings, fn: Callable[[Deps], Awaitable[int]]) -> int:
+    deps = await runtime.build_deps(settings.model_copy(update={"database_pool_size": 2}))
+    try:
+        return await fn(deps)
+    finally:
+        await deps.pool.close()
 
 
 def _uuid_arg(value: str, what: str) -> uuid.UUID:
@@ -74,13 +83,33 @@ async def _workspace_create(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def _workspace_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def listing(pool: db.Pool) -> int:
-        for row in await auth.list_workspaces(pool):
-            mode = "sandbox" if row["sandbox"] else "production"
-            print(f"{row['id']}  {mode:10}  secrets={row['active_secrets']}  {row['name']}")
+    async def listing(deps: Deps) -> int:
+        for w in await workspaces.usage(deps):
+            mode = "sandbox" if w.sandbox else "production"
+            state = "deleted" if w.deleted else "active"
+            print(
+                f"{w.id}  {mode:10}  {state:7}  secrets={w.secrets}  accounts={w.accounts}"
+                f"  connected={w.connected}  jobs={w.jobs}  {w.name}"
+            )
         return 0
 
-    return await _with_pool(settings, listing)
+    return await _with_deps(settings, listing)
+
+
+async def _workspace_delete(args: argparse.Namespace, settings: Settings) -> int:
+    workspace_id = _uuid_arg(args.workspace_id, "workspace_id")
+
+    async def delete(deps: Deps) -> int:
+        done = await workspaces.delete(deps, workspace_id, force=args.force)
+        print(
+            f"deleted workspace {workspace_id} ({done.usage.name})\n"
+            f"secrets_revoked={done.secrets_revoked}\naccounts_disconnected={done.accounts_disconnected}\n"
+            f"sealed_values_erased={done.secrets_erased}\n"
+            f"kept: accounts={done.usage.accounts} jobs={done.usage.jobs} (history, stored data, events)"
+        )
+        return 0
+
+    return await _with_deps(settings, delete)
 
 
 async def _secret_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -178,6 +207,7 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("migrate", None): _migrate,
     ("workspace", "create"): _workspace_create,
     ("workspace", "list"): _workspace_list,
+    ("workspace", "delete"): _workspace_delete,
     ("secret", "create"): _secret_create,
     ("secret", "list"): _secret_list,
     ("secret", "revoke"): _secret_revoke,

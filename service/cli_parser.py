@@ -84,7 +84,7 @@ def _processes(sub: Any) -> None:
 
 
 def _workspace(sub: Any) -> None:
-    ws = command(sub, "workspace", "create and list workspaces").add_subparsers(
+    ws = command(sub, "workspace", "create, list and delete workspaces").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     create = command(
@@ -95,7 +95,21 @@ def _workspace(sub: Any) -> None:
     )
     create.add_argument("name", help="a name for people, e.g. the owning team (1-100 chars)")
     create.add_argument("--production", action="store_true", help="a production workspace (default: sandbox)")
-    command(ws, "list", "list workspaces: id, mode, active secrets, name")
+    command(
+        ws,
+        "list",
+        "list workspaces with their usage: id, mode, state, active secrets, accounts, connected, jobs, name",
+    )
+    delete = command(
+        ws,
+        "delete",
+        "delete a workspace: revoke its secrets, disconnect its accounts, erase sealed credentials",
+        "Refuses while accounts are connected unless --force (which disconnects them, publishing"
+        " account.monitoring_status.updated for each). Accounts, jobs, stored data and events are kept"
+        " (docs/operations.md#deleting-a-workspace). Running it again finishes an interrupted deletion.",
+    )
+    delete.add_argument("workspace_id", help="UUID from `workspace list`")
+    delete.add_argument("--force", action="store_true", help="disconnect connected accounts too")
 
 
 def _secret(sub: Any) -> None:

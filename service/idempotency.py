@@ -126,3 +126,9 @@ async def run_once(
         if key is not None:
             await key.store(work.conn, deps.vault, reply)
         return reply
+
+
+async def erase(conn: db.Conn, workspace_id: uuid.UUID) -> int:
+    """Deletes a deleted workspace's stored responses (sealed; one may hold a link token)."""
+    result: str = await conn.execute("DELETE FROM idempotency_keys WHERE workspace_id = $1", workspace_id)
+    return int(result.rsplit(" ", 1)[-1])

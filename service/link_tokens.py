@@ -225,3 +225,14 @@ async def use_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) ->
         end_user_id=row["end_user_id"],
         allocation_targets=len(options.allocation.targets),
     )
+
+
+async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
+    """Erases the full allocations (account numbers) of a deleted workspace's tokens; the masked
+    copy stays. Returns how many were erased."""
+    result: str = await conn.execute(
+        "UPDATE link_tokens SET allocation_sealed = NULL"
+        " WHERE workspace_id = $1 AND allocation_sealed IS NOT NULL",
+        workspace_id,
+    )
+    return int(result.rsplit(" ", 1)[-1])

@@ -393,3 +393,12 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
         f"SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = {S}", batch_id, name
     )
     return bool(found)
+
+
+async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
+    """Erases the sealed parameters (switch targets) of a deleted workspace's jobs."""
+    result: str = await conn.execute(
+        "UPDATE jobs SET params_sealed = NULL WHERE workspace_id = $1 AND params_sealed IS NOT NULL",
+        workspace_id,
+    )
+    return int(result.rsplit(" ", 1)[-1])

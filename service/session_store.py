@@ -205,3 +205,13 @@ def chosen_allocation(vault: Vault, stored: Stored) -> common_pb2.Allocation | N
         return None
     aad = sealed.SESSION_ALLOCATION.aad(stored.session.id)
     return common_pb2.Allocation.FromString(vault.open(stored.chosen_sealed, aad=aad))
+
+
+async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
+    """Erases the MFA state and chosen allocations of a deleted workspace's sessions."""
+    result: str = await conn.execute(
+        "UPDATE link_sessions SET mfa_state_sealed = NULL, chosen_allocation_sealed = NULL"
+        " WHERE workspace_id = $1 AND (mfa_state_sealed IS NOT NULL OR chosen_allocation_sealed IS NOT NULL)",
+        workspace_id,
+    )
+    return int(result.rsplit(" ", 1)[-1])

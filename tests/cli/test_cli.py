@@ -39,6 +39,7 @@ COMMANDS = ["serve", "api", "worker", "relay", "migrate", "workspace", "secret",
 ACTIONS = [
     "workspace create",
     "workspace list",
+    "workspace delete",
     "secret create",
     "secret list",
     "secret revoke",

@@ -50,9 +50,13 @@ async def test_kcat_shows_the_documented_headers(
     line = next(line for line in result.out.splitlines() if line.startswith(f"key={event.account_id} "))
     seen = [tuple(h.split("=", 1)) for h in line.split(" ", 1)[1].split(",")]
     assert [name for name, _ in seen] == [name for name, _ in documented]
-    assert dict(seen) == {
+    values = dict(seen)
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", values.pop("traceparent"))
+    assert values == {
         "event-id": event.event_id,
         "event-type": "identity.added",
         "workspace-id": event.workspace_id,
         "content-type": "application/x-protobuf",
+        "x-request-id": event.request_id,
     }
+    assert event.request_id

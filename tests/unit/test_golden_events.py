@@ -50,11 +50,15 @@ def test_golden_event_decodes_and_round_trips(name: str) -> None:
 
     assert described["topic"] == "paylink." + event.event
     assert described["key"] == event.account_id
-    assert described["headers"] == {
+    headers = dict(described["headers"])
+    traceparent = headers.pop("traceparent")
+    assert traceparent.startswith("00-") and len(traceparent.split("-")) == 4
+    assert headers == {
         "event-id": event.event_id,
         "event-type": event.event,
         "workspace-id": event.workspace_id,
         "content-type": "application/x-protobuf",
+        "x-request-id": event.request_id,
     }
     assert event.sequence >= 1 and event.HasField("created_at") and event.WhichOneof("payload")
     # Never in an event: a full deposit account number.
