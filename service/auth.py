@@ -13,8 +13,6 @@ import hmac
 import time
 import uuid
 
-import asyncpg
-
 from service import db, errors, ids
 
 

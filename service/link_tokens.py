@@ -129,12 +129,7 @@ async def _insert(
     )
     timeutil.set_ts(token.created_at, created)
     timeutil.set_ts(token.expires_at, expires)
-    masked = full = None
-    if request.HasField("allocation"):
-        token.allocation.CopyFrom(validation.masked_allocation(request.allocation))
-        masked = token.allocation.SerializeToString()
-        aad = sealed.LINK_TOKEN_ALLOCATION.aad(token_id)
-        full = deps.vault.seal(request.allocation.SerializeToString(), aad=aad)
+    masked, full = _allocation(deps, token, request, token_id)
     await conn.execute(
         _INSERT,
         token_id,
@@ -158,6 +153,22 @@ async def _insert(
     )
     token.token = secret
     return token
+
+
+def _allocation(
+    deps: Deps,
+    token: link_token_pb2.LinkToken,
+    request: link_token_pb2.CreateLinkTokenRequest,
+    token_id: uuid.UUID,
+) -> tuple[bytes | None, bytes | None]:
+    """Puts the masked allocation on the token; returns it serialized, and the full one sealed."""
+    if not request.HasField("allocation"):
+        return None, None
+    token.allocation.CopyFrom(validation.masked_allocation(request.allocation))
+    full = deps.vault.seal(
+        request.allocation.SerializeToString(), aad=sealed.LINK_TOKEN_ALLOCATION.aad(token_id)
+    )
+    return token.allocation.SerializeToString(), full
 
 
 async def get(deps: Deps, workspace_id: uuid.UUID, link_token_id: str) -> link_token_pb2.LinkToken:

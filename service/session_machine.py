@@ -1,4 +1,4 @@
-"""The Link session as a pure state machine (SPEC §3): states, transitions, attempt counting,
+"""The Link session as a pure state machine (docs/spec.md §5): states, transitions, attempt counting,
 allocation-choice rules, and what each transition asks the outside world to do. No I/O.
 
     CREDENTIALS_REQUIRED -> (MFA_REQUIRED) -> CONNECTED -> JOBS_RUNNING -> COMPLETED, or FAILED.

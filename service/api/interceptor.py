@@ -9,6 +9,7 @@ database -> UNAVAILABLE; a deadline -> DEADLINE_EXCEEDED. Health and reflection 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,17 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
+async def _request_id(
+    ctx: grpc.aio.ServicerContext[Any, Any], metadata: dict[str, str]
+) -> tuple[str, contextvars.Token[str]]:
+    """The caller's x-request-id (or a generated one), sent back in the initial metadata so it is
+    there on errors too, and made current: it rides along into jobs and events (service/tracing.py)."""
+    request_id = tracing.accepted_request_id(metadata.get(REQUEST_ID))
+    await ctx.send_initial_metadata(((REQUEST_ID, request_id),))
+    trace.get_current_span().set_attribute("paylink.request_id", request_id)
+    return request_id, tracing.set_request_id(request_id)
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
@@ -70,12 +82,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-            # The caller's x-request-id (or a generated one) goes back in the initial metadata, so it
-            # is there on errors too, and it rides along into jobs and events (service/tracing.py).
-            request_id = tracing.accepted_request_id(metadata.get("x-request-id"))
-            await ctx.send_initial_metadata(((REQUEST_ID, request_id),))
-            trace.get_current_span().set_attribute("paylink.request_id", request_id)
-            rid_token = tracing.set_request_id(request_id)
+            request_id, rid_token = await _request_id(ctx, metadata)
             token = None
             failure: status.ApiError | None = None
             response: Any = None
