@@ -24,8 +24,6 @@ from collections.abc import Iterator
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -46,6 +44,10 @@ def configure(service_name: str = "paylink") -> None:
     _state["configured"] = True
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return
+    # The SDK is imported here, not at module load: CLI commands that serve nothing stay quick.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     if exporting():
@@ -68,9 +70,9 @@ def exporting() -> bool:
 
 def shutdown() -> None:
     """Flushes what the exporter holds (graceful shutdown)."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.force_flush(timeout_millis=5000)
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)  # the SDK's provider has it
+    if flush is not None:
+        flush(timeout_millis=5000)
 
 
 def traceparent() -> str:

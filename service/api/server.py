@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -45,6 +44,9 @@ class ApiServer:
     """Owns the grpc.aio server and its health status."""
 
     def __init__(self, deps: Deps) -> None:
+        # Imported here: processes without an API (and CLI commands) skip its import time.
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
         settings = deps.settings
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()

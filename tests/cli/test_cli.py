@@ -128,7 +128,15 @@ async def test_workspace_create_and_list_then_the_secret_calls_rpcs(
     listing = await run(["workspace", "list"], env)
     assert listing.code == 0
     lines = {line.split()[0]: line for line in listing.out.splitlines()}
-    assert lines[workspace_id].split()[1:] == ["sandbox", "secrets=1", name]
+    assert lines[workspace_id].split()[1:] == [
+        "sandbox",
+        "active",
+        "secrets=1",
+        "accounts=0",
+        "connected=0",
+        "jobs=0",
+        name,
+    ]
     assert lines[fields(production.out)["workspace_id"]].split()[1] == "production"
 
     too_long = await run(["workspace", "create", "x" * 101], env)

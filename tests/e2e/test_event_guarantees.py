@@ -66,7 +66,8 @@ async def test_one_event_per_final_outcome_and_gap_free_sequences(
 
     # Every outbox row of these accounts gets published, and every one arrives in Kafka.
     rows = await app.deps.pool.fetch(
-        "SELECT event_id, account_id, sequence, event_type, payload FROM outbox WHERE account_id = ANY($1::uuid[])",
+        "SELECT event_id, account_id, sequence, event_type, payload, traceparent, request_id FROM outbox"
+        " WHERE account_id = ANY($1::uuid[])",
         list(accounts),
     )
     await _wait_published(app, [r["event_id"] for r in rows])
@@ -83,7 +84,11 @@ async def test_one_event_per_final_outcome_and_gap_free_sequences(
             "event-type": row["event_type"],
             "workspace-id": got.event.workspace_id,
             "content-type": "application/x-protobuf",
+            # The span that wrote the event and the request id of the call behind it (service/tracing.py).
+            "traceparent": row["traceparent"],
+            "x-request-id": row["request_id"],
         }
+        assert row["traceparent"] and row["request_id"] == got.event.request_id != ""
 
     # Exactly one event id per job's final outcome, with the job's fields.
     for job in jobs:
