@@ -44,7 +44,7 @@ _PAYSTUBS = """
 INSERT INTO paystubs (id, account_id, external_id, pay_date, data)
 SELECT i, $1, e, d, b FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[]) AS u(i, e, d, b)
 ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date
-RETURNING id, account_id, pay_date, data, created_at, (xmax = 0) AS inserted
+RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted
 """
 
 
@@ -104,7 +104,7 @@ async def store_paystubs(
         _UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at
     )
     assert row is not None
-    return Stored(row["changed"], None, tuple(_paystub(r) for r in added))
+    return Stored(row["changed"], None, tuple(_paystub_of(bytes(r["data"]), r) for r in added))
 
 
 async def _result(
@@ -167,9 +167,14 @@ def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
 
 
 def _paystub(deps: Deps, row: asyncpg.Record) -> data_pb2.Paystub:
+    """A stored paystub row as the message, its data opened."""
     body = pii.open_data(
         deps.vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
     )
+    return _paystub_of(body, row)
+
+
+def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
     stub = data_pb2.Paystub.FromString(body)
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
