@@ -443,7 +443,7 @@ async def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("rpcs", "pipeline", "relay", "footprint"),
+        choices=("rpcs", "pipeline", "relay", "footprint", "privacy"),
         action="append",
         help="run only these parts (repeatable); results.json and BENCHMARKS.md are written only for a full run",
     )
@@ -488,6 +488,10 @@ async def main() -> int:
             client = Client(channel, secret)
             account = await setup_account(client)
             peak = 0.0
+            if args.only and "privacy" in args.only:  # bench/privacy.py: only when asked for
+                from bench.privacy import bench_privacy
+
+                results["privacy"] = await bench_privacy(args, ghz, tool("ghz"), port, echo_port, client)
             if want("rpcs"):
                 results["rpcs"], peak = await bench_rpcs(args, port, echo_port, secret, account, server.pid)
             if want("pipeline"):

@@ -62,7 +62,7 @@ CREATE TABLE erasures (
     id            uuid PRIMARY KEY,
     workspace_id  uuid NOT NULL REFERENCES workspaces (id),
     end_user_id   text NOT NULL,
-    state         text NOT NULL CHECK (state IN ('running', 'waiting_for_jobs', 'completed')),
+    state         text NOT NULL CHECK (state IN ('in_progress', 'waiting_for_jobs', 'completed')),
     step          smallint NOT NULL DEFAULT 0,    -- the next step to run (service/erasure.py STEPS)
     account_ids   uuid[] NOT NULL DEFAULT '{}',   -- the accounts it erases, fixed by its first step
     erased        jsonb NOT NULL DEFAULT '{}',    -- how many rows each step erased (the proof)

@@ -44,7 +44,7 @@ END_USER_ERASED = "end_user.erased"
 MAX_END_USER_ID = 255
 
 STATES = {
-    "running": privacy_pb2.ERASURE_STATE_RUNNING,
+    "in_progress": privacy_pb2.ERASURE_STATE_IN_PROGRESS,
     "waiting_for_jobs": privacy_pb2.ERASURE_STATE_WAITING_FOR_JOBS,
     "completed": privacy_pb2.ERASURE_STATE_COMPLETED,
 }
@@ -283,7 +283,7 @@ async def advance(deps: Deps, erasure_id: uuid.UUID, *, skip_locked: bool = Fals
                 "UPDATE erasures SET step = step + 1, state = $2, erased = erased || $3::jsonb,"
                 " updated_at = now(), completed_at = CASE WHEN $4 THEN now() END WHERE id = $1",
                 erasure_id,
-                "completed" if last else "running",
+                "completed" if last else "in_progress",
                 _json(result),
                 last,
             )
@@ -308,7 +308,7 @@ async def request(deps: Deps, who: audit.Who, end_user_id: str) -> asyncpg.Recor
             erasure_id = ids.new_id()
             inserted = await conn.fetchval(
                 "INSERT INTO erasures (id, workspace_id, end_user_id, state, caller, request_id)"
-                " VALUES ($1, $2, $3, 'running', $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+                " VALUES ($1, $2, $3, 'in_progress', $4, $5) ON CONFLICT DO NOTHING RETURNING id",
                 erasure_id,
                 workspace,
                 end_user_id,

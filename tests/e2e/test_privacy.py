@@ -305,7 +305,7 @@ async def test_an_erasure_killed_halfway_is_resumed(stack: Stack) -> None:
     assert died.returncode == 137, died.stderr[-2000:]
     # Killed right after the data step committed: the record says what is left, nothing more.
     plan = await pool.fetchrow("SELECT state, step, account_ids FROM erasures WHERE end_user_id = 'eu-crash'")
-    assert plan is not None and (plan["state"], plan["step"]) == ("running", 3)
+    assert plan is not None and (plan["state"], plan["step"]) == ("in_progress", 3)
     assert sorted(str(a) for a in plan["account_ids"]) == sorted(accounts)
     assert (
         await pool.fetchval(

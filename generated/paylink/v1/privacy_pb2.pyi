@@ -28,7 +28,7 @@ class _ErasureStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErasureS
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERASURE_STATE_UNSPECIFIED: _ErasureState.ValueType  # 0
     """Not set."""
-    ERASURE_STATE_RUNNING: _ErasureState.ValueType  # 1
+    ERASURE_STATE_IN_PROGRESS: _ErasureState.ValueType  # 1
     """Steps are being run (or were interrupted and will be resumed)."""
     ERASURE_STATE_WAITING_FOR_JOBS: _ErasureState.ValueType  # 2
     """The accounts are fenced (disconnected, credentials erased); a job of the end user is still
@@ -42,7 +42,7 @@ class ErasureState(_ErasureState, metaclass=_ErasureStateEnumTypeWrapper):
 
 ERASURE_STATE_UNSPECIFIED: ErasureState.ValueType  # 0
 """Not set."""
-ERASURE_STATE_RUNNING: ErasureState.ValueType  # 1
+ERASURE_STATE_IN_PROGRESS: ErasureState.ValueType  # 1
 """Steps are being run (or were interrupted and will be resumed)."""
 ERASURE_STATE_WAITING_FOR_JOBS: ErasureState.ValueType  # 2
 """The accounts are fenced (disconnected, credentials erased); a job of the end user is still
