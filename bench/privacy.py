@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-from collections.abc import Callable
 from typing import Any
 
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2
 
+from bench.common import ghz, tool
 from tests.harness import Client
 
 CONCURRENCY = (1, 16)
@@ -28,13 +28,10 @@ async def _account(client: Client) -> str:
 
 
 async def bench_privacy(
-    args: argparse.Namespace,
-    ghz: Callable[..., dict[str, float]],
-    ghz_bin: str,
-    port: int,
-    echo_port: int,
-    client: Client,
+    args: argparse.Namespace, ports: dict[str, int], client: Client
 ) -> list[dict[str, Any]]:
+    ghz_bin = tool("ghz")
+    port, echo_port = ports["api"], ports["echo"]
     account = await _account(client)
     md = {"x-api-secret": client.secret, "api-version": "2021-07-28", "x-caller": "bench"}
     calls = {
