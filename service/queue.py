@@ -402,3 +402,20 @@ async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
         workspace_id,
     )
     return int(result.rsplit(" ", 1)[-1])
+async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
+    """How many jobs of these accounts are not final yet."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}",
+        list(account_ids),
+    )
+    return count
+
+
+async def scrub_params(conn: db.Conn, account_ids: Sequence[uuid.UUID]) -> str:
+    """Erases what jobs of these accounts kept about their person (their parameters); the status."""
+    status: str = await conn.execute(
+        "UPDATE jobs SET params = '', params_sealed = NULL WHERE account_id = ANY($1::uuid[])"
+        " AND (params <> '' OR params_sealed IS NOT NULL)",
+        list(account_ids),
+    )
+    return status
