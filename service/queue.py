@@ -402,6 +402,8 @@ async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
         workspace_id,
     )
     return int(result.rsplit(" ", 1)[-1])
+
+
 async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
     """How many jobs of these accounts are not final yet."""
     count: int = await conn.fetchval(

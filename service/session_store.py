@@ -215,6 +215,8 @@ async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
         workspace_id,
     )
     return int(result.rsplit(" ", 1)[-1])
+
+
 _FAIL_FOR_ERASURE = """
 WITH s AS (
   UPDATE link_sessions SET state = 'FAILED', failure_reason = $4, mfa_state_sealed = NULL, updated_at = now(),
