@@ -74,8 +74,10 @@ async def enqueue(
         link_token_id=link_token_id,
         link_session_id=link_session_id,
         held=held,
-        traceparent=tracing.traceparent() if traceparent is None else traceparent,
-        request_id=tracing.request_id() if request_id is None else request_id,
+        trace=(
+            tracing.traceparent() if traceparent is None else traceparent,
+            tracing.request_id() if request_id is None else request_id,
+        ),
     )
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(

@@ -99,8 +99,7 @@ WHERE id IN (
   SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
     AND platform_id <> ALL($4::text[])
   ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
-          traceparent, request_id
+RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since, traceparent, request_id
 """
 _HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"
@@ -169,8 +168,7 @@ class ClaimedJob:
     params_sealed: bytes | None
     attempts: int  # including this one
     pending_since: dt.datetime | None
-    traceparent: str = ""  # the trace the job continues ('' for a new one)
-    request_id: str = ""  # the request id its events carry
+    trace: tuple[str, str] = ("", "")  # (traceparent to continue, request id its events carry)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
@@ -186,8 +184,7 @@ class ClaimedJob:
             params_sealed=bytes(sealed) if sealed is not None else None,
             attempts=row["attempts"],
             pending_since=row["pending_since"],
-            traceparent=row["traceparent"],
-            request_id=row["request_id"],
+            trace=(row["traceparent"], row["request_id"]),
         )
 
     def job_params(self) -> common_pb2.JobParams:
@@ -268,8 +265,7 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
-    traceparent: str = "",
-    request_id: str = "",
+    trace: tuple[str, str] = ("", ""),  # (traceparent, request id) the job carries
 ) -> asyncpg.Record:
     """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
     row = await conn.fetchrow(
@@ -287,8 +283,7 @@ async def enqueue(
         params_sealed,
         api_version,
         held,
-        traceparent,
-        request_id,
+        *trace,
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row
@@ -393,15 +388,6 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
         f"SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = {S}", batch_id, name
     )
     return bool(found)
-
-
-async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
-    """Erases the sealed parameters (switch targets) of a deleted workspace's jobs."""
-    result: str = await conn.execute(
-        "UPDATE jobs SET params_sealed = NULL WHERE workspace_id = $1 AND params_sealed IS NOT NULL",
-        workspace_id,
-    )
-    return int(result.rsplit(" ", 1)[-1])
 
 
 async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:

@@ -174,10 +174,10 @@ class Worker:
             "paylink.attempt": job.attempts,
         }
         with (
-            tracing.request(job.request_id),
+            tracing.request(job.trace[1]),
             tracing.tracer.start_as_current_span(
                 f"job {name}",
-                context=tracing.continued(job.traceparent),
+                context=tracing.continued(job.trace[0]),
                 kind=SpanKind.CONSUMER,
                 attributes=attributes,
             ),

@@ -7,7 +7,7 @@ Deleting a workspace takes it out of service and erases its secrets, keeping wha
 3. disconnects every connected account through accounts.py — stored credentials erased,
    `connected=false`, `customer_disabled` with its `account.monitoring_status.updated` event;
 4. erases the other sealed secrets: the full allocations of link tokens, sessions' MFA state and
-   chosen allocations, jobs' sealed parameters, and stored idempotent responses.
+   chosen allocations, jobs' parameters (switch targets), and stored idempotent responses.
 
 Accounts, jobs, stored data and the outbox stay (history, replay window; personal data is erased
 per end user, not here). Each step is done by the module that owns the table. Running it again
@@ -67,6 +67,11 @@ class Deleted:
     secrets_erased: int  # sealed values erased (allocations, MFA state, job parameters, idempotent replies)
 
 
+def _count(status: str) -> int:
+    """The row count of a command status such as "UPDATE 3"."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def usage(deps: Deps, workspace_id: uuid.UUID | None = None) -> list[Usage]:
     """Every workspace (or one) with its usage, oldest first."""
     where, args = ("WHERE w.id = $1", [workspace_id]) if workspace_id else ("", [])
@@ -98,6 +103,8 @@ async def delete(deps: Deps, workspace_id: uuid.UUID, *, force: bool = False) ->
         async with deps.pool.acquire() as conn, conn.transaction():
             erased = await link_tokens.erase_sealed(conn, workspace_id)
             erased += await session_store.erase_sealed(conn, workspace_id)
-            erased += await queue.erase_sealed(conn, workspace_id)
+            # Jobs keep their outcome; their parameters (switch targets, sealed or masked) go.
+            owned = await conn.fetch("SELECT id FROM accounts WHERE workspace_id = $1", workspace_id)
+            erased += _count(await queue.scrub_params(conn, [r["id"] for r in owned]))
             erased += await idempotency.erase(conn, workspace_id)
     return Deleted(before, revoked, disconnected, erased)
