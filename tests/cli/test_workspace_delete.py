@@ -5,12 +5,13 @@ and can run again."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import asyncpg
 import grpc
-from paylink.v1 import account_pb2, link_token_pb2
+from paylink.v1 import account_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import runtime
@@ -79,16 +80,14 @@ async def test_workspace_list_and_delete(
     deadline = time.monotonic() + 30
     while True:
         try:
-            await client.tokens.CreateLinkToken(
-                link_token_pb2.CreateLinkTokenRequest(
-                    org_name="Gone", end_user_id="u", required_jobs=[c.JOB_NAME_IDENTITY]
-                ),
-                metadata=client.md(),
+            await client.accounts.GetAccount(
+                account_pb2.GetAccountRequest(account_id=accounts[0]), metadata=client.md()
             )
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
             break
         assert time.monotonic() < deadline, "the deleted workspace's secret still works"
+        await asyncio.sleep(0.2)
 
     conn = await asyncpg.connect(settings.database_url)
     try:
