@@ -16,7 +16,7 @@ import asyncpg
 from google.protobuf.message import Message
 from paylink.v1 import account_pb2, common_pb2, data_pb2
 
-from service import accounts, db, errors, ids, pagination, timeutil, validation
+from service import accounts, db, errors, ids, income_rules, pagination, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -60,17 +60,20 @@ async def store_paystubs(
         stub.ClearField("id")
         stub.ClearField("account_id")
         stub.ClearField("created_at")
+        stub.ClearField("document_id")
         body = stub.SerializeToString(deterministic=True)
         bodies.append(item.external_id.encode() + b"\0" + body)
         await conn.execute(
-            "INSERT INTO paystubs (id, account_id, external_id, pay_date, data) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO paystubs (id, account_id, external_id, pay_date, data, document_external_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data,"
-            " pay_date = EXCLUDED.pay_date",
+            " pay_date = EXCLUDED.pay_date, document_external_id = EXCLUDED.document_external_id",
             ids.new_id(),
             account_id,
             item.external_id,
             dt.date.fromisoformat(stub.pay_date),
             body,
+            item.document_external_id,
         )
     # Only the set's content matters for updated_at, not the order the platform listed it in.
     await conn.execute(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at)
@@ -109,8 +112,17 @@ async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> da
 
 
 async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
+    """The stored income, completed from the stored paystubs where the platform left fields out
+    (service/income_rules.py)."""
     row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_INCOME, "income")
-    return _stamp(data_pb2.Income.FromString(bytes(row["data"])), account_id, row)
+    stubs = await deps.pool.fetch(
+        "SELECT data FROM paystubs WHERE account_id = $1 AND pay_date >="
+        " (SELECT max(pay_date) FROM paystubs WHERE account_id = $1) - 366 ORDER BY pay_date DESC",
+        uuid.UUID(account_id),
+    )
+    reported = data_pb2.Income.FromString(bytes(row["data"]))
+    derived = income_rules.derive(reported, [data_pb2.Paystub.FromString(bytes(r["data"])) for r in stubs])
+    return _stamp(derived, account_id, row)
 
 
 async def allocations(
@@ -133,10 +145,19 @@ def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
     return out
 
 
+# A paystub row with the id of its stored document (set once a documents job stored it).
+_PAYSTUB_COLUMNS = (
+    "p.id, p.account_id, p.pay_date, p.data, p.created_at, d.id AS document_id FROM paystubs p"
+    " LEFT JOIN documents d ON d.account_id = p.account_id AND d.external_id = p.document_external_id"
+    " AND p.document_external_id <> ''"
+)
+
+
 def _paystub(row: asyncpg.Record) -> data_pb2.Paystub:
     stub = data_pb2.Paystub.FromString(bytes(row["data"]))
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
+    stub.document_id = str(row["document_id"]) if row["document_id"] else ""
     timeutil.set_ts(stub.created_at, row["created_at"])
     return stub
 
@@ -159,10 +180,10 @@ async def list_paystubs(
     except ValueError as exc:
         raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
     rows = await deps.pool.fetch(
-        "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
-        " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
-        " AND ($4::date IS NULL OR (pay_date, id) < ($4, $5))"
-        " ORDER BY pay_date DESC, id DESC LIMIT $6",
+        f"SELECT {_PAYSTUB_COLUMNS} WHERE p.account_id = $1"
+        " AND ($2::date IS NULL OR p.pay_date >= $2) AND ($3::date IS NULL OR p.pay_date <= $3)"
+        " AND ($4::date IS NULL OR (p.pay_date, p.id) < ($4, $5))"
+        " ORDER BY p.pay_date DESC, p.id DESC LIMIT $6",
         account["id"],
         low,
         high,
@@ -195,7 +216,7 @@ async def get_paystub(
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
-            "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE id = $1 AND account_id = $2",
+            f"SELECT {_PAYSTUB_COLUMNS} WHERE p.id = $1 AND p.account_id = $2",
             parsed,
             account["id"],
         )
