@@ -193,26 +193,42 @@ class SandboxDriver:
     async def fetch_income(self, ctx: JobContext) -> data_pb2.Income:
         """Income of the grant's user (VARIABLE pay frequency on the gig platform)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_INCOME)
-        return sandbox_data.income(grant.username, gig=ctx.platform_id == SANDBOX_GIG)
+        return sandbox_data.income(
+            grant.username, gig=ctx.platform_id == SANDBOX_GIG, days_advanced=grant.days_advanced
+        )
 
     async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
         """Paystubs, newest first, including those added with `add_paystub`."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_PAYSTUBS)
         return sandbox_data.paystubs(
-            grant.username, grant.extra_paystubs, query, gig=ctx.platform_id == SANDBOX_GIG
+            grant.username,
+            grant.extra_paystubs,
+            query,
+            grant.days_advanced,
+            gig=ctx.platform_id == SANDBOX_GIG,
         )
 
     async def fetch_shifts(self, ctx: JobContext, query: ShiftQuery) -> list[FetchedShift]:
         """Hourly shifts or gig blocks, newest first; none for a salaried employee."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_SHIFTS)
         gig = ctx.platform_id == SANDBOX_GIG
-        return sandbox_shifts.shifts(grant.username, query, gig=gig, extra_paystubs=grant.extra_paystubs)
+        return sandbox_shifts.shifts(
+            grant.username,
+            query,
+            gig=gig,
+            extra_paystubs=grant.extra_paystubs,
+            days_advanced=grant.days_advanced,
+        )
 
     async def fetch_tax_forms(self, ctx: JobContext, year: int) -> list[FetchedTaxForm]:
         """W-2s (1099-K and 1099-NEC on the gig platform) of the complete past years."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_TAX_FORMS)
         forms = sandbox_tax_forms.tax_forms(
-            grant.username, ctx.platform_id, year, gig=ctx.platform_id == SANDBOX_GIG
+            grant.username,
+            ctx.platform_id,
+            year,
+            gig=ctx.platform_id == SANDBOX_GIG,
+            days_advanced=grant.days_advanced,
         )
         if not forms:
             raise PlatformError(E.JOB_ERROR_CODE_NO_DATA, "No tax forms have been issued for this period")
@@ -238,12 +254,14 @@ class SandboxDriver:
     @staticmethod
     def _documents(grant: Grant, platform_id: str) -> tuple[tuple[DocumentInfo, bytes], ...]:
         gig = platform_id == SANDBOX_GIG
-        return sandbox_documents.documents(grant.username, platform_id, grant.extra_paystubs, gig=gig)
+        return sandbox_documents.documents(
+            grant.username, platform_id, grant.extra_paystubs, grant.days_advanced, gig=gig
+        )
 
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
         """The user's existing direct deposit allocations."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
-        return sandbox_data.allocations(grant.username)
+        return sandbox_data.allocations(grant.username, grant.deposit_target())
 
     async def switch_direct_deposit(
         self, ctx: JobContext, request: SwitchRequest
@@ -251,7 +269,13 @@ class SandboxDriver:
         """Applies the switch to the user's existing allocations (see sandbox_data)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
         try:
-            return sandbox_data.switched_allocations(grant.username, request, grant.extra_paystubs)
+            return sandbox_data.switched_allocations(
+                grant.username,
+                request,
+                grant.extra_paystubs,
+                days_advanced=grant.days_advanced,
+                deposit=grant.deposit_target(),
+            )
         except sandbox_data.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
 
@@ -269,9 +293,30 @@ class SandboxDriver:
             updated.username,
             updated.extra_paystubs,
             PaystubQuery(count=1),
+            updated.days_advanced,
             gig=updated.platform_id == SANDBOX_GIG,
         )[0]
         return updated.encode(), newest
+
+    def advance_clock(self, grant: AccessGrant, days: int) -> tuple[AccessGrant, int]:
+        """The grant with the account's sandbox clock `days` later; returns it and the total advance."""
+        stored = Grant.decode(grant.secret)
+        updated = dataclasses.replace(stored, days_advanced=stored.days_advanced + days)
+        return updated.encode(), updated.days_advanced
+
+    def change_allocation(
+        self, grant: AccessGrant, target: data_pb2.DepositTarget
+    ) -> tuple[AccessGrant, data_pb2.DirectDepositAllocations]:
+        """The grant as if the user moved the whole pay to `target` outside paylink (last four only)."""
+        stored = Grant.decode(grant.secret)
+        deposit = {
+            "name": target.name,
+            "type": int(target.type),
+            "routing_number": target.routing_number,
+            "account_number_last_four": target.account_number_last_four,
+        }
+        updated = dataclasses.replace(stored, deposit=deposit)
+        return updated.encode(), sandbox_data.allocations(updated.username, updated.deposit_target())
 
     # -- internals -----------------------------------------------------------------------------
 

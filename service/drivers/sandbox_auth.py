@@ -10,7 +10,7 @@ import json
 import secrets
 from typing import Any
 
-from paylink.v1 import common_pb2
+from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers.base import AccessGrant, PlatformError
 
@@ -75,6 +75,10 @@ class Grant:
     session: str
     expired: bool = False
     extra_paystubs: int = 0
+    days_advanced: int = 0  # the account's sandbox clock (SandboxService.AdvanceClock)
+    # The deposit account the user moved the whole pay to outside paylink (ChangeAllocation):
+    # name, type, routing_number, account_number_last_four. None: the profile's own split.
+    deposit: dict[str, Any] | None = None
 
     def encode(self) -> AccessGrant:
         return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
@@ -98,13 +102,30 @@ class Grant:
             session=d["session"],
             expired=d["expired"],
             extra_paystubs=d["extra_paystubs"],
+            # Grants stored before the sandbox had a clock lack these two.
+            days_advanced=d.get("days_advanced", 0),
+            deposit=d.get("deposit"),
         )
         strings = (grant.username, grant.password, grant.platform_id, grant.session)
         if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
             raise TypeError("bad grant field")
-        if not isinstance(grant.extra_paystubs, int) or grant.extra_paystubs < 0:
-            raise TypeError("bad grant field")
+        for number in (grant.extra_paystubs, grant.days_advanced):
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise TypeError("bad grant field")
+        if grant.deposit is not None:
+            grant.deposit_target()  # raises TypeError/KeyError when malformed
         return grant
+
+    def deposit_target(self) -> data_pb2.DepositTarget | None:
+        if self.deposit is None:
+            return None
+        d = self.deposit
+        return data_pb2.DepositTarget(
+            name=str(d["name"]),
+            type=int(d["type"]),  # type: ignore[arg-type]
+            routing_number=str(d["routing_number"]),
+            account_number_last_four=str(d["account_number_last_four"]),
+        )
 
     def refreshed(self) -> Grant:
         """The same login with a new platform session token."""

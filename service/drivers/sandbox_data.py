@@ -13,15 +13,27 @@ from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers import sandbox_catalog
 from service.drivers.base import PaystubQuery, SwitchRequest
-from service.drivers.sandbox_pay import BASE_PAYSTUBS, MAX_PAYSTUBS, paystub_external_id, paystubs
+from service.drivers.sandbox_pay import (
+    BASE_PAYSTUBS,
+    MAX_PAYSTUBS,
+    paystub_external_id,
+    paystubs,
+    periods_elapsed,
+)
 from service.drivers.sandbox_profile import (
     _FIRST_NAMES,
     _LAST_NAMES,
     ANCHOR_DATE,
+    PAY_PERIOD,
+    RAISE_AFTER,
+    RAISE_BP,
     USD,
     aba_check_digit,
     aba_valid,
+    platform_date,
     profile,
+    raise_date,
+    raised,
     rng_for,
 )
 
@@ -29,6 +41,9 @@ __all__ = [
     "ANCHOR_DATE",
     "BASE_PAYSTUBS",
     "MAX_PAYSTUBS",
+    "PAY_PERIOD",
+    "RAISE_AFTER",
+    "RAISE_BP",
     "USD",
     "_FIRST_NAMES",
     "_LAST_NAMES",
@@ -41,7 +56,11 @@ __all__ = [
     "income",
     "paystub_external_id",
     "paystubs",
+    "periods_elapsed",
+    "platform_date",
     "profile",
+    "raise_date",
+    "raised",
     "rng_for",
     "switched_allocations",
 ]
@@ -75,10 +94,13 @@ def employment(username: str, platform_id: str = "") -> data_pb2.Employment:
     )
 
 
-def income(username: str, *, gig: bool = False) -> data_pb2.Income:
-    """Income: pay rate and frequency. A gig platform reports only the VARIABLE frequency (a gig
-    worker has no rate): paylink derives the rest from the paystubs (service/income_rules.py)."""
+def income(username: str, *, gig: bool = False, days_advanced: int = 0) -> data_pb2.Income:
+    """Income: pay rate and frequency; the raise shows once the account's clock reached it. A gig
+    platform reports only the VARIABLE frequency (a gig worker has no rate): paylink derives the
+    rest from the paystubs (service/income_rules.py)."""
     p = profile(username)
+    if platform_date(days_advanced) >= raise_date():
+        p = raised(p)
     if gig:
         return data_pb2.Income(currency=USD, pay_frequency=data_pb2.PAY_FREQUENCY_VARIABLE)
     return data_pb2.Income(
@@ -91,10 +113,16 @@ def income(username: str, *, gig: bool = False) -> data_pb2.Income:
     )
 
 
-def allocations(username: str) -> data_pb2.DirectDepositAllocations:
-    """The existing split: maybe a fixed amount to savings first, then the remainder to checking."""
+def allocations(
+    username: str, deposit: data_pb2.DepositTarget | None = None
+) -> data_pb2.DirectDepositAllocations:
+    """The existing split: maybe a fixed amount to savings first, then the remainder to checking.
+    `deposit`: the account the user moved the whole pay to outside paylink (ChangeAllocation)."""
     p = profile(username)
     result = data_pb2.DirectDepositAllocations()
+    if deposit is not None:
+        result.allocations.add(type=common_pb2.ALLOCATION_TYPE_REMAINDER, value=0, target=deposit, priority=1)
+        return result
     if p.savings is not None:
         result.allocations.add(
             type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=p.savings_amount_cents, target=p.savings.to_proto()
@@ -141,13 +169,18 @@ def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
 
 
 def switched_allocations(
-    username: str, request: SwitchRequest, extra_paystubs: int = 0
+    username: str,
+    request: SwitchRequest,
+    extra_paystubs: int = 0,
+    *,
+    days_advanced: int = 0,
+    deposit: data_pb2.DepositTarget | None = None,
 ) -> data_pb2.DirectDepositAllocations:
     """The allocations after `request` is applied to the user's existing ones (stateless, so the
     same request always gives the same result). FULL: the target becomes the only (remainder)
     allocation. PARTIAL: the new amount/percentage goes first, the existing ones keep their order.
     Raises SwitchRejected under the platform's rules."""
-    newest = paystubs(username, extra_paystubs, PaystubQuery(count=1))[0].paystub
+    newest = paystubs(username, extra_paystubs, PaystubQuery(count=1), days_advanced)[0].paystub
     _check_switch(request, newest.net_pay.amount_cents)
     target = data_pb2.DepositTarget(
         name=request.target.name
@@ -166,7 +199,7 @@ def switched_allocations(
         target=target,
         priority=1,
     )
-    for existing in allocations(username).allocations:
+    for existing in allocations(username, deposit).allocations:
         result.allocations.append(existing)
         result.allocations[-1].priority = len(result.allocations)
     return result

@@ -103,11 +103,11 @@ def tax_form_pdf(form: tax_form_pb2.TaxForm) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def documents(
-    username: str, platform_id: str, extra_paystubs: int = 0, *, gig: bool
+    username: str, platform_id: str, extra_paystubs: int = 0, days_advanced: int = 0, *, gig: bool
 ) -> tuple[tuple[DocumentInfo, bytes], ...]:
     """Every document of the user, newest first: the visible paystubs' PDFs, then the tax forms'."""
     out = []
-    for item in sandbox_pay.paystubs(username, extra_paystubs, gig=gig):
+    for item in sandbox_pay.paystubs(username, extra_paystubs, None, days_advanced, gig=gig):
         content = paystub_pdf(username, platform_id, item.paystub)
         info = DocumentInfo(
             external_id=item.document_external_id,
@@ -119,7 +119,7 @@ def documents(
             pay_date=item.paystub.pay_date,
         )
         out.append((info, content))
-    for form in sandbox_tax_forms.tax_forms(username, platform_id, gig=gig):
+    for form in sandbox_tax_forms.tax_forms(username, platform_id, gig=gig, days_advanced=days_advanced):
         content = tax_form_pdf(form.tax_form)
         slug = _FORM_TITLES[form.tax_form.type][1]
         info = DocumentInfo(

@@ -30,7 +30,10 @@ from service.drivers.sandbox_profile import (
     SALARIED_USER,
     USD,
     Profile,
+    platform_date,
     profile,
+    raise_date,
+    raised,
     rng_for,
 )
 
@@ -178,13 +181,30 @@ def _first_pay_date(newest: dt.date, period: dt.timedelta, earliest: dt.date) ->
     return newest - period * periods
 
 
-@functools.lru_cache(maxsize=1024)
-def history(username: str, extra_paystubs: int = 0, gig: bool = False) -> tuple[Stub, ...]:
+def periods_elapsed(username: str, days_advanced: int, gig: bool = False) -> int:
+    """Pay dates that passed since the base paystubs, as the account's clock moved."""
+    if days_advanced <= 0:
+        return 0
+    newest = profile(username).newest_pay_date
+    period = GIG_PAY_PERIOD if gig else PAY_PERIOD
+    return (platform_date(days_advanced) - newest).days // period.days
+
+
+def history(
+    username: str, extra_paystubs: int = 0, gig: bool = False, days_advanced: int = 0
+) -> tuple[Stub, ...]:
     """Every paystub of the user, oldest first: since HISTORY_START (or a week after the start
-    date), through the newest base pay date and `extra_paystubs` more."""
+    date), through the newest base pay date, one per pay period the account's clock moved past,
+    and `extra_paystubs` more."""
+    return _history(username, max(0, extra_paystubs) + periods_elapsed(username, days_advanced, gig), gig)
+
+
+@functools.lru_cache(maxsize=1024)
+def _history(username: str, extra_paystubs: int, gig: bool) -> tuple[Stub, ...]:
     p = profile(username)
     if gig:
         return _gig_history(username, extra_paystubs)
+    after_raise = raised(p)
     earliest = max(HISTORY_START, p.start_date + dt.timedelta(days=7))
     first = _first_pay_date(p.newest_pay_date, PAY_PERIOD, earliest)
     rng = rng_for(username, "time_off")
@@ -194,7 +214,7 @@ def history(username: str, extra_paystubs: int = 0, gig: bool = False) -> tuple[
     last = p.newest_pay_date + PAY_PERIOD * max(0, extra_paystubs)
     while pay_date <= last:
         stub_rng = rng_for(username, "paystub", pay_date.isoformat())
-        lines = _employee_lines(p, stub_rng)
+        lines = _employee_lines(after_raise if pay_date >= raise_date() else p, stub_rng)
         end = pay_date - dt.timedelta(days=5)
         raw.append((pay_date, end - dt.timedelta(days=13), end, lines, _time_off(stub_rng, balances), 0))
         pay_date += PAY_PERIOD
@@ -295,26 +315,32 @@ def document_external_id(username: str, pay_date: str) -> str:
     return "doc_ps_" + hashlib.sha256(f"{username}\x1f{pay_date}".encode()).hexdigest()[:24]
 
 
-def visible(username: str, extra_paystubs: int = 0, gig: bool = False) -> list[Stub]:
+def visible(username: str, extra_paystubs: int = 0, gig: bool = False, days_advanced: int = 0) -> list[Stub]:
     """The paystubs the platform shows, newest first: the newest BASE_PAYSTUBS (the whole current
-    year for user_salaried) plus the added ones."""
-    stubs = history(username, extra_paystubs, gig)
+    year for user_salaried) plus the ones paid since (the clock moved, or AddPaystub)."""
+    stubs = history(username, extra_paystubs, gig, days_advanced)
     if username.split("+", 1)[0] == SALARIED_USER:
         newest_year = stubs[-1].pay_date.year
         shown = [s for s in stubs if s.pay_date.year == newest_year]
     else:
-        shown = list(stubs[-(BASE_PAYSTUBS + max(0, extra_paystubs)) :])
+        newer = sum(1 for s in stubs if s.pay_date > profile(username).newest_pay_date)
+        shown = list(stubs[-(BASE_PAYSTUBS + newer) :])
     shown.reverse()
     return shown
 
 
 def paystubs(
-    username: str, extra_paystubs: int = 0, query: PaystubQuery | None = None, *, gig: bool = False
+    username: str,
+    extra_paystubs: int = 0,
+    query: PaystubQuery | None = None,
+    days_advanced: int = 0,
+    *,
+    gig: bool = False,
 ) -> list[FetchedPaystub]:
     """The user's visible paystubs, newest first, filtered by `query` (inclusive pay-date bounds,
     then at most `count`, 0 meaning up to MAX_PAYSTUBS)."""
     query = query or PaystubQuery()
-    stubs = visible(username, extra_paystubs, gig)
+    stubs = visible(username, extra_paystubs, gig, days_advanced)
     if query.from_pay_date:
         stubs = [s for s in stubs if s.pay_date.isoformat() >= query.from_pay_date]
     if query.to_pay_date:

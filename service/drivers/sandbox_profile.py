@@ -21,6 +21,11 @@ PAY_PERIOD = dt.timedelta(days=14)
 BASE_PAYSTUBS = 6
 MAX_PAYSTUBS = 24  # what a paystubs query with count 0 returns at most
 USD = "USD"
+# Time at the simulated platform: each account's clock starts at ANCHOR_DATE and moves only when
+# SandboxService.AdvanceClock says so. Every pay period brings a paystub; after RAISE_AFTER the pay
+# rate is RAISE_BP higher (paystubs dated from then on, and income).
+RAISE_AFTER = dt.timedelta(days=90)
+RAISE_BP = 500
 HISTORY_START = dt.date(2024, 1, 1)  # the platforms keep pay records from this date on
 SALARIED_USER = "user_salaried"  # always salaried; the platform shows the whole year's paystubs
 GIG_USER = "user_gig"  # always hourly (a gig worker on the gig platform)
@@ -247,3 +252,19 @@ def profile(username: str) -> Profile:
         else None,
         savings_amount_cents=rng.randrange(2_500, 40_001, 2_500) if has_savings else 0,
     )
+
+
+def platform_date(days_advanced: int) -> dt.date:
+    """The simulated platform's date for an account whose clock is `days_advanced` ahead."""
+    return ANCHOR_DATE + dt.timedelta(days=days_advanced)
+
+
+def raise_date() -> dt.date:
+    return ANCHOR_DATE + RAISE_AFTER
+
+
+def raised(p: Profile) -> Profile:
+    """The profile after the raise."""
+    step = 1 if p.hourly else 100
+    rate = (p.rate_cents * (10_000 + RAISE_BP) // 10_000 + step - 1) // step * step
+    return dataclasses.replace(p, rate_cents=rate)

@@ -54,7 +54,7 @@ def _split(total: int, parts: int, unit: int = 1) -> list[int]:
     return shares
 
 
-def hourly_shifts(username: str) -> list[ShiftRecord]:
+def hourly_shifts(username: str, extra_paystubs: int = 0, days_advanced: int = 0) -> list[ShiftRecord]:
     """The hourly employee's shifts over the whole pay history, oldest first ([] if salaried)."""
     from service.drivers import sandbox_pay
 
@@ -63,7 +63,7 @@ def hourly_shifts(username: str) -> list[ShiftRecord]:
         return []
     zone = TIMEZONES[p.home.state]
     out: list[ShiftRecord] = []
-    for stub in sandbox_pay.history(username):
+    for stub in sandbox_pay.history(username, extra_paystubs, False, days_advanced):
         worked = [line for line in stub.lines if line.kind == "earning" and line.hours]
         hours = sum(line.hours for line in worked)
         pay = sum(line.amount for line in worked)
@@ -155,20 +155,24 @@ def to_proto(record: ShiftRecord) -> shift_pb2.Shift:
     return shift
 
 
-def records(username: str, *, gig: bool, extra_paystubs: int = 0) -> list[ShiftRecord]:
+def records(
+    username: str, *, gig: bool, extra_paystubs: int = 0, days_advanced: int = 0
+) -> list[ShiftRecord]:
     """Every shift the platform has for the user, oldest first."""
     if gig:
         from service.drivers import sandbox_pay
 
-        newest = sandbox_pay.history(username, extra_paystubs, True)[-1]
+        newest = sandbox_pay.history(username, extra_paystubs, True, days_advanced)[-1]
         return list(gig_shifts(username, newest.period_end))
-    return hourly_shifts(username)
+    return hourly_shifts(username, extra_paystubs, days_advanced)
 
 
-def shifts(username: str, query: ShiftQuery, *, gig: bool, extra_paystubs: int = 0) -> list[FetchedShift]:
+def shifts(
+    username: str, query: ShiftQuery, *, gig: bool, extra_paystubs: int = 0, days_advanced: int = 0
+) -> list[FetchedShift]:
     """Shifts newest first within the query's dates (default: the DEFAULT_WINDOW up to the newest
     shift), at most MAX_SHIFTS."""
-    found = records(username, gig=gig, extra_paystubs=extra_paystubs)
+    found = records(username, gig=gig, extra_paystubs=extra_paystubs, days_advanced=days_advanced)
     if not found:
         return []
     low = dt.date.fromisoformat(query.from_date) if query.from_date else found[-1].date - DEFAULT_WINDOW

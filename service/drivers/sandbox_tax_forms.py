@@ -1,6 +1,6 @@
 """Sandbox tax forms, computed from the pay history so that they add up.
 
-Employees get a W-2 for every complete year of their history (the years before ANCHOR_DATE's): box
+Employees get a W-2 for every complete year of their history (the years before the platform's current one): box
 1 is gross pay less pre-tax deductions, boxes 3 and 5 are gross pay less the health premium, the
 withheld taxes are the sums of the year's tax lines, box 12 code D is the 401(k). Gig workers get a
 1099-K (delivery pay and tips, by pay date, with the number of tasks as transactions) and a
@@ -16,7 +16,7 @@ from paylink.v1 import common_pb2, data_pb2, tax_form_pb2
 
 from service.drivers import sandbox_catalog, sandbox_pay
 from service.drivers.base import FetchedTaxForm
-from service.drivers.sandbox_profile import ANCHOR_DATE, USD, profile
+from service.drivers.sandbox_profile import USD, platform_date, profile
 
 T = tax_form_pb2
 
@@ -25,10 +25,10 @@ def _usd(cents: int) -> common_pb2.Money:
     return common_pb2.Money(amount_cents=cents, currency=USD)
 
 
-def tax_years(username: str, *, gig: bool) -> list[int]:
-    """Years with a complete pay history before the current one, newest first."""
-    years = {s.pay_date.year for s in sandbox_pay.history(username, 0, gig)}
-    return sorted((y for y in years if y < ANCHOR_DATE.year), reverse=True)
+def tax_years(username: str, *, gig: bool, days_advanced: int = 0) -> list[int]:
+    """Years with a pay history that ended before the platform's current year, newest first."""
+    years = {s.pay_date.year for s in sandbox_pay.history(username, 0, gig, days_advanced)}
+    return sorted((y for y in years if y < platform_date(days_advanced).year), reverse=True)
 
 
 def _sum(stubs: list[sandbox_pay.Stub], kind: str, *names: str) -> int:
@@ -84,15 +84,17 @@ def document_external_id(username: str, form_type: int, year: int) -> str:
     return "doc_tf_" + hashlib.sha256(f"{username}\x1f{form_type}\x1f{year}".encode()).hexdigest()[:24]
 
 
-def tax_forms(username: str, platform_id: str, year: int = 0, *, gig: bool) -> list[FetchedTaxForm]:
+def tax_forms(
+    username: str, platform_id: str, year: int = 0, *, gig: bool, days_advanced: int = 0
+) -> list[FetchedTaxForm]:
     """The user's tax forms for `year` (0: every year), newest year first."""
     p = profile(username)
     payer = sandbox_catalog.employer_for(username, platform_id)
     out = []
-    for y in tax_years(username, gig=gig):
+    for y in tax_years(username, gig=gig, days_advanced=days_advanced):
         if year and y != year:
             continue
-        stubs = [s for s in sandbox_pay.history(username, 0, gig) if s.pay_date.year == y]
+        stubs = [s for s in sandbox_pay.history(username, 0, gig, days_advanced) if s.pay_date.year == y]
         forms: list[tax_form_pb2.TaxForm] = []
         header = dict(
             year=y,
