@@ -17,7 +17,7 @@ import asyncpg
 from google.protobuf.message import Message
 from paylink.v1 import account_pb2, common_pb2, data_pb2
 
-from service import accounts, db, errors, ids, income_rules, pagination, timeutil, validation
+from service import accounts, db, errors, ids, income_rules, pagination, pii, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -46,7 +46,7 @@ SELECT i, $1, e, d, b, x FROM unnest($2::uuid[], $3::text[], $4::date[], $5::byt
   AS u(i, e, d, b, x)
 ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date,
   document_external_id = EXCLUDED.document_external_id
-RETURNING id, account_id, pay_date, data, created_at, (xmax = 0) AS inserted,
+RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted,
   (SELECT d.id FROM documents d WHERE d.account_id = paystubs.account_id
      AND d.external_id = paystubs.document_external_id AND paystubs.document_external_id <> '') AS document_id
 """
@@ -110,7 +110,7 @@ async def store_paystubs(
         _UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at
     )
     assert row is not None
-    return Stored(row["changed"], None, tuple(_paystub(r) for r in added))
+    return Stored(row["changed"], None, tuple(_paystub_of(bytes(r["data"]), r) for r in added))
 
 
 async def _result(
@@ -120,7 +120,7 @@ async def _result(
     row = None
     if parsed is not None:  # the account (workspace check) and its result in one round trip
         row = await deps.pool.fetchrow(
-            "SELECT r.data, r.refreshed_at, r.updated_at FROM accounts a"
+            "SELECT a.id AS account_id, r.data, r.refreshed_at, r.updated_at FROM accounts a"
             " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
             " WHERE a.id = $1 AND a.workspace_id = $2",
             parsed,
@@ -134,42 +134,45 @@ async def _result(
     return row
 
 
+def _body(deps: Deps, row: asyncpg.Record, name: int) -> bytes:
+    """The serialized message of a result row, opened (rows stored before sealing read as they are)."""
+    return pii.open_data(deps.vault, pii.result_kind(name), row["account_id"], bytes(row["data"]))
+
+
 async def identity(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Identity:
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_IDENTITY, "identity")
-    out = data_pb2.Identity.FromString(bytes(row["data"]))
-    return _stamp(out, account_id, row)
+    name = common_pb2.JOB_NAME_IDENTITY
+    row = await _result(deps, workspace_id, account_id, name, "identity")
+    return _stamp(data_pb2.Identity.FromString(_body(deps, row, name)), account_id, row)
 
 
 async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Employment:
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_EMPLOYMENT, "employment")
-    return _stamp(data_pb2.Employment.FromString(bytes(row["data"])), account_id, row)
+    name = common_pb2.JOB_NAME_EMPLOYMENT
+    row = await _result(deps, workspace_id, account_id, name, "employment")
+    return _stamp(data_pb2.Employment.FromString(_body(deps, row, name)), account_id, row)
 
 
 async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
     """The stored income, completed from the stored paystubs where the platform left fields out
     (service/income_rules.py)."""
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_INCOME, "income")
+    name = common_pb2.JOB_NAME_INCOME
+    row = await _result(deps, workspace_id, account_id, name, "income")
     stubs = await deps.pool.fetch(
-        "SELECT data FROM paystubs WHERE account_id = $1 AND pay_date >="
+        "SELECT id, account_id, external_id, pay_date, data, created_at, NULL::uuid AS document_id"
+        " FROM paystubs WHERE account_id = $1 AND pay_date >="
         " (SELECT max(pay_date) FROM paystubs WHERE account_id = $1) - 366 ORDER BY pay_date DESC",
-        uuid.UUID(account_id),
+        row["account_id"],
     )
-    reported = data_pb2.Income.FromString(bytes(row["data"]))
-    derived = income_rules.derive(reported, [data_pb2.Paystub.FromString(bytes(r["data"])) for r in stubs])
+    reported = data_pb2.Income.FromString(_body(deps, row, name))
+    derived = income_rules.derive(reported, [_paystub(deps, r) for r in stubs])
     return _stamp(derived, account_id, row)
 
 
 async def allocations(
     deps: Deps, workspace_id: uuid.UUID, account_id: str
 ) -> data_pb2.DirectDepositAllocations:
-    row = await _result(
-        deps,
-        workspace_id,
-        account_id,
-        common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
-        "direct_deposit_allocations",
-    )
-    return _stamp(data_pb2.DirectDepositAllocations.FromString(bytes(row["data"])), account_id, row)
+    name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
+    row = await _result(deps, workspace_id, account_id, name, "direct_deposit_allocations")
+    return _stamp(data_pb2.DirectDepositAllocations.FromString(_body(deps, row, name)), account_id, row)
 
 
 def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
@@ -181,14 +184,22 @@ def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
 
 # A paystub row with the id of its stored document (set once a documents job stored it).
 _PAYSTUB_COLUMNS = (
-    "p.id, p.account_id, p.pay_date, p.data, p.created_at, d.id AS document_id FROM paystubs p"
+    "p.id, p.account_id, p.external_id, p.pay_date, p.data, p.created_at, d.id AS document_id FROM paystubs p"
     " LEFT JOIN documents d ON d.account_id = p.account_id AND d.external_id = p.document_external_id"
     " AND p.document_external_id <> ''"
 )
 
 
-def _paystub(row: asyncpg.Record) -> data_pb2.Paystub:
-    stub = data_pb2.Paystub.FromString(bytes(row["data"]))
+def _paystub(deps: Deps, row: asyncpg.Record) -> data_pb2.Paystub:
+    """A stored paystub row as the message, its data opened."""
+    body = pii.open_data(
+        deps.vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
+    )
+    return _paystub_of(body, row)
+
+
+def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
+    stub = data_pb2.Paystub.FromString(body)
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
     stub.document_id = str(row["document_id"]) if row["document_id"] else ""
@@ -225,7 +236,7 @@ async def list_paystubs(
         cursor.id if cursor else None,
         size + 1,
     )
-    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(r) for r in rows[:size]])
+    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(deps, r) for r in rows[:size]])
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(
@@ -256,4 +267,4 @@ async def get_paystub(
         )
     if row is None:
         raise errors.not_found("paystub", paystub_id)
-    return _paystub(row)
+    return _paystub(deps, row)
