@@ -16,7 +16,11 @@ from service import tracing
 from service.drivers.base import (
     AccessGrant,
     Credentials,
+    DocumentInfo,
+    EmployerInfo,
     FetchedPaystub,
+    FetchedShift,
+    FetchedTaxForm,
     JobContext,
     JobPending,
     LoggedIn,
@@ -25,6 +29,7 @@ from service.drivers.base import (
     PlatformDriver,
     PlatformError,
     PlatformInfo,
+    ShiftQuery,
     SwitchRequest,
 )
 
@@ -63,6 +68,9 @@ class TracedDriver:
     def platforms(self) -> list[PlatformInfo]:
         return self.inner.platforms()
 
+    def employers(self) -> list[EmployerInfo]:
+        return self.inner.employers()
+
     async def login(self, platform_id: str, credentials: Credentials) -> LoginResult:
         with _span("login", platform_id):
             return await self.inner.login(platform_id, credentials)
@@ -90,6 +98,22 @@ class TracedDriver:
     async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
         with _span("fetch_paystubs", ctx.platform_id):
             return await self.inner.fetch_paystubs(ctx, query)
+
+    async def fetch_shifts(self, ctx: JobContext, query: ShiftQuery) -> list[FetchedShift]:
+        with _span("fetch_shifts", ctx.platform_id):
+            return await self.inner.fetch_shifts(ctx, query)
+
+    async def fetch_tax_forms(self, ctx: JobContext, year: int) -> list[FetchedTaxForm]:
+        with _span("fetch_tax_forms", ctx.platform_id):
+            return await self.inner.fetch_tax_forms(ctx, year)
+
+    async def fetch_documents(self, ctx: JobContext) -> list[DocumentInfo]:
+        with _span("fetch_documents", ctx.platform_id):
+            return await self.inner.fetch_documents(ctx)
+
+    async def fetch_document_content(self, ctx: JobContext, external_id: str) -> bytes:
+        with _span("fetch_document_content", ctx.platform_id):
+            return await self.inner.fetch_document_content(ctx, external_id)
 
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
         with _span("fetch_allocations", ctx.platform_id):
