@@ -1,5 +1,5 @@
 """Sandbox logins: the usernames and their behaviours, MFA challenges and the grant the sandbox
-driver stores (SPEC §4). Stateless: everything between calls lives in the grant or the MFA state,
+driver stores (docs/spec.md §6). Stateless: everything between calls lives in the grant or the MFA state,
 both JSON."""
 
 from __future__ import annotations
