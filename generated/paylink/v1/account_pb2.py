@@ -22,44 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
 from paylink.v1 import data_pb2 as paylink_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/account.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"\x87\x02\n\rJobTimestamps\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nemployment\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06income\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08paystubs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x1a\x64irect_deposit_allocations\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x02\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x15\n\rplatform_name\x18\x04 \x01(\t\x12\x15\n\rlink_token_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x37\n\x11monitoring_status\x18\x08 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x34\n\x11\x64\x61ta_refreshed_at\x18\t \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\x12\x32\n\x0f\x64\x61ta_updated_at\x18\n \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"Q\n\x13ListAccountsRequest\x12\x13\n\x0b\x65nd_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x18\x44isconnectAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x12GetIdentityRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"*\n\x14GetEmploymentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x10GetIncomeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\"GetDirectDepositAllocationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"|\n\x13ListPaystubsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rfrom_pay_date\x18\x04 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x05 \x01(\t\"\xb8\x01\n\x14ListPaystubsResponse\x12%\n\x08paystubs\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Paystub\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11GetPaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\npaystub_id\x18\x02 \x01(\t2\xce\x05\n\x0e\x41\x63\x63ountService\x12@\n\nGetAccount\x12\x1d.paylink.v1.GetAccountRequest\x1a\x13.paylink.v1.Account\x12Q\n\x0cListAccounts\x12\x1f.paylink.v1.ListAccountsRequest\x1a .paylink.v1.ListAccountsResponse\x12N\n\x11\x44isconnectAccount\x12$.paylink.v1.DisconnectAccountRequest\x1a\x13.paylink.v1.Account\x12\x43\n\x0bGetIdentity\x12\x1e.paylink.v1.GetIdentityRequest\x1a\x14.paylink.v1.Identity\x12I\n\rGetEmployment\x12 .paylink.v1.GetEmploymentRequest\x1a\x16.paylink.v1.Employment\x12=\n\tGetIncome\x12\x1c.paylink.v1.GetIncomeRequest\x1a\x12.paylink.v1.Income\x12Q\n\x0cListPaystubs\x12\x1f.paylink.v1.ListPaystubsRequest\x1a .paylink.v1.ListPaystubsResponse\x12@\n\nGetPaystub\x12\x1d.paylink.v1.GetPaystubRequest\x1a\x13.paylink.v1.Paystub\x12s\n\x1bGetDirectDepositAllocations\x12..paylink.v1.GetDirectDepositAllocationsRequest\x1a$.paylink.v1.DirectDepositAllocationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/account.proto\x12\npaylink.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"\x87\x02\n\rJobTimestamps\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nemployment\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06income\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08paystubs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x1a\x64irect_deposit_allocations\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x04\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x15\n\rplatform_name\x18\x04 \x01(\t\x12\x15\n\rlink_token_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x37\n\x11monitoring_status\x18\x08 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x34\n\x11\x64\x61ta_refreshed_at\x18\t \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\x12\x32\n\x0f\x64\x61ta_updated_at\x18\n \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\x12\x30\n\x0crefreshed_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12monitoring_enabled\x18\x0c \x01(\x08\x12.\n\tschedules\x18\r \x03(\x0b\x32\x1b.paylink.v1.RefreshSchedule\x12+\n\x04tags\x18\x0e \x03(\x0b\x32\x1d.paylink.v1.Account.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa5\x01\n\x0fRefreshSchedule\x12!\n\x04name\x18\x01 \x01(\x0e\x32\x13.paylink.v1.JobName\x12*\n\x07\x63\x61\x64\x65nce\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x0fnext_refresh_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xb0\x01\n\x13ListAccountsRequest\x12\x13\n\x0b\x65nd_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x16\n\tconnected\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x37\n\x11monitoring_status\x18\x05 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatusB\x0c\n\n_connected\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x18\x44isconnectAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x12GetIdentityRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"*\n\x14GetEmploymentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x10GetIncomeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\"GetDirectDepositAllocationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"|\n\x13ListPaystubsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rfrom_pay_date\x18\x04 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x05 \x01(\t\"\xb8\x01\n\x14ListPaystubsResponse\x12%\n\x08paystubs\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Paystub\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11GetPaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\npaystub_id\x18\x02 \x01(\t2\xce\x05\n\x0e\x41\x63\x63ountService\x12@\n\nGetAccount\x12\x1d.paylink.v1.GetAccountRequest\x1a\x13.paylink.v1.Account\x12Q\n\x0cListAccounts\x12\x1f.paylink.v1.ListAccountsRequest\x1a .paylink.v1.ListAccountsResponse\x12N\n\x11\x44isconnectAccount\x12$.paylink.v1.DisconnectAccountRequest\x1a\x13.paylink.v1.Account\x12\x43\n\x0bGetIdentity\x12\x1e.paylink.v1.GetIdentityRequest\x1a\x14.paylink.v1.Identity\x12I\n\rGetEmployment\x12 .paylink.v1.GetEmploymentRequest\x1a\x16.paylink.v1.Employment\x12=\n\tGetIncome\x12\x1c.paylink.v1.GetIncomeRequest\x1a\x12.paylink.v1.Income\x12Q\n\x0cListPaystubs\x12\x1f.paylink.v1.ListPaystubsRequest\x1a .paylink.v1.ListPaystubsResponse\x12@\n\nGetPaystub\x12\x1d.paylink.v1.GetPaystubRequest\x1a\x13.paylink.v1.Paystub\x12s\n\x1bGetDirectDepositAllocations\x12..paylink.v1.GetDirectDepositAllocationsRequest\x1a$.paylink.v1.DirectDepositAllocationsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBTIMESTAMPS']._serialized_start=122
-  _globals['_JOBTIMESTAMPS']._serialized_end=385
-  _globals['_ACCOUNT']._serialized_start=388
-  _globals['_ACCOUNT']._serialized_end=727
-  _globals['_GETACCOUNTREQUEST']._serialized_start=729
-  _globals['_GETACCOUNTREQUEST']._serialized_end=768
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=770
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=851
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=853
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=939
-  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_start=941
-  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_end=1007
-  _globals['_GETIDENTITYREQUEST']._serialized_start=1009
-  _globals['_GETIDENTITYREQUEST']._serialized_end=1049
-  _globals['_GETEMPLOYMENTREQUEST']._serialized_start=1051
-  _globals['_GETEMPLOYMENTREQUEST']._serialized_end=1093
-  _globals['_GETINCOMEREQUEST']._serialized_start=1095
-  _globals['_GETINCOMEREQUEST']._serialized_end=1133
-  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_start=1135
-  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_end=1191
-  _globals['_LISTPAYSTUBSREQUEST']._serialized_start=1193
-  _globals['_LISTPAYSTUBSREQUEST']._serialized_end=1317
-  _globals['_LISTPAYSTUBSRESPONSE']._serialized_start=1320
-  _globals['_LISTPAYSTUBSRESPONSE']._serialized_end=1504
-  _globals['_GETPAYSTUBREQUEST']._serialized_start=1506
-  _globals['_GETPAYSTUBREQUEST']._serialized_end=1565
-  _globals['_ACCOUNTSERVICE']._serialized_start=1568
-  _globals['_ACCOUNTSERVICE']._serialized_end=2286
+  _globals['_ACCOUNT_TAGSENTRY']._loaded_options = None
+  _globals['_ACCOUNT_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_JOBTIMESTAMPS']._serialized_start=154
+  _globals['_JOBTIMESTAMPS']._serialized_end=417
+  _globals['_ACCOUNT']._serialized_start=420
+  _globals['_ACCOUNT']._serialized_end=975
+  _globals['_ACCOUNT_TAGSENTRY']._serialized_start=932
+  _globals['_ACCOUNT_TAGSENTRY']._serialized_end=975
+  _globals['_REFRESHSCHEDULE']._serialized_start=978
+  _globals['_REFRESHSCHEDULE']._serialized_end=1143
+  _globals['_GETACCOUNTREQUEST']._serialized_start=1145
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1184
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1187
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1363
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1365
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1451
+  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_start=1453
+  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_end=1519
+  _globals['_GETIDENTITYREQUEST']._serialized_start=1521
+  _globals['_GETIDENTITYREQUEST']._serialized_end=1561
+  _globals['_GETEMPLOYMENTREQUEST']._serialized_start=1563
+  _globals['_GETEMPLOYMENTREQUEST']._serialized_end=1605
+  _globals['_GETINCOMEREQUEST']._serialized_start=1607
+  _globals['_GETINCOMEREQUEST']._serialized_end=1645
+  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_start=1647
+  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_end=1703
+  _globals['_LISTPAYSTUBSREQUEST']._serialized_start=1705
+  _globals['_LISTPAYSTUBSREQUEST']._serialized_end=1829
+  _globals['_LISTPAYSTUBSRESPONSE']._serialized_start=1832
+  _globals['_LISTPAYSTUBSRESPONSE']._serialized_end=2016
+  _globals['_GETPAYSTUBREQUEST']._serialized_start=2018
+  _globals['_GETPAYSTUBREQUEST']._serialized_end=2077
+  _globals['_ACCOUNTSERVICE']._serialized_start=2080
+  _globals['_ACCOUNTSERVICE']._serialized_end=2798
 # @@protoc_insertion_point(module_scope)

@@ -24,25 +24,32 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
+from paylink.v1 import data_pb2 as paylink_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paylink/v1/event.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\"\xb6\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61pi_version\x18\x07 \x01(\t\x12\x38\n\raccount_added\x18\n \x01(\x0b\x32\x1f.paylink.v1.AccountAddedPayloadH\x00\x12O\n\x19monitoring_status_updated\x18\x0b \x01(\x0b\x32*.paylink.v1.MonitoringStatusUpdatedPayloadH\x00\x12*\n\x03job\x18\x0c \x01(\x0b\x32\x1b.paylink.v1.JobEventPayloadH\x00\x12I\n\x16link_session_completed\x18\r \x01(\x0b\x32\'.paylink.v1.LinkSessionCompletedPayloadH\x00\x42\t\n\x07payload\"\xb0\x01\n\x13\x41\x63\x63ountAddedPayload\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x15\n\rlink_token_id\x18\x03 \x01(\t\x12\x13\n\x0bplatform_id\x18\x04 \x01(\t\x12\x15\n\rplatform_name\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\x1eMonitoringStatusUpdatedPayload\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x35\n\x0fprevious_status\x18\x03 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x37\n\x11monitoring_status\x18\x04 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcb\x03\n\x0fJobEventPayload\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x03 \x01(\t\x12\x15\n\rlink_token_id\x18\x04 \x01(\t\x12\x13\n\x0bplatform_id\x18\x05 \x01(\t\x12!\n\x04name\x18\x06 \x01(\x0e\x32\x13.paylink.v1.JobName\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07outcome\x18\x08 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\t \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\n \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12%\n\x06params\x18\x0c \x01(\x0b\x32\x15.paylink.v1.JobParams\x12%\n\x06origin\x18\r \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x17\n\x0flink_session_id\x18\x0e \x01(\t\"\xc4\x01\n\nSettledJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\x04 \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\x05 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\"\xf2\x01\n\x1bLinkSessionCompletedPayload\x12\x17\n\x0flink_session_id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x04 \x01(\t\x12%\n\x06origin\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12$\n\x04jobs\x18\x06 \x03(\x0b\x32\x16.paylink.v1.SettledJob\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16paylink/v1/event.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"\x8e\x04\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61pi_version\x18\x07 \x01(\t\x12)\n\x04tags\x18\x08 \x03(\x0b\x32\x1b.paylink.v1.Event.TagsEntry\x12\x38\n\raccount_added\x18\n \x01(\x0b\x32\x1f.paylink.v1.AccountAddedPayloadH\x00\x12O\n\x19monitoring_status_updated\x18\x0b \x01(\x0b\x32*.paylink.v1.MonitoringStatusUpdatedPayloadH\x00\x12*\n\x03job\x18\x0c \x01(\x0b\x32\x1b.paylink.v1.JobEventPayloadH\x00\x12I\n\x16link_session_completed\x18\r \x01(\x0b\x32\'.paylink.v1.LinkSessionCompletedPayloadH\x00\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"\xb0\x01\n\x13\x41\x63\x63ountAddedPayload\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x15\n\rlink_token_id\x18\x03 \x01(\t\x12\x13\n\x0bplatform_id\x18\x04 \x01(\t\x12\x15\n\rplatform_name\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf8\x01\n\x1eMonitoringStatusUpdatedPayload\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x35\n\x0fprevious_status\x18\x03 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x37\n\x11monitoring_status\x18\x04 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\ttimestamp\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x03\n\x0fJobEventPayload\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x03 \x01(\t\x12\x15\n\rlink_token_id\x18\x04 \x01(\t\x12\x13\n\x0bplatform_id\x18\x05 \x01(\t\x12!\n\x04name\x18\x06 \x01(\x0e\x32\x13.paylink.v1.JobName\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x07outcome\x18\x08 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\t \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\n \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12%\n\x06params\x18\x0c \x01(\x0b\x32\x15.paylink.v1.JobParams\x12%\n\x06origin\x18\r \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x17\n\x0flink_session_id\x18\x0e \x01(\t\x12&\n\x06\x63hange\x18\x0f \x01(\x0b\x32\x16.paylink.v1.DataChange\"\xfc\x01\n\nDataChange\x12\x12\n\nmonitoring\x18\x01 \x01(\x08\x12+\n\x0e\x61\x64\x64\x65\x64_paystubs\x18\x02 \x03(\x0b\x32\x13.paylink.v1.Paystub\x12\x42\n\x14previous_allocations\x18\x03 \x01(\x0b\x32$.paylink.v1.DirectDepositAllocations\x12\x39\n\x0b\x61llocations\x18\x04 \x01(\x0b\x32$.paylink.v1.DirectDepositAllocations\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\nSettledJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12\'\n\x07outcome\x18\x03 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\x04 \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\x05 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\"\xf2\x01\n\x1bLinkSessionCompletedPayload\x12\x17\n\x0flink_session_id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x04 \x01(\t\x12%\n\x06origin\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12$\n\x04jobs\x18\x06 \x03(\x0b\x32\x16.paylink.v1.SettledJob\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENT']._serialized_start=97
-  _globals['_EVENT']._serialized_end=535
-  _globals['_ACCOUNTADDEDPAYLOAD']._serialized_start=538
-  _globals['_ACCOUNTADDEDPAYLOAD']._serialized_end=714
-  _globals['_MONITORINGSTATUSUPDATEDPAYLOAD']._serialized_start=717
-  _globals['_MONITORINGSTATUSUPDATEDPAYLOAD']._serialized_end=965
-  _globals['_JOBEVENTPAYLOAD']._serialized_start=968
-  _globals['_JOBEVENTPAYLOAD']._serialized_end=1427
-  _globals['_SETTLEDJOB']._serialized_start=1430
-  _globals['_SETTLEDJOB']._serialized_end=1626
-  _globals['_LINKSESSIONCOMPLETEDPAYLOAD']._serialized_start=1629
-  _globals['_LINKSESSIONCOMPLETEDPAYLOAD']._serialized_end=1871
+  _globals['_EVENT_TAGSENTRY']._loaded_options = None
+  _globals['_EVENT_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_EVENT']._serialized_start=120
+  _globals['_EVENT']._serialized_end=646
+  _globals['_EVENT_TAGSENTRY']._serialized_start=592
+  _globals['_EVENT_TAGSENTRY']._serialized_end=635
+  _globals['_ACCOUNTADDEDPAYLOAD']._serialized_start=649
+  _globals['_ACCOUNTADDEDPAYLOAD']._serialized_end=825
+  _globals['_MONITORINGSTATUSUPDATEDPAYLOAD']._serialized_start=828
+  _globals['_MONITORINGSTATUSUPDATEDPAYLOAD']._serialized_end=1076
+  _globals['_JOBEVENTPAYLOAD']._serialized_start=1079
+  _globals['_JOBEVENTPAYLOAD']._serialized_end=1578
+  _globals['_DATACHANGE']._serialized_start=1581
+  _globals['_DATACHANGE']._serialized_end=1833
+  _globals['_SETTLEDJOB']._serialized_start=1836
+  _globals['_SETTLEDJOB']._serialized_end=2032
+  _globals['_LINKSESSIONCOMPLETEDPAYLOAD']._serialized_start=2035
+  _globals['_LINKSESSIONCOMPLETEDPAYLOAD']._serialized_end=2277
 # @@protoc_insertion_point(module_scope)
