@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 
@@ -95,6 +96,8 @@ def to_proto(row: asyncpg.Record) -> job_pb2.Job:
         params=common_pb2.JobParams.FromString(bytes(row["params"])),
         attempts=row["attempts"],
         origin=row["origin"],
+        tags=json.loads(row["tags"]),
+        scheduled=row["scheduled"],
     )
     timeutil.set_ts(job.created_at, row["created_at"])
     timeutil.set_ts(job.completed_at, row["completed_at"])
@@ -240,16 +243,22 @@ async def _insert_refresh(
     params = common_pb2.JobParams()
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
-    row = await enqueue(
-        deps,
+    # One refresh per account and job type in flight: one already queued or running is the answer.
+    row = await queue.enqueue_refresh(
         work.conn,
         workspace_id=call.workspace.id,
         account_id=account["id"],
         platform_id=account["platform_id"],
         name=request.name,
-        origin=common_pb2.JOB_ORIGIN_REFRESH,
-        batch_id=ids.new_id(),
         api_version=call.version_label,
         params=params,
+    )
+    log.info(
+        "job created",
+        extra={
+            "job_id": str(row["id"]),
+            "account_id": str(account["id"]),
+            "job": common_pb2.JobName.Name(request.name),
+        },
     )
     return to_proto(row)

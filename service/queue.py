@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import uuid
 from collections.abc import Sequence
 
@@ -60,7 +61,7 @@ RUNNABLE = f"({Q}, {P})"
 COLUMNS = (
     "id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,"
     " status, outcome, error_type, error_code, error_message, params, attempts, created_at, completed_at,"
-    " api_version"
+    " api_version, tags, scheduled"
 )
 
 # Inserts a job, wakes the workers (at commit) and returns the row: one round trip. A held job
@@ -68,11 +69,39 @@ COLUMNS = (
 _ENQUEUE = f"""
 WITH job AS (
   INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-    platform_id, params, params_sealed, api_version, run_at)
+    platform_id, params, params_sealed, api_version, run_at, tags)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END,
+          (SELECT tags FROM accounts WHERE id = $3))
+  {{conflict}}
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
+"""
+# Refreshes in flight (queued, running, pending): at most one per account and job type (a unique
+# partial index); the scheduler's per-platform bound counts them.
+REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
+_ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
+_IN_FLIGHT_REFRESH = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {REFRESH_IN_FLIGHT}"
+# Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
+_ENQUEUE_SCHEDULED = f"""
+WITH job AS (
+  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
+                    tags, scheduled)
+  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, '', t, true
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
+  {_ONE_REFRESH}
+  RETURNING id)
+SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
+"""
+_REFRESHES_PER_PLATFORM = f"""
+SELECT platform_id, count(*) AS n FROM jobs WHERE {REFRESH_IN_FLIGHT} AND platform_id = ANY($1::text[])
+GROUP BY platform_id
+"""
+_REFRESHES_OF = f"""
+SELECT DISTINCT j.account_id, j.name FROM jobs j
+JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
+  ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
+WHERE j.origin = {common_pb2.JOB_ORIGIN_REFRESH} AND j.status IN ({Q}, {R}, {P})
 """
 _RELEASE_HELD = f"""
 WITH released AS (
@@ -104,7 +133,8 @@ WHERE locked_by = $1 AND status = {R}
 _LOCK_FOR_OUTCOME = """
 SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
        j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
-       a.end_user_id, a.monitoring_status, a.connected, a.event_sequence
+       j.scheduled, a.end_user_id, a.monitoring_status, a.connected, a.event_sequence, a.tags,
+       a.refresh_failures
 FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
 """
 _UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
@@ -199,11 +229,15 @@ class LockedJob:
     monitoring_status: str
     connected: bool
     event_sequence: int
+    scheduled: bool  # queued by the monitoring schedule
+    tags: dict[str, str]  # the account's
+    refresh_failures: int  # the account's run of failed refreshes (monitoring)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LockedJob:
         fields = {f.name: row[f.name] for f in dataclasses.fields(cls)}
         fields["params"] = bytes(row["params"])
+        fields["tags"] = json.loads(row["tags"])
         fields["status"] = JobStatus(row["status"])
         return cls(**fields)
 
@@ -254,7 +288,7 @@ async def enqueue(
 ) -> asyncpg.Record:
     """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
     row = await conn.fetchrow(
-        _ENQUEUE,
+        _ENQUEUE.format(conflict=""),
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -271,6 +305,90 @@ async def enqueue(
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row
+
+
+async def enqueue_refresh(
+    conn: db.Conn,
+    *,
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    platform_id: str,
+    name: int,
+    api_version: str,
+    params: common_pb2.JobParams,
+) -> asyncpg.Record:
+    """Queues a server-side refresh, or returns the one of this account and job type already in
+    flight (one refresh per account and job type at a time: two workers never run the same one)."""
+    job_id = ids.new_id()
+    row = await conn.fetchrow(
+        _ENQUEUE.format(conflict=_ONE_REFRESH),
+        job_id,
+        workspace_id,
+        account_id,
+        None,
+        None,
+        job_id,
+        name,
+        common_pb2.JOB_ORIGIN_REFRESH,
+        platform_id,
+        params.SerializeToString(),
+        None,
+        api_version,
+        False,
+    )
+    if row is None:
+        row = await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
+    if row is None:  # it finished between the two statements: queue a new one
+        return await enqueue_refresh(
+            conn,
+            workspace_id=workspace_id,
+            account_id=account_id,
+            platform_id=platform_id,
+            name=name,
+            api_version=api_version,
+            params=params,
+        )
+    return row
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduledRefresh:
+    job_id: uuid.UUID
+    workspace_id: uuid.UUID
+    account_id: uuid.UUID
+    name: int
+    platform_id: str
+    tags: str  # the account's, as JSON
+
+
+async def enqueue_scheduled(conn: db.Conn, refreshes: Sequence[ScheduledRefresh]) -> list[uuid.UUID]:
+    """Queues scheduled refreshes in one statement; returns the ids of those queued (one already in
+    flight for the same account and job type keeps its place)."""
+    if not refreshes:
+        return []
+    queued = await conn.fetchval(
+        _ENQUEUE_SCHEDULED,
+        [r.job_id for r in refreshes],
+        [r.workspace_id for r in refreshes],
+        [r.account_id for r in refreshes],
+        [r.name for r in refreshes],
+        [r.platform_id for r in refreshes],
+        [r.tags for r in refreshes],
+    )
+    return list(queued or [])
+
+
+async def refreshes_per_platform(conn: db.Executor, platforms: Sequence[str]) -> dict[str, int]:
+    """Refresh jobs in flight per platform."""
+    return {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM, list(platforms))}
+
+
+async def refreshes_in_flight(
+    conn: db.Executor, keys: Sequence[tuple[uuid.UUID, int, str]]
+) -> set[tuple[uuid.UUID, int]]:
+    """Which of these (account, job type, platform) have a refresh in flight."""
+    rows = await conn.fetch(_REFRESHES_OF, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+    return {(r["account_id"], r["name"]) for r in rows}
 
 
 async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:

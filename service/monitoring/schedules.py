@@ -17,14 +17,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 import asyncpg
+from paylink.v1 import account_pb2
 
-from service import db, ids
+from service import db, ids, queue
 from service.monitoring import rules
 
 _rng = random.SystemRandom()
 
-NOTIFY_JOBS = "paylink_jobs"
-IN_FLIGHT = "('queued', 'running', 'pending')"
 
 # `active` recomputed from the account, its switch and its workspace's switch (one statement).
 _SYNC = """
@@ -57,18 +56,6 @@ SELECT p, $2 FROM unnest($1::text[]) AS p ORDER BY p
 ON CONFLICT (platform_id, day) DO UPDATE SET used = platform_refresh_budget.used
 RETURNING platform_id, used
 """
-_IN_FLIGHT_PER_PLATFORM = f"""
-SELECT platform_id, count(*) AS n FROM jobs
-WHERE origin = 2 AND status IN {IN_FLIGHT} AND platform_id = ANY($1::text[])
-GROUP BY platform_id
-"""
-# Due rows whose account and job type already have a refresh in flight: that one covers them.
-_RUNNING_ALREADY = f"""
-SELECT DISTINCT j.account_id, j.name FROM jobs j
-JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
-  ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
-WHERE j.origin = 2 AND j.status IN {IN_FLIGHT}
-"""
 _SPEND = """
 UPDATE platform_refresh_budget b SET used = used + u.n
 FROM unnest($1::text[], $2::integer[]) AS u(platform_id, n)
@@ -78,16 +65,6 @@ _MOVE = """
 UPDATE refresh_schedules s SET next_refresh_at = u.at, last_job_id = coalesce(u.job, s.last_job_id)
 FROM unnest($1::uuid[], $2::smallint[], $3::timestamptz[], $4::uuid[]) AS u(account_id, name, at, job)
 WHERE s.account_id = u.account_id AND s.name = u.name
-"""
-# The scheduled refresh jobs, with the account's tags, in one statement; wakes the workers at commit.
-_ENQUEUE = f"""
-WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
-                    tags, scheduled)
-  SELECT i, w, a, i, n, 2, p, ''::bytea, '', t, true
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
-  RETURNING 1)
-SELECT pg_notify('{NOTIFY_JOBS}', '') FROM (SELECT count(*) FROM job) AS queued
 """
 
 
@@ -109,6 +86,28 @@ class Claimed:
     busy: int  # held back by a platform's concurrency bound
     over_budget: int  # held back by a platform's daily budget
     covered: int  # already had a refresh in flight
+
+
+# The account's schedule, for `accounts` reads that build an Account message (one array per column).
+READ_COLUMNS = "".join(
+    f", array(SELECT {column} FROM refresh_schedules s WHERE s.account_id = accounts.id ORDER BY name) AS {alias}"
+    for column, alias in (
+        ("name", "s_names"),
+        ("cadence", "s_cadences"),
+        ("next_refresh_at", "s_next"),
+        ("active", "s_active"),
+    )
+)
+
+
+def to_proto(account: account_pb2.Account, row: asyncpg.Record) -> None:
+    """Fills Account.schedules from a row read with READ_COLUMNS."""
+    for name, cadence, next_at, active in zip(
+        row["s_names"], row["s_cadences"], row["s_next"], row["s_active"], strict=True
+    ):
+        entry = account.schedules.add(name=name, active=active)
+        entry.cadence.FromTimedelta(cadence)
+        entry.next_refresh_at.FromDatetime(next_at)
 
 
 async def settings_of(conn: db.Executor, workspace_id: uuid.UUID) -> tuple[bool, dict[int, dt.timedelta]]:
@@ -234,10 +233,10 @@ async def advance(conn: db.Conn, account_id: uuid.UUID, by: dt.timedelta) -> Non
 
 
 async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -> None:
-    """Makes an account's schedules (all, or `names`) due now."""
+    """Makes an account's active schedules (all, or `names`) due now."""
     await conn.execute(
         "UPDATE refresh_schedules SET next_refresh_at = least(next_refresh_at, now())"
-        " WHERE account_id = $1 AND (cardinality($2::smallint[]) = 0 OR name = ANY($2::smallint[]))",
+        " WHERE account_id = $1 AND active AND (cardinality($2::smallint[]) = 0 OR name = ANY($2::smallint[]))",
         account_id,
         list(names),
     )
@@ -262,16 +261,10 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     platforms = sorted({r["platform_id"] for r in rows})
     day = now.astimezone(dt.UTC).date()
     used = {r["platform_id"]: r["used"] for r in await conn.fetch(_BUDGET, platforms, day)}
-    flying = {r["platform_id"]: r["n"] for r in await conn.fetch(_IN_FLIGHT_PER_PLATFORM, platforms)}
-    running = {
-        (r["account_id"], r["name"])
-        for r in await conn.fetch(
-            _RUNNING_ALREADY,
-            [r["account_id"] for r in rows],
-            [r["name"] for r in rows],
-            [r["platform_id"] for r in rows],
-        )
-    }
+    flying = await queue.refreshes_per_platform(conn, platforms)
+    running = await queue.refreshes_in_flight(
+        conn, [(r["account_id"], r["name"], r["platform_id"]) for r in rows]
+    )
     by_key = {(r["account_id"], r["name"]): r for r in rows}
     due = [
         rules.Due(r["account_id"], r["name"], r["platform_id"])
@@ -282,18 +275,19 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     allotment = rules.allot(
         due, load, concurrency=limits.platform_concurrency, daily_budget=limits.daily_budget
     )
-    job_ids = [ids.new_id() for _ in allotment.run]
+    job_ids: list[uuid.UUID | None] = [ids.new_id() for _ in allotment.run]
     if allotment.run:
         runs = [by_key[(d.account_id, d.name)] for d in allotment.run]
-        await conn.execute(
-            _ENQUEUE,
-            job_ids,
-            [r["workspace_id"] for r in runs],
-            [r["account_id"] for r in runs],
-            [r["name"] for r in runs],
-            [r["platform_id"] for r in runs],
-            [r["tags"] for r in runs],
-        )
+        refreshes = [
+            queue.ScheduledRefresh(
+                i, r["workspace_id"], r["account_id"], r["name"], r["platform_id"], r["tags"]
+            )
+            for i, r in zip(job_ids, runs, strict=True)
+            if i is not None
+        ]
+        # A CreateJob refresh that started since the in-flight check keeps its place (one in flight).
+        queued = set(await queue.enqueue_scheduled(conn, refreshes))
+        job_ids = [i if i in queued else None for i in job_ids]
         started = rules.started_per_platform(allotment.run)
         await conn.execute(_SPEND, list(started), list(started.values()), day)
     moves: list[tuple[uuid.UUID, int, dt.datetime, uuid.UUID | None]] = []
@@ -311,4 +305,10 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
         [m[2] for m in moves],
         [m[3] for m in moves],
     )
-    return Claimed(job_ids, len(rows), len(allotment.busy), len(allotment.over_budget), len(running))
+    return Claimed(
+        [i for i in job_ids if i is not None],
+        len(rows),
+        len(allotment.busy),
+        len(allotment.over_budget),
+        len(running),
+    )
