@@ -68,8 +68,11 @@ async def update_settings(
             v.add(f"{field}.name", "is listed twice")
         if entry.is_default:
             v.add(f"{field}.is_default", "is output only")
-        if entry.cadence.nanos or entry.cadence.seconds < 0:
-            v.add(f"{field}.cadence", "must be whole, non-negative seconds")
+        if entry.cadence.nanos or not 0 <= entry.cadence.seconds <= rules.MAX_CADENCE.total_seconds():
+            v.add(
+                f"{field}.cadence",
+                "must be between 1 hour and 90 days in whole seconds (or 0 for the default)",
+            )
             continue
         cadence = dt.timedelta(seconds=entry.cadence.seconds)
         problem = rules.cadence_error(cadence)
@@ -95,7 +98,7 @@ async def trigger(deps: Deps, call: CallContext, account_id: str, names: list[in
             v.add(f"names[{i}]", "must be a data job type")
     v.raise_if_any()
     async with uow.begin(deps) as work:
-        row = await accounts.fetch(work.conn, call.workspace.id, account_id)
+        row = await accounts.fetch(work.conn, call.workspace.id, account_id, lock=True)
         await schedules.make_due(work.conn, row["id"], names)
         claimed = await schedules.claim(work.conn, scheduler.limits(deps), account_id=row["id"])
     return claimed.job_ids

@@ -41,13 +41,16 @@ FROM accounts a
 WHERE s.workspace_id = $1 AND s.account_id = a.id
 """
 
-# Due rows, oldest first, locked so that concurrent schedulers take disjoint sets.
+# Due rows, oldest first, locked so that concurrent schedulers take disjoint sets. The account row
+# is key-share locked too (the jobs' foreign key needs that lock anyway), skipping accounts that
+# another transaction is changing: everything else that touches schedules locks the account first
+# and its schedule rows second, so a claim never waits in the opposite order (no deadlock).
 _DUE = """
 SELECT s.account_id, s.name, s.platform_id, s.workspace_id, s.cadence, a.tags
 FROM refresh_schedules s JOIN accounts a ON a.id = s.account_id
 WHERE s.active AND s.next_refresh_at <= now() {account}
 ORDER BY s.next_refresh_at LIMIT $1
-FOR UPDATE OF s SKIP LOCKED
+FOR UPDATE OF s SKIP LOCKED FOR KEY SHARE OF a SKIP LOCKED
 """
 # One budget row per platform and day, locked (in platform order: no deadlock between schedulers).
 _BUDGET = """
