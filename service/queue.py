@@ -93,10 +93,9 @@ WITH job AS (
   RETURNING id)
 SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-_REFRESHES_PER_PLATFORM = f"""
-SELECT platform_id, count(*) AS n FROM jobs WHERE {REFRESH_IN_FLIGHT} AND platform_id = ANY($1::text[])
-GROUP BY platform_id
-"""
+_REFRESHES_PER_PLATFORM = (
+    f"SELECT platform_id, count(*) AS n FROM jobs WHERE {REFRESH_IN_FLIGHT} GROUP BY platform_id"
+)
 _REFRESHES_OF = f"""
 SELECT DISTINCT j.account_id, j.name FROM jobs j
 JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
@@ -378,9 +377,9 @@ async def enqueue_scheduled(conn: db.Conn, refreshes: Sequence[ScheduledRefresh]
     return list(queued or [])
 
 
-async def refreshes_per_platform(conn: db.Executor, platforms: Sequence[str]) -> dict[str, int]:
-    """Refresh jobs in flight per platform."""
-    return {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM, list(platforms))}
+async def refreshes_per_platform(conn: db.Executor) -> dict[str, int]:
+    """Refresh jobs in flight per platform (reads only the in-flight refreshes' index)."""
+    return {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM)}
 
 
 async def refreshes_in_flight(

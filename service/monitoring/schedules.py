@@ -48,7 +48,7 @@ WHERE s.workspace_id = $1 AND s.account_id = a.id
 _DUE = """
 SELECT s.account_id, s.name, s.platform_id, s.workspace_id, s.cadence, a.tags
 FROM refresh_schedules s JOIN accounts a ON a.id = s.account_id
-WHERE s.active AND s.next_refresh_at <= now() {account}
+WHERE s.active AND s.next_refresh_at <= now() AND s.platform_id <> ALL($2::text[]) {account}
 ORDER BY s.next_refresh_at LIMIT $1
 FOR UPDATE OF s SKIP LOCKED FOR KEY SHARE OF a SKIP LOCKED
 """
@@ -248,23 +248,27 @@ async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -
 async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None = None) -> Claimed:
     """Claims due refreshes and queues them, in the caller's transaction.
 
-    Due rows are locked with SKIP LOCKED (concurrent schedulers take disjoint rows). Each platform's
-    budget row is locked next, which serializes the accounting of concurrent claims per platform;
-    then rows are split by the platform's concurrency bound and daily budget (`rules.allot`). Rows
-    run now get a job and their next due date; rows held back move a minute (busy) or to the next
-    day (budget), so they never clog the head of the due query. A row whose account and job type
-    already has a refresh in flight moves on to its next due date: that refresh covers it.
+    Due rows of platforms below their concurrency bound are locked with SKIP LOCKED (concurrent
+    schedulers take disjoint rows). Each platform's budget row is locked next, which serializes the
+    accounting of concurrent claims per platform; then rows are split by the platform's concurrency
+    bound and daily budget (`rules.allot`). Rows run now get a job and their next due date; rows
+    over the bound stay due for the next claim; rows over the budget move to the next day, so they
+    do not come back to the head of the due query all day. A row whose account and job type already
+    has a refresh in flight moves on to its next due date: that refresh covers it.
     """
     now = await conn.fetchval("SELECT now()")
-    where = "AND s.account_id = $2" if account_id is not None else ""
-    args: list[object] = [limits.batch] + ([account_id] if account_id is not None else [])
+    # Platforms at their bound are left out of the due query: their rows stay due, untouched, and
+    # wait for room (moving them would churn; leaving them in would clog the batch).
+    flying = await queue.refreshes_per_platform(conn)
+    full = sorted(p for p, n in flying.items() if n >= limits.platform_concurrency)
+    where = "AND s.account_id = $3" if account_id is not None else ""
+    args: list[object] = [limits.batch, full] + ([account_id] if account_id is not None else [])
     rows = await conn.fetch(_DUE.format(account=where), *args)
     if not rows:
         return Claimed([], 0, 0, 0, 0)
     platforms = sorted({r["platform_id"] for r in rows})
     day = now.astimezone(dt.UTC).date()
     used = {r["platform_id"]: r["used"] for r in await conn.fetch(_BUDGET, platforms, day)}
-    flying = await queue.refreshes_per_platform(conn, platforms)
     running = await queue.refreshes_in_flight(
         conn, [(r["account_id"], r["name"], r["platform_id"]) for r in rows]
     )
@@ -299,7 +303,7 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
         moves.append((d.account_id, d.name, rules.next_due(now, cadence, _rng), job_id))
     for key in running:
         moves.append((key[0], key[1], rules.next_due(now, by_key[key]["cadence"], _rng), None))
-    moves += [(d.account_id, d.name, rules.retry_later(now, _rng), None) for d in allotment.busy]
+    # Busy rows (over the bound within this batch) stay due: the next claim takes them when there is room.
     moves += [(d.account_id, d.name, rules.next_budget_day(now, _rng), None) for d in allotment.over_budget]
     await conn.execute(
         _MOVE,
