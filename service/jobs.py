@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 import uuid
@@ -116,11 +118,17 @@ async def get(deps: Deps, workspace_id: uuid.UUID, job_id: str) -> job_pb2.Job:
     return to_proto(row)
 
 
-async def list_page(
-    deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest
-) -> job_pb2.ListJobsResponse:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ListQuery:
+    account_id: uuid.UUID | None
+    link_token_id: uuid.UUID | None
+    after: dt.datetime | None
+    before: dt.datetime | None
+
+
+def _list_query(request: job_pb2.ListJobsRequest) -> _ListQuery:
+    """The parsed filters of a ListJobs request; INVALID_ARGUMENT naming every bad one."""
     v = errors.Violations()
-    size = pagination.page_size(request.page_size)
     account_id = link_token_id = None
     if request.account_id:
         account_id = ids.parse_uuid(request.account_id)
@@ -144,14 +152,22 @@ async def list_page(
     if after and before and after >= before:
         v.add("created_before", "must be later than created_after")
     v.raise_if_any()
+    return _ListQuery(account_id, link_token_id, after, before)
+
+
+async def list_page(
+    deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest
+) -> job_pb2.ListJobsResponse:
+    size = pagination.page_size(request.page_size)
+    q = _list_query(request)
     filters = {
         "a": request.account_id,
         "l": request.link_token_id,
         "n": sorted(request.names),
         "o": request.outcome,
         "g": request.origin,
-        "ca": str(after),
-        "cb": str(before),
+        "ca": str(q.after),
+        "cb": str(q.before),
     }
     cursor_ts, cursor_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
     # Only the filters in use go into the SQL: each combination is its own prepared statement with a
@@ -164,22 +180,18 @@ async def list_page(
         where.append(condition.format(*numbers))
         args.extend(values)
 
-    if account_id is not None:
-        when("account_id = {0}", account_id)
-    if link_token_id is not None:
-        when("link_token_id = {0}", link_token_id)
-    if request.names:
-        when("name = ANY({0}::smallint[])", list(request.names))
-    if request.outcome:
-        when("outcome = {0}", request.outcome)
-    if request.origin:
-        when("origin = {0}", request.origin)
-    if after is not None:
-        when("created_at >= {0}", after)
-    if before is not None:
-        when("created_at < {0}", before)
-    if cursor_ts is not None:
-        when("(created_at, id) < ({0}, {1})", cursor_ts, cursor_id)
+    for present, condition, values in (
+        (q.account_id is not None, "account_id = {0}", (q.account_id,)),
+        (q.link_token_id is not None, "link_token_id = {0}", (q.link_token_id,)),
+        (bool(request.names), "name = ANY({0}::smallint[])", (list(request.names),)),
+        (bool(request.outcome), "outcome = {0}", (request.outcome,)),
+        (bool(request.origin), "origin = {0}", (request.origin,)),
+        (q.after is not None, "created_at >= {0}", (q.after,)),
+        (q.before is not None, "created_at < {0}", (q.before,)),
+        (cursor_ts is not None, "(created_at, id) < ({0}, {1})", (cursor_ts, cursor_id)),
+    ):
+        if present:
+            when(condition, *values)
     args.append(size + 1)
     rows = await deps.pool.fetch(
         f"SELECT {queue.COLUMNS} FROM jobs WHERE {' AND '.join(where)}"

@@ -70,6 +70,30 @@ async def create(
     )
 
 
+async def _bound_account(
+    deps: Deps, conn: db.Conn, call: CallContext, request: link_token_pb2.CreateLinkTokenRequest
+) -> asyncpg.Record:
+    """The connected account an On Demand Updates token binds to, checked against the request."""
+    end_user_id = request.end_user_id.strip()
+    bound = await accounts.fetch(conn, call.workspace.id, request.account_id)
+    if not bound["connected"]:
+        raise errors.failed_precondition(
+            "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected; link a new account"
+        )
+    if end_user_id and end_user_id != bound["end_user_id"]:
+        raise errors.invalid_field("end_user_id", "differs from the end user of account_id")
+    if request.platform_id and request.platform_id != bound["platform_id"]:
+        raise errors.invalid_field("platform_id", "differs from the platform of account_id")
+    platform = deps.drivers.platform(bound["platform_id"])
+    unsupported = set(request.required_jobs) - (platform.supported_jobs if platform else set())
+    if unsupported:
+        names = ", ".join(sorted(common_pb2.JobName.Name(n) for n in unsupported))
+        raise errors.failed_precondition(
+            "JOB_NOT_SUPPORTED", f"the account's platform does not support {names}"
+        )
+    return bound
+
+
 async def _insert(
     deps: Deps,
     conn: db.Conn,
@@ -78,24 +102,8 @@ async def _insert(
     binds: bool,
 ) -> link_token_pb2.LinkToken:
     end_user_id = request.end_user_id.strip()
-    bound: asyncpg.Record | None = None
-    if binds:
-        bound = await accounts.fetch(conn, call.workspace.id, request.account_id)
-        if not bound["connected"]:
-            raise errors.failed_precondition(
-                "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected; link a new account"
-            )
-        if end_user_id and end_user_id != bound["end_user_id"]:
-            raise errors.invalid_field("end_user_id", "differs from the end user of account_id")
-        if request.platform_id and request.platform_id != bound["platform_id"]:
-            raise errors.invalid_field("platform_id", "differs from the platform of account_id")
-        platform = deps.drivers.platform(bound["platform_id"])
-        unsupported = set(request.required_jobs) - (platform.supported_jobs if platform else set())
-        if unsupported:
-            names = ", ".join(sorted(common_pb2.JobName.Name(n) for n in unsupported))
-            raise errors.failed_precondition(
-                "JOB_NOT_SUPPORTED", f"the account's platform does not support {names}"
-            )
+    bound = await _bound_account(deps, conn, call, request) if binds else None
+    if bound is not None:
         end_user_id = bound["end_user_id"]
     token_id = ids.new_id()
     secret = ids.new_link_token()

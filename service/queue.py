@@ -56,6 +56,7 @@ _PROTO_STATUS = {
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
 RUNNABLE = f"({Q}, {P})"
+IN_FLIGHT = f"({Q}, {R}, {P})"  # not final yet
 
 # Columns of a job resource (GetJob, ListJobs, the row `enqueue` returns).
 COLUMNS = (
@@ -468,3 +469,22 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
         f"SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = {S}", batch_id, name
     )
     return bool(found)
+
+
+async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
+    """How many jobs of these accounts are not final yet."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}",
+        list(account_ids),
+    )
+    return count
+
+
+async def scrub_params(conn: db.Conn, account_ids: Sequence[uuid.UUID]) -> str:
+    """Erases what jobs of these accounts kept about their person (their parameters); the status."""
+    status: str = await conn.execute(
+        "UPDATE jobs SET params = '', params_sealed = NULL WHERE account_id = ANY($1::uuid[])"
+        " AND (params <> '' OR params_sealed IS NOT NULL)",
+        list(account_ids),
+    )
+    return status

@@ -9,6 +9,7 @@ import logging
 import signal
 
 from service import db, metrics, migrate
+from service.api.server import SERVICE_NAMES, ApiServer
 from service.audit_export import AuditExporter
 from service.config import Settings
 from service.deps import Deps
@@ -18,7 +19,6 @@ from service.health_monitor import HealthMonitor
 from service.monitoring.scheduler import Scheduler
 from service.relay import Relay
 from service.sampler import Sampler
-from service.server import SERVICE_NAMES, ApiServer
 from service.vault import KeyRing, Vault
 from service.worker import Worker
 

@@ -10,7 +10,7 @@ from paylink.v1 import account_pb2, common_pb2, data_pb2, sandbox_pb2
 from service import accounts, db, errors, uow, validation
 from service.context import CallContext
 from service.deps import Deps
-from service.drivers import sandbox_data
+from service.drivers import sandbox_profile
 from service.drivers.base import AccessGrant
 from service.drivers.sandbox import Grant, SandboxDriver
 from service.monitoring import controls as monitoring_controls
@@ -92,7 +92,7 @@ async def advance_clock(
         updated = await accounts.fetch(work.conn, call.workspace.id, request.account_id, data_times=True)
         return sandbox_pb2.AdvanceClockResponse(
             days_advanced=total,
-            platform_date=sandbox_data.platform_date(total).isoformat(),
+            platform_date=sandbox_profile.platform_date(total).isoformat(),
             account=accounts.to_proto(updated, deps.drivers),
         )
 

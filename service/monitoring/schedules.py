@@ -245,6 +245,8 @@ async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -
     )
 
 
+# long: the claim's steps in the order its locks are taken, in one transaction; split, each part
+# would need the whole state of the one before.
 async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None = None) -> Claimed:
     """Claims due refreshes and queues them, in the caller's transaction.
 
