@@ -71,6 +71,7 @@ async def enqueue(
         link_session_id=link_session_id,
         held=held,
     )
+    assert row is not None  # INSERT ... RETURNING always returns the row
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -256,15 +257,22 @@ async def _insert_refresh(
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
     # One refresh per account and job type in flight: one already queued or running is the answer.
-    row = await queue.enqueue_refresh(
-        work.conn,
-        workspace_id=call.workspace.id,
-        account_id=account["id"],
-        platform_id=account["platform_id"],
-        name=request.name,
-        api_version=call.version_label,
-        params=params,
-    )
+    while True:
+        row = await queue.enqueue(
+            work.conn,
+            workspace_id=call.workspace.id,
+            account_id=account["id"],
+            platform_id=account["platform_id"],
+            name=request.name,
+            origin=common_pb2.JOB_ORIGIN_REFRESH,
+            batch_id=ids.new_id(),
+            api_version=call.version_label,
+            params=params,
+            one_refresh=True,
+        )
+        row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
+        if row is not None:  # None: the one in flight finished meanwhile; queue a new one
+            break
     log.info(
         "job created",
         extra={

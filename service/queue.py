@@ -78,30 +78,19 @@ WITH job AS (
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-# Refreshes in flight (queued, running, pending): at most one per account and job type (a unique
-# partial index); the scheduler's per-platform bound counts them.
+# Refreshes in flight: one per account and job type at most (unique partial index, migration 0120).
 REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
 _ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
 _IN_FLIGHT_REFRESH = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {REFRESH_IN_FLIGHT}"
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
 WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
-                    tags, scheduled)
-  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, '', t, true
+  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, tags, scheduled)
+  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, t, true
   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
   {_ONE_REFRESH}
   RETURNING id)
 SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
-"""
-_REFRESHES_PER_PLATFORM = (
-    f"SELECT platform_id, count(*) AS n FROM jobs WHERE {REFRESH_IN_FLIGHT} GROUP BY platform_id"
-)
-_REFRESHES_OF = f"""
-SELECT DISTINCT j.account_id, j.name FROM jobs j
-JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
-  ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
-WHERE j.origin = {common_pb2.JOB_ORIGIN_REFRESH} AND j.status IN ({Q}, {R}, {P})
 """
 _RELEASE_HELD = f"""
 WITH released AS (
@@ -285,10 +274,13 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
-) -> asyncpg.Record:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
-    row = await conn.fetchrow(
-        _ENQUEUE.format(conflict=""),
+    one_refresh: bool = False,
+) -> asyncpg.Record | None:
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS).
+
+    `one_refresh`: None instead when a refresh of the account and job type is already in flight."""
+    return await conn.fetchrow(
+        _ENQUEUE.format(conflict=_ONE_REFRESH if one_refresh else ""),
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -303,92 +295,20 @@ async def enqueue(
         api_version,
         held,
     )
-    assert row is not None  # INSERT ... RETURNING always returns the row
-    return row
 
 
-async def enqueue_refresh(
-    conn: db.Conn,
-    *,
-    workspace_id: uuid.UUID,
-    account_id: uuid.UUID,
-    platform_id: str,
-    name: int,
-    api_version: str,
-    params: common_pb2.JobParams,
-) -> asyncpg.Record:
-    """Queues a server-side refresh, or returns the one of this account and job type already in
-    flight (one refresh per account and job type at a time: two workers never run the same one)."""
-    job_id = ids.new_id()
-    row = await conn.fetchrow(
-        _ENQUEUE.format(conflict=_ONE_REFRESH),
-        job_id,
-        workspace_id,
-        account_id,
-        None,
-        None,
-        job_id,
-        name,
-        common_pb2.JOB_ORIGIN_REFRESH,
-        platform_id,
-        params.SerializeToString(),
-        None,
-        api_version,
-        False,
-    )
-    if row is None:
-        row = await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
-    if row is None:  # it finished between the two statements: queue a new one
-        return await enqueue_refresh(
-            conn,
-            workspace_id=workspace_id,
-            account_id=account_id,
-            platform_id=platform_id,
-            name=name,
-            api_version=api_version,
-            params=params,
-        )
-    return row
+async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:
+    """The refresh of this account and job type in flight (COLUMNS), if any."""
+    return await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ScheduledRefresh:
-    job_id: uuid.UUID
-    workspace_id: uuid.UUID
-    account_id: uuid.UUID
-    name: int
-    platform_id: str
-    tags: str  # the account's, as JSON
-
-
-async def enqueue_scheduled(conn: db.Conn, refreshes: Sequence[ScheduledRefresh]) -> list[uuid.UUID]:
-    """Queues scheduled refreshes in one statement; returns the ids of those queued (one already in
-    flight for the same account and job type keeps its place)."""
-    if not refreshes:
-        return []
-    queued = await conn.fetchval(
-        _ENQUEUE_SCHEDULED,
-        [r.job_id for r in refreshes],
-        [r.workspace_id for r in refreshes],
-        [r.account_id for r in refreshes],
-        [r.name for r in refreshes],
-        [r.platform_id for r in refreshes],
-        [r.tags for r in refreshes],
-    )
-    return list(queued or [])
-
-
-async def refreshes_per_platform(conn: db.Executor) -> dict[str, int]:
-    """Refresh jobs in flight per platform (reads only the in-flight refreshes' index)."""
-    return {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM)}
-
-
-async def refreshes_in_flight(
-    conn: db.Executor, keys: Sequence[tuple[uuid.UUID, int, str]]
-) -> set[tuple[uuid.UUID, int]]:
-    """Which of these (account, job type, platform) have a refresh in flight."""
-    rows = await conn.fetch(_REFRESHES_OF, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-    return {(r["account_id"], r["name"]) for r in rows}
+async def enqueue_scheduled(
+    conn: db.Conn, job_ids: list[uuid.UUID], rows: Sequence[asyncpg.Record]
+) -> list[uuid.UUID]:
+    """Queues scheduled refreshes (`rows`: workspace_id, account_id, name, platform_id, tags) in one
+    statement; returns the ids queued (a refresh already in flight keeps its place)."""
+    columns = [[r[c] for r in rows] for c in ("workspace_id", "account_id", "name", "platform_id", "tags")]
+    return list(await conn.fetchval(_ENQUEUE_SCHEDULED, job_ids, *columns) or [])
 
 
 async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:

@@ -59,6 +59,17 @@ SELECT p, $2 FROM unnest($1::text[]) AS p ORDER BY p
 ON CONFLICT (platform_id, day) DO UPDATE SET used = platform_refresh_budget.used
 RETURNING platform_id, used
 """
+# Refreshes in flight, per platform (the concurrency bound) and for these due rows (one in flight):
+# both read only the small partial index of unfinished refreshes.
+_REFRESHES_PER_PLATFORM = (
+    f"SELECT platform_id, count(*) AS n FROM jobs WHERE {queue.REFRESH_IN_FLIGHT} GROUP BY platform_id"
+)
+_REFRESHES_OF = f"""
+SELECT DISTINCT j.account_id, j.name FROM jobs j
+JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
+  ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
+WHERE j.{queue.REFRESH_IN_FLIGHT.replace(" AND status", " AND j.status")}
+"""
 _SPEND = """
 UPDATE platform_refresh_budget b SET used = used + u.n
 FROM unnest($1::text[], $2::integer[]) AS u(platform_id, n)
@@ -261,7 +272,7 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     now = await conn.fetchval("SELECT now()")
     # Platforms at their bound are left out of the due query: their rows stay due, untouched, and
     # wait for room (moving them would churn; leaving them in would clog the batch).
-    flying = await queue.refreshes_per_platform(conn)
+    flying = {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM)}
     full = sorted(p for p, n in flying.items() if n >= limits.platform_concurrency)
     where = "AND s.account_id = $3" if account_id is not None else ""
     args: list[object] = [limits.batch, full] + ([account_id] if account_id is not None else [])
@@ -271,9 +282,10 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     platforms = sorted({r["platform_id"] for r in rows})
     day = now.astimezone(dt.UTC).date()
     used = {r["platform_id"]: r["used"] for r in await conn.fetch(_BUDGET, platforms, day)}
-    running = await queue.refreshes_in_flight(
-        conn, [(r["account_id"], r["name"], r["platform_id"]) for r in rows]
-    )
+    keys = [(r["account_id"], r["name"], r["platform_id"]) for r in rows]
+    running = {
+        (r["account_id"], r["name"]) for r in await conn.fetch(_REFRESHES_OF, *zip(*keys, strict=True))
+    }
     by_key = {(r["account_id"], r["name"]): r for r in rows}
     due = [
         rules.Due(r["account_id"], r["name"], r["platform_id"])
@@ -287,15 +299,8 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     job_ids: list[uuid.UUID | None] = [ids.new_id() for _ in allotment.run]
     if allotment.run:
         runs = [by_key[(d.account_id, d.name)] for d in allotment.run]
-        refreshes = [
-            queue.ScheduledRefresh(
-                i, r["workspace_id"], r["account_id"], r["name"], r["platform_id"], r["tags"]
-            )
-            for i, r in zip(job_ids, runs, strict=True)
-            if i is not None
-        ]
         # A CreateJob refresh that started since the in-flight check keeps its place (one in flight).
-        queued = set(await queue.enqueue_scheduled(conn, refreshes))
+        queued = set(await queue.enqueue_scheduled(conn, [i for i in job_ids if i is not None], runs))
         job_ids = [i if i in queued else None for i in job_ids]
         started = rules.started_per_platform(allotment.run)
         await conn.execute(_SPEND, list(started), list(started.values()), day)
