@@ -234,8 +234,22 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(bench(args.accounts, args.due, args.batch, args.rounds)), indent=2))
+    results = asyncio.run(bench(args.accounts, args.due, args.batch, args.rounds))
+    print(json.dumps(results, indent=2))
+    record(results, "python bench/monitoring.py " + " ".join(sys.argv[1:]))
     return 0
+
+
+def record(results: dict[str, Any], command: str) -> None:
+    """Keeps the figures for BENCHMARKS.md (bench/report.py renders them)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    out = {
+        **results,
+        "command": command,
+        "commit": commit.stdout.strip(),
+        "ran_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (ROOT / "bench/monitoring-results.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
