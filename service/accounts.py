@@ -242,7 +242,8 @@ async def relink(
     fingerprint: bytes | None,
     api_version: str,
 ) -> None:
-    """A bound (On Demand Updates) session logged in again: connected, monitoring active."""
+    """A bound (On Demand Updates) session logged in again: connected, monitoring active (unless the
+    customer turned monitoring off for the account: that stays)."""
     account = await fetch(work.conn, workspace_id, str(account_id), lock=True)
     await work.conn.execute(
         "UPDATE accounts SET connected = true, login_fingerprint = coalesce(login_fingerprint, $2)"
@@ -250,7 +251,10 @@ async def relink(
         account_id,
         fingerprint,
     )
-    await set_monitoring(work, account, "active", "reaccess_succeeded", api_version=api_version)
+    if account["monitoring_enabled"]:
+        await set_monitoring(work, account, "active", "reaccess_succeeded", api_version=api_version)
+    else:
+        await schedules.sync(work.conn, [account_id])  # connected again; still paused by the switch
 
 
 async def login_fingerprint(conn: db.Executor, account_id: uuid.UUID) -> bytes | None:

@@ -459,3 +459,20 @@ async def test_tags_reach_the_account_its_jobs_and_its_events(client: Client, ev
     assert all(dict(r.event.tags) == tags for r in found)
     listed = await client.jobs.ListJobs(job_pb2.ListJobsRequest(account_id=account_id), metadata=client.md())
     assert listed.jobs and all(dict(j.tags) == tags for j in listed.jobs)
+
+
+async def test_a_bound_session_keeps_monitoring_off_when_the_customer_turned_it_off(client: Client) -> None:
+    _, session = await link_account(client, "user_good+keepoff", [c.JOB_NAME_IDENTITY])
+    account_id = session.account_id
+    await _monitoring(client).DisableMonitoring(
+        monitoring_pb2.DisableMonitoringRequest(account_id=account_id), metadata=client.md()
+    )
+    bound = await client.token([c.JOB_NAME_EMPLOYMENT], account_id=account_id)
+    relink = await start_session(client, bound.token)
+    assert relink.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING  # re-access worked
+    await client.wait_session(relink.id, link_pb2.LINK_SESSION_STATE_COMPLETED)
+    account = await _account(client, account_id)
+    assert (
+        account.monitoring_status == c.MONITORING_STATUS_CUSTOMER_DISABLED and not account.monitoring_enabled
+    )
+    assert not any(s.active for s in account.schedules)
