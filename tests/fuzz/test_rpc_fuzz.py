@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paylink.v1 import (
     account_pb2,
+    catalog_pb2,
     common_pb2,
     job_pb2,
     link_pb2,
@@ -45,7 +46,7 @@ ALLOWED = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,  # rate limits answer with RetryInfo
 }
-FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2, monitoring_pb2)
+FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2, monitoring_pb2, catalog_pb2)
 METHODS: list[MethodDescriptor] = [
     method for f in FILES for service in f.DESCRIPTOR.services_by_name.values() for method in service.methods
 ]
@@ -295,6 +296,7 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         link_pb2.StartSessionRequest(token=mfa_token.token), metadata=client.md()
     )
     _, spare = await link_account(client, "user_good")  # the one DisconnectAccount may disconnect
+    employer = app.deps.drivers.employers()[0]
     known = [
         session.account_id,
         session.id,
@@ -303,6 +305,9 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         mfa_token.id,
         *(job.job_id for job in session.jobs),
         *(stub.id for stub in stubs.paystubs[:2]),
+        employer.id,
+        employer.ein,
+        "sandbox_gig",
     ]
     account_id, job_id = session.account_id, session.jobs[0].job_id
     c = common_pb2
@@ -359,6 +364,11 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         monitoring_pb2.UpdateMonitoringSettingsRequest(
             enabled=True, cadences=[monitoring_pb2.RefreshCadence(name=c.JOB_NAME_INCOME)]
         ),
+        catalog_pb2.ListPlatformsRequest(query="pay", supported_jobs=[c.JOB_NAME_SHIFTS], page_size=2),
+        catalog_pb2.GetPlatformRequest(platform_id="sandbox_gig"),
+        catalog_pb2.SearchEmployersRequest(query="logistics inc", platform_id="sandbox_adp", page_size=2),
+        catalog_pb2.GetEmployerRequest(employer_id=employer.id),
+        catalog_pb2.LookupEmployerRequest(ein=employer.ein),
     ]
     by_type = {type(b).DESCRIPTOR.full_name: b for b in bases}
     missing = {m.input_type.full_name for m in METHODS} - by_type.keys()
@@ -452,6 +462,10 @@ async def test_huge_page_sizes_are_invalid(world: World) -> None:
             account_pb2.ListPaystubsRequest(account_id=account_id, page_size=10**9), metadata=client.md()
         ),
         client.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=-1), metadata=client.md()),
+        client.catalog.ListPlatforms(catalog_pb2.ListPlatformsRequest(page_size=10**9), metadata=client.md()),
+        client.catalog.SearchEmployers(
+            catalog_pb2.SearchEmployersRequest(page_size=-5), metadata=client.md()
+        ),
     ]
     for call in calls:
         exc = await rpc_error(call)
