@@ -15,7 +15,15 @@ import subprocess
 import sys
 
 import pytest
-from paylink.v1 import account_pb2, catalog_pb2, job_pb2, link_pb2, link_token_pb2, monitoring_pb2, sandbox_pb2
+from paylink.v1 import (
+    account_pb2,
+    catalog_pb2,
+    job_pb2,
+    link_pb2,
+    link_token_pb2,
+    monitoring_pb2,
+    sandbox_pb2,
+)
 
 from service import runtime
 from service.config import Settings
