@@ -105,6 +105,6 @@ async def delete(deps: Deps, workspace_id: uuid.UUID, *, force: bool = False) ->
             erased += await session_store.erase_sealed(conn, workspace_id)
             # Jobs keep their outcome; their parameters (switch targets, sealed or masked) go.
             owned = await conn.fetch("SELECT id FROM accounts WHERE workspace_id = $1", workspace_id)
-            erased += _count(await queue.scrub_params(conn, [r["id"] for r in owned]))
+            erased += await queue.scrub_params(conn, [r["id"] for r in owned])
             erased += await idempotency.erase(conn, workspace_id)
     return Deleted(before, revoked, disconnected, erased)
