@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from service import db, errors
-from service.vault import Vault
+from service import db, errors, sealed, uow
+from service.context import CallContext
+from service.deps import Deps
+from service.vault import Vault, VaultError
+
+M = TypeVar("M", bound=Message)
 
 _CLAIM = """
 INSERT INTO idempotency_keys (workspace_id, method, request_id, request_hash, response)
@@ -43,10 +49,6 @@ def request_hash(request: Message, api_version: str = "") -> bytes:
     return hashlib.sha256(api_version.encode() + b"\0" + body.SerializeToString(deterministic=True)).digest()
 
 
-def _aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
-    return f"idempotency:{workspace_id}:{method}:{request_id}".encode()
-
-
 class Key:
     def __init__(
         self, workspace_id: uuid.UUID, method: str, request: Message, request_id: str, api_version: str = ""
@@ -71,12 +73,12 @@ class Key:
             raise errors.already_exists(
                 "REQUEST_ID_REUSED", f"request_id {self.request_id!r} was used with a different request"
             )
-        return vault.open(bytes(row["response"]), aad=_aad(*args))
+        return vault.open(bytes(row["response"]), aad=sealed.idempotency_aad(*args))
 
     async def store(self, conn: db.Conn, vault: Vault, response: Message) -> None:
         args = (self.workspace_id, self.method, self.request_id)
-        sealed = vault.seal(response.SerializeToString(), aad=_aad(*args))
-        await conn.execute(_STORE, *args, sealed)
+        blob = vault.seal(response.SerializeToString(), aad=sealed.idempotency_aad(*args))
+        await conn.execute(_STORE, *args, blob)
 
 
 def key_for(
@@ -87,3 +89,88 @@ def key_for(
     if len(request_id) > MAX_REQUEST_ID:
         raise errors.invalid_field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     return Key(workspace_id, method, request, request_id, api_version)
+
+
+async def run_once(
+    deps: Deps,
+    call: CallContext,
+    method: str,
+    request: Message,
+    request_id: str,
+    reply_type: type[M],
+    mutate: Callable[[uow.UnitOfWork], Awaitable[M]],
+    *,
+    single_statement: bool = False,
+) -> M:
+    """Runs a mutating RPC at most once per request_id: the one way every mutating RPC does it.
+
+    With a request_id: claims the key, replays a stored reply, or runs `mutate` and stores its
+    reply, all in one unit of work. Without one, `mutate` runs in a unit of work of its own — or,
+    when the caller says the mutation is `single_statement` (one statement, no events: atomic by
+    itself), with no explicit transaction at all (two round trips less).
+    """
+    key = key_for(call.workspace.id, method, request, request_id, call.version_label)
+    if key is None and single_statement:
+        async with deps.pool.acquire() as conn:
+            work = uow.UnitOfWork(deps, conn)
+            reply = await mutate(work)
+            if work.has_events:
+                raise AssertionError(f"{method}: a single_statement mutation emitted events")
+            return reply
+    async with uow.begin(deps) as work:
+        if key is not None:
+            replay = await key.claim(work.conn, deps.vault)
+            if replay is not None:
+                return reply_type.FromString(replay)
+        reply = await mutate(work)
+        if key is not None:
+            await key.store(work.conn, deps.vault, reply)
+        return reply
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mentions(response: bytes, end_user_id: str, account_ids: list[str]) -> bool:
+    """True when a serialized response holds one of the accounts' ids, or the end user's id as a
+    whole string field (its length prefix and bytes)."""
+    if any(a.encode() in response for a in account_ids):
+        return True
+    value = end_user_id.encode()
+    return _varint(len(value)) + value in response
+
+
+async def erase_mentioning(
+    conn: db.Executor, vault: Vault, workspace_id: uuid.UUID, end_user_id: str, account_ids: list[uuid.UUID]
+) -> int:
+    """Deletes the workspace's stored responses that name the end user or one of the accounts (an
+    erasure). They are sealed and name no owner, so each is opened (7 days of them at most); one
+    that no key of the ring opens is deleted too. Returns how many."""
+    ids_ = [str(a) for a in account_ids]
+    doomed: list[tuple[str, str]] = []
+    rows = await conn.fetch(
+        "SELECT method, request_id, response FROM idempotency_keys WHERE workspace_id = $1 AND length(response) > 0",
+        workspace_id,
+    )
+    for row in rows:
+        aad = sealed.idempotency_aad(workspace_id, row["method"], row["request_id"])
+        try:
+            response = vault.open(bytes(row["response"]), aad=aad)
+        except VaultError:
+            response = None
+        if response is None or mentions(response, end_user_id, ids_):
+            doomed.append((row["method"], row["request_id"]))
+    status: str = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND (method, request_id) IN"
+        " (SELECT * FROM unnest($2::text[], $3::text[]))",
+        workspace_id,
+        [m for m, _ in doomed],
+        [r for _, r in doomed],
+    )
+    return int(status.rsplit(" ", 1)[-1])

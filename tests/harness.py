@@ -29,6 +29,7 @@ from paylink.v1 import (
     link_pb2_grpc,
     link_token_pb2,
     link_token_pb2_grpc,
+    privacy_pb2_grpc,
     sandbox_pb2_grpc,
 )
 
@@ -89,6 +90,7 @@ class Client:
         self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)
         self.jobs = job_pb2_grpc.JobServiceStub(self.channel)
         self.sandbox = sandbox_pb2_grpc.SandboxServiceStub(self.channel)
+        self.privacy = privacy_pb2_grpc.PrivacyServiceStub(self.channel)
 
     def md(self, api_version: str | object | None = ...) -> list[tuple[str, str]]:
         version = self.api_version if api_version is ... else api_version

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
 
-from service import accounts, idempotency, results, versions
+from service import accounts, audit, results
 from service.api import context
 from service.deps import Deps
 
@@ -28,55 +28,41 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def DisconnectAccount(  # noqa: N802
         self, request: account_pb2.DisconnectAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
-        call = context.current()
-        key = idempotency.key_for(
-            call.workspace.id,
-            "DisconnectAccount",
-            request,
-            request.request_id,
-            versions.label(call.api_version),
-        )
-        async with self.deps.pool.acquire() as conn, conn.transaction():
-            if key is not None:
-                replay = await key.claim(conn, self.deps.vault)
-                if replay is not None:
-                    return account_pb2.Account.FromString(replay)
-            row = await accounts.disconnect(
-                self.deps, conn, call.workspace.id, request.account_id, versions.label(call.api_version)
-            )
-            account = accounts.to_proto(row, self.deps.drivers)
-            if key is not None:
-                await key.store(conn, self.deps.vault, account)
-            return account
+        return await accounts.disconnect_rpc(self.deps, context.current(), request)
 
     async def GetIdentity(  # noqa: N802
         self, request: account_pb2.GetIdentityRequest, ctx: context.Ctx
     ) -> data_pb2.Identity:
-        return await results.identity(self.deps, context.current().workspace.id, request.account_id)
+        return await results.identity(
+            self.deps, audit.who(context.current(), "GetIdentity"), request.account_id
+        )
 
     async def GetEmployment(  # noqa: N802
         self, request: account_pb2.GetEmploymentRequest, ctx: context.Ctx
     ) -> data_pb2.Employment:
-        return await results.employment(self.deps, context.current().workspace.id, request.account_id)
+        return await results.employment(
+            self.deps, audit.who(context.current(), "GetEmployment"), request.account_id
+        )
 
     async def GetIncome(  # noqa: N802
         self, request: account_pb2.GetIncomeRequest, ctx: context.Ctx
     ) -> data_pb2.Income:
-        return await results.income(self.deps, context.current().workspace.id, request.account_id)
+        return await results.income(self.deps, audit.who(context.current(), "GetIncome"), request.account_id)
 
     async def ListPaystubs(  # noqa: N802
         self, request: account_pb2.ListPaystubsRequest, ctx: context.Ctx
     ) -> account_pb2.ListPaystubsResponse:
-        return await results.list_paystubs(self.deps, context.current().workspace.id, request)
+        return await results.list_paystubs(self.deps, audit.who(context.current(), "ListPaystubs"), request)
 
     async def GetPaystub(  # noqa: N802
         self, request: account_pb2.GetPaystubRequest, ctx: context.Ctx
     ) -> data_pb2.Paystub:
-        return await results.get_paystub(
-            self.deps, context.current().workspace.id, request.account_id, request.paystub_id
-        )
+        who = audit.who(context.current(), "GetPaystub")
+        return await results.get_paystub(self.deps, who, request.account_id, request.paystub_id)
 
     async def GetDirectDepositAllocations(  # noqa: N802
         self, request: account_pb2.GetDirectDepositAllocationsRequest, ctx: context.Ctx
     ) -> data_pb2.DirectDepositAllocations:
-        return await results.allocations(self.deps, context.current().workspace.id, request.account_id)
+        return await results.allocations(
+            self.deps, audit.who(context.current(), "GetDirectDepositAllocations"), request.account_id
+        )

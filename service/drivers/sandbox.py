@@ -18,7 +18,7 @@ from typing import Any
 
 from paylink.v1 import common_pb2, data_pb2
 
-from service.drivers import sandbox_data
+from service.drivers import sandbox_data, sandbox_switch
 from service.drivers.base import (
     AccessGrant,
     Credentials,
@@ -283,14 +283,14 @@ class SandboxDriver:
         """Applies the switch to the user's existing allocations (see sandbox_data)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
         try:
-            return sandbox_data.switched_allocations(
+            return sandbox_switch.switched_allocations(
                 grant.username,
                 request,
                 grant.extra_paystubs,
                 days_advanced=grant.days_advanced,
                 deposit=grant.deposit_target(),
             )
-        except sandbox_data.SwitchRejected as exc:
+        except sandbox_switch.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
 
     # -- sandbox-only controls -----------------------------------------------------------------

@@ -14,6 +14,8 @@ from paylink.v1 import (
     link_pb2_grpc,
     link_token_pb2,
     link_token_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
     sandbox_pb2,
     sandbox_pb2_grpc,
 )
@@ -23,10 +25,11 @@ from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
+from service.api.privacy_api import PrivacyServicer
+from service.api.reflection import add_reflection
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
 from service.deps import Deps
-from service.reflection import add_reflection
 
 SERVICE_NAMES = (
     link_token_pb2.DESCRIPTOR.services_by_name["LinkTokenService"].full_name,
@@ -34,6 +37,7 @@ SERVICE_NAMES = (
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+    privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
 )
 
 
@@ -58,6 +62,7 @@ class ApiServer:
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # Reflection serves the .proto files with their comments (grpcurl describe shows them).
         add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
