@@ -69,7 +69,11 @@ class Core:
             while not self.finished.is_set():
                 self.wake.clear()
                 free = CONCURRENCY - len(self.running)
-                claimed = await queue.claim(self.pool, self.id, lease, min(free, CONCURRENCY), []) if free > 0 else []
+                claimed = (
+                    await queue.claim(self.pool, self.id, lease, min(free, CONCURRENCY), [])
+                    if free > 0
+                    else []
+                )
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
