@@ -43,6 +43,25 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
+async def _call_context(
+    auth: Authenticator, metadata: dict[str, str], request_id: str, deadline: float | None
+) -> context.CallContext:
+    """Authenticates `x-api-secret`, parses `api-version`, and names the caller for the audit
+    trail (`x-caller`, else the secret's key id; docs/privacy.md)."""
+    secret = metadata.get("x-api-secret")
+    workspace = await auth.authenticate(secret)
+    try:
+        version = versions.parse(metadata.get("api-version"))
+    except versions.UnknownVersion as exc:
+        raise errors.invalid_field("api-version", str(exc)) from exc
+    key_id = ids.key_id_of_secret(secret or "") or ""
+    try:
+        caller = audit.caller_of(metadata.get(audit.X_CALLER), key_id)
+    except ValueError as exc:
+        raise errors.invalid_field(audit.X_CALLER, str(exc)) from exc
+    return context.CallContext(workspace, version, request_id, deadline, caller, key_id)
+
+
 class ApiInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
@@ -78,18 +97,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 remaining = ctx.time_remaining()
                 deadline = None if remaining is None else time.monotonic() + remaining
                 async with asyncio.timeout(remaining):
-                    secret = metadata.get("x-api-secret")
-                    workspace = await auth.authenticate(secret)
-                    try:
-                        version = versions.parse(metadata.get("api-version"))
-                    except versions.UnknownVersion as exc:
-                        raise errors.invalid_field("api-version", str(exc)) from exc
-                    key_id = ids.key_id_of_secret(secret or "") or ""
-                    try:  # who is calling, for the audit trail (docs/privacy.md)
-                        caller = audit.caller_of(metadata.get(audit.X_CALLER), key_id)
-                    except ValueError as exc:
-                        raise errors.invalid_field(audit.X_CALLER, str(exc)) from exc
-                    call = context.CallContext(workspace, version, request_id, deadline, caller, key_id)
+                    call = await _call_context(auth, metadata, request_id, deadline)
                     token = context.set_current(call)
                     response = await inner(request, ctx)
             except errors.DomainError as exc:
