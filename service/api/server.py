@@ -8,6 +8,8 @@ from grpc_reflection.v1alpha import reflection
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     link_pb2,
@@ -21,6 +23,7 @@ from paylink.v1 import (
 )
 
 from service.api.account_api import AccountServicer
+from service.api.catalog_api import CatalogServicer
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
@@ -38,6 +41,7 @@ SERVICE_NAMES = (
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
     privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
 )
 
 
@@ -63,6 +67,7 @@ class ApiServer:
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
         privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps), self.server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # Reflection serves the .proto files with their comments (grpcurl describe shows them).
         add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
