@@ -276,3 +276,11 @@ async def has_usable(conn: db.Executor, workspace_id: uuid.UUID, end_user_id: st
         end_user_id,
     )
     return found
+
+
+async def tags_of(conn: db.Executor, link_token_id: uuid.UUID) -> dict[str, str]:
+    """The caller's tags on a link token (copied onto the account it connects)."""
+    options = await conn.fetchval("SELECT options FROM link_tokens WHERE id = $1", link_token_id)
+    if options is None:
+        return {}
+    return dict(link_token_pb2.LinkToken.FromString(bytes(options)).tags)

@@ -21,6 +21,7 @@ from paylink.v1 import (
     job_pb2,
     link_pb2,
     link_token_pb2,
+    monitoring_pb2,
     privacy_pb2,
     sandbox_pb2,
 )
@@ -65,6 +66,7 @@ def test_every_rpc_has_an_example() -> None:
         job_pb2.DESCRIPTOR.services_by_name["JobService"],
         sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"],
         privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"],
+        monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"],
         catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
     ]
     expected = {f"{s.full_name}/{m.name}" for s in services for m in s.methods}
