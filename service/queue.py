@@ -393,11 +393,8 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
 
 async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
     """How many jobs of these accounts are not final yet (an erasure waits for them)."""
-    count: int = await conn.fetchval(
-        f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}",
-        list(account_ids),
-    )
-    return count
+    sql = f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}"
+    return int(await conn.fetchval(sql, list(account_ids)))
 
 
 async def scrub_params(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
