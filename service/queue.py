@@ -8,8 +8,7 @@ means; neither writes SQL on `jobs`.
 
 `complete` takes a list: one statement per kind of completion however many jobs it holds, so a
 completer that buffers outcomes can write a whole batch in one transaction and wake the workers
-once. A rule on what may be claimed (e.g. one job per account and job name in flight) belongs in
-`CLAIM` alone.
+once. A rule on what may be claimed (e.g. one job per account and job name) belongs in `CLAIM`.
 """
 
 from __future__ import annotations
@@ -279,9 +278,8 @@ async def enqueue(
     one_refresh: bool = False,
     trace: tuple[str, str] = ("", ""),  # (traceparent, request id) the job carries
 ) -> asyncpg.Record | None:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS).
-
-    `one_refresh`: None instead when a refresh of the account and job type is already in flight."""
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS), or
+    with `one_refresh` None when a refresh of the account and job type is already in flight."""
     return await conn.fetchrow(
         _ENQUEUE.format(conflict=_ONE_REFRESH if one_refresh else ""),
         job_id or ids.new_id(),
