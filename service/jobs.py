@@ -278,6 +278,7 @@ async def _insert_refresh(
             api_version=call.version_label,
             params=params,
             one_refresh=True,
+            trace=(tracing.traceparent(), tracing.request_id()),  # the refresh continues this call
         )
         row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
         if row is not None:  # None: the one in flight finished meanwhile; queue a new one
