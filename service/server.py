@@ -25,6 +25,7 @@ from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
+from service.decoding import DecodeInterceptor
 from service.deps import Deps
 from service.reflection import add_reflection
 
@@ -45,7 +46,8 @@ class ApiServer:
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ApiInterceptor(Authenticator(deps.pool))],
+            # DecodeInterceptor first: it is the outermost, and answers unreadable bytes before auth.
+            interceptors=[DecodeInterceptor(), ApiInterceptor(Authenticator(deps.pool))],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),
