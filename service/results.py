@@ -153,11 +153,7 @@ async def list_paystubs(
     v.raise_if_any()
     account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}
-    cursor = pagination.decode(request.page_token, filters)
-    try:
-        cursor_date = dt.date.fromisoformat(cursor.key) if cursor else None
-    except ValueError as exc:
-        raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
+    cursor_date, cursor_id = pagination.date_cursor(pagination.decode(request.page_token, filters))
     rows = await deps.pool.fetch(
         "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
         " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
@@ -167,7 +163,7 @@ async def list_paystubs(
         low,
         high,
         cursor_date,
-        cursor.id if cursor else None,
+        cursor_id,
         size + 1,
     )
     response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(r) for r in rows[:size]])

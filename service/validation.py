@@ -10,17 +10,30 @@ from paylink.v1 import common_pb2
 
 from service.errors import Violations
 
-_DIGITS = re.compile(r"^\d+$")
+# ASCII digits only: `\d` and str.isdigit() also accept Arabic-Indic, full-width and other digits,
+# and `$` matches before a trailing newline. Always with fullmatch.
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
 JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
 
+def ascii_digits(value: str, min_len: int, max_len: int) -> bool:
+    """True when `value` is min_len..max_len characters, each one of 0-9 (nothing else, no newline)."""
+    return min_len <= len(value) <= max_len and _ASCII_DIGITS.fullmatch(value) is not None
+
+
 def aba_checksum_ok(routing: str) -> bool:
-    if len(routing) != 9 or not _DIGITS.match(routing):
+    """Nine ASCII digits whose ABA weighted checksum (3, 7, 1, ...) is divisible by 10."""
+    if not ascii_digits(routing, 9, 9):
         return False
     return sum(int(d) * w for d, w in zip(routing, _ROUTING_WEIGHTS, strict=True)) % 10 == 0
+
+
+def account_number_ok(number: str) -> bool:
+    """A deposit account number: 5 to 17 ASCII digits."""
+    return ascii_digits(number, 5, 17)
 
 
 def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: int = 255) -> str:
@@ -105,10 +118,9 @@ def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> N
     if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
         v.add(f"{field}.type", "must be CHECKING or SAVINGS")
     if not aba_checksum_ok(target.routing_number):
-        v.add(f"{field}.routing_number", "must be a 9-digit ABA routing number with a valid checksum")
-    number = target.account_number
-    if not _DIGITS.match(number) or not 5 <= len(number) <= 17:
-        v.add(f"{field}.account_number", "must be 5 to 17 digits")
+        v.add(f"{field}.routing_number", "must be a 9-digit (0-9) ABA routing number with a valid checksum")
+    if not account_number_ok(target.account_number):
+        v.add(f"{field}.account_number", "must be 5 to 17 digits (0-9)")
     if len(target.name) > 100:
         v.add(f"{field}.name", "must be at most 100 characters")
     if target.account_number_last_four:

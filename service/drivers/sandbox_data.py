@@ -16,6 +16,7 @@ import random
 
 from paylink.v1 import common_pb2, data_pb2
 
+from service import validation
 from service.drivers.base import FetchedPaystub, PaystubQuery, SwitchRequest
 
 ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
@@ -90,7 +91,7 @@ def aba_check_digit(first_eight: str) -> int:
 
 def aba_valid(routing_number: str) -> bool:
     """True for nine digits whose ABA checksum holds."""
-    if len(routing_number) != 9 or not routing_number.isdigit():
+    if not validation.ascii_digits(routing_number, 9, 9):
         return False
     return aba_check_digit(routing_number[:8]) == int(routing_number[8])
 
@@ -432,7 +433,7 @@ def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
     target = request.target
     if not aba_valid(target.routing_number):
         raise SwitchRejected("The routing number is not a valid ABA routing number")
-    if not (target.account_number.isdigit() and 5 <= len(target.account_number) <= 17):
+    if not validation.account_number_ok(target.account_number):
         raise SwitchRejected("The account number must be 5 to 17 digits")
     if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
         raise SwitchRejected("Deposits can only go to a checking or savings account")
