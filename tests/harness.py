@@ -4,9 +4,11 @@ an in-process server (API + worker + relay), gRPC clients, and an event collecto
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
+import os
 import re
 import time
 import uuid
@@ -38,8 +40,15 @@ from service.config import Settings
 LATEST_VERSION = "2021-07-28"
 
 
+# The tests' own key ring (fresh each run) unless PAYLINK_VAULT_KEYS is set: the development key
+# would stop a server subprocess once a test has created a production workspace.
+_TEST_VAULT_KEYS = "test1:" + base64.b64encode(os.urandom(32)).decode()
+
+
 def base_settings() -> Settings:
-    return Settings()
+    if os.environ.get("PAYLINK_VAULT_KEYS"):
+        return Settings()
+    return Settings(vault_keys=_TEST_VAULT_KEYS, vault_primary_key=None)
 
 
 def _with_db(url: str, name: str) -> str:
