@@ -39,12 +39,10 @@ def grpcurl() -> pathlib.Path:
         timeout=600,
         check=False,
     )
-    if result.returncode != 0:
-        if shutil.which("go") is None:
-            pytest.skip(
-                f"grpcurl cannot be built without Go (scripts/tools.sh grpcurl): {result.stderr[-300:]}"
-            )
-        raise AssertionError(f"scripts/tools.sh grpcurl failed:\n{result.stderr[-3000:]}")
+    # No skip: Go is a documented requirement (README) and CI has it; a doc that cannot be checked fails.
+    assert result.returncode == 0, (
+        f"scripts/tools.sh grpcurl failed (Go on PATH: {shutil.which('go') is not None}):\n{result.stderr[-3000:]}"
+    )
     return pathlib.Path(result.stdout.strip())
 
 
