@@ -1,4 +1,5 @@
-"""Requests that are not readable messages answer INVALID_ARGUMENT, not UNKNOWN.
+"""Requests that are not readable messages answer INVALID_ARGUMENT, not UNKNOWN; so do strings
+holding NUL characters, named by their real field.
 
 grpc calls a method's request deserializer before any interceptor code runs; protobuf raises
 DecodeError on a truncated message or a string field that is not UTF-8, and grpc then answers
@@ -7,6 +8,12 @@ DecodeError on a truncated message or a string field that is not UTF-8, and grpc
 `Unreadable` marker instead of raising, and answers the marker with INVALID_ARGUMENT naming the
 message type, before authentication or any other work. Nothing is logged above DEBUG: a caller's
 bad bytes are not a server error.
+
+A NUL character is valid UTF-8 and protobuf accepts it, but PostgreSQL text cannot hold it: every
+string of a readable request (nested messages, repeated fields and maps included) is checked here,
+once for every RPC, and each one holding NUL is reported by its path (`org_name`,
+`tags[team]`, `allocation.targets[0].name`). Resource ids follow one rule, checked here for every
+request too (service/validation.py: not a UUID, or required and empty -> INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
-from service import errors, metrics
+from service import errors, metrics, validation
 
 log = logging.getLogger("paylink.rpc")
 
@@ -51,6 +58,34 @@ def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | No
     return read
 
 
+def nul_fields(message: Message, prefix: str = "") -> list[str]:
+    """Paths of the string fields (at any depth) that hold a NUL character."""
+    found: list[str] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                where = f"{path}[{str(key).replace(chr(0), '')[:64]}]"
+                if isinstance(key, str) and "\0" in key:
+                    found.append(where)
+                if value_field.message_type is not None:
+                    found += nul_fields(item, f"{where}.")
+                elif isinstance(item, str) and "\0" in item:
+                    found.append(where)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                if isinstance(item, Message):
+                    found += nul_fields(item, f"{path}[{i}].")
+                elif isinstance(item, str) and "\0" in item:
+                    found.append(f"{path}[{i}]")
+        elif isinstance(value, Message):
+            found += nul_fields(value, f"{path}.")
+        elif isinstance(value, str) and "\0" in value:
+            found.append(path)
+    return sorted(set(found), key=found.index)
+
+
 def _type_name(deserializer: Deserializer | None) -> str:
     owner = getattr(deserializer, "__self__", None)  # Message.FromString is a bound classmethod
     descriptor = getattr(owner, "DESCRIPTOR", None)
@@ -75,6 +110,12 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                 metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
                 failure = errors.invalid_field("request", request.reason)
                 await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
+            if isinstance(request, Message):
+                violations = [(f, "must not contain NUL characters") for f in nul_fields(request)]
+                violations += [v for v in validation.id_violations(request) if v[0] not in dict(violations)]
+                if violations:
+                    failure = errors.invalid_argument(violations)
+                    await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
             return await inner(request, ctx)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor, timestamp_pb2
+from google.protobuf.message import Message
 from paylink.v1 import common_pb2
 
+from service import ids
 from service.errors import Violations
 
 # ASCII digits only: `\d` and str.isdigit() also accept Arabic-Indic, full-width and other digits,
@@ -17,6 +19,37 @@ _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
 JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
+
+
+# One rule for resource ids, in every RPC (documented in the protos and docs/grpcurl.md): an id that
+# is not a UUID (36 characters) answers INVALID_ARGUMENT naming its field, as does a required id
+# left empty; a well-formed id that names nothing this workspace can see answers NOT_FOUND (a list
+# filter: an empty page). Checked for every request before its handler runs (service/decoding.py).
+ID_FIELDS = frozenset({"account_id", "job_id", "session_id", "link_token_id", "paystub_id"})
+OPTIONAL_IDS = frozenset(
+    {
+        "paylink.v1.ListJobsRequest.account_id",
+        "paylink.v1.ListJobsRequest.link_token_id",
+        "paylink.v1.CreateLinkTokenRequest.account_id",
+    }
+)
+
+
+def id_violations(request: Message) -> list[tuple[str, str]]:
+    """(field, description) for each resource id of `request` that breaks the id rule."""
+    out: list[tuple[str, str]] = []
+    for field in request.DESCRIPTOR.fields:
+        if field.name not in ID_FIELDS or field.type != descriptor.FieldDescriptor.TYPE_STRING:
+            continue
+        if field.is_repeated:
+            continue
+        value = getattr(request, field.name)
+        if not value:
+            if field.full_name not in OPTIONAL_IDS:
+                out.append((field.name, "is required"))
+        elif ids.parse_uuid(value) is None:
+            out.append((field.name, "must be a UUID"))
+    return out
 
 
 def ascii_digits(value: str, min_len: int, max_len: int) -> bool:

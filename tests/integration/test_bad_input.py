@@ -8,12 +8,15 @@ import uuid
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, job_pb2
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2, sandbox_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import pagination
 from tests.harness import TEST_TARGET, Client, link_account, rpc_error, violation_fields
 
+ID_FIELDS = {"account_id", "job_id", "session_id", "link_token_id", "paystub_id"}
 ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + i) for i in range(10)))
 FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + i) for i in range(10)))
 
@@ -87,3 +90,67 @@ async def test_forged_page_tokens_are_invalid_not_internal(client: Client) -> No
         account_pb2.ListAccountsRequest(page_token=token), metadata=client.md()
     )
     assert [a.id for a in page.accounts] == [session.account_id]
+
+
+async def test_nul_characters_are_refused_on_their_own_field(client: Client) -> None:
+    """Reported against the field that holds NUL (was: field `request`, after the database refused
+    it), and refused where it used to be stored (tags, allocation target names)."""
+    target = c.AllocationTarget()
+    target.CopyFrom(TEST_TARGET)
+    target.name = "Every\x00day"
+    allocation = c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=100, targets=[TEST_TARGET, target])
+    cases: list[tuple[str, dict[str, object]]] = [
+        ("org_name", {"org_name": "Acme\x00Bank"}),
+        ("end_user_id", {"end_user_id": "user\x00"}),
+        ("request_id", {"request_id": "req-\x00"}),
+        ("tags[team]", {"tags": {"team": "pay\x00roll"}}),
+        ("tags[team]", {"tags": {"tea\x00m": "payroll"}}),  # the key holds the NUL
+        ("allocation.targets[1].name", {"allocation": allocation}),
+    ]
+    for field, fields in cases:
+        jobs = [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH] if "allocation" in fields else [c.JOB_NAME_IDENTITY]
+        exc = await rpc_error(client.token(jobs, **fields))
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, exc.code(), exc.details())
+        assert violation_fields(exc) == [field], (field, exc.details())
+    exc = await rpc_error(
+        client.jobs.ListJobs(job_pb2.ListJobsRequest(page_token="a\x00b"), metadata=client.md())
+    )
+    assert violation_fields(exc) == ["page_token"]
+
+
+def _methods() -> list[MethodDescriptor]:
+    files = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2)
+    return [m for f in files for s in f.DESCRIPTOR.services_by_name.values() for m in s.methods]
+
+
+ID_METHODS = [
+    (m, field.name)
+    for m in _methods()
+    for field in m.input_type.fields
+    if field.name in {"account_id", "job_id", "session_id", "link_token_id", "paystub_id"}
+]
+
+
+@pytest.mark.parametrize(("method", "field"), ID_METHODS, ids=[f"{m.name}.{f}" for m, f in ID_METHODS])
+async def test_one_rule_for_malformed_ids(
+    client: Client, channel: grpc.aio.Channel, method: MethodDescriptor, field: str
+) -> None:
+    """Malformed id -> INVALID_ARGUMENT on its field, in every RPC (was NOT_FOUND on Get calls and
+    INVALID_ARGUMENT elsewhere); a well-formed id of nothing -> NOT_FOUND (a filter: empty list)."""
+    cls = message_factory.GetMessageClass(method.input_type)
+    response = message_factory.GetMessageClass(method.output_type)
+    call = channel.unary_unary(
+        f"/{method.containing_service.full_name}/{method.name}",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response.FromString,
+    )
+    ids_of_nothing = {f.name: str(uuid.uuid4()) for f in method.input_type.fields if f.name in ID_FIELDS}
+    for bad in ("not-a-uuid", "1234", str(uuid.uuid4())[:-1] + "x", " " + str(uuid.uuid4())[1:]):
+        exc = await rpc_error(call(cls(**{**ids_of_nothing, field: bad}), metadata=client.md()))
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, exc.code(), exc.details())
+        assert field in violation_fields(exc), (bad, violation_fields(exc))
+    try:
+        await call(cls(**ids_of_nothing), metadata=client.md())
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), exc.details()
+        assert field not in violation_fields(exc)
