@@ -41,7 +41,17 @@ class _JobNameEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobName.Value
     """Switch (add or change) a direct deposit allocation on the payroll account."""
 
 class JobName(_JobName, metaclass=_JobNameEnumTypeWrapper):
-    """JobName names one unit of work paylink runs on a payroll account."""
+    """Conventions of every paylink.v1 RPC (README "Calling it"):
+    - Resource ids (account_id, job_id, session_id, link_token_id, paystub_id) are UUIDs in their
+      36-character form. An id that is not one answers INVALID_ARGUMENT naming its field, in every
+      RPC, and so does a required id left empty. A well-formed id that names nothing this workspace
+      can see answers NOT_FOUND (as a list filter: an empty page).
+    - Text fields never contain NUL characters: INVALID_ARGUMENT naming the field.
+    - A request that is not a readable message (truncated, or a string that is not UTF-8) answers
+      INVALID_ARGUMENT on field `request`, before authentication.
+
+    JobName names one unit of work paylink runs on a payroll account.
+    """
 
 JOB_NAME_UNSPECIFIED: JobName.ValueType  # 0
 """Not set; always rejected."""
