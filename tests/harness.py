@@ -36,6 +36,7 @@ from paylink.v1 import (
 
 from service import migrate
 from service.config import Settings
+from tests import secret_scan
 
 LATEST_VERSION = "2021-07-28"
 
@@ -93,6 +94,7 @@ class Client:
     api_version: str | None = LATEST_VERSION
 
     def __post_init__(self) -> None:
+        secret_scan.API_SECRETS.add(self.secret)
         self.tokens = link_token_pb2_grpc.LinkTokenServiceStub(self.channel)
         self.link = link_pb2_grpc.LinkServiceStub(self.channel)
         self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)

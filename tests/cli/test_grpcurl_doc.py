@@ -19,6 +19,7 @@ from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2, sandbox_p
 
 from service import runtime
 from service.config import Settings
+from tests import secret_scan
 from tests.cli.util import ROOT, service_env
 
 DOC = ROOT / "docs" / "grpcurl.md"
@@ -98,6 +99,7 @@ async def test_grpcurl_doc_examples_run(
         )
         out, err = await asyncio.wait_for(proc.communicate(), 90)
         text, errors = out.decode(), err.decode()
+        secret_scan.PROCESS_LOG_TEXTS.append((f"docs/grpcurl.md block {number} stderr", errors))
         where = f"docs/grpcurl.md block {number}:\n{block}\n--- stdout:\n{text[-2000:]}\n--- stderr:\n{errors[-2000:]}"
         assert proc.returncode == 0, where
         os.replace(f"{state}.next", state)
