@@ -9,7 +9,7 @@ from google.protobuf import descriptor, timestamp_pb2
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2
 
-from service import ids
+from service import allocation_rules, ids
 from service.errors import Violations
 
 # ASCII digits only: `\d` and str.isdigit() also accept Arabic-Indic, full-width and other digits,
@@ -118,33 +118,13 @@ def timestamp(v: Violations, field: str, value: timestamp_pb2.Timestamp, present
 
 
 def allocation(v: Violations, field: str, alloc: common_pb2.Allocation) -> None:
-    if alloc.type not in (common_pb2.ALLOCATION_TYPE_AMOUNT, common_pb2.ALLOCATION_TYPE_PERCENTAGE):
-        v.add(f"{field}.type", "must be AMOUNT or PERCENTAGE")
-    percentage = alloc.type == common_pb2.ALLOCATION_TYPE_PERCENTAGE
-    _alloc_value(v, f"{field}.value", alloc.value, percentage)
-    low = alloc.min_value if alloc.HasField("min_value") else None
-    high = alloc.max_value if alloc.HasField("max_value") else None
-    if low is not None:
-        _alloc_value(v, f"{field}.min_value", low, percentage)
-        if low > alloc.value:
-            v.add(f"{field}.min_value", "must not exceed value")
-    if high is not None:
-        _alloc_value(v, f"{field}.max_value", high, percentage)
-        if high < alloc.value:
-            v.add(f"{field}.max_value", "must not be below value")
+    """A link token's allocation: the money rules of service/allocation_rules.py, and its targets."""
+    for name, description in allocation_rules.check_token(field, alloc):
+        v.add(name, description)
     if len(alloc.targets) > 5:
         v.add(f"{field}.targets", "must hold at most 5 targets")
     for i, target in enumerate(alloc.targets):
         _target(v, f"{field}.targets[{i}]", target)
-
-
-def _alloc_value(v: Violations, field: str, value: int, percentage: bool) -> None:
-    if value <= 0:
-        v.add(field, "must be greater than 0")
-    elif percentage and value > 100:
-        v.add(field, "must be at most 100 for a percentage")
-    elif value > 100_000_000_00:
-        v.add(field, "is larger than any paycheck")
 
 
 def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
