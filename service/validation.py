@@ -26,6 +26,8 @@ DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 # left empty; a well-formed id that names nothing this workspace can see answers NOT_FOUND (a list
 # filter: an empty page). Checked for every request before its handler runs (service/decoding.py).
 ID_FIELDS = frozenset({"account_id", "job_id", "session_id", "link_token_id", "paystub_id"})
+# Optional ids that their handler checks with the request's other fields (so that every invalid
+# field is reported at once), by the same rule.
 OPTIONAL_IDS = frozenset(
     {
         "paylink.v1.ListJobsRequest.account_id",
@@ -43,10 +45,11 @@ def id_violations(request: Message) -> list[tuple[str, str]]:
             continue
         if field.is_repeated:
             continue
+        if field.full_name in OPTIONAL_IDS:
+            continue
         value = getattr(request, field.name)
         if not value:
-            if field.full_name not in OPTIONAL_IDS:
-                out.append((field.name, "is required"))
+            out.append((field.name, "is required"))
         elif ids.parse_uuid(value) is None:
             out.append((field.name, "must be a UUID"))
     return out
