@@ -40,17 +40,19 @@ def render(results: dict[str, object]) -> str:
     lines = [
         BEGIN,
         "",
-        f"Recorded {results['finished']} on {results.get('machine', 'the development machine')}"
-        " with `make reliability`.",
+        f"Recorded by `make reliability` on {results.get('machine', 'the development machine')}, shared"
+        " with other test runs; each test's figures are from its last passing run.",
         "",
-        "| test | figure | value |",
-        "|---|---|---|",
+        "| test | recorded | figure | value |",
+        "|---|---|---|---|",
     ]
     for name in sorted(tests):
-        figures = tests[name]
-        for i, (key, value) in enumerate(figures.items()):
+        entry = tests[name]
+        for i, (key, value) in enumerate(entry["figures"].items()):
+            first = i == 0
             lines.append(
-                f"| {'`' + name + '`' if i == 0 else ''} | {key.replace('_', ' ')} | {_value(value)} |"
+                f"| {'`' + name + '`' if first else ''} | {entry['recorded'] if first else ''}"
+                f" | {key.replace('_', ' ')} | {_value(value)} |"
             )
     lines += ["", END]
     return "\n".join(lines)
