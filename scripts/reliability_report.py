@@ -9,6 +9,7 @@ from bench/results.json. The doc quotes no figure that is not in the committed r
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import pathlib
 import sys
@@ -34,9 +35,23 @@ def _value(value: object) -> str:
     return str(value)
 
 
+def recording_tests() -> set[str]:
+    """Fault test functions that record figures (take the `figures` fixture)."""
+    names = set()
+    for path in (ROOT / "tests" / "faults").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_test = isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name.startswith(
+                "test_"
+            )
+            if is_test and "figures" in {a.arg for a in node.args.args}:
+                names.add(node.name)
+    return names
+
+
 def render(results: dict[str, object]) -> str:
     tests = results["tests"]
     assert isinstance(tests, dict)
+    missing = sorted(recording_tests() - set(tests))
     lines = [
         BEGIN,
         "",
@@ -54,6 +69,8 @@ def render(results: dict[str, object]) -> str:
                 f"| {'`' + name + '`' if first else ''} | {entry['recorded'] if first else ''}"
                 f" | {key.replace('_', ' ')} | {_value(value)} |"
             )
+    if missing:
+        lines += ["", "No passing run recorded yet: " + ", ".join(f"`{name}`" for name in missing) + "."]
     lines += ["", END]
     return "\n".join(lines)
 
