@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import uuid
 from typing import Any
 
 from google.protobuf import json_format
@@ -24,7 +25,6 @@ from tests.harness import TEST_ALLOCATION, Client, EventLog, Received, start_ses
 
 PREFIX = "paylink."  # the default PAYLINK_TOPIC_PREFIX
 END_USER = "customer-42"
-USERNAME = "user_reauth_mfa+golden"
 START = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -38,7 +38,10 @@ async def tell(client: Client, events: EventLog, pool: db.Pool) -> list[Received
     session = await start_session(client, token.token)
     session = await client.link.SubmitCredentials(
         link_pb2.SubmitCredentialsRequest(
-            session_id=session.id, platform_id="sandbox_adp", username=USERNAME, password="pass_good"
+            session_id=session.id,
+            platform_id="sandbox_adp",
+            username=f"user_reauth_mfa+golden{uuid.uuid4().hex[:8]}",
+            password="pass_good",
         ),
         metadata=client.md(),
     )
