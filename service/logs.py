@@ -16,8 +16,7 @@ import sys
 import time
 from typing import Any
 
-from service import redact
-from service.api import context
+from service import context, redact
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

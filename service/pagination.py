@@ -58,7 +58,7 @@ def decode(token: str, filters: object, field: str = "page_token") -> Cursor | N
     return cursor
 
 
-def _forged(field: str) -> errors.ApiError:
+def _forged(field: str) -> errors.InvalidArgument:
     return errors.invalid_field(field, "is not a page token this list returned")
 
 

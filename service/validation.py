@@ -30,7 +30,7 @@ DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 # One rule for resource ids, in every RPC (documented in the protos and docs/grpcurl.md): an id that
 # is not a UUID (36 characters) answers INVALID_ARGUMENT naming its field, as does a required id
 # left empty; a well-formed id that names nothing this workspace can see answers NOT_FOUND (a list
-# filter: an empty page). Checked for every request before its handler runs (service/decoding.py).
+# filter: an empty page). Checked for every request before its handler runs (service/api/decoding.py).
 ID_FIELDS = frozenset({"account_id", "job_id", "session_id", "link_token_id", "paystub_id"})
 # Optional ids that their handler checks with the request's other fields (so that every invalid
 # field is reported at once), by the same rule.
@@ -76,6 +76,10 @@ def aba_checksum_ok(routing: str) -> bool:
 def account_number_ok(number: str) -> bool:
     """A deposit account number: 5 to 17 ASCII digits."""
     return ascii_digits(number, 5, 17)
+
+
+def deposit_type_ok(kind: int) -> bool:
+    return kind in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS)
 
 
 def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: int = 255) -> str:
@@ -141,7 +145,7 @@ def allocation(v: Violations, field: str, alloc: common_pb2.Allocation) -> None:
 
 
 def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
-    if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
+    if not deposit_type_ok(target.type):
         v.add(f"{field}.type", "must be CHECKING or SAVINGS")
     if not aba_checksum_ok(target.routing_number):
         v.add(f"{field}.routing_number", "must be a 9-digit (0-9) ABA routing number with a valid checksum")

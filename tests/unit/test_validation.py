@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service import pagination, validation
-from service.drivers import sandbox_data
+from service.drivers import sandbox_profile as sandbox_data
 
 
 @pytest.mark.parametrize(
@@ -56,5 +56,5 @@ def test_page_cursor_times_must_be_what_encode_writes(key: str) -> None:
 
     from service import errors
 
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(errors.InvalidArgument):
         pagination.timestamp_cursor(pagination.Cursor(key, uuid.uuid4()))

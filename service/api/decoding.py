@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from service import errors, metrics, validation
+from service.api import status
 
 log = logging.getLogger("paylink.rpc")
 
@@ -109,13 +110,13 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
                 log.debug("unreadable request", extra={"method": method, "reason": request.reason})
                 metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
                 failure = errors.invalid_field("request", request.reason)
-                await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
+                await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
             if isinstance(request, Message):
                 violations = [(f, "must not contain NUL characters") for f in nul_fields(request)]
                 violations += [v for v in validation.id_violations(request) if v[0] not in dict(violations)]
                 if violations:
                     failure = errors.invalid_argument(violations)
-                    await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
+                    await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
             return await inner(request, ctx)
 
         return grpc.unary_unary_rpc_method_handler(
