@@ -527,8 +527,11 @@ class SwitchParams(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     ALLOCATION_FIELD_NUMBER: _builtins.int
+    SPLITTING_DISABLED_FIELD_NUMBER: _builtins.int
     action: Global___SwitchAction.ValueType
     """Full or partial switch."""
+    splitting_disabled: _builtins.bool
+    """The link token disables splitting: the whole paycheck goes to the target (action FULL)."""
     @_builtins.property
     def allocation(self) -> Global___Allocation:
         """The allocation to set. Targets carry only the last four digits of the account number."""
@@ -538,10 +541,11 @@ class SwitchParams(_message.Message):
         *,
         action: Global___SwitchAction.ValueType = ...,
         allocation: Global___Allocation | None = ...,
+        splitting_disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allocation", b"allocation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allocation", b"allocation", "splitting_disabled", b"splitting_disabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
