@@ -71,6 +71,7 @@ class Settings(BaseSettings):
 
     rate_link_tokens_per_minute: float = Field(default=600.0, ge=0)  # 0 disables
     rate_logins_per_minute: float = Field(default=120.0, ge=0)  # SubmitCredentials + SubmitMfa; 0 disables
+    rate_create_jobs_per_minute: float = Field(default=120.0, ge=0)  # CreateJob calls; 0 disables
 
     log_level: str = "INFO"
 

@@ -252,16 +252,23 @@ async def _insert_refresh(
     params = common_pb2.JobParams()
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
-    row = await enqueue(
-        deps,
+    # At most one refresh of a name in flight per account: a second request gets that job (the
+    # database decides, under any concurrency; job.proto CreateJob).
+    row, created = await queue.enqueue_refresh(
         work.conn,
         workspace_id=call.workspace.id,
         account_id=account["id"],
         platform_id=account["platform_id"],
         name=request.name,
-        origin=common_pb2.JOB_ORIGIN_REFRESH,
-        batch_id=ids.new_id(),
         api_version=call.version_label,
         params=params,
+    )
+    log.info(
+        "job created" if created else "refresh already in flight",
+        extra={
+            "job_id": str(row["id"]),
+            "account_id": str(account["id"]),
+            "job": common_pb2.JobName.Name(common_pb2.JobName.ValueType(request.name)),
+        },
     )
     return to_proto(row)
