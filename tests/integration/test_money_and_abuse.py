@@ -134,13 +134,26 @@ async def test_a_wrong_username_on_a_bound_session_is_a_wrong_password(
     assert relinked.state == S.LINK_SESSION_STATE_JOBS_RUNNING and relinked.account_id == account_id  # type: ignore[attr-defined]
 
 
-async def test_create_job_returns_the_job_already_queued_or_running(client: Client) -> None:
+async def test_create_job_returns_the_job_already_queued_or_running(
+    client: Client, app: runtime.Running
+) -> None:
     _, session = await link_account(client, "user_good+dup")
     request = job_pb2.CreateJobRequest(account_id=session.account_id, name=c.JOB_NAME_INCOME)
-    first, *others = await asyncio.gather(
-        *(client.jobs.CreateJob(request, metadata=client.md()) for _ in range(20))
-    )
-    assert {j.id for j in others} == {first.id}
+    # Holding the account row keeps the first job in flight: its outcome waits for the account lock
+    # (a key-share lock, which CreateJob's insert needs, is still granted).
+    async with app.deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM accounts WHERE id = $1::uuid FOR NO KEY UPDATE", session.account_id)
+        first, *others = await asyncio.gather(
+            *(client.jobs.CreateJob(request, metadata=client.md()) for _ in range(10))
+        )
+        assert {j.id for j in others} == {first.id}
+        count = await app.deps.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE account_id = $1::uuid AND name = $2 AND origin = $3",
+            session.account_id,
+            c.JOB_NAME_INCOME,
+            c.JOB_ORIGIN_REFRESH,
+        )
+        assert count == 1
     await wait_job(client, first.id)
     after = await client.jobs.CreateJob(request, metadata=client.md())  # the first one ended: a new job
     assert after.id != first.id
