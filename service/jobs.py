@@ -70,6 +70,7 @@ async def enqueue(
         link_session_id=link_session_id,
         held=held,
     )
+    assert row is not None  # only a refresh (jobs._insert_refresh) meets one in flight
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -253,16 +254,27 @@ async def _insert_refresh(
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
     # At most one refresh of a name in flight per account: a second request gets that job (the
-    # database decides, under any concurrency; job.proto CreateJob).
-    row, created = await queue.enqueue_refresh(
-        work.conn,
-        workspace_id=call.workspace.id,
-        account_id=account["id"],
-        platform_id=account["platform_id"],
-        name=request.name,
-        api_version=call.version_label,
-        params=params,
-    )
+    # database decides, under any concurrency: queue.REFRESH_IN_FLIGHT; job.proto CreateJob).
+    for _ in range(3):  # the job in flight may end between the insert and the read: try again
+        row = await queue.enqueue(
+            work.conn,
+            workspace_id=call.workspace.id,
+            account_id=account["id"],
+            platform_id=account["platform_id"],
+            name=request.name,
+            origin=common_pb2.JOB_ORIGIN_REFRESH,
+            batch_id=ids.new_id(),
+            api_version=call.version_label,
+            params=params,
+        )
+        created = row is not None
+        if row is None:
+            sql = f"SELECT {queue.COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {queue.REFRESH_IN_FLIGHT}"
+            row = await work.conn.fetchrow(sql, account["id"], request.name)
+        if row is not None:
+            break
+    else:
+        raise errors.unavailable("the refresh in flight kept changing; retry")
     log.info(
         "job created" if created else "refresh already in flight",
         extra={

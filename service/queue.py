@@ -64,6 +64,8 @@ COLUMNS = (
     " api_version"
 )
 
+# One refresh of a name in flight per account (jobs_one_refresh_in_flight): a second does nothing.
+REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN {IN_FLIGHT}"
 # Inserts a job, wakes the workers (at commit) and returns the row: one round trip. A held job
 # waits (run_at = infinity) until `release_held`.
 _ENQUEUE = f"""
@@ -72,22 +74,10 @@ WITH job AS (
     platform_id, params, params_sealed, api_version, run_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
           CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+  ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-# A refresh (CreateJob): at most one in flight per account and job name (the partial unique index
-# jobs_one_refresh_in_flight, migrations/0011_hardening.sql). On a conflict nothing is inserted and
-# the job in flight is read instead (`enqueue_refresh`).
-_REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN {IN_FLIGHT}"
-_ENQUEUE_REFRESH = f"""
-WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version)
-  VALUES ($1, $2, $3, $1, $4, {common_pb2.JOB_ORIGIN_REFRESH}, $5, $6, $7)
-  ON CONFLICT (account_id, name) WHERE {_REFRESH_IN_FLIGHT} DO NOTHING
-  RETURNING {COLUMNS})
-SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
-"""
-_REFRESH_RUNNING = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {_REFRESH_IN_FLIGHT}"
 # Scheduled refreshes (service/monitoring), many in one statement, with the account's tags; one
 # wake-up for all of them.
 _ENQUEUE_SCHEDULED = f"""
@@ -277,8 +267,9 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
-) -> asyncpg.Record:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
+) -> asyncpg.Record | None:
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS), or
+    None for a refresh while one of the same name is in flight for the account."""
     row = await conn.fetchrow(
         _ENQUEUE,
         job_id or ids.new_id(),
@@ -295,40 +286,7 @@ async def enqueue(
         api_version,
         held,
     )
-    assert row is not None  # INSERT ... RETURNING always returns the row
     return row
-
-
-async def enqueue_refresh(
-    conn: db.Executor,
-    *,
-    workspace_id: uuid.UUID,
-    account_id: uuid.UUID,
-    platform_id: str,
-    name: int,
-    api_version: str,
-    params: common_pb2.JobParams,
-) -> tuple[asyncpg.Record, bool]:
-    """Queues a refresh unless one of the same name is in flight for the account; returns the job's
-    row (COLUMNS) and whether it is new. Safe under concurrency: the unique index decides."""
-    for _ in range(3):  # the job in flight may end between the INSERT and the read: try again
-        job_id = ids.new_id()
-        row = await conn.fetchrow(
-            _ENQUEUE_REFRESH,
-            job_id,
-            workspace_id,
-            account_id,
-            name,
-            platform_id,
-            params.SerializeToString(),
-            api_version,
-        )
-        if row is not None:
-            return row, True
-        row = await conn.fetchrow(_REFRESH_RUNNING, account_id, name)
-        if row is not None:
-            return row, False
-    raise RuntimeError("a refresh job kept ending between its insert and its read")
 
 
 async def enqueue_scheduled(
