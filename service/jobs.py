@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import uuid
 
@@ -70,7 +71,7 @@ async def enqueue(
         link_session_id=link_session_id,
         held=held,
     )
-    assert row is not None  # only a refresh (jobs._insert_refresh) meets one in flight
+    assert row is not None  # INSERT ... RETURNING always returns the row
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -98,6 +99,8 @@ def to_proto(row: asyncpg.Record) -> job_pb2.Job:
         params=common_pb2.JobParams.FromString(bytes(row["params"])),
         attempts=row["attempts"],
         origin=row["origin"],
+        tags=json.loads(row["tags"]),
+        scheduled=row["scheduled"],
     )
     timeutil.set_ts(job.created_at, row["created_at"])
     timeutil.set_ts(job.completed_at, row["completed_at"])
@@ -253,9 +256,8 @@ async def _insert_refresh(
     params = common_pb2.JobParams()
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
-    # At most one refresh of a name in flight per account: a second request gets that job (the
-    # database decides, under any concurrency: queue.REFRESH_IN_FLIGHT; job.proto CreateJob).
-    for _ in range(3):  # the job in flight may end between the insert and the read: try again
+    # One refresh per account and job type in flight: one already queued or running is the answer.
+    while True:
         row = await queue.enqueue(
             work.conn,
             workspace_id=call.workspace.id,
@@ -266,21 +268,17 @@ async def _insert_refresh(
             batch_id=ids.new_id(),
             api_version=call.version_label,
             params=params,
+            one_refresh=True,
         )
-        created = row is not None
-        if row is None:
-            sql = f"SELECT {queue.COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {queue.REFRESH_IN_FLIGHT}"
-            row = await work.conn.fetchrow(sql, account["id"], request.name)
-        if row is not None:
+        row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
+        if row is not None:  # None: the one in flight finished meanwhile; queue a new one
             break
-    else:
-        raise errors.unavailable("the refresh in flight kept changing; retry")
     log.info(
-        "job created" if created else "refresh already in flight",
+        "job created",
         extra={
             "job_id": str(row["id"]),
             "account_id": str(account["id"]),
-            "job": common_pb2.JobName.Name(common_pb2.JobName.ValueType(request.name)),
+            "job": common_pb2.JobName.Name(request.name),
         },
     )
     return to_proto(row)

@@ -104,7 +104,7 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
             workspace,
             uuid.uuid4(),
         )
-        # Three job names: one refresh of a name in flight per account (jobs_one_refresh_in_flight).
+        # Three refreshes of different job types (one refresh per account and job type is in flight).
         for name, (run_at, status) in enumerate(
             (
                 ("now() - interval '40 seconds'", "queued"),
@@ -135,14 +135,10 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
         await conn.close()
     pool = await db.create_pool(settings.model_copy(update={"database_url": quiet_database}), size=1)
     try:
-        row = await sampler.read(pool)
+        row = await sampler.sample_once(pool)
     finally:
         await pool.close()
     assert (row["runnable"], row["scheduled"], row["running"], row["unpublished"]) == (1, 1, 1, 2)
-    # The test run's own server samples its database into the same process-wide gauges at any
-    # await (that was the flake: sample_once, then `await pool.close()`, and its sample of 0
-    # landed in between). Publish and read with no await in between: only this sample is seen.
-    sampler.publish(row)
     assert _value("paylink_job_queue_depth", state="runnable") == 1.0
     assert _value("paylink_job_queue_depth", state="scheduled") == 1.0
     assert _value("paylink_job_queue_depth", state="running") == 1.0
