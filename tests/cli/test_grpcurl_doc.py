@@ -22,6 +22,7 @@ from paylink.v1 import (
     link_pb2,
     link_token_pb2,
     monitoring_pb2,
+    privacy_pb2,
     sandbox_pb2,
 )
 
@@ -63,6 +64,7 @@ def test_every_rpc_has_an_example() -> None:
         account_pb2.DESCRIPTOR.services_by_name["AccountService"],
         job_pb2.DESCRIPTOR.services_by_name["JobService"],
         sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"],
+        privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"],
         monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"],
         catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
     ]
