@@ -26,7 +26,9 @@ from service.config import Settings
 from tests.harness import Client
 
 TARGET = c.AllocationTarget(
-    type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="021000021", account_number="123456789012",
+    type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+    routing_number="021000021",
+    account_number="123456789012",
     name="Everyday Checking",
 )
 
@@ -41,8 +43,10 @@ async def events_for(settings: Settings, account_ids: set[str], until: float) ->
     """Prints the accounts' events in per-account sequence order (Kafka orders them per topic only)."""
     seen: dict[str, tuple[str, int, str, str]] = {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=f"demo-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest", metadata_max_age_ms=500,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"demo-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=500,
     )
     await consumer.start()
     consumer.subscribe(pattern="^" + settings.topic_prefix.replace(".", r"\.") + ".*")
@@ -90,28 +94,38 @@ async def main() -> int:
             accounts.add(session.account_id)
             await settle(client, session.id)
             identity = await client.accounts.GetIdentity(
-                account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md())
+                account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md()
+            )
             show("GetIdentity", identity)
-            customer = {"full_name": identity.full_name, "date_of_birth": identity.date_of_birth,
-                        "last_four_ssn": identity.last_four_ssn}
+            customer = {
+                "full_name": identity.full_name,
+                "date_of_birth": identity.date_of_birth,
+                "last_four_ssn": identity.last_four_ssn,
+            }
             match = all(getattr(identity, k) == v for k, v in customer.items())
             print(f"  identity matches our customer record: {match}")
             show(f"CreateLinkToken(account_id={session.account_id}, required_jobs=[direct_deposit_switch])")
-            second = await client.token([c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id,
-                                        allocation=c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=25_000,
-                                                                targets=[TARGET]))
+            second = await client.token(
+                [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH],
+                account_id=session.account_id,
+                allocation=c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=25_000, targets=[TARGET]),
+            )
             print(f"  bound_account_id={second.bound_account_id}  (no credentials will be asked)")
-            bound = await client.link.StartSession(link_pb2.StartSessionRequest(token=second.token),
-                                                   metadata=client.md())
+            bound = await client.link.StartSession(
+                link_pb2.StartSessionRequest(token=second.token), metadata=client.md()
+            )
             show("StartSession (re-access with stored credentials)", bound)
             if bound.state == link_pb2.LINK_SESSION_STATE_MFA_REQUIRED and answer:
-                bound = await client.link.SubmitMfa(link_pb2.SubmitMfaRequest(session_id=bound.id, answer=answer),
-                                                    metadata=client.md())
+                bound = await client.link.SubmitMfa(
+                    link_pb2.SubmitMfaRequest(session_id=bound.id, answer=answer), metadata=client.md()
+                )
                 show("SubmitMfa", bound)
             done = await settle(client, bound.id)
             show("Session completed", done)
             allocations = await client.accounts.GetDirectDepositAllocations(
-                account_pb2.GetDirectDepositAllocationsRequest(account_id=session.account_id), metadata=client.md())
+                account_pb2.GetDirectDepositAllocationsRequest(account_id=session.account_id),
+                metadata=client.md(),
+            )
             show("GetDirectDepositAllocations", allocations)
         show("Events consumed from Kafka")
         await events_for(settings, accounts, time.monotonic() + 6)

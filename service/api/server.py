@@ -26,6 +26,7 @@ from paylink.v1 import (
 
 from service.api.account_api import AccountServicer
 from service.api.catalog_api import CatalogServicer
+from service.api.decoding import DecodeInterceptor
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
@@ -63,9 +64,11 @@ class ApiServer:
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            # The OpenTelemetry span first (continuing an incoming traceparent), so the API
+            # DecodeInterceptor first: it is the outermost, and answers unreadable bytes before auth.
+            # Then the OpenTelemetry span (continuing an incoming traceparent), so the API
             # interceptor and the handler run inside it; health and reflection are not traced.
             interceptors=[
+                DecodeInterceptor(),
                 aio_server_interceptor(  # type: ignore[no-untyped-call]  # the instrumentation is untyped
                     filter_=filters.negate(filters.service_prefix(_UNTRACED))
                 ),
