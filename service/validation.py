@@ -29,6 +29,15 @@ def aba_checksum_ok(routing: str) -> bool:
     return sum(int(d) * w for d, w in zip(routing, _ROUTING_WEIGHTS, strict=True)) % 10 == 0
 
 
+def account_number_ok(number: str) -> bool:
+    """5 to 17 digits: what US deposit account numbers are."""
+    return bool(_DIGITS.match(number)) and 5 <= len(number) <= 17
+
+
+def deposit_type_ok(kind: int) -> bool:
+    return kind in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS)
+
+
 def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: int = 255) -> str:
     """Trims and checks the length (characters); returns the trimmed value."""
     trimmed = value.strip()
@@ -112,12 +121,11 @@ def _alloc_value(v: Violations, field: str, value: int, percentage: bool) -> Non
 
 
 def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
-    if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
+    if not deposit_type_ok(target.type):
         v.add(f"{field}.type", "must be CHECKING or SAVINGS")
     if not aba_checksum_ok(target.routing_number):
         v.add(f"{field}.routing_number", "must be a 9-digit ABA routing number with a valid checksum")
-    number = target.account_number
-    if not _DIGITS.match(number) or not 5 <= len(number) <= 17:
+    if not account_number_ok(target.account_number):
         v.add(f"{field}.account_number", "must be 5 to 17 digits")
     if len(target.name) > 100:
         v.add(f"{field}.name", "must be at most 100 characters")

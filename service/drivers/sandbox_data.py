@@ -11,6 +11,7 @@ import datetime as dt
 
 from paylink.v1 import common_pb2, data_pb2
 
+from service import validation
 from service.drivers import sandbox_catalog
 from service.drivers.base import PaystubQuery, SwitchRequest
 from service.drivers.sandbox_pay import (
@@ -142,12 +143,12 @@ def _dollars(cents: int) -> str:
 
 
 def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
-    target = request.target
-    if not aba_valid(target.routing_number):
+    target = request.target  # the field checks are paylink's own (validation.py); the limits the platform's
+    if not validation.aba_checksum_ok(target.routing_number):
         raise SwitchRejected("The routing number is not a valid ABA routing number")
-    if not (target.account_number.isdigit() and 5 <= len(target.account_number) <= 17):
+    if not validation.account_number_ok(target.account_number):
         raise SwitchRejected("The account number must be 5 to 17 digits")
-    if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
+    if not validation.deposit_type_ok(target.type):
         raise SwitchRejected("Deposits can only go to a checking or savings account")
     if request.action == common_pb2.SWITCH_ACTION_FULL:
         return

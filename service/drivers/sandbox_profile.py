@@ -16,6 +16,8 @@ import random
 
 from paylink.v1 import common_pb2, data_pb2
 
+from service import validation
+
 ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
 PAY_PERIOD = dt.timedelta(days=14)
 BASE_PAYSTUBS = 6
@@ -102,10 +104,8 @@ def aba_check_digit(first_eight: str) -> int:
 
 
 def aba_valid(routing_number: str) -> bool:
-    """True for nine digits whose ABA checksum holds."""
-    if len(routing_number) != 9 or not routing_number.isdigit():
-        return False
-    return aba_check_digit(routing_number[:8]) == int(routing_number[8])
+    """True for nine digits whose ABA checksum holds (paylink's own check, validation.py)."""
+    return validation.aba_checksum_ok(routing_number)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

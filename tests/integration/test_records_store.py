@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable
 
 import pytest
 from paylink.v1 import account_pb2, common_pb2, document_pb2, tax_form_pb2
 
 from service import errors, record_jobs, records, results, runtime, timeutil
+from service.api.status import ApiError, from_domain
 from service.drivers.base import AccessGrant, JobContext, PaystubQuery
 from service.drivers.sandbox import SandboxDriver
 from tests.harness import Client, link_account
 
 J = common_pb2
+
+
+async def _as_api(call: Awaitable[object]) -> object:
+    """What the caller sees on the wire: a domain error as its gRPC status (service/api/status.py)."""
+    try:
+        return await call
+    except errors.DomainError as exc:
+        raise from_domain(exc) from exc
 
 
 async def _context(
@@ -92,8 +102,8 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
             ["to_date"],
         ),
     ):
-        with pytest.raises(errors.ApiError) as info:
-            await records.list_shifts(app.deps, workspace_id, bad)
+        with pytest.raises(ApiError) as info:
+            await _as_api(records.list_shifts(app.deps, workspace_id, bad))
         assert [f.field for f in info.value.details[0].field_violations] == fields  # type: ignore[attr-defined]
 
 
@@ -115,7 +125,7 @@ async def test_tax_forms_by_year_with_their_documents(app: runtime.Running, clie
         app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=2024)
     )
     assert only.tax_forms and {f.year for f in only.tax_forms} == {2024}
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(errors.DomainError):
         await records.list_tax_forms(
             app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=1999)
         )
@@ -180,7 +190,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
     assert only_forms.documents and {d.type for d in only_forms.documents} == {
         document_pb2.DOCUMENT_TYPE_TAX_FORM
     }
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(errors.DomainError):
         await records.download_document(
             app.deps,
             workspace_id,
@@ -188,7 +198,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
                 account_id=str(account_id), document_id=listed.documents[0].id, chunk_size=100
             ),
         )
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(errors.DomainError):
         await records.get_document(
             app.deps,
             workspace_id,

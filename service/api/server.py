@@ -26,10 +26,10 @@ from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
+from service.api.reflection import add_reflection
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
 from service.deps import Deps
-from service.reflection import add_reflection
 
 SERVICE_NAMES = (
     link_token_pb2.DESCRIPTOR.services_by_name["LinkTokenService"].full_name,
