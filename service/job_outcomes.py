@@ -15,7 +15,7 @@ import uuid
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, outbox, queue, results, session_store, settlement, timeutil, uow
+from service import accounts, outbox, queue, record_jobs, results, session_store, settlement, timeutil, uow
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 from service.queue import JobStatus, LockedJob
@@ -46,6 +46,7 @@ _MONITORING_AFTER_ERROR: dict[int, tuple[str, str]] = {
 class Success:
     data: Message | None = None  # identity/employment/income/allocations
     paystubs: list[FetchedPaystub] | None = None
+    records: record_jobs.Records | None = None  # shifts, tax_forms, documents
     new_grant: bytes | None = None  # a refresh re-accessed the account: store what it returned
 
 
@@ -173,6 +174,9 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
 async def _store_data(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
         await results.store_paystubs(work.conn, job.account_id, outcome.paystubs or [], at)
+        return
+    if outcome.records is not None:
+        await record_jobs.store(work.conn, work.deps.documents, job.account_id, outcome.records, at)
         return
     if outcome.data is None:
         return

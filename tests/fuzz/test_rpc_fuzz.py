@@ -24,6 +24,7 @@ from paylink.v1 import (
     account_pb2,
     catalog_pb2,
     common_pb2,
+    document_pb2,
     job_pb2,
     link_pb2,
     link_token_pb2,
@@ -34,6 +35,7 @@ from service import auth, runtime
 from tests.harness import DATA_JOBS, TEST_ALLOCATION, Client, link_account, rpc_error, violation_fields
 
 pytestmark = pytest.mark.timeout(300)
+RECORD_JOBS = [common_pb2.JOB_NAME_SHIFTS, common_pb2.JOB_NAME_TAX_FORMS, common_pb2.JOB_NAME_DOCUMENTS]
 
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -219,12 +221,24 @@ def _mutated(base: Message, known: list[str]) -> st.SearchStrategy[Message]:
 
 
 def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
+    """A callable that sends one request and waits for the whole answer (every message of a
+    server stream)."""
     response = message_factory.GetMessageClass(method.output_type)
-    return channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=response.FromString,
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    if not method.server_streaming:
+        return channel.unary_unary(
+            path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+    stream = channel.unary_stream(
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response.FromString
     )
+
+    async def drain(request: Message, **kwargs: Any) -> list[Message]:
+        return [message async for message in stream(request, **kwargs)]
+
+    return drain
 
 
 class World:
@@ -278,7 +292,10 @@ class World:
 async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterator[World]:
     _, secret = await auth.create_workspace(app.deps.pool, f"fuzz-{uuid.uuid4().hex[:6]}")
     client = Client(channel, secret)
-    token, session = await link_account(client, "user_good", DATA_JOBS)
+    token, session = await link_account(client, "user_good", [*DATA_JOBS, *RECORD_JOBS])
+    docs = await client.accounts.ListDocuments(
+        account_pb2.ListDocumentsRequest(account_id=session.account_id), metadata=client.md()
+    )
     stubs = await client.accounts.ListPaystubs(
         account_pb2.ListPaystubsRequest(account_id=session.account_id), metadata=client.md()
     )
@@ -303,6 +320,7 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         *(stub.id for stub in stubs.paystubs[:2]),
         employer.id,
         employer.ein,
+        docs.documents[0].id,
         "sandbox_gig",
     ]
     account_id, job_id = session.account_id, session.jobs[0].job_id
@@ -346,6 +364,17 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         sandbox_pb2.SetMonitoringStatusRequest(account_id=account_id, status=c.MONITORING_STATUS_DEGRADED),
         sandbox_pb2.ExpireCredentialsRequest(account_id=spare.account_id),
         sandbox_pb2.AddPaystubRequest(account_id=account_id),
+        account_pb2.ListShiftsRequest(
+            account_id=account_id, page_size=5, from_date="2020-01-01", to_date="2030-01-01"
+        ),
+        account_pb2.ListTaxFormsRequest(account_id=account_id, year=2025, page_size=5),
+        account_pb2.ListDocumentsRequest(
+            account_id=account_id, type=document_pb2.DOCUMENT_TYPE_PAYSTUB, page_size=5
+        ),
+        account_pb2.GetDocumentRequest(account_id=account_id, document_id=docs.documents[0].id),
+        account_pb2.DownloadDocumentRequest(
+            account_id=account_id, document_id=docs.documents[0].id, chunk_size=512
+        ),
         catalog_pb2.ListPlatformsRequest(query="pay", supported_jobs=[c.JOB_NAME_SHIFTS], page_size=2),
         catalog_pb2.GetPlatformRequest(platform_id="sandbox_gig"),
         catalog_pb2.SearchEmployersRequest(query="logistics inc", platform_id="sandbox_adp", page_size=2),
@@ -445,6 +474,12 @@ async def test_huge_page_sizes_are_invalid(world: World) -> None:
         ),
         client.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=-1), metadata=client.md()),
         client.catalog.ListPlatforms(catalog_pb2.ListPlatformsRequest(page_size=10**9), metadata=client.md()),
+        client.accounts.ListShifts(
+            account_pb2.ListShiftsRequest(account_id=account_id, page_size=10**9), metadata=client.md()
+        ),
+        client.accounts.ListDocuments(
+            account_pb2.ListDocumentsRequest(account_id=account_id, page_size=-1), metadata=client.md()
+        ),
         client.catalog.SearchEmployers(
             catalog_pb2.SearchEmployersRequest(page_size=-5), metadata=client.md()
         ),
