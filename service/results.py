@@ -83,6 +83,16 @@ async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, 
     return Stored(row["changed"], bytes(previous) if previous is not None else None)
 
 
+async def store_set(
+    conn: db.Conn, account_id: uuid.UUID, name: int, parts: Sequence[bytes], at: dt.datetime
+) -> bool:
+    """Marks a list job's data (shifts, tax forms, documents) fetched: `refreshed_at` moves,
+    `updated_at` only when the set of `parts` (in any order) changed. True when it changed."""
+    row = await conn.fetchrow(_UPSERT, account_id, name, None, _hash(sorted(parts)), at)
+    assert row is not None
+    return bool(row["changed"])
+
+
 async def store_paystubs(
     conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
 ) -> Stored:
