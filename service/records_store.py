@@ -2,8 +2,8 @@
 
 One module on purpose: whoever seals these records at rest (or moves them) changes the write
 functions (`store_*`) and the decode functions (`*_from_row`) here and nowhere else. Writes run in
-the job outcome's transaction; each upserts the platform's records by their stable id and has
-results.py (the owner of job_results) move refreshed_at, and updated_at when the set changed.
+the job outcome's transaction; each upserts the platform's records by their stable id and moves
+the job_results row's refreshed_at (and updated_at when the set's content changed), like paystubs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,35 @@ from collections.abc import Sequence
 import asyncpg
 from paylink.v1 import common_pb2, document_pb2, shift_pb2, tax_form_pb2
 
-from service import db, ids, results, timeutil
+from service import db, ids, timeutil
 from service.documents import DocumentStore
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
+
+_RESULT = """
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+VALUES ($1, $2, NULL, $3, $4, $4)
+ON CONFLICT (account_id, name) DO UPDATE SET
+  refreshed_at = EXCLUDED.refreshed_at,
+  updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
+                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
+  content_hash = EXCLUDED.content_hash
+"""
+
+
+def _set_hash(parts: Sequence[bytes]) -> bytes:
+    """Hash of a set of records: independent of the order the platform listed them in."""
+    digest = hashlib.sha256()
+    for part in sorted(parts):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+async def _mark(
+    conn: db.Conn, account_id: uuid.UUID, name: int, parts: Sequence[bytes], at: dt.datetime
+) -> None:
+    await conn.execute(_RESULT, account_id, name, _set_hash(parts), at)
+
 
 # -- writes ----------------------------------------------------------------------------------------
 
@@ -45,7 +71,7 @@ async def store_shifts(
         bodies,
     )
     parts = [item.external_id.encode() + b"\0" + body for item, body in zip(fetched, bodies, strict=True)]
-    await results.store_set(conn, account_id, common_pb2.JOB_NAME_SHIFTS, parts, at)
+    await _mark(conn, account_id, common_pb2.JOB_NAME_SHIFTS, parts, at)
 
 
 async def store_tax_forms(
@@ -76,7 +102,7 @@ async def store_tax_forms(
         item.external_id.encode() + b"\0" + item.document_external_id.encode() + b"\0" + body
         for item, body in zip(fetched, bodies, strict=True)
     ]
-    await results.store_set(conn, account_id, common_pb2.JOB_NAME_TAX_FORMS, parts, at)
+    await _mark(conn, account_id, common_pb2.JOB_NAME_TAX_FORMS, parts, at)
 
 
 def _sort_date(info: DocumentInfo) -> dt.date:
@@ -125,7 +151,7 @@ async def store_documents(
     parts = [
         info.external_id.encode() + b"\0" + hashlib.sha256(content).digest() for info, content in fetched
     ]
-    await results.store_set(conn, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, at)
+    await _mark(conn, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, at)
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -253,3 +279,14 @@ def document_from_row(row: asyncpg.Record) -> document_pb2.Document:
     timeutil.set_ts(doc.created_at, row["created_at"])
     timeutil.set_ts(doc.updated_at, row["updated_at"])
     return doc
+
+
+async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:
+    """Deletes every shift, tax form and document of these accounts (an erasure; a document's
+    bytes in `document_contents` go with it, ON DELETE CASCADE; a DocumentStore outside PostgreSQL
+    would delete its objects here too). Returns counts."""
+    counts = {}
+    for table in ("shifts", "tax_forms", "documents"):
+        status = await conn.execute(f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", account_ids)
+        counts[table] = int(status.rsplit(" ", 1)[-1])
+    return counts

@@ -30,6 +30,7 @@ from paylink.v1 import (
     link_pb2_grpc,
     link_token_pb2,
     link_token_pb2_grpc,
+    privacy_pb2_grpc,
     sandbox_pb2_grpc,
 )
 
@@ -90,6 +91,7 @@ class Client:
         self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)
         self.jobs = job_pb2_grpc.JobServiceStub(self.channel)
         self.sandbox = sandbox_pb2_grpc.SandboxServiceStub(self.channel)
+        self.privacy = privacy_pb2_grpc.PrivacyServiceStub(self.channel)
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
 
     def md(self, api_version: str | object | None = ...) -> list[tuple[str, str]]:
