@@ -116,7 +116,9 @@ class LinkToken(_message.Message):
     id: _builtins.str
     """UUID of the link token."""
     token: _builtins.str
-    """The secret token string to hand to Link. Set only in the CreateLinkToken response."""
+    """The secret token string to hand to Link. Set only in the CreateLinkToken response (and its
+    replays while the token is unused).
+    """
     mode: Global___WorkspaceMode.ValueType
     """Sandbox or production, from the workspace."""
     bound_account_id: _builtins.str
@@ -240,7 +242,9 @@ class CreateLinkTokenRequest(_message.Message):
     platform_id: _builtins.str
     """Platform to preselect; must be a known platform id. Optional."""
     employer_id: _builtins.str
-    """Employer to preselect, up to 255 characters. Optional."""
+    """Employer to preselect: an employer id from CatalogService. Link then preselects the platform that
+    runs its payroll, so it must agree with platform_id and support every required job. Optional.
+    """
     disable_direct_deposit_splitting: _builtins.bool
     """If true the user may not split deposits."""
     skip_intro_screen: _builtins.bool
@@ -249,7 +253,8 @@ class CreateLinkTokenRequest(_message.Message):
     """Language of the Link screens (en or es)."""
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 255 characters: the same id and body within 7 days returns
-    the first result; the same id with another body is ALREADY_EXISTS.
+    the first result; the same id with another body is ALREADY_EXISTS. Once a session has used the
+    token, a replay returns it without the token string (token empty, used_at set).
     """
     @_builtins.property
     def required_jobs(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobName.ValueType]:
