@@ -6,6 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := scripts/stack.sh
 ENV = eval "$$($(STACK) env)" &&
+# `make up KAFKA_NODES=3 PG_STANDBY=1`: a three-broker cluster and a PostgreSQL standby (docs/stack.md).
+ifdef KAFKA_NODES
+export PAYLINK_KAFKA_NODES := $(KAFKA_NODES)
+endif
+ifdef PG_STANDBY
+export PAYLINK_PG_STANDBY := $(PG_STANDBY)
+endif
 
 .PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace
 

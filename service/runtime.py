@@ -55,7 +55,7 @@ class Running:
             if helper:
                 helper.stop()
         if self.api:
-            await self.api.stop(grace)
+            await self.api.stop(grace, self.deps.settings.shutdown_drain_seconds)
         if self.worker:
             self.worker.stop()
         if self.relay:
