@@ -14,12 +14,13 @@ ifdef PG_STANDBY
 export PAYLINK_PG_STANDBY := $(PG_STANDBY)
 endif
 
-.PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace
+.PHONY: help venv generate check-generated up down status migrate run serve test test-faults fault-results lint buf demo bench clean workspace
 
 help:
 	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
 	@echo "make test         bring up the stack if needed, run the test suite"
 	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
+	@echo "make fault-results  the fleet fault tests; rewrites docs/fault-results.json and the docs' failure tables"
 	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking"
 	@echo "make generate     regenerate generated/ from protos/"
 	@echo "make up|down|status   the local stack (see docs/stack.md)"
@@ -68,6 +69,13 @@ test: $(STAMP) up
 
 test-faults: $(STAMP) up
 	@$(ENV) $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
+# The fleet fault tests (docs/deployment.md) write their figures to the committed results file, and
+# scripts/fault_figures.py writes the failure tables of docs/deployment.md and docs/reliability.md.
+FLEET_TESTS := tests/faults/test_kafka_cluster.py tests/faults/test_postgres_failover.py tests/faults/test_fleet.py
+fault-results: $(STAMP) up
+	@$(ENV) PAYLINK_FAULT_RESULTS=$(CURDIR)/docs/fault-results.json $(PY) -m pytest -m faults $(FLEET_TESTS) $(PYTEST_ARGS)
+	@$(PY) scripts/fault_figures.py
 
 buf:
 	@scripts/tools.sh buf >/dev/null

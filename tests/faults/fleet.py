@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import shutil
 import signal
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -268,12 +266,3 @@ class PostgresPair(ExtraStack):
 
     async def promote_standby(self) -> None:
         await self.pg_ctl(self.standby_data, "promote", "-w", "-t", "60")
-
-
-def write_results(path: Path, name: str, values: dict[str, Any]) -> None:
-    """Merges one test's figures into the committed results file (docs quote it)."""
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault("tests", {})[name] = values
-    data["machine"] = "2-core development machine, shared with other test runs"
-    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
