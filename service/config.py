@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     platform_call_timeout_seconds: float = Field(default=30.0, gt=0)
     platform_concurrency: int = Field(default=16, ge=1)
 
+    monitoring_scheduler: bool = True  # worker processes claim due scheduled refreshes
+    monitoring_tick_seconds: float = Field(default=5.0, gt=0)
+    monitoring_batch_size: int = Field(default=500, ge=1, le=10000)
+    monitoring_platform_concurrency: int = Field(default=64, ge=1)
+    monitoring_daily_budget: int = Field(default=0, ge=0)  # per platform and UTC day; 0 = no budget
+    monitoring_degraded_after: int = Field(default=3, ge=1, le=100)
+
     relay_batch_size: int = Field(default=500, ge=1, le=10000)
     relay_poll_seconds: float = Field(default=2.0, gt=0)
     outbox_retention_days: int = Field(default=30, ge=0)  # published events kept for replay; 0 = forever

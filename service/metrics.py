@@ -21,6 +21,14 @@ JOBS_FINISHED = Counter(
     "Jobs that reached a final outcome (error_code is empty on success)",
     ["name", "platform", "outcome", "error_code"],
 )
+SCHEDULED_REFRESHES = Counter(
+    "paylink_scheduled_refreshes_total", "Refresh jobs queued by the monitoring schedule"
+)
+UNCHANGED_REFRESHES = Counter(
+    "paylink_unchanged_refreshes_total",
+    "Scheduled refreshes whose data had not changed (no product event)",
+    ["name"],
+)
 EVENTS_PUBLISHED = Counter("paylink_events_published_total", "Outbox events published to Kafka", ["event"])
 RELAY_BATCH = Histogram(
     "paylink_relay_batch_seconds",

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import uuid
@@ -24,7 +25,10 @@ _Data = TypeVar(
     "_Data", data_pb2.Identity, data_pb2.Employment, data_pb2.Income, data_pb2.DirectDepositAllocations
 )
 
+# Upserts the latest data and says whether its content changed, with what was stored before (the
+# CTE reads the row as it was when the statement started).
 _UPSERT = """
+WITH old AS (SELECT data, content_hash FROM job_results WHERE account_id = $1 AND name = $2)
 INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $5)
 ON CONFLICT (account_id, name) DO UPDATE SET
@@ -33,7 +37,24 @@ ON CONFLICT (account_id, name) DO UPDATE SET
   updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
                     THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
   content_hash = EXCLUDED.content_hash
+RETURNING (SELECT content_hash FROM old) IS DISTINCT FROM $4 AS changed, (SELECT data FROM old) AS previous
 """
+# Upserts paystubs by the platform's id in one statement; says which ones are new.
+_PAYSTUBS = """
+INSERT INTO paystubs (id, account_id, external_id, pay_date, data)
+SELECT i, $1, e, d, b FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[]) AS u(i, e, d, b)
+ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date
+RETURNING id, account_id, pay_date, data, created_at, (xmax = 0) AS inserted
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stored:
+    """What storing a job's data found: whether the content changed, and the previous content."""
+
+    changed: bool
+    previous: bytes | None = None  # the serialized message stored before (None for paystubs or the first)
+    added_paystubs: tuple[data_pb2.Paystub, ...] = ()  # paystubs stored for the first time, newest first
 
 
 def _hash(parts: Sequence[bytes]) -> bytes:
@@ -44,16 +65,26 @@ def _hash(parts: Sequence[bytes]) -> bytes:
     return digest.digest()
 
 
-async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> None:
+def digest(data: Message) -> bytes:
+    """The stable content digest of one data message (deterministic serialization, SHA-256)."""
+    return _hash([data.SerializeToString(deterministic=True)])
+
+
+async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> Stored:
+    """Stores the latest data of a job type; `refreshed_at` moves, `updated_at` only on change."""
     body = data.SerializeToString(deterministic=True)
-    await conn.execute(_UPSERT, account_id, name, body, _hash([body]), at)
+    row = await conn.fetchrow(_UPSERT, account_id, name, body, _hash([body]), at)
+    assert row is not None  # an upsert returns its row
+    previous = row["previous"]
+    return Stored(row["changed"], bytes(previous) if previous is not None else None)
 
 
 async def store_paystubs(
     conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
-) -> None:
+) -> Stored:
     """Upserts paystubs by the platform's id; the result row's hash covers the whole set."""
     bodies = []
+    ids_, externals, dates, datas = [], [], [], []
     for item in fetched:
         stub = data_pb2.Paystub()
         stub.CopyFrom(item.paystub)
@@ -62,18 +93,18 @@ async def store_paystubs(
         stub.ClearField("created_at")
         body = stub.SerializeToString(deterministic=True)
         bodies.append(item.external_id.encode() + b"\0" + body)
-        await conn.execute(
-            "INSERT INTO paystubs (id, account_id, external_id, pay_date, data) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data,"
-            " pay_date = EXCLUDED.pay_date",
-            ids.new_id(),
-            account_id,
-            item.external_id,
-            dt.date.fromisoformat(stub.pay_date),
-            body,
-        )
+        ids_.append(ids.new_id())
+        externals.append(item.external_id)
+        dates.append(dt.date.fromisoformat(stub.pay_date))
+        datas.append(body)
+    rows = await conn.fetch(_PAYSTUBS, account_id, ids_, externals, dates, datas) if ids_ else []
+    added = sorted((r for r in rows if r["inserted"]), key=lambda r: (r["pay_date"], r["id"]), reverse=True)
     # Only the set's content matters for updated_at, not the order the platform listed it in.
-    await conn.execute(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at)
+    row = await conn.fetchrow(
+        _UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at
+    )
+    assert row is not None
+    return Stored(row["changed"], None, tuple(_paystub(r) for r in added))
 
 
 async def _result(

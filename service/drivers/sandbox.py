@@ -1,4 +1,4 @@
-"""The sandbox driver: named fake platforms whose behaviour is chosen by the username (SPEC §4).
+"""The sandbox driver: named fake platforms whose behaviour is chosen by the username (docs/spec.md §6).
 
 `user_good+anything` behaves like `user_good` but is a different person: the part before `+`
 picks the behaviour, the whole username seeds the data (see `sandbox_data`). The driver is
@@ -113,6 +113,10 @@ class Grant:
     session: str
     expired: bool = False
     extra_paystubs: int = 0
+    days_advanced: int = 0  # the account's sandbox clock (SandboxService.AdvanceClock)
+    # The deposit account the user moved the whole pay to outside paylink (ChangeAllocation):
+    # name, type, routing_number, account_number_last_four. None: the profile's own split.
+    deposit: dict[str, Any] | None = None
 
     def encode(self) -> AccessGrant:
         return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
@@ -136,13 +140,30 @@ class Grant:
             session=d["session"],
             expired=d["expired"],
             extra_paystubs=d["extra_paystubs"],
+            # Grants stored before the sandbox had a clock lack these two.
+            days_advanced=d.get("days_advanced", 0),
+            deposit=d.get("deposit"),
         )
         strings = (grant.username, grant.password, grant.platform_id, grant.session)
         if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
             raise TypeError("bad grant field")
-        if not isinstance(grant.extra_paystubs, int) or grant.extra_paystubs < 0:
-            raise TypeError("bad grant field")
+        for number in (grant.extra_paystubs, grant.days_advanced):
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise TypeError("bad grant field")
+        if grant.deposit is not None:
+            grant.deposit_target()  # raises TypeError/KeyError when malformed
         return grant
+
+    def deposit_target(self) -> data_pb2.DepositTarget | None:
+        if self.deposit is None:
+            return None
+        d = self.deposit
+        return data_pb2.DepositTarget(
+            name=str(d["name"]),
+            type=int(d["type"]),  # type: ignore[arg-type]
+            routing_number=str(d["routing_number"]),
+            account_number_last_four=str(d["account_number_last_four"]),
+        )
 
     def refreshed(self) -> Grant:
         """The same login with a new platform session token."""
@@ -242,17 +263,19 @@ class SandboxDriver:
     async def fetch_income(self, ctx: JobContext) -> data_pb2.Income:
         """Income of the grant's user (VARIABLE pay frequency on the gig platform)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_INCOME)
-        return sandbox_data.income(grant.username, gig=ctx.platform_id == SANDBOX_GIG)
+        return sandbox_data.income(
+            grant.username, gig=ctx.platform_id == SANDBOX_GIG, days_advanced=grant.days_advanced
+        )
 
     async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
         """Paystubs, newest first, including those added with `add_paystub`."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_PAYSTUBS)
-        return sandbox_data.paystubs(grant.username, grant.extra_paystubs, query)
+        return sandbox_data.paystubs(grant.username, grant.extra_paystubs, query, grant.days_advanced)
 
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
         """The user's existing direct deposit allocations."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
-        return sandbox_data.allocations(grant.username)
+        return sandbox_data.allocations(grant.username, grant.deposit_target())
 
     async def switch_direct_deposit(
         self, ctx: JobContext, request: SwitchRequest
@@ -260,7 +283,13 @@ class SandboxDriver:
         """Applies the switch to the user's existing allocations (see sandbox_data)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
         try:
-            return sandbox_data.switched_allocations(grant.username, request, grant.extra_paystubs)
+            return sandbox_data.switched_allocations(
+                grant.username,
+                request,
+                grant.extra_paystubs,
+                days_advanced=grant.days_advanced,
+                deposit=grant.deposit_target(),
+            )
         except sandbox_data.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
 
@@ -274,8 +303,30 @@ class SandboxDriver:
         """One more paystub, newer than all the others; returns the new grant and that paystub."""
         stored = Grant.decode(grant.secret)
         updated = dataclasses.replace(stored, extra_paystubs=stored.extra_paystubs + 1)
-        newest = sandbox_data.paystubs(updated.username, updated.extra_paystubs, PaystubQuery(count=1))[0]
+        newest = sandbox_data.paystubs(
+            updated.username, updated.extra_paystubs, PaystubQuery(count=1), updated.days_advanced
+        )[0]
         return updated.encode(), newest
+
+    def advance_clock(self, grant: AccessGrant, days: int) -> tuple[AccessGrant, int]:
+        """The grant with the account's sandbox clock `days` later; returns it and the total advance."""
+        stored = Grant.decode(grant.secret)
+        updated = dataclasses.replace(stored, days_advanced=stored.days_advanced + days)
+        return updated.encode(), updated.days_advanced
+
+    def change_allocation(
+        self, grant: AccessGrant, target: data_pb2.DepositTarget
+    ) -> tuple[AccessGrant, data_pb2.DirectDepositAllocations]:
+        """The grant as if the user moved the whole pay to `target` outside paylink (last four only)."""
+        stored = Grant.decode(grant.secret)
+        deposit = {
+            "name": target.name,
+            "type": int(target.type),
+            "routing_number": target.routing_number,
+            "account_number_last_four": target.account_number_last_four,
+        }
+        updated = dataclasses.replace(stored, deposit=deposit)
+        return updated.encode(), sandbox_data.allocations(updated.username, updated.deposit_target())
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -20,6 +20,11 @@ from service.drivers.base import FetchedPaystub, PaystubQuery, SwitchRequest
 
 ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
 PAY_PERIOD = dt.timedelta(days=14)
+# Time at the simulated platform: each account's clock starts at ANCHOR_DATE and moves only when
+# SandboxService.AdvanceClock says so. Every 14 days brings a paystub; after RAISE_AFTER the pay
+# rate is RAISE_BP higher (paystubs dated from then on, and income).
+RAISE_AFTER = dt.timedelta(days=90)
+RAISE_BP = 500
 BASE_PAYSTUBS = 6
 MAX_PAYSTUBS = 24  # what a paystubs query with count 0 returns at most
 USD = "USD"
@@ -238,6 +243,29 @@ def profile(username: str) -> Profile:
     )
 
 
+def platform_date(days_advanced: int) -> dt.date:
+    """The simulated platform's date for an account whose clock is `days_advanced` ahead."""
+    return ANCHOR_DATE + dt.timedelta(days=days_advanced)
+
+
+def periods_elapsed(username: str, days_advanced: int) -> int:
+    """Pay dates that passed since the base paystubs, as the account's clock moved."""
+    if days_advanced <= 0:
+        return 0
+    newest = profile(username).newest_pay_date
+    return (platform_date(days_advanced) - newest).days // PAY_PERIOD.days
+
+
+def raise_date() -> dt.date:
+    return ANCHOR_DATE + RAISE_AFTER
+
+
+def _raised(p: Profile) -> Profile:
+    step = 1 if p.hourly else 100
+    rate = (p.rate_cents * (10_000 + RAISE_BP) // 10_000 + step - 1) // step * step
+    return dataclasses.replace(p, rate_cents=rate)
+
+
 def identity(username: str) -> data_pb2.Identity:
     """Identity: name, date of birth, last four of the SSN, contacts and home address."""
     p = profile(username)
@@ -265,9 +293,12 @@ def employment(username: str) -> data_pb2.Employment:
     )
 
 
-def income(username: str, *, gig: bool = False) -> data_pb2.Income:
-    """Income: pay rate and frequency (VARIABLE on gig platforms, BIWEEKLY elsewhere)."""
+def income(username: str, *, gig: bool = False, days_advanced: int = 0) -> data_pb2.Income:
+    """Income: pay rate and frequency (VARIABLE on gig platforms, BIWEEKLY elsewhere); the raise
+    shows once the account's clock reached it."""
     p = profile(username)
+    if platform_date(days_advanced) >= raise_date():
+        p = _raised(p)
     return data_pb2.Income(
         compensation_amount_cents=p.rate_cents,
         compensation_unit=data_pb2.COMPENSATION_UNIT_HOURLY
@@ -385,18 +416,20 @@ def paystub_external_id(username: str, pay_date: str) -> str:
 
 
 def paystubs(
-    username: str, extra_paystubs: int = 0, query: PaystubQuery | None = None
+    username: str, extra_paystubs: int = 0, query: PaystubQuery | None = None, days_advanced: int = 0
 ) -> list[FetchedPaystub]:
-    """The user's paystubs, newest first: 6 base ones plus `extra_paystubs` newer ones, filtered by
-    `query` (inclusive pay-date bounds, then at most `count`, 0 meaning up to MAX_PAYSTUBS)."""
+    """The user's paystubs, newest first: 6 base ones, one per pay period the account's clock moved
+    past, plus `extra_paystubs` newer ones, filtered by `query` (inclusive pay-date bounds, then at
+    most `count`, 0 meaning up to MAX_PAYSTUBS)."""
     query = query or PaystubQuery()
     p = profile(username)
+    raised = _raised(p)
     rng = rng_for(username, "time_off")
     balances = [rng.randrange(0, 6001, 25), rng.randrange(0, 4001, 25)]
     oldest = p.newest_pay_date - PAY_PERIOD * (BASE_PAYSTUBS - 1)
-    stubs = [
-        _paystub(p, oldest + PAY_PERIOD * i, balances) for i in range(BASE_PAYSTUBS + max(0, extra_paystubs))
-    ]
+    count = BASE_PAYSTUBS + max(0, extra_paystubs) + periods_elapsed(username, days_advanced)
+    dates = [oldest + PAY_PERIOD * i for i in range(count)]
+    stubs = [_paystub(raised if d >= raise_date() else p, d, balances) for d in dates]
     stubs.reverse()
     if query.from_pay_date:
         stubs = [s for s in stubs if s.pay_date >= query.from_pay_date]
@@ -406,10 +439,16 @@ def paystubs(
     return [FetchedPaystub(paystub_external_id(username, s.pay_date), s) for s in stubs[:limit]]
 
 
-def allocations(username: str) -> data_pb2.DirectDepositAllocations:
-    """The existing split: maybe a fixed amount to savings first, then the remainder to checking."""
+def allocations(
+    username: str, deposit: data_pb2.DepositTarget | None = None
+) -> data_pb2.DirectDepositAllocations:
+    """The existing split: maybe a fixed amount to savings first, then the remainder to checking.
+    `deposit`: the account the user moved the whole pay to outside paylink (ChangeAllocation)."""
     p = profile(username)
     result = data_pb2.DirectDepositAllocations()
+    if deposit is not None:
+        result.allocations.add(type=common_pb2.ALLOCATION_TYPE_REMAINDER, value=0, target=deposit, priority=1)
+        return result
     if p.savings is not None:
         result.allocations.add(
             type=common_pb2.ALLOCATION_TYPE_AMOUNT, value=p.savings_amount_cents, target=p.savings.to_proto()
@@ -456,13 +495,18 @@ def _check_switch(request: SwitchRequest, net_pay_cents: int) -> None:
 
 
 def switched_allocations(
-    username: str, request: SwitchRequest, extra_paystubs: int = 0
+    username: str,
+    request: SwitchRequest,
+    extra_paystubs: int = 0,
+    *,
+    days_advanced: int = 0,
+    deposit: data_pb2.DepositTarget | None = None,
 ) -> data_pb2.DirectDepositAllocations:
     """The allocations after `request` is applied to the user's existing ones (stateless, so the
     same request always gives the same result). FULL: the target becomes the only (remainder)
     allocation. PARTIAL: the new amount/percentage goes first, the existing ones keep their order.
     Raises SwitchRejected under the platform's rules."""
-    newest = paystubs(username, extra_paystubs, PaystubQuery(count=1))[0].paystub
+    newest = paystubs(username, extra_paystubs, PaystubQuery(count=1), days_advanced)[0].paystub
     _check_switch(request, newest.net_pay.amount_cents)
     target = data_pb2.DepositTarget(
         name=request.target.name
@@ -481,7 +525,7 @@ def switched_allocations(
         target=target,
         priority=1,
     )
-    for existing in allocations(username).allocations:
+    for existing in allocations(username, deposit).allocations:
         result.allocations.append(existing)
         result.allocations[-1].priority = len(result.allocations)
     return result

@@ -928,3 +928,67 @@ def test_register_another_driver() -> None:
     with pytest.raises(ValueError, match="sandbox_adp"):
         registry.register(SandboxDriver())
     assert DriverRegistry().platforms() == []
+
+
+# -- sandbox time and change (monitoring, issue 12) ------------------------------------------------
+
+
+def test_clock_brings_a_paystub_each_pay_period() -> None:
+    user = "user_good+clock"
+    base = sandbox_data.paystubs(user)
+    assert sandbox_data.paystubs(user, days_advanced=0) == base
+    newest = dt.date.fromisoformat(base[0].paystub.pay_date)
+    days_to_next = (newest + sandbox_data.PAY_PERIOD - sandbox_data.ANCHOR_DATE).days
+    assert sandbox_data.paystubs(user, days_advanced=days_to_next - 1) == base
+    one = sandbox_data.paystubs(user, days_advanced=days_to_next)
+    assert len(one) == len(base) + 1 and one[1:] == base  # old ones unchanged
+    assert one[0].paystub.pay_date == (newest + sandbox_data.PAY_PERIOD).isoformat()
+    assert sandbox_data.paystubs(user, days_advanced=days_to_next) == one  # deterministic
+
+
+def test_clock_brings_a_raise() -> None:
+    user = "user_good+raise"
+    before = sandbox_data.income(user, days_advanced=89)
+    after = sandbox_data.income(user, days_advanced=90)
+    assert before == sandbox_data.income(user)
+    assert before.compensation_amount_cents < after.compensation_amount_cents
+    assert after.compensation_amount_cents <= before.compensation_amount_cents * 105 // 100 + 100
+    stubs = sandbox_data.paystubs(user, days_advanced=120)
+    raise_day = sandbox_data.raise_date().isoformat()
+    later = [s for s in stubs if s.paystub.pay_date >= raise_day]
+    earlier = [s for s in stubs if s.paystub.pay_date < raise_day]
+    assert later and earlier
+    # Paystubs before the raise are what they were without it.
+    unraised = {s.external_id: s for s in sandbox_data.paystubs(user, days_advanced=89)}
+    assert all(unraised[s.external_id] == s for s in earlier if s.external_id in unraised)
+    rate = [e.rate_cents for s in later for e in s.paystub.earnings if e.rate_cents]
+    assert not rate or rate[0] == after.compensation_amount_cents
+
+
+def test_allocation_changed_outside_paylink() -> None:
+    user = "user_good+moved"
+    target = data_pb2.DepositTarget(
+        name="Elsewhere Bank",
+        type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="011000015",
+        account_number_last_four="9876",
+    )
+    moved = sandbox_data.allocations(user, target)
+    assert [(a.type, a.target.account_number_last_four, a.priority) for a in moved.allocations] == [
+        (common_pb2.ALLOCATION_TYPE_REMAINDER, "9876", 1)
+    ]
+    assert sandbox_data.allocations(user) != moved
+    driver = sandbox_module.SandboxDriver()
+    grant = sandbox_module.Grant("user_good+moved", "pass_good", "sandbox_adp", "s").encode()
+    changed, shown = driver.change_allocation(grant, target)
+    assert shown == moved
+    assert sandbox_module.Grant.decode(changed.secret).deposit_target() == target
+    later, days = driver.advance_clock(changed, 30)
+    assert days == 30 and sandbox_module.Grant.decode(later.secret).deposit_target() == target
+
+
+def test_grants_stored_before_the_clock_still_decode() -> None:
+    old = {"username": "user_good", "password": "pass_good", "platform_id": "sandbox_adp", "session": "s",
+           "expired": False, "extra_paystubs": 1}  # fmt: skip
+    grant = sandbox_module.Grant.decode(json.dumps(old).encode())
+    assert (grant.days_advanced, grant.deposit) == (0, None)

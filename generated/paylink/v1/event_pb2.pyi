@@ -226,9 +226,9 @@ class JobEventPayload(_message.Message):
     outcome: _common_pb2.JobOutcome.ValueType
     """Outcome: SUCCESS, PENDING (a final event follows) or ERROR."""
     error_type: _common_pb2.JobErrorType.ValueType
-    """Error class when outcome is ERROR (NO_DATA for a success without data)."""
+    """Error class when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_code: _common_pb2.JobErrorCode.ValueType
-    """Error code when outcome is ERROR (NO_DATA for a success without data)."""
+    """Error code when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_message: _builtins.str
     """The platform's reason, when it gave one."""
     origin: _common_pb2.JobOrigin.ValueType

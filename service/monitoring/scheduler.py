@@ -1,0 +1,57 @@
+"""The scheduler loop: claims due scheduled refreshes and queues them (runs in worker processes).
+
+Every `PAYLINK_MONITORING_TICK_SECONDS` it claims up to `PAYLINK_MONITORING_BATCH_SIZE` due rows in
+one transaction (`schedules.claim`) and goes again at once while batches come back full. Several
+workers run it at the same time without coordinating: the due rows are locked with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from service import db, metrics
+from service.deps import Deps
+from service.monitoring import schedules
+
+log = logging.getLogger("paylink.monitoring")
+
+
+def limits(deps: Deps) -> schedules.Limits:
+    settings = deps.settings
+    return schedules.Limits(
+        batch=settings.monitoring_batch_size,
+        platform_concurrency=settings.monitoring_platform_concurrency,
+        daily_budget=settings.monitoring_daily_budget,
+    )
+
+
+async def claim_once(deps: Deps) -> schedules.Claimed:
+    """One claim in its own transaction."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        claimed = await schedules.claim(conn, limits(deps))
+    if claimed.job_ids:
+        metrics.SCHEDULED_REFRESHES.inc(len(claimed.job_ids))
+    return claimed
+
+
+class Scheduler:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        tick = self.deps.settings.monitoring_tick_seconds
+        while not self._stopping.is_set():
+            try:
+                claimed = await claim_once(self.deps)
+                if claimed.due >= self.deps.settings.monitoring_batch_size:
+                    continue  # more is due: no pause
+            except db.CONNECTION_LOST as exc:
+                log.warning("scheduler lost the database, retrying", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), tick)
