@@ -162,15 +162,22 @@ async def test_leader_killed_then_two_brokers_down_nothing_lost(
             busy[leader] += ends[tp]
         victim = busy.most_common(1)[0][0]
         led = sum(1 for leader, _, _ in partitions.values() if leader == victim)
-        before = await published(dep)
         killed_at = await db_now(dep)
         await kafka_cluster.kill(victim)
         killed_mono = time.monotonic()
 
+        # Events created after the kill include some for the dead broker's partitions: they can only
+        # be published once the controller has fenced it and moved its leaders.
         async def moved_on() -> bool:
-            return await published(dep) >= before + 60
+            return bool(
+                await dep.fetchval(
+                    "SELECT count(*) FROM outbox WHERE created_at > $1 AND published_at IS NOT NULL",
+                    killed_at,
+                )
+                >= 60
+            )
 
-        await wait_until(moved_on, 120, "publishing again after the leader was killed")
+        await wait_until(moved_on, 120, "events created after the kill published")
         resumed = time.monotonic() - killed_mono
         second_at = await db_now(dep)
         # The stall: the longest gap between two publish marks after the kill (database clock).
@@ -227,7 +234,7 @@ async def test_leader_killed_then_two_brokers_down_nothing_lost(
         leader_killed_node=victim,
         partitions_it_led=led,
         publish_stall_seconds=round(stall, 1),
-        seconds_to_60_more_published=round(resumed, 1),
+        seconds_to_60_new_events_published=round(resumed, 1),
         second_killed_node=second,
         seconds_two_down=round(two_down, 1),
         published_while_two_down=0,
