@@ -14,8 +14,8 @@ DEV_VAULT_KEYS = "dev1:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
 
 # A primary and its standbys in one DSN (docs/deployment.md): every connection, pooled or dedicated,
 # tries the hosts in order and keeps the first that accepts writes, so paylink follows a failover
-# without a restart. asyncpg (>= 0.28) understands the libpq form; both values below check the
-# server's read-only state (PostgreSQL reports it on connect), so a hot standby is never chosen.
+# without a restart. asyncpg understands the libpq form; both values below check the server's
+# read-only state (PostgreSQL reports it on connect), so a hot standby is never chosen.
 WRITABLE_SESSION_ATTRS = ("read-write", "primary")
 
 

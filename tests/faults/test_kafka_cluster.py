@@ -30,7 +30,7 @@ from tests.faults.cluster import (
 from tests.faults.fleet import NODES, KafkaCluster
 from tests.harness import Client, create_test_database, drop_database
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(480)]
 
 JOBS = [c.JOB_NAME_IDENTITY]  # 3 events per linked account: created, identity.added, completed
 EVENTS_PER_SESSION = 3
