@@ -28,6 +28,10 @@
 #                                   PAYLINK_PG_STANDBY_PORT (default PAYLINK_PG_PORT + 1); both
 #                                   durable, synchronous_commit=on with the standby synchronous
 #   PAYLINK_PG_STANDBY_PORT         see above
+#   PAYLINK_PG_DURABLE=1            fsync, synchronous_commit and full_page_writes on, as in
+#                                   production (default off: a throw-away cluster; make bench sets
+#                                   it; a standby pair is always durable)
+#   PAYLINK_STACK_SERVICES          what up/down manage: "postgres kafka" (default) or "postgres"
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -309,20 +313,26 @@ pg_select() {
   if [[ "$1" == standby ]]; then PG_PORT="$PG_STANDBY_PORT"; else PG_PORT="$PG_PRIMARY_PORT"; fi
 }
 
+pg_durability() {
+  if [[ "${PAYLINK_PG_DURABLE:-0}" == 1 ]]; then
+    printf '%s\n' "# Durable like production (PAYLINK_PG_DURABLE=1)." \
+      "fsync = on" "synchronous_commit = on" "full_page_writes = on"
+  else
+    printf '%s\n' "# DEV/TEST CLUSTER ONLY: durability is traded for speed. A crash of the" \
+      "# machine can lose or corrupt this cluster's data; never copy these settings" \
+      "# to a real deployment." "fsync = off" "synchronous_commit = off" "full_page_writes = off"
+  fi
+}
+
 # Rewritten on every start so port / socket overrides take effect.
-#   pg_write_conf              the single test cluster (durability off)
+#   pg_write_conf              the single cluster (durability per PAYLINK_PG_DURABLE, default off)
 #   pg_write_conf primary S    the primary of a standby pair; S = synchronous_standby_names
 #   pg_write_conf standby      the standby (streams from the primary)
 pg_write_conf() {
   local role="${1:-single}" sync="${2:-}" sock durability
   sock="$(pg_socket_dir)"
   if [[ "$role" == single ]]; then
-    durability="# DEV/TEST CLUSTER ONLY: durability is traded for speed. A crash of the
-# machine can lose or corrupt this cluster's data; never copy these settings
-# to a real deployment.
-fsync = off
-synchronous_commit = off
-full_page_writes = off"
+    durability="$(pg_durability)"
   else
     # A primary/standby pair: durable, and a commit is acknowledged only once the standby has
     # flushed it (synchronous_commit = on with the standby in synchronous_standby_names), so a
@@ -863,9 +873,11 @@ cmd_up() {
   take_lock
   local t0=$SECONDS
   pg_up
-  kafka_up
+  if with_kafka; then kafka_up; fi
   log "stack up in $((SECONDS - t0))s; use: eval \"\$(scripts/stack.sh env)\""
 }
+
+with_kafka() { [[ " ${PAYLINK_STACK_SERVICES:-postgres kafka} " == *" kafka "* ]]; }
 
 # Starts one node of a cluster (after it was stopped or killed) and waits until it answers.
 cmd_kafka_node() {
@@ -888,7 +900,7 @@ cmd_kafka_node() {
 cmd_down() {
   take_lock
   local rc=0
-  kafka_down || rc=1
+  if with_kafka; then kafka_down || rc=1; fi
   pg_down || rc=1
   return "$rc"
 }
