@@ -1,8 +1,8 @@
 """paylink's queue core for bench/peers.py: enqueue -> claim -> complete, no platform, no events.
 
-Uses the service's own statements (the job insert with its NOTIFY, the worker's claim, the
-completion's job UPDATE) and drives them the way `service.worker.Worker` does: one LISTEN
-connection, claims of up to the free slots, each claimed job run as a task that writes its outcome.
+Uses the service's own job queue (`service/queue.py`: the job insert with its NOTIFY, the claim,
+the completion) and drives it the way `service.worker.Worker` does: one LISTEN connection, claims
+of up to the free slots, each claimed job run as a task that writes its outcome.
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import db, jobs, worker
+from service import db, queue
 
 CONCURRENCY = 64  # PAYLINK_WORKER_CONCURRENCY and PAYLINK_PLATFORM_CONCURRENCY as make bench sets them
 PLATFORM = "sandbox_adp"
-_COMPLETE = (
-    "UPDATE jobs SET status = 'success', outcome = $3, error_type = 0, error_code = 0, error_message = '',"
-    " completed_at = now(), locked_by = NULL, lease_expires_at = NULL"
-    " WHERE id = $1 AND locked_by = $2 AND status = 'running'"
-)
 _PARAMS = common_pb2.JobParams().SerializeToString()
 
 
@@ -51,27 +46,31 @@ class Core:
         self.wake = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
 
-    async def _complete(self, job: asyncpg.Record) -> None:
-        await self.pool.execute(_COMPLETE, job["id"], self.id, common_pb2.JOB_OUTCOME_SUCCESS)
+    async def _complete(self, job: queue.ClaimedJob) -> None:
+        done = queue.Completion(
+            job.id, queue.JobStatus.SUCCESS, dt.datetime.now(dt.UTC), outcome=common_pb2.JOB_OUTCOME_SUCCESS
+        )
+        async with self.pool.acquire() as conn:
+            await queue.complete(conn, [done])
         self.done += 1
         if self.done >= self.n:
             self.finished.set()
 
-    def _start(self, job: asyncpg.Record) -> None:
+    def _start(self, job: queue.ClaimedJob) -> None:
         task = asyncio.create_task(self._complete(job))
         self.running.add(task)
         task.add_done_callback(lambda t: (self.running.discard(t), self.wake.set()))
 
     async def run(self) -> None:
         listen = await asyncpg.connect(self.url)
-        await listen.add_listener(jobs.NOTIFY_CHANNEL, lambda *_: self.wake.set())
+        await listen.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self.wake.set())
         lease = dt.timedelta(seconds=30)
         try:
             while not self.finished.is_set():
                 self.wake.clear()
                 free = CONCURRENCY - len(self.running)
                 claimed = (
-                    await self.pool.fetch(worker._CLAIM, self.id, lease, min(free, CONCURRENCY), [])
+                    await queue.claim(self.pool, self.id, lease, min(free, CONCURRENCY), [])
                     if free > 0
                     else []
                 )
@@ -94,22 +93,18 @@ async def run(mode: str, n: int, url: str) -> dict[str, object]:
     batch = uuid.uuid4()
 
     async def enqueue() -> None:
-        await pool.fetchrow(
-            jobs._INSERT,
-            uuid.uuid4(),
-            workspace,
-            account,
-            None,
-            None,
-            batch,
-            common_pb2.JOB_NAME_IDENTITY,
-            common_pb2.JOB_ORIGIN_LINK,
-            PLATFORM,
-            _PARAMS,
-            None,
-            "",
-            False,
-        )
+        async with pool.acquire() as conn:
+            await queue.enqueue(
+                conn,
+                workspace_id=workspace,
+                account_id=account,
+                platform_id=PLATFORM,
+                name=common_pb2.JOB_NAME_IDENTITY,
+                origin=common_pb2.JOB_ORIGIN_LINK,
+                batch_id=batch,
+                api_version="",
+                params=common_pb2.JobParams(),
+            )
 
     from bench.peers import Producer, stop_task, timed
 

@@ -1,4 +1,7 @@
-"""Accounts: reading, listing, disconnecting, and monitoring status changes (with their events)."""
+"""Accounts: creation (and its `account.added` event), re-linking, reading, listing, disconnecting,
+monitoring status changes (with their events) and the sealed grant each account keeps.
+
+This module owns the `accounts` and `account_credentials` tables."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import uuid
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
 
-from service import db, errors, ids, outbox, pagination, timeutil
+from service import db, errors, idempotency, ids, outbox, pagination, sealed, timeutil, uow
+from service.context import CallContext
 from service.deps import Deps
 from service.drivers.registry import DriverRegistry
 
@@ -127,21 +131,17 @@ RETURNING old.monitoring_status
 
 
 async def set_monitoring(
-    conn: db.Conn,
+    work: uow.UnitOfWork,
     account: db.Row,
     status: str,
     reason: str,
     *,
-    topic_prefix: str,
     api_version: str,
     at: dt.datetime | None = None,
-    events: outbox.Events | None = None,
 ) -> bool:
-    """Changes the monitoring status and publishes the change (into `events` when given).
-
-    Returns False (and publishes nothing) when the status is already `status`.
-    """
-    current = await conn.fetchval(_SET_MONITORING, account["id"], status)
+    """Changes the monitoring status and emits the change (`account` needs id, workspace_id and
+    end_user_id). Returns False (and emits nothing) when the status is already `status`."""
+    current = await work.conn.fetchval(_SET_MONITORING, account["id"], status)
     if current is None:
         return False
     payload = event_pb2.Event(
@@ -155,53 +155,122 @@ async def set_monitoring(
     )
     when = at or timeutil.now()
     timeutil.set_ts(payload.monitoring_status_updated.timestamp, when)
-    if events is not None:
-        events.add(outbox.MONITORING_STATUS_UPDATED, api_version, payload, when)
-        return True
-    await outbox.append(
-        conn,
-        topic_prefix=topic_prefix,
-        workspace_id=account["workspace_id"],
-        account_id=account["id"],
-        name=outbox.MONITORING_STATUS_UPDATED,
-        api_version=api_version,
-        payload=payload,
-        at=when,
+    work.emit(
+        account["workspace_id"], account["id"], outbox.MONITORING_STATUS_UPDATED, api_version, payload, when
     )
     return True
 
 
+async def create(
+    work: uow.UnitOfWork,
+    *,
+    account_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    end_user_id: str,
+    platform_id: str,
+    link_token_id: uuid.UUID,
+    login_fingerprint: bytes | None,
+    api_version: str,
+) -> uuid.UUID:
+    """A new connected account, and its `account.added` event."""
+    at = timeutil.now()
+    await work.conn.execute(
+        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id, created_at,"
+        " login_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        account_id,
+        workspace_id,
+        end_user_id,
+        platform_id,
+        link_token_id,
+        at,
+        login_fingerprint,
+    )
+    platform = work.deps.drivers.platform(platform_id)
+    payload = event_pb2.AccountAddedPayload(
+        account_id=str(account_id),
+        end_user_id=end_user_id,
+        link_token_id=str(link_token_id),
+        platform_id=platform_id,
+        platform_name=platform.name if platform else platform_id,
+    )
+    timeutil.set_ts(payload.timestamp, at)
+    work.emit(
+        workspace_id,
+        account_id,
+        outbox.ACCOUNT_ADDED,
+        api_version,
+        event_pb2.Event(account_added=payload),
+        at,
+    )
+    return account_id
+
+
+async def relink(
+    work: uow.UnitOfWork,
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    fingerprint: bytes | None,
+    api_version: str,
+) -> None:
+    """A bound (On Demand Updates) session logged in again: connected, monitoring active."""
+    account = await fetch(work.conn, workspace_id, str(account_id), lock=True)
+    await work.conn.execute(
+        "UPDATE accounts SET connected = true, login_fingerprint = coalesce(login_fingerprint, $2)"
+        " WHERE id = $1",
+        account_id,
+        fingerprint,
+    )
+    await set_monitoring(work, account, "active", "reaccess_succeeded", api_version=api_version)
+
+
+async def login_fingerprint(conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
+    """Which platform login the account belongs to (None for accounts linked before it was kept)."""
+    known = await conn.fetchval("SELECT login_fingerprint FROM accounts WHERE id = $1", account_id)
+    return bytes(known) if known is not None else None
+
+
+async def platform_of(conn: db.Executor, account_id: uuid.UUID) -> str | None:
+    platform_id: str | None = await conn.fetchval(
+        "SELECT platform_id FROM accounts WHERE id = $1", account_id
+    )
+    return platform_id
+
+
 async def disconnect(
-    deps: Deps, conn: db.Conn, workspace_id: uuid.UUID, account_id: str, api_version: str
+    work: uow.UnitOfWork, workspace_id: uuid.UUID, account_id: str, api_version: str
 ) -> asyncpg.Record:
     """Erases stored credentials, marks the account disconnected and customer_disabled."""
+    conn = work.conn
     row = await fetch(conn, workspace_id, account_id, lock=True)
     await conn.execute("DELETE FROM account_credentials WHERE account_id = $1", row["id"])
     await conn.execute("UPDATE accounts SET connected = false WHERE id = $1", row["id"])
-    await set_monitoring(
-        conn,
-        row,
-        "customer_disabled",
-        "customer_disconnected",
-        topic_prefix=deps.settings.topic_prefix,
-        api_version=api_version,
-    )
+    await set_monitoring(work, row, "customer_disabled", "customer_disconnected", api_version=api_version)
     return await fetch(conn, workspace_id, account_id, data_times=True)
 
 
-def grant_aad(account_id: uuid.UUID) -> bytes:
-    return b"account-grant:" + str(account_id).encode()
+async def disconnect_rpc(
+    deps: Deps, call: CallContext, request: account_pb2.DisconnectAccountRequest
+) -> account_pb2.Account:
+    """AccountService.DisconnectAccount (idempotent by request_id)."""
+
+    async def mutate(work: uow.UnitOfWork) -> account_pb2.Account:
+        row = await disconnect(work, call.workspace.id, request.account_id, call.version_label)
+        return to_proto(row, deps.drivers)
+
+    return await idempotency.run_once(
+        deps, call, "DisconnectAccount", request, request.request_id, account_pb2.Account, mutate
+    )
 
 
 async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes) -> None:
-    sealed = deps.vault.seal(grant, aad=grant_aad(account_id))
+    blob = deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account_id))
     await conn.execute(
         "INSERT INTO account_credentials (account_id, key_id, sealed) VALUES ($1, $2, $3)"
         " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
         " updated_at = now()",
         account_id,
-        deps.vault.key_id_of(sealed),
-        sealed,
+        deps.vault.key_id_of(blob),
+        blob,
     )
 
 
@@ -214,11 +283,11 @@ async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> b
     )
     if row is None:
         return None
-    return deps.vault.open(bytes(row["sealed"]), aad=grant_aad(account_id))
+    return deps.vault.open(bytes(row["sealed"]), aad=sealed.ACCOUNT_GRANT.aad(account_id))
 
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
-    sealed = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
-    if sealed is None:
+    blob = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
+    if blob is None:
         return None
-    return deps.vault.open(bytes(sealed), aad=grant_aad(account_id))
+    return deps.vault.open(bytes(blob), aad=sealed.ACCOUNT_GRANT.aad(account_id))

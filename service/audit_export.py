@@ -22,7 +22,7 @@ from paylink.v1 import event_pb2
 
 from service import audit, db, timeutil
 from service.config import Settings
-from service.relay import make_producer
+from service.kafka import make_producer
 
 log = logging.getLogger("paylink.audit")
 

@@ -8,6 +8,7 @@ effect within `cache_ttl` on every process.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hmac
 import time
 import uuid
@@ -71,10 +72,35 @@ async def create_workspace(pool: db.Pool, name: str, *, sandbox: bool = True) ->
 
 
 async def create_secret(pool: db.Pool, workspace_id: uuid.UUID) -> str:
+    """Another API secret for a workspace (rotation); NOT_FOUND for an unknown workspace."""
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT true FROM workspaces WHERE id = $1", workspace_id):
-            raise LookupError(f"workspace {workspace_id} not found")
+        await _check_workspace(conn, workspace_id)
         return await _insert_secret(conn, workspace_id)
+
+
+async def _check_workspace(conn: db.Executor, workspace_id: uuid.UUID) -> None:
+    if not await conn.fetchval("SELECT true FROM workspaces WHERE id = $1", workspace_id):
+        raise errors.not_found("workspace", str(workspace_id))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """An API secret as listed: its public key id and dates (the secret itself is not stored)."""
+
+    key_id: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+async def list_secrets(pool: db.Pool, workspace_id: uuid.UUID) -> list[SecretInfo]:
+    """A workspace's secrets, oldest first; NOT_FOUND for an unknown workspace."""
+    async with pool.acquire() as conn:
+        await _check_workspace(conn, workspace_id)
+        rows = await conn.fetch(
+            "SELECT key_id, created_at, revoked_at FROM api_secrets WHERE workspace_id = $1 ORDER BY created_at",
+            workspace_id,
+        )
+    return [SecretInfo(r["key_id"], r["created_at"], r["revoked_at"]) for r in rows]
 
 
 async def _insert_secret(conn: db.Conn, workspace_id: uuid.UUID) -> str:

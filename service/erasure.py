@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from paylink.v1 import event_pb2, link_token_pb2, privacy_pb2
 
-from service import accounts, audit, db, errors, ids, outbox, timeutil
+from service import accounts, audit, db, errors, ids, queue, session_store, timeutil, uow
 from service.deps import Deps
 
 log = logging.getLogger("paylink.erasure")
@@ -49,8 +49,10 @@ STATES = {
     "completed": privacy_pb2.ERASURE_STATE_COMPLETED,
 }
 
-# Tables that hold nothing but an account's personal data: erased whole, by account_id.
-PERSONAL_TABLES: list[str] = ["job_results", "paystubs"]
+# Tables that hold nothing but an account's personal data: erased whole, by account_id. Deleting a
+# `documents` row deletes its bytes in `document_contents` too (ON DELETE CASCADE); a DocumentStore
+# outside PostgreSQL would have to delete its objects here as well.
+PERSONAL_TABLES: list[str] = ["job_results", "paystubs", "shifts", "tax_forms", "documents"]
 
 # Fault-injection hook for tests (off unless set): the process dies like a SIGKILL right after the
 # named step committed.
@@ -89,15 +91,8 @@ async def _fence(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
         plan["end_user_id"],
         account_ids,
     )
-    sessions = await conn.execute(
-        "UPDATE link_sessions SET state = 'FAILED', failure_reason = $4, mfa_state_sealed = NULL,"
-        " updated_at = now() WHERE state IN ('CREDENTIALS_REQUIRED', 'MFA_REQUIRED') AND link_token_id IN"
-        " (SELECT id FROM link_tokens WHERE workspace_id = $1"
-        "  AND (end_user_id = $2 OR bound_account_id = ANY($3::uuid[])))",
-        plan["workspace_id"],
-        plan["end_user_id"],
-        account_ids,
-        4,  # LINK_SESSION_FAILURE_REASON_END_USER_ERASED
+    sessions = await session_store.fail_for_erasure(
+        conn, plan["workspace_id"], plan["end_user_id"], account_ids
     )
     return {
         "accounts": len(account_ids),
@@ -108,11 +103,7 @@ async def _fence(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
 
 
 async def _wait_for_jobs(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts | object:
-    busy = await conn.fetchval(
-        "SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[])"
-        " AND status IN ('queued', 'running', 'pending')",
-        plan["account_ids"],
-    )
+    busy = await queue.in_flight(conn, plan["account_ids"])
     return _WAIT if busy else {}
 
 
@@ -146,19 +137,8 @@ async def _history(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
         )
         scrubbed += _count(status)
     token_ids = [t["id"] for t in tokens]
-    sessions = await conn.execute(
-        "UPDATE link_sessions SET mfa_prompt = '', mfa_state_sealed = NULL, chosen_allocation_sealed = NULL,"
-        " login_fingerprint = NULL WHERE (link_token_id = ANY($1::uuid[]) OR account_id = ANY($2::uuid[]))"
-        " AND (mfa_prompt <> '' OR mfa_state_sealed IS NOT NULL OR chosen_allocation_sealed IS NOT NULL"
-        "      OR login_fingerprint IS NOT NULL)",
-        token_ids,
-        plan["account_ids"],
-    )
-    jobs = await conn.execute(
-        "UPDATE jobs SET params = '', params_sealed = NULL WHERE account_id = ANY($1::uuid[])"
-        " AND (params <> '' OR params_sealed IS NOT NULL)",
-        plan["account_ids"],
-    )
+    sessions = await session_store.scrub(conn, token_ids, plan["account_ids"])
+    jobs = await queue.scrub_params(conn, plan["account_ids"])
     return {"link_tokens": scrubbed, "link_sessions": _count(sessions), "jobs": _count(jobs)}
 
 
@@ -216,21 +196,10 @@ async def _finish(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
         at,
     )
     all_ids = [str(a) for a in plan["account_ids"]]
+    work = uow.UnitOfWork(deps, conn)  # in the step's transaction: its events go in with it
     for account in rows:
-        events = outbox.Events(
-            topic_prefix=deps.settings.topic_prefix,
-            workspace_id=account["workspace_id"],
-            account_id=account["id"],
-        )
         await accounts.set_monitoring(
-            conn,
-            account,
-            "customer_disabled",
-            "end_user_erased",
-            topic_prefix=deps.settings.topic_prefix,
-            api_version="",
-            at=at,
-            events=events,
+            work, account, "customer_disabled", "end_user_erased", api_version="", at=at
         )
         payload = event_pb2.Event(
             end_user_erased=event_pb2.EndUserErasedPayload(
@@ -241,8 +210,8 @@ async def _finish(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
             )
         )
         timeutil.set_ts(payload.end_user_erased.timestamp, at)
-        events.add(END_USER_ERASED, "", payload, at)
-        await events.flush(conn)
+        work.emit(account["workspace_id"], account["id"], END_USER_ERASED, "", payload, at)
+    await work.flush()
     return {"end_user_erased_events": len(rows)}
 
 

@@ -1,46 +1,80 @@
-"""API errors with `google.rpc.Status` details (AIP-193).
+"""Domain errors: what went wrong, in the domain's words, with no transport attached.
 
-Handlers raise ApiError; the call pipeline turns it into a gRPC status whose details carry a
-`BadRequest` (one violation per invalid field) or an `ErrorInfo` (domain `paylink`, a reason).
-Messages never contain secrets.
+Domain modules raise these; the gRPC interceptor maps them to a status with `google.rpc` details
+(`service/api/status.py`) and the CLI to a message and an exit code. Messages never contain
+secrets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import grpc
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-DOMAIN = "paylink"
+class DomainError(Exception):
+    """A request the domain refuses; `message` is safe to show to the caller."""
 
-
-class ApiError(Exception):
-    """An error answered to the caller."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, details: Iterable[Message] = ()) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.code = code
         self.message = message
-        self.details = list(details)
-
-    def to_status(self) -> status_pb2.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
-        for detail in self.details:
-            packed = any_pb2.Any()
-            packed.Pack(detail)
-            status.details.append(packed)
-        return status
 
 
-def _info(reason: str, metadata: dict[str, str] | None = None) -> error_details_pb2.ErrorInfo:
-    return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+class InvalidArgument(DomainError):
+    """One or more fields of the request are invalid (each with a description)."""
+
+    def __init__(self, violations: Iterable[tuple[str, str]]) -> None:
+        self.violations = list(violations)
+        summary = "; ".join(f"{f}: {d}" for f, d in self.violations)
+        super().__init__(f"invalid request: {summary}")
+
+
+class NotFound(DomainError):
+    def __init__(self, resource: str, resource_id: str) -> None:
+        # The id is the caller's input: echo a bounded prefix, or a huge id would push the status past
+        # grpc's 16 KiB metadata limit and the caller would get RESOURCE_EXHAUSTED instead.
+        if len(resource_id) > 100:
+            resource_id = resource_id[:100] + "..."
+        self.resource = resource
+        self.resource_id = resource_id
+        super().__init__(f"{resource} {resource_id} not found")
+
+
+class _Reasoned(DomainError):
+    """An error with a machine-readable reason (ErrorInfo.reason on the wire)."""
+
+    def __init__(self, reason: str, message: str, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class FailedPrecondition(_Reasoned):
+    """The request is valid, but the resource is not in a state that allows it."""
+
+
+class AlreadyExists(_Reasoned):
+    pass
+
+
+class Unauthenticated(_Reasoned):
+    pass
+
+
+class PermissionDenied(_Reasoned):
+    pass
+
+
+class Unavailable(_Reasoned):
+    """A dependency is away; the caller may retry."""
+
+
+class ResourceExhausted(_Reasoned):
+    def __init__(self, reason: str, message: str, retry_after_seconds: int) -> None:
+        super().__init__(reason, message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Violations:
-    """Collects every invalid field of a request, then raises one INVALID_ARGUMENT."""
+    """Collects every invalid field of a request, then raises one InvalidArgument."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
@@ -53,58 +87,40 @@ class Violations:
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise invalid_argument(self.items)
+            raise InvalidArgument(self.items)
 
 
-def invalid_argument(violations: Iterable[tuple[str, str]]) -> ApiError:
-    items = list(violations)
-    request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in items
-        ]
-    )
-    summary = "; ".join(f"{f}: {d}" for f, d in items)
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {summary}", [request])
+def invalid_argument(violations: Iterable[tuple[str, str]]) -> InvalidArgument:
+    return InvalidArgument(violations)
 
 
-def invalid_field(field: str, description: str) -> ApiError:
-    return invalid_argument([(field, description)])
+def invalid_field(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument([(field, description)])
 
 
-def not_found(resource: str, resource_id: str) -> ApiError:
-    # The id is the caller's input: echo a bounded prefix, or a huge id would push the status past
-    # grpc's 16 KiB metadata limit and the caller would get RESOURCE_EXHAUSTED instead.
-    if len(resource_id) > 100:
-        resource_id = resource_id[:100] + "..."
-    info = error_details_pb2.ResourceInfo(resource_type=resource, resource_name=resource_id)
-    return ApiError(grpc.StatusCode.NOT_FOUND, f"{resource} {resource_id} not found", [info])
+def not_found(resource: str, resource_id: str) -> NotFound:
+    return NotFound(resource, resource_id)
 
 
-def failed_precondition(reason: str, message: str, **metadata: str) -> ApiError:
-    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message, [_info(reason, metadata)])
+def failed_precondition(reason: str, message: str, **metadata: str) -> FailedPrecondition:
+    return FailedPrecondition(reason, message, metadata)
 
 
-def already_exists(reason: str, message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.ALREADY_EXISTS, message, [_info(reason)])
+def already_exists(reason: str, message: str) -> AlreadyExists:
+    return AlreadyExists(reason, message)
 
 
-def unauthenticated(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.UNAUTHENTICATED, message, [_info("API_SECRET_INVALID")])
+def unauthenticated(message: str) -> Unauthenticated:
+    return Unauthenticated("API_SECRET_INVALID", message)
 
 
-def permission_denied(reason: str, message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.PERMISSION_DENIED, message, [_info(reason)])
+def permission_denied(reason: str, message: str) -> PermissionDenied:
+    return PermissionDenied(reason, message)
 
 
-def resource_exhausted(reason: str, message: str, retry_after_seconds: int) -> ApiError:
-    from google.protobuf import duration_pb2
-
-    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after_seconds))
-    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, [_info(reason), retry])
+def resource_exhausted(reason: str, message: str, retry_after_seconds: int) -> ResourceExhausted:
+    return ResourceExhausted(reason, message, retry_after_seconds)
 
 
-def unavailable(message: str) -> ApiError:
-    return ApiError(grpc.StatusCode.UNAVAILABLE, message, [_info("DEPENDENCY_UNAVAILABLE")])
-
-
-assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
+def unavailable(message: str) -> Unavailable:
+    return Unavailable("DEPENDENCY_UNAVAILABLE", message)

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from service import db, errors
+from service import db, errors, sealed, uow
+from service.context import CallContext
+from service.deps import Deps
 from service.vault import Vault
+
+M = TypeVar("M", bound=Message)
 
 _CLAIM = """
 INSERT INTO idempotency_keys (workspace_id, method, request_id, request_hash, response)
@@ -43,10 +49,6 @@ def request_hash(request: Message, api_version: str = "") -> bytes:
     return hashlib.sha256(api_version.encode() + b"\0" + body.SerializeToString(deterministic=True)).digest()
 
 
-def _aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
-    return f"idempotency:{workspace_id}:{method}:{request_id}".encode()
-
-
 class Key:
     def __init__(
         self, workspace_id: uuid.UUID, method: str, request: Message, request_id: str, api_version: str = ""
@@ -71,12 +73,12 @@ class Key:
             raise errors.already_exists(
                 "REQUEST_ID_REUSED", f"request_id {self.request_id!r} was used with a different request"
             )
-        return vault.open(bytes(row["response"]), aad=_aad(*args))
+        return vault.open(bytes(row["response"]), aad=sealed.idempotency_aad(*args))
 
     async def store(self, conn: db.Conn, vault: Vault, response: Message) -> None:
         args = (self.workspace_id, self.method, self.request_id)
-        sealed = vault.seal(response.SerializeToString(), aad=_aad(*args))
-        await conn.execute(_STORE, *args, sealed)
+        blob = vault.seal(response.SerializeToString(), aad=sealed.idempotency_aad(*args))
+        await conn.execute(_STORE, *args, blob)
 
 
 def key_for(
@@ -87,3 +89,40 @@ def key_for(
     if len(request_id) > MAX_REQUEST_ID:
         raise errors.invalid_field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     return Key(workspace_id, method, request, request_id, api_version)
+
+
+async def run_once(
+    deps: Deps,
+    call: CallContext,
+    method: str,
+    request: Message,
+    request_id: str,
+    reply_type: type[M],
+    mutate: Callable[[uow.UnitOfWork], Awaitable[M]],
+    *,
+    single_statement: bool = False,
+) -> M:
+    """Runs a mutating RPC at most once per request_id: the one way every mutating RPC does it.
+
+    With a request_id: claims the key, replays a stored reply, or runs `mutate` and stores its
+    reply, all in one unit of work. Without one, `mutate` runs in a unit of work of its own — or,
+    when the caller says the mutation is `single_statement` (one statement, no events: atomic by
+    itself), with no explicit transaction at all (two round trips less).
+    """
+    key = key_for(call.workspace.id, method, request, request_id, call.version_label)
+    if key is None and single_statement:
+        async with deps.pool.acquire() as conn:
+            work = uow.UnitOfWork(deps, conn)
+            reply = await mutate(work)
+            if work.has_events:
+                raise AssertionError(f"{method}: a single_statement mutation emitted events")
+            return reply
+    async with uow.begin(deps) as work:
+        if key is not None:
+            replay = await key.claim(work.conn, deps.vault)
+            if replay is not None:
+                return reply_type.FromString(replay)
+        reply = await mutate(work)
+        if key is not None:
+            await key.store(work.conn, deps.vault, reply)
+        return reply

@@ -2,61 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import uuid
 
 import asyncpg
 from paylink.v1 import common_pb2, job_pb2
 
-from service import accounts, db, errors, idempotency, ids, pagination, timeutil, validation, versions
-from service.api.context import CallContext
+from service import (
+    accounts,
+    db,
+    errors,
+    idempotency,
+    ids,
+    pagination,
+    queue,
+    sealed,
+    timeutil,
+    uow,
+    validation,
+)
+from service.context import CallContext
 from service.deps import Deps
 
 log = logging.getLogger("paylink.jobs")
 
-NOTIFY_CHANNEL = "paylink_jobs"
 
-STATUS = {
-    "queued": common_pb2.JOB_STATUS_QUEUED,
-    "running": common_pb2.JOB_STATUS_RUNNING,
-    "pending": common_pb2.JOB_STATUS_PENDING,
-    "success": common_pb2.JOB_STATUS_SUCCESS,
-    "error": common_pb2.JOB_STATUS_ERROR,
-}
-FINAL = ("success", "error")
-
-COLUMNS = (
-    "id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,"
-    " status, outcome, error_type, error_code, error_message, params, attempts, created_at, completed_at,"
-    " api_version"
-)
-
-# Inserts a job, wakes the workers (at commit) and returns the row: one round trip.
-_INSERT = f"""
-WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-    platform_id, params, params_sealed, api_version, run_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
-  RETURNING {COLUMNS})
-SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
-"""
-
-
-async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:
-    """Lets the held jobs of a batch run now."""
-    await conn.execute(
-        "UPDATE jobs SET run_at = now() WHERE batch_id = $1 AND status = 'queued' AND run_at = 'infinity'",
-        batch_id,
-    )
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-
-
-def params_aad(job_id: uuid.UUID) -> bytes:
-    return b"job-params:" + str(job_id).encode()
-
-
-async def insert(
+async def enqueue(
     deps: Deps,
     conn: db.Conn,
     *,
@@ -73,29 +46,30 @@ async def insert(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
 ) -> asyncpg.Record:
-    """Queues one job (caller's transaction) and wakes the workers at commit.
+    """Queues one job (caller's transaction), sealing its secret parameters; returns the new row.
 
-    A `held` job waits (run_at = infinity) until `release_held` lets it run. Returns the new row.
+    A `held` job waits until `queue.release_held` lets it run.
     """
     job_id = ids.new_id()
-    sealed = deps.vault.seal(secret_params, aad=params_aad(job_id)) if secret_params else None
-    row = await conn.fetchrow(
-        _INSERT,
-        job_id,
-        workspace_id,
-        account_id,
-        link_token_id,
-        link_session_id,
-        batch_id,
-        name,
-        origin,
-        platform_id,
-        params.SerializeToString(),
-        sealed,
-        api_version,
-        held,
+    params_sealed = (
+        deps.vault.seal(secret_params, aad=sealed.JOB_PARAMS.aad(job_id)) if secret_params else None
     )
-    assert row is not None  # INSERT ... RETURNING always returns the row
+    row = await queue.enqueue(
+        conn,
+        job_id=job_id,
+        workspace_id=workspace_id,
+        account_id=account_id,
+        platform_id=platform_id,
+        name=name,
+        origin=origin,
+        batch_id=batch_id,
+        api_version=api_version,
+        params=params,
+        params_sealed=params_sealed,
+        link_token_id=link_token_id,
+        link_session_id=link_session_id,
+        held=held,
+    )
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -115,7 +89,7 @@ def to_proto(row: asyncpg.Record) -> job_pb2.Job:
         link_token_id=str(row["link_token_id"]) if row["link_token_id"] else "",
         link_session_id=str(row["link_session_id"]) if row["link_session_id"] else "",
         name=row["name"],
-        status=STATUS[row["status"]],
+        status=queue.JobStatus(row["status"]).to_proto(),
         outcome=row["outcome"],
         error_type=row["error_type"],
         error_code=row["error_code"],
@@ -134,18 +108,24 @@ async def get(deps: Deps, workspace_id: uuid.UUID, job_id: str) -> job_pb2.Job:
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
-            f"SELECT {COLUMNS} FROM jobs WHERE id = $1 AND workspace_id = $2", parsed, workspace_id
+            f"SELECT {queue.COLUMNS} FROM jobs WHERE id = $1 AND workspace_id = $2", parsed, workspace_id
         )
     if row is None:
         raise errors.not_found("job", job_id)
     return to_proto(row)
 
 
-async def list_page(
-    deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest
-) -> job_pb2.ListJobsResponse:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ListQuery:
+    account_id: uuid.UUID | None
+    link_token_id: uuid.UUID | None
+    after: dt.datetime | None
+    before: dt.datetime | None
+
+
+def _list_query(request: job_pb2.ListJobsRequest) -> _ListQuery:
+    """The parsed filters of a ListJobs request; INVALID_ARGUMENT naming every bad one."""
     v = errors.Violations()
-    size = pagination.page_size(request.page_size)
     account_id = link_token_id = None
     if request.account_id:
         account_id = ids.parse_uuid(request.account_id)
@@ -169,14 +149,22 @@ async def list_page(
     if after and before and after >= before:
         v.add("created_before", "must be later than created_after")
     v.raise_if_any()
+    return _ListQuery(account_id, link_token_id, after, before)
+
+
+async def list_page(
+    deps: Deps, workspace_id: uuid.UUID, request: job_pb2.ListJobsRequest
+) -> job_pb2.ListJobsResponse:
+    size = pagination.page_size(request.page_size)
+    q = _list_query(request)
     filters = {
         "a": request.account_id,
         "l": request.link_token_id,
         "n": sorted(request.names),
         "o": request.outcome,
         "g": request.origin,
-        "ca": str(after),
-        "cb": str(before),
+        "ca": str(q.after),
+        "cb": str(q.before),
     }
     cursor_ts, cursor_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
     # Only the filters in use go into the SQL: each combination is its own prepared statement with a
@@ -189,25 +177,21 @@ async def list_page(
         where.append(condition.format(*numbers))
         args.extend(values)
 
-    if account_id is not None:
-        when("account_id = {0}", account_id)
-    if link_token_id is not None:
-        when("link_token_id = {0}", link_token_id)
-    if request.names:
-        when("name = ANY({0}::smallint[])", list(request.names))
-    if request.outcome:
-        when("outcome = {0}", request.outcome)
-    if request.origin:
-        when("origin = {0}", request.origin)
-    if after is not None:
-        when("created_at >= {0}", after)
-    if before is not None:
-        when("created_at < {0}", before)
-    if cursor_ts is not None:
-        when("(created_at, id) < ({0}, {1})", cursor_ts, cursor_id)
+    for present, condition, values in (
+        (q.account_id is not None, "account_id = {0}", (q.account_id,)),
+        (q.link_token_id is not None, "link_token_id = {0}", (q.link_token_id,)),
+        (bool(request.names), "name = ANY({0}::smallint[])", (list(request.names),)),
+        (bool(request.outcome), "outcome = {0}", (request.outcome,)),
+        (bool(request.origin), "origin = {0}", (request.origin,)),
+        (q.after is not None, "created_at >= {0}", (q.after,)),
+        (q.before is not None, "created_at < {0}", (q.before,)),
+        (cursor_ts is not None, "(created_at, id) < ({0}, {1})", (cursor_ts, cursor_id)),
+    ):
+        if present:
+            when(condition, *values)
     args.append(size + 1)
     rows = await deps.pool.fetch(
-        f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+        f"SELECT {queue.COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
@@ -239,25 +223,22 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
-    key = idempotency.key_for(
-        call.workspace.id, "CreateJob", request, request.request_id, versions.label(call.api_version)
+    return await idempotency.run_once(
+        deps,
+        call,
+        "CreateJob",
+        request,
+        request.request_id,
+        job_pb2.Job,
+        lambda work: _insert_refresh(deps, work, call, request),
+        single_statement=True,  # a read and one INSERT: atomic by itself
     )
-    async with deps.pool.acquire() as conn:
-        if key is None:  # two statements, no explicit transaction: the insert is atomic by itself
-            return await _insert_refresh(deps, conn, call, request)
-        async with conn.transaction():
-            replay = await key.claim(conn, deps.vault)
-            if replay is not None:
-                return job_pb2.Job.FromString(replay)
-            job = await _insert_refresh(deps, conn, call, request)
-            await key.store(conn, deps.vault, job)
-            return job
 
 
 async def _insert_refresh(
-    deps: Deps, conn: db.Conn, call: CallContext, request: job_pb2.CreateJobRequest
+    deps: Deps, work: uow.UnitOfWork, call: CallContext, request: job_pb2.CreateJobRequest
 ) -> job_pb2.Job:
-    account = await accounts.fetch(conn, call.workspace.id, request.account_id)
+    account = await accounts.fetch(work.conn, call.workspace.id, request.account_id)
     if not account["connected"]:
         raise errors.failed_precondition(
             "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
@@ -271,16 +252,16 @@ async def _insert_refresh(
     params = common_pb2.JobParams()
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
-    row = await insert(
+    row = await enqueue(
         deps,
-        conn,
+        work.conn,
         workspace_id=call.workspace.id,
         account_id=account["id"],
         platform_id=account["platform_id"],
         name=request.name,
         origin=common_pb2.JOB_ORIGIN_REFRESH,
         batch_id=ids.new_id(),
-        api_version=versions.label(call.api_version),
+        api_version=call.version_label,
         params=params,
     )
     return to_proto(row)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
 import asyncpg
 from paylink.v1 import common_pb2, link_token_pb2
 
-from service import accounts, db, errors, idempotency, ids, timeutil, validation, versions
-from service.api.context import CallContext
+from service import accounts, db, errors, idempotency, ids, sealed, timeutil, validation, versions
+from service.context import CallContext
 from service.deps import Deps
 
 _LANGUAGES = frozenset(link_token_pb2.Language.values())
@@ -19,10 +20,6 @@ INSERT INTO link_tokens (id, workspace_id, token_hash, api_version, org_name, re
   bound_account_id, platform_id, employer_id, allocation, allocation_sealed, options, created_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
-
-
-def allocation_aad(token_id: uuid.UUID) -> bytes:
-    return b"link-token-allocation:" + str(token_id).encode()
 
 
 def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds: bool) -> errors.Violations:
@@ -61,22 +58,40 @@ async def create(
 ) -> link_token_pb2.LinkToken:
     binds = bool(request.account_id) and versions.on_demand_updates(call.api_version)
     _validate(deps, request, binds).raise_if_any()
-    workspace = call.workspace
-    key = idempotency.key_for(
-        workspace.id, "CreateLinkToken", request, request.request_id, versions.label(call.api_version)
+    return await idempotency.run_once(
+        deps,
+        call,
+        "CreateLinkToken",
+        request,
+        request.request_id,
+        link_token_pb2.LinkToken,
+        lambda work: _insert(deps, work.conn, call, request, binds),
+        single_statement=not binds,  # one INSERT; a bound token also reads (and checks) its account
     )
-    async with deps.pool.acquire() as conn:
-        if key is None and not binds:  # one INSERT: atomic without an explicit transaction
-            return await _insert(deps, conn, call, request, binds)
-        async with conn.transaction():
-            if key is not None:
-                replay = await key.claim(conn, deps.vault)
-                if replay is not None:
-                    return link_token_pb2.LinkToken.FromString(replay)
-            token = await _insert(deps, conn, call, request, binds)
-            if key is not None:
-                await key.store(conn, deps.vault, token)
-            return token
+
+
+async def _bound_account(
+    deps: Deps, conn: db.Conn, call: CallContext, request: link_token_pb2.CreateLinkTokenRequest
+) -> asyncpg.Record:
+    """The connected account an On Demand Updates token binds to, checked against the request."""
+    end_user_id = request.end_user_id.strip()
+    bound = await accounts.fetch(conn, call.workspace.id, request.account_id)
+    if not bound["connected"]:
+        raise errors.failed_precondition(
+            "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected; link a new account"
+        )
+    if end_user_id and end_user_id != bound["end_user_id"]:
+        raise errors.invalid_field("end_user_id", "differs from the end user of account_id")
+    if request.platform_id and request.platform_id != bound["platform_id"]:
+        raise errors.invalid_field("platform_id", "differs from the platform of account_id")
+    platform = deps.drivers.platform(bound["platform_id"])
+    unsupported = set(request.required_jobs) - (platform.supported_jobs if platform else set())
+    if unsupported:
+        names = ", ".join(sorted(common_pb2.JobName.Name(n) for n in unsupported))
+        raise errors.failed_precondition(
+            "JOB_NOT_SUPPORTED", f"the account's platform does not support {names}"
+        )
+    return bound
 
 
 async def _insert(
@@ -87,24 +102,8 @@ async def _insert(
     binds: bool,
 ) -> link_token_pb2.LinkToken:
     end_user_id = request.end_user_id.strip()
-    bound: asyncpg.Record | None = None
-    if binds:
-        bound = await accounts.fetch(conn, call.workspace.id, request.account_id)
-        if not bound["connected"]:
-            raise errors.failed_precondition(
-                "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected; link a new account"
-            )
-        if end_user_id and end_user_id != bound["end_user_id"]:
-            raise errors.invalid_field("end_user_id", "differs from the end user of account_id")
-        if request.platform_id and request.platform_id != bound["platform_id"]:
-            raise errors.invalid_field("platform_id", "differs from the platform of account_id")
-        platform = deps.drivers.platform(bound["platform_id"])
-        unsupported = set(request.required_jobs) - (platform.supported_jobs if platform else set())
-        if unsupported:
-            names = ", ".join(sorted(common_pb2.JobName.Name(n) for n in unsupported))
-            raise errors.failed_precondition(
-                "JOB_NOT_SUPPORTED", f"the account's platform does not support {names}"
-            )
+    bound = await _bound_account(deps, conn, call, request) if binds else None
+    if bound is not None:
         end_user_id = bound["end_user_id"]
     token_id = ids.new_id()
     secret = ids.new_link_token()
@@ -129,11 +128,12 @@ async def _insert(
     )
     timeutil.set_ts(token.created_at, created)
     timeutil.set_ts(token.expires_at, expires)
-    masked = sealed = None
+    masked = full = None
     if request.HasField("allocation"):
         token.allocation.CopyFrom(validation.masked_allocation(request.allocation))
         masked = token.allocation.SerializeToString()
-        sealed = deps.vault.seal(request.allocation.SerializeToString(), aad=allocation_aad(token_id))
+        aad = sealed.LINK_TOKEN_ALLOCATION.aad(token_id)
+        full = deps.vault.seal(request.allocation.SerializeToString(), aad=aad)
     await conn.execute(
         _INSERT,
         token_id,
@@ -147,7 +147,7 @@ async def _insert(
         token.platform_id,
         token.employer_id,
         masked,
-        sealed,
+        full,
         token.SerializeToString(),
         created,
         expires,
@@ -174,3 +174,50 @@ def from_row(options: bytes, used_at: dt.datetime | None) -> link_token_pb2.Link
     token = link_token_pb2.LinkToken.FromString(bytes(options))
     timeutil.set_ts(token.used_at, used_at)
     return token
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionStart:
+    """What a new session takes from the token it uses up."""
+
+    id: uuid.UUID
+    bound_account_id: uuid.UUID | None
+    platform_id: str
+    required_jobs: tuple[int, ...]
+    api_version: str
+    end_user_id: str
+    allocation_targets: int
+
+
+_USE = """
+SELECT id, expires_at, used_at, bound_account_id, platform_id, required_jobs, api_version, end_user_id, options
+FROM link_tokens WHERE token_hash = $1 AND workspace_id = $2 FOR UPDATE
+"""
+
+
+async def use_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) -> SessionStart:
+    """Locks the token, checks that it can start a session, and marks it used (caller's transaction).
+
+    NOT_FOUND for an unknown token (or another workspace's), FAILED_PRECONDITION LINK_TOKEN_USED or
+    LINK_TOKEN_EXPIRED otherwise.
+    """
+    if not token:
+        raise errors.invalid_field("token", "is required")
+    row = await conn.fetchrow(_USE, ids.sha256(token), workspace_id) if len(token) <= 200 else None
+    if row is None:
+        raise errors.not_found("link_token", "(token)")
+    if row["used_at"] is not None:
+        raise errors.failed_precondition("LINK_TOKEN_USED", "this link token already started a session")
+    if row["expires_at"] <= timeutil.now():
+        raise errors.failed_precondition("LINK_TOKEN_EXPIRED", "this link token has expired")
+    await conn.execute("UPDATE link_tokens SET used_at = now() WHERE id = $1", row["id"])
+    options = link_token_pb2.LinkToken.FromString(bytes(row["options"]))
+    return SessionStart(
+        id=row["id"],
+        bound_account_id=row["bound_account_id"],
+        platform_id=row["platform_id"],
+        required_jobs=tuple(row["required_jobs"]),
+        api_version=row["api_version"],
+        end_user_id=row["end_user_id"],
+        allocation_targets=len(options.allocation.targets),
+    )

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from service.api import context
+from service import context
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

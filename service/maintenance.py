@@ -5,28 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable
 
-import asyncpg
-
-from service import db, jobs
+from service import db, kafka, queue, sealed
 from service.config import Settings
-from service.relay import make_producer, send_row
 from service.vault import Vault
-
-# (table, key column, sealed column, aad for a row)
-SEALED_COLUMNS: list[tuple[str, str, str, Callable[[asyncpg.Record], bytes]]] = [
-    ("account_credentials", "account_id", "sealed", lambda r: b"account-grant:" + str(r["k"]).encode()),
-    ("link_tokens", "id", "allocation_sealed", lambda r: b"link-token-allocation:" + str(r["k"]).encode()),
-    ("link_sessions", "id", "mfa_state_sealed", lambda r: b"session-mfa:" + str(r["k"]).encode()),
-    (
-        "link_sessions",
-        "id",
-        "chosen_allocation_sealed",
-        lambda r: b"session-allocation:" + str(r["k"]).encode(),
-    ),
-    ("jobs", "id", "params_sealed", lambda r: b"job-params:" + str(r["k"]).encode()),
-]
 
 
 async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, int]:
@@ -36,7 +18,8 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
     (already primary-key) blob is left alone.
     """
     counts: dict[str, int] = {}
-    for table, key, column, aad_of in SEALED_COLUMNS:
+    for col in sealed.COLUMNS:
+        table, key, column = col.table, col.key, col.column
         done = 0
         last: object = None
         while True:
@@ -53,8 +36,8 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 blob = bytes(row["blob"])
                 if not vault.needs_reencrypt(blob):
                     continue
-                new = vault.reseal(blob, aad=aad_of(row))
-                extra = ", key_id = $4" if table == "account_credentials" else ""
+                new = vault.reseal(blob, aad=col.aad(row["k"]))
+                extra = f", {col.key_id_column} = $4" if col.key_id_column else ""
                 args = [row["k"], blob, new] + ([vault.key_id_of(new)] if extra else [])
                 await pool.execute(
                     f"UPDATE {table} SET {column} = $3{extra} WHERE {key} = $1 AND {column} = $2", *args
@@ -67,7 +50,7 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
     ):
         blob = bytes(row["response"])
         if vault.needs_reencrypt(blob):
-            aad = f"idempotency:{row['workspace_id']}:{row['method']}:{row['request_id']}".encode()
+            aad = sealed.idempotency_aad(row["workspace_id"], row["method"], row["request_id"])
             await pool.execute(
                 "UPDATE idempotency_keys SET response = $4 WHERE workspace_id = $1 AND method = $2"
                 " AND request_id = $3 AND response = $5",
@@ -94,7 +77,7 @@ async def replay(
 ) -> int:
     """Re-publishes outbox events created in [since, until), in outbox order, with their original ids,
     keys and headers. Reads the outbox in batches, so any range fits in memory."""
-    producer = make_producer(settings)
+    producer = kafka.make_producer(settings)
     try:
         await producer.start()
     except BaseException:
@@ -106,7 +89,7 @@ async def replay(
     try:
         while first is not None:
             rows = await pool.fetch(
-                "SELECT id, event_id, topic, event_type, workspace_id, account_id, payload FROM outbox"
+                f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox"
                 " WHERE id > $1 AND created_at >= $2 AND ($3::timestamptz IS NULL OR created_at < $3)"
                 " AND ($4::text IS NULL OR topic = $4) AND ($5::uuid IS NULL OR account_id = $5)"
                 " ORDER BY id LIMIT $6",
@@ -119,7 +102,7 @@ async def replay(
             )
             if not rows:
                 break
-            sent = [await send_row(producer, row) for row in rows]
+            sent = [await kafka.send(producer, row) for row in rows]
             await asyncio.gather(*sent)  # every event acknowledged (acks=all) before the next batch
             count += len(rows)
             last_id = rows[-1]["id"]
@@ -129,17 +112,10 @@ async def replay(
 
 
 async def retry_job(pool: db.Pool, job_id: uuid.UUID) -> str:
-    """Queues a job that ended in error again; returns what happened."""
+    """Queues a job that ended in error again; returns what happened ("queued", "not_found", or the
+    status of a job that cannot be retried)."""
     async with pool.acquire() as conn, conn.transaction():
-        status: str | None = await conn.fetchval("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", job_id)
-        if status is None:
-            return "not_found"
-        if status != "error":
-            return status
-        await conn.execute(
-            "UPDATE jobs SET status = 'queued', run_at = now(), completed_at = NULL, locked_by = NULL,"
-            " pending_since = NULL, attempts = 0 WHERE id = $1",
-            job_id,
-        )
-        await conn.execute(f"NOTIFY {jobs.NOTIFY_CHANNEL}")
-    return "queued"
+        before = await queue.retry_failed(conn, job_id)
+    if before is None:
+        return "not_found"
+    return "queued" if before == queue.JobStatus.ERROR else before.value

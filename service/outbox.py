@@ -1,7 +1,8 @@
 """The event outbox: events are written in the same transaction as the change they describe.
 
-`append` (one event) and `Events` (several, one round trip for all) run inside the caller's
-transaction. They take the account row lock while they hand out the next per-account sequence
+Code does not call this module to emit an event: it adds the event to its unit of work
+(`service/uow.py`), which writes each account's events here, with one `Events.flush`, just before
+it commits. `flush` takes the account row lock while it hands out the next per-account sequence
 numbers, so events of one account get increasing sequences and increasing outbox ids in commit
 order — the relay publishes by id and per-account order holds.
 """
@@ -12,7 +13,7 @@ import datetime as dt
 import logging
 import uuid
 
-from paylink.v1 import event_pb2
+from paylink.v1 import common_pb2, event_pb2
 
 from service import db, ids, timeutil
 
@@ -24,14 +25,14 @@ ACCOUNT_ADDED = "account.added"
 MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"
 LINK_SESSION_COMPLETED = "link_session.completed"
 
-# Job event names by JobName value.
+# Job event names by JobName.
 JOB_EVENTS: dict[int, str] = {
-    1: "identity.added",
-    2: "employment.added",
-    3: "income.added",
-    4: "paystubs.added",
-    5: "direct_deposit_allocations.added",
-    6: "direct_deposit_switch.added",
+    common_pb2.JOB_NAME_IDENTITY: "identity.added",
+    common_pb2.JOB_NAME_EMPLOYMENT: "employment.added",
+    common_pb2.JOB_NAME_INCOME: "income.added",
+    common_pb2.JOB_NAME_PAYSTUBS: "paystubs.added",
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations.added",
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH: "direct_deposit_switch.added",
 }
 
 ALL_EVENTS: tuple[str, ...] = (
@@ -142,21 +143,3 @@ class Events:
                         "sequence": e.sequence,
                     },
                 )
-
-
-async def append(
-    conn: db.Conn,
-    *,
-    topic_prefix: str,
-    workspace_id: uuid.UUID,
-    account_id: uuid.UUID,
-    name: str,
-    api_version: str,
-    payload: event_pb2.Event,
-    at: dt.datetime | None = None,
-) -> event_pb2.Event:
-    """Appends one event now (inside the caller's transaction)."""
-    batch = Events(topic_prefix=topic_prefix, workspace_id=workspace_id, account_id=account_id)
-    event = batch.add(name, api_version, payload, at)
-    await batch.flush(conn)
-    return event

@@ -15,13 +15,12 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from service import db, janitor, metrics
+from service import db, janitor, kafka, metrics
 from service.config import Settings
 from service.outbox import NOTIFY_CHANNEL
 
@@ -29,10 +28,7 @@ log = logging.getLogger("paylink.relay")
 
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
-_SELECT = """
-SELECT id, event_id, topic, event_type, workspace_id, account_id, payload
-FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
-"""
+_SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
 _MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 
 # Fault-injection hook for tests/faults (docs/reliability.md), off unless set to 1: the process dies
@@ -42,33 +38,6 @@ _FAULT_EXIT_AFTER_PUBLISH = os.environ.get("PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLI
 
 class _ProducerFailed(Exception):
     """A batch was not acknowledged: the relay replaces its producer and sends the batch again."""
-
-
-def send_row(producer: AIOKafkaProducer, row: asyncpg.Record) -> Awaitable[asyncio.Future[Any]]:
-    """Sends one outbox row as its Kafka message: topic, key account_id, headers, Event bytes."""
-    return producer.send(  # type: ignore[no-any-return]
-        row["topic"],
-        value=bytes(row["payload"]),
-        key=str(row["account_id"]).encode(),
-        headers=[
-            ("event-id", str(row["event_id"]).encode()),
-            ("event-type", row["event_type"].encode()),
-            ("workspace-id", str(row["workspace_id"]).encode()),
-            ("content-type", b"application/x-protobuf"),
-        ],
-    )
-
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=15000,
-        retry_backoff_ms=200,
-    )
 
 
 class Relay:
@@ -115,7 +84,7 @@ class Relay:
             metrics.RELAY_LEADER.set(1)
             log.info("relay is the leader: publishing the outbox")
             while True:
-                producer = make_producer(self._settings)
+                producer = kafka.make_producer(self._settings)
                 await self._start_producer(producer)
                 try:
                     await self._publish_loop(conn, producer)
@@ -177,7 +146,7 @@ class Relay:
     ) -> None:
         started = time.perf_counter()
         try:
-            futures = [await send_row(producer, row) for row in rows]
+            futures = [await kafka.send(producer, row) for row in rows]
             await asyncio.gather(*futures)
         except Exception as exc:  # broker trouble: the same rows (same event_ids) go again, see _lead
             log.warning("publish failed, resending the batch", extra={"error": repr(exc), "rows": len(rows)})

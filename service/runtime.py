@@ -9,6 +9,7 @@ import logging
 import signal
 
 from service import db, metrics, migrate
+from service.api.server import SERVICE_NAMES, ApiServer
 from service.audit_export import AuditExporter
 from service.config import Settings
 from service.deps import Deps
@@ -17,7 +18,6 @@ from service.erasure import Sweeper
 from service.health_monitor import HealthMonitor
 from service.relay import Relay
 from service.sampler import Sampler
-from service.server import SERVICE_NAMES, ApiServer
 from service.vault import KeyRing, Vault
 from service.worker import Worker
 

@@ -14,17 +14,17 @@ import logging
 
 import asyncpg
 
-from service import db, metrics
+from service import db, metrics, queue
 
 log = logging.getLogger("paylink.sampler")
 
-SAMPLE = """
+SAMPLE = f"""
 SELECT
-  (SELECT count(*) FROM jobs WHERE status IN ('queued', 'pending') AND run_at <= now()) AS runnable,
-  (SELECT count(*) FROM jobs WHERE status IN ('queued', 'pending') AND run_at > now()) AS scheduled,
-  (SELECT count(*) FROM jobs WHERE status = 'running') AS running,
+  (SELECT count(*) FROM jobs WHERE status IN {queue.RUNNABLE} AND run_at <= now()) AS runnable,
+  (SELECT count(*) FROM jobs WHERE status IN {queue.RUNNABLE} AND run_at > now()) AS scheduled,
+  (SELECT count(*) FROM jobs WHERE status = {queue.R}) AS running,
   (SELECT extract(epoch FROM now() - min(run_at)) FROM jobs
-     WHERE status IN ('queued', 'pending') AND run_at <= now()) AS oldest_runnable,
+     WHERE status IN {queue.RUNNABLE} AND run_at <= now()) AS oldest_runnable,
   (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished,
   (SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE published_at IS NULL) AS oldest_event
 """

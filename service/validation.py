@@ -13,7 +13,13 @@ from service.errors import Violations
 _DIGITS = re.compile(r"^\d+$")
 _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
-JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
+ALL_JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
+# The jobs a link token or CreateJob may ask for: those the worker runs. SHIFTS, TAX_FORMS and
+# DOCUMENTS (issue 13) are accepted once the worker runs them and stores their data.
+_NOT_YET_RUN = {common_pb2.JOB_NAME_SHIFTS, common_pb2.JOB_NAME_TAX_FORMS, common_pb2.JOB_NAME_DOCUMENTS}
+JOB_NAMES = frozenset(
+    v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED and v not in _NOT_YET_RUN
+)
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
 
@@ -21,6 +27,15 @@ def aba_checksum_ok(routing: str) -> bool:
     if len(routing) != 9 or not _DIGITS.match(routing):
         return False
     return sum(int(d) * w for d, w in zip(routing, _ROUTING_WEIGHTS, strict=True)) % 10 == 0
+
+
+def account_number_ok(number: str) -> bool:
+    """5 to 17 digits: what US deposit account numbers are."""
+    return bool(_DIGITS.match(number)) and 5 <= len(number) <= 17
+
+
+def deposit_type_ok(kind: int) -> bool:
+    return kind in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS)
 
 
 def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: int = 255) -> str:
@@ -35,12 +50,16 @@ def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: in
     return trimmed
 
 
-def job_names(v: Violations, field: str, names: list[int], *, allow_empty: bool) -> list[int]:
+def job_names(
+    v: Violations, field: str, names: list[int], *, allow_empty: bool, known_only: bool = True
+) -> list[int]:
+    """Checks a job name list: each a job paylink runs (any JobName with known_only=False), once."""
     if not names and not allow_empty:
         v.add(field, "must name at least one job")
+    allowed = JOB_NAMES if known_only else ALL_JOB_NAMES
     seen: list[int] = []
     for i, name in enumerate(names):
-        if name not in JOB_NAMES:
+        if name not in allowed:
             v.add(f"{field}[{i}]", "is not a known job name")
         elif name in seen:
             v.add(f"{field}[{i}]", "is listed twice")
@@ -102,12 +121,11 @@ def _alloc_value(v: Violations, field: str, value: int, percentage: bool) -> Non
 
 
 def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
-    if target.type not in (common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING, common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS):
+    if not deposit_type_ok(target.type):
         v.add(f"{field}.type", "must be CHECKING or SAVINGS")
     if not aba_checksum_ok(target.routing_number):
         v.add(f"{field}.routing_number", "must be a 9-digit ABA routing number with a valid checksum")
-    number = target.account_number
-    if not _DIGITS.match(number) or not 5 <= len(number) <= 17:
+    if not account_number_ok(target.account_number):
         v.add(f"{field}.account_number", "must be 5 to 17 digits")
     if len(target.name) > 100:
         v.add(f"{field}.name", "must be at most 100 characters")

@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, db, logs, metrics
+from service import accounts, db, logs, metrics, queue, sealed
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -37,30 +37,9 @@ from service.drivers.base import (
     SwitchTarget,
 )
 from service.job_outcomes import Failure, Outcome, Pending, Retry, Success, apply
-from service.jobs import NOTIFY_CHANNEL, params_aad
+from service.queue import ClaimedJob
 
 log = logging.getLogger("paylink.worker")
-
-_CLAIM = """
-UPDATE jobs SET status = 'running', locked_by = $1, lease_expires_at = now() + $2::interval,
-                attempts = attempts + 1
-WHERE id IN (
-  SELECT id FROM jobs WHERE status IN ('queued', 'pending') AND run_at <= now()
-    AND platform_id <> ALL($4::text[])
-  ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
-"""
-_HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
-_RESCUE = """
-UPDATE jobs SET status = CASE WHEN pending_since IS NULL THEN 'queued' ELSE 'pending' END,
-                locked_by = NULL, lease_expires_at = NULL, run_at = now()
-WHERE status = 'running' AND lease_expires_at < now() RETURNING id
-"""
-_RELEASE = """
-UPDATE jobs SET status = CASE WHEN pending_since IS NULL THEN 'queued' ELSE 'pending' END,
-                locked_by = NULL, lease_expires_at = NULL, run_at = now(), attempts = greatest(attempts - 1, 0)
-WHERE locked_by = $1 AND status = 'running'
-"""
 
 
 def backoff(attempt: int, base: float, cap: float) -> dt.timedelta:
@@ -105,7 +84,7 @@ class Worker:
                 for task in late:
                     task.cancel()
             with contextlib.suppress(Exception):
-                await self.deps.pool.execute(_RELEASE, self.id)
+                await queue.release_worker(self.deps.pool, self.id)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -115,7 +94,7 @@ class Worker:
         settings = self.deps.settings
         conn: db.Conn = await asyncpg.connect(settings.database_url)
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await conn.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self._wake.set())
             # Claims use the pool, so a lost LISTEN connection (database restart) fails nothing here:
             # notice it, or every later job waits a whole poll for want of a NOTIFY.
             conn.add_termination_listener(lambda *_: self._wake.set())
@@ -142,7 +121,7 @@ class Worker:
         if self._running:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
 
-    async def _claim(self, limit: int) -> list[asyncpg.Record]:
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
         settings = self.deps.settings
         lease = dt.timedelta(seconds=settings.worker_lease_seconds)
         # Jobs waiting for a platform's semaphore would hold slots that other platforms can use (a hung
@@ -150,13 +129,13 @@ class Worker:
         # limit per claim.
         full = [p for p, n in self._per_platform.items() if n >= settings.platform_concurrency]
         limit = min(limit, settings.platform_concurrency)
-        return list(await self.deps.pool.fetch(_CLAIM, self.id, lease, limit, full))
+        return await queue.claim(self.deps.pool, self.id, lease, limit, full)
 
-    def _start(self, job: asyncpg.Record) -> None:
+    def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._execute(job))
-        self._running[job["id"]] = task
-        self._per_platform[job["platform_id"]] += 1
-        task.add_done_callback(lambda _: self._done(job["id"], job["platform_id"]))
+        self._running[job.id] = task
+        self._per_platform[job.platform_id] += 1
+        task.add_done_callback(lambda _: self._done(job.id, job.platform_id))
 
     def _done(self, job_id: uuid.UUID, platform_id: str) -> None:
         self._running.pop(job_id, None)
@@ -171,39 +150,36 @@ class Worker:
             await asyncio.sleep(settings.worker_lease_seconds / 3)
             if self._running:
                 with contextlib.suppress(Exception):
-                    await self.deps.pool.execute(_HEARTBEAT, list(self._running), self.id, lease)
+                    await queue.heartbeat(self.deps.pool, list(self._running), self.id, lease)
 
     async def _rescue_loop(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self.deps.settings.worker_lease_seconds / 2))
             with contextlib.suppress(Exception):
-                rescued = await self.deps.pool.fetch(_RESCUE)
+                rescued = await queue.rescue(self.deps.pool)
                 if rescued:
-                    log.warning("rescued jobs with expired leases", extra={"count": len(rescued)})
+                    log.warning("rescued jobs with expired leases", extra={"count": rescued})
                     self._wake.set()
 
-    async def _execute(self, job: asyncpg.Record) -> None:
+    async def _execute(self, job: ClaimedJob) -> None:
         started = time.perf_counter()
-        name = common_pb2.JobName.Name(job["name"])
+        name = common_pb2.JobName.Name(common_pb2.JobName.ValueType(job.name))
         # Every log line of this job's task (including "event appended") carries these.
         logs.bind(
-            job_id=str(job["id"]),
-            account_id=str(job["account_id"]),
-            platform=job["platform_id"],
-            worker=self.id,
+            job_id=str(job.id), account_id=str(job.account_id), platform=job.platform_id, worker=self.id
         )
         try:
             outcome = await self._run(job)
         except Exception as exc:  # a bug or a lost database: retry as a system error
-            log.exception("job crashed", extra={"job_id": str(job["id"])})
+            log.exception("job crashed", extra={"job_id": str(job.id)})
             outcome = self._retry_or_fail(
                 job, common_pb2.JOB_ERROR_CODE_UNSPECIFIED, type(exc).__name__, system=True
             )
         label = type(outcome).__name__.lower()
-        metrics.JOB_DURATION.labels(name, job["platform_id"], label).observe(time.perf_counter() - started)
+        metrics.JOB_DURATION.labels(name, job.platform_id, label).observe(time.perf_counter() - started)
         for attempt in range(5):
             try:
-                written = await apply(self.deps, job["id"], self.id, outcome)
+                written = await apply(self.deps, job.id, self.id, outcome)
                 break
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
                 await asyncio.sleep(0.5 * (attempt + 1))  # lease still ours for a while: try again
@@ -216,52 +192,44 @@ class Worker:
                 if isinstance(outcome, Failure)
                 else ""
             )
-            metrics.JOBS_FINISHED.labels(
-                name, job["platform_id"], "error" if failed else "success", code
-            ).inc()
+            metrics.JOBS_FINISHED.labels(name, job.platform_id, "error" if failed else "success", code).inc()
         log.info(
             "job attempt finished",
             extra={
-                "job_id": str(job["id"]),
+                "job_id": str(job.id),
                 "job": name,
                 "result": label,
-                "attempt": job["attempts"],
+                "attempt": job.attempts,
                 "written": written,
             },
         )
 
-    def _retry_or_fail(
-        self, job: asyncpg.Record, code: int, message: str, *, system: bool = False
-    ) -> Outcome:
+    def _retry_or_fail(self, job: ClaimedJob, code: int, message: str, *, system: bool = False) -> Outcome:
         settings = self.deps.settings
-        if job["attempts"] < settings.job_max_attempts:
-            delay = backoff(job["attempts"], settings.job_retry_base_seconds, settings.job_retry_max_seconds)
+        if job.attempts < settings.job_max_attempts:
+            delay = backoff(job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds)
             return Retry(delay, code, message)
         return Failure(code, message, common_pb2.JOB_ERROR_TYPE_SYSTEM if system else 0)
 
-    async def _run(self, job: asyncpg.Record) -> Outcome:
+    async def _run(self, job: ClaimedJob) -> Outcome:
         deps = self.deps
-        grant = await accounts.load_access(deps, deps.pool, job["account_id"])
+        grant = await accounts.load_access(deps, deps.pool, job.account_id)
         if grant is None:
             return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
-        if job["name"] == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await deps.pool.fetchval(
-            "SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = 'success'",
-            job["batch_id"],
-            common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH,
+        if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await queue.has_succeeded(
+            deps.pool, job.batch_id, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH
         ):
             # The switch of this batch just stored the allocations as the platform returned them.
             return Success()
-        driver = deps.drivers.driver_for(job["platform_id"])
+        driver = deps.drivers.driver_for(job.platform_id)
         limit = self._limits.setdefault(
-            job["platform_id"], asyncio.Semaphore(deps.settings.platform_concurrency)
+            job.platform_id, asyncio.Semaphore(deps.settings.platform_concurrency)
         )
         new_grant: bytes | None = None
         try:
             async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
-                if job["origin"] == common_pb2.JOB_ORIGIN_REFRESH:
-                    access = await driver.reaccess(
-                        str(job["account_id"]), job["platform_id"], AccessGrant(grant)
-                    )
+                if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
+                    access = await driver.reaccess(str(job.account_id), job.platform_id, AccessGrant(grant))
                     if not isinstance(access, LoggedIn):
                         return Failure(
                             common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
@@ -269,11 +237,11 @@ class Worker:
                         )
                     grant = new_grant = access.grant.secret
                 ctx = JobContext(
-                    account_id=str(job["account_id"]),
-                    platform_id=job["platform_id"],
+                    account_id=str(job.account_id),
+                    platform_id=job.platform_id,
                     grant=AccessGrant(grant),
-                    attempt=job["attempts"],
-                    pending_since=job["pending_since"],
+                    attempt=job.attempts,
+                    pending_since=job.pending_since,
                 )
                 return await self._call(driver, job, ctx, new_grant)
         except JobPending as pending:
@@ -288,10 +256,10 @@ class Worker:
             )
 
     async def _call(
-        self, driver: PlatformDriver, job: asyncpg.Record, ctx: JobContext, new_grant: bytes | None
+        self, driver: PlatformDriver, job: ClaimedJob, ctx: JobContext, new_grant: bytes | None
     ) -> Outcome:
-        name = job["name"]
-        params = common_pb2.JobParams.FromString(bytes(job["params"]))
+        name = job.name
+        params = job.job_params()
         if name == common_pb2.JOB_NAME_IDENTITY:
             return Success(await driver.fetch_identity(ctx), new_grant=new_grant)
         if name == common_pb2.JOB_NAME_EMPLOYMENT:
@@ -312,9 +280,9 @@ class Worker:
             )
         return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
 
-    def _switch_request(self, job: asyncpg.Record, params: common_pb2.JobParams) -> SwitchRequest:
-        sealed = job["params_sealed"]
-        secret = json.loads(self.deps.vault.open(bytes(sealed), aad=params_aad(job["id"])))
+    def _switch_request(self, job: ClaimedJob, params: common_pb2.JobParams) -> SwitchRequest:
+        assert job.params_sealed is not None  # a switch job always has its sealed target
+        secret = json.loads(self.deps.vault.open(job.params_sealed, aad=sealed.JOB_PARAMS.aad(job.id)))
         switch = params.direct_deposit_switch
         return SwitchRequest(
             action=switch.action,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
 
-from service import accounts, idempotency, results, versions
+from service import accounts, results
 from service.api import context
 from service.deps import Deps
 
@@ -28,26 +28,7 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def DisconnectAccount(  # noqa: N802
         self, request: account_pb2.DisconnectAccountRequest, ctx: context.Ctx
     ) -> account_pb2.Account:
-        call = context.current()
-        key = idempotency.key_for(
-            call.workspace.id,
-            "DisconnectAccount",
-            request,
-            request.request_id,
-            versions.label(call.api_version),
-        )
-        async with self.deps.pool.acquire() as conn, conn.transaction():
-            if key is not None:
-                replay = await key.claim(conn, self.deps.vault)
-                if replay is not None:
-                    return account_pb2.Account.FromString(replay)
-            row = await accounts.disconnect(
-                self.deps, conn, call.workspace.id, request.account_id, versions.label(call.api_version)
-            )
-            account = accounts.to_proto(row, self.deps.drivers)
-            if key is not None:
-                await key.store(conn, self.deps.vault, account)
-            return account
+        return await accounts.disconnect_rpc(self.deps, context.current(), request)
 
     async def GetIdentity(  # noqa: N802
         self, request: account_pb2.GetIdentityRequest, ctx: context.Ctx

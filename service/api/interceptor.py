@@ -2,8 +2,8 @@
 
 For each unary call: authenticate `x-api-secret` (UNAUTHENTICATED), parse `api-version`
 (INVALID_ARGUMENT), set the CallContext, run the handler, and map what it raised to a status:
-ApiError -> its code and google.rpc details; a lost database -> UNAVAILABLE; a deadline ->
-DEADLINE_EXCEEDED. Health and reflection are not wrapped (they stay open).
+a domain error (service/errors.py) -> its code and google.rpc details (api/status.py); a lost
+database -> UNAVAILABLE; a deadline -> DEADLINE_EXCEEDED. Health and reflection are not wrapped (they stay open).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import grpc
 from grpc_status import rpc_status
 
 from service import db, errors, metrics, versions
-from service.api import context
+from service.api import context, status
 from service.auth import Authenticator
 
 log = logging.getLogger("paylink.rpc")
@@ -59,33 +59,40 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
             request_id = metadata.get("x-request-id") or uuid.uuid4().hex
             token = None
-            failure: errors.ApiError | None = None
+            failure: status.ApiError | None = None
             response: Any = None
             try:
                 # Bound every database and platform call by the caller's deadline.
-                async with asyncio.timeout(ctx.time_remaining()):
+                remaining = ctx.time_remaining()
+                deadline = None if remaining is None else time.monotonic() + remaining
+                async with asyncio.timeout(remaining):
                     workspace = await auth.authenticate(metadata.get("x-api-secret"))
                     try:
                         version = versions.parse(metadata.get("api-version"))
                     except versions.UnknownVersion as exc:
                         raise errors.invalid_field("api-version", str(exc)) from exc
-                    token = context.set_current(context.CallContext(workspace, version, request_id))
+                    call = context.CallContext(workspace, version, request_id, deadline)
+                    token = context.set_current(call)
                     response = await inner(request, ctx)
-            except errors.ApiError as exc:
+            except errors.DomainError as exc:
+                failure = status.from_domain(exc)
+            except status.ApiError as exc:
                 failure = exc
             except TimeoutError:
-                failure = errors.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
+                failure = status.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
             except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
                 # A NUL character in a request string (PostgreSQL text cannot hold it): bad input.
-                failure = errors.invalid_field("request", "text fields must not contain NUL characters")
+                failure = status.from_domain(
+                    errors.invalid_field("request", "text fields must not contain NUL characters")
+                )
             except _UNAVAILABLE_ERRORS as exc:
                 log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
-                failure = errors.unavailable("database unavailable, retry")
+                failure = status.from_domain(errors.unavailable("database unavailable, retry"))
             except grpc.aio.AbortError:
                 raise
             except Exception:
                 log.exception("unhandled error", extra={"method": method, "request_id": request_id})
-                failure = errors.ApiError(
+                failure = status.ApiError(
                     grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
                 )
             finally:

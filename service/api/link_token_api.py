@@ -6,8 +6,8 @@ from paylink.v1 import link_token_pb2, link_token_pb2_grpc
 
 from service import link_tokens
 from service.api import context
+from service.api.ratelimit import RateLimiter
 from service.deps import Deps
-from service.ratelimit import RateLimiter
 
 
 class LinkTokenServicer(link_token_pb2_grpc.LinkTokenServiceServicer):

@@ -18,13 +18,12 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from service import db, ids
+from service import db, ids, queue
 from service.monitoring import rules
 
 _rng = random.SystemRandom()
 
-NOTIFY_JOBS = "paylink_jobs"
-IN_FLIGHT = "('queued', 'running', 'pending')"
+IN_FLIGHT = queue.IN_FLIGHT
 
 # `active` recomputed from the account, its switch and its workspace's switch (one statement).
 _SYNC = """
@@ -78,16 +77,6 @@ _MOVE = """
 UPDATE refresh_schedules s SET next_refresh_at = u.at, last_job_id = coalesce(u.job, s.last_job_id)
 FROM unnest($1::uuid[], $2::smallint[], $3::timestamptz[], $4::uuid[]) AS u(account_id, name, at, job)
 WHERE s.account_id = u.account_id AND s.name = u.name
-"""
-# The scheduled refresh jobs, with the account's tags, in one statement; wakes the workers at commit.
-_ENQUEUE = f"""
-WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
-                    tags, scheduled)
-  SELECT i, w, a, i, n, 2, p, ''::bytea, '', t, true
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
-  RETURNING 1)
-SELECT pg_notify('{NOTIFY_JOBS}', '') FROM (SELECT count(*) FROM job) AS queued
 """
 
 
@@ -243,6 +232,8 @@ async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -
     )
 
 
+# long: the claim's steps in the order its locks are taken, in one transaction; split, each part
+# would need the whole state of the one before.
 async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None = None) -> Claimed:
     """Claims due refreshes and queues them, in the caller's transaction.
 
@@ -285,8 +276,8 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     job_ids = [ids.new_id() for _ in allotment.run]
     if allotment.run:
         runs = [by_key[(d.account_id, d.name)] for d in allotment.run]
-        await conn.execute(
-            _ENQUEUE,
+        await queue.enqueue_scheduled(
+            conn,
             job_ids,
             [r["workspace_id"] for r in runs],
             [r["account_id"] for r in runs],

@@ -21,9 +21,9 @@ from paylink.v1 import link_pb2
 from prometheus_client import REGISTRY
 
 from service import db, logs, sampler
+from service.api.server import SERVICE_NAMES
 from service.config import Settings
 from service.health_monitor import HealthMonitor
-from service.server import SERVICE_NAMES
 from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database, rpc_error
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

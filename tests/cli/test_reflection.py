@@ -7,7 +7,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.server import SERVICE_NAMES
+from service.api.server import SERVICE_NAMES
 
 
 async def _ask(

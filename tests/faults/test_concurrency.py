@@ -18,7 +18,7 @@ import pytest
 from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2
 from paylink.v1 import common_pb2 as c
 
-from service.worker import _CLAIM
+from service.queue import CLAIM as _CLAIM
 from tests.faults.cluster import (
     Deployment,
     assert_delivery,

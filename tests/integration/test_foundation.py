@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import account_pb2
 
 from service import runtime
+from service.api.server import SERVICE_NAMES
 from service.config import Settings
-from service.server import SERVICE_NAMES
 from tests.harness import Client, rpc_error
 
 

@@ -3,8 +3,8 @@ import uuid
 import grpc
 import pytest
 
-from service.errors import ApiError
-from service.ratelimit import RateLimiter
+from service.api.ratelimit import RateLimiter
+from service.api.status import ApiError
 
 
 def test_burst_then_refill() -> None:

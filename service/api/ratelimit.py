@@ -12,6 +12,7 @@ import time
 import uuid
 
 from service import errors
+from service.api.status import from_domain
 
 
 class RateLimiter:
@@ -24,7 +25,7 @@ class RateLimiter:
         self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
 
     def check(self, workspace_id: uuid.UUID, now: float | None = None) -> None:
-        """Takes one token or raises RESOURCE_EXHAUSTED with the seconds to wait."""
+        """Takes one token or raises RESOURCE_EXHAUSTED (an ApiError) with the seconds to wait."""
         if self._rate <= 0:
             return
         at = time.monotonic() if now is None else now
@@ -33,8 +34,10 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[workspace_id] = (tokens, at)
             wait = math.ceil((1.0 - tokens) / self._rate)
-            raise errors.resource_exhausted(
-                "RATE_LIMITED", f"too many {self.name} for this workspace; retry in {wait} s", wait
+            raise from_domain(
+                errors.resource_exhausted(
+                    "RATE_LIMITED", f"too many {self.name} for this workspace; retry in {wait} s", wait
+                )
             )
         self._buckets[workspace_id] = (tokens - 1.0, at)
         if len(self._buckets) > 100_000:

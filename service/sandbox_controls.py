@@ -1,0 +1,74 @@
+"""What SandboxService changes: simulated platform state of sandbox accounts (sandbox workspaces only)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from paylink.v1 import account_pb2, sandbox_pb2
+
+from service import accounts, db, errors, uow
+from service.context import CallContext
+from service.deps import Deps
+from service.drivers.base import AccessGrant
+from service.drivers.sandbox import Grant, SandboxDriver
+
+
+def check_sandbox(call: CallContext) -> None:
+    if not call.workspace.sandbox:
+        raise errors.permission_denied(
+            "SANDBOX_ONLY", "SandboxService is only available in sandbox workspaces"
+        )
+
+
+async def set_monitoring_status(
+    deps: Deps, call: CallContext, request: sandbox_pb2.SetMonitoringStatusRequest
+) -> account_pb2.Account:
+    check_sandbox(call)
+    status = accounts.MONITORING_NAMES.get(request.status)
+    if status is None:
+        raise errors.invalid_field("status", "must be a monitoring status other than UNSPECIFIED")
+    async with uow.begin(deps) as work:
+        row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
+        await accounts.set_monitoring(work, row, status, "sandbox", api_version=call.version_label)
+        updated = await accounts.fetch(work.conn, call.workspace.id, request.account_id, data_times=True)
+        return accounts.to_proto(updated, deps.drivers)
+
+
+async def expire_credentials(
+    deps: Deps, call: CallContext, request: sandbox_pb2.ExpireCredentialsRequest
+) -> account_pb2.Account:
+    check_sandbox(call)
+    async with uow.begin(deps) as work:
+        row = await accounts.fetch(
+            work.conn, call.workspace.id, request.account_id, lock=True, data_times=True
+        )
+        driver, grant = await _sandbox_grant(deps, work.conn, row)
+        await accounts.store_grant(deps, work.conn, row["id"], driver.expire_grant(grant).secret)
+        return accounts.to_proto(row, deps.drivers)
+
+
+async def add_paystub(
+    deps: Deps, call: CallContext, request: sandbox_pb2.AddPaystubRequest
+) -> sandbox_pb2.AddPaystubResponse:
+    check_sandbox(call)
+    async with uow.begin(deps) as work:
+        row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
+        driver, grant = await _sandbox_grant(deps, work.conn, row)
+        new_grant, fetched = driver.add_paystub(grant)
+        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        added = Grant.decode(new_grant.secret).extra_paystubs
+    return sandbox_pb2.AddPaystubResponse(added_paystubs=added, newest_paystub=fetched.paystub)
+
+
+async def _sandbox_grant(
+    deps: Deps, conn: db.Conn, account: asyncpg.Record
+) -> tuple[SandboxDriver, AccessGrant]:
+    driver = deps.drivers.driver_for(account["platform_id"])
+    if not isinstance(driver, SandboxDriver):
+        raise errors.failed_precondition("NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform")
+    account_id: uuid.UUID = account["id"]
+    grant = await accounts.load_grant(deps, conn, account_id)
+    if grant is None:
+        raise errors.failed_precondition("ACCOUNT_DISCONNECTED", "the account has no stored credentials")
+    return driver, AccessGrant(grant)
