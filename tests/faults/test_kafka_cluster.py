@@ -17,7 +17,7 @@ import pytest
 from paylink.v1 import common_pb2 as c
 
 from service.config import Settings
-from service.relay import make_producer
+from service.kafka import make_producer
 from tests.faults.cluster import (
     STACK_DIR,
     Deployment,
