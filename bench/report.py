@@ -269,6 +269,37 @@ def footprint(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def monitoring() -> list[str]:
+    """The monitoring part (bench/monitoring.py writes bench/monitoring-results.json when it runs)."""
+    path = ROOT / "bench/monitoring-results.json"
+    if not path.exists():
+        return []
+    m = json.loads(path.read_text())
+    seed, claim, first, second = m["seed"], m["claim"], m["first_round"], m["second_round"]
+    return [
+        f"## Monitoring: {seed['accounts']:,} monitored accounts ({seed['schedule_rows']:,} schedule rows)",
+        "",
+        f"`{m['command']}` (run {m['ran_at']}, commit `{m['commit']}`; its own database and `serve` process).",
+        "",
+        "| measure | figure |",
+        "|---|---|",
+        f"| seed: accounts by COPY / schedules by INSERT … SELECT | {seed['copy_accounts_s']} s / "
+        f"{seed['insert_schedules_s']} s ({seed['refresh_schedules_size']}; due index {seed['due_index_size']}) |",
+        f"| find + claim {claim['batch']} due refreshes (lock, bounds, insert jobs, move schedules; one "
+        f"transaction) | median {claim['claim_ms_median']} ms, max {claim['claim_ms_max']} ms = "
+        f"{claim['claimed_per_s']:,} refreshes/s |",
+        f"| a claim when nothing is due, among {seed['schedule_rows']:,} rows | median "
+        f"{claim['empty_claim_ms_median']} ms |",
+        f"| refreshes end to end, new data ({first['refreshes']:,}: re-access, fetch, store, event) | "
+        f"{first['refreshes_per_s']} refreshes/s, {first['events_written']:,} events |",
+        f"| refreshes end to end, unchanged data ({second['refreshes']:,}) | {second['refreshes_per_s']} "
+        f"refreshes/s, {second['events_written']:,} events |",
+        "",
+        "The due query's plan: " + "; ".join(f"`{line.strip()}`" for line in claim["due_query_plan"]),
+        "",
+    ]
+
+
 def render(r: dict[str, Any]) -> str:
     lines = [
         *header(r),
@@ -279,6 +310,7 @@ def render(r: dict[str, Any]) -> str:
         *latency(r),
         *relay(r),
         *footprint(r),
+        *monitoring(),
     ]
     if NOTES.exists():
         lines += [NOTES.read_text().rstrip(), ""]

@@ -400,15 +400,30 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=(*PARTS, "privacy"),  # privacy: bench/privacy.py, only when asked for
+        # privacy: bench/privacy.py; monitoring: bench/monitoring.py (its own database and server); only
+        # when asked for
+        choices=(*PARTS, "privacy", "monitoring"),
         action="append",
         help="run only these parts (repeatable); results.json and BENCHMARKS.md are written only for a full run",
     )
+    parser.add_argument(
+        "--monitoring-accounts", type=int, default=1_000_000, help="monitored accounts seeded"
+    )
+    parser.add_argument("--monitoring-due", type=int, default=2_000, help="of them due now (x5 refreshes)")
     return parser.parse_args()
 
 
 async def main() -> int:
     args = parse_args()
+    if args.only and "monitoring" in args.only:
+        from bench.monitoring import bench as bench_monitoring
+        from bench.monitoring import record
+
+        found = await bench_monitoring(args.monitoring_accounts, args.monitoring_due, 500, 10)
+        print(json.dumps({"monitoring": found}, indent=2))
+        record(found, "make bench BENCH_ARGS='--only monitoring'")
+        if args.only == ["monitoring"]:
+            return 0
 
     def want(part: str) -> bool:
         return not args.only or part in args.only

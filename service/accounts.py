@@ -6,15 +6,17 @@ This module owns the `accounts` and `account_credentials` tables."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
 
-from service import db, errors, idempotency, ids, outbox, pagination, sealed, timeutil, uow
+from service import db, errors, idempotency, ids, link_tokens, outbox, pagination, sealed, timeutil, uow
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers.registry import DriverRegistry
+from service.monitoring import schedules
 
 MONITORING = {
     "active": common_pb2.MONITORING_STATUS_ACTIVE,
@@ -26,7 +28,8 @@ MONITORING = {
 MONITORING_NAMES = {v: k for k, v in MONITORING.items()}
 
 _COLUMNS = (
-    "id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected, monitoring_status"
+    "id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected, monitoring_status,"
+    " monitoring_enabled, tags"
 )
 
 # The account row with its data times in the same round trip (one array per column).
@@ -36,6 +39,7 @@ _READ = (
     + ", array(SELECT refreshed_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name)"
     + " AS r_refreshed"
     + ", array(SELECT updated_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_updated"
+    + schedules.READ_COLUMNS
 )
 
 _TIME_FIELDS = {
@@ -84,6 +88,8 @@ def to_proto(row: asyncpg.Record, drivers: DriverRegistry) -> account_pb2.Accoun
         link_token_id=str(row["link_token_id"]),
         connected=row["connected"],
         monitoring_status=MONITORING[row["monitoring_status"]],
+        monitoring_enabled=row["monitoring_enabled"],
+        tags=json.loads(row["tags"]),
     )
     timeutil.set_ts(account.created_at, row["created_at"])
     for name, refreshed, updated in zip(row["r_names"], row["r_refreshed"], row["r_updated"], strict=True):
@@ -91,6 +97,9 @@ def to_proto(row: asyncpg.Record, drivers: DriverRegistry) -> account_pb2.Accoun
         if field:
             timeutil.set_ts(getattr(account.data_refreshed_at, field), refreshed)
             timeutil.set_ts(getattr(account.data_updated_at, field), updated)
+    if row["r_refreshed"]:
+        timeutil.set_ts(account.refreshed_at, max(row["r_refreshed"]))
+    schedules.to_proto(account, row)
     return account
 
 
@@ -98,18 +107,27 @@ async def list_page(
     deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListAccountsRequest
 ) -> account_pb2.ListAccountsResponse:
     size = pagination.page_size(request.page_size)
-    filters = {"end_user_id": request.end_user_id}
+    status = ""
+    if request.monitoring_status:
+        status = MONITORING_NAMES.get(request.monitoring_status, "")
+        if not status:
+            raise errors.invalid_field("monitoring_status", "is not a known monitoring status")
+    connected = request.connected if request.HasField("connected") else None
+    filters = {"end_user_id": request.end_user_id, "c": str(connected), "m": status}
     after_ts, after_id = pagination.timestamp_cursor(pagination.decode(request.page_token, filters))
     rows = await deps.pool.fetch(
         f"SELECT {_READ} FROM accounts WHERE workspace_id = $1"
         " AND ($2::text = '' OR end_user_id = $2)"
         " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))"
+        " AND ($6::boolean IS NULL OR connected = $6) AND ($7::text = '' OR monitoring_status = $7)"
         " ORDER BY created_at DESC, id DESC LIMIT $5",
         workspace_id,
         request.end_user_id,
         after_ts,
         after_id,
         size + 1,
+        connected,
+        status,
     )
     response = account_pb2.ListAccountsResponse()
     for row in rows[:size]:
@@ -144,6 +162,7 @@ async def set_monitoring(
     current = await work.conn.fetchval(_SET_MONITORING, account["id"], status)
     if current is None:
         return False
+    await schedules.sync(work.conn, [account["id"]])  # refreshes stop or resume with the status
     payload = event_pb2.Event(
         monitoring_status_updated=event_pb2.MonitoringStatusUpdatedPayload(
             account_id=str(account["id"]),
@@ -185,7 +204,18 @@ async def create(
         at,
         login_fingerprint,
     )
+    tags = await link_tokens.tags_of(work.conn, link_token_id)
+    if tags:
+        await work.conn.execute("UPDATE accounts SET tags = $2 WHERE id = $1", account_id, json.dumps(tags))
     platform = work.deps.drivers.platform(platform_id)
+    await schedules.create(
+        work.conn,
+        account_id=account_id,
+        workspace_id=workspace_id,
+        platform_id=platform_id,
+        supported_jobs=platform.supported_jobs if platform else (),
+        now=at,
+    )
     payload = event_pb2.AccountAddedPayload(
         account_id=str(account_id),
         end_user_id=end_user_id,
@@ -212,7 +242,8 @@ async def relink(
     fingerprint: bytes | None,
     api_version: str,
 ) -> None:
-    """A bound (On Demand Updates) session logged in again: connected, monitoring active."""
+    """A bound (On Demand Updates) session logged in again: connected, monitoring active (unless the
+    customer turned monitoring off for the account: that stays)."""
     account = await fetch(work.conn, workspace_id, str(account_id), lock=True)
     await work.conn.execute(
         "UPDATE accounts SET connected = true, login_fingerprint = coalesce(login_fingerprint, $2)"
@@ -220,7 +251,10 @@ async def relink(
         account_id,
         fingerprint,
     )
-    await set_monitoring(work, account, "active", "reaccess_succeeded", api_version=api_version)
+    if account["monitoring_enabled"]:
+        await set_monitoring(work, account, "active", "reaccess_succeeded", api_version=api_version)
+    else:
+        await schedules.sync(work.conn, [account_id])  # connected again; still paused by the switch
 
 
 async def login_fingerprint(conn: db.Executor, account_id: uuid.UUID) -> bytes | None:

@@ -18,6 +18,7 @@ from paylink.v1 import common_pb2, event_pb2
 from service import accounts, outbox, queue, results, session_store, settlement, timeutil, uow
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
+from service.monitoring import outcomes as monitoring
 from service.queue import JobStatus, LockedJob
 
 ERROR_TYPES: dict[int, int] = {
@@ -67,6 +68,7 @@ class Failure:
     error_code: int
     message: str
     error_type: int = 0
+    transient: bool = False  # a passing failure that ran out of retries (monitoring counts these)
 
 
 Outcome = Success | Pending | Retry | Failure
@@ -78,7 +80,7 @@ async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome)
         job = await queue.lock_for_outcome(work.conn, job_id, worker_id)
         if job is None:
             return False
-        work.account_locked(job.workspace_id, job.account_id, job.event_sequence)
+        work.account_locked(job.workspace_id, job.account_id, job.event_sequence, job.tags)
         await _apply(work, job, outcome)
     return True
 
@@ -125,9 +127,17 @@ async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None
 
 
 async def _succeeded(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
-    await _store_data(work, job, outcome, at)
+    stored = await _store_data(work, job, outcome, at)
     done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
     await queue.complete(work.conn, [done])
+    if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
+        # A refresh says what changed; a scheduled one whose data did not change publishes nothing
+        # (only refreshed_at moved). The status machine takes the outcome.
+        change = monitoring.change(job, stored, outcome.data, at) if stored else None
+        if change is not None or not job.scheduled:
+            _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, change=change)
+        await monitoring.after_refresh(work, job, at, ok=True)
+        return
     _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
     if job.monitoring_status in ("degraded", "user_action_required") and (
         outcome.new_grant or job.monitoring_status == "degraded"
@@ -161,7 +171,12 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
         error_message=message,
     )
     follow = _MONITORING_AFTER_ERROR.get(outcome.error_code)
-    if follow and job.connected and (job.origin == common_pb2.JOB_ORIGIN_REFRESH or follow[0] == "degraded"):
+    if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
+        ok = outcome.error_code == common_pb2.JOB_ERROR_CODE_NO_DATA  # reached the platform fine
+        await monitoring.after_refresh(
+            work, job, at, ok=ok, error_code=outcome.error_code, transient=outcome.transient
+        )
+    elif follow and job.connected and follow[0] == "degraded":
         await accounts.set_monitoring(
             work, _account(job), follow[0], follow[1], api_version=job.api_version, at=at
         )
@@ -170,19 +185,20 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
     )
 
 
-async def _store_data(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
+async def _store_data(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime
+) -> results.Stored | None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
-        await results.store_paystubs(work.conn, job.account_id, outcome.paystubs or [], at)
-        return
+        return await results.store_paystubs(work.conn, job.account_id, outcome.paystubs or [], at)
     if outcome.data is None:
-        return
+        return None
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         # The switch changes the allocations: store them and publish them too.
         allocations = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
         await results.store(work.conn, job.account_id, allocations, outcome.data, at)
         _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=allocations)
-        return
-    await results.store(work.conn, job.account_id, job.name, outcome.data, at)
+        return None
+    return await results.store(work.conn, job.account_id, job.name, outcome.data, at)
 
 
 def _job_event(
@@ -195,6 +211,7 @@ def _job_event(
     error_code: int = 0,
     error_message: str = "",
     name: int | None = None,
+    change: event_pb2.DataChange | None = None,
 ) -> None:
     job_name: int = name or job.name
     payload = event_pb2.JobEventPayload(
@@ -211,6 +228,7 @@ def _job_event(
         params=common_pb2.JobParams.FromString(job.params),
         origin=job.origin,  # type: ignore[arg-type]
         link_session_id=str(job.link_session_id) if job.link_session_id else "",
+        change=change,
     )
     timeutil.set_ts(payload.timestamp, at)
     event = event_pb2.Event(job=payload)
@@ -218,7 +236,11 @@ def _job_event(
 
 
 async def _settle(work: uow.UnitOfWork, job: LockedJob, at: dt.datetime, final: queue.BatchJob) -> None:
-    """When this was the batch's last job: link_session.completed, and the session completes."""
+    """When this was the batch's last job: link_session.completed, and the session completes.
+
+    A scheduled refresh has no caller waiting for "everything is in": it publishes none."""
+    if job.scheduled:
+        return
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
         batch = [final]  # a server-side refresh is a batch of one: this job, just finished
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import uuid
 
@@ -70,6 +71,7 @@ async def enqueue(
         link_session_id=link_session_id,
         held=held,
     )
+    assert row is not None  # INSERT ... RETURNING always returns the row
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
         "job created",
@@ -97,6 +99,8 @@ def to_proto(row: asyncpg.Record) -> job_pb2.Job:
         params=common_pb2.JobParams.FromString(bytes(row["params"])),
         attempts=row["attempts"],
         origin=row["origin"],
+        tags=json.loads(row["tags"]),
+        scheduled=row["scheduled"],
     )
     timeutil.set_ts(job.created_at, row["created_at"])
     timeutil.set_ts(job.completed_at, row["completed_at"])
@@ -252,16 +256,29 @@ async def _insert_refresh(
     params = common_pb2.JobParams()
     if request.HasField("paystubs"):
         params.paystubs.CopyFrom(request.paystubs)
-    row = await enqueue(
-        deps,
-        work.conn,
-        workspace_id=call.workspace.id,
-        account_id=account["id"],
-        platform_id=account["platform_id"],
-        name=request.name,
-        origin=common_pb2.JOB_ORIGIN_REFRESH,
-        batch_id=ids.new_id(),
-        api_version=call.version_label,
-        params=params,
+    # One refresh per account and job type in flight: one already queued or running is the answer.
+    while True:
+        row = await queue.enqueue(
+            work.conn,
+            workspace_id=call.workspace.id,
+            account_id=account["id"],
+            platform_id=account["platform_id"],
+            name=request.name,
+            origin=common_pb2.JOB_ORIGIN_REFRESH,
+            batch_id=ids.new_id(),
+            api_version=call.version_label,
+            params=params,
+            one_refresh=True,
+        )
+        row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
+        if row is not None:  # None: the one in flight finished meanwhile; queue a new one
+            break
+    log.info(
+        "job created",
+        extra={
+            "job_id": str(row["id"]),
+            "account_id": str(account["id"]),
+            "job": common_pb2.JobName.Name(request.name),
+        },
     )
     return to_proto(row)

@@ -221,3 +221,11 @@ async def use_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) ->
         end_user_id=row["end_user_id"],
         allocation_targets=len(options.allocation.targets),
     )
+
+
+async def tags_of(conn: db.Executor, link_token_id: uuid.UUID) -> dict[str, str]:
+    """The caller's tags on a link token (copied onto the account it connects)."""
+    options = await conn.fetchval("SELECT options FROM link_tokens WHERE id = $1", link_token_id)
+    if options is None:
+        return {}
+    return dict(link_token_pb2.LinkToken.FromString(bytes(options)).tags)

@@ -10,6 +10,7 @@ order — the relay publishes by id and per-account order holds.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 
@@ -43,8 +44,9 @@ ALL_EVENTS: tuple[str, ...] = (
 )
 
 
+# Reserves the sequences and reads the account's tags (copied onto every event) in one statement.
 _RESERVE = """
-UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2
+UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2, tags
 """
 # Inserts the events ($1 ids, $2 topics, $3 names, $6 sequences, $7 payloads of account $5 in
 # workspace $4) in sequence order, so outbox ids follow the sequences.
@@ -81,13 +83,16 @@ class Events:
         workspace_id: uuid.UUID,
         account_id: uuid.UUID,
         locked_sequence: int | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         """`locked_sequence`: the account's event_sequence, read under a row lock the transaction
-        still holds; then `flush` needs no separate reservation."""
+        still holds; then `flush` needs no separate reservation (`tags`: the account's tags, read
+        with it)."""
         self.topic_prefix = topic_prefix
         self.workspace_id = workspace_id
         self.account_id = account_id
         self.locked_sequence = locked_sequence
+        self.tags = tags
         self.pending: list[event_pb2.Event] = []
 
     def add(
@@ -110,12 +115,16 @@ class Events:
             return
         events, self.pending = self.pending, []
         base = self.locked_sequence
+        tags = self.tags
         if base is None:
-            base = await conn.fetchval(_RESERVE, self.account_id, len(events))
-            if base is None:
+            reserved = await conn.fetchrow(_RESERVE, self.account_id, len(events))
+            if reserved is None:
                 raise LookupError(f"account {self.account_id} vanished while appending events")
+            base, tags = reserved[0], json.loads(reserved["tags"])
         for offset, event in enumerate(events, start=1):
             event.sequence = base + offset
+            if tags:
+                event.tags.update(tags)
         args = (
             [uuid.UUID(e.event_id) for e in events],
             [self.topic_prefix + e.event for e in events],

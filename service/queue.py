@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 import uuid
 from collections.abc import Sequence
 
@@ -61,7 +62,7 @@ IN_FLIGHT = f"({Q}, {R}, {P})"  # not final yet
 COLUMNS = (
     "id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,"
     " status, outcome, error_type, error_code, error_message, params, attempts, created_at, completed_at,"
-    " api_version"
+    " api_version, tags, scheduled"
 )
 
 # Inserts a job, wakes the workers (at commit) and returns the row: one round trip. A held job
@@ -69,22 +70,27 @@ COLUMNS = (
 _ENQUEUE = f"""
 WITH job AS (
   INSERT INTO jobs (id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin,
-    platform_id, params, params_sealed, api_version, run_at)
+    platform_id, params, params_sealed, api_version, run_at, tags)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END)
+          CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END,
+          (SELECT tags FROM accounts WHERE id = $3))
+  {{conflict}}
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-# Scheduled refreshes (service/monitoring), many in one statement, with the account's tags; one
-# wake-up for all of them.
+# Refreshes in flight: one per account and job type at most (unique partial index, migration 0120).
+REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
+_ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
+_IN_FLIGHT_REFRESH = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {REFRESH_IN_FLIGHT}"
+# Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
 WITH job AS (
-  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, api_version,
-                    tags, scheduled)
-  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, '', t, true
+  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, tags, scheduled)
+  SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, t, true
   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
-  RETURNING 1)
-SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS queued
+  {_ONE_REFRESH}
+  RETURNING id)
+SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
 _RELEASE_HELD = f"""
 WITH released AS (
@@ -116,7 +122,8 @@ WHERE locked_by = $1 AND status = {R}
 _LOCK_FOR_OUTCOME = """
 SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
        j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
-       a.end_user_id, a.monitoring_status, a.connected, a.event_sequence
+       j.scheduled, a.end_user_id, a.monitoring_status, a.connected, a.event_sequence, a.tags,
+       a.refresh_failures
 FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
 """
 _UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
@@ -211,11 +218,15 @@ class LockedJob:
     monitoring_status: str
     connected: bool
     event_sequence: int
+    scheduled: bool  # queued by the monitoring schedule
+    tags: dict[str, str]  # the account's
+    refresh_failures: int  # the account's run of failed refreshes (monitoring)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LockedJob:
         fields = {f.name: row[f.name] for f in dataclasses.fields(cls)}
         fields["params"] = bytes(row["params"])
+        fields["tags"] = json.loads(row["tags"])
         fields["status"] = JobStatus(row["status"])
         return cls(**fields)
 
@@ -263,10 +274,13 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
-) -> asyncpg.Record:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
-    row = await conn.fetchrow(
-        _ENQUEUE,
+    one_refresh: bool = False,
+) -> asyncpg.Record | None:
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS).
+
+    `one_refresh`: None instead when a refresh of the account and job type is already in flight."""
+    return await conn.fetchrow(
+        _ENQUEUE.format(conflict=_ONE_REFRESH if one_refresh else ""),
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -281,29 +295,20 @@ async def enqueue(
         api_version,
         held,
     )
-    assert row is not None  # INSERT ... RETURNING always returns the row
-    return row
+
+
+async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:
+    """The refresh of this account and job type in flight (COLUMNS), if any."""
+    return await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
 
 
 async def enqueue_scheduled(
-    conn: db.Conn,
-    job_ids: Sequence[uuid.UUID],
-    workspace_ids: Sequence[uuid.UUID],
-    account_ids: Sequence[uuid.UUID],
-    names: Sequence[int],
-    platform_ids: Sequence[str],
-    tags: Sequence[object],
-) -> None:
-    """Queues scheduled refresh jobs (one per index of the lists; each its own batch), one statement."""
-    await conn.execute(
-        _ENQUEUE_SCHEDULED,
-        list(job_ids),
-        list(workspace_ids),
-        list(account_ids),
-        list(names),
-        list(platform_ids),
-        list(tags),
-    )
+    conn: db.Conn, job_ids: list[uuid.UUID], rows: Sequence[asyncpg.Record]
+) -> list[uuid.UUID]:
+    """Queues scheduled refreshes (`rows`: workspace_id, account_id, name, platform_id, tags) in one
+    statement; returns the ids queued (a refresh already in flight keeps its place)."""
+    columns = [[r[c] for r in rows] for c in ("workspace_id", "account_id", "name", "platform_id", "tags")]
+    return list(await conn.fetchval(_ENQUEUE_SCHEDULED, job_ids, *columns) or [])
 
 
 async def release_held(conn: db.Conn, batch_id: uuid.UUID) -> None:

@@ -16,6 +16,7 @@ from service.deps import Deps
 from service.drivers.registry import default_registry
 from service.erasure import Sweeper
 from service.health_monitor import HealthMonitor
+from service.monitoring.scheduler import Scheduler
 from service.relay import Relay
 from service.sampler import Sampler
 from service.vault import KeyRing, Vault
@@ -46,6 +47,7 @@ class Running:
     deps: Deps
     api: ApiServer | None = None
     worker: Worker | None = None
+    scheduler: Scheduler | None = None  # monitoring: queues due scheduled refreshes (with workers)
     relay: Relay | None = None
     privacy: tuple[AuditExporter, Sweeper] | None = None
     monitor: HealthMonitor | None = None
@@ -59,6 +61,8 @@ class Running:
                 helper.stop()
         if self.api:
             await self.api.stop(grace, self.deps.settings.shutdown_drain_seconds)
+        if self.scheduler:
+            self.scheduler.stop()
         if self.worker:
             self.worker.stop()
         if self.relay:
@@ -96,6 +100,9 @@ async def start(
     if worker:
         running.worker = Worker(deps)
         running.tasks.append(asyncio.create_task(running.worker.run(), name="worker"))
+        if settings.monitoring_scheduler:
+            running.scheduler = Scheduler(deps)
+            running.tasks.append(asyncio.create_task(running.scheduler.run(), name="scheduler"))
     if relay:
         running.relay = Relay(settings, deps.pool)
         running.tasks.append(asyncio.create_task(running.relay.run(), name="relay"))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-from paylink.v1 import account_pb2, sandbox_pb2
+from paylink.v1 import account_pb2, common_pb2, data_pb2, sandbox_pb2
 
-from service import accounts, db, errors, uow
+from service import accounts, db, errors, uow, validation
 from service.context import CallContext
 from service.deps import Deps
+from service.drivers import sandbox_profile
 from service.drivers.base import AccessGrant
 from service.drivers.sandbox import Grant, SandboxDriver
+from service.monitoring import controls as monitoring_controls
 
 
 def check_sandbox(call: CallContext) -> None:
@@ -72,3 +74,58 @@ async def _sandbox_grant(
     if grant is None:
         raise errors.failed_precondition("ACCOUNT_DISCONNECTED", "the account has no stored credentials")
     return driver, AccessGrant(grant)
+
+
+async def advance_clock(
+    deps: Deps, call: CallContext, request: sandbox_pb2.AdvanceClockRequest
+) -> sandbox_pb2.AdvanceClockResponse:
+    """Moves the account's sandbox clock (its platform data ages) and its monitoring schedule."""
+    check_sandbox(call)
+    if not 1 <= request.days <= 3650:
+        raise errors.invalid_field("days", "must be between 1 and 3650")
+    async with uow.begin(deps) as work:
+        row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
+        driver, grant = await _sandbox_grant(deps, work.conn, row)
+        new_grant, total = driver.advance_clock(grant, request.days)
+        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await monitoring_controls.advance(work, row["id"], request.days)
+        updated = await accounts.fetch(work.conn, call.workspace.id, request.account_id, data_times=True)
+        return sandbox_pb2.AdvanceClockResponse(
+            days_advanced=total,
+            platform_date=sandbox_profile.platform_date(total).isoformat(),
+            account=accounts.to_proto(updated, deps.drivers),
+        )
+
+
+async def trigger_refreshes(
+    deps: Deps, call: CallContext, request: sandbox_pb2.TriggerRefreshesRequest
+) -> sandbox_pb2.TriggerRefreshesResponse:
+    check_sandbox(call)
+    job_ids = await monitoring_controls.trigger(deps, call, request.account_id, list(request.names))
+    return sandbox_pb2.TriggerRefreshesResponse(job_ids=[str(i) for i in job_ids])
+
+
+async def change_allocation(
+    deps: Deps, call: CallContext, request: sandbox_pb2.ChangeAllocationRequest
+) -> sandbox_pb2.ChangeAllocationResponse:
+    """The user moves the whole pay to another bank account at the platform, outside paylink."""
+    check_sandbox(call)
+    v = errors.Violations()
+    if not request.HasField("target"):
+        v.add("target", "is required")
+    else:
+        validation.deposit_target(v, "target", request.target)
+    v.raise_if_any()
+    target = data_pb2.DepositTarget(
+        name=request.target.name
+        or ("Checking" if request.target.type == common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING else "Savings"),
+        type=request.target.type,
+        routing_number=request.target.routing_number,
+        account_number_last_four=request.target.account_number[-4:],
+    )
+    async with uow.begin(deps) as work:
+        row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
+        driver, grant = await _sandbox_grant(deps, work.conn, row)
+        new_grant, shown = driver.change_allocation(grant, target)
+        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+    return sandbox_pb2.ChangeAllocationResponse(allocations=shown)

@@ -31,12 +31,15 @@ class UnitOfWork:
         self.conn = conn
         self._events: dict[uuid.UUID, outbox.Events] = {}
 
-    def account_locked(self, workspace_id: uuid.UUID, account_id: uuid.UUID, sequence: int) -> None:
-        """Declares that this transaction holds the account row lock and read its event_sequence:
-        its events then go in without a separate sequence reservation."""
+    def account_locked(
+        self, workspace_id: uuid.UUID, account_id: uuid.UUID, sequence: int, tags: dict[str, str]
+    ) -> None:
+        """Declares that this transaction holds the account row lock and read its event_sequence
+        and tags: its events then go in without a separate sequence reservation."""
         events = self._for(workspace_id, account_id)
         if not events.pending:
             events.locked_sequence = sequence
+            events.tags = tags
 
     def emit(
         self,

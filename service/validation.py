@@ -133,6 +133,11 @@ def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> N
         v.add(f"{field}.account_number_last_four", "is output only")
 
 
+def deposit_target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
+    """A bank account given in full (type, ABA routing number, 5-17 digit account number)."""
+    _target(v, field, target)
+
+
 def masked_allocation(alloc: common_pb2.Allocation) -> common_pb2.Allocation:
     """A copy without full account numbers (last four only)."""
     out = common_pb2.Allocation()

@@ -209,7 +209,7 @@ class Worker:
         if job.attempts < settings.job_max_attempts:
             delay = backoff(job.attempts, settings.job_retry_base_seconds, settings.job_retry_max_seconds)
             return Retry(delay, code, message)
-        return Failure(code, message, common_pb2.JOB_ERROR_TYPE_SYSTEM if system else 0)
+        return Failure(code, message, common_pb2.JOB_ERROR_TYPE_SYSTEM if system else 0, transient=True)
 
     async def _run(self, job: ClaimedJob) -> Outcome:
         deps = self.deps

@@ -36,6 +36,7 @@ def settings(database_url: str) -> Settings:
             "sandbox_slow_latency_seconds": 0.5,
             "worker_poll_seconds": 0.5,
             "relay_poll_seconds": 0.5,
+            "monitoring_tick_seconds": 0.5,
             "shutdown_grace_seconds": 2.0,
         }
     )

@@ -27,3 +27,18 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         self, request: sandbox_pb2.AddPaystubRequest, ctx: context.Ctx
     ) -> sandbox_pb2.AddPaystubResponse:
         return await sandbox_controls.add_paystub(self.deps, context.current(), request)
+
+    async def AdvanceClock(  # noqa: N802
+        self, request: sandbox_pb2.AdvanceClockRequest, ctx: context.Ctx
+    ) -> sandbox_pb2.AdvanceClockResponse:
+        return await sandbox_controls.advance_clock(self.deps, context.current(), request)
+
+    async def TriggerRefreshes(  # noqa: N802
+        self, request: sandbox_pb2.TriggerRefreshesRequest, ctx: context.Ctx
+    ) -> sandbox_pb2.TriggerRefreshesResponse:
+        return await sandbox_controls.trigger_refreshes(self.deps, context.current(), request)
+
+    async def ChangeAllocation(  # noqa: N802
+        self, request: sandbox_pb2.ChangeAllocationRequest, ctx: context.Ctx
+    ) -> sandbox_pb2.ChangeAllocationResponse:
+        return await sandbox_controls.change_allocation(self.deps, context.current(), request)

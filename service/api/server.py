@@ -18,6 +18,8 @@ from paylink.v1 import (
     link_pb2_grpc,
     link_token_pb2,
     link_token_pb2_grpc,
+    monitoring_pb2,
+    monitoring_pb2_grpc,
     sandbox_pb2,
     sandbox_pb2_grpc,
 )
@@ -28,6 +30,7 @@ from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
+from service.api.monitoring_api import MonitoringServicer
 from service.api.reflection import add_reflection
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
@@ -39,6 +42,7 @@ SERVICE_NAMES = (
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+    monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
 )
 
@@ -64,6 +68,7 @@ class ApiServer:
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
+        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(deps), self.server)
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # Reflection serves the .proto files with their comments (grpcurl describe shows them).

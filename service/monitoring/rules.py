@@ -69,15 +69,6 @@ def next_due(now: dt.datetime, cadence: dt.timedelta, rng: random.Random) -> dt.
     return now + cadence * rng.uniform(*NEXT_SPREAD)
 
 
-def retry_later(now: dt.datetime, rng: random.Random) -> dt.datetime:
-    """A due refresh that its platform's concurrency bound held back: try again in about a minute.
-
-    Moving it (rather than leaving it due) keeps the due query from returning the same held-back rows
-    first on every tick while other platforms' rows wait behind them.
-    """
-    return now + dt.timedelta(seconds=rng.uniform(30, 90))
-
-
 def next_budget_day(now: dt.datetime, rng: random.Random) -> dt.datetime:
     """A due refresh over its platform's daily budget: some time in the first hour of the next UTC day."""
     midnight = dt.datetime.combine(now.astimezone(dt.UTC).date() + DAY, dt.time(), dt.UTC)
@@ -106,7 +97,7 @@ class Allotment:
     """What to do with each due row of one claim."""
 
     run: list[Due]
-    busy: list[Due]  # platform at its concurrency bound: retry in a minute
+    busy: list[Due]  # platform at its concurrency bound: stays due for a later claim
     over_budget: list[Due]  # platform's daily budget spent: tomorrow
 
 

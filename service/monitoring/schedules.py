@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 import asyncpg
+from paylink.v1 import account_pb2
 
 from service import db, ids, queue
 from service.monitoring import rules
 
 _rng = random.SystemRandom()
 
-IN_FLIGHT = queue.IN_FLIGHT
 
 # `active` recomputed from the account, its switch and its workspace's switch (one statement).
 _SYNC = """
@@ -41,13 +41,16 @@ FROM accounts a
 WHERE s.workspace_id = $1 AND s.account_id = a.id
 """
 
-# Due rows, oldest first, locked so that concurrent schedulers take disjoint sets.
+# Due rows, oldest first, locked so that concurrent schedulers take disjoint sets. The account row
+# is key-share locked too (the jobs' foreign key needs that lock anyway), skipping accounts that
+# another transaction is changing: everything else that touches schedules locks the account first
+# and its schedule rows second, so a claim never waits in the opposite order (no deadlock).
 _DUE = """
 SELECT s.account_id, s.name, s.platform_id, s.workspace_id, s.cadence, a.tags
 FROM refresh_schedules s JOIN accounts a ON a.id = s.account_id
-WHERE s.active AND s.next_refresh_at <= now() {account}
+WHERE s.active AND s.next_refresh_at <= now() AND s.platform_id <> ALL($2::text[]) {account}
 ORDER BY s.next_refresh_at LIMIT $1
-FOR UPDATE OF s SKIP LOCKED
+FOR UPDATE OF s SKIP LOCKED FOR KEY SHARE OF a SKIP LOCKED
 """
 # One budget row per platform and day, locked (in platform order: no deadlock between schedulers).
 _BUDGET = """
@@ -56,17 +59,16 @@ SELECT p, $2 FROM unnest($1::text[]) AS p ORDER BY p
 ON CONFLICT (platform_id, day) DO UPDATE SET used = platform_refresh_budget.used
 RETURNING platform_id, used
 """
-_IN_FLIGHT_PER_PLATFORM = f"""
-SELECT platform_id, count(*) AS n FROM jobs
-WHERE origin = 2 AND status IN {IN_FLIGHT} AND platform_id = ANY($1::text[])
-GROUP BY platform_id
-"""
-# Due rows whose account and job type already have a refresh in flight: that one covers them.
-_RUNNING_ALREADY = f"""
+# Refreshes in flight, per platform (the concurrency bound) and for these due rows (one in flight):
+# both read only the small partial index of unfinished refreshes.
+_REFRESHES_PER_PLATFORM = (
+    f"SELECT platform_id, count(*) AS n FROM jobs WHERE {queue.REFRESH_IN_FLIGHT} GROUP BY platform_id"
+)
+_REFRESHES_OF = f"""
 SELECT DISTINCT j.account_id, j.name FROM jobs j
 JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
   ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
-WHERE j.origin = 2 AND j.status IN {IN_FLIGHT}
+WHERE j.{queue.REFRESH_IN_FLIGHT.replace(" AND status", " AND j.status")}
 """
 _SPEND = """
 UPDATE platform_refresh_budget b SET used = used + u.n
@@ -98,6 +100,28 @@ class Claimed:
     busy: int  # held back by a platform's concurrency bound
     over_budget: int  # held back by a platform's daily budget
     covered: int  # already had a refresh in flight
+
+
+# The account's schedule, for `accounts` reads that build an Account message (one array per column).
+READ_COLUMNS = "".join(
+    f", array(SELECT {column} FROM refresh_schedules s WHERE s.account_id = accounts.id ORDER BY name) AS {alias}"
+    for column, alias in (
+        ("name", "s_names"),
+        ("cadence", "s_cadences"),
+        ("next_refresh_at", "s_next"),
+        ("active", "s_active"),
+    )
+)
+
+
+def to_proto(account: account_pb2.Account, row: asyncpg.Record) -> None:
+    """Fills Account.schedules from a row read with READ_COLUMNS."""
+    for name, cadence, next_at, active in zip(
+        row["s_names"], row["s_cadences"], row["s_next"], row["s_active"], strict=True
+    ):
+        entry = account.schedules.add(name=name, active=active)
+        entry.cadence.FromTimedelta(cadence)
+        entry.next_refresh_at.FromDatetime(next_at)
 
 
 async def settings_of(conn: db.Executor, workspace_id: uuid.UUID) -> tuple[bool, dict[int, dt.timedelta]]:
@@ -223,10 +247,10 @@ async def advance(conn: db.Conn, account_id: uuid.UUID, by: dt.timedelta) -> Non
 
 
 async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -> None:
-    """Makes an account's schedules (all, or `names`) due now."""
+    """Makes an account's active schedules (all, or `names`) due now."""
     await conn.execute(
         "UPDATE refresh_schedules SET next_refresh_at = least(next_refresh_at, now())"
-        " WHERE account_id = $1 AND (cardinality($2::smallint[]) = 0 OR name = ANY($2::smallint[]))",
+        " WHERE account_id = $1 AND active AND (cardinality($2::smallint[]) = 0 OR name = ANY($2::smallint[]))",
         account_id,
         list(names),
     )
@@ -237,31 +261,30 @@ async def make_due(conn: db.Conn, account_id: uuid.UUID, names: Sequence[int]) -
 async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None = None) -> Claimed:
     """Claims due refreshes and queues them, in the caller's transaction.
 
-    Due rows are locked with SKIP LOCKED (concurrent schedulers take disjoint rows). Each platform's
-    budget row is locked next, which serializes the accounting of concurrent claims per platform;
-    then rows are split by the platform's concurrency bound and daily budget (`rules.allot`). Rows
-    run now get a job and their next due date; rows held back move a minute (busy) or to the next
-    day (budget), so they never clog the head of the due query. A row whose account and job type
-    already has a refresh in flight moves on to its next due date: that refresh covers it.
+    Due rows of platforms below their concurrency bound are locked with SKIP LOCKED (concurrent
+    schedulers take disjoint rows). Each platform's budget row is locked next, which serializes the
+    accounting of concurrent claims per platform; then rows are split by the platform's concurrency
+    bound and daily budget (`rules.allot`). Rows run now get a job and their next due date; rows
+    over the bound stay due for the next claim; rows over the budget move to the next day, so they
+    do not come back to the head of the due query all day. A row whose account and job type already
+    has a refresh in flight moves on to its next due date: that refresh covers it.
     """
     now = await conn.fetchval("SELECT now()")
-    where = "AND s.account_id = $2" if account_id is not None else ""
-    args: list[object] = [limits.batch] + ([account_id] if account_id is not None else [])
+    # Platforms at their bound are left out of the due query: their rows stay due, untouched, and
+    # wait for room (moving them would churn; leaving them in would clog the batch).
+    flying = {r["platform_id"]: r["n"] for r in await conn.fetch(_REFRESHES_PER_PLATFORM)}
+    full = sorted(p for p, n in flying.items() if n >= limits.platform_concurrency)
+    where = "AND s.account_id = $3" if account_id is not None else ""
+    args: list[object] = [limits.batch, full] + ([account_id] if account_id is not None else [])
     rows = await conn.fetch(_DUE.format(account=where), *args)
     if not rows:
         return Claimed([], 0, 0, 0, 0)
     platforms = sorted({r["platform_id"] for r in rows})
     day = now.astimezone(dt.UTC).date()
     used = {r["platform_id"]: r["used"] for r in await conn.fetch(_BUDGET, platforms, day)}
-    flying = {r["platform_id"]: r["n"] for r in await conn.fetch(_IN_FLIGHT_PER_PLATFORM, platforms)}
+    keys = [(r["account_id"], r["name"], r["platform_id"]) for r in rows]
     running = {
-        (r["account_id"], r["name"])
-        for r in await conn.fetch(
-            _RUNNING_ALREADY,
-            [r["account_id"] for r in rows],
-            [r["name"] for r in rows],
-            [r["platform_id"] for r in rows],
-        )
+        (r["account_id"], r["name"]) for r in await conn.fetch(_REFRESHES_OF, *zip(*keys, strict=True))
     }
     by_key = {(r["account_id"], r["name"]): r for r in rows}
     due = [
@@ -273,18 +296,12 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
     allotment = rules.allot(
         due, load, concurrency=limits.platform_concurrency, daily_budget=limits.daily_budget
     )
-    job_ids = [ids.new_id() for _ in allotment.run]
+    job_ids: list[uuid.UUID | None] = [ids.new_id() for _ in allotment.run]
     if allotment.run:
         runs = [by_key[(d.account_id, d.name)] for d in allotment.run]
-        await queue.enqueue_scheduled(
-            conn,
-            job_ids,
-            [r["workspace_id"] for r in runs],
-            [r["account_id"] for r in runs],
-            [r["name"] for r in runs],
-            [r["platform_id"] for r in runs],
-            [r["tags"] for r in runs],
-        )
+        # A CreateJob refresh that started since the in-flight check keeps its place (one in flight).
+        queued = set(await queue.enqueue_scheduled(conn, [i for i in job_ids if i is not None], runs))
+        job_ids = [i if i in queued else None for i in job_ids]
         started = rules.started_per_platform(allotment.run)
         await conn.execute(_SPEND, list(started), list(started.values()), day)
     moves: list[tuple[uuid.UUID, int, dt.datetime, uuid.UUID | None]] = []
@@ -293,7 +310,7 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
         moves.append((d.account_id, d.name, rules.next_due(now, cadence, _rng), job_id))
     for key in running:
         moves.append((key[0], key[1], rules.next_due(now, by_key[key]["cadence"], _rng), None))
-    moves += [(d.account_id, d.name, rules.retry_later(now, _rng), None) for d in allotment.busy]
+    # Busy rows (over the bound within this batch) stay due: the next claim takes them when there is room.
     moves += [(d.account_id, d.name, rules.next_budget_day(now, _rng), None) for d in allotment.over_budget]
     await conn.execute(
         _MOVE,
@@ -302,4 +319,10 @@ async def claim(conn: db.Conn, limits: Limits, *, account_id: uuid.UUID | None =
         [m[2] for m in moves],
         [m[3] for m in moves],
     )
-    return Claimed(job_ids, len(rows), len(allotment.busy), len(allotment.over_budget), len(running))
+    return Claimed(
+        [i for i in job_ids if i is not None],
+        len(rows),
+        len(allotment.busy),
+        len(allotment.over_budget),
+        len(running),
+    )

@@ -104,18 +104,23 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
             workspace,
             uuid.uuid4(),
         )
-        for run_at, status in (
-            ("now() - interval '40 seconds'", "queued"),
-            ("now() + interval '1 hour'", "pending"),
-            ("now()", "running"),
+        # Three refreshes of different job types (one refresh per account and job type is in flight).
+        for name, (run_at, status) in enumerate(
+            (
+                ("now() - interval '40 seconds'", "queued"),
+                ("now() + interval '1 hour'", "pending"),
+                ("now()", "running"),
+            ),
+            start=1,
         ):
             await conn.execute(
                 "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params,"
-                f" status, run_at) VALUES ($1, $2, $3, $1, 1, 2, 'sandbox_adp', '', $4, {run_at})",
+                f" status, run_at) VALUES ($1, $2, $3, $1, $5, 2, 'sandbox_adp', '', $4, {run_at})",
                 uuid.uuid4(),
                 workspace,
                 account,
                 status,
+                name,
             )
         for sequence, age in ((1, 30), (2, 5)):
             await conn.execute(

@@ -27,6 +27,7 @@ from paylink.v1 import (
     job_pb2,
     link_pb2,
     link_token_pb2,
+    monitoring_pb2,
     sandbox_pb2,
 )
 
@@ -45,7 +46,7 @@ ALLOWED = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,  # rate limits answer with RetryInfo
 }
-FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2, catalog_pb2)
+FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2, monitoring_pb2, catalog_pb2)
 METHODS: list[MethodDescriptor] = [
     method for f in FILES for service in f.DESCRIPTOR.services_by_name.values() for method in service.methods
 ]
@@ -215,7 +216,10 @@ def _mutated(base: Message, known: list[str]) -> st.SearchStrategy[Message]:
                 setattr(out, name, getattr(noise, name))
         return out
 
-    return st.tuples(st.sets(st.sampled_from(names), max_size=2), _message(descriptor, known)).map(merge)
+    chosen = (
+        st.sets(st.sampled_from(names), max_size=2) if names else st.just(set[str]())
+    )  # a request may have no fields
+    return st.tuples(chosen, _message(descriptor, known)).map(merge)
 
 
 def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
@@ -346,6 +350,20 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         sandbox_pb2.SetMonitoringStatusRequest(account_id=account_id, status=c.MONITORING_STATUS_DEGRADED),
         sandbox_pb2.ExpireCredentialsRequest(account_id=spare.account_id),
         sandbox_pb2.AddPaystubRequest(account_id=account_id),
+        sandbox_pb2.AdvanceClockRequest(account_id=account_id, days=14),
+        sandbox_pb2.TriggerRefreshesRequest(account_id=account_id, names=[c.JOB_NAME_PAYSTUBS]),
+        sandbox_pb2.ChangeAllocationRequest(
+            account_id=account_id,
+            target=c.AllocationTarget(
+                type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="011000015", account_number="5550001234"
+            ),
+        ),
+        monitoring_pb2.EnableMonitoringRequest(account_id=account_id),
+        monitoring_pb2.DisableMonitoringRequest(account_id=account_id),
+        monitoring_pb2.GetMonitoringSettingsRequest(),
+        monitoring_pb2.UpdateMonitoringSettingsRequest(
+            enabled=True, cadences=[monitoring_pb2.RefreshCadence(name=c.JOB_NAME_INCOME)]
+        ),
         catalog_pb2.ListPlatformsRequest(query="pay", supported_jobs=[c.JOB_NAME_SHIFTS], page_size=2),
         catalog_pb2.GetPlatformRequest(platform_id="sandbox_gig"),
         catalog_pb2.SearchEmployersRequest(query="logistics inc", platform_id="sandbox_adp", page_size=2),

@@ -84,7 +84,9 @@ async def test_due_query_reads_the_partial_index(conn: asyncpg.Connection) -> No
         await _seed(conn, 20_000, due_in="1 day")  # nothing due
         await _seed(conn, 5)
         await conn.execute("ANALYZE refresh_schedules")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + schedules._DUE.format(account=""), 500))
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + schedules._DUE.format(account=""), 500, [])
+        )
         assert "refresh_schedules_due" in plan, plan
         assert "Seq Scan on refresh_schedules" not in plan, plan
         claimed = await schedules.claim(conn, LIMITS)
@@ -147,16 +149,26 @@ async def test_platform_concurrency_and_daily_budget(conn: asyncpg.Connection) -
         )
         assert (len(claimed.job_ids), claimed.busy) == (10, 4)
         held = await conn.fetchval(
-            "SELECT count(*) FROM refresh_schedules WHERE platform_id = 'plat_busy'"
-            " AND next_refresh_at BETWEEN now() + interval '29 seconds' AND now() + interval '91 seconds'"
+            "SELECT count(*) FROM refresh_schedules WHERE platform_id = 'plat_busy' AND next_refresh_at <= now()"
         )
-        assert held == 4
+        assert held == 4  # still due, untouched
+        # The platform is at its bound now: the next claim leaves its rows alone.
+        again = await schedules.claim(
+            conn, schedules.Limits(batch=100, platform_concurrency=6, daily_budget=0)
+        )
+        assert (again.due, again.job_ids) == (0, [])
         # The budget: 3 a day for a fresh platform.
         await _seed(conn, 5, platform="plat_budget")
         budget = await schedules.claim(
             conn, schedules.Limits(batch=100, platform_concurrency=100, daily_budget=3)
         )
-        assert (len(budget.job_ids), budget.over_budget) == (3, 2)
+        # plat_budget: 3 run, 2 wait for tomorrow; plat_busy's 4 still-due rows are over 3 as well.
+        assert (len(budget.job_ids), budget.over_budget) == (3, 6)
+        tomorrow = await conn.fetch(
+            "SELECT platform_id, count(*) AS n FROM refresh_schedules WHERE last_job_id IS NULL"
+            " AND next_refresh_at > now() AND platform_id IN ('plat_budget', 'plat_busy') GROUP BY 1 ORDER BY 1"
+        )
+        assert [(r["platform_id"], r["n"]) for r in tomorrow] == [("plat_budget", 2), ("plat_busy", 4)]
         used = await conn.fetchval(
             "SELECT used FROM platform_refresh_budget WHERE platform_id = 'plat_budget' AND day = current_date"
         )

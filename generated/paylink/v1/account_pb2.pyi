@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -96,6 +97,26 @@ class Account(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     END_USER_ID_FIELD_NUMBER: _builtins.int
     PLATFORM_ID_FIELD_NUMBER: _builtins.int
@@ -106,6 +127,10 @@ class Account(_message.Message):
     MONITORING_STATUS_FIELD_NUMBER: _builtins.int
     DATA_REFRESHED_AT_FIELD_NUMBER: _builtins.int
     DATA_UPDATED_AT_FIELD_NUMBER: _builtins.int
+    REFRESHED_AT_FIELD_NUMBER: _builtins.int
+    MONITORING_ENABLED_FIELD_NUMBER: _builtins.int
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID of the account."""
     end_user_id: _builtins.str
@@ -120,6 +145,10 @@ class Account(_message.Message):
     """False once disconnected."""
     monitoring_status: _common_pb2.MonitoringStatus.ValueType
     """Whether paylink can still reach the account without the user."""
+    monitoring_enabled: _builtins.bool
+    """Whether scheduled refreshes are on for this account (MonitoringService.DisableMonitoring turns
+    them off).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the account was created."""
@@ -131,6 +160,18 @@ class Account(_message.Message):
     @_builtins.property
     def data_updated_at(self) -> Global___JobTimestamps:
         """When each data type last changed."""
+
+    @_builtins.property
+    def refreshed_at(self) -> _timestamp_pb2.Timestamp:
+        """When any data type was last fetched successfully (the latest of data_refreshed_at)."""
+
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefreshSchedule]:
+        """The monitoring schedule: one entry per data job type the platform supports."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels copied from the link token that created the account."""
 
     def __init__(
         self,
@@ -145,14 +186,60 @@ class Account(_message.Message):
         monitoring_status: _common_pb2.MonitoringStatus.ValueType = ...,
         data_refreshed_at: Global___JobTimestamps | None = ...,
         data_updated_at: Global___JobTimestamps | None = ...,
+        refreshed_at: _timestamp_pb2.Timestamp | None = ...,
+        monitoring_enabled: _builtins.bool = ...,
+        schedules: _abc.Iterable[Global___RefreshSchedule] | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data_refreshed_at", b"data_refreshed_at", "data_updated_at", b"data_updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data_refreshed_at", b"data_refreshed_at", "data_updated_at", b"data_updated_at", "refreshed_at", b"refreshed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "created_at", b"created_at", "data_refreshed_at", b"data_refreshed_at", "data_updated_at", b"data_updated_at", "end_user_id", b"end_user_id", "id", b"id", "link_token_id", b"link_token_id", "monitoring_status", b"monitoring_status", "platform_id", b"platform_id", "platform_name", b"platform_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "created_at", b"created_at", "data_refreshed_at", b"data_refreshed_at", "data_updated_at", b"data_updated_at", "end_user_id", b"end_user_id", "id", b"id", "link_token_id", b"link_token_id", "monitoring_enabled", b"monitoring_enabled", "monitoring_status", b"monitoring_status", "platform_id", b"platform_id", "platform_name", b"platform_name", "refreshed_at", b"refreshed_at", "schedules", b"schedules", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class RefreshSchedule(_message.Message):
+    """RefreshSchedule is when one data job type of an account is refreshed next."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CADENCE_FIELD_NUMBER: _builtins.int
+    NEXT_REFRESH_AT_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    name: _common_pb2.JobName.ValueType
+    """The data job type."""
+    active: _builtins.bool
+    """False while refreshes are paused: monitoring disabled (account or workspace), the user must act,
+    or the account is disconnected.
+    """
+    @_builtins.property
+    def cadence(self) -> _duration_pb2.Duration:
+        """Time between two scheduled refreshes."""
+
+    @_builtins.property
+    def next_refresh_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next scheduled refresh is due. Refreshes are spread with jitter, so this is the
+        earliest time; a busy or rate-limited platform can delay it.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _common_pb2.JobName.ValueType = ...,
+        cadence: _duration_pb2.Duration | None = ...,
+        next_refresh_at: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cadence", b"cadence", "next_refresh_at", b"next_refresh_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "cadence", b"cadence", "name", b"name", "next_refresh_at", b"next_refresh_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefreshSchedule: _TypeAlias = RefreshSchedule  # noqa: Y015
 
 @_typing.final
 class GetAccountRequest(_message.Message):
@@ -185,24 +272,34 @@ class ListAccountsRequest(_message.Message):
     END_USER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    MONITORING_STATUS_FIELD_NUMBER: _builtins.int
     end_user_id: _builtins.str
     """Only accounts of this end user. Optional."""
     page_size: _builtins.int
     """Page size, 1 to 100; 0 means 25."""
     page_token: _builtins.str
     """next_page_token of the previous page, with the same filters."""
+    connected: _builtins.bool
+    """Only connected (true) or disconnected (false) accounts; all when not sent."""
+    monitoring_status: _common_pb2.MonitoringStatus.ValueType
+    """Only accounts with this monitoring status; all when UNSPECIFIED."""
     def __init__(
         self,
         *,
         end_user_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        connected: _builtins.bool | None = ...,
+        monitoring_status: _common_pb2.MonitoringStatus.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_connected", b"_connected", "connected", b"connected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_user_id", b"end_user_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_connected", b"_connected", "connected", b"connected", "end_user_id", b"end_user_id", "monitoring_status", b"monitoring_status", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__connected: _TypeAlias = _typing.Literal["connected"]  # noqa: Y015
+    _WhichOneofArgType__connected: _TypeAlias = _typing.Literal["_connected", b"_connected"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__connected) -> _WhichOneofReturnType__connected | None: ...
 
 Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
 

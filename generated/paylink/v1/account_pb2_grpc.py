@@ -95,7 +95,8 @@ class AccountServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListAccounts(self, request, context):
-        """Lists accounts, newest first, optionally for one end user.
+        """Lists accounts, newest first, optionally for one end user, by connection or by monitoring
+        status (e.g. every account whose user must act).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

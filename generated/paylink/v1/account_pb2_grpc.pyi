@@ -37,7 +37,9 @@ class AccountServiceStub:
     GetAccount: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetAccountRequest, _account_pb2.Account]
     """Returns an account. NOT_FOUND if it is not in the caller's workspace."""
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListAccountsRequest, _account_pb2.ListAccountsResponse]
-    """Lists accounts, newest first, optionally for one end user."""
+    """Lists accounts, newest first, optionally for one end user, by connection or by monitoring
+    status (e.g. every account whose user must act).
+    """
     DisconnectAccount: _grpc.UnaryUnaryMultiCallable[_account_pb2.DisconnectAccountRequest, _account_pb2.Account]
     """Disconnects an account: erases stored credentials, sets connected=false and
     monitoring_status=CUSTOMER_DISABLED. Idempotent; stored data stays readable.
@@ -63,7 +65,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     GetAccount: _aio.UnaryUnaryMultiCallable[_account_pb2.GetAccountRequest, _account_pb2.Account]  # type: ignore[assignment]
     """Returns an account. NOT_FOUND if it is not in the caller's workspace."""
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_pb2.ListAccountsRequest, _account_pb2.ListAccountsResponse]  # type: ignore[assignment]
-    """Lists accounts, newest first, optionally for one end user."""
+    """Lists accounts, newest first, optionally for one end user, by connection or by monitoring
+    status (e.g. every account whose user must act).
+    """
     DisconnectAccount: _aio.UnaryUnaryMultiCallable[_account_pb2.DisconnectAccountRequest, _account_pb2.Account]  # type: ignore[assignment]
     """Disconnects an account: erases stored credentials, sets connected=false and
     monitoring_status=CUSTOMER_DISABLED. Idempotent; stored data stays readable.
@@ -98,7 +102,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _account_pb2.ListAccountsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_account_pb2.ListAccountsResponse, _abc.Awaitable[_account_pb2.ListAccountsResponse]]:
-        """Lists accounts, newest first, optionally for one end user."""
+        """Lists accounts, newest first, optionally for one end user, by connection or by monitoring
+        status (e.g. every account whose user must act).
+        """
 
     @_abc_1.abstractmethod
     def DisconnectAccount(

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paylink.v1 import common_pb2 as _common_pb2
+from paylink.v1 import data_pb2 as _data_pb2
 from paylink.v1 import privacy_pb2 as _privacy_pb2
 import builtins as _builtins
 import sys
@@ -30,6 +31,26 @@ class Event(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     EVENT_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
@@ -37,6 +58,7 @@ class Event(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     ACCOUNT_ADDED_FIELD_NUMBER: _builtins.int
     MONITORING_STATUS_UPDATED_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
@@ -60,6 +82,10 @@ class Event(_message.Message):
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the change happened."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels of the account, copied from the link token that created it."""
 
     @_builtins.property
     def account_added(self) -> Global___AccountAddedPayload:
@@ -99,6 +125,7 @@ class Event(_message.Message):
         sequence: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         api_version: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         account_added: Global___AccountAddedPayload | None = ...,
         monitoring_status_updated: Global___MonitoringStatusUpdatedPayload | None = ...,
         job: Global___JobEventPayload | None = ...,
@@ -108,7 +135,7 @@ class Event(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "sequence", b"sequence", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "sequence", b"sequence", "tags", b"tags", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_added", "monitoring_status_updated", "job", "link_session_completed", "end_user_erased", "audit_recorded"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
@@ -226,6 +253,7 @@ class JobEventPayload(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     LINK_SESSION_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """UUID of the job."""
     account_id: _builtins.str
@@ -258,6 +286,12 @@ class JobEventPayload(_message.Message):
     def params(self) -> _common_pb2.JobParams:
         """Job parameters."""
 
+    @_builtins.property
+    def change(self) -> Global___DataChange:
+        """Set on the event of a scheduled (monitoring) refresh, which is published only when the data
+        changed: what changed.
+        """
+
     def __init__(
         self,
         *,
@@ -275,14 +309,63 @@ class JobEventPayload(_message.Message):
         params: _common_pb2.JobParams | None = ...,
         origin: _common_pb2.JobOrigin.ValueType = ...,
         link_session_id: _builtins.str = ...,
+        change: Global___DataChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "params", b"params", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "end_user_id", b"end_user_id", "error_code", b"error_code", "error_message", b"error_message", "error_type", b"error_type", "job_id", b"job_id", "link_session_id", b"link_session_id", "link_token_id", b"link_token_id", "name", b"name", "origin", b"origin", "outcome", b"outcome", "params", b"params", "platform_id", b"platform_id", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "change", b"change", "end_user_id", b"end_user_id", "error_code", b"error_code", "error_message", b"error_message", "error_type", b"error_type", "job_id", b"job_id", "link_session_id", b"link_session_id", "link_token_id", b"link_token_id", "name", b"name", "origin", b"origin", "outcome", b"outcome", "params", b"params", "platform_id", b"platform_id", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobEventPayload: _TypeAlias = JobEventPayload  # noqa: Y015
+
+@_typing.final
+class DataChange(_message.Message):
+    """DataChange is what a scheduled refresh found different from what paylink had stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONITORING_FIELD_NUMBER: _builtins.int
+    ADDED_PAYSTUBS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    monitoring: _builtins.bool
+    """True for a scheduled (monitoring) refresh; its event exists because the data changed."""
+    @_builtins.property
+    def added_paystubs(self) -> _containers.RepeatedCompositeFieldContainer[_data_pb2.Paystub]:
+        """For paystubs: the paystubs stored for the first time by this refresh, newest first (with
+        their paylink ids, for GetPaystub).
+        """
+
+    @_builtins.property
+    def previous_allocations(self) -> _data_pb2.DirectDepositAllocations:
+        """For direct_deposit_allocations: the allocations paylink had stored before this refresh."""
+
+    @_builtins.property
+    def allocations(self) -> _data_pb2.DirectDepositAllocations:
+        """For direct_deposit_allocations: the allocations the platform shows now."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the stored data last changed (now) and was last fetched."""
+
+    def __init__(
+        self,
+        *,
+        monitoring: _builtins.bool = ...,
+        added_paystubs: _abc.Iterable[_data_pb2.Paystub] | None = ...,
+        previous_allocations: _data_pb2.DirectDepositAllocations | None = ...,
+        allocations: _data_pb2.DirectDepositAllocations | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "previous_allocations", b"previous_allocations", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_paystubs", b"added_paystubs", "allocations", b"allocations", "monitoring", b"monitoring", "previous_allocations", b"previous_allocations", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataChange: _TypeAlias = DataChange  # noqa: Y015
 
 @_typing.final
 class SettledJob(_message.Message):

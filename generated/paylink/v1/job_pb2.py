@@ -26,23 +26,27 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14paylink/v1/job.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\"\xfd\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rlink_token_id\x18\x03 \x01(\t\x12!\n\x04name\x18\x04 \x01(\x0e\x32\x13.paylink.v1.JobName\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobStatus\x12\'\n\x07outcome\x18\x06 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\x07 \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\x08 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x15\n\rerror_message\x18\t \x01(\t\x12%\n\x06params\x18\n \x01(\x0b\x32\x15.paylink.v1.JobParams\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06origin\x18\x0e \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x17\n\x0flink_session_id\x18\x0f \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xbe\x02\n\x0fListJobsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12\"\n\x05names\x18\x03 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12%\n\x06origin\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x31\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.paylink.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe4\x01\n\x10\x43reateJobRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12,\n\x08paystubs\x18\x03 \x01(\x0b\x32\x1a.paylink.v1.PaystubsParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12(\n\x06shifts\x18\x05 \x01(\x0b\x32\x18.paylink.v1.ShiftsParams\x12-\n\ttax_forms\x18\x06 \x01(\x0b\x32\x1a.paylink.v1.TaxFormsParams2\xc5\x01\n\nJobService\x12\x34\n\x06GetJob\x12\x19.paylink.v1.GetJobRequest\x1a\x0f.paylink.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.paylink.v1.ListJobsRequest\x1a\x1c.paylink.v1.ListJobsResponse\x12:\n\tCreateJob\x12\x1c.paylink.v1.CreateJobRequest\x1a\x0f.paylink.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14paylink/v1/job.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\"\xe6\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rlink_token_id\x18\x03 \x01(\t\x12!\n\x04name\x18\x04 \x01(\x0e\x32\x13.paylink.v1.JobName\x12%\n\x06status\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobStatus\x12\'\n\x07outcome\x18\x06 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12,\n\nerror_type\x18\x07 \x01(\x0e\x32\x18.paylink.v1.JobErrorType\x12,\n\nerror_code\x18\x08 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x15\n\rerror_message\x18\t \x01(\t\x12%\n\x06params\x18\n \x01(\x0b\x32\x15.paylink.v1.JobParams\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06origin\x18\x0e \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x17\n\x0flink_session_id\x18\x0f \x01(\t\x12\'\n\x04tags\x18\x10 \x03(\x0b\x32\x19.paylink.v1.Job.TagsEntry\x12\x11\n\tscheduled\x18\x11 \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xbe\x02\n\x0fListJobsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12\"\n\x05names\x18\x03 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\x12%\n\x06origin\x18\x05 \x01(\x0e\x32\x15.paylink.v1.JobOrigin\x12\x31\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.paylink.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe4\x01\n\x10\x43reateJobRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12,\n\x08paystubs\x18\x03 \x01(\x0b\x32\x1a.paylink.v1.PaystubsParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12(\n\x06shifts\x18\x05 \x01(\x0b\x32\x18.paylink.v1.ShiftsParams\x12-\n\ttax_forms\x18\x06 \x01(\x0b\x32\x1a.paylink.v1.TaxFormsParams2\xc5\x01\n\nJobService\x12\x34\n\x06GetJob\x12\x19.paylink.v1.GetJobRequest\x1a\x0f.paylink.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.paylink.v1.ListJobsRequest\x1a\x1c.paylink.v1.ListJobsResponse\x12:\n\tCreateJob\x12\x1c.paylink.v1.CreateJobRequest\x1a\x0f.paylink.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JOB_TAGSENTRY']._loaded_options = None
+  _globals['_JOB_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_JOB']._serialized_start=95
-  _globals['_JOB']._serialized_end=604
-  _globals['_GETJOBREQUEST']._serialized_start=606
-  _globals['_GETJOBREQUEST']._serialized_end=637
-  _globals['_LISTJOBSREQUEST']._serialized_start=640
-  _globals['_LISTJOBSREQUEST']._serialized_end=958
-  _globals['_LISTJOBSRESPONSE']._serialized_start=960
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1034
-  _globals['_CREATEJOBREQUEST']._serialized_start=1037
-  _globals['_CREATEJOBREQUEST']._serialized_end=1265
-  _globals['_JOBSERVICE']._serialized_start=1268
-  _globals['_JOBSERVICE']._serialized_end=1465
+  _globals['_JOB']._serialized_end=709
+  _globals['_JOB_TAGSENTRY']._serialized_start=666
+  _globals['_JOB_TAGSENTRY']._serialized_end=709
+  _globals['_GETJOBREQUEST']._serialized_start=711
+  _globals['_GETJOBREQUEST']._serialized_end=742
+  _globals['_LISTJOBSREQUEST']._serialized_start=745
+  _globals['_LISTJOBSREQUEST']._serialized_end=1063
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1065
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1139
+  _globals['_CREATEJOBREQUEST']._serialized_start=1142
+  _globals['_CREATEJOBREQUEST']._serialized_end=1370
+  _globals['_JOBSERVICE']._serialized_start=1373
+  _globals['_JOBSERVICE']._serialized_end=1570
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,26 @@ class Job(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     LINK_TOKEN_ID_FIELD_NUMBER: _builtins.int
@@ -41,6 +61,8 @@ class Job(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     LINK_SESSION_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID of the job."""
     account_id: _builtins.str
@@ -65,6 +87,8 @@ class Job(_message.Message):
     """Link session or server-side refresh."""
     link_session_id: _builtins.str
     """The Link session that created it; empty for a server-side refresh."""
+    scheduled: _builtins.bool
+    """True for a refresh queued by the monitoring schedule (origin REFRESH, no caller)."""
     @_builtins.property
     def params(self) -> _common_pb2.JobParams:
         """Parameters (switch action and allocation; paystubs count and date range; shifts date range;
@@ -78,6 +102,10 @@ class Job(_message.Message):
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp:
         """When the job reached a final outcome; unset before."""
+
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels of the account, copied from the link token that created it."""
 
     def __init__(
         self,
@@ -97,10 +125,12 @@ class Job(_message.Message):
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         origin: _common_pb2.JobOrigin.ValueType = ...,
         link_session_id: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        scheduled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "completed_at", b"completed_at", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "error_type", b"error_type", "id", b"id", "link_session_id", b"link_session_id", "link_token_id", b"link_token_id", "name", b"name", "origin", b"origin", "outcome", b"outcome", "params", b"params", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "completed_at", b"completed_at", "created_at", b"created_at", "error_code", b"error_code", "error_message", b"error_message", "error_type", b"error_type", "id", b"id", "link_session_id", b"link_session_id", "link_token_id", b"link_token_id", "name", b"name", "origin", b"origin", "outcome", b"outcome", "params", b"params", "scheduled", b"scheduled", "status", b"status", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

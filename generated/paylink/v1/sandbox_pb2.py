@@ -27,7 +27,7 @@ from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
 from paylink.v1 import data_pb2 as paylink_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/sandbox.proto\x12\npaylink.v1\x1a\x18paylink/v1/account.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"^\n\x1aSetMonitoringStatusRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\".\n\x18\x45xpireCredentialsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\'\n\x11\x41\x64\x64PaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"Y\n\x12\x41\x64\x64PaystubResponse\x12\x16\n\x0e\x61\x64\x64\x65\x64_paystubs\x18\x01 \x01(\x05\x12+\n\x0enewest_paystub\x18\x02 \x01(\x0b\x32\x13.paylink.v1.Paystub2\x81\x02\n\x0eSandboxService\x12R\n\x13SetMonitoringStatus\x12&.paylink.v1.SetMonitoringStatusRequest\x1a\x13.paylink.v1.Account\x12N\n\x11\x45xpireCredentials\x12$.paylink.v1.ExpireCredentialsRequest\x1a\x13.paylink.v1.Account\x12K\n\nAddPaystub\x12\x1d.paylink.v1.AddPaystubRequest\x1a\x1e.paylink.v1.AddPaystubResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/sandbox.proto\x12\npaylink.v1\x1a\x18paylink/v1/account.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"^\n\x1aSetMonitoringStatusRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\".\n\x18\x45xpireCredentialsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\'\n\x11\x41\x64\x64PaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"Y\n\x12\x41\x64\x64PaystubResponse\x12\x16\n\x0e\x61\x64\x64\x65\x64_paystubs\x18\x01 \x01(\x05\x12+\n\x0enewest_paystub\x18\x02 \x01(\x0b\x32\x13.paylink.v1.Paystub\"7\n\x13\x41\x64vanceClockRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\"j\n\x14\x41\x64vanceClockResponse\x12\x15\n\rdays_advanced\x18\x01 \x01(\x05\x12\x15\n\rplatform_date\x18\x02 \x01(\t\x12$\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x13.paylink.v1.Account\"Q\n\x17TriggerRefreshesRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\"\n\x05names\x18\x02 \x03(\x0e\x32\x13.paylink.v1.JobName\"+\n\x18TriggerRefreshesResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"[\n\x17\x43hangeAllocationRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.paylink.v1.AllocationTarget\"U\n\x18\x43hangeAllocationResponse\x12\x39\n\x0b\x61llocations\x18\x01 \x01(\x0b\x32$.paylink.v1.DirectDepositAllocations2\x92\x04\n\x0eSandboxService\x12R\n\x13SetMonitoringStatus\x12&.paylink.v1.SetMonitoringStatusRequest\x1a\x13.paylink.v1.Account\x12N\n\x11\x45xpireCredentials\x12$.paylink.v1.ExpireCredentialsRequest\x1a\x13.paylink.v1.Account\x12K\n\nAddPaystub\x12\x1d.paylink.v1.AddPaystubRequest\x1a\x1e.paylink.v1.AddPaystubResponse\x12Q\n\x0c\x41\x64vanceClock\x12\x1f.paylink.v1.AdvanceClockRequest\x1a .paylink.v1.AdvanceClockResponse\x12]\n\x10TriggerRefreshes\x12#.paylink.v1.TriggerRefreshesRequest\x1a$.paylink.v1.TriggerRefreshesResponse\x12]\n\x10\x43hangeAllocation\x12#.paylink.v1.ChangeAllocationRequest\x1a$.paylink.v1.ChangeAllocationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDPAYSTUBREQUEST']._serialized_end=297
   _globals['_ADDPAYSTUBRESPONSE']._serialized_start=299
   _globals['_ADDPAYSTUBRESPONSE']._serialized_end=388
-  _globals['_SANDBOXSERVICE']._serialized_start=391
-  _globals['_SANDBOXSERVICE']._serialized_end=648
+  _globals['_ADVANCECLOCKREQUEST']._serialized_start=390
+  _globals['_ADVANCECLOCKREQUEST']._serialized_end=445
+  _globals['_ADVANCECLOCKRESPONSE']._serialized_start=447
+  _globals['_ADVANCECLOCKRESPONSE']._serialized_end=553
+  _globals['_TRIGGERREFRESHESREQUEST']._serialized_start=555
+  _globals['_TRIGGERREFRESHESREQUEST']._serialized_end=636
+  _globals['_TRIGGERREFRESHESRESPONSE']._serialized_start=638
+  _globals['_TRIGGERREFRESHESRESPONSE']._serialized_end=681
+  _globals['_CHANGEALLOCATIONREQUEST']._serialized_start=683
+  _globals['_CHANGEALLOCATIONREQUEST']._serialized_end=774
+  _globals['_CHANGEALLOCATIONRESPONSE']._serialized_start=776
+  _globals['_CHANGEALLOCATIONRESPONSE']._serialized_end=861
+  _globals['_SANDBOXSERVICE']._serialized_start=864
+  _globals['_SANDBOXSERVICE']._serialized_end=1394
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from paylink.v1 import account_pb2 as _account_pb2
 from paylink.v1 import common_pb2 as _common_pb2
 from paylink.v1 import data_pb2 as _data_pb2
 import builtins as _builtins
@@ -115,3 +118,169 @@ class AddPaystubResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddPaystubResponse: _TypeAlias = AddPaystubResponse  # noqa: Y015
+
+@_typing.final
+class AdvanceClockRequest(_message.Message):
+    """AdvanceClockRequest moves an account's sandbox clock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    days: _builtins.int
+    """Days to move forward, 1 to 3650. Required."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvanceClockRequest: _TypeAlias = AdvanceClockRequest  # noqa: Y015
+
+@_typing.final
+class AdvanceClockResponse(_message.Message):
+    """AdvanceClockResponse tells where the account's sandbox clock is now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_ADVANCED_FIELD_NUMBER: _builtins.int
+    PLATFORM_DATE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    days_advanced: _builtins.int
+    """Days the account's clock is ahead of the sandbox's base date in total."""
+    platform_date: _builtins.str
+    """The simulated platform's date for this account, YYYY-MM-DD."""
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account, with its schedule after the move."""
+
+    def __init__(
+        self,
+        *,
+        days_advanced: _builtins.int = ...,
+        platform_date: _builtins.str = ...,
+        account: _account_pb2.Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "days_advanced", b"days_advanced", "platform_date", b"platform_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvanceClockResponse: _TypeAlias = AdvanceClockResponse  # noqa: Y015
+
+@_typing.final
+class TriggerRefreshesRequest(_message.Message):
+    """TriggerRefreshesRequest names the account whose scheduled refreshes should run now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobName.ValueType]:
+        """Only these job types; all scheduled types when empty."""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        names: _abc.Iterable[_common_pb2.JobName.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerRefreshesRequest: _TypeAlias = TriggerRefreshesRequest  # noqa: Y015
+
+@_typing.final
+class TriggerRefreshesResponse(_message.Message):
+    """TriggerRefreshesResponse lists the refresh jobs queued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """UUIDs of the queued refresh jobs (JobService.GetJob), one per job type that was due and not
+        already running.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerRefreshesResponse: _TypeAlias = TriggerRefreshesResponse  # noqa: Y015
+
+@_typing.final
+class ChangeAllocationRequest(_message.Message):
+    """ChangeAllocationRequest changes the deposit at the simulated platform."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    @_builtins.property
+    def target(self) -> _common_pb2.AllocationTarget:
+        """The bank account that now receives the whole net pay: type, routing_number (valid ABA) and
+        account_number (5 to 17 digits) are required; only its last four digits are kept.
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        target: _common_pb2.AllocationTarget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeAllocationRequest: _TypeAlias = ChangeAllocationRequest  # noqa: Y015
+
+@_typing.final
+class ChangeAllocationResponse(_message.Message):
+    """ChangeAllocationResponse shows the platform's allocations after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def allocations(self) -> _data_pb2.DirectDepositAllocations:
+        """The allocations as the platform now shows them (not stored by paylink until a refresh)."""
+
+    def __init__(
+        self,
+        *,
+        allocations: _data_pb2.DirectDepositAllocations | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeAllocationResponse: _TypeAlias = ChangeAllocationResponse  # noqa: Y015

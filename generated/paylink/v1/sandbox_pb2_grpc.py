@@ -52,6 +52,21 @@ class SandboxServiceStub(object):
                 request_serializer=paylink_dot_v1_dot_sandbox__pb2.AddPaystubRequest.SerializeToString,
                 response_deserializer=paylink_dot_v1_dot_sandbox__pb2.AddPaystubResponse.FromString,
                 _registered_method=True)
+        self.AdvanceClock = channel.unary_unary(
+                '/paylink.v1.SandboxService/AdvanceClock',
+                request_serializer=paylink_dot_v1_dot_sandbox__pb2.AdvanceClockRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_sandbox__pb2.AdvanceClockResponse.FromString,
+                _registered_method=True)
+        self.TriggerRefreshes = channel.unary_unary(
+                '/paylink.v1.SandboxService/TriggerRefreshes',
+                request_serializer=paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesResponse.FromString,
+                _registered_method=True)
+        self.ChangeAllocation = channel.unary_unary(
+                '/paylink.v1.SandboxService/ChangeAllocation',
+                request_serializer=paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServiceServicer(object):
@@ -81,6 +96,33 @@ class SandboxServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdvanceClock(self, request, context):
+        """Moves an account's sandbox clock forward by whole days. Its simulated platform data ages with
+        it: a new paystub every 14-day pay period and a 5% raise once the clock is 90 days ahead. Its
+        monitoring schedule moves the same way, so the refreshes that would have fallen due in those
+        days are due now and run within a scheduler tick.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerRefreshes(self, request, context):
+        """Makes an account's scheduled refreshes due now and queues them at once (no scheduler tick to
+        wait for). Returns the jobs queued: none while monitoring is paused for the account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeAllocation(self, request, context):
+        """Changes the direct deposit at the simulated platform outside paylink, as the user (or a
+        fraudster) would: the whole net pay goes to `target`. paylink sees it at the next
+        direct_deposit_allocations refresh.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +140,21 @@ def add_SandboxServiceServicer_to_server(servicer, server):
                     servicer.AddPaystub,
                     request_deserializer=paylink_dot_v1_dot_sandbox__pb2.AddPaystubRequest.FromString,
                     response_serializer=paylink_dot_v1_dot_sandbox__pb2.AddPaystubResponse.SerializeToString,
+            ),
+            'AdvanceClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvanceClock,
+                    request_deserializer=paylink_dot_v1_dot_sandbox__pb2.AdvanceClockRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_sandbox__pb2.AdvanceClockResponse.SerializeToString,
+            ),
+            'TriggerRefreshes': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerRefreshes,
+                    request_deserializer=paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesResponse.SerializeToString,
+            ),
+            'ChangeAllocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeAllocation,
+                    request_deserializer=paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +240,87 @@ class SandboxService(object):
             '/paylink.v1.SandboxService/AddPaystub',
             paylink_dot_v1_dot_sandbox__pb2.AddPaystubRequest.SerializeToString,
             paylink_dot_v1_dot_sandbox__pb2.AddPaystubResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvanceClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.SandboxService/AdvanceClock',
+            paylink_dot_v1_dot_sandbox__pb2.AdvanceClockRequest.SerializeToString,
+            paylink_dot_v1_dot_sandbox__pb2.AdvanceClockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerRefreshes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.SandboxService/TriggerRefreshes',
+            paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesRequest.SerializeToString,
+            paylink_dot_v1_dot_sandbox__pb2.TriggerRefreshesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.SandboxService/ChangeAllocation',
+            paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationRequest.SerializeToString,
+            paylink_dot_v1_dot_sandbox__pb2.ChangeAllocationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,21 @@ class SandboxServiceStub:
     """Adds a new paystub at the simulated platform; the next paystubs refresh stores it and moves
     updated_at.
     """
+    AdvanceClock: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.AdvanceClockRequest, _sandbox_pb2.AdvanceClockResponse]
+    """Moves an account's sandbox clock forward by whole days. Its simulated platform data ages with
+    it: a new paystub every 14-day pay period and a 5% raise once the clock is 90 days ahead. Its
+    monitoring schedule moves the same way, so the refreshes that would have fallen due in those
+    days are due now and run within a scheduler tick.
+    """
+    TriggerRefreshes: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.TriggerRefreshesRequest, _sandbox_pb2.TriggerRefreshesResponse]
+    """Makes an account's scheduled refreshes due now and queues them at once (no scheduler tick to
+    wait for). Returns the jobs queued: none while monitoring is paused for the account.
+    """
+    ChangeAllocation: _grpc.UnaryUnaryMultiCallable[_sandbox_pb2.ChangeAllocationRequest, _sandbox_pb2.ChangeAllocationResponse]
+    """Changes the direct deposit at the simulated platform outside paylink, as the user (or a
+    fraudster) would: the whole net pay goes to `target`. paylink sees it at the next
+    direct_deposit_allocations refresh.
+    """
 
 @_typing.type_check_only
 class SandboxServiceAsyncStub(SandboxServiceStub):
@@ -59,6 +74,21 @@ class SandboxServiceAsyncStub(SandboxServiceStub):
     AddPaystub: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.AddPaystubRequest, _sandbox_pb2.AddPaystubResponse]  # type: ignore[assignment]
     """Adds a new paystub at the simulated platform; the next paystubs refresh stores it and moves
     updated_at.
+    """
+    AdvanceClock: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.AdvanceClockRequest, _sandbox_pb2.AdvanceClockResponse]  # type: ignore[assignment]
+    """Moves an account's sandbox clock forward by whole days. Its simulated platform data ages with
+    it: a new paystub every 14-day pay period and a 5% raise once the clock is 90 days ahead. Its
+    monitoring schedule moves the same way, so the refreshes that would have fallen due in those
+    days are due now and run within a scheduler tick.
+    """
+    TriggerRefreshes: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.TriggerRefreshesRequest, _sandbox_pb2.TriggerRefreshesResponse]  # type: ignore[assignment]
+    """Makes an account's scheduled refreshes due now and queues them at once (no scheduler tick to
+    wait for). Returns the jobs queued: none while monitoring is paused for the account.
+    """
+    ChangeAllocation: _aio.UnaryUnaryMultiCallable[_sandbox_pb2.ChangeAllocationRequest, _sandbox_pb2.ChangeAllocationResponse]  # type: ignore[assignment]
+    """Changes the direct deposit at the simulated platform outside paylink, as the user (or a
+    fraudster) would: the whole net pay goes to `target`. paylink sees it at the next
+    direct_deposit_allocations refresh.
     """
 
 class SandboxServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -90,6 +120,39 @@ class SandboxServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_sandbox_pb2.AddPaystubResponse, _abc.Awaitable[_sandbox_pb2.AddPaystubResponse]]:
         """Adds a new paystub at the simulated platform; the next paystubs refresh stores it and moves
         updated_at.
+        """
+
+    @_abc_1.abstractmethod
+    def AdvanceClock(
+        self,
+        request: _sandbox_pb2.AdvanceClockRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.AdvanceClockResponse, _abc.Awaitable[_sandbox_pb2.AdvanceClockResponse]]:
+        """Moves an account's sandbox clock forward by whole days. Its simulated platform data ages with
+        it: a new paystub every 14-day pay period and a 5% raise once the clock is 90 days ahead. Its
+        monitoring schedule moves the same way, so the refreshes that would have fallen due in those
+        days are due now and run within a scheduler tick.
+        """
+
+    @_abc_1.abstractmethod
+    def TriggerRefreshes(
+        self,
+        request: _sandbox_pb2.TriggerRefreshesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.TriggerRefreshesResponse, _abc.Awaitable[_sandbox_pb2.TriggerRefreshesResponse]]:
+        """Makes an account's scheduled refreshes due now and queues them at once (no scheduler tick to
+        wait for). Returns the jobs queued: none while monitoring is paused for the account.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeAllocation(
+        self,
+        request: _sandbox_pb2.ChangeAllocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandbox_pb2.ChangeAllocationResponse, _abc.Awaitable[_sandbox_pb2.ChangeAllocationResponse]]:
+        """Changes the direct deposit at the simulated platform outside paylink, as the user (or a
+        fraudster) would: the whole net pay goes to `target`. paylink sees it at the next
+        direct_deposit_allocations refresh.
         """
 
 def add_SandboxServiceServicer_to_server(servicer: SandboxServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,64 @@
+"""What a refresh's outcome does to monitoring: the status machine applied, and what changed.
+
+Called by `job_outcomes` inside the outcome's unit of work (job and account rows locked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from paylink.v1 import common_pb2, data_pb2, event_pb2
+
+from service import accounts, metrics, timeutil, uow
+from service.monitoring import rules, schedules
+from service.queue import LockedJob
+from service.results import Stored
+
+
+async def after_refresh(
+    work: uow.UnitOfWork,
+    job: LockedJob,
+    at: dt.datetime,
+    *,
+    ok: bool,
+    error_code: int = 0,
+    transient: bool = False,
+) -> None:
+    """Feeds a refresh's final outcome to the status machine: the failure run, and the status with
+    its `account.monitoring_status.updated` event when it changed."""
+    status = rules.Status(job.monitoring_status)
+    if ok:
+        decision = rules.refresh_succeeded(status, job.refresh_failures)
+    else:
+        decision = rules.refresh_failed(
+            status,
+            job.refresh_failures,
+            error_code,
+            transient=transient,
+            degraded_after=work.deps.settings.monitoring_degraded_after,
+        )
+    if decision.failures != job.refresh_failures:
+        await schedules.set_failures(work.conn, job.account_id, decision.failures)
+    if decision.changed(status) and job.connected:
+        account = {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
+        await accounts.set_monitoring(
+            work, account, decision.status.value, decision.reason, api_version=job.api_version, at=at
+        )
+
+
+def change(job: LockedJob, stored: Stored, data: object, at: dt.datetime) -> event_pb2.DataChange | None:
+    """What a refresh's event says changed; None when nothing did (a scheduled refresh then
+    publishes no product event)."""
+    if not stored.changed:
+        if job.scheduled:
+            metrics.UNCHANGED_REFRESHES.labels(common_pb2.JobName.Name(job.name)).inc()  # type: ignore[arg-type]
+        return None
+    out = event_pb2.DataChange(monitoring=job.scheduled, added_paystubs=stored.added_paystubs)
+    timeutil.set_ts(out.updated_at, at)
+    if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and isinstance(
+        data, data_pb2.DirectDepositAllocations
+    ):
+        if stored.previous is not None:
+            out.previous_allocations.ParseFromString(stored.previous)
+        out.allocations.CopyFrom(data)
+    return out
