@@ -325,3 +325,51 @@ async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> by
     if blob is None:
         return None
     return deps.vault.open(bytes(blob), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+
+
+# --- Erasure of an end user (service/erasure.py) ---------------------------------------------
+
+
+async def fence(
+    conn: db.Executor, workspace_id: uuid.UUID, end_user_id: str, erasure_id: uuid.UUID
+) -> tuple[list[uuid.UUID], int]:
+    """Marks the end user's accounts (those no earlier erasure took) with the erasure: the database
+    then refuses data, credentials and reconnection for them. Disconnects them and deletes their
+    credentials. Returns (the accounts, how many credentials were deleted)."""
+    rows = await conn.fetch(
+        "UPDATE accounts SET erasure_id = $3, connected = false, login_fingerprint = NULL"
+        " WHERE workspace_id = $1 AND end_user_id = $2 AND (erasure_id IS NULL OR erasure_id = $3)"
+        " RETURNING id",
+        workspace_id,
+        end_user_id,
+        erasure_id,
+    )
+    ids_ = sorted(r["id"] for r in rows)
+    status = await conn.execute("DELETE FROM account_credentials WHERE account_id = ANY($1::uuid[])", ids_)
+    return ids_, int(status.rsplit(" ", 1)[-1])
+
+
+async def mark_erased(
+    work: uow.UnitOfWork, account_ids: list[uuid.UUID], at: dt.datetime
+) -> list[asyncpg.Record]:
+    """Marks the accounts erased and customer_disabled (with its event); returns their rows."""
+    rows = await work.conn.fetch(
+        "UPDATE accounts SET erased_at = coalesce(erased_at, $2) WHERE id = ANY($1::uuid[])"
+        " RETURNING id, workspace_id, end_user_id",
+        account_ids,
+        at,
+    )
+    for row in rows:
+        await set_monitoring(work, row, "customer_disabled", "end_user_erased", api_version="", at=at)
+    return list(rows)
+
+
+async def has_unerased(conn: db.Executor, workspace_id: uuid.UUID, end_user_id: str) -> bool:
+    """Whether the end user has an account that no erasure took."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE workspace_id = $1 AND end_user_id = $2"
+        " AND erasure_id IS NULL)",
+        workspace_id,
+        end_user_id,
+    )
+    return found

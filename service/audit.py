@@ -19,6 +19,7 @@ import asyncpg
 from paylink.v1 import privacy_pb2
 
 from service import db, errors, ids, pagination, timeutil
+from service.context import CallContext
 
 X_CALLER = "x-caller"
 _CALLER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,99}")
@@ -51,6 +52,12 @@ class Who:
     key_id: str
     method: str
     request_id: str
+
+
+def who(call: CallContext, method: str) -> Who:
+    """Who is asking, from the call context the API interceptor (or the CLI) built."""
+    caller = call.caller or (f"key:{call.key_id}" if call.key_id else "key:unknown")
+    return Who(call.workspace.id, caller, call.key_id, method, call.request_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

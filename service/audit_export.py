@@ -22,7 +22,7 @@ from paylink.v1 import event_pb2
 
 from service import audit, db, timeutil
 from service.config import Settings
-from service.kafka import make_producer
+from service.kafka import CONTENT_TYPE, make_producer
 
 log = logging.getLogger("paylink.audit")
 
@@ -58,7 +58,7 @@ def message_of(event: event_pb2.Event) -> tuple[bytes, list[tuple[str, bytes]]]:
         ("event-id", event.event_id.encode()),
         ("event-type", event.event.encode()),
         ("workspace-id", event.workspace_id.encode()),
-        ("content-type", b"application/x-protobuf"),
+        ("content-type", CONTENT_TYPE),
     ]
     return key, headers
 

@@ -15,8 +15,22 @@ from collections.abc import Awaitable, Callable, Mapping
 import asyncpg
 import pydantic
 from aiokafka.errors import KafkaError
+from paylink.v1 import privacy_pb2
 
-from service import auth, cli_parser, db, errors, ids, logs, maintenance, migrate, outbox, runtime
+from service import (
+    audit,
+    auth,
+    cli_parser,
+    db,
+    erasure,
+    errors,
+    ids,
+    logs,
+    maintenance,
+    migrate,
+    outbox,
+    runtime,
+)
 from service.config import Settings
 from service.vault import VaultError
 
@@ -169,6 +183,70 @@ async def _jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
     return await _with_pool(settings, retry)
 
 
+async def _erasure_erase(args: argparse.Namespace, settings: Settings) -> int:
+    workspace_id = _uuid_arg(args.workspace_id, "workspace_id")
+    deps = await runtime.build_deps(settings)
+    try:
+        who = audit.Who(workspace_id, args.caller, "", "cli erasure erase", uuid.uuid4().hex)
+        _print_erasure(erasure.to_proto(await erasure.request(deps, who, args.end_user_id)))
+    finally:
+        await deps.pool.close()
+    return 0
+
+
+async def _erasure_show(args: argparse.Namespace, settings: Settings) -> int:
+    workspace_id = _uuid_arg(args.workspace_id, "workspace_id")
+    deps = await runtime.build_deps(settings)
+    try:
+        _print_erasure(erasure.to_proto(await erasure.get(deps, workspace_id, args.erasure_id)))
+    finally:
+        await deps.pool.close()
+    return 0
+
+
+def _print_erasure(out: privacy_pb2.Erasure) -> None:
+    state = privacy_pb2.ErasureState.Name(out.state).removeprefix("ERASURE_STATE_")
+    print(f"erasure_id={out.id}\nstate={state}\naccounts={','.join(out.account_ids)}")
+    for table, count in sorted(out.erased.items()):
+        print(f"erased {table}={count}")
+
+
+async def _audit_list(args: argparse.Namespace, settings: Settings) -> int:
+    workspace_id = _uuid_arg(args.workspace_id, "workspace_id")
+    request = privacy_pb2.ListAuditRecordsRequest(
+        account_id=args.account or "",
+        end_user_id=args.end_user or "",
+        caller=args.caller or "",
+        page_size=100,
+    )
+    for flag, value, field in (("--since", args.since, "from_time"), ("--until", args.until, "to_time")):
+        if value:
+            when = _timestamp(value)
+            if when is None:
+                raise _Usage(f"{flag} must be an ISO timestamp such as 2026-11-25T10:00:00Z")
+            getattr(request, field).FromDatetime(when)
+
+    async def listing(pool: db.Pool) -> int:
+        shown = 0
+        while shown < args.limit:
+            page = await audit.list_page(pool, workspace_id, request)
+            for r in page.records[: args.limit - shown]:
+                action = privacy_pb2.AuditAction.Name(r.action).removeprefix("AUDIT_ACTION_")
+                resource = privacy_pb2.AuditResource.Name(r.resource).removeprefix("AUDIT_RESOURCE_")
+                when = r.recorded_at.ToDatetime().isoformat(timespec="milliseconds")
+                print(
+                    f"{when}Z  {r.caller}  {r.key_id or '-'}  {action}  {resource}  {r.account_id or '-'}"
+                    f"  {r.end_user_id or '-'}  {r.method}  {r.request_id}"
+                )
+                shown += 1
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+        return 0
+
+    return await _with_pool(settings, listing)
+
+
 # (command, action) -> what runs it. Each calls the module that owns what it changes.
 COMMANDS: dict[tuple[str, str | None], Command] = {
     ("serve", None): _process(api=True, worker=True, relay=True),
@@ -184,6 +262,9 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("vault", "reencrypt"): _vault_reencrypt,
     ("events", "replay"): _events_replay,
     ("jobs", "retry"): _jobs_retry,
+    ("erasure", "erase"): _erasure_erase,
+    ("erasure", "show"): _erasure_show,
+    ("audit", "list"): _audit_list,
 }
 
 

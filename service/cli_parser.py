@@ -33,7 +33,7 @@ def build() -> argparse.ArgumentParser:
         formatter_class=_RAW,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_processes, _workspace, _secret, _vault, _events, _jobs):
+    for add in (_processes, _workspace, _secret, _vault, _events, _jobs, _erasure, _audit):
         add(sub)
     return p
 
@@ -124,10 +124,11 @@ def _vault(sub: Any) -> None:
     command(
         vault,
         "reencrypt",
-        "re-seal every stored secret under the primary key, online",
+        "re-seal every stored secret and all personal data under the primary key, online",
         "Key rotation: add the new key to PAYLINK_VAULT_KEYS (keep the old ones), make it\n"
         "PAYLINK_VAULT_PRIMARY_KEY, restart the processes, run this, then drop the old key.\n"
-        "Prints how many blobs of each table were re-sealed; running it again prints zeros.",
+        "Also seals personal data stored before it was sealed (docs/privacy.md), in batches.\n"
+        "Prints how many values of each column it changed; running it again prints zeros.",
     )
 
 
@@ -165,3 +166,44 @@ def _jobs(sub: Any) -> None:
         "The job runs again from attempt 1 and publishes a new <job>.added event with its outcome.",
     )
     retry.add_argument("job_id", help="UUID of the job (JobService.GetJob / ListJobs)")
+
+
+def _erasure(sub: Any) -> None:
+    erasure = command(sub, "erasure", "erase an end user's personal data (docs/privacy.md)").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    erase = command(
+        erasure,
+        "erase",
+        "erase one end user of a workspace, or resume or show that erasure",
+        "Runs the erasure's steps (fence, wait for jobs, data, history, idempotency, finish) as far\n"
+        "as they go now, and prints its id, state and what it erased. Idempotent: run it again to\n"
+        "resume an interrupted erasure. WAITING_FOR_JOBS: a job of the user is still running; the\n"
+        "relay processes finish the erasure once it is over. Audited with --caller.",
+    )
+    erase.add_argument("workspace_id", help="UUID of the workspace")
+    erase.add_argument("end_user_id", help="the end_user_id the workspace gave the user")
+    erase.add_argument("--caller", default="cli", help="who asks, for the audit trail (default: cli)")
+    show = command(erasure, "show", "show an erasure: state, accounts and what it erased")
+    show.add_argument("workspace_id", help="UUID of the workspace")
+    show.add_argument("erasure_id", help="UUID of the erasure")
+
+
+def _audit(sub: Any) -> None:
+    audit = command(sub, "audit", "read the audit trail of who read whose personal data").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    listing = command(
+        audit,
+        "list",
+        "list a workspace's audit records, newest first",
+        "One line per record: time, caller, key id, action, resource, account, end user, method,\n"
+        "request id. Filters combine.",
+    )
+    listing.add_argument("workspace_id", help="UUID of the workspace")
+    listing.add_argument("--account", metavar="ID", help="only this account (UUID)")
+    listing.add_argument("--end-user", metavar="ID", help="only this end user")
+    listing.add_argument("--caller", help="only this caller (x-caller, or key:<key id>)")
+    listing.add_argument("--since", metavar="TS", help="ISO timestamp, e.g. 2026-11-25T10:00:00Z")
+    listing.add_argument("--until", metavar="TS", help="ISO timestamp (exclusive)")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many records (default 100)")

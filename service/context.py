@@ -21,6 +21,8 @@ class CallContext:
     api_version: dt.date | None
     request_id: str  # x-request-id metadata or a generated one, for logs
     deadline: float | None = None  # time.monotonic() when the caller stops waiting, if it set one
+    caller: str = ""  # the calling service for the audit trail: x-caller, else "key:<key id>"
+    key_id: str = ""  # the public key id of the API secret the call was authenticated with
 
     @property
     def version_label(self) -> str:

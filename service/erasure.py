@@ -11,7 +11,7 @@ says exactly what is left; the next `EraseEndUser` call for that user, or the ba
 2. wait_for_jobs: while a job of those accounts is queued, running or pending the erasure waits
    (state waiting_for_jobs; a disconnected account's jobs end quickly). Nothing that a job could
    still write is erased before the job is over.
-3. data: stored results, paystubs and every other table of personal data (`PERSONAL_TABLES`).
+3. data: stored results and paystubs (results.py), shifts, tax forms and documents (records_store.py).
 4. history: what sessions, link tokens and jobs kept about the person (deposit targets, MFA
    prompts, sealed session state, login fingerprints, job parameters).
 5. idempotency: stored responses that name the end user or one of the accounts.
@@ -33,14 +33,28 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from paylink.v1 import event_pb2, link_token_pb2, privacy_pb2
+from paylink.v1 import event_pb2, privacy_pb2
 
-from service import accounts, audit, db, errors, ids, queue, session_store, timeutil, uow
+from service import (
+    accounts,
+    audit,
+    db,
+    errors,
+    idempotency,
+    ids,
+    link_tokens,
+    outbox,
+    queue,
+    records_store,
+    results,
+    session_store,
+    timeutil,
+    uow,
+)
 from service.deps import Deps
 
 log = logging.getLogger("paylink.erasure")
 
-END_USER_ERASED = "end_user.erased"
 MAX_END_USER_ID = 255
 
 STATES = {
@@ -49,158 +63,66 @@ STATES = {
     "completed": privacy_pb2.ERASURE_STATE_COMPLETED,
 }
 
-# Tables that hold nothing but an account's personal data: erased whole, by account_id. Deleting a
-# `documents` row deletes its bytes in `document_contents` too (ON DELETE CASCADE); a DocumentStore
-# outside PostgreSQL would have to delete its objects here as well.
-PERSONAL_TABLES: list[str] = ["job_results", "paystubs", "shifts", "tax_forms", "documents"]
-
 # Fault-injection hook for tests (off unless set): the process dies like a SIGKILL right after the
 # named step committed.
 _FAULT_EXIT_AFTER = os.environ.get("PAYLINK_FAULT_ERASURE_EXIT_AFTER_STEP", "")
 
 _WAIT = object()  # a step's answer: not now, the erasure waits
 Counts = dict[str, int]
-Step = Callable[[Deps, db.Conn, asyncpg.Record], Awaitable[Counts | object]]
+Step = Callable[[uow.UnitOfWork, asyncpg.Record], Awaitable[Counts | object]]
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
+# --- Steps (each calls the module that owns the table) ----------------------------------------
 
 
-# --- Steps ------------------------------------------------------------------------------------
-
-
-async def _fence(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
-    fenced = await conn.fetch(
-        "UPDATE accounts SET erasure_id = $3, connected = false, login_fingerprint = NULL"
-        " WHERE workspace_id = $1 AND end_user_id = $2 AND (erasure_id IS NULL OR erasure_id = $3)"
-        " RETURNING id",
-        plan["workspace_id"],
-        plan["end_user_id"],
-        plan["id"],
+async def _fence(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
+    fenced, credentials = await accounts.fence(
+        work.conn, plan["workspace_id"], plan["end_user_id"], plan["id"]
     )
-    account_ids = sorted({r["id"] for r in fenced} | set(plan["account_ids"]))
-    await conn.execute("UPDATE erasures SET account_ids = $2 WHERE id = $1", plan["id"], account_ids)
-    credentials = await conn.execute(
-        "DELETE FROM account_credentials WHERE account_id = ANY($1::uuid[])", account_ids
+    account_ids = sorted(set(fenced) | set(plan["account_ids"]))
+    await work.conn.execute("UPDATE erasures SET account_ids = $2 WHERE id = $1", plan["id"], account_ids)
+    tokens = await link_tokens.expire_for_end_user(
+        work.conn, plan["workspace_id"], plan["end_user_id"], account_ids
     )
-    tokens = await conn.execute(
-        "UPDATE link_tokens SET expires_at = now() WHERE workspace_id = $1"
-        " AND (end_user_id = $2 OR bound_account_id = ANY($3::uuid[])) AND expires_at > now()",
-        plan["workspace_id"],
-        plan["end_user_id"],
-        account_ids,
-    )
-    sessions = await session_store.fail_for_erasure(
-        conn, plan["workspace_id"], plan["end_user_id"], account_ids
-    )
+    sessions = await session_store.fail_open(work.conn, tokens)
     return {
         "accounts": len(account_ids),
-        "account_credentials": _count(credentials),
-        "link_tokens_expired": _count(tokens),
-        "link_sessions_failed": _count(sessions),
+        "account_credentials": credentials,
+        "link_sessions_failed": sessions,
     }
 
 
-async def _wait_for_jobs(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts | object:
-    busy = await queue.in_flight(conn, plan["account_ids"])
-    return _WAIT if busy else {}
+async def _wait_for_jobs(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts | object:
+    return _WAIT if await queue.in_flight(work.conn, plan["account_ids"]) else {}
 
 
-async def _data(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
-    counts = {}
-    for table in PERSONAL_TABLES:
-        status = await conn.execute(
-            f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", plan["account_ids"]
-        )
-        counts[table] = _count(status)
-    return counts
+async def _data(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
+    erased = await results.erase(work.conn, plan["account_ids"])
+    return erased | await records_store.erase(work.conn, plan["account_ids"])
 
 
-async def _history(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
-    tokens = await conn.fetch(
-        "SELECT id, options FROM link_tokens WHERE workspace_id = $1"
-        " AND (end_user_id = $2 OR bound_account_id = ANY($3::uuid[]))",
-        plan["workspace_id"],
-        plan["end_user_id"],
-        plan["account_ids"],
+async def _history(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
+    workspace, end_user, account_ids = plan["workspace_id"], plan["end_user_id"], plan["account_ids"]
+    token_ids = await link_tokens.expire_for_end_user(work.conn, workspace, end_user, account_ids)
+    return {
+        "link_tokens": await link_tokens.scrub_for_end_user(work.conn, workspace, end_user, account_ids),
+        "link_sessions": await session_store.scrub(work.conn, token_ids, account_ids),
+        "jobs": await queue.scrub_params(work.conn, account_ids),
+    }
+
+
+async def _idempotency(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
+    erased = await idempotency.erase_mentioning(
+        work.conn, work.deps.vault, plan["workspace_id"], plan["end_user_id"], plan["account_ids"]
     )
-    scrubbed = 0
-    for token in tokens:  # the masked deposit target (name, routing, last four) of the options too
-        options = link_token_pb2.LinkToken.FromString(bytes(token["options"]))
-        options.ClearField("allocation")
-        status = await conn.execute(
-            "UPDATE link_tokens SET allocation = NULL, allocation_sealed = NULL, options = $2"
-            " WHERE id = $1 AND (allocation IS NOT NULL OR allocation_sealed IS NOT NULL OR options <> $2)",
-            token["id"],
-            options.SerializeToString(deterministic=True),
-        )
-        scrubbed += _count(status)
-    token_ids = [t["id"] for t in tokens]
-    sessions = await session_store.scrub(conn, token_ids, plan["account_ids"])
-    jobs = await queue.scrub_params(conn, plan["account_ids"])
-    return {"link_tokens": scrubbed, "link_sessions": _count(sessions), "jobs": _count(jobs)}
+    return {"idempotency_keys": erased}
 
 
-def _mentions(response: bytes, end_user_id: str, account_ids: list[str]) -> bool:
-    """True when a serialized response holds the end user's id as a string field, or an account id."""
-    if any(a.encode() in response for a in account_ids):
-        return True
-    value = end_user_id.encode()
-    return _varint(len(value)) + value in response
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-async def _idempotency(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
-    """Stored responses are sealed and name no owner: open each of the workspace's (7 days at most)
-    and delete those that mention the end user or one of the accounts."""
-    account_ids = [str(a) for a in plan["account_ids"]]
-    doomed = []
-    rows = await conn.fetch(
-        "SELECT method, request_id, response FROM idempotency_keys WHERE workspace_id = $1"
-        " AND length(response) > 0",
-        plan["workspace_id"],
-    )
-    for row in rows:
-        aad = f"idempotency:{plan['workspace_id']}:{row['method']}:{row['request_id']}".encode()
-        try:
-            response = deps.vault.open(bytes(row["response"]), aad=aad)
-        except Exception:  # a key no longer in the ring: nobody can read it; erase to be safe
-            response = None
-        if response is None or _mentions(response, plan["end_user_id"], account_ids):
-            doomed.append((row["method"], row["request_id"]))
-    status = await conn.execute(
-        "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND (method, request_id) IN"
-        " (SELECT * FROM unnest($2::text[], $3::text[]))",
-        plan["workspace_id"],
-        [m for m, _ in doomed],
-        [r for _, r in doomed],
-    )
-    return {"idempotency_keys": _count(status)}
-
-
-async def _finish(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
+async def _finish(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
     at = timeutil.now()
-    rows = await conn.fetch(
-        "UPDATE accounts SET erased_at = coalesce(erased_at, $2) WHERE id = ANY($1::uuid[])"
-        " RETURNING id, workspace_id, end_user_id, platform_id, monitoring_status",
-        plan["account_ids"],
-        at,
-    )
+    rows = await accounts.mark_erased(work, plan["account_ids"], at)
     all_ids = [str(a) for a in plan["account_ids"]]
-    work = uow.UnitOfWork(deps, conn)  # in the step's transaction: its events go in with it
     for account in rows:
-        await accounts.set_monitoring(
-            work, account, "customer_disabled", "end_user_erased", api_version="", at=at
-        )
         payload = event_pb2.Event(
             end_user_erased=event_pb2.EndUserErasedPayload(
                 erasure_id=str(plan["id"]),
@@ -210,8 +132,7 @@ async def _finish(deps: Deps, conn: db.Conn, plan: asyncpg.Record) -> Counts:
             )
         )
         timeutil.set_ts(payload.end_user_erased.timestamp, at)
-        work.emit(account["workspace_id"], account["id"], END_USER_ERASED, "", payload, at)
-    await work.flush()
+        work.emit(account["workspace_id"], account["id"], outbox.END_USER_ERASED, "", payload, at)
     return {"end_user_erased_events": len(rows)}
 
 
@@ -231,7 +152,8 @@ STEPS: list[tuple[str, Step]] = [
 async def advance(deps: Deps, erasure_id: uuid.UUID, *, skip_locked: bool = False) -> None:
     """Runs the erasure's remaining steps, one transaction each, until it completes or must wait."""
     while True:
-        async with deps.pool.acquire() as conn, conn.transaction():
+        async with uow.begin(deps) as work:
+            conn = work.conn
             plan = await conn.fetchrow(
                 "SELECT * FROM erasures WHERE id = $1 FOR UPDATE" + (" SKIP LOCKED" if skip_locked else ""),
                 erasure_id,
@@ -239,7 +161,7 @@ async def advance(deps: Deps, erasure_id: uuid.UUID, *, skip_locked: bool = Fals
             if plan is None or plan["state"] == "completed":
                 return
             name, step = STEPS[plan["step"]]
-            result = await step(deps, conn, plan)
+            result = await step(work, plan)
             if result is _WAIT:
                 await conn.execute(
                     "UPDATE erasures SET state = 'waiting_for_jobs', updated_at = now() WHERE id = $1",
@@ -317,13 +239,8 @@ async def _current(conn: db.Conn, workspace_id: uuid.UUID, end_user_id: str) -> 
         return None
     if row["state"] != "completed":
         return row["id"]  # type: ignore[no-any-return]
-    fresh = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM accounts WHERE workspace_id = $1 AND end_user_id = $2"
-        "  AND erasure_id IS NULL)"
-        " OR EXISTS (SELECT 1 FROM link_tokens WHERE workspace_id = $1 AND end_user_id = $2"
-        "  AND expires_at > now())",
-        workspace_id,
-        end_user_id,
+    fresh = await accounts.has_unerased(conn, workspace_id, end_user_id) or await link_tokens.has_usable(
+        conn, workspace_id, end_user_id
     )
     return None if fresh else row["id"]
 

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from service import db, errors, sealed, uow
 from service.context import CallContext
 from service.deps import Deps
-from service.vault import Vault
+from service.vault import Vault, VaultError
 
 M = TypeVar("M", bound=Message)
 
@@ -126,3 +126,51 @@ async def run_once(
         if key is not None:
             await key.store(work.conn, deps.vault, reply)
         return reply
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mentions(response: bytes, end_user_id: str, account_ids: list[str]) -> bool:
+    """True when a serialized response holds one of the accounts' ids, or the end user's id as a
+    whole string field (its length prefix and bytes)."""
+    if any(a.encode() in response for a in account_ids):
+        return True
+    value = end_user_id.encode()
+    return _varint(len(value)) + value in response
+
+
+async def erase_mentioning(
+    conn: db.Executor, vault: Vault, workspace_id: uuid.UUID, end_user_id: str, account_ids: list[uuid.UUID]
+) -> int:
+    """Deletes the workspace's stored responses that name the end user or one of the accounts (an
+    erasure). They are sealed and name no owner, so each is opened (7 days of them at most); one
+    that no key of the ring opens is deleted too. Returns how many."""
+    ids_ = [str(a) for a in account_ids]
+    doomed: list[tuple[str, str]] = []
+    rows = await conn.fetch(
+        "SELECT method, request_id, response FROM idempotency_keys WHERE workspace_id = $1 AND length(response) > 0",
+        workspace_id,
+    )
+    for row in rows:
+        aad = sealed.idempotency_aad(workspace_id, row["method"], row["request_id"])
+        try:
+            response = vault.open(bytes(row["response"]), aad=aad)
+        except VaultError:
+            response = None
+        if response is None or mentions(response, end_user_id, ids_):
+            doomed.append((row["method"], row["request_id"]))
+    status: str = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND (method, request_id) IN"
+        " (SELECT * FROM unnest($2::text[], $3::text[]))",
+        workspace_id,
+        [m for m, _ in doomed],
+        [r for _, r in doomed],
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -189,16 +189,18 @@ async def _store_data(
     work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime
 ) -> results.Stored | None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
-        return await results.store_paystubs(work.conn, job.account_id, outcome.paystubs or [], at)
+        return await results.store_paystubs(
+            work.conn, work.deps.vault, job.account_id, outcome.paystubs or [], at
+        )
     if outcome.data is None:
         return None
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         # The switch changes the allocations: store them and publish them too.
         allocations = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-        await results.store(work.conn, job.account_id, allocations, outcome.data, at)
+        await results.store(work.conn, work.deps.vault, job.account_id, allocations, outcome.data, at)
         _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=allocations)
         return None
-    return await results.store(work.conn, job.account_id, job.name, outcome.data, at)
+    return await results.store(work.conn, work.deps.vault, job.account_id, job.name, outcome.data, at)
 
 
 def _job_event(

@@ -58,7 +58,7 @@ async def create(
 ) -> link_token_pb2.LinkToken:
     binds = bool(request.account_id) and versions.on_demand_updates(call.api_version)
     _validate(deps, request, binds).raise_if_any()
-    return await idempotency.run_once(
+    token = await idempotency.run_once(
         deps,
         call,
         "CreateLinkToken",
@@ -68,6 +68,14 @@ async def create(
         lambda work: _insert(deps, work.conn, call, request, binds),
         single_statement=not binds,  # one INSERT; a bound token also reads (and checks) its account
     )
+    if request.request_id:
+        # A replay answers the token as it is now: once a session has used it, without the token
+        # string (a used token is worth nothing, and a stored answer should not hand it out again).
+        used_at = await deps.pool.fetchval("SELECT used_at FROM link_tokens WHERE id = $1::uuid", token.id)
+        if used_at is not None:
+            token.token = ""
+            timeutil.set_ts(token.used_at, used_at)
+    return token
 
 
 async def _bound_account(
@@ -221,6 +229,61 @@ async def use_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) ->
         end_user_id=row["end_user_id"],
         allocation_targets=len(options.allocation.targets),
     )
+
+
+# --- Erasure of an end user (service/erasure.py) ---------------------------------------------
+
+_OF_END_USER = "workspace_id = $1 AND (end_user_id = $2 OR bound_account_id = ANY($3::uuid[]))"
+
+
+async def expire_for_end_user(
+    conn: db.Executor, workspace_id: uuid.UUID, end_user_id: str, account_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Expires the end user's unused tokens (and those bound to their accounts); returns the ids of
+    all their tokens."""
+    await conn.execute(
+        f"UPDATE link_tokens SET expires_at = now() WHERE {_OF_END_USER} AND expires_at > now()",
+        workspace_id,
+        end_user_id,
+        account_ids,
+    )
+    rows = await conn.fetch(
+        f"SELECT id FROM link_tokens WHERE {_OF_END_USER}", workspace_id, end_user_id, account_ids
+    )
+    return [r["id"] for r in rows]
+
+
+async def scrub_for_end_user(
+    conn: db.Executor, workspace_id: uuid.UUID, end_user_id: str, account_ids: list[uuid.UUID]
+) -> int:
+    """Erases the deposit targets the end user's tokens offered (sealed, masked, and in the stored
+    options); the tokens themselves stay. Returns how many changed."""
+    changed = 0
+    rows = await conn.fetch(
+        f"SELECT id, options FROM link_tokens WHERE {_OF_END_USER}", workspace_id, end_user_id, account_ids
+    )
+    for row in rows:
+        options = link_token_pb2.LinkToken.FromString(bytes(row["options"]))
+        options.ClearField("allocation")
+        status = await conn.execute(
+            "UPDATE link_tokens SET allocation = NULL, allocation_sealed = NULL, options = $2"
+            " WHERE id = $1 AND (allocation IS NOT NULL OR allocation_sealed IS NOT NULL OR options <> $2)",
+            row["id"],
+            options.SerializeToString(deterministic=True),
+        )
+        changed += int(status.rsplit(" ", 1)[-1])
+    return changed
+
+
+async def has_usable(conn: db.Executor, workspace_id: uuid.UUID, end_user_id: str) -> bool:
+    """Whether the end user has a link token that can still start a session."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM link_tokens WHERE workspace_id = $1 AND end_user_id = $2"
+        " AND expires_at > now() AND used_at IS NULL)",
+        workspace_id,
+        end_user_id,
+    )
+    return found
 
 
 async def tags_of(conn: db.Executor, link_token_id: uuid.UUID) -> dict[str, str]:

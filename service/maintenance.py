@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import uuid
 
-from service import db, kafka, queue, sealed
+from service import db, kafka, pii, queue, sealed
 from service.config import Settings
 from service.vault import Vault
 
@@ -62,6 +62,9 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
             )
             ikeys += 1
     counts["idempotency_keys.response"] = ikeys
+    # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
+    # primary key, and re-keys the change digests.
+    counts.update(await pii.seal_existing(pool, vault))
     return counts
 
 

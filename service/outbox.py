@@ -25,6 +25,7 @@ NOTIFY_CHANNEL = "paylink_outbox"
 ACCOUNT_ADDED = "account.added"
 MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"
 LINK_SESSION_COMPLETED = "link_session.completed"
+END_USER_ERASED = "end_user.erased"  # one per erased account (service/erasure.py)
 
 # Job event names by JobName.
 JOB_EVENTS: dict[int, str] = {
@@ -41,6 +42,7 @@ ALL_EVENTS: tuple[str, ...] = (
     MONITORING_STATUS_UPDATED,
     *JOB_EVENTS.values(),
     LINK_SESSION_COMPLETED,
+    END_USER_ERASED,
 )
 
 

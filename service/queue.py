@@ -392,19 +392,17 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
 
 
 async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
-    """How many jobs of these accounts are not final yet."""
-    count: int = await conn.fetchval(
-        f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}",
-        list(account_ids),
-    )
-    return count
+    """How many jobs of these accounts are not final yet (an erasure waits for them)."""
+    sql = f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}"
+    return int(await conn.fetchval(sql, list(account_ids)))
 
 
-async def scrub_params(conn: db.Conn, account_ids: Sequence[uuid.UUID]) -> str:
-    """Erases what jobs of these accounts kept about their person (their parameters); the status."""
+async def scrub_params(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
+    """Erases these accounts' job parameters (masked and sealed deposit targets) for an erasure;
+    the job, its status and outcome stay. Returns how many jobs changed."""
     status: str = await conn.execute(
         "UPDATE jobs SET params = '', params_sealed = NULL WHERE account_id = ANY($1::uuid[])"
         " AND (params <> '' OR params_sealed IS NOT NULL)",
         list(account_ids),
     )
-    return status
+    return int(status.rsplit(" ", 1)[-1])

@@ -279,3 +279,14 @@ def document_from_row(row: asyncpg.Record) -> document_pb2.Document:
     timeutil.set_ts(doc.created_at, row["created_at"])
     timeutil.set_ts(doc.updated_at, row["updated_at"])
     return doc
+
+
+async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:
+    """Deletes every shift, tax form and document of these accounts (an erasure; a document's
+    bytes in `document_contents` go with it, ON DELETE CASCADE; a DocumentStore outside PostgreSQL
+    would delete its objects here too). Returns counts."""
+    counts = {}
+    for table in ("shifts", "tax_forms", "documents"):
+        status = await conn.execute(f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", account_ids)
+        counts[table] = int(status.rsplit(" ", 1)[-1])
+    return counts

@@ -1,43 +1,49 @@
 """Job results: the latest data per account and type, with refreshed_at and updated_at.
 
-`refreshed_at` moves on every successful fetch; `updated_at` only when the content really changed
-(compared by a hash of the deterministic serialization).
+The data is personal: it is sealed with the vault before it is written and opened when read
+(service/pii.py: AAD bound to the account and the data kind). `refreshed_at` moves on every
+successful fetch; `updated_at` only when the content really changed, compared by a keyed digest of
+the deterministic serialization (`Vault.digests`: under every key of the ring, so a key rotation
+alone is no change), never by a plain hash of the plaintext.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
-from paylink.v1 import account_pb2, common_pb2, data_pb2
+from paylink.v1 import account_pb2, common_pb2, data_pb2, privacy_pb2
 
-from service import accounts, db, errors, ids, income_rules, pagination, pii, timeutil, validation
+from service import accounts, audit, db, errors, ids, income_rules, pagination, pii, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
+from service.vault import Vault
 
 _Data = TypeVar(
     "_Data", data_pb2.Identity, data_pb2.Employment, data_pb2.Income, data_pb2.DirectDepositAllocations
 )
 
 # Upserts the latest data and says whether its content changed, with what was stored before (the
-# CTE reads the row as it was when the statement started).
+# CTE reads the row as it was when the statement started). $4: the content's digests under every
+# key of the ring, the primary's first (the one stored). No row comes back for an account that an
+# erasure fenced (the database skips the write).
 _UPSERT = """
 WITH old AS (SELECT data, content_hash FROM job_results WHERE account_id = $1 AND name = $2)
 INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $5)
+VALUES ($1, $2, $3, ($4::bytea[])[1], $5, $5)
 ON CONFLICT (account_id, name) DO UPDATE SET
   data = EXCLUDED.data,
   refreshed_at = EXCLUDED.refreshed_at,
-  updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
+  updated_at = CASE WHEN job_results.content_hash = ANY($4::bytea[])
                     THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
   content_hash = EXCLUDED.content_hash
-RETURNING (SELECT content_hash FROM old) IS DISTINCT FROM $4 AS changed, (SELECT data FROM old) AS previous
+RETURNING NOT coalesce((SELECT content_hash FROM old) = ANY($4::bytea[]), false) AS changed,
+          (SELECT data FROM old) AS previous
 """
 # Upserts paystubs by the platform's id in one statement; says which ones are new.
 _PAYSTUBS = """
@@ -61,33 +67,27 @@ class Stored:
     added_paystubs: tuple[data_pb2.Paystub, ...] = ()  # paystubs stored for the first time, newest first
 
 
-def _hash(parts: Sequence[bytes]) -> bytes:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-def digest(data: Message) -> bytes:
-    """The stable content digest of one data message (deterministic serialization, SHA-256)."""
-    return _hash([data.SerializeToString(deterministic=True)])
-
-
-async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime) -> Stored:
-    """Stores the latest data of a job type; `refreshed_at` moves, `updated_at` only on change."""
+async def store(
+    conn: db.Conn, vault: Vault, account_id: uuid.UUID, name: int, data: Message, at: dt.datetime
+) -> Stored:
+    """Stores the latest data of a job type, sealed; `refreshed_at` moves, `updated_at` only on change."""
+    kind = pii.result_kind(name)
     body = data.SerializeToString(deterministic=True)
-    row = await conn.fetchrow(_UPSERT, account_id, name, body, _hash([body]), at)
-    assert row is not None  # an upsert returns its row
+    sealed = pii.seal(vault, kind, account_id, body)
+    row = await conn.fetchrow(_UPSERT, account_id, name, sealed, vault.digests([body]), at)
+    if row is None:  # fenced by an erasure: nothing was stored
+        return Stored(False)
     previous = row["previous"]
-    return Stored(row["changed"], bytes(previous) if previous is not None else None)
+    if previous is not None:
+        previous = pii.open_data(vault, kind, account_id, bytes(previous))
+    return Stored(row["changed"], previous)
 
 
 async def store_paystubs(
-    conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
+    conn: db.Conn, vault: Vault, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
 ) -> Stored:
-    """Upserts paystubs by the platform's id; the result row's hash covers the whole set."""
-    bodies = []
+    """Upserts paystubs by the platform's id, each sealed; the result row's digest covers the set."""
+    items: list[tuple[str, bytes]] = []
     ids_, externals, dates, datas, documents = [], [], [], [], []
     for item in fetched:
         stub = data_pb2.Paystub()
@@ -97,35 +97,47 @@ async def store_paystubs(
         stub.ClearField("created_at")
         stub.ClearField("document_id")
         body = stub.SerializeToString(deterministic=True)
-        bodies.append(item.external_id.encode() + b"\0" + body)
+        items.append((item.external_id, body))
         ids_.append(ids.new_id())
         externals.append(item.external_id)
         dates.append(dt.date.fromisoformat(stub.pay_date))
-        datas.append(body)
+        datas.append(pii.seal(vault, pii.Kind.PAYSTUB, account_id, body, item.external_id))
         documents.append(item.document_external_id)
     rows = await conn.fetch(_PAYSTUBS, account_id, ids_, externals, dates, datas, documents) if ids_ else []
     added = sorted((r for r in rows if r["inserted"]), key=lambda r: (r["pay_date"], r["id"]), reverse=True)
+    bodies = dict(items)
     # Only the set's content matters for updated_at, not the order the platform listed it in.
-    row = await conn.fetchrow(
-        _UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at
-    )
-    assert row is not None
-    return Stored(row["changed"], None, tuple(_paystub_of(bytes(r["data"]), r) for r in added))
+    digests = vault.digests(pii.paystub_set_parts(items))
+    row = await conn.fetchrow(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, digests, at)
+    if row is None:  # fenced by an erasure
+        return Stored(False)
+    return Stored(row["changed"], None, tuple(_paystub_of(bodies[r["external_id"]], r) for r in added))
 
 
-async def _result(
-    deps: Deps, workspace_id: uuid.UUID, account_id: str, name: int, what: str
-) -> asyncpg.Record:
+# The account (workspace check), its result and the read's audit record, in one round trip; the
+# record is written only when there is data to release.
+_RESULT = audit.attach(
+    "SELECT a.id AS account_id, a.end_user_id, r.data, r.refreshed_at, r.updated_at FROM accounts a"
+    " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
+    " WHERE a.id = $1 AND a.workspace_id = $2",
+    3,
+    subject="SELECT account_id, end_user_id FROM target WHERE refreshed_at IS NOT NULL",
+)
+_RESOURCES: dict[int, int] = {
+    common_pb2.JOB_NAME_IDENTITY: privacy_pb2.AUDIT_RESOURCE_IDENTITY,
+    common_pb2.JOB_NAME_EMPLOYMENT: privacy_pb2.AUDIT_RESOURCE_EMPLOYMENT,
+    common_pb2.JOB_NAME_INCOME: privacy_pb2.AUDIT_RESOURCE_INCOME,
+    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS,
+}
+
+
+async def _result(deps: Deps, who: audit.Who, account_id: str, name: int, what: str) -> asyncpg.Record:
     parsed = ids.parse_uuid(account_id)
     row = None
-    if parsed is not None:  # the account (workspace check) and its result in one round trip
+    if parsed is not None:
+        record = audit.Record(who, audit.READ, _RESOURCES[name])
         row = await deps.pool.fetchrow(
-            "SELECT a.id AS account_id, r.data, r.refreshed_at, r.updated_at FROM accounts a"
-            " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
-            " WHERE a.id = $1 AND a.workspace_id = $2",
-            parsed,
-            workspace_id,
-            name,
+            _RESULT, parsed, who.workspace_id, name, *record.args(from_subject=True)
         )
     if row is None:
         raise errors.not_found("account", account_id)
@@ -139,23 +151,23 @@ def _body(deps: Deps, row: asyncpg.Record, name: int) -> bytes:
     return pii.open_data(deps.vault, pii.result_kind(name), row["account_id"], bytes(row["data"]))
 
 
-async def identity(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Identity:
+async def identity(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Identity:
     name = common_pb2.JOB_NAME_IDENTITY
-    row = await _result(deps, workspace_id, account_id, name, "identity")
+    row = await _result(deps, who, account_id, name, "identity")
     return _stamp(data_pb2.Identity.FromString(_body(deps, row, name)), account_id, row)
 
 
-async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Employment:
+async def employment(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Employment:
     name = common_pb2.JOB_NAME_EMPLOYMENT
-    row = await _result(deps, workspace_id, account_id, name, "employment")
+    row = await _result(deps, who, account_id, name, "employment")
     return _stamp(data_pb2.Employment.FromString(_body(deps, row, name)), account_id, row)
 
 
-async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
+async def income(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Income:
     """The stored income, completed from the stored paystubs where the platform left fields out
     (service/income_rules.py)."""
     name = common_pb2.JOB_NAME_INCOME
-    row = await _result(deps, workspace_id, account_id, name, "income")
+    row = await _result(deps, who, account_id, name, "income")
     stubs = await deps.pool.fetch(
         "SELECT id, account_id, external_id, pay_date, data, created_at, NULL::uuid AS document_id"
         " FROM paystubs WHERE account_id = $1 AND pay_date >="
@@ -167,11 +179,9 @@ async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_p
     return _stamp(derived, account_id, row)
 
 
-async def allocations(
-    deps: Deps, workspace_id: uuid.UUID, account_id: str
-) -> data_pb2.DirectDepositAllocations:
+async def allocations(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.DirectDepositAllocations:
     name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-    row = await _result(deps, workspace_id, account_id, name, "direct_deposit_allocations")
+    row = await _result(deps, who, account_id, name, "direct_deposit_allocations")
     return _stamp(data_pb2.DirectDepositAllocations.FromString(_body(deps, row, name)), account_id, row)
 
 
@@ -207,8 +217,24 @@ def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
     return stub
 
 
+# A page of paystubs and the read's audit record, in one round trip.
+_PAYSTUB_PAGE = audit.attach(
+    f"SELECT {_PAYSTUB_COLUMNS} WHERE p.account_id = $1"
+    " AND ($2::date IS NULL OR p.pay_date >= $2) AND ($3::date IS NULL OR p.pay_date <= $3)"
+    " AND ($4::date IS NULL OR (p.pay_date, p.id) < ($4, $5))"
+    " ORDER BY p.pay_date DESC, p.id DESC LIMIT $6",
+    6,
+)
+# One paystub and, when found, the read's audit record.
+_PAYSTUB = audit.attach(
+    f"SELECT $3::text AS end_user_id, {_PAYSTUB_COLUMNS} WHERE p.id = $1 AND p.account_id = $2",
+    3,
+    subject="SELECT account_id, end_user_id FROM target",
+)
+
+
 async def list_paystubs(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListPaystubsRequest
+    deps: Deps, who: audit.Who, request: account_pb2.ListPaystubsRequest
 ) -> account_pb2.ListPaystubsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
@@ -217,24 +243,21 @@ async def list_paystubs(
     if low and high and low > high:
         v.add("to_pay_date", "must not be before from_pay_date")
     v.raise_if_any()
-    account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
+    account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}
-    cursor = pagination.decode(request.page_token, filters)
-    try:
-        cursor_date = dt.date.fromisoformat(cursor.key) if cursor else None
-    except ValueError as exc:
-        raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
+    cursor_date, cursor_id = pagination.date_cursor(pagination.decode(request.page_token, filters))
+    record = audit.Record(
+        who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, account["id"], account["end_user_id"]
+    )
     rows = await deps.pool.fetch(
-        f"SELECT {_PAYSTUB_COLUMNS} WHERE p.account_id = $1"
-        " AND ($2::date IS NULL OR p.pay_date >= $2) AND ($3::date IS NULL OR p.pay_date <= $3)"
-        " AND ($4::date IS NULL OR (p.pay_date, p.id) < ($4, $5))"
-        " ORDER BY p.pay_date DESC, p.id DESC LIMIT $6",
+        _PAYSTUB_PAGE,
         account["id"],
         low,
         high,
         cursor_date,
-        cursor.id if cursor else None,
+        cursor_id,
         size + 1,
+        *record.args(),
     )
     response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(deps, r) for r in rows[:size]])
     if len(rows) > size:
@@ -253,18 +276,27 @@ async def list_paystubs(
     return response
 
 
-async def get_paystub(
-    deps: Deps, workspace_id: uuid.UUID, account_id: str, paystub_id: str
-) -> data_pb2.Paystub:
-    account = await accounts.fetch(deps.pool, workspace_id, account_id)
+async def get_paystub(deps: Deps, who: audit.Who, account_id: str, paystub_id: str) -> data_pb2.Paystub:
+    account = await accounts.fetch(deps.pool, who.workspace_id, account_id)
     parsed = ids.parse_uuid(paystub_id)
     row = None
     if parsed is not None:
+        record = audit.Record(who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS)
         row = await deps.pool.fetchrow(
-            f"SELECT {_PAYSTUB_COLUMNS} WHERE p.id = $1 AND p.account_id = $2",
-            parsed,
-            account["id"],
+            _PAYSTUB, parsed, account["id"], account["end_user_id"], *record.args(from_subject=True)
         )
     if row is None:
         raise errors.not_found("paystub", paystub_id)
     return _paystub(deps, row)
+    if row is None:
+        raise errors.not_found("paystub", paystub_id)
+    return _paystub(deps, row)
+
+
+async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:
+    """Deletes every stored result and paystub of these accounts (an erasure); returns counts."""
+    counts = {}
+    for table in ("job_results", "paystubs"):
+        status = await conn.execute(f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", account_ids)
+        counts[table] = int(status.rsplit(" ", 1)[-1])
+    return counts

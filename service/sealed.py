@@ -37,6 +37,11 @@ COLUMNS: tuple[SealedColumn, ...] = (
 )
 
 
+# Personal data, sealed per account and data kind with an AAD of its own shape (service/pii.py:
+# `pii:<kind>:<account_id>[:<item>]`); `vault reencrypt` covers them through `pii.seal_existing`.
+PERSONAL_DATA: tuple[tuple[str, str], ...] = (("job_results", "data"), ("paystubs", "data"))
+
+
 def idempotency_aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:
     """AAD of a stored idempotent response (idempotency_keys has a composite key)."""
     return f"idempotency:{workspace_id}:{method}:{request_id}".encode()

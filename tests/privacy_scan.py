@@ -75,7 +75,7 @@ async def opened(
         " AND ($1::uuid IS NULL OR workspace_id = $1)",
         workspace,
     ):
-        aad = f"idempotency:{row['workspace_id']}:{row['method']}:{row['request_id']}".encode()
+        aad = sealed.idempotency_aad(row["workspace_id"], row["method"], row["request_id"])
         try:
             out.append(("idempotency_keys.response", text_of(vault.open(bytes(row["response"]), aad=aad))))
         except VaultError:

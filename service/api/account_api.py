@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
 
-from service import accounts, results
+from service import accounts, audit, results
 from service.api import context
 from service.deps import Deps
 
@@ -33,31 +33,36 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
     async def GetIdentity(  # noqa: N802
         self, request: account_pb2.GetIdentityRequest, ctx: context.Ctx
     ) -> data_pb2.Identity:
-        return await results.identity(self.deps, context.current().workspace.id, request.account_id)
+        return await results.identity(
+            self.deps, audit.who(context.current(), "GetIdentity"), request.account_id
+        )
 
     async def GetEmployment(  # noqa: N802
         self, request: account_pb2.GetEmploymentRequest, ctx: context.Ctx
     ) -> data_pb2.Employment:
-        return await results.employment(self.deps, context.current().workspace.id, request.account_id)
+        return await results.employment(
+            self.deps, audit.who(context.current(), "GetEmployment"), request.account_id
+        )
 
     async def GetIncome(  # noqa: N802
         self, request: account_pb2.GetIncomeRequest, ctx: context.Ctx
     ) -> data_pb2.Income:
-        return await results.income(self.deps, context.current().workspace.id, request.account_id)
+        return await results.income(self.deps, audit.who(context.current(), "GetIncome"), request.account_id)
 
     async def ListPaystubs(  # noqa: N802
         self, request: account_pb2.ListPaystubsRequest, ctx: context.Ctx
     ) -> account_pb2.ListPaystubsResponse:
-        return await results.list_paystubs(self.deps, context.current().workspace.id, request)
+        return await results.list_paystubs(self.deps, audit.who(context.current(), "ListPaystubs"), request)
 
     async def GetPaystub(  # noqa: N802
         self, request: account_pb2.GetPaystubRequest, ctx: context.Ctx
     ) -> data_pb2.Paystub:
-        return await results.get_paystub(
-            self.deps, context.current().workspace.id, request.account_id, request.paystub_id
-        )
+        who = audit.who(context.current(), "GetPaystub")
+        return await results.get_paystub(self.deps, who, request.account_id, request.paystub_id)
 
     async def GetDirectDepositAllocations(  # noqa: N802
         self, request: account_pb2.GetDirectDepositAllocationsRequest, ctx: context.Ctx
     ) -> data_pb2.DirectDepositAllocations:
-        return await results.allocations(self.deps, context.current().workspace.id, request.account_id)
+        return await results.allocations(
+            self.deps, audit.who(context.current(), "GetDirectDepositAllocations"), request.account_id
+        )

@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 from grpc_status import rpc_status
 
-from service import db, errors, metrics, versions
+from service import audit, db, errors, ids, metrics, versions
 from service.api import context, status
 from service.auth import Authenticator
 
@@ -29,6 +29,25 @@ _PREFIX = "/paylink.v1."
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
 _UNAVAILABLE_ERRORS = db.UNAVAILABLE  # a lost, restarting or failing-over database
+
+
+async def _call_context(
+    auth: Authenticator, metadata: dict[str, str], request_id: str, deadline: float | None
+) -> context.CallContext:
+    """Authenticates `x-api-secret`, parses `api-version`, and names the caller for the audit
+    trail (`x-caller`, else the secret's key id; docs/privacy.md)."""
+    secret = metadata.get("x-api-secret")
+    workspace = await auth.authenticate(secret)
+    try:
+        version = versions.parse(metadata.get("api-version"))
+    except versions.UnknownVersion as exc:
+        raise errors.invalid_field("api-version", str(exc)) from exc
+    key_id = ids.key_id_of_secret(secret or "") or ""
+    try:
+        caller = audit.caller_of(metadata.get(audit.X_CALLER), key_id)
+    except ValueError as exc:
+        raise errors.invalid_field(audit.X_CALLER, str(exc)) from exc
+    return context.CallContext(workspace, version, request_id, deadline, caller, key_id)
 
 
 class ApiInterceptor(grpc.aio.ServerInterceptor):
@@ -66,12 +85,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
                 remaining = ctx.time_remaining()
                 deadline = None if remaining is None else time.monotonic() + remaining
                 async with asyncio.timeout(remaining):
-                    workspace = await auth.authenticate(metadata.get("x-api-secret"))
-                    try:
-                        version = versions.parse(metadata.get("api-version"))
-                    except versions.UnknownVersion as exc:
-                        raise errors.invalid_field("api-version", str(exc)) from exc
-                    call = context.CallContext(workspace, version, request_id, deadline)
+                    call = await _call_context(auth, metadata, request_id, deadline)
                     token = context.set_current(call)
                     response = await inner(request, ctx)
             except errors.DomainError as exc:

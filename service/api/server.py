@@ -20,17 +20,21 @@ from paylink.v1 import (
     link_token_pb2_grpc,
     monitoring_pb2,
     monitoring_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
     sandbox_pb2,
     sandbox_pb2_grpc,
 )
 
 from service.api.account_api import AccountServicer
 from service.api.catalog_api import CatalogServicer
+from service.api.decoding import DecodeInterceptor
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
 from service.api.monitoring_api import MonitoringServicer
+from service.api.privacy_api import PrivacyServicer
 from service.api.reflection import add_reflection
 from service.api.sandbox_api import SandboxServicer
 from service.auth import Authenticator
@@ -42,6 +46,7 @@ SERVICE_NAMES = (
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+    privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name,
     monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
 )
@@ -55,7 +60,8 @@ class ApiServer:
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ApiInterceptor(Authenticator(deps.pool))],
+            # DecodeInterceptor first: it is the outermost, and answers unreadable bytes before auth.
+            interceptors=[DecodeInterceptor(), ApiInterceptor(Authenticator(deps.pool))],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),
@@ -68,6 +74,7 @@ class ApiServer:
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps), self.server)
         monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(deps), self.server)
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

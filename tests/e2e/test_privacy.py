@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, common_pb2, job_pb2, privacy_pb2
+from paylink.v1 import account_pb2, common_pb2, job_pb2, link_pb2, privacy_pb2
 
-from service import audit, auth, erasure, runtime
+from service import auth, erasure, runtime
 from service.config import Settings
 from tests.harness import (
     ALL_JOBS,
@@ -34,6 +34,7 @@ from tests.harness import (
     link_account,
     rpc_error,
     wait_event_ids,
+    wait_job,
 )
 from tests.privacy_scan import dump, hits, opened, text_of
 
@@ -113,10 +114,6 @@ async def _link_person(client: Client, username: str, number: str, end_user: str
     return out
 
 
-def _who(workspace: uuid.UUID) -> audit.Who:
-    return audit.Who(workspace, "privacy-test", "", "EraseEndUser", f"req-{uuid.uuid4().hex[:6]}")
-
-
 async def _workspace_of(stack: Stack, account_id: str) -> uuid.UUID:
     return await stack.app.deps.pool.fetchval(  # type: ignore[no-any-return]
         "SELECT workspace_id FROM accounts WHERE id = $1", uuid.UUID(account_id)
@@ -173,8 +170,10 @@ async def test_erasure_removes_every_byte_of_one_end_user_and_nothing_else(stack
     assert hits(everything, ERASED, ERASED_NUMBER), "the scan must see the person before the erasure"
 
     workspace = await _workspace_of(stack, erased[0])
-    row = await erasure.request(stack.app.deps, _who(workspace), "eu-erase")
-    done = erasure.to_proto(row)
+    done = await client.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id="eu-erase"),
+        metadata=[*client.md(), ("x-caller", "privacy-test")],
+    )
     assert done.state == privacy_pb2.ERASURE_STATE_COMPLETED
     assert sorted(done.account_ids) == sorted(erased)
     assert (
@@ -243,53 +242,44 @@ async def test_erasure_removes_every_byte_of_one_end_user_and_nothing_else(stack
     assert keys == {"token-eu-keep-sandbox_adp", "token-eu-keep-sandbox_workday"}
 
     # Idempotent: asking again returns the same, completed erasure; and it was audited once.
-    again = erasure.to_proto(await erasure.request(stack.app.deps, _who(workspace), "eu-erase"))
-    assert again.id == done.id and again.state == done.state
-    records = await pool.fetch(
-        "SELECT caller, erasure_id FROM audit_records WHERE action = $1 AND workspace_id = $2",
-        audit.ERASE,
-        workspace,
+    again = await client.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id="eu-erase"), metadata=client.md()
     )
-    assert [(r["caller"], str(r["erasure_id"])) for r in records] == [("privacy-test", done.id)]
+    assert again == done
+    shown = await client.privacy.GetErasure(
+        privacy_pb2.GetErasureRequest(erasure_id=done.id), metadata=client.md()
+    )
+    assert shown == done
+    records = await client.privacy.ListAuditRecords(
+        privacy_pb2.ListAuditRecordsRequest(action=privacy_pb2.AUDIT_ACTION_ERASE), metadata=client.md()
+    )
+    assert [(r.caller, r.erasure_id, r.end_user_id, r.resource) for r in records.records] == [
+        ("privacy-test", done.id, "eu-erase", privacy_pb2.AUDIT_RESOURCE_END_USER)
+    ]
 
     # Erasing the other workspace's copy leaves nothing of the person anywhere.
-    await erasure.request(stack.app.deps, _who(await _workspace_of(stack, elsewhere[0])), "eu-erase")
+    await other_workspace.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id="eu-erase"), metadata=other_workspace.md()
+    )
     assert hits(await dump(pool) + await opened(pool, vault), ERASED, ERASED_NUMBER) == []
     assert hits(await dump(pool) + await opened(pool, vault), KEPT, KEPT_NUMBER)
 
 
-_ERASE_IN_A_PROCESS = """
-import asyncio, sys, uuid
-from service import audit, erasure, runtime
-from service.config import Settings
-
-async def main() -> None:
-    deps = await runtime.build_deps(Settings())
-    who = audit.Who(uuid.UUID(sys.argv[1]), "privacy-test", "", "EraseEndUser", "crash")
-    row = await erasure.request(deps, who, sys.argv[2])
-    print(row["state"])
-
-asyncio.run(main())
-"""
-
-
-def _erase_in_a_process(
-    stack: Stack, workspace: uuid.UUID, end_user: str, crash_after: str = ""
-) -> subprocess.CompletedProcess[str]:
+def _cli(stack: Stack, *args: str, crash_after: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m service ARGS` against the stack's database, in a process of its own."""
     env = {
         **os.environ,
         "PAYLINK_DATABASE_URL": stack.settings.database_url,
         "PAYLINK_TOPIC_PREFIX": stack.settings.topic_prefix,
-        "PYTHONPATH": os.pathsep.join([".", "generated"]),
     }
-    if crash_after:
+    if crash_after:  # the process dies like a SIGKILL right after this step committed
         env["PAYLINK_FAULT_ERASURE_EXIT_AFTER_STEP"] = crash_after
     return subprocess.run(
-        [sys.executable, "-c", _ERASE_IN_A_PROCESS, str(workspace), end_user],
+        [sys.executable, "-m", "service", *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
 
@@ -299,12 +289,14 @@ async def test_an_erasure_killed_halfway_is_resumed(stack: Stack) -> None:
     client = await stack.client()
     number = "73920184466150"
     accounts = await _link_person(client, "user_good+crash", number, "eu-crash")
-    workspace = await _workspace_of(stack, accounts[0])
+    workspace = str(await _workspace_of(stack, accounts[0]))
 
-    died = await asyncio.to_thread(_erase_in_a_process, stack, workspace, "eu-crash", "data")
+    died = await asyncio.to_thread(_cli, stack, "erasure", "erase", workspace, "eu-crash", crash_after="data")
     assert died.returncode == 137, died.stderr[-2000:]
     # Killed right after the data step committed: the record says what is left, nothing more.
-    plan = await pool.fetchrow("SELECT state, step, account_ids FROM erasures WHERE end_user_id = 'eu-crash'")
+    plan = await pool.fetchrow(
+        "SELECT id, state, step, account_ids FROM erasures WHERE end_user_id = 'eu-crash'"
+    )
     assert plan is not None and (plan["state"], plan["step"]) == ("in_progress", 3)
     assert sorted(str(a) for a in plan["account_ids"]) == sorted(accounts)
     assert (
@@ -318,9 +310,12 @@ async def test_an_erasure_killed_halfway_is_resumed(stack: Stack) -> None:
         "SELECT true FROM outbox WHERE event_type = 'end_user.erased' AND account_id = ANY($1::uuid[])",
         plan["account_ids"],
     )
+    shown = await asyncio.to_thread(_cli, stack, "erasure", "show", workspace, str(plan["id"]))
+    assert "state=IN_PROGRESS" in shown.stdout, shown.stderr[-2000:]
 
-    resumed = await asyncio.to_thread(_erase_in_a_process, stack, workspace, "eu-crash")
-    assert resumed.returncode == 0 and resumed.stdout.strip() == "completed", resumed.stderr[-2000:]
+    resumed = await asyncio.to_thread(_cli, stack, "erasure", "erase", workspace, "eu-crash")
+    assert resumed.returncode == 0 and "state=COMPLETED" in resumed.stdout, resumed.stderr[-2000:]
+    assert f"erasure_id={plan['id']}" in resumed.stdout
     assert hits(await _rows_of(stack, accounts), "user_good+crash", number) == []
     assert await pool.fetchval("SELECT count(*) FROM erasures WHERE end_user_id = 'eu-crash'") == 1
     found = await stack.events.wait_for(
@@ -328,43 +323,136 @@ async def test_an_erasure_killed_halfway_is_resumed(stack: Stack) -> None:
         count=2,
     )
     assert {r.key for r in found} == set(accounts)
+    listed = await asyncio.to_thread(_cli, stack, "audit", "list", workspace, "--end-user", "eu-crash")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1, (
+        listed.stdout + listed.stderr[-2000:]
+    )
+    assert "  cli  -  ERASE  END_USER  -  eu-crash  cli erasure erase  " in listed.stdout
 
 
 async def test_an_erasure_waits_for_a_running_job_then_completes(stack: Stack) -> None:
     pool = stack.app.deps.pool
     client = await stack.client()
     _, session = await client.connect("user_pending+wait", [C.JOB_NAME_IDENTITY], end_user_id="eu-wait")
-    account = session.account_id
-    workspace = await _workspace_of(stack, account)
-    row = await erasure.request(stack.app.deps, _who(workspace), "eu-wait")
-    assert row["state"] == "waiting_for_jobs"
-    # Fenced already: disconnected, no credentials.
-    assert not await pool.fetchval("SELECT connected FROM accounts WHERE id = $1", uuid.UUID(account))
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM account_credentials WHERE account_id = $1", uuid.UUID(account)
-        )
-        == 0
+    account = uuid.UUID(session.account_id)
+    waiting = await client.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id="eu-wait"), metadata=client.md()
     )
+    assert waiting.state == privacy_pb2.ERASURE_STATE_WAITING_FOR_JOBS
+    # Fenced already: disconnected, no credentials; the pending job is not over yet.
+    assert not await pool.fetchval("SELECT connected FROM accounts WHERE id = $1", account)
+    assert await pool.fetchval("SELECT count(*) FROM account_credentials WHERE account_id = $1", account) == 0
     sweeper = erasure.Sweeper(stack.app.deps, 0.2)
     task = asyncio.create_task(sweeper.run())
     try:
         deadline = time.monotonic() + 60
-        while (
-            state := await pool.fetchval("SELECT state FROM erasures WHERE id = $1", row["id"])
-        ) != "completed":
-            assert time.monotonic() < deadline, f"erasure still {state}"
+        while True:
+            now = await client.privacy.GetErasure(
+                privacy_pb2.GetErasureRequest(erasure_id=waiting.id), metadata=client.md()
+            )
+            if now.state == privacy_pb2.ERASURE_STATE_COMPLETED:
+                break
+            assert time.monotonic() < deadline, f"erasure still {now.state}"
             await asyncio.sleep(0.1)
     finally:
         sweeper.stop()
         await task
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM jobs WHERE account_id = $1 AND status IN ('queued', 'running', 'pending')",
-            uuid.UUID(account),
+    job = await pool.fetchrow("SELECT status, outcome FROM jobs WHERE account_id = $1", account)
+    assert job is not None and job["status"] == "error"  # the job ended before the data step ran
+    assert await pool.fetchval("SELECT count(*) FROM job_results WHERE account_id = $1", account) == 0
+
+
+async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -> None:
+    """Full sandbox flows (every job, a switch to a full account number, MFA, a refresh); then
+    every value of every table and every Kafka message: none of the users' personal data in clear."""
+    client = await stack.client()
+    users = {"user_good+clear": "61820054937216", "user_mfa+clear": "", "user_good+refresh": ""}
+    accounts = await _link_person(client, "user_good+clear", users["user_good+clear"], "eu-clear")
+    _, mfa = await client.connect("user_mfa+clear", ALL_JOBS[:5], mfa_answer="mfa_code", end_user_id="eu-mfa")
+    await client.wait_session(mfa.id, link_pb2.LINK_SESSION_STATE_COMPLETED, timeout=60)
+    _, refreshed = await link_account(client, "user_good+refresh", ALL_JOBS[:5], end_user_id="eu-refresh")
+    job = await client.jobs.CreateJob(
+        job_pb2.CreateJobRequest(
+            account_id=refreshed.account_id, name=C.JOB_NAME_IDENTITY, request_id="clear-refresh"
+        ),
+        metadata=client.md(),
+    )
+    await wait_job(client, job.id)
+    identity = await client.accounts.GetIdentity(
+        account_pb2.GetIdentityRequest(account_id=accounts[0]), metadata=client.md()
+    )
+    assert identity.full_name and identity.date_of_birth  # readable through the API...
+    await _published(stack)
+    pool, vault = stack.app.deps.pool, stack.app.deps.vault
+    tables = await dump(pool)
+    kafka = [
+        (f"kafka {r.topic}", text_of(r.event.SerializeToString()) + repr(r.headers) + r.key)
+        for r in stack.events.items
+    ]
+    assert len(tables) > 300 and len(kafka) > 20
+    opened_values = await opened(pool, vault)
+    for username, number in users.items():
+        assert hits(opened_values, username, number), f"the scan must see {username} once opened"
+        assert hits(tables, username, number) == [], username  # ...but not in any table in clear
+        assert hits(kafka, username, number) == [], username  # ...nor in any Kafka message
+
+
+async def test_reading_an_identity_writes_exactly_one_audit_record_with_the_caller(stack: Stack) -> None:
+    client = await stack.client()
+    _, session = await link_account(
+        client, "user_good+audit", [C.JOB_NAME_IDENTITY, C.JOB_NAME_INCOME], end_user_id="eu-audit"
+    )
+    account = session.account_id
+    key_id = client.secret.split("_")[1]
+    request = account_pb2.GetIdentityRequest(account_id=account)
+    md = [*client.md(), ("x-caller", "underwriting-svc"), ("x-request-id", "req-audit-1")]
+    identity = await client.accounts.GetIdentity(request, metadata=md)
+    assert identity.full_name
+
+    def listing(**filters: object) -> privacy_pb2.ListAuditRecordsRequest:
+        return privacy_pb2.ListAuditRecordsRequest(account_id=account, **filters)
+
+    records = (await client.privacy.ListAuditRecords(listing(), metadata=client.md())).records
+    assert len(records) == 1
+    (record,) = records
+    assert (record.caller, record.key_id, record.action, record.resource) == (
+        "underwriting-svc",
+        key_id,
+        privacy_pb2.AUDIT_ACTION_READ,
+        privacy_pb2.AUDIT_RESOURCE_IDENTITY,
+    )
+    assert (record.account_id, record.end_user_id, record.method, record.request_id) == (
+        account,
+        "eu-audit",
+        "GetIdentity",
+        "req-audit-1",
+    )
+    # Exported for the SIEM on its own topic, once acknowledged.
+    (exported,) = {
+        r.event.event_id: r for r in await stack.events.wait_for(lambda r: r.event.event_id == record.id)
+    }.values()
+    assert exported.topic == stack.settings.topic_prefix + "audit.recorded"
+    assert exported.event.audit_recorded == record
+
+    # A read that released nothing records nothing; a caller without x-caller is its key id; a
+    # malformed x-caller is refused.
+    error = await rpc_error(
+        client.accounts.GetEmployment(
+            account_pb2.GetEmploymentRequest(account_id=account), metadata=client.md()
         )
-        == 0
     )
-    assert (
-        await pool.fetchval("SELECT count(*) FROM job_results WHERE account_id = $1", uuid.UUID(account)) == 0
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    await client.accounts.GetIncome(account_pb2.GetIncomeRequest(account_id=account), metadata=client.md())
+    records = (await client.privacy.ListAuditRecords(listing(), metadata=client.md())).records
+    assert [(r.caller, r.resource) for r in records] == [
+        (f"key:{key_id}", privacy_pb2.AUDIT_RESOURCE_INCOME),
+        ("underwriting-svc", privacy_pb2.AUDIT_RESOURCE_IDENTITY),
+    ]
+    error = await rpc_error(
+        client.accounts.GetIdentity(request, metadata=[*client.md(), ("x-caller", "no spaces")])
     )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "x-caller" in (error.details() or "")
+    only = await client.privacy.ListAuditRecords(listing(caller="underwriting-svc"), metadata=client.md())
+    assert [r.id for r in only.records] == [record.id]
+    other = await stack.client()  # another workspace sees none of them
+    assert not (await other.privacy.ListAuditRecords(listing(), metadata=other.md())).records

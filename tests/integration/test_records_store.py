@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 import pytest
 from paylink.v1 import account_pb2, common_pb2, document_pb2, tax_form_pb2
 
-from service import errors, record_jobs, records, results, runtime, timeutil
+from service import audit, errors, record_jobs, records, results, runtime, timeutil
 from service.api.status import ApiError, from_domain
 from service.drivers.base import AccessGrant, JobContext, PaystubQuery
 from service.drivers.sandbox import SandboxDriver
@@ -142,7 +142,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
     driver = SandboxDriver()
     async with app.deps.pool.acquire() as conn, conn.transaction():
         await results.store_paystubs(
-            conn, account_id, await driver.fetch_paystubs(ctx, PaystubQuery()), timeutil.now()
+            conn, app.deps.vault, account_id, await driver.fetch_paystubs(ctx, PaystubQuery()), timeutil.now()
         )
     fetched = await _run(app, ctx, account_id, J.JOB_NAME_DOCUMENTS)
     listed = await records.list_documents(
@@ -173,8 +173,9 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
             and hashlib.sha256(body).hexdigest() == doc.sha256
             and len(body) == doc.size_bytes
         )
+    who = audit.Who(workspace_id, "records-test", "", "ListPaystubs", "req-records")
     stubs = await results.list_paystubs(
-        app.deps, workspace_id, account_pb2.ListPaystubsRequest(account_id=str(account_id), page_size=100)
+        app.deps, who, account_pb2.ListPaystubsRequest(account_id=str(account_id), page_size=100)
     )
     paystub_docs = {
         d.pay_date: d.id for d in listed.documents if d.type == document_pb2.DOCUMENT_TYPE_PAYSTUB

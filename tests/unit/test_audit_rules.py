@@ -7,11 +7,9 @@ import uuid
 
 import pytest
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
 from paylink.v1 import account_pb2, link_token_pb2, privacy_pb2
 
-from service import audit, erasure, errors
-from service.api.status import ApiError, from_domain
+from service import audit, errors, idempotency
 
 
 def test_caller_is_x_caller_or_the_key_id() -> None:
@@ -53,29 +51,25 @@ def test_list_filters_are_validated_field_by_field() -> None:
         from_time=timestamp_pb2.Timestamp(seconds=2000),
         to_time=timestamp_pb2.Timestamp(seconds=1000),
     )
-    with pytest.raises(errors.DomainError) as caught:
+    with pytest.raises(errors.InvalidArgument) as caught:
         audit.filters_of(bad)
-    fields = [f for f, _ in _violations(from_domain(caught.value))]
+    fields = [f for f, _ in caught.value.violations]
     assert fields == ["account_id", "end_user_id", "action", "resource", "to_time"]
     ok = audit.filters_of(privacy_pb2.ListAuditRecordsRequest(caller="svc", action=audit.READ))
     assert ok.caller == "svc" and ok.action == audit.READ and ok.account_id is None
 
 
-def _violations(exc: ApiError) -> list[tuple[str, str]]:
-    (bad,) = exc.details
-    assert isinstance(bad, error_details_pb2.BadRequest)
-    return [(v.field, v.description) for v in bad.field_violations]
-
-
 def test_erasure_finds_responses_that_name_the_end_user_or_an_account() -> None:
     account = str(uuid.uuid4())
     token = link_token_pb2.LinkToken(id=str(uuid.uuid4()), end_user_id="eu-42", org_name="Acme")
-    assert erasure._mentions(token.SerializeToString(), "eu-42", [])
-    assert not erasure._mentions(token.SerializeToString(), "eu-4", [])  # not a prefix match
-    assert not erasure._mentions(token.SerializeToString(), "eu-420", [])
+    assert idempotency.mentions(token.SerializeToString(), "eu-42", [])
+    assert not idempotency.mentions(token.SerializeToString(), "eu-4", [])  # not a prefix match
+    assert not idempotency.mentions(token.SerializeToString(), "eu-420", [])
     disconnected = account_pb2.Account(id=account, end_user_id="someone-else")
-    assert erasure._mentions(disconnected.SerializeToString(), "eu-42", [account])
-    assert not erasure._mentions(disconnected.SerializeToString(), "eu-42", [str(uuid.uuid4())])
+    assert idempotency.mentions(disconnected.SerializeToString(), "eu-42", [account])
+    assert not idempotency.mentions(disconnected.SerializeToString(), "eu-42", [str(uuid.uuid4())])
     long_id = "e" * 200  # a two-byte length prefix
-    assert erasure._mentions(link_token_pb2.LinkToken(end_user_id=long_id).SerializeToString(), long_id, [])
-    assert erasure._varint(300) == b"\xac\x02"
+    assert idempotency.mentions(
+        link_token_pb2.LinkToken(end_user_id=long_id).SerializeToString(), long_id, []
+    )
+    assert idempotency._varint(300) == b"\xac\x02"
