@@ -20,7 +20,7 @@ import grpc
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from service import audit, errors, ids, metrics, tracing, versions
+from service import audit, db, errors, ids, metrics, tracing, versions
 from service.api import context, status
 from service.auth import Authenticator
 
@@ -30,19 +30,7 @@ _PREFIX = "/paylink.v1."
 REQUEST_ID = "x-request-id"  # metadata: accepted from the caller, returned in the initial metadata
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
-_UNAVAILABLE_ERRORS = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.TooManyConnectionsError,
-    # A server shutting down terminates every session (57P01/57P02); a pooled connection it just
-    # terminated can also fail with asyncpg's InternalClientError before the pool notices.
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,
-)
+_UNAVAILABLE_ERRORS = db.UNAVAILABLE  # a lost, restarting or failing-over database
 
 
 async def _request_id(
