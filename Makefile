@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 STACK := scripts/stack.sh
 ENV = eval "$$($(STACK) env)" &&
 
-.PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace wheel tools
+.PHONY: help venv generate check-generated up down status migrate run serve test test-faults reliability lint buf demo bench clean workspace wheel tools
 
 help:
 	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
 	@echo "make test         bring up the stack if needed, run the test suite"
 	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
-	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking"
+	@echo "make reliability  the fault tests, recording docs/reliability-results.json and docs/reliability.md's figures"
+	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking (scripts/buf_breaking.sh)"
 	@echo "make generate     regenerate generated/ from protos/"
 	@echo "make wheel        build the client package paylink-proto (paylink.v1) into dist/"
 	@echo "make tools        build buf, grpcurl and ghz into .tools/ (npm, Go) and install kcat (apt-get)"
@@ -91,6 +92,12 @@ test: $(STAMP) up
 test-faults: $(STAMP) up
 	@$(ENV) $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
+# The fault tests, recording their figures in docs/reliability-results.json (committed) and
+# rendering them into docs/reliability.md.
+reliability: $(STAMP) up
+	@$(ENV) PAYLINK_RECORD_RELIABILITY=1 $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+	@$(PY) scripts/reliability_report.py
+
 buf:
 	@scripts/tools.sh buf >/dev/null
 
@@ -98,10 +105,7 @@ lint: $(STAMP) buf
 	$(VENV)/bin/ruff check service tests bench
 	$(VENV)/bin/ruff format --check service tests bench
 	$(VENV)/bin/mypy
-	@BUF=$$(scripts/tools.sh buf) && $$BUF lint && \
-	if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
-	  $$BUF breaking --against '.git#branch=main' && echo "buf breaking: no breaking change against main"; \
-	else echo "buf breaking: main has no contracts yet, skipped"; fi
+	@BUF=$$(scripts/tools.sh buf) && $$BUF lint && BUF=$$BUF scripts/buf_breaking.sh
 
 demo: $(STAMP)
 	@$(ENV) PYTHONPATH=$(CURDIR) $(PY) scripts/demo.py

@@ -440,6 +440,7 @@ async def main() -> int:
         "PAYLINK_GRPC_PORT": str(ports["api"]),
         "PAYLINK_RATE_LINK_TOKENS_PER_MINUTE": "0",
         "PAYLINK_RATE_LOGINS_PER_MINUTE": "0",
+        "PAYLINK_RATE_CREATE_JOBS_PER_MINUTE": "0",
         "PAYLINK_SANDBOX_LATENCY_SECONDS": "0",
         "PAYLINK_LOG_LEVEL": "WARNING",
         "PAYLINK_WORKER_CONCURRENCY": "64",

@@ -9,7 +9,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A development key ring so `make run` works out of the box; production sets PAYLINK_VAULT_KEYS.
-DEV_VAULT_KEYS = "dev1:ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+# This key is public (it is in this file): a process whose primary key it is refuses to start once a
+# production (non-sandbox) workspace exists, and warns loudly otherwise (runtime.check_vault_keys).
+DEV_VAULT_KEY = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
+DEV_VAULT_KEYS = f"dev1:{DEV_VAULT_KEY}"
 
 
 class Settings(BaseSettings):
@@ -68,6 +71,7 @@ class Settings(BaseSettings):
 
     rate_link_tokens_per_minute: float = Field(default=600.0, ge=0)  # 0 disables
     rate_logins_per_minute: float = Field(default=120.0, ge=0)  # SubmitCredentials + SubmitMfa; 0 disables
+    rate_create_jobs_per_minute: float = Field(default=120.0, ge=0)  # CreateJob calls; 0 disables
 
     log_level: str = "INFO"
 

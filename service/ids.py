@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
+
+# The canonical text form only: uuid.UUID() also takes braces, "urn:uuid:", missing dashes and
+# surrounding whitespace, which would make two spellings of one id.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def new_id() -> uuid.UUID:
@@ -13,12 +18,9 @@ def new_id() -> uuid.UUID:
 
 def parse_uuid(value: str) -> uuid.UUID | None:
     """The UUID in `value`, or None when it is not one (callers answer INVALID_ARGUMENT/NOT_FOUND)."""
-    if len(value) != 36:
+    if len(value) != 36 or not _UUID.fullmatch(value):
         return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+    return uuid.UUID(value)
 
 
 def sha256(value: str) -> bytes:

@@ -58,7 +58,7 @@ async def create(
 ) -> link_token_pb2.LinkToken:
     binds = bool(request.account_id) and versions.on_demand_updates(call.api_version)
     _validate(deps, request, binds).raise_if_any()
-    return await idempotency.run_once(
+    token = await idempotency.run_once(
         deps,
         call,
         "CreateLinkToken",
@@ -68,6 +68,14 @@ async def create(
         lambda work: _insert(deps, work.conn, call, request, binds),
         single_statement=not binds,  # one INSERT; a bound token also reads (and checks) its account
     )
+    if request.request_id:
+        # A replay answers the token as it is now: once a session has used it, without the token
+        # string (a used token is worth nothing, and a stored answer should not hand it out again).
+        used_at = await deps.pool.fetchval("SELECT used_at FROM link_tokens WHERE id = $1::uuid", token.id)
+        if used_at is not None:
+            token.token = ""
+            timeutil.set_ts(token.used_at, used_at)
+    return token
 
 
 async def _bound_account(

@@ -1,4 +1,10 @@
-"""JSON logs: one object per line, with the request id when there is one. Secrets never go here."""
+"""JSON logs: one object per line, with the request id when there is one.
+
+Secrets never go here: every record of every logger (gRPC's own included) is redacted when it is
+created (`install_redaction`), and every line this formatter writes is redacted again as a whole
+(`service.redact`), so a secret passed as an argument, an `extra` field or in a traceback is
+replaced by [REDACTED].
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from service import context
+from service import context, redact
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -44,9 +50,11 @@ class JsonFormatter(logging.Formatter):
                     out[key] = [v if isinstance(v, (int, float, bool)) else str(v) for v in value]
                 else:
                     out[key] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        return redact.redact(json.dumps(out))
 
 
 class RepeatFilter(logging.Filter):
@@ -76,7 +84,53 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class _GrpcMetadataFilter(logging.Filter):
+    """grpc's Cython layer logs `Invalid encoding on b'<raw metadata value>'` at ERROR, with a
+    traceback, when a request's metadata is not UTF-8 (before any interceptor runs). The value may
+    be a caller's API secret, and bad client input is no server error: the record keeps its
+    meaning, loses the value and the traceback, and becomes a WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Invalid encoding on"):
+            record.msg = "request metadata that is not valid UTF-8 (value withheld)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_factory: dict[str, Any] = {}  # "previous": the record factory in place before install_redaction
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record: logging.LogRecord = _factory["previous"](*args, **kwargs)
+    message = record.getMessage()
+    cleaned = redact.redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info:
+        text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact.redact(text)
+    if record.stack_info:
+        record.stack_info = redact.redact(record.stack_info)
+    return record
+
+
+def install_redaction() -> None:
+    """Redacts every log record of this process as it is created, whoever logs it and whichever
+    handler writes it (idempotent). `extra` fields are set after creation: JsonFormatter redacts
+    the whole line as well."""
+    if "previous" not in _factory:
+        _factory["previous"] = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_redacting_factory)
+    grpc_logger = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, _GrpcMetadataFilter) for f in grpc_logger.filters):
+        grpc_logger.addFilter(_GrpcMetadataFilter())
+
+
 def setup(level: str = "INFO", stream: Any = None) -> None:
+    install_redaction()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -52,16 +52,39 @@ def decode(token: str, filters: object, field: str = "page_token") -> Cursor | N
         cursor = Cursor(str(data["k"]), uuid.UUID(str(data["i"])))
         same_filters = data["f"] == _filter_hash(filters)
     except (ValueError, KeyError, TypeError) as exc:
-        raise errors.invalid_field(field, "is not a page token this list returned") from exc
+        raise _forged(field) from exc
     if not same_filters:
         raise errors.invalid_field(field, "was issued for other filters; repeat them unchanged")
     return cursor
 
 
-def timestamp_cursor(cursor: Cursor | None) -> tuple[dt.datetime | None, uuid.UUID | None]:
+def _forged(field: str) -> errors.InvalidArgument:
+    return errors.invalid_field(field, "is not a page token this list returned")
+
+
+def timestamp_cursor(
+    cursor: Cursor | None, field: str = "page_token"
+) -> tuple[dt.datetime | None, uuid.UUID | None]:
+    """The cursor's time, in UTC. Only what `encode` writes is accepted: an ISO time with a zone
+    that stays within years 1..9999 in UTC (a forged token's key never reaches SQL)."""
     if cursor is None:
         return None, None
     try:
-        return dt.datetime.fromisoformat(cursor.key), cursor.id
+        parsed = dt.datetime.fromisoformat(cursor.key)
+        if parsed.tzinfo is None:
+            raise ValueError("no time zone")
+        return parsed.astimezone(dt.UTC), cursor.id
+    except (ValueError, OverflowError) as exc:
+        raise _forged(field) from exc
+
+
+def date_cursor(cursor: Cursor | None, field: str = "page_token") -> tuple[dt.date | None, uuid.UUID | None]:
+    """The cursor's date (YYYY-MM-DD, as `encode` writes it)."""
+    if cursor is None:
+        return None, None
+    try:
+        if len(cursor.key) != 10:
+            raise ValueError("not a date")
+        return dt.date.fromisoformat(cursor.key), cursor.id
     except ValueError as exc:
-        raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
+        raise _forged(field) from exc

@@ -245,11 +245,7 @@ async def list_paystubs(
     v.raise_if_any()
     account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}
-    cursor = pagination.decode(request.page_token, filters)
-    try:
-        cursor_date = dt.date.fromisoformat(cursor.key) if cursor else None
-    except ValueError as exc:
-        raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
+    cursor_date, cursor_id = pagination.date_cursor(pagination.decode(request.page_token, filters))
     record = audit.Record(
         who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, account["id"], account["end_user_id"]
     )
@@ -259,7 +255,7 @@ async def list_paystubs(
         low,
         high,
         cursor_date,
-        cursor.id if cursor else None,
+        cursor_id,
         size + 1,
         *record.args(),
     )

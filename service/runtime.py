@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -11,7 +12,7 @@ import signal
 from service import db, metrics, migrate
 from service.api.server import SERVICE_NAMES, ApiServer
 from service.audit_export import AuditExporter
-from service.config import Settings
+from service.config import DEV_VAULT_KEY, Settings
 from service.deps import Deps
 from service.drivers.registry import default_registry
 from service.erasure import Sweeper
@@ -19,7 +20,7 @@ from service.health_monitor import HealthMonitor
 from service.monitoring.scheduler import Scheduler
 from service.relay import Relay
 from service.sampler import Sampler
-from service.vault import KeyRing, Vault
+from service.vault import KeyRing, Vault, VaultError
 from service.worker import Worker
 
 log = logging.getLogger("paylink")
@@ -27,6 +28,35 @@ log = logging.getLogger("paylink")
 
 def build_vault(settings: Settings) -> Vault:
     return Vault(KeyRing.parse(settings.vault_keys, settings.vault_primary_key))
+
+
+def dev_key_ids(settings: Settings) -> list[str]:
+    """Ids under which the key ring holds the public development key (whatever they are named)."""
+    ring = KeyRing.parse(settings.vault_keys, settings.vault_primary_key)
+    dev = base64.b64decode(DEV_VAULT_KEY)
+    return [key_id for key_id in ring.key_ids if ring.key_bytes(key_id) == dev]
+
+
+async def check_vault_keys(settings: Settings, pool: db.Pool) -> None:
+    """Refuses to run with the public development key as the primary key once a production
+    workspace exists (its users' passwords would be sealed with a key anyone can read); warns
+    loudly whenever the development key is in the ring at all."""
+    dev_ids = dev_key_ids(settings)
+    if not dev_ids:
+        return
+    primary = KeyRing.parse(settings.vault_keys, settings.vault_primary_key).primary
+    production = await pool.fetchval("SELECT count(*) FROM workspaces WHERE NOT sandbox")
+    if primary in dev_ids and production:
+        raise VaultError(
+            f"PAYLINK_VAULT_KEYS: the primary key {primary!r} is the public development key and"
+            f" {production} production workspace(s) exist; set PAYLINK_VAULT_KEYS to a key ring of your"
+            " own (see docs/operations.md#key-rotation) and re-seal with `python -m service vault reencrypt`"
+        )
+    log.warning(
+        "PAYLINK_VAULT_KEYS holds the PUBLIC DEVELOPMENT KEY: anything sealed with it (stored"
+        " credentials) can be read by anyone; for local use only",
+        extra={"key_ids": dev_ids, "primary": primary, "production_workspaces": production},
+    )
 
 
 async def build_deps(settings: Settings) -> Deps:
@@ -93,6 +123,11 @@ async def start(
     if run_migrations:
         await migrate.migrate(settings.database_url)
     deps = await build_deps(settings)
+    try:
+        await check_vault_keys(settings, deps.pool)
+    except BaseException:
+        await deps.pool.close()
+        raise
     running = Running(deps)
     if api:
         running.api = ApiServer(deps)
@@ -136,13 +171,14 @@ async def serve(settings: Settings, *, api: bool = True, worker: bool = True, re
     where = f" on {settings.grpc_host}:{running.api.port}" if running.api else ""
     if settings.metrics_port:
         where += f", metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics"
-    log.info(f"paylink serving {'+'.join(parts)}{where}")
-    print(f"paylink serving {'+'.join(parts)}{where}", flush=True)
+    # Signal handlers before the banner: whoever waits for the banner may send SIGTERM at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    log.info(f"paylink serving {'+'.join(parts)}{where}")
+    print(f"paylink serving {'+'.join(parts)}{where}", flush=True)
     await stop.wait()
     log.info("shutting down")
     await running.stop()

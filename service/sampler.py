@@ -30,16 +30,29 @@ SELECT
 """
 
 
-async def sample_once(pool: db.Pool) -> asyncpg.Record:
-    """Reads the backlog and sets the gauges; returns the row (for tests and `python -m service`)."""
+async def read(pool: db.Pool) -> asyncpg.Record:
+    """The backlog now (one statement); sets nothing."""
     row = await pool.fetchrow(SAMPLE)
     assert row is not None  # a SELECT without FROM always returns one row
+    return row
+
+
+def publish(row: asyncpg.Record) -> None:
+    """Sets the process's backlog gauges from one `read`. Synchronous: the gauges always hold one
+    sample's values together, and a reader that publishes and then reads the gauges without
+    awaiting in between sees exactly its own sample (the process's Sampler may publish at any await)."""
     metrics.QUEUE_DEPTH.labels("runnable").set(row["runnable"])
     metrics.QUEUE_DEPTH.labels("scheduled").set(row["scheduled"])
     metrics.QUEUE_DEPTH.labels("running").set(row["running"])
     metrics.QUEUE_OLDEST_AGE.set(max(0.0, float(row["oldest_runnable"] or 0)))
     metrics.OUTBOX_LAG.set(row["unpublished"])
     metrics.OUTBOX_OLDEST_AGE.set(max(0.0, float(row["oldest_event"] or 0)))
+
+
+async def sample_once(pool: db.Pool) -> asyncpg.Record:
+    """Reads the backlog and sets the gauges; returns the row."""
+    row = await read(pool)
+    publish(row)
     return row
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from paylink.v1 import common_pb2, link_pb2
 
-from service import errors
+from service import allocation_rules, errors
 from service.drivers.base import PlatformInfo
 
 E = common_pb2.JobErrorCode
@@ -213,18 +213,22 @@ def resolve_platform(session: Session, requested: str, platform: Callable[[str],
     return platform_id
 
 
+def another_login(session: Session, fingerprint: bytes, account_fingerprint: bytes | None) -> bool:
+    """Whether credentials typed into a bound session are another platform login than the bound
+    account's. Such a login never re-links the account, and it is answered exactly as a wrong
+    password (INVALID_CREDENTIALS, a counted attempt) after the same platform call, so that a
+    session cannot be used to learn which username the account has."""
+    return session.on_demand and account_fingerprint is not None and account_fingerprint != fingerprint
+
+
 def credentials_submitted(
     session: Session, platform_id: str, fingerprint: bytes, account_fingerprint: bytes | None
 ) -> Session:
-    """The user typed credentials for `platform_id`. A bound session re-links its own account only:
-    another login's credentials would attach someone else's payroll account (ACCOUNT_MISMATCH)."""
+    """The user typed credentials for `platform_id`; the login's fingerprint is kept for the account,
+    unless it is another login than a bound account's (see another_login)."""
     expect(session, State.CREDENTIALS_REQUIRED)
-    if session.on_demand and account_fingerprint is not None and account_fingerprint != fingerprint:
-        raise errors.failed_precondition(
-            "ACCOUNT_MISMATCH",
-            "these credentials belong to another payroll login than the account being updated;"
-            " use a standard link token to connect a new account",
-        )
+    if another_login(session, fingerprint, account_fingerprint):
+        return dataclasses.replace(session, platform_id=platform_id)
     return dataclasses.replace(session, platform_id=platform_id, login_fingerprint=fingerprint)
 
 
@@ -321,39 +325,27 @@ def jobs_settled(session: Session) -> Session:
 def choose_allocation(
     offered: common_pb2.Allocation, target_index: int, kind: int, value: int
 ) -> common_pb2.Allocation:
-    """The allocation the user chose from the token's offer: one target, and a type and value the
-    token allows (the token's own when not given; another only within its min/max). Raises
-    INVALID_ARGUMENT naming each field that breaks a rule."""
+    """The allocation the user chose from the token's offer: one target, and a unit and value by
+    the money rules of allocation_rules.py (the unit is the token's unless it offers an alternative;
+    a unit change needs a value within the alternative's bounds). Raises INVALID_ARGUMENT naming
+    each field that breaks a rule."""
     v = errors.Violations()
     if not 0 <= target_index < len(offered.targets):
         v.add("target_index", f"must be between 0 and {len(offered.targets) - 1}")
-    chosen_kind = kind or offered.type
-    if chosen_kind not in (common_pb2.ALLOCATION_TYPE_AMOUNT, common_pb2.ALLOCATION_TYPE_PERCENTAGE):
-        v.add("type", "must be AMOUNT or PERCENTAGE")
-    bounded = offered.HasField("min_value") or offered.HasField("max_value")
-    if kind and kind != offered.type and bounded:
-        v.add("type", "must match the token's allocation type when it sets min/max")
-    chosen_value = value or offered.value
-    low = offered.min_value if offered.HasField("min_value") else None
-    high = offered.max_value if offered.HasField("max_value") else None
-    if chosen_value <= 0 or (chosen_kind == common_pb2.ALLOCATION_TYPE_PERCENTAGE and chosen_value > 100):
-        v.add("value", "is out of range for the type")
-    if value and value != offered.value and low is None and high is None:
-        v.add("value", "the token does not allow another value")
-    if (low is not None and chosen_value < low) or (high is not None and chosen_value > high):
-        v.add(
-            "value",
-            f"must be between {low if low is not None else 1} and {high if high is not None else chosen_value}",
-        )
+    choice, problems = allocation_rules.choose(offered, kind, value)
+    for field, description in problems:
+        v.add(field, description)
     v.raise_if_any()
+    assert choice is not None
     return common_pb2.Allocation(
-        type=chosen_kind,  # type: ignore[arg-type]
-        value=chosen_value,
+        type=choice.type,  # type: ignore[arg-type]
+        value=choice.value,
         targets=[offered.targets[target_index]],
     )
 
 
 def switch_action(chosen: common_pb2.Allocation, disable_splitting: bool) -> int:
-    """FULL when the token forbids splitting or the choice is 100 %; PARTIAL otherwise."""
-    full = disable_splitting or (chosen.type == common_pb2.ALLOCATION_TYPE_PERCENTAGE and chosen.value == 100)
-    return common_pb2.SWITCH_ACTION_FULL if full else common_pb2.SWITCH_ACTION_PARTIAL
+    """FULL when the token forbids splitting or the choice is an explicit 100 %; PARTIAL otherwise."""
+    return allocation_rules.switch_action(
+        allocation_rules.Choice(chosen.type, chosen.value), disable_splitting
+    )

@@ -168,14 +168,23 @@ async def submit_credentials(
         known = None
         if session.account_id is not None and session.on_demand:
             known = await accounts.login_fingerprint(work.conn, session.account_id)
+        other_login = machine.another_login(session, fingerprint, known)
         session = machine.credentials_submitted(session, platform_id, fingerprint, known)
         driver = deps.drivers.driver_for(platform_id)
         try:
             result = await driver.login(platform_id, base.Credentials(request.username, request.password))
         except base.PlatformError as exc:
-            step = machine.login_failed(session, exc.code, max_attempts=deps.settings.max_login_attempts)
+            code = common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS if other_login else exc.code
+            step = machine.login_failed(session, code, max_attempts=deps.settings.max_login_attempts)
         else:
-            step = _login_result(session, result, reaccess=False)
+            if other_login:  # answered as a wrong password, whatever the platform said
+                step = machine.login_failed(
+                    session,
+                    common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS,
+                    max_attempts=deps.settings.max_login_attempts,
+                )
+            else:
+                step = _login_result(session, result, reaccess=False)
         # Before commit: see start.
         return await to_proto(work.conn, await _apply(deps, work, stored, step))
 
@@ -341,8 +350,13 @@ def _switch_params(stored: Stored, chosen: common_pb2.Allocation) -> common_pb2.
     masked = validation.masked_allocation(
         common_pb2.Allocation(type=chosen.type, value=chosen.value, targets=chosen.targets[:1])
     )
-    action = machine.switch_action(chosen, stored.token.disable_direct_deposit_splitting)
-    return common_pb2.SwitchParams(action=action, allocation=masked)  # type: ignore[arg-type]
+    splitting_disabled = stored.token.disable_direct_deposit_splitting
+    action = machine.switch_action(chosen, splitting_disabled)
+    return common_pb2.SwitchParams(
+        action=action,  # type: ignore[arg-type]
+        allocation=masked,
+        splitting_disabled=splitting_disabled,
+    )
 
 
 def _switch_secret(chosen: common_pb2.Allocation) -> bytes:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor, timestamp_pb2
+from google.protobuf.message import Message
 from paylink.v1 import common_pb2
 
+from service import allocation_rules, ids
 from service.errors import Violations
 
-_DIGITS = re.compile(r"^\d+$")
+# ASCII digits only: `\d` and str.isdigit() also accept Arabic-Indic, full-width and other digits,
+# and `$` matches before a trailing newline. Always with fullmatch.
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
 ALL_JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
@@ -23,15 +27,55 @@ JOB_NAMES = frozenset(
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
 
+# One rule for resource ids, in every RPC (documented in the protos and docs/grpcurl.md): an id that
+# is not a UUID (36 characters) answers INVALID_ARGUMENT naming its field, as does a required id
+# left empty; a well-formed id that names nothing this workspace can see answers NOT_FOUND (a list
+# filter: an empty page). Checked for every request before its handler runs (service/api/decoding.py).
+ID_FIELDS = frozenset({"account_id", "job_id", "session_id", "link_token_id", "paystub_id"})
+# Optional ids that their handler checks with the request's other fields (so that every invalid
+# field is reported at once), by the same rule.
+OPTIONAL_IDS = frozenset(
+    {
+        "paylink.v1.ListJobsRequest.account_id",
+        "paylink.v1.ListJobsRequest.link_token_id",
+        "paylink.v1.CreateLinkTokenRequest.account_id",
+    }
+)
+
+
+def id_violations(request: Message) -> list[tuple[str, str]]:
+    """(field, description) for each resource id of `request` that breaks the id rule."""
+    out: list[tuple[str, str]] = []
+    for field in request.DESCRIPTOR.fields:
+        if field.name not in ID_FIELDS or field.type != descriptor.FieldDescriptor.TYPE_STRING:
+            continue
+        if field.is_repeated:
+            continue
+        if field.full_name in OPTIONAL_IDS:
+            continue
+        value = getattr(request, field.name)
+        if not value:
+            out.append((field.name, "is required"))
+        elif ids.parse_uuid(value) is None:
+            out.append((field.name, "must be a UUID"))
+    return out
+
+
+def ascii_digits(value: str, min_len: int, max_len: int) -> bool:
+    """True when `value` is min_len..max_len characters, each one of 0-9 (nothing else, no newline)."""
+    return min_len <= len(value) <= max_len and _ASCII_DIGITS.fullmatch(value) is not None
+
+
 def aba_checksum_ok(routing: str) -> bool:
-    if len(routing) != 9 or not _DIGITS.match(routing):
+    """Nine ASCII digits whose ABA weighted checksum (3, 7, 1, ...) is divisible by 10."""
+    if not ascii_digits(routing, 9, 9):
         return False
     return sum(int(d) * w for d, w in zip(routing, _ROUTING_WEIGHTS, strict=True)) % 10 == 0
 
 
 def account_number_ok(number: str) -> bool:
-    """5 to 17 digits: what US deposit account numbers are."""
-    return bool(_DIGITS.match(number)) and 5 <= len(number) <= 17
+    """A deposit account number: 5 to 17 ASCII digits."""
+    return ascii_digits(number, 5, 17)
 
 
 def deposit_type_ok(kind: int) -> bool:
@@ -91,42 +135,22 @@ def timestamp(v: Violations, field: str, value: timestamp_pb2.Timestamp, present
 
 
 def allocation(v: Violations, field: str, alloc: common_pb2.Allocation) -> None:
-    if alloc.type not in (common_pb2.ALLOCATION_TYPE_AMOUNT, common_pb2.ALLOCATION_TYPE_PERCENTAGE):
-        v.add(f"{field}.type", "must be AMOUNT or PERCENTAGE")
-    percentage = alloc.type == common_pb2.ALLOCATION_TYPE_PERCENTAGE
-    _alloc_value(v, f"{field}.value", alloc.value, percentage)
-    low = alloc.min_value if alloc.HasField("min_value") else None
-    high = alloc.max_value if alloc.HasField("max_value") else None
-    if low is not None:
-        _alloc_value(v, f"{field}.min_value", low, percentage)
-        if low > alloc.value:
-            v.add(f"{field}.min_value", "must not exceed value")
-    if high is not None:
-        _alloc_value(v, f"{field}.max_value", high, percentage)
-        if high < alloc.value:
-            v.add(f"{field}.max_value", "must not be below value")
+    """A link token's allocation: the money rules of service/allocation_rules.py, and its targets."""
+    for name, description in allocation_rules.check_token(field, alloc):
+        v.add(name, description)
     if len(alloc.targets) > 5:
         v.add(f"{field}.targets", "must hold at most 5 targets")
     for i, target in enumerate(alloc.targets):
         _target(v, f"{field}.targets[{i}]", target)
 
 
-def _alloc_value(v: Violations, field: str, value: int, percentage: bool) -> None:
-    if value <= 0:
-        v.add(field, "must be greater than 0")
-    elif percentage and value > 100:
-        v.add(field, "must be at most 100 for a percentage")
-    elif value > 100_000_000_00:
-        v.add(field, "is larger than any paycheck")
-
-
 def _target(v: Violations, field: str, target: common_pb2.AllocationTarget) -> None:
     if not deposit_type_ok(target.type):
         v.add(f"{field}.type", "must be CHECKING or SAVINGS")
     if not aba_checksum_ok(target.routing_number):
-        v.add(f"{field}.routing_number", "must be a 9-digit ABA routing number with a valid checksum")
+        v.add(f"{field}.routing_number", "must be a 9-digit (0-9) ABA routing number with a valid checksum")
     if not account_number_ok(target.account_number):
-        v.add(f"{field}.account_number", "must be 5 to 17 digits")
+        v.add(f"{field}.account_number", "must be 5 to 17 digits (0-9)")
     if len(target.name) > 100:
         v.add(f"{field}.name", "must be at most 100 characters")
     if target.account_number_last_four:

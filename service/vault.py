@@ -50,6 +50,7 @@ class KeyRing:
             shown = repr(primary) if _KEY_ID.fullmatch(primary) else "(invalid id)"
             raise ValueError(f"primary key id {shown} is not in the key ring")
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._keys = dict(keys)
         self._digest_keys = {key_id: _derive(key, _DIGEST_INFO) for key_id, key in keys.items()}
         self._primary = primary
 
@@ -85,6 +86,10 @@ class KeyRing:
     def key_ids(self) -> list[str]:
         """Ids of every key in the ring."""
         return list(self._ciphers)
+
+    def key_bytes(self, key_id: str) -> bytes:
+        """The key named `key_id` (to recognise a known, public key; never logged)."""
+        return self._keys[key_id]
 
     def cipher(self, key_id: str) -> AESGCM | None:
         """The cipher for a key id, or None when the ring lacks it."""

@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, db, logs, metrics, queue, sealed
+from service import accounts, allocation_rules, db, logs, metrics, queue, sealed
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -274,6 +274,18 @@ class Worker:
             )
             return Success(paystubs=await driver.fetch_paystubs(ctx, query), new_grant=new_grant)
         if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
+            # The money rules once more, right before the platform moves pay (allocation_rules.py).
+            switch = params.direct_deposit_switch
+            problem = allocation_rules.check_switch(
+                switch.action, switch.allocation.type, switch.allocation.value, switch.splitting_disabled
+            )
+            if problem is not None:
+                log.warning(
+                    "switch refused before the platform", extra={"job_id": str(job.id), "reason": problem}
+                )
+                return Failure(
+                    common_pb2.JOB_ERROR_CODE_ALLOCATION_REJECTED, f"refused before the platform: {problem}"
+                )
             return Success(
                 await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
                 new_grant=new_grant,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from service import auth, runtime
+from service import auth, logs, runtime
 from service.config import Settings
 from service.logs import JsonFormatter
 from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database
@@ -95,6 +95,7 @@ SESSION_LOG = _SessionLog()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    logs.install_redaction()  # as `python -m service` does: the in-process server's records too
     root = logging.getLogger()
     root.addHandler(SESSION_LOG)
     if root.level > logging.INFO or root.level == logging.NOTSET:

@@ -4,9 +4,11 @@ an in-process server (API + worker + relay), gRPC clients, and an event collecto
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
+import os
 import re
 import time
 import uuid
@@ -36,12 +38,20 @@ from paylink.v1 import (
 
 from service import migrate
 from service.config import Settings
+from tests import secret_scan
 
 LATEST_VERSION = "2021-07-28"
 
 
+# The tests' own key ring (fresh each run) unless PAYLINK_VAULT_KEYS is set: the development key
+# would stop a server subprocess once a test has created a production workspace.
+_TEST_VAULT_KEYS = "test1:" + base64.b64encode(os.urandom(32)).decode()
+
+
 def base_settings() -> Settings:
-    return Settings()
+    if os.environ.get("PAYLINK_VAULT_KEYS"):
+        return Settings()
+    return Settings(vault_keys=_TEST_VAULT_KEYS, vault_primary_key=None)
 
 
 def _with_db(url: str, name: str) -> str:
@@ -86,6 +96,7 @@ class Client:
     api_version: str | None = LATEST_VERSION
 
     def __post_init__(self) -> None:
+        secret_scan.API_SECRETS.add(self.secret)
         self.tokens = link_token_pb2_grpc.LinkTokenServiceStub(self.channel)
         self.link = link_pb2_grpc.LinkServiceStub(self.channel)
         self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)

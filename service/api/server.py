@@ -26,6 +26,7 @@ from paylink.v1 import (
 
 from service.api.account_api import AccountServicer
 from service.api.catalog_api import CatalogServicer
+from service.api.decoding import DecodeInterceptor
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
@@ -57,7 +58,8 @@ class ApiServer:
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ApiInterceptor(Authenticator(deps.pool))],
+            # DecodeInterceptor first: it is the outermost, and answers unreadable bytes before auth.
+            interceptors=[DecodeInterceptor(), ApiInterceptor(Authenticator(deps.pool))],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),

@@ -104,7 +104,7 @@ def aba_check_digit(first_eight: str) -> int:
 
 
 def aba_valid(routing_number: str) -> bool:
-    """True for nine digits whose ABA checksum holds (paylink's own check, validation.py)."""
+    """True for nine ASCII digits whose ABA checksum holds (paylink's own check, validation.py)."""
     return validation.aba_checksum_ok(routing_number)
 
 

@@ -28,6 +28,7 @@ from paylink.v1 import (
 
 from service import runtime
 from service.config import Settings
+from tests import secret_scan
 from tests.cli.util import ROOT, service_env
 
 DOC = ROOT / "docs" / "grpcurl.md"
@@ -48,12 +49,10 @@ def grpcurl() -> pathlib.Path:
         timeout=600,
         check=False,
     )
-    if result.returncode != 0:
-        if shutil.which("go") is None:
-            pytest.skip(
-                f"grpcurl cannot be built without Go (scripts/tools.sh grpcurl): {result.stderr[-300:]}"
-            )
-        raise AssertionError(f"scripts/tools.sh grpcurl failed:\n{result.stderr[-3000:]}")
+    # No skip: Go is a documented requirement (README) and CI has it; a doc that cannot be checked fails.
+    assert result.returncode == 0, (
+        f"scripts/tools.sh grpcurl failed (Go on PATH: {shutil.which('go') is not None}):\n{result.stderr[-3000:]}"
+    )
     return pathlib.Path(result.stdout.strip())
 
 
@@ -112,6 +111,7 @@ async def test_grpcurl_doc_examples_run(
         )
         out, err = await asyncio.wait_for(proc.communicate(), 90)
         text, errors = out.decode(), err.decode()
+        secret_scan.PROCESS_LOG_TEXTS.append((f"docs/grpcurl.md block {number} stderr", errors))
         where = f"docs/grpcurl.md block {number}:\n{block}\n--- stdout:\n{text[-2000:]}\n--- stderr:\n{errors[-2000:]}"
         assert proc.returncode == 0, where
         os.replace(f"{state}.next", state)

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from service.config import Settings
+from tests import secret_scan
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,8 @@ async def run(
         await proc.wait()
         raise
     assert proc.returncode is not None
+    # Logs go to stderr: the secrets scan reads them (stdout may show a new secret, by design).
+    secret_scan.PROCESS_LOG_TEXTS.append((" ".join(args), err.decode(errors="replace")))
     return Result(proc.returncode, out.decode(), err.decode())
 
 
@@ -100,6 +103,7 @@ async def serving(
     """Starts `python -m service <command>`, waits for its 'paylink serving' line, and on exit sends
     SIGTERM and asserts a clean exit (0) within a few seconds."""
     stderr_path = tmp / f"{command}-{time.monotonic_ns()}.stderr"
+    secret_scan.PROCESS_LOG_FILES.append(stderr_path)
     with stderr_path.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

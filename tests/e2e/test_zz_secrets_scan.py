@@ -1,12 +1,17 @@
-"""Secrets never land in clear anywhere we can read: every text/bytea value of every table, the logs
-(records and their JSON form, of this test and of the whole run), and every event consumed from Kafka.
-Marked `runs_last` (tests/conftest.py orders it after every other test) so it also scans what the
-whole suite left behind."""
+"""Secrets never land anywhere we can read, in clear or encoded (base64 at any offset, hex): every
+text/bytea value of every table, the logs (records and their JSON form, of this test and of the
+whole run, and the stderr of every subprocess the tests started: CLI commands, servers, grpcurl),
+and every event consumed from Kafka. The API secrets looked for are every one a test client was
+given. Marked `runs_last` (tests/conftest.py orders it after every other test) so it also scans what
+the whole suite left behind. The fault tests' process logs get the same scan
+(tests/faults/test_zz_secrets_in_logs.py)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import sys
 
 import pytest
 from paylink.v1 import common_pb2 as c
@@ -15,6 +20,7 @@ from paylink.v1 import job_pb2, link_pb2, link_token_pb2
 from service import runtime
 from service.logs import JsonFormatter
 from service.validation import aba_checksum_ok
+from tests import secret_scan
 from tests.conftest import SESSION_LOG
 from tests.harness import (
     TEST_ALLOCATION,
@@ -53,9 +59,20 @@ def _text(value: object) -> str:
     return str(value)
 
 
+_scanner: list[secret_scan.Scanner] = []
+
+
+def _encoded_scan(where: str, text: str) -> list[str]:
+    if not _scanner:  # built once, after every test of the run registered its clients
+        forms = {form: f"{needle!r}" for needle in NEEDLES for form in secret_scan.encoded_forms(needle)}
+        _scanner.append(secret_scan.Scanner({**forms, **secret_scan.secret_forms()}))
+    return _scanner[0].scan(where, text)
+
+
 def _hits(where: str, text: str) -> list[str]:
     folded = text.casefold()
     found = [f"{where}: {needle!r}" for needle in NEEDLES if needle in folded]
+    found += _encoded_scan(where, text)
     for match in SSN.finditer(text):
         digits = match.group(1)
         if "-" in digits or not aba_checksum_ok(digits):  # valid ABA routing numbers are not secret
@@ -164,12 +181,22 @@ async def _run_flows_with_secrets(client: Client, events: EventLog) -> set[str]:
     return accounts
 
 
+def _collected() -> list[str]:
+    """Test modules of this run (to know whether subprocess logs must exist)."""
+    return [name.replace(".", "/") for name in sys.modules if name.startswith("tests.cli.test_")]
+
+
 async def test_no_secret_in_database_logs_or_events(
     client: Client, events: EventLog, app: runtime.Running, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    # The scanner itself finds what it looks for.
+    # The scanner itself finds what it looks for, in clear and encoded.
     assert len(_hits("self-check", 'x "PASS_GOOD" 123-45-6789 5550001112223 021000021 987654321')) == 3
+    assert _hits("self-check", base64.b64encode(b"xy:pass_good;").decode())
+    assert _hits("self-check", b"mfa_code".hex())
+    assert _hits("self-check", client.secret.encode().hex())
+    assert _hits("self-check", base64.urlsafe_b64encode(b"k=" + client.secret.encode()).decode())
+    assert not _hits("self-check", client.secret.split("_")[1])  # the public key id alone is no secret
     accounts = await _run_flows_with_secrets(client, events)
 
     # Everything these flows published is in Kafka before we look.
@@ -212,6 +239,11 @@ async def test_no_secret_in_database_logs_or_events(
     assert len(SESSION_LOG.lines) >= len(caplog.records)
     for line in SESSION_LOG.lines:
         hits += _hits("session log", line)
+    # And the log output of every subprocess of the run (CLI commands, servers, grpcurl blocks).
+    logs = secret_scan.process_logs()
+    assert logs or not any(n.startswith("tests/cli") for n in _collected()), "no subprocess log registered"
+    for name, text in logs:
+        hits += _hits(f"process log {name}", text)
 
     mine = unique_events([r for r in events.items if r.event.account_id in accounts])
     assert len(mine) >= 20

@@ -31,6 +31,7 @@ from aiokafka.client import AIOKafkaClient
 from paylink.v1 import common_pb2, event_pb2
 
 from service import auth
+from tests import secret_scan
 from tests.harness import Client, EventLog, Received
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ PROCESS_DEFAULTS: dict[str, object] = {
     "HEALTH_CHECK_SECONDS": 1,
     "RATE_LINK_TOKENS_PER_MINUTE": 0,
     "RATE_LOGINS_PER_MINUTE": 0,
+    "RATE_CREATE_JOBS_PER_MINUTE": 0,
     "DATABASE_POOL_SIZE": 8,
     "SANDBOX_LATENCY_SECONDS": 0,
     "LOG_LEVEL": "INFO",
@@ -224,6 +226,7 @@ class Proc:
 
     async def start(self, within: float = 60, *, wait_ready: bool = True) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        secret_scan.PROCESS_LOG_FILES.append(self.log_path)
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.role} {time.strftime('%H:%M:%S')}\n".encode())
             self.process = await asyncio.create_subprocess_exec(

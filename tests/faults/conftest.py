@@ -3,12 +3,18 @@ scripts/stack.sh (PAYLINK_STACK_DIR=.stack/faults, ports 25532/29192/29193) and 
 and one Deployment per test (own database, topic prefix and API port; processes killed at the end).
 
 Every test records the figures it measured with `figures`; they are printed at the end of the run
-and written to .stack/faults/last-run.json (docs/reliability.md quotes them).
+and written to .stack/faults/last-run.json. `make reliability` (PAYLINK_RECORD_RELIABILITY=1) also
+writes them to the committed docs/reliability-results.json: the figures of each test that passed
+replace that test's entry (with the time they were recorded), the others keep theirs; then
+scripts/reliability_report.py renders the file into docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,6 +25,7 @@ from tests.faults.cluster import STACK_DIR, Deployment, FaultStack
 from tests.harness import create_test_database, drop_database
 
 _FIGURES: dict[str, dict[str, Any]] = {}
+RESULTS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "reliability-results.json"
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +80,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("fault test figures")
     for name, values in _FIGURES.items():
         terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    results = {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}",
+        "tests": _FIGURES,
+    }
     STACK_DIR.mkdir(parents=True, exist_ok=True)
-    (STACK_DIR / "last-run.json").write_text(
-        json.dumps(
-            {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tests": _FIGURES}, indent=2
+    (STACK_DIR / "last-run.json").write_text(json.dumps(results, indent=2))
+    if os.environ.get("PAYLINK_RECORD_RELIABILITY") == "1":
+        passed = {report.nodeid.rsplit("::", 1)[-1] for report in terminalreporter.stats.get("passed", [])}
+        recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tests": {}}
+        for name, values in _FIGURES.items():
+            if name in passed:
+                recorded["tests"][name] = {"recorded": results["finished"], "figures": values}
+        recorded["machine"] = results["machine"]
+        RESULTS.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        terminalreporter.write_line(
+            f"figures of {len(passed & set(_FIGURES))} passed tests recorded in {RESULTS}"
         )
-    )

@@ -276,9 +276,11 @@ async def test_expired_credentials_relink_the_same_account(client: Client, event
     )
     assert account.monitoring_status == c.MONITORING_STATUS_USER_ACTION_REQUIRED
 
-    # Someone else's login cannot take over this account id; the session stays open for the right one.
-    exc = await rpc_error(_credentials(client, session.id, "user_good+someone_else", platform_id=""))
-    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and error_reason(exc) == "ACCOUNT_MISMATCH"
+    # Someone else's login cannot take over this account id: it is answered as a wrong password
+    # (no username oracle) and counts; the session stays open for the right one.
+    other = await _credentials(client, session.id, "user_good+someone_else", platform_id="")
+    assert other.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED and other.account_id == account_id
+    assert other.last_error == c.JOB_ERROR_CODE_INVALID_CREDENTIALS and other.failed_attempts == 1
 
     relinked = await _credentials(client, session.id, "user_good+stale", platform_id="")
     assert relinked.state == S.LINK_SESSION_STATE_JOBS_RUNNING

@@ -84,14 +84,18 @@ def test_credentials_record_platform_and_login_fingerprint() -> None:
     assert fingerprint != m.login_fingerprint("gig", "user_good")
 
 
-def test_a_bound_session_refuses_another_logins_credentials() -> None:
+def test_a_bound_session_never_takes_another_login_and_says_so_like_a_wrong_password() -> None:
     bound = session(bound=uuid.uuid4(), platform="adp")
     mine, other = m.login_fingerprint("adp", "user_good"), m.login_fingerprint("adp", "user_good+x")
     assert m.credentials_submitted(bound, "adp", mine, mine).login_fingerprint == mine
     assert m.credentials_submitted(bound, "adp", mine, None).login_fingerprint == mine  # linked before
-    with pytest.raises(errors.DomainError) as info:
-        m.credentials_submitted(bound, "adp", other, mine)
-    assert reason(info) == "ACCOUNT_MISMATCH"
+    assert not m.another_login(bound, mine, mine) and not m.another_login(bound, mine, None)
+    assert m.another_login(bound, other, mine)
+    # No error that would tell a wrong username from a wrong password, and the other login's
+    # fingerprint is not kept for the account.
+    kept = m.credentials_submitted(bound, "adp", other, mine)
+    assert kept.login_fingerprint == bound.login_fingerprint
+    assert not m.another_login(session(), other, mine)  # a new account: any login is its own
 
 
 def test_credentials_only_while_credentials_are_required() -> None:

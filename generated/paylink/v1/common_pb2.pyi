@@ -47,7 +47,17 @@ class _JobNameEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobName.Value
     """Original documents, such as paystub and tax form PDFs, with their bytes (see ListDocuments)."""
 
 class JobName(_JobName, metaclass=_JobNameEnumTypeWrapper):
-    """JobName names one unit of work paylink runs on a payroll account."""
+    """Conventions of every paylink.v1 RPC (README "Calling it"):
+    - Resource ids (account_id, job_id, session_id, link_token_id, paystub_id) are UUIDs in their
+      36-character form. An id that is not one answers INVALID_ARGUMENT naming its field, in every
+      RPC, and so does a required id left empty. A well-formed id that names nothing this workspace
+      can see answers NOT_FOUND (as a list filter: an empty page).
+    - Text fields never contain NUL characters: INVALID_ARGUMENT naming the field.
+    - A request that is not a readable message (truncated, or a string that is not UTF-8) answers
+      INVALID_ARGUMENT on field `request`, before authentication.
+
+    JobName names one unit of work paylink runs on a payroll account.
+    """
 
 JOB_NAME_UNSPECIFIED: JobName.ValueType  # 0
 """Not set; always rejected."""
@@ -432,17 +442,25 @@ class Allocation(_message.Message):
     MIN_VALUE_FIELD_NUMBER: _builtins.int
     MAX_VALUE_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    ALTERNATIVE_FIELD_NUMBER: _builtins.int
     type: Global___AllocationType.ValueType
     """Amount or percentage. Required when an allocation is given."""
     value: _builtins.int
     """For AMOUNT, cents (> 0); for PERCENTAGE, whole percent (1..100)."""
     min_value: _builtins.int
-    """Lowest value the user may choose in Link (same unit as value). Optional."""
+    """Lowest value the user may choose in Link (same unit as value). Optional: left out, it is value."""
     max_value: _builtins.int
-    """Highest value the user may choose in Link (same unit as value). Optional."""
+    """Highest value the user may choose in Link (same unit as value). Optional: left out, it is value."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___AllocationTarget]:
         """Bank accounts the deposit may go to; at least one for a direct deposit switch, at most 5."""
+
+    @_builtins.property
+    def alternative(self) -> Global___AllocationAlternative:
+        """Lets the user choose the other unit in Link, within explicit bounds in that unit. Without it
+        the unit is fixed: ChooseAllocation with another type is INVALID_ARGUMENT. A value is never
+        carried over from one unit into the other. Optional.
+        """
 
     def __init__(
         self,
@@ -452,10 +470,11 @@ class Allocation(_message.Message):
         min_value: _builtins.int | None = ...,
         max_value: _builtins.int | None = ...,
         targets: _abc.Iterable[Global___AllocationTarget] | None = ...,
+        alternative: Global___AllocationAlternative | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "max_value", b"max_value", "min_value", b"min_value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "alternative", b"alternative", "max_value", b"max_value", "min_value", b"min_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "max_value", b"max_value", "min_value", b"min_value", "targets", b"targets", "type", b"type", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "alternative", b"alternative", "max_value", b"max_value", "min_value", b"min_value", "targets", b"targets", "type", b"type", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_value: _TypeAlias = _typing.Literal["max_value"]  # noqa: Y015
     _WhichOneofArgType__max_value: _TypeAlias = _typing.Literal["_max_value", b"_max_value"]  # noqa: Y015
@@ -469,6 +488,38 @@ class Allocation(_message.Message):
 Global___Allocation: _TypeAlias = Allocation  # noqa: Y015
 
 @_typing.final
+class AllocationAlternative(_message.Message):
+    """AllocationAlternative is the other unit a link token lets the user choose, with its bounds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MIN_VALUE_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
+    type: Global___AllocationType.ValueType
+    """AMOUNT when the allocation is PERCENTAGE, PERCENTAGE when it is AMOUNT. Required."""
+    min_value: _builtins.int
+    """Lowest value the user may choose in this unit (> 0). Required."""
+    max_value: _builtins.int
+    """Highest value the user may choose in this unit (>= min_value; at most 100 for PERCENTAGE, at
+    most 10,000,000,000 cents for AMOUNT). Required.
+    """
+    def __init__(
+        self,
+        *,
+        type: Global___AllocationType.ValueType = ...,
+        min_value: _builtins.int = ...,
+        max_value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_value", b"max_value", "min_value", b"min_value", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllocationAlternative: _TypeAlias = AllocationAlternative  # noqa: Y015
+
+@_typing.final
 class SwitchParams(_message.Message):
     """SwitchParams are the parameters of a direct deposit switch job."""
 
@@ -476,8 +527,11 @@ class SwitchParams(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     ALLOCATION_FIELD_NUMBER: _builtins.int
+    SPLITTING_DISABLED_FIELD_NUMBER: _builtins.int
     action: Global___SwitchAction.ValueType
     """Full or partial switch."""
+    splitting_disabled: _builtins.bool
+    """The link token disables splitting: the whole paycheck goes to the target (action FULL)."""
     @_builtins.property
     def allocation(self) -> Global___Allocation:
         """The allocation to set. Targets carry only the last four digits of the account number."""
@@ -487,10 +541,11 @@ class SwitchParams(_message.Message):
         *,
         action: Global___SwitchAction.ValueType = ...,
         allocation: Global___Allocation | None = ...,
+        splitting_disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allocation", b"allocation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allocation", b"allocation", "splitting_disabled", b"splitting_disabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -41,8 +41,13 @@ class JobServiceStub:
     """Starts a server-side refresh of a data job on a connected account with its stored
     credentials (On Demand Update with no user present). When the platform insists on MFA the
     job ends with error user_action_required and the account's monitoring status follows.
+    At most one refresh of a job name is in flight (queued, running or pending) per account: while
+    one is, CreateJob answers with that job and queues nothing (scheduled refreshes count too).
+    Each workspace may call CreateJob PAYLINK_RATE_CREATE_JOBS_PER_MINUTE times a minute (120 by
+    default, in bursts of a tenth of it): past that, RESOURCE_EXHAUSTED (reason RATE_LIMITED) with
+    RetryInfo saying when to try again.
     Errors: NOT_FOUND (account), FAILED_PRECONDITION (account disconnected, or the job is
-    direct_deposit_switch, which needs the user), INVALID_ARGUMENT.
+    direct_deposit_switch, which needs the user), INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
     """
 
 @_typing.type_check_only
@@ -58,8 +63,13 @@ class JobServiceAsyncStub(JobServiceStub):
     """Starts a server-side refresh of a data job on a connected account with its stored
     credentials (On Demand Update with no user present). When the platform insists on MFA the
     job ends with error user_action_required and the account's monitoring status follows.
+    At most one refresh of a job name is in flight (queued, running or pending) per account: while
+    one is, CreateJob answers with that job and queues nothing (scheduled refreshes count too).
+    Each workspace may call CreateJob PAYLINK_RATE_CREATE_JOBS_PER_MINUTE times a minute (120 by
+    default, in bursts of a tenth of it): past that, RESOURCE_EXHAUSTED (reason RATE_LIMITED) with
+    RetryInfo saying when to try again.
     Errors: NOT_FOUND (account), FAILED_PRECONDITION (account disconnected, or the job is
-    direct_deposit_switch, which needs the user), INVALID_ARGUMENT.
+    direct_deposit_switch, which needs the user), INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -90,8 +100,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts a server-side refresh of a data job on a connected account with its stored
         credentials (On Demand Update with no user present). When the platform insists on MFA the
         job ends with error user_action_required and the account's monitoring status follows.
+        At most one refresh of a job name is in flight (queued, running or pending) per account: while
+        one is, CreateJob answers with that job and queues nothing (scheduled refreshes count too).
+        Each workspace may call CreateJob PAYLINK_RATE_CREATE_JOBS_PER_MINUTE times a minute (120 by
+        default, in bursts of a tenth of it): past that, RESOURCE_EXHAUSTED (reason RATE_LIMITED) with
+        RetryInfo saying when to try again.
         Errors: NOT_FOUND (account), FAILED_PRECONDITION (account disconnected, or the job is
-        direct_deposit_switch, which needs the user), INVALID_ARGUMENT.
+        direct_deposit_switch, which needs the user), INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

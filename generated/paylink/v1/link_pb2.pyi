@@ -450,9 +450,14 @@ class ChooseAllocationRequest(_message.Message):
     target_index: _builtins.int
     """Index into the token's allocation targets. Required to be in range."""
     type: _common_pb2.AllocationType.ValueType
-    """Amount or percentage; unspecified keeps the token's type."""
+    """Amount or percentage; unspecified keeps the token's type. Another type than the token's only
+    when the token's allocation has an alternative of that type (INVALID_ARGUMENT otherwise).
+    """
     value: _builtins.int
-    """Value in the unit of type, within the token's min_value/max_value; 0 keeps the token's value."""
+    """Value in the unit of type. In the token's type: within its min_value/max_value (a bound left
+    out is the token's value), 0 keeps the token's value. In the alternative's type: required, within
+    the alternative's bounds. 100 PERCENTAGE is a whole-paycheck switch.
+    """
     def __init__(
         self,
         *,

@@ -116,7 +116,9 @@ class LinkToken(_message.Message):
     id: _builtins.str
     """UUID of the link token."""
     token: _builtins.str
-    """The secret token string to hand to Link. Set only in the CreateLinkToken response."""
+    """The secret token string to hand to Link. Set only in the CreateLinkToken response (and its
+    replays while the token is unused).
+    """
     mode: Global___WorkspaceMode.ValueType
     """Sandbox or production, from the workspace."""
     bound_account_id: _builtins.str
@@ -249,7 +251,8 @@ class CreateLinkTokenRequest(_message.Message):
     """Language of the Link screens (en or es)."""
     request_id: _builtins.str
     """Idempotency key (AIP-155), up to 255 characters: the same id and body within 7 days returns
-    the first result; the same id with another body is ALREADY_EXISTS.
+    the first result; the same id with another body is ALREADY_EXISTS. Once a session has used the
+    token, a replay returns it without the token string (token empty, used_at set).
     """
     @_builtins.property
     def required_jobs(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobName.ValueType]:
