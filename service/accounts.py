@@ -48,6 +48,9 @@ _TIME_FIELDS = {
     common_pb2.JOB_NAME_INCOME: "income",
     common_pb2.JOB_NAME_PAYSTUBS: "paystubs",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations",
+    common_pb2.JOB_NAME_SHIFTS: "shifts",
+    common_pb2.JOB_NAME_TAX_FORMS: "tax_forms",
+    common_pb2.JOB_NAME_DOCUMENTS: "documents",
 }
 
 

@@ -15,7 +15,7 @@ import uuid
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, outbox, queue, results, session_store, settlement, timeutil, uow
+from service import accounts, outbox, queue, record_jobs, results, session_store, settlement, timeutil, uow
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 from service.monitoring import outcomes as monitoring
@@ -47,6 +47,7 @@ _MONITORING_AFTER_ERROR: dict[int, tuple[str, str]] = {
 class Success:
     data: Message | None = None  # identity/employment/income/allocations
     paystubs: list[FetchedPaystub] | None = None
+    records: record_jobs.Records | None = None  # shifts, tax_forms, documents
     new_grant: bytes | None = None  # a refresh re-accessed the account: store what it returned
 
 
@@ -192,6 +193,9 @@ async def _store_data(
         return await results.store_paystubs(
             work.conn, work.deps.vault, job.account_id, outcome.paystubs or [], at
         )
+    if outcome.records is not None:
+        await record_jobs.store(work.conn, work.deps.documents, job.account_id, outcome.records, at)
+        return None
     if outcome.data is None:
         return None
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:

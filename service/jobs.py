@@ -19,6 +19,7 @@ from service import (
     ids,
     pagination,
     queue,
+    record_jobs,
     sealed,
     timeutil,
     uow,
@@ -222,6 +223,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         high = validation.pay_date(v, "paystubs.to_pay_date", request.paystubs.to_pay_date)
         if low and high and low > high:
             v.add("paystubs.to_pay_date", "must not be before from_pay_date")
+    record_jobs.check_params(v, "", request.name, _params(request))
     v.raise_if_any()
     if request.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         raise errors.failed_precondition(
@@ -239,6 +241,15 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
     )
 
 
+def _params(request: job_pb2.CreateJobRequest) -> common_pb2.JobParams:
+    """The job parameters a CreateJob request carries (paystubs, shifts, tax_forms)."""
+    params = common_pb2.JobParams()
+    for field in ("paystubs", "shifts", "tax_forms"):
+        if request.HasField(field):
+            getattr(params, field).CopyFrom(getattr(request, field))
+    return params
+
+
 async def _insert_refresh(
     deps: Deps, work: uow.UnitOfWork, call: CallContext, request: job_pb2.CreateJobRequest
 ) -> job_pb2.Job:
@@ -253,9 +264,7 @@ async def _insert_refresh(
             "JOB_NOT_SUPPORTED",
             f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
         )
-    params = common_pb2.JobParams()
-    if request.HasField("paystubs"):
-        params.paystubs.CopyFrom(request.paystubs)
+    params = _params(request)
     # One refresh per account and job type in flight: one already queued or running is the answer.
     while True:
         row = await queue.enqueue(

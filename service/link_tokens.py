@@ -22,6 +22,31 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
 
 
+def _employer(
+    deps: Deps, v: errors.Violations, request: link_token_pb2.CreateLinkTokenRequest, names: list[int]
+) -> None:
+    """employer_id names a catalogue employer; its platform is preselected, so it must agree with
+    platform_id and support every required job."""
+    employer_id = validation.text(v, "employer_id", request.employer_id, max_len=255)
+    if not employer_id or any(field == "employer_id" for field, _ in v.items):
+        return
+    employer = deps.drivers.employer(employer_id)
+    if employer is None:
+        v.add("employer_id", "is not a known employer (see CatalogService.SearchEmployers)")
+        return
+    platform = deps.drivers.platform(employer.platform_id)
+    if request.platform_id and request.platform_id != employer.platform_id:
+        v.add("employer_id", f"runs its payroll on {employer.platform_id}, not on platform_id")
+    elif platform is not None and not set(names) <= platform.supported_jobs:
+        v.add("employer_id", "runs its payroll on a platform that does not support every required job")
+
+
+def preselected_platform(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest) -> str:
+    """The platform an unbound token preselects: platform_id, else its employer's ("" for none)."""
+    employer = deps.drivers.employer(request.employer_id.strip()) if request.employer_id.strip() else None
+    return request.platform_id or (employer.platform_id if employer else "")
+
+
 def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds: bool) -> errors.Violations:
     v = errors.Violations()
     validation.text(v, "org_name", request.org_name, min_len=3, max_len=30)
@@ -36,7 +61,7 @@ def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds:
             v.add("platform_id", "is not a known platform")
         elif not set(names) <= platform.supported_jobs:
             v.add("platform_id", "does not support every required job")
-    validation.text(v, "employer_id", request.employer_id, max_len=255)
+    _employer(deps, v, request, names)
     if request.HasField("allocation"):
         validation.allocation(v, "allocation", request.allocation)
     if common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH in names and not request.allocation.targets:
@@ -126,7 +151,7 @@ async def _insert(
         org_name=request.org_name.strip(),
         required_jobs=list(dict.fromkeys(request.required_jobs)),
         end_user_id=end_user_id,
-        platform_id=bound["platform_id"] if bound else request.platform_id,
+        platform_id=bound["platform_id"] if bound else preselected_platform(deps, request),
         employer_id=request.employer_id.strip(),
         disable_direct_deposit_splitting=request.disable_direct_deposit_splitting,
         skip_intro_screen=request.skip_intro_screen,

@@ -35,6 +35,9 @@ JOB_EVENTS: dict[int, str] = {
     common_pb2.JOB_NAME_PAYSTUBS: "paystubs.added",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations.added",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH: "direct_deposit_switch.added",
+    common_pb2.JOB_NAME_SHIFTS: "shifts.added",
+    common_pb2.JOB_NAME_TAX_FORMS: "tax_forms.added",
+    common_pb2.JOB_NAME_DOCUMENTS: "documents.added",
 }
 
 ALL_EVENTS: tuple[str, ...] = (

@@ -48,7 +48,7 @@ def check_params(v: errors.Violations, field: str, name: int, params: common_pb2
     """Validates the shifts and tax_forms parameters of a job (`field` prefixes the names)."""
     if params.HasField("shifts"):
         if name != J.JOB_NAME_SHIFTS:
-            v.add(f"{field}shifts", "is only for JOB_NAME_SHIFTS")
+            v.add(f"{field}shifts", "is only allowed with JOB_NAME_SHIFTS")
         low = validation.pay_date(v, f"{field}shifts.from_date", params.shifts.from_date)
         high = validation.pay_date(v, f"{field}shifts.to_date", params.shifts.to_date)
         if low and high and low > high:
@@ -57,7 +57,7 @@ def check_params(v: errors.Violations, field: str, name: int, params: common_pb2
             v.add(f"{field}shifts.to_date", "must be at most 366 days after from_date")
     if params.HasField("tax_forms"):
         if name != J.JOB_NAME_TAX_FORMS:
-            v.add(f"{field}tax_forms", "is only for JOB_NAME_TAX_FORMS")
+            v.add(f"{field}tax_forms", "is only allowed with JOB_NAME_TAX_FORMS")
         year = params.tax_forms.year
         if year and not 2000 <= year <= 2100:
             v.add(f"{field}tax_forms.year", "must be 0 or a year from 2000 to 2100")

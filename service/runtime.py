@@ -64,6 +64,7 @@ async def build_deps(settings: Settings) -> Deps:
     drivers = default_registry(
         latency=settings.sandbox_latency_seconds,
         slow_latency=settings.sandbox_slow_latency_seconds,
+        jitter=settings.sandbox_latency_jitter_seconds,
         pending_delay=settings.pending_delay,
     )
     pool = await db.create_pool(settings)

@@ -18,12 +18,8 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")
 _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
 ALL_JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
-# The jobs a link token or CreateJob may ask for: those the worker runs. SHIFTS, TAX_FORMS and
-# DOCUMENTS (issue 13) are accepted once the worker runs them and stores their data.
-_NOT_YET_RUN = {common_pb2.JOB_NAME_SHIFTS, common_pb2.JOB_NAME_TAX_FORMS, common_pb2.JOB_NAME_DOCUMENTS}
-JOB_NAMES = frozenset(
-    v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED and v not in _NOT_YET_RUN
-)
+# The jobs a link token or CreateJob may ask for: every job the worker runs.
+JOB_NAMES = ALL_JOB_NAMES
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
 

@@ -23,7 +23,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, allocation_rules, db, logs, metrics, queue, sealed
+from service import accounts, allocation_rules, db, logs, metrics, queue, record_jobs, sealed
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -290,6 +290,8 @@ class Worker:
                 await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
                 new_grant=new_grant,
             )
+        if name in record_jobs.RECORD_JOBS:
+            return Success(records=await record_jobs.fetch(driver, ctx, name, params), new_grant=new_grant)
         return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
 
     def _switch_request(self, job: ClaimedJob, params: common_pb2.JobParams) -> SwitchRequest:

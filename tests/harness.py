@@ -256,6 +256,9 @@ JOB_EVENT_NAMES = {
     common_pb2.JOB_NAME_PAYSTUBS: "paystubs.added",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations.added",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH: "direct_deposit_switch.added",
+    common_pb2.JOB_NAME_SHIFTS: "shifts.added",
+    common_pb2.JOB_NAME_TAX_FORMS: "tax_forms.added",
+    common_pb2.JOB_NAME_DOCUMENTS: "documents.added",
 }
 DATA_JOBS = [
     common_pb2.JOB_NAME_IDENTITY,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2
+from collections.abc import AsyncIterator
 
-from service import accounts, audit, results
+from paylink.v1 import account_pb2, account_pb2_grpc, data_pb2, document_pb2
+
+from service import accounts, audit, records, results
 from service.api import context
 from service.deps import Deps
 
@@ -66,3 +68,32 @@ class AccountServicer(account_pb2_grpc.AccountServiceServicer):
         return await results.allocations(
             self.deps, audit.who(context.current(), "GetDirectDepositAllocations"), request.account_id
         )
+
+    async def ListShifts(  # noqa: N802
+        self, request: account_pb2.ListShiftsRequest, ctx: context.Ctx
+    ) -> account_pb2.ListShiftsResponse:
+        return await records.list_shifts(self.deps, context.current().workspace.id, request)
+
+    async def ListTaxForms(  # noqa: N802
+        self, request: account_pb2.ListTaxFormsRequest, ctx: context.Ctx
+    ) -> account_pb2.ListTaxFormsResponse:
+        return await records.list_tax_forms(self.deps, context.current().workspace.id, request)
+
+    async def ListDocuments(  # noqa: N802
+        self, request: account_pb2.ListDocumentsRequest, ctx: context.Ctx
+    ) -> account_pb2.ListDocumentsResponse:
+        return await records.list_documents(self.deps, context.current().workspace.id, request)
+
+    async def GetDocument(  # noqa: N802
+        self, request: account_pb2.GetDocumentRequest, ctx: context.Ctx
+    ) -> document_pb2.Document:
+        return await records.get_document(self.deps, context.current().workspace.id, request)
+
+    async def DownloadDocument(  # noqa: N802 - a server stream
+        self, request: account_pb2.DownloadDocumentRequest, ctx: context.Ctx
+    ) -> AsyncIterator[document_pb2.DocumentChunk]:
+        """Validates and finds the document, then streams it (the interceptor runs everything up to
+        the first chunk under the call's authentication and error mapping)."""
+        chunks = await records.download_document(self.deps, context.current().workspace.id, request)
+        async for chunk in chunks:
+            yield chunk

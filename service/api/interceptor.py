@@ -73,6 +73,12 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        if handler is not None and method.startswith(_PREFIX) and handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method.rsplit("/", 1)[-1], handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler is None or not method.startswith(_PREFIX) or handler.unary_unary is None:
             return handler
         wrapped = self._wrap(method.rsplit("/", 1)[-1], cast(Handler, handler.unary_unary))
@@ -81,6 +87,33 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _wrap_stream(self, method: str, inner: Any) -> Any:
+        """A server stream: everything up to its first message (authentication, validation, the
+        first read) runs through the unary wrapper, so errors get the same statuses; later
+        messages are streamed as they come, and a lost database mid-stream is UNAVAILABLE."""
+
+        async def first(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            stream = inner(request, ctx)
+            try:
+                return (await anext(stream), stream)
+            except StopAsyncIteration:
+                return (None, stream)
+
+        head = self._wrap(method, first)
+
+        async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            message, stream = await head(request, ctx)
+            if message is None:
+                return
+            yield message
+            try:
+                async for message in stream:
+                    yield message
+            except _UNAVAILABLE_ERRORS:
+                await ctx.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable, retry")
+
+        return call
 
     def _wrap(self, method: str, inner: Handler) -> Handler:
         auth = self._auth

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import Callable
 
 from paylink.v1 import common_pb2, data_pb2
@@ -116,10 +117,11 @@ class SandboxDriver:
         self,
         latency: float = 0.0,
         slow_latency: float = 2.0,
+        jitter: float = 0.0,
         pending_delay: dt.timedelta = dt.timedelta(seconds=60),
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
-        self._latency = latency
+        self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
         self._slow_latency = slow_latency
         self._pending_delay = pending_delay
         self._clock = clock
@@ -324,6 +326,7 @@ class SandboxDriver:
         """Resolves the platform and simulates its latency."""
         platform = self._platform(platform_id)
         delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        delay += random.uniform(-self._jitter, self._jitter) if self._jitter else 0.0  # noqa: S311
         if delay > 0:
             await asyncio.sleep(delay)
         return platform

@@ -223,6 +223,6 @@ def test_job_params_are_checked() -> None:
     record_jobs.check_params(v, "", J.JOB_NAME_SHIFTS, params)
     assert v.items == [
         ("shifts.to_date", "must be at most 366 days after from_date"),
-        ("tax_forms", "is only for JOB_NAME_TAX_FORMS"),
+        ("tax_forms", "is only allowed with JOB_NAME_TAX_FORMS"),
         ("tax_forms.year", "must be 0 or a year from 2000 to 2100"),
     ]

@@ -5,6 +5,7 @@ import warnings
 
 from paylink.v1 import account_pb2 as paylink_dot_v1_dot_account__pb2
 from paylink.v1 import data_pb2 as paylink_dot_v1_dot_data__pb2
+from paylink.v1 import document_pb2 as paylink_dot_v1_dot_document__pb2
 
 GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
@@ -81,6 +82,31 @@ class AccountServiceStub(object):
                 request_serializer=paylink_dot_v1_dot_account__pb2.GetDirectDepositAllocationsRequest.SerializeToString,
                 response_deserializer=paylink_dot_v1_dot_data__pb2.DirectDepositAllocations.FromString,
                 _registered_method=True)
+        self.ListShifts = channel.unary_unary(
+                '/paylink.v1.AccountService/ListShifts',
+                request_serializer=paylink_dot_v1_dot_account__pb2.ListShiftsRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_account__pb2.ListShiftsResponse.FromString,
+                _registered_method=True)
+        self.ListTaxForms = channel.unary_unary(
+                '/paylink.v1.AccountService/ListTaxForms',
+                request_serializer=paylink_dot_v1_dot_account__pb2.ListTaxFormsRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_account__pb2.ListTaxFormsResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/paylink.v1.AccountService/ListDocuments',
+                request_serializer=paylink_dot_v1_dot_account__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_account__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/paylink.v1.AccountService/GetDocument',
+                request_serializer=paylink_dot_v1_dot_account__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_document__pb2.Document.FromString,
+                _registered_method=True)
+        self.DownloadDocument = channel.unary_stream(
+                '/paylink.v1.AccountService/DownloadDocument',
+                request_serializer=paylink_dot_v1_dot_account__pb2.DownloadDocumentRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_document__pb2.DocumentChunk.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer(object):
@@ -152,6 +178,42 @@ class AccountServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListShifts(self, request, context):
+        """Lists stored shifts, newest first, optionally within a date range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaxForms(self, request, context):
+        """Lists stored tax forms, newest year first, optionally of one year.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists the metadata of stored documents, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """Returns one document's metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadDocument(self, request, context):
+        """Streams a document's bytes in chunks, in order. The first chunk carries the metadata
+        (content type, size, SHA-256) so the caller can check what it received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +261,31 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.GetDirectDepositAllocations,
                     request_deserializer=paylink_dot_v1_dot_account__pb2.GetDirectDepositAllocationsRequest.FromString,
                     response_serializer=paylink_dot_v1_dot_data__pb2.DirectDepositAllocations.SerializeToString,
+            ),
+            'ListShifts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShifts,
+                    request_deserializer=paylink_dot_v1_dot_account__pb2.ListShiftsRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_account__pb2.ListShiftsResponse.SerializeToString,
+            ),
+            'ListTaxForms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaxForms,
+                    request_deserializer=paylink_dot_v1_dot_account__pb2.ListTaxFormsRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_account__pb2.ListTaxFormsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=paylink_dot_v1_dot_account__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_account__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=paylink_dot_v1_dot_account__pb2.GetDocumentRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_document__pb2.Document.SerializeToString,
+            ),
+            'DownloadDocument': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadDocument,
+                    request_deserializer=paylink_dot_v1_dot_account__pb2.DownloadDocumentRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_document__pb2.DocumentChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,6 +532,141 @@ class AccountService(object):
             '/paylink.v1.AccountService/GetDirectDepositAllocations',
             paylink_dot_v1_dot_account__pb2.GetDirectDepositAllocationsRequest.SerializeToString,
             paylink_dot_v1_dot_data__pb2.DirectDepositAllocations.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShifts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.AccountService/ListShifts',
+            paylink_dot_v1_dot_account__pb2.ListShiftsRequest.SerializeToString,
+            paylink_dot_v1_dot_account__pb2.ListShiftsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaxForms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.AccountService/ListTaxForms',
+            paylink_dot_v1_dot_account__pb2.ListTaxFormsRequest.SerializeToString,
+            paylink_dot_v1_dot_account__pb2.ListTaxFormsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.AccountService/ListDocuments',
+            paylink_dot_v1_dot_account__pb2.ListDocumentsRequest.SerializeToString,
+            paylink_dot_v1_dot_account__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paylink.v1.AccountService/GetDocument',
+            paylink_dot_v1_dot_account__pb2.GetDocumentRequest.SerializeToString,
+            paylink_dot_v1_dot_document__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paylink.v1.AccountService/DownloadDocument',
+            paylink_dot_v1_dot_account__pb2.DownloadDocumentRequest.SerializeToString,
+            paylink_dot_v1_dot_document__pb2.DocumentChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from paylink.v1 import account_pb2 as _account_pb2
 from paylink.v1 import data_pb2 as _data_pb2
+from paylink.v1 import document_pb2 as _document_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -56,6 +57,18 @@ class AccountServiceStub:
     """Returns one paystub."""
     GetDirectDepositAllocations: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetDirectDepositAllocationsRequest, _data_pb2.DirectDepositAllocations]
     """Returns the direct deposit allocations last read (or set by a switch). NOT_FOUND if none yet."""
+    ListShifts: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListShiftsRequest, _account_pb2.ListShiftsResponse]
+    """Lists stored shifts, newest first, optionally within a date range."""
+    ListTaxForms: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListTaxFormsRequest, _account_pb2.ListTaxFormsResponse]
+    """Lists stored tax forms, newest year first, optionally of one year."""
+    ListDocuments: _grpc.UnaryUnaryMultiCallable[_account_pb2.ListDocumentsRequest, _account_pb2.ListDocumentsResponse]
+    """Lists the metadata of stored documents, newest first."""
+    GetDocument: _grpc.UnaryUnaryMultiCallable[_account_pb2.GetDocumentRequest, _document_pb2.Document]
+    """Returns one document's metadata."""
+    DownloadDocument: _grpc.UnaryStreamMultiCallable[_account_pb2.DownloadDocumentRequest, _document_pb2.DocumentChunk]
+    """Streams a document's bytes in chunks, in order. The first chunk carries the metadata
+    (content type, size, SHA-256) so the caller can check what it received.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -84,6 +97,18 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """Returns one paystub."""
     GetDirectDepositAllocations: _aio.UnaryUnaryMultiCallable[_account_pb2.GetDirectDepositAllocationsRequest, _data_pb2.DirectDepositAllocations]  # type: ignore[assignment]
     """Returns the direct deposit allocations last read (or set by a switch). NOT_FOUND if none yet."""
+    ListShifts: _aio.UnaryUnaryMultiCallable[_account_pb2.ListShiftsRequest, _account_pb2.ListShiftsResponse]  # type: ignore[assignment]
+    """Lists stored shifts, newest first, optionally within a date range."""
+    ListTaxForms: _aio.UnaryUnaryMultiCallable[_account_pb2.ListTaxFormsRequest, _account_pb2.ListTaxFormsResponse]  # type: ignore[assignment]
+    """Lists stored tax forms, newest year first, optionally of one year."""
+    ListDocuments: _aio.UnaryUnaryMultiCallable[_account_pb2.ListDocumentsRequest, _account_pb2.ListDocumentsResponse]  # type: ignore[assignment]
+    """Lists the metadata of stored documents, newest first."""
+    GetDocument: _aio.UnaryUnaryMultiCallable[_account_pb2.GetDocumentRequest, _document_pb2.Document]  # type: ignore[assignment]
+    """Returns one document's metadata."""
+    DownloadDocument: _aio.UnaryStreamMultiCallable[_account_pb2.DownloadDocumentRequest, _document_pb2.DocumentChunk]  # type: ignore[assignment]
+    """Streams a document's bytes in chunks, in order. The first chunk carries the metadata
+    (content type, size, SHA-256) so the caller can check what it received.
+    """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     """AccountService reads connected payroll accounts and the data their jobs stored."""
@@ -163,5 +188,47 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.DirectDepositAllocations, _abc.Awaitable[_data_pb2.DirectDepositAllocations]]:
         """Returns the direct deposit allocations last read (or set by a switch). NOT_FOUND if none yet."""
+
+    @_abc_1.abstractmethod
+    def ListShifts(
+        self,
+        request: _account_pb2.ListShiftsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListShiftsResponse, _abc.Awaitable[_account_pb2.ListShiftsResponse]]:
+        """Lists stored shifts, newest first, optionally within a date range."""
+
+    @_abc_1.abstractmethod
+    def ListTaxForms(
+        self,
+        request: _account_pb2.ListTaxFormsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListTaxFormsResponse, _abc.Awaitable[_account_pb2.ListTaxFormsResponse]]:
+        """Lists stored tax forms, newest year first, optionally of one year."""
+
+    @_abc_1.abstractmethod
+    def ListDocuments(
+        self,
+        request: _account_pb2.ListDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_pb2.ListDocumentsResponse, _abc.Awaitable[_account_pb2.ListDocumentsResponse]]:
+        """Lists the metadata of stored documents, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetDocument(
+        self,
+        request: _account_pb2.GetDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_document_pb2.Document, _abc.Awaitable[_document_pb2.Document]]:
+        """Returns one document's metadata."""
+
+    @_abc_1.abstractmethod
+    def DownloadDocument(
+        self,
+        request: _account_pb2.DownloadDocumentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_document_pb2.DocumentChunk], _abc.AsyncIterator[_document_pb2.DocumentChunk]]:
+        """Streams a document's bytes in chunks, in order. The first chunk carries the metadata
+        (content type, size, SHA-256) so the caller can check what it received.
+        """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -242,7 +242,9 @@ class CreateLinkTokenRequest(_message.Message):
     platform_id: _builtins.str
     """Platform to preselect; must be a known platform id. Optional."""
     employer_id: _builtins.str
-    """Employer to preselect, up to 255 characters. Optional."""
+    """Employer to preselect: an employer id from CatalogService. Link then preselects the platform that
+    runs its payroll, so it must agree with platform_id and support every required job. Optional.
+    """
     disable_direct_deposit_splitting: _builtins.bool
     """If true the user may not split deposits."""
     skip_intro_screen: _builtins.bool
