@@ -6,13 +6,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := scripts/stack.sh
 ENV = eval "$$($(STACK) env)" &&
+# `make up KAFKA_NODES=3 PG_STANDBY=1`: a three-broker cluster and a PostgreSQL standby (docs/stack.md).
+ifdef KAFKA_NODES
+export PAYLINK_KAFKA_NODES := $(KAFKA_NODES)
+endif
+ifdef PG_STANDBY
+export PAYLINK_PG_STANDBY := $(PG_STANDBY)
+endif
 
-.PHONY: help venv generate check-generated up down status migrate run serve test test-faults reliability lint buf demo bench clean workspace wheel tools
+.PHONY: help venv generate check-generated up down status migrate run serve test test-faults fault-results reliability lint buf demo bench clean workspace wheel tools
 
 help:
 	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
 	@echo "make test         bring up the stack if needed, run the test suite"
 	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
+	@echo "make fault-results  the fleet fault tests; rewrites docs/fault-results.json and the docs' failure tables"
 	@echo "make reliability  the fault tests, recording docs/reliability-results.json and docs/reliability.md's figures"
 	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking (scripts/buf_breaking.sh)"
 	@echo "make generate     regenerate generated/ from protos/"
@@ -91,6 +99,13 @@ test: $(STAMP) up
 
 test-faults: $(STAMP) up
 	@$(ENV) $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
+# The fleet fault tests (docs/deployment.md) write their figures to the committed results file, and
+# scripts/fault_figures.py writes the failure tables of docs/deployment.md and docs/reliability.md.
+FLEET_TESTS := tests/faults/test_kafka_cluster.py tests/faults/test_postgres_failover.py tests/faults/test_fleet.py
+fault-results: $(STAMP) up
+	@$(ENV) PAYLINK_FAULT_RESULTS=$(CURDIR)/docs/fault-results.json $(PY) -m pytest -m faults $(FLEET_TESTS) $(PYTEST_ARGS)
+	@$(PY) scripts/fault_figures.py
 
 # The fault tests, recording their figures in docs/reliability-results.json (committed) and
 # rendering them into docs/reliability.md.

@@ -15,6 +15,31 @@ DEV_VAULT_KEY = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="
 DEV_VAULT_KEYS = f"dev1:{DEV_VAULT_KEY}"
 
 
+# A primary and its standbys in one DSN (docs/deployment.md): every connection, pooled or dedicated,
+# tries the hosts in order and keeps the first that accepts writes, so paylink follows a failover
+# without a restart. asyncpg understands the libpq form; both values below check the server's
+# read-only state (PostgreSQL reports it on connect), so a hot standby is never chosen.
+WRITABLE_SESSION_ATTRS = ("read-write", "primary")
+
+
+def check_multi_host(url: str) -> None:
+    """A DSN naming several hosts must say `target_session_attrs=read-write` (or `primary`): with
+    libpq's default (`any`) a connection could land on a read-only standby and every write would fail."""
+    rest = url.split("://", 1)[1]
+    authority, _, tail = rest.partition("/")
+    hosts = authority.rsplit("@", 1)[-1].split(",")
+    if len(hosts) < 2:
+        return
+    query = tail.partition("?")[2]
+    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    attrs = params.get("target_session_attrs", "")
+    if attrs not in WRITABLE_SESSION_ATTRS:
+        raise ValueError(
+            "names several hosts, so it must end with ?target_session_attrs=read-write"
+            f" (or primary), not {attrs or 'nothing'}: paylink writes and must never land on a standby"
+        )
+
+
 class Settings(BaseSettings):
     """Every setting paylink reads. Validated at start; a bad value stops the process with a message."""
 
@@ -31,6 +56,7 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     grpc_reuse_port: bool = False
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=60)  # NOT_SERVING before closing
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     metrics_sample_seconds: float = Field(default=5.0, gt=0)  # queue depth and outbox lag gauges
@@ -89,6 +115,7 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a URL like postgresql://user:password@host:5432/dbname")
+        check_multi_host(value)
         return value
 
     @field_validator("kafka_bootstrap")

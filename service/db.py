@@ -28,6 +28,24 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
+# What an RPC answers UNAVAILABLE for (api/interceptor.py) instead of INTERNAL: the database cannot be
+# reached, is restarting or shutting down (its sessions are terminated: 57P01/57P02), or is failing
+# over. During a failover the old primary refuses connections and the standby is not promoted yet, so
+# with a multi-host DSN no host accepts writes (TargetServerAttributeNotMatched, an
+# InternalClientError; so is a pooled connection the server just terminated); a session that reached
+# a server after it turned read-only fails with 25006. Each of these is worth a retry.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InternalClientError,  # includes TargetServerAttributeNotMatched
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+
 
 class PooledConnection(asyncpg.Connection):
     """A pool connection released without asyncpg's reset query.

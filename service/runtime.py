@@ -91,7 +91,7 @@ class Running:
             if helper:
                 helper.stop()
         if self.api:
-            await self.api.stop(grace)
+            await self.api.stop(grace, self.deps.settings.shutdown_drain_seconds)
         if self.scheduler:
             self.scheduler.stop()
         if self.worker:

@@ -19,7 +19,7 @@ import asyncpg
 import grpc
 from grpc_status import rpc_status
 
-from service import audit, errors, ids, metrics, versions
+from service import audit, db, errors, ids, metrics, versions
 from service.api import context, status
 from service.auth import Authenticator
 
@@ -28,19 +28,7 @@ log = logging.getLogger("paylink.rpc")
 _PREFIX = "/paylink.v1."
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
-_UNAVAILABLE_ERRORS = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.TooManyConnectionsError,
-    # A server shutting down terminates every session (57P01/57P02); a pooled connection it just
-    # terminated can also fail with asyncpg's InternalClientError before the pool notices.
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.InternalClientError,
-)
+_UNAVAILABLE_ERRORS = db.UNAVAILABLE  # a lost, restarting or failing-over database
 
 
 async def _call_context(

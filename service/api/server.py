@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -94,7 +96,12 @@ class ApiServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float) -> None:
-        """Reports NOT_SERVING, then drains in-flight RPCs for up to `grace` seconds."""
+    async def stop(self, grace: float, drain: float = 0.0) -> None:
+        """Reports NOT_SERVING and keeps serving for `drain` seconds, so that clients watching health
+        (examples/grpc_service_config.json) and load balancers send new calls elsewhere; then stops
+        taking calls and drains in-flight RPCs for up to `grace` seconds. Without the drain, a call
+        that races the stop is answered CANCELLED (docs/reliability.md, Known limits)."""
         await self.health.enter_graceful_shutdown()
+        if drain:
+            await asyncio.sleep(drain)
         await self.server.stop(grace)
