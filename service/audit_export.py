@@ -4,7 +4,8 @@ Records reach `audit_unexported` in the transaction that wrote them. One exporte
 PostgreSQL advisory lock; the others stand by) reads a batch, publishes it with an idempotent
 producer (acks=all), waits for every acknowledgement and only then deletes the batch from the
 queue: at least once, with the record id as the stable event_id. Audit events are outside the
-per-account sequence (sequence 0). The leader also deletes records past
+per-account sequence: sequence 0, no envelope account_id (the record names the account),
+keyed by the workspace. The leader also deletes records past
 PAYLINK_AUDIT_RETENTION_DAYS (service/audit.py `prune`) when idle.
 """
 
@@ -43,7 +44,7 @@ def to_event(row: asyncpg.Record) -> event_pb2.Event:
         event_id=record.id,
         event=EVENT,
         workspace_id=record.workspace_id,
-        account_id=record.account_id,
+        account_id="",  # not an account's change: outside every account's sequence (the record names it)
         sequence=0,
         audit_recorded=record,
     )
@@ -52,8 +53,8 @@ def to_event(row: asyncpg.Record) -> event_pb2.Event:
 
 
 def message_of(event: event_pb2.Event) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """(key, headers) of an audit event: keyed by its account, or its workspace for an erasure."""
-    key = (event.account_id or event.workspace_id).encode()
+    """(key, headers) of an audit event: keyed by its workspace (one partition keeps its order)."""
+    key = event.workspace_id.encode()
     headers = [
         ("event-id", event.event_id.encode()),
         ("event-type", event.event.encode()),

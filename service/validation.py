@@ -35,6 +35,7 @@ OPTIONAL_IDS = frozenset(
         "paylink.v1.ListJobsRequest.account_id",
         "paylink.v1.ListJobsRequest.link_token_id",
         "paylink.v1.CreateLinkTokenRequest.account_id",
+        "paylink.v1.ListAuditRecordsRequest.account_id",  # a filter (service/audit.py checks it)
     }
 )
 

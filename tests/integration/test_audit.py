@@ -141,7 +141,8 @@ async def test_records_are_exported_to_their_own_topic(app: runtime.Running, eve
     await audit.write(app.deps.pool, record)
     (received,) = await events.wait_for(lambda r: r.event.event_id == str(record.id))
     assert received.topic == app.deps.settings.topic_prefix + "audit.recorded"
-    assert received.key == str(record.account_id)
+    assert received.key == str(workspace) and received.event.account_id == ""
+    assert received.event.audit_recorded.account_id == str(record.account_id)
     assert received.headers["event-type"] == "audit.recorded"
     assert received.event.sequence == 0
     assert received.event.audit_recorded.caller == "svc-export"

@@ -119,8 +119,8 @@ class Event(_message.Message):
 
     @_builtins.property
     def audit_recorded(self) -> _privacy_pb2.AuditRecord:
-        """For audit.recorded: published on its own topic for a SIEM, outside the per-account
-        sequence (sequence 0), keyed by the account (the workspace for an erasure).
+        """For audit.recorded: published on its own topic for a SIEM, outside every account's sequence
+        (sequence 0, account_id empty: the record names the account), keyed by the workspace.
         """
 
     def __init__(
