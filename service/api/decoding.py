@@ -19,7 +19,7 @@ request too (service/validation.py: not a UUID, or required and empty -> INVALID
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
@@ -33,6 +33,7 @@ log = logging.getLogger("paylink.rpc")
 
 Deserializer = Callable[[bytes], Any]
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
+StreamHandler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], AsyncIterator[Any]]
 
 
 class Unreadable:
@@ -100,27 +101,43 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
-        inner = cast(Handler, handler.unary_unary)
         method: str = handler_call_details.method.rsplit("/", 1)[-1]
+        deserializer = safe(handler.request_deserializer, _type_name(handler.request_deserializer))
+        if handler.unary_stream is not None:
+            inner_stream = cast(StreamHandler, handler.unary_stream)
+
+            async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await _refuse_unreadable(method, request, ctx)
+                async for message in inner_stream(request, ctx):
+                    yield message
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
+            )
+        inner = cast(Handler, handler.unary_unary)
 
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if isinstance(request, Unreadable):
-                log.debug("unreadable request", extra={"method": method, "reason": request.reason})
-                metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
-                failure = errors.invalid_field("request", request.reason)
-                await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
-            if isinstance(request, Message):
-                violations = [(f, "must not contain NUL characters") for f in nul_fields(request)]
-                violations += [v for v in validation.id_violations(request) if v[0] not in dict(violations)]
-                if violations:
-                    failure = errors.invalid_argument(violations)
-                    await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
+            await _refuse_unreadable(method, request, ctx)
             return await inner(request, ctx)
 
         return grpc.unary_unary_rpc_method_handler(
-            call,
-            request_deserializer=safe(handler.request_deserializer, _type_name(handler.request_deserializer)),
-            response_serializer=handler.response_serializer,
+            call, request_deserializer=deserializer, response_serializer=handler.response_serializer
         )
+
+
+async def _refuse_unreadable(method: str, request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Aborts with INVALID_ARGUMENT for unreadable bytes, NUL characters and malformed ids (unary
+    methods and server streams alike)."""
+    if isinstance(request, Unreadable):
+        log.debug("unreadable request", extra={"method": method, "reason": request.reason})
+        metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
+        failure = errors.invalid_field("request", request.reason)
+        await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
+    if isinstance(request, Message):
+        violations = [(f, "must not contain NUL characters") for f in nul_fields(request)]
+        violations += [v for v in validation.id_violations(request) if v[0] not in dict(violations)]
+        if violations:
+            failure = errors.invalid_argument(violations)
+            await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))

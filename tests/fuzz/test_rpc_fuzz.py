@@ -284,7 +284,8 @@ def _unreadable(method: MethodDescriptor, base: Message) -> list[tuple[str, byte
                 (f"{field.name} not UTF-8", _varint(field.number << 3 | 2) + _varint(len(value)) + value)
             )
     whole = base.SerializeToString()
-    bodies.append(("truncated request", whole[:-1]))
+    if whole:  # an empty request (no fields) cannot be cut short: b"" is that message
+        bodies.append(("truncated request", whole[:-1]))
     bodies.append(("truncated field", b"\x0a\x05ab"))
     return bodies
 
