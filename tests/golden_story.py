@@ -88,6 +88,25 @@ def _fixed(value: str, ids: dict[str, str]) -> str:
     return ids[value]
 
 
+def _fixed_hex(value: str, ids: dict[str, str], width: int) -> str:
+    """A fixed stand-in of `width` hex digits for a random token (request id, trace or span id)."""
+    if value not in ids:
+        ids[value] = f"{len(ids) + 1:0{width}x}"
+    return ids[value]
+
+
+def _header(name: str, value: str, ids: dict[str, str]) -> str:
+    """Header values with their random parts fixed: ids, the request id, the W3C traceparent."""
+    if _UUID.fullmatch(value):
+        return _fixed(value, ids)
+    if name == "x-request-id":
+        return _fixed_hex(value, ids, 32)
+    if name == "traceparent" and value.count("-") == 3:
+        version, trace, span, flags = value.split("-")
+        return "-".join((version, _fixed_hex(trace, ids, 32), _fixed_hex(span, ids, 16), flags))
+    return value
+
+
 def _canonical(story: list[Received]) -> list[Received]:
     """The story in a fixed order where the real one races: the outcome events of one session's
     jobs (which finish in any order) sorted by job name, their sequences given in that order; the
@@ -127,7 +146,9 @@ def normalized(story: list[Received]) -> list[tuple[str, event_pb2.Event, dict[s
         event = event_pb2.Event()
         event.CopyFrom(received.event)
         _walk(event, ids, START + dt.timedelta(minutes=i))
-        headers = {k: _fixed(v, ids) if _UUID.fullmatch(v) else v for k, v in received.headers.items()}
+        if event.request_id:
+            event.request_id = _fixed_hex(event.request_id, ids, 32)
+        headers = {k: _header(k, v, ids) for k, v in received.headers.items()}
         suffix = (
             "-error"
             if event.WhichOneof("payload") == "job" and event.job.outcome == c.JOB_OUTCOME_ERROR

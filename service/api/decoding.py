@@ -18,6 +18,7 @@ request too (service/validation.py: not a UUID, or required and empty -> INVALID
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -33,7 +34,7 @@ log = logging.getLogger("paylink.rpc")
 
 Deserializer = Callable[[bytes], Any]
 Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
-StreamHandler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], AsyncIterator[Any]]
+StreamHandler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], AsyncIterator[Any] | Awaitable[None]]
 
 
 class Unreadable:
@@ -110,7 +111,11 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 await _refuse_unreadable(method, request, ctx)
-                async for message in inner_stream(request, ctx):
+                produced = inner_stream(request, ctx)
+                if inspect.isawaitable(produced):  # a stream that writes with ctx.write() (health Watch)
+                    await produced
+                    return
+                async for message in produced:
                     yield message
 
             return grpc.unary_stream_rpc_method_handler(
