@@ -25,7 +25,10 @@ sys.path.insert(0, str(ROOT / "generated"))
 
 from google.protobuf import json_format  # noqa: E402
 from paylink.v1 import common_pb2 as c  # noqa: E402
-from paylink.v1 import event_pb2  # noqa: E402
+from paylink.v1 import (
+    event_pb2,
+    link_pb2,
+)
 
 OUT = ROOT / "docs" / "golden-events"
 PREFIX = "paylink."  # the default PAYLINK_TOPIC_PREFIX
@@ -42,16 +45,22 @@ INCOME_JOB = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
 SHIFTS_JOB = "12121212-3434-4565-8787-909090909090"
 TAX_FORMS_JOB = "23232323-4545-4676-8989-a0a0a0a0a0a0"
 DOCUMENTS_JOB = "34343434-5656-4787-9a9a-b0b0b0b0b0b0"
+OUTAGE_LINK = "c3d4e5f6-a7b8-4c9d-8e0f-2a3b4c5d6e7f"
+OUTAGE_SESSION = "e1e2e3e4-0000-4aaa-8bbb-223344556677"
+LOCKED_OUT_LINK = "d4e5f6a7-b8c9-4d0e-9f1a-3b4c5d6e7f80"
+LOCKED_OUT_SESSION = "f1f2f3f4-1111-4ccc-8ddd-334455667788"
 VERSION = "2021-07-28"
 START = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 
 
-def _event(number: int, name: str, sequence: int, at: float, **payload: object) -> event_pb2.Event:
+def _event(
+    number: int, name: str, sequence: int, at: float, account_id: str = ACCOUNT, **payload: object
+) -> event_pb2.Event:
     event = event_pb2.Event(
         event_id=f"e0e0e0e0-0000-4000-8000-{number:012d}",
         event=name,
         workspace_id=WORKSPACE,
-        account_id=ACCOUNT,
+        account_id=account_id,
         sequence=sequence,
         api_version=VERSION,
         **payload,  # type: ignore[arg-type]
@@ -229,6 +238,46 @@ def examples() -> dict[str, event_pb2.Event]:
             7320.0,
             job=_record_job(DOCUMENTS_JOB, c.JOB_NAME_DOCUMENTS, 7320.0, c.JobParams()),
         ),
+        # A bound (On Demand Updates) session whose re-access found the platform down on every try.
+        "10-link_session.failed-bound": _event(
+            10,
+            "link_session.failed",
+            10,
+            7400.0,
+            link_session_failed=_stamp(
+                event_pb2.LinkSessionFailedPayload(
+                    link_session_id=OUTAGE_SESSION,
+                    link_token_id=OUTAGE_LINK,
+                    account_id=ACCOUNT,
+                    end_user_id=END_USER,
+                    platform_id="sandbox_adp",
+                    failure_reason=link_pb2.LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE,
+                    last_error=c.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE,
+                    on_demand_update=True,
+                ),
+                7400.0,
+            ),
+        ),
+        # A new user's session that failed before any account existed: keyed by its session id.
+        "11-link_session.failed-no-account": _event(
+            11,
+            "link_session.failed",
+            1,
+            7300.0,
+            account_id="",
+            link_session_failed=_stamp(
+                event_pb2.LinkSessionFailedPayload(
+                    link_session_id=LOCKED_OUT_SESSION,
+                    link_token_id=LOCKED_OUT_LINK,
+                    end_user_id="customer-77",
+                    platform_id="sandbox_workday",
+                    failure_reason=link_pb2.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS,
+                    last_error=c.JOB_ERROR_CODE_INVALID_CREDENTIALS,
+                    failed_attempts=5,
+                ),
+                7300.0,
+            ),
+        ),
     }
 
 
@@ -254,7 +303,8 @@ def record(event: event_pb2.Event) -> tuple[bytes, dict[str, object]]:
     value = event.SerializeToString(deterministic=True)
     description = {
         "topic": PREFIX + event.event,
-        "key": event.account_id,
+        # The account, or for a session that never had one, the session (see docs/events.md).
+        "key": event.account_id or event.link_session_failed.link_session_id,
         "headers": {
             "event-id": event.event_id,
             "event-type": event.event,

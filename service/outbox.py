@@ -24,6 +24,7 @@ NOTIFY_CHANNEL = "paylink_outbox"
 ACCOUNT_ADDED = "account.added"
 MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"
 LINK_SESSION_COMPLETED = "link_session.completed"
+LINK_SESSION_FAILED = "link_session.failed"
 
 # Job event names by JobName.
 JOB_EVENTS: dict[int, str] = {
@@ -40,6 +41,7 @@ ALL_EVENTS: tuple[str, ...] = (
     MONITORING_STATUS_UPDATED,
     *JOB_EVENTS.values(),
     LINK_SESSION_COMPLETED,
+    LINK_SESSION_FAILED,
 )
 
 
@@ -81,13 +83,19 @@ class Events:
         workspace_id: uuid.UUID,
         account_id: uuid.UUID,
         locked_sequence: int | None = None,
+        without_account: bool = False,
     ) -> None:
         """`locked_sequence`: the account's event_sequence, read under a row lock the transaction
-        still holds; then `flush` needs no separate reservation."""
+        still holds; then `flush` needs no separate reservation.
+
+        `without_account`: the events of something that never had an account (a Link session that
+        failed before connecting): `account_id` is then that thing's id, used as the Kafka key and
+        outbox key, the events' own account_id is empty and their sequence starts at 1."""
         self.topic_prefix = topic_prefix
         self.workspace_id = workspace_id
         self.account_id = account_id
-        self.locked_sequence = locked_sequence
+        self.locked_sequence = 0 if without_account else locked_sequence
+        self.without_account = without_account
         self.pending: list[event_pb2.Event] = []
 
     def add(
@@ -99,7 +107,7 @@ class Events:
         event.event_id = str(ids.new_id())
         event.event = name
         event.workspace_id = str(self.workspace_id)
-        event.account_id = str(self.account_id)
+        event.account_id = "" if self.without_account else str(self.account_id)
         event.api_version = api_version
         timeutil.set_ts(event.created_at, at or timeutil.now())
         self.pending.append(event)
@@ -125,10 +133,12 @@ class Events:
             [e.sequence for e in events],
             [e.SerializeToString() for e in events],
         )
-        if self.locked_sequence is None:
+        if self.locked_sequence is None or self.without_account:
             await conn.execute(_INSERT, *args)
         else:
             await conn.execute(_WRITE_LOCKED, *args, base + len(events))
+            self.locked_sequence = base + len(events)
+        if self.without_account:
             self.locked_sequence = base + len(events)
         # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the
         # event_ids it published, so one grep follows a request to Kafka.

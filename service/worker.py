@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import random
 import socket
 import time
 import uuid
@@ -23,7 +22,7 @@ import uuid
 import asyncpg
 from paylink.v1 import common_pb2
 
-from service import accounts, db, logs, metrics, queue, sealed
+from service import accounts, db, logs, metrics, queue, sealed, timeutil
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -42,10 +41,7 @@ from service.queue import ClaimedJob
 log = logging.getLogger("paylink.worker")
 
 
-def backoff(attempt: int, base: float, cap: float) -> dt.timedelta:
-    """Full-jitter exponential backoff for the retry after `attempt` (1-based)."""
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not crypto
+backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 
 
 class Worker:

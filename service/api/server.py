@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -58,7 +60,8 @@ class ApiServer:
             ],
         )
         link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokenServicer(deps), self.server)
-        link_pb2_grpc.add_LinkServiceServicer_to_server(LinkServicer(deps), self.server)
+        self.link = LinkServicer(deps)
+        link_pb2_grpc.add_LinkServiceServicer_to_server(self.link, self.server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
@@ -83,6 +86,10 @@ class ApiServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        """Reports NOT_SERVING, then drains in-flight RPCs for up to `grace` seconds."""
+        """Reports NOT_SERVING, then drains in-flight RPCs for up to `grace` seconds, then lets the
+        logins in flight finish within the same grace (a login cut short ends by its lease)."""
         await self.health.enter_graceful_shutdown()
+        started = asyncio.get_running_loop().time()
         await self.server.stop(grace)
+        await self.link.runner.drain(max(0.0, grace - (asyncio.get_running_loop().time() - started)))
+        await self.link.watcher.stop()

@@ -8,14 +8,17 @@ stateless: everything it needs between calls lives in the grant or the MFA state
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import Callable
 
 from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers import (
+    sandbox_auth,
     sandbox_catalog,
     sandbox_data,
     sandbox_documents,
@@ -118,8 +121,11 @@ class SandboxDriver:
         slow_latency: float = 2.0,
         pending_delay: dt.timedelta = dt.timedelta(seconds=60),
         clock: Callable[[], dt.datetime] = _utcnow,
+        jitter: float = 0.0,
     ) -> None:
         self._latency = latency
+        self._jitter = jitter
+        self._failures: collections.Counter[tuple[str, str]] = collections.Counter()  # user_recovers
         self._slow_latency = slow_latency
         self._pending_delay = pending_delay
         self._clock = clock
@@ -135,6 +141,7 @@ class SandboxDriver:
         """First login; `user_locked` is locked whatever the password."""
         platform = await self._call(platform_id)
         user = user_of(credentials.username)
+        sandbox_auth.platform_trouble(user, credentials.username, "login", self._failures)
         if user is User.LOCKED:
             raise PlatformError(
                 E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
@@ -170,6 +177,7 @@ class SandboxDriver:
         platform = await self._call(platform_id)
         stored = self._usable(Grant.decode(grant.secret), platform_id)
         user = user_of(stored.username)
+        sandbox_auth.platform_trouble(user, stored.username, "reaccess", self._failures)
         if user is User.EXPIRED:
             raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
         if platform.always_mfa:
@@ -321,9 +329,11 @@ class SandboxDriver:
     # -- internals -----------------------------------------------------------------------------
 
     async def _call(self, platform_id: str) -> PlatformInfo:
-        """Resolves the platform and simulates its latency."""
+        """Resolves the platform and simulates its latency (varied by up to +/- jitter of it)."""
         platform = self._platform(platform_id)
         delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        if delay > 0 and self._jitter:
+            delay *= random.uniform(1 - self._jitter, 1 + self._jitter)  # noqa: S311 - simulated latency
         if delay > 0:
             await asyncio.sleep(delay)
         return platform

@@ -220,11 +220,28 @@ def _mutated(base: Message, known: list[str]) -> st.SearchStrategy[Message]:
 
 def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
     response = message_factory.GetMessageClass(method.output_type)
-    return channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=response.FromString,
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    if not method.server_streaming:
+        return channel.unary_unary(
+            path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+    stream = channel.unary_stream(
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response.FromString
     )
+
+    async def first(request: Message, **kwargs: Any) -> Any:
+        """A streaming RPC (WatchSession): its first message (or its error), then hang up."""
+        call = stream(request, **kwargs)
+        try:
+            async for message in call:
+                return message
+            return None
+        finally:
+            call.cancel()
+
+    return first
 
 
 class World:
@@ -319,6 +336,7 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         link_token_pb2.GetLinkTokenRequest(link_token_id=token.id),
         link_pb2.StartSessionRequest(token=mfa_token.token),
         link_pb2.GetSessionRequest(session_id=waiting.id),
+        link_pb2.WatchSessionRequest(session_id=waiting.id),
         link_pb2.SearchPlatformsRequest(session_id=waiting.id, query="adp"),
         link_pb2.SubmitCredentialsRequest(
             session_id=waiting.id, platform_id="sandbox_adp", username="user_mfa", password="pass_good"
