@@ -19,9 +19,9 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
-from paylink.v1 import common_pb2
+from paylink.v1 import common_pb2, link_pb2
 
-from service import accounts, ids, metrics, session_effects, session_store, timeutil, uow
+from service import accounts, db, ids, metrics, session_effects, session_store, timeutil, uow
 from service import session_machine as machine
 from service.context import CallContext
 from service.deps import Deps
@@ -32,42 +32,48 @@ log = logging.getLogger("paylink.logins")
 
 PlatformCall = Callable[[], Awaitable[base.LoginResult]]
 Outcome = base.LoginResult | base.PlatformError
+# Builds the reply for a session in the transaction that saved it (sessions.to_proto).
+Render = Callable[[db.Conn, machine.Session], Awaitable[link_pb2.LinkSession]]
+Done = tuple[machine.Session, link_pb2.LinkSession]
 
 
 class LoginRunner:
     """This process's logins in flight (one per session at most: the AUTHENTICATING commit decides)."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, render: Render) -> None:
         self.deps = deps
+        self._render = render
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = session_store.Lease(owner, deps.settings.login_lease_seconds)
-        self._tasks: dict[uuid.UUID, asyncio.Task[machine.Session]] = {}
+        self._tasks: dict[uuid.UUID, asyncio.Task[Done]] = {}
+        # Login transactions (the AUTHENTICATING commit and the outcome's) leave two of the pool's
+        # connections to everything else: a burst of logins ending together queues here, not in the
+        # pool's queue, so the process's other RPCs (GetAccount...) still find a connection at once.
+        self.writes = asyncio.Semaphore(max(1, deps.settings.database_pool_size - 2))
 
-    def start(self, session: machine.Session, call: PlatformCall) -> asyncio.Task[machine.Session]:
+    def start(self, session: machine.Session, call: PlatformCall) -> asyncio.Task[Done]:
         """Runs the platform call of an AUTHENTICATING session, then commits its outcome."""
         task = asyncio.create_task(self._run(session, call), name=f"login-{session.id}")
         self._tasks[session.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(session.id, None))
         return task
 
-    async def outcome(
-        self, task: asyncio.Task[machine.Session], begun: machine.Session, call: CallContext
-    ) -> machine.Session:
-        """The session after the login if it ends before the caller's deadline (with a margin to
-        answer in), else the session still AUTHENTICATING."""
+    async def outcome(self, task: asyncio.Task[Done], call: CallContext) -> link_pb2.LinkSession | None:
+        """The reply after the login if it ends before the caller's deadline (with a margin to
+        answer in), else None: the caller answers with the session still AUTHENTICATING."""
         left = call.time_left()
         timeout = None if left is None else max(0.0, left - min(0.5, left * 0.2))
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if task in done and not task.cancelled() and task.exception() is None:
-            return task.result()
-        return begun
+            return task.result()[1]
+        return None
 
     async def drain(self, grace: float) -> None:
         """At shutdown: lets the logins in flight finish, up to `grace` seconds (the lease covers the rest)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=grace)
 
-    async def _run(self, begun: machine.Session, call: PlatformCall) -> machine.Session:
+    async def _run(self, begun: machine.Session, call: PlatformCall) -> Done:
         renew = asyncio.create_task(self._renew(begun))
         metrics.LOGINS_IN_FLIGHT.inc()
         try:
@@ -113,17 +119,20 @@ class LoginRunner:
                 await asyncio.sleep(delay.total_seconds())
         return last
 
-    async def _finish(self, begun: machine.Session, result: Outcome) -> machine.Session:
+    async def _finish(self, begun: machine.Session, result: Outcome) -> Done:
         deps = self.deps
-        async with uow.begin(deps) as work:
+        async with self.writes, uow.begin(deps) as work:
             stored = await session_store.load(work.conn, begun.workspace_id, str(begun.id), lock=True)
             current = stored.session
             if current.version != begun.version or current.state != State.AUTHENTICATING:
                 # The lease ran out and the session ended meanwhile: the platform's answer is late.
                 log.warning("late login outcome dropped", extra={"session": str(begun.id)})
-                return current
+                return current, await self._render(work.conn, current)
             step = await self._step(work, current, result)
-            return await session_effects.apply(deps, work, stored, step)
+            saved = await session_effects.apply(deps, work, stored, step)
+            # The reply, read in the same transaction: the state this login produced, and no
+            # second trip to the pool for it.
+            return saved, await self._render(work.conn, saved)
 
     async def _step(
         self, work: uow.UnitOfWork, session: machine.Session, result: Outcome

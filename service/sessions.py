@@ -13,6 +13,7 @@ grant first and keeps the same account id even when the user has to type credent
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -34,7 +35,7 @@ from service import session_machine as machine
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers import base
-from service.logins import LoginRunner
+from service.logins import Done, LoginRunner
 from service.session_machine import State
 from service.session_store import Stored
 from service.session_watch import SessionWatcher
@@ -107,14 +108,24 @@ async def search_platforms(
 
 
 async def _reply(deps: Deps, session: machine.Session) -> link_pb2.LinkSession:
+    if session.state not in _WITH_JOBS:  # nothing to read: no trip to the pool
+        return await to_proto(deps.pool, session)
     async with deps.pool.acquire() as conn:
         return await to_proto(conn, session)
+
+
+async def _login_reply(
+    deps: Deps, logins: LoginRunner, task: asyncio.Task[Done], begun: machine.Session, call: CallContext
+) -> link_pb2.LinkSession:
+    """The login's outcome if it came before the caller's deadline, else the session AUTHENTICATING."""
+    reply = await logins.outcome(task, call)
+    return reply if reply is not None else await _reply(deps, begun)
 
 
 async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) -> link_pb2.LinkSession:
     """StartSession: idempotent per token (a retry returns the token's session)."""
     grant: bytes | None = None
-    async with uow.begin(deps) as work:
+    async with logins.writes, uow.begin(deps) as work:
         use = await link_tokens.lock_for_session(work.conn, call.workspace.id, token)
         if use.used:
             existing = await session_store.of_token(work.conn, use.id)
@@ -150,7 +161,7 @@ async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) 
     access = base.AccessGrant(grant)
     account_id = str(session.account_id)
     task = logins.start(session, lambda: driver.reaccess(account_id, session.platform_id, access))
-    return await _reply(deps, await logins.outcome(task, session, call))
+    return await _login_reply(deps, logins, task, session, call)
 
 
 async def submit_credentials(
@@ -164,7 +175,7 @@ async def submit_credentials(
     if not 1 <= len(request.password) <= 255:
         v.add("password", "must be 1 to 255 characters")
     v.raise_if_any()
-    async with uow.begin(deps) as work:
+    async with logins.writes, uow.begin(deps) as work:
         stored = await session_store.load(work.conn, call.workspace.id, request.session_id, lock=True)
         if await _expired(deps, work, stored):
             begun = None
@@ -186,7 +197,7 @@ async def submit_credentials(
     driver = deps.drivers.driver_for(begun.platform_id)
     credentials = base.Credentials(request.username, request.password)
     task = logins.start(begun, lambda: driver.login(begun.platform_id, credentials))
-    return await _reply(deps, await logins.outcome(task, begun, call))
+    return await _login_reply(deps, logins, task, begun, call)
 
 
 async def submit_mfa(
@@ -198,7 +209,7 @@ async def submit_mfa(
     if not 1 <= len(request.answer) <= 255:
         v.add("answer", "must be 1 to 255 characters")
     v.raise_if_any()
-    async with uow.begin(deps) as work:
+    async with logins.writes, uow.begin(deps) as work:
         stored = await session_store.load(work.conn, call.workspace.id, request.session_id, lock=True)
         if await _expired(deps, work, stored):
             begun = None
@@ -213,7 +224,7 @@ async def submit_mfa(
         raise _expired_error()
     driver = deps.drivers.driver_for(begun.platform_id)
     task = logins.start(begun, lambda: driver.answer_mfa(begun.platform_id, state, request.answer))
-    return await _reply(deps, await logins.outcome(task, begun, call))
+    return await _login_reply(deps, logins, task, begun, call)
 
 
 async def choose_allocation(

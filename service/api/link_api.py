@@ -18,7 +18,7 @@ class LinkServicer(link_pb2_grpc.LinkServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.logins = RateLimiter("login attempts", deps.settings.rate_logins_per_minute)
-        self.runner = LoginRunner(deps)  # this process's platform logins in flight
+        self.runner = LoginRunner(deps, sessions.to_proto)  # this process's platform logins in flight
         self.watcher = SessionWatcher(deps.settings)  # one LISTEN connection for every WatchSession
 
     async def StartSession(  # noqa: N802 - gRPC method name
