@@ -56,6 +56,7 @@ class LoginRunner:
         task = asyncio.create_task(self._run(session, call), name=f"login-{session.id}")
         self._tasks[session.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(session.id, None))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in _run already
         return task
 
     async def outcome(self, task: asyncio.Task[Done], call: CallContext) -> link_pb2.LinkSession | None:
@@ -64,9 +65,9 @@ class LoginRunner:
         left = call.time_left()
         timeout = None if left is None else max(0.0, left - min(0.5, left * 0.2))
         done, _ = await asyncio.wait({task}, timeout=timeout)
-        if task in done and not task.cancelled() and task.exception() is None:
-            return task.result()[1]
-        return None
+        if task not in done or task.cancelled():
+            return None
+        return task.result()[1]  # a failure to save the outcome (database away) is the call's error
 
     async def drain(self, grace: float) -> None:
         """At shutdown: lets the logins in flight finish, up to `grace` seconds (the lease covers the rest)."""
