@@ -28,7 +28,7 @@ from tests.harness import Client
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 LATENCY = 4.0  # seconds of every sandbox platform call, varied by up to +/- JITTER of it
-JITTER = 0.25
+JITTER = 0.5
 LOGINS = 64
 # "About one platform latency plus a second": the slowest jittered call plus a margin for a loaded
 # 2-core machine. Logins that waited for each other would come in waves of the pool size (8): their
