@@ -240,6 +240,25 @@ def latency(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def logins(r: dict[str, Any]) -> list[str]:
+    x = r.get("logins")
+    if not x:
+        return []
+    return [
+        f"## {x['logins']} slow Link logins at once ({x['platform_latency_s']:g} s a platform call, `bench/logins.py`)",
+        "",
+        f"A separate `python -m service api` with the default pool ({x['pool_size']} connections): no login",
+        "holds a connection while the platform answers (issue 10), so they do not run in waves of the pool size.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| login time | median {x['login_s_median']:.2f} s, max {x['login_s_max']:.2f} s; all {x['logins']} in {x['all_logins_wall_s']:.2f} s |",
+        f"| GetAccount on the same process, idle | p50 {x['get_account_idle_p50_ms']:.2f} ms, p99 {x['get_account_idle_p99_ms']:.2f} ms |",
+        f"| GetAccount during the logins ({x['get_account_during_calls']} calls) | p50 {x['get_account_during_p50_ms']:.2f} ms, p99 {x['get_account_during_p99_ms']:.2f} ms (target < 50 ms) |",
+        "",
+    ]
+
+
 def relay(r: dict[str, Any]) -> list[str]:
     x = r.get("relay")
     if not x:
@@ -308,6 +327,7 @@ def render(r: dict[str, Any]) -> str:
         *pipeline(r),
         *peers(r),
         *latency(r),
+        *logins(r),
         *relay(r),
         *footprint(r),
         *monitoring(),

@@ -35,7 +35,7 @@ sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent)]
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2, link_pb2
 
-from bench import latency, relay_bench
+from bench import latency, logins, relay_bench
 from bench.common import (
     ROOT,
     cpu_seconds_by_component,
@@ -70,7 +70,7 @@ FLOORS = {
     "read floor": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}),
     "write floor": ("paylink.v1.LinkTokenService.CreateLinkToken", RPCS["CreateLinkToken"][1]),
 }
-PARTS = ("rpcs", "pipeline", "peers", "latency", "relay", "footprint")
+PARTS = ("rpcs", "pipeline", "peers", "latency", "logins", "relay", "footprint")
 DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 
 
@@ -388,7 +388,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-concurrency", type=int, default=2000, help="the worker's concurrency")
     parser.add_argument("--relay-rows", type=int, default=100_000)
     parser.add_argument("--soak-seconds", type=int, default=120)
-    parser.add_argument("--port", type=int, default=50151, help="first of the 4 gRPC ports used")
+    parser.add_argument("--port", type=int, default=50151, help="first of the 5 gRPC ports used")
     parser.add_argument(
         "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
     )
@@ -432,7 +432,13 @@ async def main() -> int:
     base = Settings()
     url = await create_test_database(base.database_url)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    ports = {"api": args.port, "echo": args.port + 1, "floor": args.port + 2, "latency": args.port + 3}
+    ports = {
+        "api": args.port,
+        "echo": args.port + 1,
+        "floor": args.port + 2,
+        "latency": args.port + 3,
+        "logins": args.port + 4,
+    }
     env = {
         **os.environ,
         "PAYLINK_DATABASE_URL": url,
@@ -533,6 +539,8 @@ async def main() -> int:
             concurrency=args.latency_concurrency,
         )
         print(f"latency: { {k: v for k, v in results['latency'].items() if k != 'samples'} }", flush=True)
+    if want("logins"):
+        results["logins"] = await logins.run(base.database_url, env, ports["logins"])
     if want("relay"):
         results["relay"] = await relay_bench.run(
             args.relay_rows, templates, base.database_url, base.kafka_bootstrap, env

@@ -266,11 +266,19 @@ async def login_fingerprint(conn: db.Executor, account_id: uuid.UUID) -> bytes |
     return bytes(known) if known is not None else None
 
 
-async def platform_of(conn: db.Executor, account_id: uuid.UUID) -> str | None:
-    platform_id: str | None = await conn.fetchval(
-        "SELECT platform_id FROM accounts WHERE id = $1", account_id
+async def platform_and_connected(
+    conn: db.Executor, account_id: uuid.UUID, *, lock: bool = False
+) -> tuple[str, bool]:
+    """The account's platform, and whether it is connected (`lock`: row-locked, e.g. against a
+    concurrent disconnect)."""
+    row = await conn.fetchrow(
+        "SELECT platform_id, connected FROM accounts WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        account_id,
     )
-    return platform_id
+    assert row is not None  # sessions and tokens reference existing accounts
+    platform_id: str = row["platform_id"]
+    connected: bool = row["connected"]
+    return platform_id, connected
 
 
 async def disconnect(

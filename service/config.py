@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     link_token_ttl_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
     max_login_attempts: int = Field(default=5, ge=1, le=20)
+    link_session_ttl_seconds: int = Field(default=30 * 60, ge=10, le=24 * 3600)
+    login_lease_seconds: float = Field(default=10.0, ge=1)  # a dead process's login ends after this
+    login_retries: int = Field(default=3, ge=0, le=10)  # extra tries of a platform that is down
+    login_retry_base_seconds: float = Field(default=0.5, ge=0)
+    login_retry_max_seconds: float = Field(default=4.0, ge=0)
 
     worker_concurrency: int = Field(default=16, ge=1, le=10000)
     worker_lease_seconds: float = Field(default=30.0, ge=1)
@@ -137,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def link_token_ttl(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.link_token_ttl_seconds)
+
+    @property
+    def link_session_ttl(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.link_session_ttl_seconds)
 
     @property
     def pending_delay(self) -> dt.timedelta:

@@ -226,9 +226,11 @@ def from_row(options: bytes, used_at: dt.datetime | None) -> link_token_pb2.Link
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SessionStart:
-    """What a new session takes from the token it uses up."""
+    """What a session takes from the token that starts it."""
 
     id: uuid.UUID
+    used: bool  # the token already started a session
+    expired: bool
     bound_account_id: uuid.UUID | None
     platform_id: str
     required_jobs: tuple[int, ...]
@@ -237,31 +239,27 @@ class SessionStart:
     allocation_targets: int
 
 
-_USE = """
+_LOCK = """
 SELECT id, expires_at, used_at, bound_account_id, platform_id, required_jobs, api_version, end_user_id, options
 FROM link_tokens WHERE token_hash = $1 AND workspace_id = $2 FOR UPDATE
 """
 
 
-async def use_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) -> SessionStart:
-    """Locks the token, checks that it can start a session, and marks it used (caller's transaction).
+async def lock_for_session(conn: db.Conn, workspace_id: uuid.UUID, token: str) -> SessionStart:
+    """Locks the token (caller's transaction), so one StartSession at a time decides what it starts.
 
-    NOT_FOUND for an unknown token (or another workspace's), FAILED_PRECONDITION LINK_TOKEN_USED or
-    LINK_TOKEN_EXPIRED otherwise.
+    INVALID_ARGUMENT for an empty token, NOT_FOUND for an unknown one (or another workspace's).
     """
     if not token:
         raise errors.invalid_field("token", "is required")
-    row = await conn.fetchrow(_USE, ids.sha256(token), workspace_id) if len(token) <= 200 else None
+    row = await conn.fetchrow(_LOCK, ids.sha256(token), workspace_id) if len(token) <= 200 else None
     if row is None:
         raise errors.not_found("link_token", "(token)")
-    if row["used_at"] is not None:
-        raise errors.failed_precondition("LINK_TOKEN_USED", "this link token already started a session")
-    if row["expires_at"] <= timeutil.now():
-        raise errors.failed_precondition("LINK_TOKEN_EXPIRED", "this link token has expired")
-    await conn.execute("UPDATE link_tokens SET used_at = now() WHERE id = $1", row["id"])
     options = link_token_pb2.LinkToken.FromString(bytes(row["options"]))
     return SessionStart(
         id=row["id"],
+        used=row["used_at"] is not None,
+        expired=row["expires_at"] <= timeutil.now(),
         bound_account_id=row["bound_account_id"],
         platform_id=row["platform_id"],
         required_jobs=tuple(row["required_jobs"]),
@@ -343,3 +341,7 @@ async def tags_of(conn: db.Executor, link_token_id: uuid.UUID) -> dict[str, str]
     if options is None:
         return {}
     return dict(link_token_pb2.LinkToken.FromString(bytes(options)).tags)
+
+
+async def mark_used(conn: db.Conn, token_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE link_tokens SET used_at = coalesce(used_at, now()) WHERE id = $1", token_id)

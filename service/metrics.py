@@ -21,6 +21,12 @@ JOBS_FINISHED = Counter(
     "Jobs that reached a final outcome (error_code is empty on success)",
     ["name", "platform", "outcome", "error_code"],
 )
+LOGIN_RETRIES = Counter(
+    "paylink_login_retries_total",
+    "Link logins and re-accesses tried again because the platform was unavailable or timed out",
+    ["error_code"],
+)
+LOGINS_IN_FLIGHT = Gauge("paylink_logins_in_flight", "Platform logins this process is waiting for")
 SCHEDULED_REFRESHES = Counter(
     "paylink_scheduled_refreshes_total", "Refresh jobs queued by the monitoring schedule"
 )

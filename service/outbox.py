@@ -26,6 +26,7 @@ ACCOUNT_ADDED = "account.added"
 MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"
 LINK_SESSION_COMPLETED = "link_session.completed"
 END_USER_ERASED = "end_user.erased"  # one per erased account (service/erasure.py)
+LINK_SESSION_FAILED = "link_session.failed"
 
 # Job event names by JobName.
 JOB_EVENTS: dict[int, str] = {
@@ -46,6 +47,7 @@ ALL_EVENTS: tuple[str, ...] = (
     *JOB_EVENTS.values(),
     LINK_SESSION_COMPLETED,
     END_USER_ERASED,
+    LINK_SESSION_FAILED,
 )
 
 
@@ -90,14 +92,20 @@ class Events:
         account_id: uuid.UUID,
         locked_sequence: int | None = None,
         tags: dict[str, str] | None = None,
+        without_account: bool = False,
     ) -> None:
         """`locked_sequence`: the account's event_sequence, read under a row lock the transaction
         still holds; then `flush` needs no separate reservation (`tags`: the account's tags, read
-        with it)."""
+        with it).
+
+        `without_account`: the events of something that never had an account (a Link session that
+        failed before connecting): `account_id` is then that thing's id, used as the Kafka key and
+        outbox key, the events' own account_id is empty and their sequence starts at 1."""
         self.topic_prefix = topic_prefix
         self.workspace_id = workspace_id
         self.account_id = account_id
-        self.locked_sequence = locked_sequence
+        self.locked_sequence = 0 if without_account else locked_sequence
+        self.without_account = without_account
         self.tags = tags
         self.pending: list[event_pb2.Event] = []
         self.traceparents: list[str] = []  # per pending event: the span current when it was added
@@ -111,7 +119,7 @@ class Events:
         event.event_id = str(ids.new_id())
         event.event = name
         event.workspace_id = str(self.workspace_id)
-        event.account_id = str(self.account_id)
+        event.account_id = "" if self.without_account else str(self.account_id)
         event.api_version = api_version
         event.request_id = tracing.request_id()
         timeutil.set_ts(event.created_at, at or timeutil.now())
@@ -146,10 +154,12 @@ class Events:
             traceparents,
             [e.request_id for e in events],
         )
-        if self.locked_sequence is None:
+        if self.locked_sequence is None or self.without_account:
             await conn.execute(_INSERT, *args)
         else:
             await conn.execute(_WRITE_LOCKED, *args, base + len(events))
+            self.locked_sequence = base + len(events)
+        if self.without_account:
             self.locked_sequence = base + len(events)
         # Carries the request_id (in an RPC) or the job_id (in the worker); the relay logs the
         # event_ids it published, so one grep follows a request to Kafka.

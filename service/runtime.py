@@ -20,6 +20,7 @@ from service.health_monitor import HealthMonitor
 from service.monitoring.scheduler import Scheduler
 from service.relay import Relay
 from service.sampler import Sampler
+from service.session_sweeper import SessionSweeper
 from service.vault import KeyRing, Vault, VaultError
 from service.worker import Worker
 
@@ -83,11 +84,12 @@ class Running:
     privacy: tuple[AuditExporter, Sweeper] | None = None
     monitor: HealthMonitor | None = None
     sampler: Sampler | None = None
+    sweeper: SessionSweeper | None = None
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
     async def stop(self) -> None:
         grace = self.deps.settings.shutdown_grace_seconds
-        for helper in (self.monitor, self.sampler):
+        for helper in (self.monitor, self.sampler, self.sweeper):
             if helper:
                 helper.stop()
         if self.api:
@@ -135,6 +137,9 @@ async def start(
     if api:
         running.api = ApiServer(deps)
         await running.api.start()
+        # Link sessions nobody else will end: dead logins (lease) and expired sessions.
+        running.sweeper = SessionSweeper(deps)
+        running.tasks.append(asyncio.create_task(running.sweeper.run(), name="sweeper"))
     if worker:
         running.worker = Worker(deps)
         running.tasks.append(asyncio.create_task(running.worker.run(), name="worker"))

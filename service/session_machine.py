@@ -1,14 +1,15 @@
 """The Link session as a pure state machine (docs/spec.md §5): states, transitions, attempt counting,
 allocation-choice rules, and what each transition asks the outside world to do. No I/O.
 
-    CREDENTIALS_REQUIRED -> (MFA_REQUIRED) -> CONNECTED -> JOBS_RUNNING -> COMPLETED, or FAILED.
+    CREDENTIALS_REQUIRED -> AUTHENTICATING -> (MFA_REQUIRED -> AUTHENTICATING) -> CONNECTED
+        -> JOBS_RUNNING -> COMPLETED, or FAILED (with a reason, and a link_session.failed event).
+
+AUTHENTICATING is committed before any platform call and the outcome is committed after it with a
+compare-and-set on `version` (session_store.py): no connection or lock is held while the platform
+answers (logins.py).
 
 A transition takes a `Session` (an immutable snapshot) and returns a `Transition`: the next
-snapshot, and the effects it emits in order (connect the account, keep the MFA state, start the
-jobs, settle, mark the stored credentials expired). `sessions.py` carries the effects out and
-`session_store.py` persists the snapshot with a compare-and-set on `version`, so a new state (one
-that waits for a platform call, or expires) is one more member of `State` and one more function
-here, not a rewrite.
+snapshot, and the effects it emits in order, which `session_effects.py` carries out.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import hashlib
 import uuid
-from collections.abc import Callable
 
 from paylink.v1 import common_pb2, link_pb2
 
-from service import allocation_rules, errors
-from service.drivers.base import PlatformInfo
+from service import errors
+from service.allocation_choice import choose_allocation, switch_action
+from service.login_rules import another_login, login_fingerprint, resolve_platform
 
 E = common_pb2.JobErrorCode
+
+# The allocation-choice rules (allocation_choice.py) and the login rules (login_rules.py).
+__all__ = ["another_login", "choose_allocation", "login_fingerprint", "resolve_platform", "switch_action"]
 
 
 class State(enum.StrEnum):
@@ -37,6 +40,7 @@ class State(enum.StrEnum):
     JOBS_RUNNING = "JOBS_RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    AUTHENTICATING = "AUTHENTICATING"  # a platform call is in flight (see Login)
 
     @property
     def terminal(self) -> bool:
@@ -48,6 +52,17 @@ class State(enum.StrEnum):
 
 # States in which the user may still choose (or change) the allocation.
 CHOOSING = frozenset({State.CREDENTIALS_REQUIRED, State.MFA_REQUIRED, State.CONNECTED})
+# States that wait for the user: past expires_at, the session fails with EXPIRED. (AUTHENTICATING
+# waits for the platform and ends by its lease; JOBS_RUNNING waits for jobs.)
+WAITING = CHOOSING
+
+
+class Login(enum.StrEnum):
+    """Which platform call an AUTHENTICATING session waits for."""
+
+    CREDENTIALS = "credentials"  # a first login (or a bound session's new credentials)
+    MFA = "mfa"  # the answer to a challenge
+    REACCESS = "reaccess"  # a bound session re-accessing with the stored grant
 
 
 class FailureReason(enum.IntEnum):
@@ -57,11 +72,20 @@ class FailureReason(enum.IntEnum):
     TOO_MANY_ATTEMPTS = link_pb2.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS
     ACCOUNT_LOCKED = link_pb2.LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED
     PLATFORM_UNAVAILABLE = link_pb2.LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE
-    END_USER_ERASED = link_pb2.LINK_SESSION_FAILURE_REASON_END_USER_ERASED
+    END_USER_ERASED = link_pb2.LINK_SESSION_FAILURE_REASON_END_USER_ERASED  # privacy: erasure.py
+    EXPIRED = link_pb2.LINK_SESSION_FAILURE_REASON_EXPIRED
+    LOGIN_INTERRUPTED = link_pb2.LINK_SESSION_FAILURE_REASON_LOGIN_INTERRUPTED
+    ACCOUNT_DISCONNECTED = link_pb2.LINK_SESSION_FAILURE_REASON_ACCOUNT_DISCONNECTED
+    PLATFORM_TIMEOUT = link_pb2.LINK_SESSION_FAILURE_REASON_PLATFORM_TIMEOUT
 
 
 # Login errors that count as a failed attempt (the user typed something wrong).
 COUNTED_ERRORS = frozenset({E.JOB_ERROR_CODE_INVALID_CREDENTIALS, E.JOB_ERROR_CODE_MFA_FAILED})
+# Platform trouble, not the user's: retried inside the session, then a transient failure reason.
+TRANSIENT_ERRORS = {
+    E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE: FailureReason.PLATFORM_UNAVAILABLE,
+    E.JOB_ERROR_CODE_TIMEOUT: FailureReason.PLATFORM_TIMEOUT,
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,10 +127,16 @@ class Session:
     mfa: Mfa | None = None
     login_fingerprint: bytes | None = None
     allocation_chosen: bool = False
+    login: Login | None = None  # set while AUTHENTICATING
     version: int = 0  # bumped by every saved change; the store's compare-and-set
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+
+    def expired(self, now: dt.datetime) -> bool:
+        """Past expires_at while still waiting for the user."""
+        return self.state in WAITING and self.expires_at is not None and self.expires_at <= now
 
     @property
     def choice_required(self) -> bool:
@@ -153,7 +183,21 @@ class CredentialsExpired:
     """The bound account's stored credentials no longer work: its monitoring status says so."""
 
 
-Effect = ConnectAccount | KeepMfaState | StartJobs | Settle | CredentialsExpired
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlatformDown:
+    """A bound account's platform failed re-access through every retry: its monitoring status
+    follows (monitoring/rules.session_outage)."""
+
+    reason: FailureReason
+    code: int  # the platform's last error (PLATFORM_UNAVAILABLE or TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """The session ended FAILED: publish link_session.failed."""
+
+
+Effect = ConnectAccount | KeepMfaState | StartJobs | Settle | CredentialsExpired | PlatformDown | Failed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -187,38 +231,14 @@ def new(
 
 
 def expect(session: Session, state: State) -> None:
-    """FAILED_PRECONDITION SESSION_STATE unless the session is in `state`."""
+    """FAILED_PRECONDITION SESSION_EXPIRED for an expired session, SESSION_STATE unless the session
+    is in `state`. (Expire an expired session first, see `expire`.)"""
+    if session.failure_reason == FailureReason.EXPIRED:
+        raise errors.failed_precondition("SESSION_EXPIRED", "the session expired", state=session.state)
     if session.state != state:
         raise errors.failed_precondition(
             "SESSION_STATE", f"the session is {session.state}, not {state}", state=session.state
         )
-
-
-def login_fingerprint(platform_id: str, username: str) -> bytes:
-    """Identifies a platform login without storing the username."""
-    return hashlib.sha256(f"{platform_id}\0{username}".encode()).digest()
-
-
-def resolve_platform(session: Session, requested: str, platform: Callable[[str], PlatformInfo | None]) -> str:
-    """The platform a login goes to: the bound account's, or the one the user picked (which must
-    support every required job)."""
-    if session.on_demand and requested and requested != session.platform_id:
-        raise errors.invalid_field("platform_id", "a bound session logs in to its account's platform")
-    platform_id = session.platform_id if session.on_demand else (requested or session.platform_id)
-    info = platform(platform_id) if platform_id else None
-    if info is None:
-        raise errors.invalid_field("platform_id", "is required and must be a known platform")
-    if not set(session.terms.required_jobs) <= info.supported_jobs:
-        raise errors.invalid_field("platform_id", "does not support every required job")
-    return platform_id
-
-
-def another_login(session: Session, fingerprint: bytes, account_fingerprint: bytes | None) -> bool:
-    """Whether credentials typed into a bound session are another platform login than the bound
-    account's. Such a login never re-links the account, and it is answered exactly as a wrong
-    password (INVALID_CREDENTIALS, a counted attempt) after the same platform call, so that a
-    session cannot be used to learn which username the account has."""
-    return session.on_demand and account_fingerprint is not None and account_fingerprint != fingerprint
 
 
 def credentials_submitted(
@@ -232,53 +252,94 @@ def credentials_submitted(
     return dataclasses.replace(session, platform_id=platform_id, login_fingerprint=fingerprint)
 
 
-def login_failed(
-    session: Session, code: int, *, max_attempts: int, counts: bool = True, reaccess: bool = False
-) -> Transition:
-    """The platform refused a login, an MFA answer (`counts`: the user's attempt) or a re-access.
+def begin_login(session: Session, login: Login) -> Session:
+    """The platform call is about to start: AUTHENTICATING, committed before the call."""
+    expected = State.MFA_REQUIRED if login == Login.MFA else State.CREDENTIALS_REQUIRED
+    expect(session, expected)
+    return dataclasses.replace(session, state=State.AUTHENTICATING, login=login)
+
+
+def _waiting_again(session: Session, state: State, **changes: object) -> Session:
+    mfa = session.mfa if state == State.MFA_REQUIRED else None
+    return dataclasses.replace(session, state=state, login=None, mfa=mfa, **changes)  # type: ignore[arg-type]
+
+
+def login_failed(session: Session, code: int, *, max_attempts: int) -> Transition:
+    """The platform refused the login, the MFA answer or the re-access in flight.
 
     A locked account fails the session at once; a wrong password or MFA answer counts an attempt
-    and the last allowed one fails it (TOO_MANY_ATTEMPTS). A wrong MFA answer stays on the same
-    challenge; anything else asks for credentials (again).
+    (a re-access is not the user's attempt) and the last allowed one fails it (TOO_MANY_ATTEMPTS).
+    A wrong MFA answer stays on the same challenge; anything else asks for credentials (again).
+    Platform trouble (TRANSIENT_ERRORS) never asks for credentials: see `platform_down`.
     """
+    if code in TRANSIENT_ERRORS:
+        return platform_down(session, code)
+    reaccess = session.login == Login.REACCESS
     effects: tuple[Effect, ...] = ()
     if reaccess and code == E.JOB_ERROR_CODE_INVALID_CREDENTIALS:
         effects = (CredentialsExpired(),)
     if code == E.JOB_ERROR_CODE_ACCOUNT_LOCKED:
-        return Transition(_failed(session, FailureReason.ACCOUNT_LOCKED, code), effects)
-    attempts = session.failed_attempts + (1 if counts and code in COUNTED_ERRORS else 0)
+        return _fail(session, FailureReason.ACCOUNT_LOCKED, code, effects)
+    attempts = session.failed_attempts + (1 if not reaccess and code in COUNTED_ERRORS else 0)
     if attempts >= max_attempts:
-        failed = _failed(session, FailureReason.TOO_MANY_ATTEMPTS, code)
-        return Transition(dataclasses.replace(failed, failed_attempts=attempts), effects)
-    if code == E.JOB_ERROR_CODE_MFA_FAILED:
-        state, mfa = State.MFA_REQUIRED, session.mfa
-    else:
-        state, mfa = State.CREDENTIALS_REQUIRED, None
-    return Transition(
-        dataclasses.replace(session, state=state, failed_attempts=attempts, last_error=code, mfa=mfa),
-        effects,
-    )
+        return _fail(
+            dataclasses.replace(session, failed_attempts=attempts), FailureReason.TOO_MANY_ATTEMPTS, code
+        )
+    state = State.MFA_REQUIRED if code == E.JOB_ERROR_CODE_MFA_FAILED else State.CREDENTIALS_REQUIRED
+    return Transition(_waiting_again(session, state, failed_attempts=attempts, last_error=code), effects)
+
+
+def platform_down(session: Session, code: int) -> Transition:
+    """The platform stayed unavailable (or timed out) through every retry: the session fails with
+    a transient reason; a bound account's monitoring status follows. Never a credentials request."""
+    reason = TRANSIENT_ERRORS.get(code, FailureReason.PLATFORM_UNAVAILABLE)  # type: ignore[call-overload]
+    effects: tuple[Effect, ...] = (PlatformDown(reason, code),) if session.on_demand else ()
+    return _fail(session, reason, code, effects)
+
+
+def interrupted(session: Session) -> Transition:
+    """The process running the login died (its lease ran out): the session ends, with that reason."""
+    return _fail(session, FailureReason.LOGIN_INTERRUPTED, E.JOB_ERROR_CODE_UNSPECIFIED)
+
+
+def expire(session: Session, now: dt.datetime) -> Transition | None:
+    """An expired session ends (EXPIRED); None when it has not expired."""
+    if not session.expired(now):
+        return None
+    return _fail(session, FailureReason.EXPIRED, session.last_error)
+
+
+def _fail(session: Session, reason: FailureReason, code: int, effects: tuple[Effect, ...] = ()) -> Transition:
+    return Transition(_failed(session, reason, code), (*effects, Failed()))
 
 
 def _failed(session: Session, reason: FailureReason, code: int) -> Session:
     return dataclasses.replace(session, state=State.FAILED, failure_reason=reason, last_error=code, mfa=None)
 
 
-def mfa_challenged(session: Session, kind: str, prompt: str, state: bytes, *, reaccess: bool) -> Transition:
-    """The platform asks a question before it lets the user in."""
-    waiting = dataclasses.replace(session, state=State.MFA_REQUIRED, mfa=Mfa(kind, prompt, reaccess))
+def mfa_challenged(session: Session, kind: str, prompt: str, state: bytes) -> Transition:
+    """The platform asks a question before it lets the user in (a re-access stays one)."""
+    reaccess = session.login == Login.REACCESS or (session.mfa is not None and session.mfa.reaccess)
+    waiting = dataclasses.replace(
+        session, state=State.MFA_REQUIRED, mfa=Mfa(kind, prompt, reaccess), login=None
+    )
     return Transition(waiting, (KeepMfaState(state),))
 
 
-def logged_in(session: Session, grant: bytes, new_account_id: uuid.UUID) -> Transition:
+def logged_in(
+    session: Session, grant: bytes, new_account_id: uuid.UUID, *, account_connected: bool = True
+) -> Transition:
     """Login, MFA or re-access succeeded: the account connects (a bound session keeps its id;
     otherwise `new_account_id` is created), then the jobs start unless an allocation must be
-    chosen first."""
+    chosen first. A bound account that was disconnected meanwhile stays disconnected: disconnect
+    is final, the session fails (ACCOUNT_DISCONNECTED) and nothing is stored."""
+    if session.on_demand and not account_connected:
+        return _fail(session, FailureReason.ACCOUNT_DISCONNECTED, E.JOB_ERROR_CODE_UNSPECIFIED)
     new = session.account_id is None
     account_id = new_account_id if new else session.account_id
     assert account_id is not None
     connected = dataclasses.replace(
-        session, state=State.CONNECTED, account_id=account_id, mfa=None, last_error=0
+        session, state=State.CONNECTED, account_id=account_id, mfa=None, last_error=0, login=None
     )
     effects: tuple[Effect, ...] = (ConnectAccount(account_id, new, grant),)
     if connected.choice_required:
@@ -317,35 +378,3 @@ def allocation_chosen(session: Session) -> Transition:
 def jobs_settled(session: Session) -> Session:
     """Every job has a final outcome."""
     return dataclasses.replace(session, state=State.COMPLETED)
-
-
-# -- allocation choice ---------------------------------------------------------------------------
-
-
-def choose_allocation(
-    offered: common_pb2.Allocation, target_index: int, kind: int, value: int
-) -> common_pb2.Allocation:
-    """The allocation the user chose from the token's offer: one target, and a unit and value by
-    the money rules of allocation_rules.py (the unit is the token's unless it offers an alternative;
-    a unit change needs a value within the alternative's bounds). Raises INVALID_ARGUMENT naming
-    each field that breaks a rule."""
-    v = errors.Violations()
-    if not 0 <= target_index < len(offered.targets):
-        v.add("target_index", f"must be between 0 and {len(offered.targets) - 1}")
-    choice, problems = allocation_rules.choose(offered, kind, value)
-    for field, description in problems:
-        v.add(field, description)
-    v.raise_if_any()
-    assert choice is not None
-    return common_pb2.Allocation(
-        type=choice.type,  # type: ignore[arg-type]
-        value=choice.value,
-        targets=[offered.targets[target_index]],
-    )
-
-
-def switch_action(chosen: common_pb2.Allocation, disable_splitting: bool) -> int:
-    """FULL when the token forbids splitting or the choice is an explicit 100 %; PARTIAL otherwise."""
-    return allocation_rules.switch_action(
-        allocation_rules.Choice(chosen.type, chosen.value), disable_splitting
-    )

@@ -16,7 +16,7 @@ import asyncpg
 from paylink.v1 import common_pb2, link_token_pb2
 
 from service import db, errors, ids, sealed
-from service.session_machine import FailureReason, Mfa, Session, State, Terms
+from service.session_machine import FailureReason, Login, Mfa, Session, State, Terms
 from service.vault import Vault
 
 _LOAD = """
@@ -25,24 +25,54 @@ SELECT s.*, t.required_jobs, t.allocation_sealed, t.api_version, t.end_user_id, 
 FROM (SELECT * FROM link_sessions WHERE id = $1 AND workspace_id = $2 {lock}) s
 JOIN link_tokens t ON t.id = s.link_token_id
 """
-_INSERT = """
-INSERT INTO link_sessions (id, workspace_id, link_token_id, state, platform_id, account_id, on_demand)
-VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at, updated_at
+NOTIFY_CHANNEL = "paylink_sessions"  # payload: the session id, at every saved change
+
+_INSERT = f"""
+WITH s AS (
+  INSERT INTO link_sessions (id, workspace_id, link_token_id, state, platform_id, account_id, on_demand,
+    expires_at, login_kind, login_lease_expires_at, login_owner)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::interval, $9,
+          CASE WHEN $9::text IS NULL THEN NULL ELSE now() + $10::interval END, $11)
+  RETURNING id, created_at, updated_at, expires_at)
+SELECT created_at, updated_at, expires_at, pg_notify('{NOTIFY_CHANNEL}', id::text) FROM s
 """
-# $14/$15: whether to replace the sealed MFA state / chosen allocation (else they are kept).
-_SAVE = """
-UPDATE link_sessions SET state = $3, platform_id = $4, account_id = $5, failed_attempts = $6, last_error = $7,
-  failure_reason = $8, mfa_type = $9, mfa_prompt = $10, mfa_reaccess = $11, login_fingerprint = $12,
-  mfa_state_sealed = CASE WHEN $3 <> 'MFA_REQUIRED' THEN NULL WHEN $14 THEN $13 ELSE mfa_state_sealed END,
-  chosen_allocation_sealed = CASE WHEN $16 THEN $15 ELSE chosen_allocation_sealed END,
-  completed_at = CASE WHEN $3 IN ('COMPLETED', 'FAILED') THEN coalesce(completed_at, now()) END,
-  updated_at = now(), version = version + 1
-WHERE id = $1 AND version = $2
-RETURNING updated_at, completed_at
+# $14/$16: whether to replace the sealed MFA state / chosen allocation (else they are kept). The
+# login lease ($17 login kind, $18 lease, $19 owner) is held only while AUTHENTICATING.
+_SAVE = f"""
+WITH s AS (
+  UPDATE link_sessions SET state = $3, platform_id = $4, account_id = $5, failed_attempts = $6, last_error = $7,
+    failure_reason = $8, mfa_type = $9, mfa_prompt = $10, mfa_reaccess = $11, login_fingerprint = $12,
+    mfa_state_sealed = CASE WHEN $14 THEN $13 WHEN $3 IN ('MFA_REQUIRED', 'AUTHENTICATING') THEN mfa_state_sealed
+                       END,
+    chosen_allocation_sealed = CASE WHEN $16 THEN $15 ELSE chosen_allocation_sealed END,
+    login_kind = $17,
+    login_lease_expires_at = CASE WHEN $17::text IS NULL THEN NULL ELSE now() + $18::interval END,
+    login_owner = CASE WHEN $17::text IS NULL THEN NULL ELSE $19 END,
+    completed_at = CASE WHEN $3 IN ('COMPLETED', 'FAILED') THEN coalesce(completed_at, now()) END,
+    updated_at = now(), version = version + 1
+  WHERE id = $1 AND version = $2
+  RETURNING id, updated_at, completed_at)
+SELECT updated_at, completed_at, pg_notify('{NOTIFY_CHANNEL}', id::text) FROM s
 """
-_COMPLETE = """
-UPDATE link_sessions SET state = 'COMPLETED', completed_at = $2, updated_at = $2, version = version + 1
-WHERE id = $1
+_COMPLETE = f"""
+WITH s AS (
+  UPDATE link_sessions SET state = 'COMPLETED', completed_at = $2, updated_at = $2, version = version + 1
+  WHERE id = $1 RETURNING id)
+SELECT pg_notify('{NOTIFY_CHANNEL}', id::text) FROM s
+"""
+_RENEW_LEASE = """
+UPDATE link_sessions SET login_lease_expires_at = now() + $3::interval
+WHERE id = $1 AND version = $2 AND state = 'AUTHENTICATING'
+"""
+# Sessions to end: logins whose process died (lease ran out), and expired sessions waiting for input.
+_STALE = """
+SELECT id, workspace_id FROM link_sessions
+WHERE (state = 'AUTHENTICATING' AND login_lease_expires_at < now())
+   OR (state IN ('CREDENTIALS_REQUIRED', 'MFA_REQUIRED', 'CONNECTED') AND expires_at <= now())
+LIMIT $1
+"""
+_LATEST_OF_LINK = """
+SELECT id FROM link_sessions WHERE link_token_id = $1 ORDER BY created_at DESC LIMIT 1
 """
 
 
@@ -62,11 +92,12 @@ class Stored:
     # The CreateLinkToken call's trace context and request id: the session's jobs continue them.
     token_traceparent: str = ""
     token_request_id: str = ""
+    lease_expires_at: dt.datetime | None = None  # of the login in flight
 
 
 def _session(row: asyncpg.Record, token: link_token_pb2.LinkToken) -> Session:
     mfa = None
-    if row["state"] == State.MFA_REQUIRED:
+    if row["state"] in (State.MFA_REQUIRED, State.AUTHENTICATING) and row["mfa_type"]:
         mfa = Mfa(row["mfa_type"], row["mfa_prompt"], row["mfa_reaccess"])
     fingerprint = row["login_fingerprint"]
     return Session(
@@ -89,10 +120,12 @@ def _session(row: asyncpg.Record, token: link_token_pb2.LinkToken) -> Session:
         mfa=mfa,
         login_fingerprint=bytes(fingerprint) if fingerprint is not None else None,
         allocation_chosen=row["chosen_allocation_sealed"] is not None,
+        login=Login(row["login_kind"]) if row["login_kind"] else None,
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         completed_at=row["completed_at"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -117,10 +150,23 @@ async def load(conn: db.Executor, workspace_id: uuid.UUID, session_id: str, *, l
         mfa_state_sealed=_bytes(row["mfa_state_sealed"]),
         token_traceparent=row["token_traceparent"],
         token_request_id=row["token_request_id"],
+        lease_expires_at=row["login_lease_expires_at"],
     )
 
 
-async def insert(conn: db.Conn, session: Session) -> Session:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """Who runs a login in flight, and for how long before others may end it (renewed meanwhile)."""
+
+    owner: str
+    seconds: float
+
+    @property
+    def interval(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.seconds)
+
+
+async def insert(conn: db.Conn, session: Session, ttl: dt.timedelta, lease: Lease) -> Session:
     row = await conn.fetchrow(
         _INSERT,
         session.id,
@@ -130,9 +176,15 @@ async def insert(conn: db.Conn, session: Session) -> Session:
         session.platform_id,
         session.account_id,
         session.on_demand,
+        ttl,
+        session.login.value if session.login else None,
+        lease.interval,
+        lease.owner,
     )
     assert row is not None
-    return dataclasses.replace(session, created_at=row["created_at"], updated_at=row["updated_at"])
+    return dataclasses.replace(
+        session, created_at=row["created_at"], updated_at=row["updated_at"], expires_at=row["expires_at"]
+    )
 
 
 async def save(
@@ -142,6 +194,7 @@ async def save(
     *,
     mfa_state: bytes | None = None,
     chosen: common_pb2.Allocation | None = None,
+    lease: Lease | None = None,
 ) -> Session:
     """Writes `session` over the stored version `session.version`; returns it with its new version.
 
@@ -173,6 +226,9 @@ async def save(
         mfa_state is not None,
         chosen_sealed,
         chosen is not None,
+        session.login.value if session.login else None,
+        lease.interval if lease else dt.timedelta(0),
+        lease.owner if lease else None,
     )
     if row is None:
         raise StaleSession(f"link session {session.id} changed since version {session.version}")
@@ -184,6 +240,23 @@ async def save(
 async def mark_completed(conn: db.Conn, session_id: uuid.UUID, at: dt.datetime) -> None:
     """Every job of the session has a final outcome (the state machine's `jobs_settled`)."""
     await conn.execute(_COMPLETE, session_id, at)
+
+
+async def renew_lease(conn: db.Executor, session: Session, lease: Lease) -> bool:
+    """Extends the login lease of an AUTHENTICATING session still at `session.version`."""
+    status: str = await conn.execute(_RENEW_LEASE, session.id, session.version, lease.interval)
+    return status.endswith(" 1")
+
+
+async def stale(conn: db.Executor, limit: int = 100) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(session id, workspace id) of sessions to end: dead logins and expired waits."""
+    return [(r["id"], r["workspace_id"]) for r in await conn.fetch(_STALE, limit)]
+
+
+async def of_token(conn: db.Executor, link_token_id: uuid.UUID) -> uuid.UUID | None:
+    """The latest session a token started."""
+    found: uuid.UUID | None = await conn.fetchval(_LATEST_OF_LINK, link_token_id)
+    return found
 
 
 def open_mfa_state(vault: Vault, stored: Stored) -> bytes:
@@ -222,8 +295,9 @@ async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
 _ERASED = f"""
 UPDATE link_sessions SET state = '{State.FAILED}', failure_reason = {int(FailureReason.END_USER_ERASED)},
   mfa_state_sealed = NULL, completed_at = coalesce(completed_at, now()), updated_at = now(),
-  version = version + 1
-WHERE state IN ('{State.CREDENTIALS_REQUIRED}', '{State.MFA_REQUIRED}') AND link_token_id = ANY($1::uuid[])
+  login_kind = NULL, login_owner = NULL, login_lease_expires_at = NULL, version = version + 1
+WHERE state IN ('{State.CREDENTIALS_REQUIRED}', '{State.MFA_REQUIRED}', '{State.AUTHENTICATING}')
+  AND link_token_id = ANY($1::uuid[])
 """
 _SCRUB = """
 UPDATE link_sessions SET mfa_prompt = '', mfa_state_sealed = NULL, chosen_allocation_sealed = NULL,
@@ -236,7 +310,8 @@ WHERE (link_token_id = ANY($1::uuid[]) OR account_id = ANY($2::uuid[]))
 
 async def fail_open(conn: db.Executor, token_ids: list[uuid.UUID]) -> int:
     """Ends the still-open sessions of these tokens: FAILED, END_USER_ERASED (a concurrent writer's
-    compare-and-set on `version` then loses). Returns how many."""
+    compare-and-set on `version` then loses; so does a login in flight, whose late outcome is
+    dropped: it connects nothing). Returns how many."""
     status: str = await conn.execute(_ERASED, token_ids)
     return int(status.rsplit(" ", 1)[-1])
 

@@ -1,16 +1,21 @@
 """Link sessions: the RPCs of LinkService, carried out with the state machine
-(`session_machine.py`), its store (`session_store.py`), accounts and the job queue.
+(`session_machine.py`), its store (`session_store.py`), its effects (`session_effects.py`) and the
+logins in flight (`logins.py`).
 
-Every call that changes a session runs in one unit of work holding the session row lock, across
-the platform call too: concurrent calls on one session are serialized, so one login creates one
-account and one set of jobs. A bound (On Demand Updates) session re-accesses its account with the
-stored grant first and keeps the same account id even when the user has to type credentials again.
+No connection, transaction or row lock is held across a platform call. A call that logs in commits
+the session AUTHENTICATING first (a short transaction under the session row lock: concurrent
+submissions have exactly one winner), then the platform call runs in a background task with no
+connection held, and its outcome is committed with a compare-and-set on the session's version.
+The caller gets the outcome if it comes before its deadline, else the session AUTHENTICATING; the
+login finishes anyway. A bound (On Demand Updates) session re-accesses its account with the stored
+grant first and keeps the same account id even when the user has to type credentials again.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 from paylink.v1 import common_pb2, link_pb2
 
@@ -19,20 +24,21 @@ from service import (
     db,
     errors,
     ids,
-    jobs,
     link_tokens,
     queue,
+    session_effects,
     session_store,
-    settlement,
     timeutil,
     uow,
-    validation,
 )
 from service import session_machine as machine
+from service.context import CallContext
 from service.deps import Deps
 from service.drivers import base
+from service.logins import Done, LoginRunner, PlatformCall
 from service.session_machine import State
 from service.session_store import Stored
+from service.session_watch import SessionWatcher
 
 # States in which a session has jobs to show.
 _WITH_JOBS = frozenset({State.JOBS_RUNNING, State.COMPLETED})
@@ -56,6 +62,7 @@ async def to_proto(conn: db.Executor, session: machine.Session) -> link_pb2.Link
         reply.mfa.CopyFrom(link_pb2.MfaChallenge(type=session.mfa.type, prompt=session.mfa.prompt))
     timeutil.set_ts(reply.created_at, session.created_at)
     timeutil.set_ts(reply.updated_at, session.updated_at)
+    timeutil.set_ts(reply.expires_at, session.expires_at)
     if session.state in _WITH_JOBS:  # jobs exist from JOBS_RUNNING on
         for job in await queue.batch(conn, session.id, session_only=True):
             reply.jobs.append(
@@ -100,56 +107,65 @@ async def search_platforms(
     )
 
 
-async def start(deps: Deps, workspace_id: uuid.UUID, token: str) -> link_pb2.LinkSession:
-    async with uow.begin(deps) as work:
-        used = await link_tokens.use_for_session(work.conn, workspace_id, token)
-        platform_id = used.platform_id
-        if used.bound_account_id is not None:
-            platform_id = await accounts.platform_of(work.conn, used.bound_account_id) or platform_id
-        terms = machine.Terms(used.required_jobs, used.api_version, used.end_user_id, used.allocation_targets)
-        session = machine.new(ids.new_id(), workspace_id, used.id, terms, platform_id, used.bound_account_id)
-        session = await session_store.insert(work.conn, session)
-    if not session.on_demand:
-        async with deps.pool.acquire() as conn:
-            return await to_proto(conn, session)
-    async with uow.begin(deps) as work:
-        session = await _reaccess(deps, work, workspace_id, session.id)
-        # Read before commit: the reply shows the state this call produced (JOBS_RUNNING), not a
-        # later one that a fast worker already moved the session to.
-        return await to_proto(work.conn, session)
+async def _reply(deps: Deps, session: machine.Session) -> link_pb2.LinkSession:
+    if session.state not in _WITH_JOBS:  # nothing to read: no trip to the pool
+        return await to_proto(deps.pool, session)
+    async with deps.pool.acquire() as conn:
+        return await to_proto(conn, session)
 
 
-async def _reaccess(
-    deps: Deps, work: uow.UnitOfWork, workspace_id: uuid.UUID, session_id: uuid.UUID
-) -> machine.Session:
-    """Bound session: log in with the stored grant. No grant, or a dead one: ask for credentials."""
-    stored = await session_store.load(work.conn, workspace_id, str(session_id), lock=True)
-    session = stored.session
-    assert session.account_id is not None  # a bound session
-    grant = await accounts.load_grant(deps, work.conn, session.account_id)
-    if grant is None:
-        return session
-    driver = deps.drivers.driver_for(session.platform_id)
-    try:
-        result = await driver.reaccess(str(session.account_id), session.platform_id, base.AccessGrant(grant))
-    except base.PlatformError as exc:
-        failed = machine.login_failed(
-            session, exc.code, max_attempts=deps.settings.max_login_attempts, counts=False, reaccess=True
+async def _login_reply(
+    deps: Deps, logins: LoginRunner, task: asyncio.Task[Done], begun: machine.Session, call: CallContext
+) -> link_pb2.LinkSession:
+    """The login's outcome if it came before the caller's deadline, else the session AUTHENTICATING."""
+    reply = await logins.outcome(task, call)
+    return reply if reply is not None else await _reply(deps, begun)
+
+
+async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) -> link_pb2.LinkSession:
+    """StartSession: idempotent per token (a retry returns the token's session)."""
+    grant: bytes | None = None
+    async with logins.writes, uow.begin(deps) as work:
+        use = await link_tokens.lock_for_session(work.conn, call.workspace.id, token)
+        if use.used:
+            existing = await session_store.of_token(work.conn, use.id)
+            if existing is None:
+                raise errors.failed_precondition(
+                    "LINK_TOKEN_USED", "this link token already started a session"
+                )
+            stored = await session_store.load(work.conn, call.workspace.id, str(existing))
+            if stored.session.failure_reason != machine.FailureReason.EXPIRED:
+                return await to_proto(work.conn, stored.session)  # the same session, for a retry
+        if use.expired:
+            raise errors.failed_precondition("LINK_TOKEN_EXPIRED", "this link token has expired")
+        platform_id = use.platform_id
+        if use.bound_account_id is not None:
+            platform_id, connected = await accounts.platform_and_connected(work.conn, use.bound_account_id)
+            if not connected:
+                raise errors.failed_precondition(
+                    "ACCOUNT_DISCONNECTED",
+                    "the link token's account was disconnected; disconnecting is final",
+                )
+            grant = await accounts.load_grant(deps, work.conn, use.bound_account_id)
+        await link_tokens.mark_used(work.conn, use.id)
+        terms = machine.Terms(use.required_jobs, use.api_version, use.end_user_id, use.allocation_targets)
+        session = machine.new(
+            ids.new_id(), call.workspace.id, use.id, terms, platform_id, use.bound_account_id
         )
-        return await _apply(deps, work, stored, failed)
-    return await _apply(deps, work, stored, _login_result(session, result, reaccess=True))
-
-
-def _login_result(
-    session: machine.Session, result: base.LoginResult, *, reaccess: bool
-) -> machine.Transition:
-    if isinstance(result, base.MfaChallenge):
-        return machine.mfa_challenged(session, result.type, result.prompt, result.state, reaccess=reaccess)
-    return machine.logged_in(session, result.grant.secret, ids.new_id())
+        if grant is not None:  # a bound session with stored credentials: re-access right away
+            session = machine.begin_login(session, machine.Login.REACCESS)
+        session = await session_store.insert(work.conn, session, deps.settings.link_session_ttl, logins.lease)
+    if grant is None:
+        return await _reply(deps, session)
+    driver = deps.drivers.driver_for(session.platform_id)
+    access = base.AccessGrant(grant)
+    account_id = str(session.account_id)
+    task = logins.start(session, lambda: driver.reaccess(account_id, session.platform_id, access))
+    return await _login_reply(deps, logins, task, session, call)
 
 
 async def submit_credentials(
-    deps: Deps, workspace_id: uuid.UUID, request: link_pb2.SubmitCredentialsRequest
+    deps: Deps, logins: LoginRunner, call: CallContext, request: link_pb2.SubmitCredentialsRequest
 ) -> link_pb2.LinkSession:
     v = errors.Violations()
     if not request.session_id:
@@ -159,38 +175,54 @@ async def submit_credentials(
     if not 1 <= len(request.password) <= 255:
         v.add("password", "must be 1 to 255 characters")
     v.raise_if_any()
-    async with uow.begin(deps) as work:
-        stored = await session_store.load(work.conn, workspace_id, request.session_id, lock=True)
-        session = stored.session
-        machine.expect(session, State.CREDENTIALS_REQUIRED)
-        platform_id = machine.resolve_platform(session, request.platform_id, deps.drivers.platform)
-        fingerprint = machine.login_fingerprint(platform_id, request.username)
-        known = None
-        if session.account_id is not None and session.on_demand:
-            known = await accounts.login_fingerprint(work.conn, session.account_id)
-        other_login = machine.another_login(session, fingerprint, known)
-        session = machine.credentials_submitted(session, platform_id, fingerprint, known)
-        driver = deps.drivers.driver_for(platform_id)
-        try:
-            result = await driver.login(platform_id, base.Credentials(request.username, request.password))
-        except base.PlatformError as exc:
-            code = common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS if other_login else exc.code
-            step = machine.login_failed(session, code, max_attempts=deps.settings.max_login_attempts)
+    other_login = False
+    async with logins.writes, uow.begin(deps) as work:
+        stored = await session_store.load(work.conn, call.workspace.id, request.session_id, lock=True)
+        if await _expired(deps, work, stored):
+            begun = None
         else:
-            if other_login:  # answered as a wrong password, whatever the platform said
-                step = machine.login_failed(
-                    session,
-                    common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS,
-                    max_attempts=deps.settings.max_login_attempts,
-                )
-            else:
-                step = _login_result(session, result, reaccess=False)
-        # Before commit: see start.
-        return await to_proto(work.conn, await _apply(deps, work, stored, step))
+            session = stored.session
+            machine.expect(session, State.CREDENTIALS_REQUIRED)
+            platform_id = machine.resolve_platform(session, request.platform_id, deps.drivers.platform)
+            fingerprint = machine.login_fingerprint(platform_id, request.username)
+            known = None
+            if session.account_id is not None and session.on_demand:
+                known = await accounts.login_fingerprint(work.conn, session.account_id)
+            other_login = machine.another_login(session, fingerprint, known)
+            session = machine.credentials_submitted(session, platform_id, fingerprint, known)
+            begun = machine.begin_login(session, machine.Login.CREDENTIALS)
+            begun = await session_effects.apply(
+                deps, work, stored, machine.Transition(begun), lease=logins.lease
+            )
+    if begun is None:
+        raise _expired_error()
+    driver = deps.drivers.driver_for(begun.platform_id)
+    credentials = base.Credentials(request.username, request.password)
+    login: PlatformCall = lambda: driver.login(begun.platform_id, credentials)  # noqa: E731
+    task = logins.start(begun, _as_wrong_password(login) if other_login else login)
+    return await _login_reply(deps, logins, task, begun, call)
+
+
+def _as_wrong_password(login: PlatformCall) -> PlatformCall:
+    """Another login than the bound account's (machine.another_login): after the same platform
+    call, answered exactly as a wrong password, so a session cannot tell which username the account
+    has; a platform that is down is still retried and reported as such."""
+
+    async def call() -> base.LoginResult:
+        try:
+            await login()
+        except base.PlatformError as exc:
+            if exc.code in machine.TRANSIENT_ERRORS:
+                raise
+        raise base.PlatformError(
+            common_pb2.JOB_ERROR_CODE_INVALID_CREDENTIALS, "Invalid username or password"
+        )
+
+    return call
 
 
 async def submit_mfa(
-    deps: Deps, workspace_id: uuid.UUID, request: link_pb2.SubmitMfaRequest
+    deps: Deps, logins: LoginRunner, call: CallContext, request: link_pb2.SubmitMfaRequest
 ) -> link_pb2.LinkSession:
     v = errors.Violations()
     if not request.session_id:
@@ -198,21 +230,22 @@ async def submit_mfa(
     if not 1 <= len(request.answer) <= 255:
         v.add("answer", "must be 1 to 255 characters")
     v.raise_if_any()
-    async with uow.begin(deps) as work:
-        stored = await session_store.load(work.conn, workspace_id, request.session_id, lock=True)
-        session = stored.session
-        machine.expect(session, State.MFA_REQUIRED)
-        assert session.mfa is not None
-        state = session_store.open_mfa_state(deps.vault, stored)
-        driver = deps.drivers.driver_for(session.platform_id)
-        try:
-            result = await driver.answer_mfa(session.platform_id, state, request.answer)
-        except base.PlatformError as exc:
-            step = machine.login_failed(session, exc.code, max_attempts=deps.settings.max_login_attempts)
+    async with logins.writes, uow.begin(deps) as work:
+        stored = await session_store.load(work.conn, call.workspace.id, request.session_id, lock=True)
+        if await _expired(deps, work, stored):
+            begun = None
         else:
-            step = _login_result(session, result, reaccess=session.mfa.reaccess)
-        # Before commit: see start.
-        return await to_proto(work.conn, await _apply(deps, work, stored, step))
+            machine.expect(stored.session, State.MFA_REQUIRED)
+            state = session_store.open_mfa_state(deps.vault, stored)
+            begun = machine.begin_login(stored.session, machine.Login.MFA)
+            begun = await session_effects.apply(
+                deps, work, stored, machine.Transition(begun), lease=logins.lease
+            )
+    if begun is None:
+        raise _expired_error()
+    driver = deps.drivers.driver_for(begun.platform_id)
+    task = logins.start(begun, lambda: driver.answer_mfa(begun.platform_id, state, request.answer))
+    return await _login_reply(deps, logins, task, begun, call)
 
 
 async def choose_allocation(
@@ -220,156 +253,54 @@ async def choose_allocation(
 ) -> link_pb2.LinkSession:
     async with uow.begin(deps) as work:
         stored = await session_store.load(work.conn, workspace_id, request.session_id, lock=True)
-        offered = session_store.offered_allocation(deps.vault, stored)
-        machine.can_choose(stored.session, offered is not None and bool(stored.token.allocation.targets))
-        assert offered is not None
-        choice = machine.choose_allocation(offered, request.target_index, request.type, request.value)
-        step = machine.allocation_chosen(stored.session)
-        # Before commit: see start.
-        return await to_proto(work.conn, await _apply(deps, work, stored, step, chosen=choice))
+        if await _expired(deps, work, stored):
+            reply = None
+        else:
+            if stored.session.failure_reason == machine.FailureReason.EXPIRED:
+                raise _expired_error()
+            offered = session_store.offered_allocation(deps.vault, stored)
+            machine.can_choose(stored.session, offered is not None and bool(stored.token.allocation.targets))
+            assert offered is not None
+            choice = machine.choose_allocation(offered, request.target_index, request.type, request.value)
+            step = machine.allocation_chosen(stored.session)
+            saved = await session_effects.apply(deps, work, stored, step, chosen=choice)
+            reply = await to_proto(work.conn, saved)  # before commit: the state this call produced
+    if reply is None:
+        raise _expired_error()
+    return reply
 
 
-async def _apply(
-    deps: Deps,
-    work: uow.UnitOfWork,
-    stored: Stored,
-    step: machine.Transition,
-    *,
-    chosen: common_pb2.Allocation | None = None,
-) -> machine.Session:
-    """Carries out a transition's effects in order, then saves the new snapshot."""
-    session = step.session
-    mfa_state: bytes | None = None
-    for effect in step.effects:
-        if isinstance(effect, machine.ConnectAccount):
-            await _connect(deps, work, session, effect)
-        elif isinstance(effect, machine.KeepMfaState):
-            mfa_state = effect.state
-        elif isinstance(effect, machine.CredentialsExpired):
-            assert session.account_id is not None
-            account = await accounts.fetch(
-                work.conn, session.workspace_id, str(session.account_id), lock=True
-            )
-            await accounts.set_monitoring(
-                work,
-                account,
-                "user_action_required",
-                "credentials_expired",
-                api_version=session.terms.api_version,
-            )
-    saved = await session_store.save(work.conn, deps.vault, session, mfa_state=mfa_state, chosen=chosen)
-    for effect in step.effects:  # these need the saved session (jobs reference it)
-        if isinstance(effect, machine.StartJobs):
-            await _start_jobs(deps, work, stored, saved, chosen)
-        elif isinstance(effect, machine.Settle):
-            await _settle_without_jobs(work, saved)
-    return saved
+async def _expired(deps: Deps, work: uow.UnitOfWork, stored: Stored) -> bool:
+    """Ends an expired session (committed with the unit of work); True when it did."""
+    step = machine.expire(stored.session, timeutil.now())
+    if step is None:
+        return False
+    await session_effects.apply(deps, work, stored, step)
+    return True
 
 
-async def _connect(
-    deps: Deps, work: uow.UnitOfWork, session: machine.Session, effect: machine.ConnectAccount
-) -> None:
-    """Creates the account (or re-links the bound one) and stores the grant."""
-    terms = session.terms
-    if effect.new:
-        await accounts.create(
-            work,
-            account_id=effect.account_id,
-            workspace_id=session.workspace_id,
-            end_user_id=terms.end_user_id,
-            platform_id=session.platform_id,
-            link_token_id=session.link_token_id,
-            login_fingerprint=session.login_fingerprint,
-            api_version=terms.api_version,
-        )
-    else:
-        await accounts.relink(
-            work, session.workspace_id, effect.account_id, session.login_fingerprint, terms.api_version
-        )
-    await accounts.store_grant(deps, work.conn, effect.account_id, effect.grant)
+def _expired_error() -> errors.FailedPrecondition:
+    return errors.failed_precondition("SESSION_EXPIRED", "the session expired", state=State.FAILED)
 
 
-async def _start_jobs(
-    deps: Deps,
-    work: uow.UnitOfWork,
-    stored: Stored,
-    session: machine.Session,
-    chosen: common_pb2.Allocation | None,
-) -> None:
-    assert session.account_id is not None
-    switching = session.terms.switching
-    for name in session.terms.required_jobs:
-        params = common_pb2.JobParams()
-        secret: bytes | None = None
-        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-            allocation = chosen or session_store.chosen_allocation(deps.vault, stored)
-            allocation = allocation or session_store.offered_allocation(deps.vault, stored)
-            assert allocation is not None  # a switch token always carries an allocation
-            params.direct_deposit_switch.CopyFrom(_switch_params(stored, allocation))
-            secret = _switch_secret(allocation)
-        await jobs.enqueue(
-            deps,
-            work.conn,
-            workspace_id=session.workspace_id,
-            account_id=session.account_id,
-            platform_id=session.platform_id,
-            name=name,
-            origin=common_pb2.JOB_ORIGIN_LINK,
-            batch_id=session.id,
-            api_version=session.terms.api_version,
-            params=params,
-            secret_params=secret,
-            link_token_id=session.link_token_id,
-            link_session_id=session.id,
-            # The jobs continue the trace (and request id) of the CreateLinkToken call when it had
-            # one, so the caller follows its token to the events (docs/spec.md §4).
-            traceparent=stored.token_traceparent or None,
-            request_id=stored.token_request_id or None,
-            # The allocations job reads what the switch is about to change: it waits for the switch,
-            # so the stored allocations end as the platform shows them after it.
-            held=switching and name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
-        )
-
-
-async def _settle_without_jobs(work: uow.UnitOfWork, session: machine.Session) -> None:
-    assert session.account_id is not None
-    at = session.completed_at or timeutil.now()
-    settlement.publish(
-        work,
-        settlement.Settlement(
-            workspace_id=session.workspace_id,
-            account_id=session.account_id,
-            end_user_id=session.terms.end_user_id,
-            session_id=session.id,
-            link_token_id=session.link_token_id,
-            origin=common_pb2.JOB_ORIGIN_LINK,
-            api_version=session.terms.api_version,
-            jobs=[],
-            at=at,
-        ),
-    )
-
-
-def _switch_params(stored: Stored, chosen: common_pb2.Allocation) -> common_pb2.SwitchParams:
-    masked = validation.masked_allocation(
-        common_pb2.Allocation(type=chosen.type, value=chosen.value, targets=chosen.targets[:1])
-    )
-    splitting_disabled = stored.token.disable_direct_deposit_splitting
-    action = machine.switch_action(chosen, splitting_disabled)
-    return common_pb2.SwitchParams(
-        action=action,  # type: ignore[arg-type]
-        allocation=masked,
-        splitting_disabled=splitting_disabled,
-    )
-
-
-def _switch_secret(chosen: common_pb2.Allocation) -> bytes:
-    target = chosen.targets[0]
-    return json.dumps(
-        {
-            "type": target.type,
-            "routing_number": target.routing_number,
-            "account_number": target.account_number,
-            "name": target.name,
-        }
-    ).encode()
+async def watch(
+    deps: Deps, watcher: SessionWatcher, workspace_id: uuid.UUID, session_id: str
+) -> AsyncIterator[link_pb2.LinkSession]:
+    """The session now, then at every state change until it is COMPLETED or FAILED. Holds no
+    connection while it waits: one LISTEN connection per process wakes every watcher."""
+    parsed = ids.parse_uuid(session_id)
+    if parsed is None:
+        raise errors.not_found("link_session", session_id)
+    with watcher.subscribe(parsed) as changed:
+        sent: int | None = None
+        while True:
+            changed.clear()
+            async with deps.pool.acquire() as conn:
+                session = (await session_store.load(conn, workspace_id, session_id)).session
+                reply = await to_proto(conn, session) if session.version != sent else None
+            if reply is not None:
+                yield reply
+                sent = session.version
+            if session.state.terminal:
+                return
+            await watcher.wait(changed)

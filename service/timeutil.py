@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 from google.protobuf import timestamp_pb2
 
@@ -27,3 +28,9 @@ def set_ts(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
 
 def from_ts(value: timestamp_pb2.Timestamp) -> dt.datetime:
     return value.ToDatetime(tzinfo=dt.UTC)
+
+
+def backoff(attempt: int, base: float, cap: float) -> dt.timedelta:
+    """Full-jitter exponential backoff for the retry after `attempt` (1-based)."""
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not crypto

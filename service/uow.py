@@ -53,13 +53,28 @@ class UnitOfWork:
         """Adds one event (an Event with only its oneof payload set) to be written at commit."""
         return self._for(workspace_id, account_id).add(name, api_version, payload, at)
 
-    def _for(self, workspace_id: uuid.UUID, account_id: uuid.UUID) -> outbox.Events:
+    def emit_without_account(
+        self,
+        workspace_id: uuid.UUID,
+        key_id: uuid.UUID,
+        name: str,
+        api_version: str,
+        payload: event_pb2.Event,
+        at: dt.datetime | None = None,
+    ) -> event_pb2.Event:
+        """An event about something that has no account (keyed by `key_id`, e.g. a session id)."""
+        return self._for(workspace_id, key_id, without_account=True).add(name, api_version, payload, at)
+
+    def _for(
+        self, workspace_id: uuid.UUID, account_id: uuid.UUID, *, without_account: bool = False
+    ) -> outbox.Events:
         events = self._events.get(account_id)
         if events is None:
             events = outbox.Events(
                 topic_prefix=self.deps.settings.topic_prefix,
                 workspace_id=workspace_id,
                 account_id=account_id,
+                without_account=without_account,
             )
             self._events[account_id] = events
         return events

@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import random
 import socket
 import time
 import uuid
@@ -24,7 +23,18 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import accounts, allocation_rules, db, logs, metrics, queue, record_jobs, sealed, tracing
+from service import (
+    accounts,
+    allocation_rules,
+    db,
+    logs,
+    metrics,
+    queue,
+    record_jobs,
+    sealed,
+    timeutil,
+    tracing,
+)
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -43,10 +53,7 @@ from service.queue import ClaimedJob
 log = logging.getLogger("paylink.worker")
 
 
-def backoff(attempt: int, base: float, cap: float) -> dt.timedelta:
-    """Full-jitter exponential backoff for the retry after `attempt` (1-based)."""
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not crypto
+backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 
 
 class Worker:

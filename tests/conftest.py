@@ -38,6 +38,9 @@ def settings(database_url: str) -> Settings:
             "relay_poll_seconds": 0.5,
             "monitoring_tick_seconds": 0.5,
             "shutdown_grace_seconds": 2.0,
+            "login_retry_base_seconds": 0.05,
+            "login_retry_max_seconds": 0.2,
+            "login_lease_seconds": 2.0,
         }
     )
 

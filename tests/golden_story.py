@@ -32,7 +32,10 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 async def tell(client: Client, events: EventLog, pool: db.Pool) -> list[Received]:
     """Links an account (identity), switches its direct deposit through an On Demand Updates session
     that asks for MFA, then refreshes income server-side, which needs MFA (an error, and the account
-    needs the user); returns what Kafka received for the account, once each, in sequence order."""
+    needs the user), then a bound session whose user gets the MFA answer wrong too often
+    (link_session.failed of an account); returns what Kafka received for the account, once each, in
+    sequence order, then the link_session.failed of a new user's session that failed before any
+    account existed (keyed by the session)."""
     # Shifts, tax forms and documents (issue 13) join the story once the worker runs them.
     token = await client.token([c.JOB_NAME_IDENTITY], end_user_id=END_USER)
     session = await start_session(client, token.token)
@@ -62,10 +65,43 @@ async def tell(client: Client, events: EventLog, pool: db.Pool) -> list[Received
         job_pb2.CreateJobRequest(account_id=account_id, name=c.JOB_NAME_INCOME), metadata=client.md()
     )
     await wait_job(client, refresh.id)
+    await _too_many_mfa_answers(client, account_id)
     last = await pool.fetchval("SELECT event_sequence FROM accounts WHERE id = $1::uuid", account_id)
-    await events.wait_for(lambda r: r.event.account_id == account_id and r.event.sequence == last, timeout=60)
+    # Every sequence 1..last (topics are consumed independently: the last one may come first).
+    for sequence in range(1, last + 1):
+        await events.wait_for(
+            lambda r, s=sequence: r.event.account_id == account_id and r.event.sequence == s, timeout=60
+        )
     mine = unique_events([r for r in events.items if r.event.account_id == account_id])
-    return sorted(mine.values(), key=lambda r: r.event.sequence)
+    locked = await _locked_out(client)
+    alone = await events.wait_for(lambda r: r.event.link_session_failed.link_session_id == locked, timeout=60)
+    return [*sorted(mine.values(), key=lambda r: r.event.sequence), alone[0]]
+
+
+async def _too_many_mfa_answers(client: Client, account_id: str) -> None:
+    """A bound session whose re-access asks for MFA, answered wrong until it fails TOO_MANY_ATTEMPTS."""
+    token = await client.token([c.JOB_NAME_IDENTITY], account_id=account_id)
+    session = await start_session(client, token.token)
+    while session.state != link_pb2.LINK_SESSION_STATE_FAILED:
+        await client.wait_session(session.id, link_pb2.LINK_SESSION_STATE_MFA_REQUIRED)
+        session = await client.link.SubmitMfa(
+            link_pb2.SubmitMfaRequest(session_id=session.id, answer="wrong_code"), metadata=client.md()
+        )
+    assert session.failure_reason == link_pb2.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS, session
+
+
+async def _locked_out(client: Client) -> str:
+    """A new user's session that fails at once (a locked platform account): no account exists."""
+    token = await client.token([c.JOB_NAME_IDENTITY], end_user_id=END_USER)
+    session = await start_session(client, token.token)
+    failed = await client.link.SubmitCredentials(
+        link_pb2.SubmitCredentialsRequest(
+            session_id=session.id, platform_id="sandbox_adp", username="user_locked", password="pass_good"
+        ),
+        metadata=client.md(),
+    )
+    assert failed.failure_reason == link_pb2.LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED, failed
+    return session.id
 
 
 def _walk(message: Message, ids: dict[str, str], at: dt.datetime) -> None:
@@ -111,7 +147,7 @@ def _canonical(story: list[Received]) -> list[Received]:
     """The story in a fixed order where the real one races: the outcome events of one session's
     jobs (which finish in any order) sorted by job name, their sequences given in that order; the
     settled jobs of a link_session.completed sorted by name."""
-    ordered = sorted(story, key=lambda r: r.event.sequence)
+    ordered = sorted((r for r in story if r.event.account_id), key=lambda r: r.event.sequence)
     runs: list[list[Received]] = []
     for received in ordered:
         event = received.event
@@ -135,11 +171,13 @@ def _canonical(story: list[Received]) -> list[Received]:
             del event.link_session_completed.jobs[:]
             event.link_session_completed.jobs.extend(jobs)
         fixed.append(dataclasses.replace(received, event=event))
-    return fixed
+    return fixed + [r for r in story if not r.event.account_id]  # keyed by a session: sequence 1
 
 
-def normalized(story: list[Received]) -> list[tuple[str, event_pb2.Event, dict[str, str]]]:
-    """(file stem, event, headers) with fixed ids (first-seen order) and times (one minute apart)."""
+def normalized(story: list[Received]) -> list[tuple[str, event_pb2.Event, dict[str, str], str]]:
+    """(file stem, event, headers, Kafka key) with fixed ids (first-seen order) and times (one
+    minute apart). The account's events are numbered by their sequence, then the events keyed by a
+    session (no account) follow."""
     ids: dict[str, str] = {}
     out = []
     for i, received in enumerate(_canonical(story)):
@@ -152,20 +190,20 @@ def normalized(story: list[Received]) -> list[tuple[str, event_pb2.Event, dict[s
         suffix = (
             "-error"
             if event.WhichOneof("payload") == "job" and event.job.outcome == c.JOB_OUTCOME_ERROR
-            else ""
+            else ("" if event.account_id else "-no-account")
         )
-        out.append((f"{event.sequence:02d}-{event.event}{suffix}", event, headers))
+        out.append((f"{i + 1:02d}-{event.event}{suffix}", event, headers, _fixed(received.key, ids)))
     return out
 
 
 def render(story: list[Received]) -> dict[str, bytes]:
     """File name -> content of every file in docs/golden-events/."""
     files: dict[str, bytes] = {}
-    for stem, event, headers in normalized(story):
+    for stem, event, headers, key in normalized(story):
         value = event.SerializeToString(deterministic=True)
         description: dict[str, Any] = {
             "topic": PREFIX + event.event,
-            "key": event.account_id,
+            "key": key,
             "headers": headers,
             "value_base64": base64.b64encode(value).decode(),
             "value_hex": value.hex(),

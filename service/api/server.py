@@ -84,7 +84,8 @@ class ApiServer:
             ],
         )
         link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokenServicer(deps), self.server)
-        link_pb2_grpc.add_LinkServiceServicer_to_server(LinkServicer(deps), self.server)
+        self.link = LinkServicer(deps)
+        link_pb2_grpc.add_LinkServiceServicer_to_server(self.link, self.server)
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
@@ -113,9 +114,13 @@ class ApiServer:
     async def stop(self, grace: float, drain: float = 0.0) -> None:
         """Reports NOT_SERVING and keeps serving for `drain` seconds, so that clients watching health
         (examples/grpc_service_config.json) and load balancers send new calls elsewhere; then stops
-        taking calls and drains in-flight RPCs for up to `grace` seconds. Without the drain, a call
-        that races the stop is answered CANCELLED (docs/reliability.md, Known limits)."""
+        taking calls and drains in-flight RPCs for up to `grace` seconds, then lets the logins in
+        flight finish within the same grace (a login cut short ends by its lease). Without the
+        drain, a call that races the stop is answered CANCELLED (docs/reliability.md, Known limits)."""
         await self.health.enter_graceful_shutdown()
         if drain:
             await asyncio.sleep(drain)
+        started = asyncio.get_running_loop().time()
         await self.server.stop(grace)
+        await self.link.runner.drain(max(0.0, grace - (asyncio.get_running_loop().time() - started)))
+        await self.link.watcher.stop()

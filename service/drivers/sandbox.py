@@ -8,6 +8,7 @@ stateless: everything it needs between calls lives in the grant or the MFA state
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers import (
+    sandbox_auth,
     sandbox_catalog,
     sandbox_data,
     sandbox_documents,
@@ -35,7 +37,6 @@ from service.drivers.base import (
     JobPending,
     LoggedIn,
     LoginResult,
-    MfaChallenge,
     PaystubQuery,
     PlatformError,
     PlatformInfo,
@@ -43,7 +44,6 @@ from service.drivers.base import (
     SwitchRequest,
 )
 from service.drivers.sandbox_auth import (
-    _PROMPTS,
     PASSWORD,
     Grant,
     MfaKind,
@@ -122,6 +122,7 @@ class SandboxDriver:
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
+        self._failures: collections.Counter[tuple[str, str]] = collections.Counter()  # user_recovers
         self._slow_latency = slow_latency
         self._pending_delay = pending_delay
         self._clock = clock
@@ -137,6 +138,7 @@ class SandboxDriver:
         """First login; `user_locked` is locked whatever the password."""
         platform = await self._call(platform_id)
         user = user_of(credentials.username)
+        sandbox_auth.platform_trouble(user, credentials.username, "login", self._failures)
         if user is User.LOCKED:
             raise PlatformError(
                 E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
@@ -145,9 +147,9 @@ class SandboxDriver:
             raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The username or password is incorrect")
         grant = Grant(credentials.username, credentials.password, platform_id, _new_session())
         if platform.always_mfa:
-            return self._challenge(MfaKind.SECURITY_QUESTION, grant)
+            return sandbox_auth.challenge(MfaKind.SECURITY_QUESTION, grant)
         if user is User.MFA:
-            return self._challenge(MfaKind.CODE, grant)
+            return sandbox_auth.challenge(MfaKind.CODE, grant)
         return LoggedIn(grant.encode())
 
     async def answer_mfa(self, platform_id: str, state: bytes, answer: str) -> LoggedIn:
@@ -170,14 +172,15 @@ class SandboxDriver:
     async def reaccess(self, account_id: str, platform_id: str, grant: AccessGrant) -> LoginResult:
         """Logs in again with a stored grant; may ask MFA (`user_reauth_mfa`, always-MFA platform)."""
         platform = await self._call(platform_id)
-        stored = self._usable(Grant.decode(grant.secret), platform_id)
+        stored = sandbox_auth.usable(Grant.decode(grant.secret), platform_id)
         user = user_of(stored.username)
+        sandbox_auth.platform_trouble(user, stored.username, "reaccess", self._failures)
         if user is User.EXPIRED:
             raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
         if platform.always_mfa:
-            return self._challenge(MfaKind.SECURITY_QUESTION, stored)
+            return sandbox_auth.challenge(MfaKind.SECURITY_QUESTION, stored)
         if user is User.REAUTH_MFA:
-            return self._challenge(MfaKind.CODE, stored)
+            return sandbox_auth.challenge(MfaKind.CODE, stored)
         return LoggedIn(stored.refreshed().encode())
 
     # -- jobs --------------------------------------------------------------------------------
@@ -337,23 +340,6 @@ class SandboxDriver:
             raise PlatformError(E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"Unknown platform {platform_id!r}")
         return platform
 
-    @staticmethod
-    def _usable(grant: Grant, platform_id: str) -> Grant:
-        """Checks that a stored grant still logs in at this platform."""
-        user = user_of(grant.username)
-        if user is User.LOCKED:
-            raise PlatformError(
-                E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
-            )
-        if user is None or grant.password != PASSWORD or grant.platform_id != platform_id or grant.expired:
-            raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
-        return grant
-
-    @staticmethod
-    def _challenge(kind: MfaKind, grant: Grant) -> MfaChallenge:
-        state = {"kind": kind.value, "grant": dataclasses.asdict(grant)}
-        return MfaChallenge(kind.value, _PROMPTS[kind], json.dumps(state, sort_keys=True).encode())
-
     async def _job(self, ctx: JobContext, job: int) -> Grant:
         """Runs the user's behaviour for one job; returns the grant when the job should succeed."""
         platform = self._platform(ctx.platform_id)
@@ -365,7 +351,7 @@ class SandboxDriver:
                 E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"{platform.name} does not support {job_name}"
             )
         await self._call(ctx.platform_id)
-        grant = self._usable(Grant.decode(ctx.grant.secret), ctx.platform_id)
+        grant = sandbox_auth.usable(Grant.decode(ctx.grant.secret), ctx.platform_id)
         user = user_of(grant.username)
         if user is User.ERROR:
             if job == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:

@@ -4,6 +4,7 @@ both JSON."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -12,7 +13,7 @@ from typing import Any
 
 from paylink.v1 import common_pb2, data_pb2
 
-from service.drivers.base import AccessGrant, PlatformError
+from service.drivers.base import AccessGrant, MfaChallenge, PlatformError
 
 E = common_pb2.JobErrorCode
 
@@ -35,6 +36,36 @@ class User(enum.StrEnum):
     NODATA = "user_nodata"
     SALARIED = "user_salaried"  # like GOOD; salaried, whole-year paystubs, W-2s (sandbox_profile)
     GIG = "user_gig"  # like GOOD; hourly with shifts, on GigWorks a gig worker with 1099s
+    # Platform trouble at login and re-access (Link sessions retry these, then fail transiently):
+    UNAVAILABLE = "user_unavailable"  # login and re-access: PLATFORM_UNAVAILABLE, every time
+    TIMEOUT = "user_timeout"  # login and re-access: TIMEOUT, every time
+    RECOVERS = "user_recovers"  # login and re-access: PLATFORM_UNAVAILABLE twice, then they work
+    REACCESS_DOWN = "user_reaccess_down"  # logs in; re-access then PLATFORM_UNAVAILABLE, every time
+
+
+# How many times `user_recovers` fails before it works (per username and call kind, per process).
+RECOVERS_AFTER = 2
+
+
+def platform_trouble(
+    user: User | None, username: str, call: str, failures: collections.Counter[tuple[str, str]]
+) -> None:
+    """Raises the transient failure of a platform-trouble user at `call` ("login" or "reaccess").
+    `failures` counts `user_recovers`'s failures so far (the driver's, per process)."""
+    if user is User.TIMEOUT:
+        raise PlatformError(
+            E.JOB_ERROR_CODE_TIMEOUT, "The payroll system did not answer in time", transient=True
+        )
+    down = user in (User.UNAVAILABLE, User.RECOVERS) or (user is User.REACCESS_DOWN and call == "reaccess")
+    if not down:
+        return
+    if user is User.RECOVERS:
+        failures[(username, call)] += 1
+        if failures[(username, call)] > RECOVERS_AFTER:
+            return
+    raise PlatformError(
+        E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, "The payroll system is temporarily unavailable", transient=True
+    )
 
 
 def user_of(username: str) -> User | None:
@@ -134,3 +165,21 @@ class Grant:
 
 def _new_session() -> str:
     return "sbx_sess_" + secrets.token_urlsafe(24)
+
+
+def usable(grant: Grant, platform_id: str) -> Grant:
+    """Checks that a stored grant still logs in at this platform."""
+    user = user_of(grant.username)
+    if user is User.LOCKED:
+        raise PlatformError(
+            E.JOB_ERROR_CODE_ACCOUNT_LOCKED, "Your account is locked after too many sign-in attempts"
+        )
+    if user is None or grant.password != PASSWORD or grant.platform_id != platform_id or grant.expired:
+        raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The saved password no longer works")
+    return grant
+
+
+def challenge(kind: MfaKind, grant: Grant) -> MfaChallenge:
+    """The MFA question of `kind`, with the grant to finish the login with in its state."""
+    state = {"kind": kind.value, "grant": dataclasses.asdict(grant)}
+    return MfaChallenge(kind.value, _PROMPTS[kind], json.dumps(state, sort_keys=True).encode())

@@ -210,6 +210,20 @@ def refresh_failed(
     return Decision(status, "", run)
 
 
+def session_outage(status: Status, error_code: int) -> Decision:
+    """A Link session's re-access of a bound account met a platform that stayed down through every
+    retry (link sessions never ask the user to retype credentials for that): PLATFORM_UNAVAILABLE
+    -> unavailable, a timeout -> degraded (unless already unavailable). An account waiting for its
+    user, or disabled by the customer, stays so. The refresh failure run is the scheduler's: untouched."""
+    if status in PAUSED:
+        return Decision(status, "", 0)
+    if error_code == E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE:
+        return Decision(Status.UNAVAILABLE, "platform_unavailable", 0)
+    if status is Status.UNAVAILABLE:
+        return Decision(status, "", 0)
+    return Decision(Status.DEGRADED, _TRANSIENT_REASONS.get(error_code, "platform_timeout"), 0)
+
+
 def disabled(status: Status) -> Decision:
     """The customer turned monitoring off for the account."""
     return Decision(Status.CUSTOMER_DISABLED, "monitoring_disabled", 0)

@@ -64,7 +64,8 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
         r["id"] for r in await dep.fetch("SELECT id FROM jobs WHERE platform_id = 'sandbox_adp'")
     }
 
-    # RPCs in flight at SIGTERM: logins that hold their session's row lock during the platform call.
+    # RPCs in flight at SIGTERM: logins waiting on the platform (their sessions AUTHENTICATING; since
+    # issue 10 no transaction is open during the platform call).
     sessions = []
     for _ in range(IN_FLIGHT_RPCS):
         token = await client.token([c.JOB_NAME_IDENTITY])
@@ -90,10 +91,7 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
     ]
 
     async def logins_in_flight() -> bool:
-        waiting = await dep.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND state = 'idle in transaction'"
-        )
+        waiting = await dep.fetchval("SELECT count(*) FROM link_sessions WHERE state = 'AUTHENTICATING'")
         return bool(waiting >= IN_FLIGHT_RPCS)
 
     await wait_until(logins_in_flight, 10, "the logins inside their transactions", interval=0.02)

@@ -256,7 +256,18 @@ def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
     async def drain(request: Message, **kwargs: Any) -> list[Message]:
         return [message async for message in stream(request, **kwargs)]
 
-    return drain
+    async def first(request: Message, **kwargs: Any) -> Any:
+        """WatchSession (it streams until the session ends): its first message (or its error), then
+        hang up."""
+        call = stream(request, **kwargs)
+        try:
+            async for message in call:
+                return message
+            return None
+        finally:
+            call.cancel()
+
+    return first if method.name == "WatchSession" else drain
 
 
 def _raw_call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
@@ -401,6 +412,7 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         link_token_pb2.GetLinkTokenRequest(link_token_id=token.id),
         link_pb2.StartSessionRequest(token=mfa_token.token),
         link_pb2.GetSessionRequest(session_id=waiting.id),
+        link_pb2.WatchSessionRequest(session_id=waiting.id),
         link_pb2.SearchPlatformsRequest(session_id=waiting.id, query="adp"),
         link_pb2.SubmitCredentialsRequest(
             session_id=waiting.id, platform_id="sandbox_adp", username="user_mfa", password="pass_good"

@@ -23,7 +23,13 @@ def test_there_are_examples_of_every_payload_kind() -> None:
         event_pb2.Event.FromString((GOLDEN / f"{name}.bin").read_bytes()).WhichOneof("payload")
         for name in NAMES
     }
-    assert kinds == {"account_added", "monitoring_status_updated", "job", "link_session_completed"}
+    assert kinds == {
+        "account_added",
+        "monitoring_status_updated",
+        "job",
+        "link_session_completed",
+        "link_session_failed",
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -39,7 +45,7 @@ def test_golden_event_decodes_and_round_trips(name: str) -> None:
     assert json_format.ParseDict(described["event"], event_pb2.Event()) == event
 
     assert described["topic"] == "paylink." + event.event
-    assert described["key"] == event.account_id
+    assert described["key"] == (event.account_id or event.link_session_failed.link_session_id)
     headers = dict(described["headers"])
     traceparent = headers.pop("traceparent")
     assert traceparent.startswith("00-") and len(traceparent.split("-")) == 4
@@ -58,5 +64,9 @@ def test_golden_event_decodes_and_round_trips(name: str) -> None:
 
 def test_sequences_tell_one_accounts_story() -> None:
     events = [event_pb2.Event.FromString((GOLDEN / f"{name}.bin").read_bytes()) for name in NAMES]
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    assert len({e.account_id for e in events}) == 1 and len({e.event_id for e in events}) == len(events)
+    story = [e for e in events if e.account_id]
+    assert [e.sequence for e in story] == list(range(1, len(story) + 1))
+    assert len({e.account_id for e in story}) == 1 and len({e.event_id for e in events}) == len(events)
+    # A session that failed before any account existed: its one event, keyed by the session.
+    alone = [e for e in events if not e.account_id]
+    assert alone and all(e.event == "link_session.failed" and e.sequence == 1 for e in alone)

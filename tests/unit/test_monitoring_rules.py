@@ -179,3 +179,22 @@ def test_which_statuses_refresh() -> None:
     assert not active(Status.ACTIVE, connected=False)
     assert not active(Status.ACTIVE, account_enabled=False)
     assert not active(Status.ACTIVE, workspace_enabled=False)
+
+
+@pytest.mark.parametrize(
+    ("before", "code", "after", "reason"),
+    [
+        (Status.ACTIVE, c.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, Status.UNAVAILABLE, "platform_unavailable"),
+        (Status.DEGRADED, c.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, Status.UNAVAILABLE, "platform_unavailable"),
+        (Status.ACTIVE, c.JOB_ERROR_CODE_TIMEOUT, Status.DEGRADED, "platform_timeout"),
+        (Status.UNAVAILABLE, c.JOB_ERROR_CODE_TIMEOUT, Status.UNAVAILABLE, ""),
+        (Status.USER_ACTION_REQUIRED, c.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, Status.USER_ACTION_REQUIRED, ""),
+        (Status.CUSTOMER_DISABLED, c.JOB_ERROR_CODE_TIMEOUT, Status.CUSTOMER_DISABLED, ""),
+    ],
+)
+def test_a_link_session_whose_platform_stayed_down_moves_the_bound_account(
+    before: Status, code: int, after: Status, reason: str
+) -> None:
+    decision = rules.session_outage(before, code)
+    assert (decision.status, decision.reason) == (after, reason)
+    assert decision.changed(before) == (after is not before)

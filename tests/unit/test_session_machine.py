@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 
 import pytest
@@ -25,6 +26,16 @@ PLATFORMS = {
 def session(*jobs: int, bound: uuid.UUID | None = None, targets: int = 0, platform: str = "") -> m.Session:
     terms = m.Terms(tuple(jobs or (c.JOB_NAME_IDENTITY,)), "2021-07-28", "user-1", targets)
     return m.new(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), terms, platform, bound)
+
+
+def authenticating(s: m.Session, login: m.Login = m.Login.CREDENTIALS) -> m.Session:
+    return m.begin_login(s, login)
+
+
+def failed(s: m.Session, code: int) -> m.Session:
+    """One login attempt that the platform refused."""
+    login = m.Login.MFA if s.state == State.MFA_REQUIRED else m.Login.CREDENTIALS
+    return m.login_failed(authenticating(s, login), code, max_attempts=MAX).session
 
 
 def reason(info: pytest.ExceptionInfo[errors.DomainError]) -> str:
@@ -109,7 +120,7 @@ def test_credentials_only_while_credentials_are_required() -> None:
 
 
 def test_a_wrong_password_counts_an_attempt_and_asks_again() -> None:
-    step = m.login_failed(session(), E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX)
+    step = m.login_failed(authenticating(session()), E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX)
     s = step.session
     assert (s.state, s.failed_attempts, s.last_error) == (
         State.CREDENTIALS_REQUIRED,
@@ -134,7 +145,7 @@ def test_the_last_allowed_attempt_fails_the_session_with_too_many_attempts() -> 
 
 
 def test_a_locked_account_fails_at_once_without_counting() -> None:
-    s = m.login_failed(session(), E.JOB_ERROR_CODE_ACCOUNT_LOCKED, max_attempts=MAX).session
+    s = failed(session(), E.JOB_ERROR_CODE_ACCOUNT_LOCKED)
     assert (s.state, s.failure_reason, s.failed_attempts, s.last_error) == (
         State.FAILED,
         FailureReason.ACCOUNT_LOCKED,
@@ -143,37 +154,53 @@ def test_a_locked_account_fails_at_once_without_counting() -> None:
     )
 
 
-def test_platform_errors_are_not_the_users_attempts() -> None:
-    s = m.login_failed(session(), E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, max_attempts=MAX).session
-    assert (s.state, s.failed_attempts, s.last_error) == (
-        State.CREDENTIALS_REQUIRED,
-        0,
-        E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE,
-    )
+def test_a_platform_that_stays_down_fails_the_session_transiently_never_asking_for_credentials() -> None:
+    for code, reason_ in (
+        (E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, FailureReason.PLATFORM_UNAVAILABLE),
+        (E.JOB_ERROR_CODE_TIMEOUT, FailureReason.PLATFORM_TIMEOUT),
+    ):
+        step = m.login_failed(authenticating(session()), code, max_attempts=MAX)
+        s = step.session
+        assert (s.state, s.failure_reason, s.failed_attempts, s.last_error) == (
+            State.FAILED,
+            reason_,
+            0,
+            code,
+        )
+        assert step.effects == (m.Failed(),)
+        bound = authenticating(session(bound=uuid.uuid4(), platform="adp"), m.Login.REACCESS)
+        step = m.login_failed(bound, code, max_attempts=MAX)
+        assert step.session.state == State.FAILED
+        assert step.effects == (m.PlatformDown(reason_, code), m.Failed())
+
+
+def test_errors_other_than_the_users_do_not_count() -> None:
+    s = failed(session(), E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED)
+    assert (s.state, s.failed_attempts) == (State.CREDENTIALS_REQUIRED, 0)
 
 
 # -- MFA -----------------------------------------------------------------------------------------
 
 
 def test_a_challenge_waits_for_the_answer_and_keeps_the_driver_state() -> None:
-    step = m.mfa_challenged(session(), "code", "Enter the code", b"driver-state", reaccess=False)
+    step = m.mfa_challenged(authenticating(session()), "code", "Enter the code", b"driver-state")
     assert step.session.state == State.MFA_REQUIRED
     assert step.session.mfa == m.Mfa("code", "Enter the code", False)
     assert step.effects == (m.KeepMfaState(b"driver-state"),)
 
 
 def test_a_wrong_mfa_answer_counts_and_stays_on_the_same_challenge() -> None:
-    waiting = m.mfa_challenged(session(), "code", "Enter the code", b"s", reaccess=True).session
-    s = m.login_failed(waiting, E.JOB_ERROR_CODE_MFA_FAILED, max_attempts=MAX).session
+    waiting = m.mfa_challenged(authenticating(session()), "code", "Enter the code", b"s").session
+    s = failed(waiting, E.JOB_ERROR_CODE_MFA_FAILED)
     assert (s.state, s.failed_attempts, s.mfa) == (State.MFA_REQUIRED, 1, waiting.mfa)
     for _ in range(MAX - 1):
-        s = m.login_failed(s, E.JOB_ERROR_CODE_MFA_FAILED, max_attempts=MAX).session
+        s = failed(s, E.JOB_ERROR_CODE_MFA_FAILED)
     assert (s.state, s.failure_reason, s.mfa) == (State.FAILED, FailureReason.TOO_MANY_ATTEMPTS, None)
 
 
 def test_an_mfa_session_that_fails_otherwise_asks_for_credentials_again() -> None:
-    waiting = m.mfa_challenged(session(), "code", "Enter the code", b"s", reaccess=False).session
-    s = m.login_failed(waiting, E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX).session
+    waiting = m.mfa_challenged(authenticating(session()), "code", "Enter the code", b"s").session
+    s = failed(waiting, E.JOB_ERROR_CODE_INVALID_CREDENTIALS)
     assert (s.state, s.mfa) == (State.CREDENTIALS_REQUIRED, None)
 
 
@@ -182,7 +209,7 @@ def test_an_mfa_session_that_fails_otherwise_asks_for_credentials_again() -> Non
 
 def test_a_first_login_creates_the_account_then_starts_the_jobs() -> None:
     new_id = uuid.uuid4()
-    step = m.logged_in(session(), b"grant", new_id)
+    step = m.logged_in(authenticating(session()), b"grant", new_id)
     assert (step.session.state, step.session.account_id, step.session.last_error) == (
         State.JOBS_RUNNING,
         new_id,
@@ -193,10 +220,8 @@ def test_a_first_login_creates_the_account_then_starts_the_jobs() -> None:
 
 def test_a_bound_session_re_links_the_same_account() -> None:
     account = uuid.uuid4()
-    failed_once = m.login_failed(
-        session(bound=account, platform="adp"), E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX
-    ).session
-    step = m.logged_in(failed_once, b"grant", uuid.uuid4())
+    failed_once = failed(session(bound=account, platform="adp"), E.JOB_ERROR_CODE_INVALID_CREDENTIALS)
+    step = m.logged_in(authenticating(failed_once), b"grant", uuid.uuid4())
     assert step.session.account_id == account
     assert step.effects[0] == m.ConnectAccount(account, False, b"grant")
 
@@ -211,20 +236,20 @@ def test_a_bound_token_with_no_jobs_settles_at_once() -> None:
 
 def test_re_access_with_dead_credentials_marks_them_expired_and_asks_for_new_ones() -> None:
     bound = session(bound=uuid.uuid4(), platform="adp")
-    step = m.login_failed(
-        bound, E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX, counts=False, reaccess=True
-    )
+    reaccess = authenticating(bound, m.Login.REACCESS)
+    step = m.login_failed(reaccess, E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX)
     assert (step.session.state, step.session.failed_attempts) == (State.CREDENTIALS_REQUIRED, 0)
     assert step.effects == (m.CredentialsExpired(),)
-    locked = m.login_failed(
-        bound, E.JOB_ERROR_CODE_ACCOUNT_LOCKED, max_attempts=MAX, counts=False, reaccess=True
-    )
-    assert (locked.session.state, locked.effects) == (State.FAILED, ())
+    locked = m.login_failed(reaccess, E.JOB_ERROR_CODE_ACCOUNT_LOCKED, max_attempts=MAX)
+    assert (locked.session.state, locked.effects) == (State.FAILED, (m.Failed(),))
 
 
 def test_re_access_that_asks_mfa_remembers_it_was_a_re_access() -> None:
-    step = m.mfa_challenged(session(bound=uuid.uuid4()), "code", "p", b"s", reaccess=True)
+    step = m.mfa_challenged(authenticating(session(bound=uuid.uuid4()), m.Login.REACCESS), "code", "p", b"s")
     assert step.session.mfa is not None and step.session.mfa.reaccess
+    # ... and so does the answer to it.
+    answering = authenticating(step.session, m.Login.MFA)
+    assert m.mfa_challenged(answering, "code", "again", b"s2").session.mfa.reaccess  # type: ignore[union-attr]
 
 
 # -- allocation choice ---------------------------------------------------------------------------
@@ -233,7 +258,7 @@ def test_re_access_that_asks_mfa_remembers_it_was_a_re_access() -> None:
 def test_several_targets_wait_in_connected_until_the_choice() -> None:
     s = session(c.JOB_NAME_DIRECT_DEPOSIT_SWITCH, targets=2)
     assert s.choice_required and s.choice_pending
-    connected = m.logged_in(s, b"grant", uuid.uuid4())
+    connected = m.logged_in(authenticating(s), b"grant", uuid.uuid4())
     assert connected.session.state == State.CONNECTED
     assert [type(e) for e in connected.effects] == [m.ConnectAccount]
     chosen = m.allocation_chosen(connected.session)
@@ -249,7 +274,7 @@ def test_a_choice_before_login_is_kept_and_jobs_start_at_login() -> None:
         (),
         True,
     )
-    assert m.logged_in(chosen.session, b"g", uuid.uuid4()).session.state == State.JOBS_RUNNING
+    assert m.logged_in(authenticating(chosen.session), b"g", uuid.uuid4()).session.state == State.JOBS_RUNNING
 
 
 def test_one_target_or_no_switch_needs_no_choice() -> None:
@@ -319,5 +344,59 @@ def test_switch_is_full_without_splitting_or_at_100_percent() -> None:
 
 
 def test_jobs_settled_completes() -> None:
-    running = m.logged_in(session(), b"g", uuid.uuid4()).session
+    running = m.logged_in(authenticating(session()), b"g", uuid.uuid4()).session
     assert m.jobs_settled(running).state == State.COMPLETED
+
+
+# -- issue 10: AUTHENTICATING, expiry, interruption, disconnect -----------------------------------
+
+
+def test_a_login_goes_authenticating_from_the_state_that_takes_its_input() -> None:
+    s = authenticating(session())
+    assert (s.state, s.login) == (State.AUTHENTICATING, m.Login.CREDENTIALS)
+    with pytest.raises(errors.DomainError) as info:
+        m.begin_login(s, m.Login.CREDENTIALS)  # a second submission while the first runs
+    assert reason(info) == "SESSION_STATE"
+    with pytest.raises(errors.DomainError):
+        m.begin_login(session(), m.Login.MFA)
+    waiting = m.mfa_challenged(s, "code", "p", b"x").session
+    answering = m.begin_login(waiting, m.Login.MFA)
+    assert (answering.state, answering.mfa) == (State.AUTHENTICATING, waiting.mfa)
+    assert m.logged_in(answering, b"g", uuid.uuid4()).session.login is None
+
+
+def test_a_session_expires_only_while_it_waits_for_the_user() -> None:
+    now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    s = dataclasses.replace(session(), expires_at=now)
+    step = m.expire(s, now)
+    assert step is not None
+    assert (step.session.state, step.session.failure_reason, step.effects) == (
+        State.FAILED,
+        FailureReason.EXPIRED,
+        (m.Failed(),),
+    )
+    assert m.expire(s, now - dt.timedelta(seconds=1)) is None
+    assert m.expire(authenticating(s), now) is None  # a login in flight ends by its lease instead
+    assert m.expire(dataclasses.replace(s, state=State.JOBS_RUNNING), now) is None
+    with pytest.raises(errors.DomainError) as info:
+        m.expect(step.session, State.CREDENTIALS_REQUIRED)
+    assert reason(info) == "SESSION_EXPIRED"
+
+
+def test_a_login_whose_process_died_ends_interrupted() -> None:
+    step = m.interrupted(authenticating(session()))
+    assert (step.session.state, step.session.failure_reason, step.effects) == (
+        State.FAILED,
+        FailureReason.LOGIN_INTERRUPTED,
+        (m.Failed(),),
+    )
+
+
+def test_disconnect_is_final_for_a_bound_session() -> None:
+    bound = authenticating(session(bound=uuid.uuid4(), platform="adp"), m.Login.REACCESS)
+    step = m.logged_in(bound, b"grant", uuid.uuid4(), account_connected=False)
+    assert (step.session.state, step.session.failure_reason, step.effects) == (
+        State.FAILED,
+        FailureReason.ACCOUNT_DISCONNECTED,
+        (m.Failed(),),
+    )

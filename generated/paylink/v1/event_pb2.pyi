@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paylink.v1 import common_pb2 as _common_pb2
 from paylink.v1 import data_pb2 as _data_pb2
+from paylink.v1 import link_pb2 as _link_pb2
 from paylink.v1 import privacy_pb2 as _privacy_pb2
 import builtins as _builtins
 import sys
@@ -67,6 +68,7 @@ class Event(_message.Message):
     LINK_SESSION_COMPLETED_FIELD_NUMBER: _builtins.int
     END_USER_ERASED_FIELD_NUMBER: _builtins.int
     AUDIT_RECORDED_FIELD_NUMBER: _builtins.int
+    LINK_SESSION_FAILED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUID of the event; stable across redeliveries, so consumers de-duplicate by it."""
     event: _builtins.str
@@ -74,10 +76,12 @@ class Event(_message.Message):
     workspace_id: _builtins.str
     """UUID of the workspace that owns the account."""
     account_id: _builtins.str
-    """UUID of the account (also the Kafka key)."""
+    """UUID of the account (also the Kafka key). Empty only for link_session.failed of a session that
+    ended before any account existed: its key is then the link_session_id.
+    """
     sequence: _builtins.int
     """Per-account sequence number starting at 1 and increasing by one, so a consumer can detect a
-    gap or a replay.
+    gap or a replay (1 for an event keyed by a link_session_id: a session fails once).
     """
     api_version: _builtins.str
     """The api-version of the call that caused the event (empty when none was sent)."""
@@ -123,6 +127,10 @@ class Event(_message.Message):
         (sequence 0, account_id empty: the record names the account), keyed by the workspace.
         """
 
+    @_builtins.property
+    def link_session_failed(self) -> Global___LinkSessionFailedPayload:
+        """For link_session.failed."""
+
     def __init__(
         self,
         *,
@@ -141,12 +149,13 @@ class Event(_message.Message):
         link_session_completed: Global___LinkSessionCompletedPayload | None = ...,
         end_user_erased: Global___EndUserErasedPayload | None = ...,
         audit_recorded: _privacy_pb2.AuditRecord | None = ...,
+        link_session_failed: Global___LinkSessionFailedPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "job", b"job", "link_session_completed", b"link_session_completed", "link_session_failed", b"link_session_failed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "request_id", b"request_id", "sequence", b"sequence", "tags", b"tags", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "link_session_failed", b"link_session_failed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "request_id", b"request_id", "sequence", b"sequence", "tags", b"tags", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_added", "monitoring_status_updated", "job", "link_session_completed", "end_user_erased", "audit_recorded"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_added", "monitoring_status_updated", "job", "link_session_completed", "end_user_erased", "audit_recorded", "link_session_failed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -509,3 +518,67 @@ class EndUserErasedPayload(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndUserErasedPayload: _TypeAlias = EndUserErasedPayload  # noqa: Y015
+
+@_typing.final
+class LinkSessionFailedPayload(_message.Message):
+    """LinkSessionFailedPayload says that a Link session ended without connecting (or re-linking) its
+    account. With link_session.completed it covers every end of a session, bound or not.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_SESSION_ID_FIELD_NUMBER: _builtins.int
+    LINK_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    END_USER_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ON_DEMAND_UPDATE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    link_session_id: _builtins.str
+    """UUID of the session."""
+    link_token_id: _builtins.str
+    """UUID of the link token that started it."""
+    account_id: _builtins.str
+    """The bound account (On Demand Updates); empty when the session had no account."""
+    end_user_id: _builtins.str
+    """The caller's id of the end user."""
+    platform_id: _builtins.str
+    """The platform the session logged in to (empty if the user never chose one)."""
+    failure_reason: _link_pb2.LinkSessionFailureReason.ValueType
+    """Why it failed: ACCOUNT_LOCKED, TOO_MANY_ATTEMPTS, PLATFORM_UNAVAILABLE, PLATFORM_TIMEOUT,
+    EXPIRED, LOGIN_INTERRUPTED or ACCOUNT_DISCONNECTED.
+    """
+    last_error: _common_pb2.JobErrorCode.ValueType
+    """The platform's error of the last attempt, if any."""
+    failed_attempts: _builtins.int
+    """Failed login or MFA attempts."""
+    on_demand_update: _builtins.bool
+    """True for a bound (On Demand Updates) session."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the session failed."""
+
+    def __init__(
+        self,
+        *,
+        link_session_id: _builtins.str = ...,
+        link_token_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        end_user_id: _builtins.str = ...,
+        platform_id: _builtins.str = ...,
+        failure_reason: _link_pb2.LinkSessionFailureReason.ValueType = ...,
+        last_error: _common_pb2.JobErrorCode.ValueType = ...,
+        failed_attempts: _builtins.int = ...,
+        on_demand_update: _builtins.bool = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "end_user_id", b"end_user_id", "failed_attempts", b"failed_attempts", "failure_reason", b"failure_reason", "last_error", b"last_error", "link_session_id", b"link_session_id", "link_token_id", b"link_token_id", "on_demand_update", b"on_demand_update", "platform_id", b"platform_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkSessionFailedPayload: _TypeAlias = LinkSessionFailedPayload  # noqa: Y015

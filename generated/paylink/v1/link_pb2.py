@@ -26,39 +26,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15paylink/v1/link.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\",\n\x0cMfaChallenge\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\"\x8f\x01\n\nSessionJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.paylink.v1.JobStatus\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\"\xa2\x04\n\x0bLinkSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.paylink.v1.LinkSessionState\x12*\n\rrequired_jobs\x18\x04 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12%\n\x03mfa\x18\x06 \x01(\x0b\x32\x18.paylink.v1.MfaChallenge\x12\x13\n\x0bplatform_id\x18\x07 \x01(\t\x12,\n\nlast_error\x18\x08 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x17\n\x0f\x66\x61iled_attempts\x18\t \x01(\x05\x12<\n\x0e\x66\x61ilure_reason\x18\n \x01(\x0e\x32$.paylink.v1.LinkSessionFailureReason\x12\x18\n\x10on_demand_update\x18\x0b \x01(\x08\x12\"\n\x1a\x61llocation_choice_required\x18\x0c \x01(\x08\x12$\n\x04jobs\x18\r \x03(\x0b\x32\x16.paylink.v1.SessionJob\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x13StartSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"e\n\x08Platform\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x0esupported_jobs\x18\x03 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\x12\n\nalways_mfa\x18\x04 \x01(\x08\";\n\x16SearchPlatformsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\"B\n\x17SearchPlatformsResponse\x12\'\n\tplatforms\x18\x01 \x03(\x0b\x32\x14.paylink.v1.Platform\"g\n\x18SubmitCredentialsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bplatform_id\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08password\x18\x04 \x01(\t\"6\n\x10SubmitMfaRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"|\n\x17\x43hooseAllocationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_index\x18\x02 \x01(\x05\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.paylink.v1.AllocationType\x12\r\n\x05value\x18\x04 \x01(\x03*\x90\x02\n\x10LinkSessionState\x12\"\n\x1eLINK_SESSION_STATE_UNSPECIFIED\x10\x00\x12+\n\'LINK_SESSION_STATE_CREDENTIALS_REQUIRED\x10\x01\x12#\n\x1fLINK_SESSION_STATE_MFA_REQUIRED\x10\x02\x12 \n\x1cLINK_SESSION_STATE_CONNECTED\x10\x03\x12#\n\x1fLINK_SESSION_STATE_JOBS_RUNNING\x10\x04\x12 \n\x1cLINK_SESSION_STATE_COMPLETED\x10\x05\x12\x1d\n\x19LINK_SESSION_STATE_FAILED\x10\x06*\x91\x02\n\x18LinkSessionFailureReason\x12+\n\'LINK_SESSION_FAILURE_REASON_UNSPECIFIED\x10\x00\x12\x31\n-LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS\x10\x01\x12.\n*LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED\x10\x02\x12\x34\n0LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE\x10\x03\x12/\n+LINK_SESSION_FAILURE_REASON_END_USER_ERASED\x10\x04\x32\xe3\x03\n\x0bLinkService\x12H\n\x0cStartSession\x12\x1f.paylink.v1.StartSessionRequest\x1a\x17.paylink.v1.LinkSession\x12\x44\n\nGetSession\x12\x1d.paylink.v1.GetSessionRequest\x1a\x17.paylink.v1.LinkSession\x12Z\n\x0fSearchPlatforms\x12\".paylink.v1.SearchPlatformsRequest\x1a#.paylink.v1.SearchPlatformsResponse\x12R\n\x11SubmitCredentials\x12$.paylink.v1.SubmitCredentialsRequest\x1a\x17.paylink.v1.LinkSession\x12\x42\n\tSubmitMfa\x12\x1c.paylink.v1.SubmitMfaRequest\x1a\x17.paylink.v1.LinkSession\x12P\n\x10\x43hooseAllocation\x12#.paylink.v1.ChooseAllocationRequest\x1a\x17.paylink.v1.LinkSessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15paylink/v1/link.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\",\n\x0cMfaChallenge\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\"\x8f\x01\n\nSessionJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04name\x18\x02 \x01(\x0e\x32\x13.paylink.v1.JobName\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.paylink.v1.JobStatus\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.paylink.v1.JobOutcome\"\xd2\x04\n\x0bLinkSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rlink_token_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.paylink.v1.LinkSessionState\x12*\n\rrequired_jobs\x18\x04 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12%\n\x03mfa\x18\x06 \x01(\x0b\x32\x18.paylink.v1.MfaChallenge\x12\x13\n\x0bplatform_id\x18\x07 \x01(\t\x12,\n\nlast_error\x18\x08 \x01(\x0e\x32\x18.paylink.v1.JobErrorCode\x12\x17\n\x0f\x66\x61iled_attempts\x18\t \x01(\x05\x12<\n\x0e\x66\x61ilure_reason\x18\n \x01(\x0e\x32$.paylink.v1.LinkSessionFailureReason\x12\x18\n\x10on_demand_update\x18\x0b \x01(\x08\x12\"\n\x1a\x61llocation_choice_required\x18\x0c \x01(\x08\x12$\n\x04jobs\x18\r \x03(\x0b\x32\x16.paylink.v1.SessionJob\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x13StartSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"e\n\x08Platform\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x0esupported_jobs\x18\x03 \x03(\x0e\x32\x13.paylink.v1.JobName\x12\x12\n\nalways_mfa\x18\x04 \x01(\x08\";\n\x16SearchPlatformsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\"B\n\x17SearchPlatformsResponse\x12\'\n\tplatforms\x18\x01 \x03(\x0b\x32\x14.paylink.v1.Platform\"g\n\x18SubmitCredentialsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bplatform_id\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x10\n\x08password\x18\x04 \x01(\t\"6\n\x10SubmitMfaRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\"|\n\x17\x43hooseAllocationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0ctarget_index\x18\x02 \x01(\x05\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.paylink.v1.AllocationType\x12\r\n\x05value\x18\x04 \x01(\x03*\xb7\x02\n\x10LinkSessionState\x12\"\n\x1eLINK_SESSION_STATE_UNSPECIFIED\x10\x00\x12+\n\'LINK_SESSION_STATE_CREDENTIALS_REQUIRED\x10\x01\x12#\n\x1fLINK_SESSION_STATE_MFA_REQUIRED\x10\x02\x12 \n\x1cLINK_SESSION_STATE_CONNECTED\x10\x03\x12#\n\x1fLINK_SESSION_STATE_JOBS_RUNNING\x10\x04\x12 \n\x1cLINK_SESSION_STATE_COMPLETED\x10\x05\x12\x1d\n\x19LINK_SESSION_STATE_FAILED\x10\x06\x12%\n!LINK_SESSION_STATE_AUTHENTICATING\x10\x07*\xd5\x03\n\x18LinkSessionFailureReason\x12+\n\'LINK_SESSION_FAILURE_REASON_UNSPECIFIED\x10\x00\x12\x31\n-LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS\x10\x01\x12.\n*LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED\x10\x02\x12\x34\n0LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE\x10\x03\x12/\n+LINK_SESSION_FAILURE_REASON_END_USER_ERASED\x10\x04\x12\'\n#LINK_SESSION_FAILURE_REASON_EXPIRED\x10\x05\x12\x31\n-LINK_SESSION_FAILURE_REASON_LOGIN_INTERRUPTED\x10\x06\x12\x34\n0LINK_SESSION_FAILURE_REASON_ACCOUNT_DISCONNECTED\x10\x07\x12\x30\n,LINK_SESSION_FAILURE_REASON_PLATFORM_TIMEOUT\x10\x08\x32\xaf\x04\n\x0bLinkService\x12H\n\x0cStartSession\x12\x1f.paylink.v1.StartSessionRequest\x1a\x17.paylink.v1.LinkSession\x12\x44\n\nGetSession\x12\x1d.paylink.v1.GetSessionRequest\x1a\x17.paylink.v1.LinkSession\x12Z\n\x0fSearchPlatforms\x12\".paylink.v1.SearchPlatformsRequest\x1a#.paylink.v1.SearchPlatformsResponse\x12R\n\x11SubmitCredentials\x12$.paylink.v1.SubmitCredentialsRequest\x1a\x17.paylink.v1.LinkSession\x12\x42\n\tSubmitMfa\x12\x1c.paylink.v1.SubmitMfaRequest\x1a\x17.paylink.v1.LinkSession\x12P\n\x10\x43hooseAllocation\x12#.paylink.v1.ChooseAllocationRequest\x1a\x17.paylink.v1.LinkSession\x12J\n\x0cWatchSession\x12\x1f.paylink.v1.WatchSessionRequest\x1a\x17.paylink.v1.LinkSession0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.link_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LINKSESSIONSTATE']._serialized_start=1435
-  _globals['_LINKSESSIONSTATE']._serialized_end=1707
-  _globals['_LINKSESSIONFAILUREREASON']._serialized_start=1710
-  _globals['_LINKSESSIONFAILUREREASON']._serialized_end=1983
+  _globals['_LINKSESSIONSTATE']._serialized_start=1526
+  _globals['_LINKSESSIONSTATE']._serialized_end=1837
+  _globals['_LINKSESSIONFAILUREREASON']._serialized_start=1840
+  _globals['_LINKSESSIONFAILUREREASON']._serialized_end=2309
   _globals['_MFACHALLENGE']._serialized_start=95
   _globals['_MFACHALLENGE']._serialized_end=139
   _globals['_SESSIONJOB']._serialized_start=142
   _globals['_SESSIONJOB']._serialized_end=285
   _globals['_LINKSESSION']._serialized_start=288
-  _globals['_LINKSESSION']._serialized_end=834
-  _globals['_STARTSESSIONREQUEST']._serialized_start=836
-  _globals['_STARTSESSIONREQUEST']._serialized_end=872
-  _globals['_GETSESSIONREQUEST']._serialized_start=874
-  _globals['_GETSESSIONREQUEST']._serialized_end=913
-  _globals['_PLATFORM']._serialized_start=915
-  _globals['_PLATFORM']._serialized_end=1016
-  _globals['_SEARCHPLATFORMSREQUEST']._serialized_start=1018
-  _globals['_SEARCHPLATFORMSREQUEST']._serialized_end=1077
-  _globals['_SEARCHPLATFORMSRESPONSE']._serialized_start=1079
-  _globals['_SEARCHPLATFORMSRESPONSE']._serialized_end=1145
-  _globals['_SUBMITCREDENTIALSREQUEST']._serialized_start=1147
-  _globals['_SUBMITCREDENTIALSREQUEST']._serialized_end=1250
-  _globals['_SUBMITMFAREQUEST']._serialized_start=1252
-  _globals['_SUBMITMFAREQUEST']._serialized_end=1306
-  _globals['_CHOOSEALLOCATIONREQUEST']._serialized_start=1308
-  _globals['_CHOOSEALLOCATIONREQUEST']._serialized_end=1432
-  _globals['_LINKSERVICE']._serialized_start=1986
-  _globals['_LINKSERVICE']._serialized_end=2469
+  _globals['_LINKSESSION']._serialized_end=882
+  _globals['_STARTSESSIONREQUEST']._serialized_start=884
+  _globals['_STARTSESSIONREQUEST']._serialized_end=920
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=922
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=963
+  _globals['_GETSESSIONREQUEST']._serialized_start=965
+  _globals['_GETSESSIONREQUEST']._serialized_end=1004
+  _globals['_PLATFORM']._serialized_start=1006
+  _globals['_PLATFORM']._serialized_end=1107
+  _globals['_SEARCHPLATFORMSREQUEST']._serialized_start=1109
+  _globals['_SEARCHPLATFORMSREQUEST']._serialized_end=1168
+  _globals['_SEARCHPLATFORMSRESPONSE']._serialized_start=1170
+  _globals['_SEARCHPLATFORMSRESPONSE']._serialized_end=1236
+  _globals['_SUBMITCREDENTIALSREQUEST']._serialized_start=1238
+  _globals['_SUBMITCREDENTIALSREQUEST']._serialized_end=1341
+  _globals['_SUBMITMFAREQUEST']._serialized_start=1343
+  _globals['_SUBMITMFAREQUEST']._serialized_end=1397
+  _globals['_CHOOSEALLOCATIONREQUEST']._serialized_start=1399
+  _globals['_CHOOSEALLOCATIONREQUEST']._serialized_end=1523
+  _globals['_LINKSERVICE']._serialized_start=2312
+  _globals['_LINKSERVICE']._serialized_end=2871
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,10 @@ class _LinkSessionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Link
     """Every required job has a final outcome."""
     LINK_SESSION_STATE_FAILED: _LinkSessionState.ValueType  # 6
     """The session ended without connecting; see failure_reason."""
+    LINK_SESSION_STATE_AUTHENTICATING: _LinkSessionState.ValueType  # 7
+    """The platform is checking the credentials, the MFA answer or (for a bound session) the stored
+    credentials. No input is taken until it answers; the state after it is the answer.
+    """
 
 class LinkSessionState(_LinkSessionState, metaclass=_LinkSessionStateEnumTypeWrapper):
     """LinkSessionState is where a Link session is."""
@@ -63,6 +67,10 @@ LINK_SESSION_STATE_COMPLETED: LinkSessionState.ValueType  # 5
 """Every required job has a final outcome."""
 LINK_SESSION_STATE_FAILED: LinkSessionState.ValueType  # 6
 """The session ended without connecting; see failure_reason."""
+LINK_SESSION_STATE_AUTHENTICATING: LinkSessionState.ValueType  # 7
+"""The platform is checking the credentials, the MFA answer or (for a bound session) the stored
+credentials. No input is taken until it answers; the state after it is the answer.
+"""
 Global___LinkSessionState: _TypeAlias = LinkSessionState  # noqa: Y015
 
 class _LinkSessionFailureReason:
@@ -78,9 +86,17 @@ class _LinkSessionFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED: _LinkSessionFailureReason.ValueType  # 2
     """The platform locked the account."""
     LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE: _LinkSessionFailureReason.ValueType  # 3
-    """The platform could not be reached."""
+    """The platform could not be reached (it answered "unavailable" on every try)."""
     LINK_SESSION_FAILURE_REASON_END_USER_ERASED: _LinkSessionFailureReason.ValueType  # 4
     """The end user was erased (PrivacyService.EraseEndUser) while the session was open."""
+    LINK_SESSION_FAILURE_REASON_EXPIRED: _LinkSessionFailureReason.ValueType  # 5
+    """Nobody finished the session before its expires_at."""
+    LINK_SESSION_FAILURE_REASON_LOGIN_INTERRUPTED: _LinkSessionFailureReason.ValueType  # 6
+    """The process running the login stopped before the platform answered (its lease ran out)."""
+    LINK_SESSION_FAILURE_REASON_ACCOUNT_DISCONNECTED: _LinkSessionFailureReason.ValueType  # 7
+    """The bound account was disconnected; disconnecting is final."""
+    LINK_SESSION_FAILURE_REASON_PLATFORM_TIMEOUT: _LinkSessionFailureReason.ValueType  # 8
+    """The platform did not answer in time, on every try."""
 
 class LinkSessionFailureReason(_LinkSessionFailureReason, metaclass=_LinkSessionFailureReasonEnumTypeWrapper):
     """LinkSessionFailureReason says why a session failed."""
@@ -92,9 +108,17 @@ LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS: LinkSessionFailureReason.ValueTyp
 LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED: LinkSessionFailureReason.ValueType  # 2
 """The platform locked the account."""
 LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE: LinkSessionFailureReason.ValueType  # 3
-"""The platform could not be reached."""
+"""The platform could not be reached (it answered "unavailable" on every try)."""
 LINK_SESSION_FAILURE_REASON_END_USER_ERASED: LinkSessionFailureReason.ValueType  # 4
 """The end user was erased (PrivacyService.EraseEndUser) while the session was open."""
+LINK_SESSION_FAILURE_REASON_EXPIRED: LinkSessionFailureReason.ValueType  # 5
+"""Nobody finished the session before its expires_at."""
+LINK_SESSION_FAILURE_REASON_LOGIN_INTERRUPTED: LinkSessionFailureReason.ValueType  # 6
+"""The process running the login stopped before the platform answered (its lease ran out)."""
+LINK_SESSION_FAILURE_REASON_ACCOUNT_DISCONNECTED: LinkSessionFailureReason.ValueType  # 7
+"""The bound account was disconnected; disconnecting is final."""
+LINK_SESSION_FAILURE_REASON_PLATFORM_TIMEOUT: LinkSessionFailureReason.ValueType  # 8
+"""The platform did not answer in time, on every try."""
 Global___LinkSessionFailureReason: _TypeAlias = LinkSessionFailureReason  # noqa: Y015
 
 @_typing.final
@@ -178,6 +202,7 @@ class LinkSession(_message.Message):
     JOBS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID of the session."""
     link_token_id: _builtins.str
@@ -218,6 +243,12 @@ class LinkSession(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the session last changed."""
 
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the session stops taking input (PAYLINK_LINK_SESSION_TTL_SECONDS after it started); an
+        unfinished session then fails with EXPIRED.
+        """
+
     def __init__(
         self,
         *,
@@ -236,10 +267,11 @@ class LinkSession(_message.Message):
         jobs: _abc.Iterable[Global___SessionJob] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "mfa", b"mfa", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "mfa", b"mfa", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "allocation_choice_required", b"allocation_choice_required", "created_at", b"created_at", "failed_attempts", b"failed_attempts", "failure_reason", b"failure_reason", "id", b"id", "jobs", b"jobs", "last_error", b"last_error", "link_token_id", b"link_token_id", "mfa", b"mfa", "on_demand_update", b"on_demand_update", "platform_id", b"platform_id", "required_jobs", b"required_jobs", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "allocation_choice_required", b"allocation_choice_required", "created_at", b"created_at", "expires_at", b"expires_at", "failed_attempts", b"failed_attempts", "failure_reason", b"failure_reason", "id", b"id", "jobs", b"jobs", "last_error", b"last_error", "link_token_id", b"link_token_id", "mfa", b"mfa", "on_demand_update", b"on_demand_update", "platform_id", b"platform_id", "required_jobs", b"required_jobs", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,6 +298,28 @@ class StartSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartSessionRequest: _TypeAlias = StartSessionRequest  # noqa: Y015
+
+@_typing.final
+class WatchSessionRequest(_message.Message):
+    """WatchSessionRequest names the session to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """UUID of the session. Required."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSessionRequest: _TypeAlias = WatchSessionRequest  # noqa: Y015
 
 @_typing.final
 class GetSessionRequest(_message.Message):

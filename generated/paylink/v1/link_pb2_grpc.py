@@ -66,6 +66,11 @@ class LinkServiceStub(object):
                 request_serializer=paylink_dot_v1_dot_link__pb2.ChooseAllocationRequest.SerializeToString,
                 response_deserializer=paylink_dot_v1_dot_link__pb2.LinkSession.FromString,
                 _registered_method=True)
+        self.WatchSession = channel.unary_stream(
+                '/paylink.v1.LinkService/WatchSession',
+                request_serializer=paylink_dot_v1_dot_link__pb2.WatchSessionRequest.SerializeToString,
+                response_deserializer=paylink_dot_v1_dot_link__pb2.LinkSession.FromString,
+                _registered_method=True)
 
 
 class LinkServiceServicer(object):
@@ -74,11 +79,16 @@ class LinkServiceServicer(object):
     """
 
     def StartSession(self, request, context):
-        """Starts the session of a link token. A token starts one session only.
-        Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED or
-        LINK_TOKEN_USED. A bound (On Demand Updates) token re-accesses its account with stored
-        credentials right away: the session comes back CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or
-        CREDENTIALS_REQUIRED when the stored credentials no longer work.
+        """Starts the session of a link token. A token starts one session only, and StartSession is
+        idempotent per token: calling it again (a retry after a lost reply) returns that same session,
+        whatever its state. Only a session that EXPIRED gives its token back: a token that has not
+        expired itself then starts a new session.
+        Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED, or
+        ACCOUNT_DISCONNECTED for a token bound to an account that was disconnected since (nothing is
+        created). A bound (On Demand Updates) token re-accesses its account with stored credentials
+        right away: the session comes back AUTHENTICATING while the platform answers (see
+        SubmitCredentials), then CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or CREDENTIALS_REQUIRED
+        when the stored credentials no longer work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,16 +109,23 @@ class LinkServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def SubmitCredentials(self, request, context):
-        """Logs in to a platform. A wrong password keeps the session open with last_error set; the
-        fifth failure fails the session (TOO_MANY_ATTEMPTS). FAILED_PRECONDITION in any state other
-        than CREDENTIALS_REQUIRED.
+        """Logs in to a platform. The session goes AUTHENTICATING while the platform answers; the call
+        returns the outcome when it arrives before the caller's deadline, otherwise the session still
+        AUTHENTICATING (the login finishes anyway: GetSession or WatchSession shows the result). A
+        wrong password keeps the session open with last_error set; the fifth failure fails the session
+        (TOO_MANY_ATTEMPTS). A platform that is down or times out is retried a few times, then the
+        session fails with PLATFORM_UNAVAILABLE or PLATFORM_TIMEOUT (never a request to retype
+        credentials). FAILED_PRECONDITION SESSION_STATE in any state other than CREDENTIALS_REQUIRED,
+        SESSION_EXPIRED once the session expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitMfa(self, request, context):
-        """Answers the MFA challenge. FAILED_PRECONDITION in any state other than MFA_REQUIRED.
+        """Answers the MFA challenge, like SubmitCredentials (AUTHENTICATING while the platform answers).
+        FAILED_PRECONDITION SESSION_STATE in any state other than MFA_REQUIRED, SESSION_EXPIRED once
+        the session expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +134,14 @@ class LinkServiceServicer(object):
     def ChooseAllocation(self, request, context):
         """Chooses which of the token's allocation targets (and what amount) a deposit switch uses,
         when the token offers several targets or a min/max range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSession(self, request, context):
+        """Streams the session: first as it is, then again on every state change, until it is COMPLETED
+        or FAILED (then the stream ends) or the caller's deadline. NOT_FOUND for an unknown session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +178,11 @@ def add_LinkServiceServicer_to_server(servicer, server):
             'ChooseAllocation': grpc.unary_unary_rpc_method_handler(
                     servicer.ChooseAllocation,
                     request_deserializer=paylink_dot_v1_dot_link__pb2.ChooseAllocationRequest.FromString,
+                    response_serializer=paylink_dot_v1_dot_link__pb2.LinkSession.SerializeToString,
+            ),
+            'WatchSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSession,
+                    request_deserializer=paylink_dot_v1_dot_link__pb2.WatchSessionRequest.FromString,
                     response_serializer=paylink_dot_v1_dot_link__pb2.LinkSession.SerializeToString,
             ),
     }
@@ -319,6 +349,33 @@ class LinkService(object):
             target,
             '/paylink.v1.LinkService/ChooseAllocation',
             paylink_dot_v1_dot_link__pb2.ChooseAllocationRequest.SerializeToString,
+            paylink_dot_v1_dot_link__pb2.LinkSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paylink.v1.LinkService/WatchSession',
+            paylink_dot_v1_dot_link__pb2.WatchSessionRequest.SerializeToString,
             paylink_dot_v1_dot_link__pb2.LinkSession.FromString,
             options,
             channel_credentials,

@@ -36,26 +36,43 @@ class LinkServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LinkServiceAsyncStub: ...
     StartSession: _grpc.UnaryUnaryMultiCallable[_link_pb2.StartSessionRequest, _link_pb2.LinkSession]
-    """Starts the session of a link token. A token starts one session only.
-    Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED or
-    LINK_TOKEN_USED. A bound (On Demand Updates) token re-accesses its account with stored
-    credentials right away: the session comes back CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or
-    CREDENTIALS_REQUIRED when the stored credentials no longer work.
+    """Starts the session of a link token. A token starts one session only, and StartSession is
+    idempotent per token: calling it again (a retry after a lost reply) returns that same session,
+    whatever its state. Only a session that EXPIRED gives its token back: a token that has not
+    expired itself then starts a new session.
+    Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED, or
+    ACCOUNT_DISCONNECTED for a token bound to an account that was disconnected since (nothing is
+    created). A bound (On Demand Updates) token re-accesses its account with stored credentials
+    right away: the session comes back AUTHENTICATING while the platform answers (see
+    SubmitCredentials), then CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or CREDENTIALS_REQUIRED
+    when the stored credentials no longer work.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_link_pb2.GetSessionRequest, _link_pb2.LinkSession]
     """Returns a session."""
     SearchPlatforms: _grpc.UnaryUnaryMultiCallable[_link_pb2.SearchPlatformsRequest, _link_pb2.SearchPlatformsResponse]
     """Lists the platforms that support all of the session's required jobs, filtered by a query."""
     SubmitCredentials: _grpc.UnaryUnaryMultiCallable[_link_pb2.SubmitCredentialsRequest, _link_pb2.LinkSession]
-    """Logs in to a platform. A wrong password keeps the session open with last_error set; the
-    fifth failure fails the session (TOO_MANY_ATTEMPTS). FAILED_PRECONDITION in any state other
-    than CREDENTIALS_REQUIRED.
+    """Logs in to a platform. The session goes AUTHENTICATING while the platform answers; the call
+    returns the outcome when it arrives before the caller's deadline, otherwise the session still
+    AUTHENTICATING (the login finishes anyway: GetSession or WatchSession shows the result). A
+    wrong password keeps the session open with last_error set; the fifth failure fails the session
+    (TOO_MANY_ATTEMPTS). A platform that is down or times out is retried a few times, then the
+    session fails with PLATFORM_UNAVAILABLE or PLATFORM_TIMEOUT (never a request to retype
+    credentials). FAILED_PRECONDITION SESSION_STATE in any state other than CREDENTIALS_REQUIRED,
+    SESSION_EXPIRED once the session expired.
     """
     SubmitMfa: _grpc.UnaryUnaryMultiCallable[_link_pb2.SubmitMfaRequest, _link_pb2.LinkSession]
-    """Answers the MFA challenge. FAILED_PRECONDITION in any state other than MFA_REQUIRED."""
+    """Answers the MFA challenge, like SubmitCredentials (AUTHENTICATING while the platform answers).
+    FAILED_PRECONDITION SESSION_STATE in any state other than MFA_REQUIRED, SESSION_EXPIRED once
+    the session expired.
+    """
     ChooseAllocation: _grpc.UnaryUnaryMultiCallable[_link_pb2.ChooseAllocationRequest, _link_pb2.LinkSession]
     """Chooses which of the token's allocation targets (and what amount) a deposit switch uses,
     when the token offers several targets or a min/max range.
+    """
+    WatchSession: _grpc.UnaryStreamMultiCallable[_link_pb2.WatchSessionRequest, _link_pb2.LinkSession]
+    """Streams the session: first as it is, then again on every state change, until it is COMPLETED
+    or FAILED (then the stream ends) or the caller's deadline. NOT_FOUND for an unknown session.
     """
 
 @_typing.type_check_only
@@ -66,26 +83,43 @@ class LinkServiceAsyncStub(LinkServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartSession: _aio.UnaryUnaryMultiCallable[_link_pb2.StartSessionRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
-    """Starts the session of a link token. A token starts one session only.
-    Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED or
-    LINK_TOKEN_USED. A bound (On Demand Updates) token re-accesses its account with stored
-    credentials right away: the session comes back CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or
-    CREDENTIALS_REQUIRED when the stored credentials no longer work.
+    """Starts the session of a link token. A token starts one session only, and StartSession is
+    idempotent per token: calling it again (a retry after a lost reply) returns that same session,
+    whatever its state. Only a session that EXPIRED gives its token back: a token that has not
+    expired itself then starts a new session.
+    Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED, or
+    ACCOUNT_DISCONNECTED for a token bound to an account that was disconnected since (nothing is
+    created). A bound (On Demand Updates) token re-accesses its account with stored credentials
+    right away: the session comes back AUTHENTICATING while the platform answers (see
+    SubmitCredentials), then CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or CREDENTIALS_REQUIRED
+    when the stored credentials no longer work.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_link_pb2.GetSessionRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
     """Returns a session."""
     SearchPlatforms: _aio.UnaryUnaryMultiCallable[_link_pb2.SearchPlatformsRequest, _link_pb2.SearchPlatformsResponse]  # type: ignore[assignment]
     """Lists the platforms that support all of the session's required jobs, filtered by a query."""
     SubmitCredentials: _aio.UnaryUnaryMultiCallable[_link_pb2.SubmitCredentialsRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
-    """Logs in to a platform. A wrong password keeps the session open with last_error set; the
-    fifth failure fails the session (TOO_MANY_ATTEMPTS). FAILED_PRECONDITION in any state other
-    than CREDENTIALS_REQUIRED.
+    """Logs in to a platform. The session goes AUTHENTICATING while the platform answers; the call
+    returns the outcome when it arrives before the caller's deadline, otherwise the session still
+    AUTHENTICATING (the login finishes anyway: GetSession or WatchSession shows the result). A
+    wrong password keeps the session open with last_error set; the fifth failure fails the session
+    (TOO_MANY_ATTEMPTS). A platform that is down or times out is retried a few times, then the
+    session fails with PLATFORM_UNAVAILABLE or PLATFORM_TIMEOUT (never a request to retype
+    credentials). FAILED_PRECONDITION SESSION_STATE in any state other than CREDENTIALS_REQUIRED,
+    SESSION_EXPIRED once the session expired.
     """
     SubmitMfa: _aio.UnaryUnaryMultiCallable[_link_pb2.SubmitMfaRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
-    """Answers the MFA challenge. FAILED_PRECONDITION in any state other than MFA_REQUIRED."""
+    """Answers the MFA challenge, like SubmitCredentials (AUTHENTICATING while the platform answers).
+    FAILED_PRECONDITION SESSION_STATE in any state other than MFA_REQUIRED, SESSION_EXPIRED once
+    the session expired.
+    """
     ChooseAllocation: _aio.UnaryUnaryMultiCallable[_link_pb2.ChooseAllocationRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
     """Chooses which of the token's allocation targets (and what amount) a deposit switch uses,
     when the token offers several targets or a min/max range.
+    """
+    WatchSession: _aio.UnaryStreamMultiCallable[_link_pb2.WatchSessionRequest, _link_pb2.LinkSession]  # type: ignore[assignment]
+    """Streams the session: first as it is, then again on every state change, until it is COMPLETED
+    or FAILED (then the stream ends) or the caller's deadline. NOT_FOUND for an unknown session.
     """
 
 class LinkServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -99,11 +133,16 @@ class LinkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _link_pb2.StartSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_link_pb2.LinkSession, _abc.Awaitable[_link_pb2.LinkSession]]:
-        """Starts the session of a link token. A token starts one session only.
-        Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED or
-        LINK_TOKEN_USED. A bound (On Demand Updates) token re-accesses its account with stored
-        credentials right away: the session comes back CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or
-        CREDENTIALS_REQUIRED when the stored credentials no longer work.
+        """Starts the session of a link token. A token starts one session only, and StartSession is
+        idempotent per token: calling it again (a retry after a lost reply) returns that same session,
+        whatever its state. Only a session that EXPIRED gives its token back: a token that has not
+        expired itself then starts a new session.
+        Errors: NOT_FOUND (unknown token), FAILED_PRECONDITION with reason LINK_TOKEN_EXPIRED, or
+        ACCOUNT_DISCONNECTED for a token bound to an account that was disconnected since (nothing is
+        created). A bound (On Demand Updates) token re-accesses its account with stored credentials
+        right away: the session comes back AUTHENTICATING while the platform answers (see
+        SubmitCredentials), then CONNECTED (or JOBS_RUNNING), MFA_REQUIRED, or CREDENTIALS_REQUIRED
+        when the stored credentials no longer work.
         """
 
     @_abc_1.abstractmethod
@@ -128,9 +167,14 @@ class LinkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _link_pb2.SubmitCredentialsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_link_pb2.LinkSession, _abc.Awaitable[_link_pb2.LinkSession]]:
-        """Logs in to a platform. A wrong password keeps the session open with last_error set; the
-        fifth failure fails the session (TOO_MANY_ATTEMPTS). FAILED_PRECONDITION in any state other
-        than CREDENTIALS_REQUIRED.
+        """Logs in to a platform. The session goes AUTHENTICATING while the platform answers; the call
+        returns the outcome when it arrives before the caller's deadline, otherwise the session still
+        AUTHENTICATING (the login finishes anyway: GetSession or WatchSession shows the result). A
+        wrong password keeps the session open with last_error set; the fifth failure fails the session
+        (TOO_MANY_ATTEMPTS). A platform that is down or times out is retried a few times, then the
+        session fails with PLATFORM_UNAVAILABLE or PLATFORM_TIMEOUT (never a request to retype
+        credentials). FAILED_PRECONDITION SESSION_STATE in any state other than CREDENTIALS_REQUIRED,
+        SESSION_EXPIRED once the session expired.
         """
 
     @_abc_1.abstractmethod
@@ -139,7 +183,10 @@ class LinkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _link_pb2.SubmitMfaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_link_pb2.LinkSession, _abc.Awaitable[_link_pb2.LinkSession]]:
-        """Answers the MFA challenge. FAILED_PRECONDITION in any state other than MFA_REQUIRED."""
+        """Answers the MFA challenge, like SubmitCredentials (AUTHENTICATING while the platform answers).
+        FAILED_PRECONDITION SESSION_STATE in any state other than MFA_REQUIRED, SESSION_EXPIRED once
+        the session expired.
+        """
 
     @_abc_1.abstractmethod
     def ChooseAllocation(
@@ -149,6 +196,16 @@ class LinkServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_link_pb2.LinkSession, _abc.Awaitable[_link_pb2.LinkSession]]:
         """Chooses which of the token's allocation targets (and what amount) a deposit switch uses,
         when the token offers several targets or a min/max range.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchSession(
+        self,
+        request: _link_pb2.WatchSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_link_pb2.LinkSession], _abc.AsyncIterator[_link_pb2.LinkSession]]:
+        """Streams the session: first as it is, then again on every state change, until it is COMPLETED
+        or FAILED (then the stream ends) or the caller's deadline. NOT_FOUND for an unknown session.
         """
 
 def add_LinkServiceServicer_to_server(servicer: LinkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,299 @@
+"""Link sessions against slow and failing platforms (issue 10), end to end: real gRPC, PostgreSQL
+and Kafka. The sandbox's `sandbox_slow` platform answers after PAYLINK_SANDBOX_SLOW_LATENCY_SECONDS
+(0.5 s here); `user_unavailable`, `user_timeout`, `user_recovers` and `user_reaccess_down` are the
+platform-trouble users (docs/spec.md §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+from paylink.v1 import account_pb2, link_pb2
+from paylink.v1 import common_pb2 as c
+
+from service import runtime
+from tests.harness import Client, EventLog, error_reason, link_account, rpc_error, start_session
+
+S = link_pb2
+IDENTITY = [c.JOB_NAME_IDENTITY]
+
+
+def credentials(
+    session_id: str, username: str, platform_id: str = "sandbox_adp", password: str = "pass_good"
+) -> S.SubmitCredentialsRequest:
+    return S.SubmitCredentialsRequest(
+        session_id=session_id, platform_id=platform_id, username=username, password=password
+    )
+
+
+async def watch(client: Client, session_id: str, timeout: float = 30) -> list[S.LinkSession]:
+    """Every session WatchSession streams, until the stream ends (terminal state)."""
+    stream = client.link.WatchSession(
+        S.WatchSessionRequest(session_id=session_id), metadata=client.md(), timeout=timeout
+    )
+    return [session async for session in stream]
+
+
+async def test_a_short_deadline_gets_authenticating_and_the_login_finishes_anyway(client: Client) -> None:
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    reply = await client.link.SubmitCredentials(
+        credentials(session.id, "user_good", "sandbox_slow"), metadata=client.md(), timeout=0.3
+    )
+    assert reply.state == S.LINK_SESSION_STATE_AUTHENTICATING
+    seen = await watch(client, session.id)
+    states = [s.state for s in seen]
+    assert states[0] in (S.LINK_SESSION_STATE_AUTHENTICATING, S.LINK_SESSION_STATE_JOBS_RUNNING)
+    assert states[-1] == S.LINK_SESSION_STATE_COMPLETED
+    assert seen[-1].account_id and seen[-1].jobs[0].status == c.JOB_STATUS_SUCCESS
+
+
+async def test_watch_session_streams_every_state_change_until_the_end(client: Client) -> None:
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    watching = asyncio.create_task(watch(client, session.id))
+    await asyncio.sleep(0.3)  # the stream has sent the first state (or will: it re-reads on start)
+    await client.link.SubmitCredentials(
+        credentials(session.id, "user_good", "sandbox_slow"), metadata=client.md()
+    )
+    seen = [s.state for s in await watching]
+    assert seen[0] == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+    assert seen[-1] == S.LINK_SESSION_STATE_COMPLETED
+    assert S.LINK_SESSION_STATE_JOBS_RUNNING in seen
+    assert len(seen) == len(set(seen))  # one message per state change
+    exc = await rpc_error(watch(client, str(uuid.uuid4())))
+    assert exc.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_submissions_have_one_winner_and_count_one_attempt(client: Client) -> None:
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    calls = [
+        client.link.SubmitCredentials(
+            credentials(session.id, "user_good", "sandbox_slow", password="wrong"), metadata=client.md()
+        )
+        for _ in range(8)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    won = [r for r in results if isinstance(r, S.LinkSession)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 7
+    assert {error_reason(r) for r in lost} == {"SESSION_STATE"}
+    assert won[0].state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED and won[0].failed_attempts == 1
+
+
+async def test_a_platform_that_recovers_within_the_retries_logs_in(client: Client) -> None:
+    _, session = await client.connect(f"user_recovers+{uuid.uuid4().hex[:6]}", IDENTITY)
+    assert session.state == S.LINK_SESSION_STATE_JOBS_RUNNING
+    assert session.failed_attempts == 0
+
+
+async def test_a_platform_that_stays_down_fails_the_session_without_asking_for_credentials(
+    client: Client, events: EventLog
+) -> None:
+    for username, reason in (
+        ("user_unavailable", S.LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE),
+        ("user_timeout", S.LINK_SESSION_FAILURE_REASON_PLATFORM_TIMEOUT),
+    ):
+        token, session = await client.connect(username, IDENTITY)
+        assert (session.state, session.failure_reason, session.failed_attempts) == (
+            S.LINK_SESSION_STATE_FAILED,
+            reason,
+            0,
+        )
+        # No account existed: the event is keyed by the session and carries the reason.
+        [failed] = await events.wait_for(
+            lambda r, sid=session.id: (
+                r.event.event == "link_session.failed" and r.event.link_session_failed.link_session_id == sid
+            )
+        )
+        assert failed.key == session.id and failed.event.account_id == "" and failed.event.sequence == 1
+        assert failed.event.link_session_failed.failure_reason == reason
+        assert failed.event.link_session_failed.link_token_id == token.id
+
+
+async def test_a_bound_session_whose_platform_is_down_publishes_its_failure_and_moves_monitoring(
+    client: Client, events: EventLog
+) -> None:
+    _, linked = await link_account(client, f"user_reaccess_down+{uuid.uuid4().hex[:6]}")
+    account_id = linked.account_id
+    bound = await client.token(IDENTITY, account_id=account_id)
+    started = await start_session(client, bound.token)
+    seen = [started, *await watch(client, started.id)]
+    assert seen[-1].state == S.LINK_SESSION_STATE_FAILED
+    assert seen[-1].failure_reason == S.LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE
+    assert S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED not in [s.state for s in seen]  # never asked to retype
+    account = await client.accounts.GetAccount(
+        account_pb2.GetAccountRequest(account_id=account_id), metadata=client.md()
+    )
+    # The monitoring status machine (monitoring/rules.py::session_outage): a platform that said it
+    # is unavailable through every retry makes the account `unavailable`.
+    assert account.monitoring_status == c.MONITORING_STATUS_UNAVAILABLE and account.connected
+    failed, moved = await asyncio.gather(
+        events.wait_for(
+            lambda r: r.event.account_id == account_id and r.event.event == "link_session.failed"
+        ),
+        events.wait_for(
+            lambda r: (
+                r.event.account_id == account_id
+                and r.event.event == "account.monitoring_status.updated"
+                and r.event.monitoring_status_updated.monitoring_status == c.MONITORING_STATUS_UNAVAILABLE
+            )
+        ),
+    )
+    payload = failed[0].event.link_session_failed
+    assert (
+        payload.on_demand_update
+        and payload.link_session_id == started.id
+        and payload.account_id == account_id
+    )
+    assert failed[0].key == account_id and moved[0].event.sequence < failed[0].event.sequence
+    assert moved[0].event.monitoring_status_updated.reason == "platform_unavailable"
+    # Like every event (#16): the request id and trace of the call whose login ended the session.
+    headers = failed[0].headers
+    assert headers["x-request-id"] == failed[0].event.request_id != "" and headers["traceparent"].startswith(
+        "00-"
+    )
+    # No personal data (#17): neither the username nor anything typed is in the event.
+    assert b"user_reaccess_down" not in failed[0].event.SerializeToString()
+
+
+async def test_a_failed_bound_session_publishes_its_outcome(client: Client, events: EventLog) -> None:
+    """The stored password died and the user gets it wrong five times: the bound session fails,
+    and says so on Kafka."""
+    username = f"user_expired+{uuid.uuid4().hex[:6]}"
+    _, linked = await link_account(client, username)
+    bound = await client.token(IDENTITY, account_id=linked.account_id)
+    session = await start_session(client, bound.token)
+    assert session.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+    for _ in range(5):
+        session = await client.link.SubmitCredentials(
+            credentials(session.id, username, password="wrong"), metadata=client.md()
+        )
+    assert session.state == S.LINK_SESSION_STATE_FAILED
+    assert session.failure_reason == S.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS
+    [failed] = await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed"
+            and r.event.link_session_failed.link_session_id == session.id
+        )
+    )
+    assert failed.event.account_id == linked.account_id and failed.event.link_session_failed.on_demand_update
+    assert failed.event.link_session_failed.failure_reason == S.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS
+    assert failed.event.link_session_failed.failed_attempts == 5
+
+
+async def test_an_expired_session_refuses_input_ends_with_its_event_and_gives_its_token_back(
+    client: Client, events: EventLog, app: runtime.Running
+) -> None:
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    assert session.expires_at.seconds > session.created_at.seconds
+    await app.deps.pool.execute(
+        "UPDATE link_sessions SET expires_at = now() WHERE id = $1", uuid.UUID(session.id)
+    )
+    exc = await rpc_error(
+        client.link.SubmitCredentials(credentials(session.id, "user_good"), metadata=client.md())
+    )
+    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and error_reason(exc) == "SESSION_EXPIRED"
+    ended = await client.link.GetSession(S.GetSessionRequest(session_id=session.id), metadata=client.md())
+    assert (ended.state, ended.failure_reason) == (
+        S.LINK_SESSION_STATE_FAILED,
+        S.LINK_SESSION_FAILURE_REASON_EXPIRED,
+    )
+    [failed] = await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed"
+            and r.event.link_session_failed.link_session_id == session.id
+        )
+    )
+    assert failed.event.link_session_failed.failure_reason == S.LINK_SESSION_FAILURE_REASON_EXPIRED
+    # The token (not expired itself) starts a new session.
+    again = await start_session(client, token.token)
+    assert again.id != session.id and again.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+
+
+async def test_an_untouched_expired_session_is_ended_by_the_sweeper(
+    client: Client, events: EventLog, app: runtime.Running
+) -> None:
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    await app.deps.pool.execute(
+        "UPDATE link_sessions SET expires_at = now() WHERE id = $1", uuid.UUID(session.id)
+    )
+    ended = await client.wait_session(session.id, S.LINK_SESSION_STATE_FAILED, timeout=30)
+    assert ended.failure_reason == S.LINK_SESSION_FAILURE_REASON_EXPIRED
+    await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed"
+            and r.event.link_session_failed.link_session_id == session.id
+        )
+    )
+
+
+async def test_a_token_bound_to_a_disconnected_account_starts_nothing(
+    client: Client, app: runtime.Running
+) -> None:
+    _, linked = await link_account(client, f"user_good+{uuid.uuid4().hex[:6]}")
+    old = await client.token(IDENTITY, account_id=linked.account_id)
+    await client.accounts.DisconnectAccount(
+        account_pb2.DisconnectAccountRequest(account_id=linked.account_id), metadata=client.md()
+    )
+    exc = await rpc_error(start_session(client, old.token))
+    assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION and error_reason(exc) == "ACCOUNT_DISCONNECTED"
+    assert (
+        await app.deps.pool.fetchval(
+            "SELECT count(*) FROM link_sessions WHERE link_token_id = $1", uuid.UUID(old.id)
+        )
+        == 0
+    )
+    account = await client.accounts.GetAccount(
+        account_pb2.GetAccountRequest(account_id=linked.account_id), metadata=client.md()
+    )
+    assert not account.connected
+
+
+async def test_start_session_is_idempotent_per_token(client: Client, other_client: Client) -> None:
+    token = await client.token(IDENTITY)
+    first, second = await asyncio.gather(
+        start_session(client, token.token), start_session(client, token.token)
+    )
+    assert first.id == second.id
+    done = await client.link.SubmitCredentials(credentials(first.id, "user_good"), metadata=client.md())
+    again = await start_session(client, token.token)  # a retry after a lost reply, later on
+    assert again.id == first.id and again.state in (
+        S.LINK_SESSION_STATE_JOBS_RUNNING,
+        S.LINK_SESSION_STATE_COMPLETED,
+    )
+    assert done.id == first.id
+    exc = await rpc_error(start_session(other_client, token.token))  # not another workspace's token
+    assert exc.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_session_started_before_its_account_was_disconnected_cannot_reconnect_it(
+    client: Client, events: EventLog
+) -> None:
+    username = f"user_expired+{uuid.uuid4().hex[:6]}"
+    _, linked = await link_account(client, username)
+    bound = await client.token(IDENTITY, account_id=linked.account_id)
+    session = await start_session(client, bound.token)
+    assert session.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+    await client.accounts.DisconnectAccount(
+        account_pb2.DisconnectAccountRequest(account_id=linked.account_id), metadata=client.md()
+    )
+    ended = await client.link.SubmitCredentials(credentials(session.id, username), metadata=client.md())
+    assert (ended.state, ended.failure_reason) == (
+        S.LINK_SESSION_STATE_FAILED,
+        S.LINK_SESSION_FAILURE_REASON_ACCOUNT_DISCONNECTED,
+    )
+    account = await client.accounts.GetAccount(
+        account_pb2.GetAccountRequest(account_id=linked.account_id), metadata=client.md()
+    )
+    assert not account.connected and account.monitoring_status == c.MONITORING_STATUS_CUSTOMER_DISABLED
+    await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed"
+            and r.event.link_session_failed.link_session_id == session.id
+        )
+    )
