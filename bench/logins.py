@@ -54,7 +54,7 @@ async def run(
         "PAYLINK_DATABASE_URL": url,
         "PAYLINK_GRPC_PORT": str(port),
         "PAYLINK_SANDBOX_LATENCY_SECONDS": str(latency),
-        "PAYLINK_SANDBOX_LATENCY_JITTER": "0.1",
+        "PAYLINK_SANDBOX_LATENCY_JITTER_SECONDS": str(latency * 0.1),  # ± 10 %
         "PAYLINK_DATABASE_POOL_SIZE": "8",  # the default
     }
     api = await start_process([sys.executable, "-m", "service", "api"], api_env, "paylink serving")

@@ -94,7 +94,8 @@ class LoginRunner:
         with contextlib.suppress(Exception):  # a missed renewal only shortens the lease
             while True:
                 await asyncio.sleep(self.lease.seconds / 3)
-                await session_store.renew_lease(self.deps.pool, begun, self.lease)
+                async with self.writes:  # logins that began together renew together: leave room
+                    await session_store.renew_lease(self.deps.pool, begun, self.lease)
 
     async def _call(self, call: PlatformCall) -> Outcome:
         """The platform's answer; unavailable or timed out: a few more tries with backoff first."""

@@ -9,7 +9,7 @@ import asyncio
 import uuid
 
 import grpc
-from paylink.v1 import account_pb2, link_pb2
+from paylink.v1 import account_pb2, link_pb2, privacy_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import runtime
@@ -297,3 +297,36 @@ async def test_a_session_started_before_its_account_was_disconnected_cannot_reco
             and r.event.link_session_failed.link_session_id == session.id
         )
     )
+
+
+async def test_an_erasure_during_a_login_ends_the_session_and_the_late_outcome_connects_nothing(
+    client: Client, app: runtime.Running
+) -> None:
+    """#17 meets #10: erasing the end user while their login waits on the platform ends the
+    AUTHENTICATING session (END_USER_ERASED); the platform's answer arrives later and loses its
+    compare-and-set, so no account is created for a person who was erased."""
+    end_user = f"erased-{uuid.uuid4().hex[:8]}"
+    token = await client.token(IDENTITY, end_user_id=end_user)
+    session = await start_session(client, token.token)
+    reply = await client.link.SubmitCredentials(
+        credentials(session.id, "user_good", "sandbox_slow"), metadata=client.md(), timeout=0.2
+    )
+    assert reply.state == S.LINK_SESSION_STATE_AUTHENTICATING
+    erased = await client.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id=end_user), metadata=client.md()
+    )
+    assert erased.state == privacy_pb2.ERASURE_STATE_COMPLETED
+    assert app.api is not None
+    runner = app.api.link.runner
+    deadline = asyncio.get_running_loop().time() + 30
+    while uuid.UUID(session.id) in runner._tasks:  # the login's task ends when its outcome is handled
+        assert asyncio.get_running_loop().time() < deadline, "the login never finished"
+        await asyncio.sleep(0.05)
+    ended = await client.link.GetSession(S.GetSessionRequest(session_id=session.id), metadata=client.md())
+    assert (ended.state, ended.failure_reason, ended.account_id) == (
+        S.LINK_SESSION_STATE_FAILED,
+        S.LINK_SESSION_FAILURE_REASON_END_USER_ERASED,
+        "",
+    )
+    count = await app.deps.pool.fetchval("SELECT count(*) FROM accounts WHERE end_user_id = $1", end_user)
+    assert count == 0

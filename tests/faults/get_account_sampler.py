@@ -1,4 +1,5 @@
-"""Calls GetAccount in a loop and prints each call's latency (ms) as JSON: a process of its own, so
+"""Calls GetAccount in a loop and prints each call's start (seconds after "go") and latency (ms)
+as JSON: a process of its own, so
 what it measures is the server's answer time, not the scheduling of a busy test process.
 
     python tests/faults/get_account_sampler.py ADDR SECRET ACCOUNT_ID SECONDS
@@ -26,14 +27,15 @@ async def main(addr: str, secret: str, account_id: str, seconds: float) -> None:
             await stub.GetAccount(request, metadata=md)
         print("ready", flush=True)
         sys.stdin.readline()  # go
-        latencies = []
+        samples = []  # (seconds after "go", milliseconds)
+        go = time.perf_counter()
         until = time.monotonic() + seconds
         while time.monotonic() < until:
             started = time.perf_counter()
             await stub.GetAccount(request, metadata=md)
-            latencies.append((time.perf_counter() - started) * 1000)
+            samples.append((started - go, (time.perf_counter() - started) * 1000))
             await asyncio.sleep(0.01)
-        print(json.dumps(latencies), flush=True)
+        print(json.dumps(samples), flush=True)
 
 
 if __name__ == "__main__":
