@@ -540,7 +540,11 @@ async def main() -> int:
         )
         print(f"latency: { {k: v for k, v in results['latency'].items() if k != 'samples'} }", flush=True)
     if want("logins"):
+        load_at_start = load_average()
         results["logins"] = await logins.run(base.database_url, env, ports["logins"])
+        if args.only:  # its own results file, and its section of BENCHMARKS.md (bench/report.py)
+            logins.record(results["logins"], load_at_start, "make bench BENCH_ARGS='--only logins'")
+            subprocess.run([sys.executable, str(ROOT / "bench/report.py"), "--only", "logins"], check=True)
     if want("relay"):
         results["relay"] = await relay_bench.run(
             args.relay_rows, templates, base.database_url, base.kafka_bootstrap, env

@@ -330,3 +330,35 @@ async def test_an_erasure_during_a_login_ends_the_session_and_the_late_outcome_c
     )
     count = await app.deps.pool.fetchval("SELECT count(*) FROM accounts WHERE end_user_id = $1", end_user)
     assert count == 0
+
+
+async def test_watch_session_is_authenticated_and_isolated_like_every_rpc(
+    client: Client, other_client: Client
+) -> None:
+    """WatchSession passes the same interceptors as the unary RPCs: no secret is UNAUTHENTICATED,
+    another workspace's session NOT_FOUND (its existence does not leak), an unknown api-version
+    INVALID_ARGUMENT; the call's x-request-id comes back in the initial metadata."""
+    token = await client.token(IDENTITY)
+    session = await start_session(client, token.token)
+    request = S.WatchSessionRequest(session_id=session.id)
+    for metadata, code in (
+        ([], grpc.StatusCode.UNAUTHENTICATED),
+        (other_client.md(), grpc.StatusCode.NOT_FOUND),
+        ([*client.md(), ("api-version", "1999-01-01")], grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        exc = await rpc_error(_first(client.link.WatchSession(request, metadata=metadata, timeout=10)))
+        assert exc.code() == code, (metadata, exc)
+    stream = client.link.WatchSession(
+        request, metadata=[*client.md(), ("x-request-id", "watch-1234")], timeout=10
+    )
+    first = await _first(stream)
+    assert first.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+    assert ("x-request-id", "watch-1234") in tuple(await stream.initial_metadata())
+
+
+async def _first(stream: object) -> S.LinkSession:
+    """The first message of a server stream, then hang up."""
+    async for message in stream:  # type: ignore[attr-defined]
+        stream.cancel()  # type: ignore[attr-defined]
+        return message  # type: ignore[no-any-return]
+    raise AssertionError("the stream ended without a message")
