@@ -254,7 +254,9 @@ async def test_a_token_bound_to_a_disconnected_account_starts_nothing(
     assert not account.connected
 
 
-async def test_start_session_is_idempotent_per_token(client: Client, other_client: Client) -> None:
+async def test_start_session_is_idempotent_per_token(
+    client: Client, other_client: Client, events: EventLog
+) -> None:
     token = await client.token(IDENTITY)
     first, second = await asyncio.gather(
         start_session(client, token.token), start_session(client, token.token)
@@ -269,6 +271,15 @@ async def test_start_session_is_idempotent_per_token(client: Client, other_clien
     assert done.id == first.id
     exc = await rpc_error(start_session(other_client, token.token))  # not another workspace's token
     assert exc.code() == grpc.StatusCode.NOT_FOUND
+    # On Kafka: one account and one settled session for the token, whatever the retries.
+    settled = await events.settled(done.account_id)
+    assert settled.event.link_session_completed.link_session_id == first.id
+    added = [
+        r
+        for r in events.items
+        if r.event.event == "account.added" and r.event.account_added.link_token_id == token.id
+    ]
+    assert {r.event.account_id for r in added} == {done.account_id}
 
 
 async def test_a_session_started_before_its_account_was_disconnected_cannot_reconnect_it(
