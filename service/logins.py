@@ -84,6 +84,12 @@ class LoginRunner:
             metrics.LOGINS_IN_FLIGHT.dec()
         try:
             return await self._finish(begun, result)
+        except db.UNAVAILABLE as exc:  # the database went away: the RPC answers UNAVAILABLE
+            log.warning(
+                "login outcome not saved (database unavailable); the lease will end the session",
+                extra={"session": str(begun.id), "error": type(exc).__name__},
+            )
+            raise
         except Exception:
             log.exception(
                 "login outcome not saved; the lease will end the session", extra={"session": str(begun.id)}
