@@ -57,6 +57,21 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 )
                 done += 1
         counts[f"{table}.{column}"] = done
+    counts[sealed.IDEMPOTENCY_RESPONSE] = await _reencrypt_idempotency(pool, vault)
+    # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
+    # primary key, and re-keys the change digests (the documents' set digests too).
+    ran: set[Sealer] = set()
+    for personal in sealed.PERSONAL_DATA:
+        sealer = PERSONAL_SEALERS[personal.name]
+        if sealer not in ran:
+            ran.add(sealer)
+            counts.update(await sealer(pool, vault, min(batch, 200)))
+    counts.update(await records_store.seal_existing_documents(pool, vault, min(batch, 200)))
+    return counts
+
+
+async def _reencrypt_idempotency(pool: db.Pool, vault: Vault) -> int:
+    """Stored idempotent responses (composite key, AAD `sealed.idempotency_aad`)."""
     ikeys = 0
     for row in await pool.fetch(
         "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
@@ -74,17 +89,7 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 blob,
             )
             ikeys += 1
-    counts["idempotency_keys.response"] = ikeys
-    # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
-    # primary key, and re-keys the change digests (the documents' set digests too).
-    ran: set[Sealer] = set()
-    for personal in sealed.PERSONAL_DATA:
-        sealer = PERSONAL_SEALERS[personal.name]
-        if sealer not in ran:
-            ran.add(sealer)
-            counts.update(await sealer(pool, vault, min(batch, 200)))
-    counts.update(await records_store.seal_existing_documents(pool, vault, min(batch, 200)))
-    return counts
+    return ikeys
 
 
 async def replay(
