@@ -64,12 +64,29 @@ async def opened(
         if wanted(row["account_id"]):
             body = pii.open_data(vault, pii.result_kind(row["name"]), row["account_id"], bytes(row["data"]))
             out.append(("job_results.data", text_of(body)))
-    for row in await pool.fetch("SELECT account_id, external_id, data FROM paystubs"):
+    for table, kind in (
+        ("paystubs", pii.Kind.PAYSTUB),
+        ("shifts", pii.Kind.SHIFT),
+        ("tax_forms", pii.Kind.TAX_FORM),
+    ):
+        for row in await pool.fetch(f"SELECT account_id, external_id, data FROM {table}"):
+            if wanted(row["account_id"]):
+                body = pii.open_data(vault, kind, row["account_id"], bytes(row["data"]), row["external_id"])
+                out.append((f"{table}.data", text_of(body)))
+    documents: dict[uuid.UUID, list[bytes]] = {}
+    for row in await pool.fetch(
+        "SELECT d.account_id, c.document_id, c.part, c.sealed, c.content FROM document_contents c"
+        " JOIN documents d ON d.id = c.document_id ORDER BY c.document_id, c.part"
+    ):
         if wanted(row["account_id"]):
-            body = pii.open_data(
-                vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
+            stored, item = bytes(row["content"]), f"{row['document_id']}:{row['part']}"
+            body = (
+                pii.open_data(vault, pii.Kind.DOCUMENT, row["account_id"], stored, item)
+                if row["sealed"]
+                else stored
             )
-            out.append(("paystubs.data", text_of(body)))
+            documents.setdefault(row["document_id"], []).append(body)
+    out += [("document_contents.content", text_of(b"".join(parts))) for parts in documents.values()]
     for row in await pool.fetch(
         "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
         " AND ($1::uuid IS NULL OR workspace_id = $1)",
