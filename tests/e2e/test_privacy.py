@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, common_pb2, job_pb2, link_pb2, privacy_pb2
+from paylink.v1 import account_pb2, common_pb2, job_pb2, link_pb2, privacy_pb2, sandbox_pb2
 
 from service import auth, erasure, runtime
 from service.config import Settings
@@ -37,7 +37,7 @@ from tests.harness import (
     wait_event_ids,
     wait_job,
 )
-from tests.privacy_scan import dump, hits, opened, text_of
+from tests.privacy_scan import dump, hits, opened, personal_messages, text_of
 
 C = common_pb2
 EVERY_JOB = [*ALL_JOBS, *RECORD_JOBS]
@@ -392,9 +392,39 @@ async def test_an_erasure_waits_for_a_running_job_then_completes(stack: Stack) -
     assert await pool.fetchval("SELECT count(*) FROM job_results WHERE account_id = $1", account) == 0
 
 
+CHANGED_BANK = "Privacy Test Credit Union"
+
+
+async def _monitoring_changes(client: Client, account_id: str) -> None:
+    """A scheduled refresh that finds a new paystub and allocations changed at the platform: the
+    events that would carry data (DataChange)."""
+    await client.sandbox.AdvanceClock(
+        sandbox_pb2.AdvanceClockRequest(account_id=account_id, days=14), metadata=client.md()
+    )
+    target = C.AllocationTarget(
+        type=C.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="011000015",
+        account_number="5550009876",
+        name=CHANGED_BANK,
+    )
+    await client.sandbox.ChangeAllocation(
+        sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=target), metadata=client.md()
+    )
+    reply = await client.sandbox.TriggerRefreshes(
+        sandbox_pb2.TriggerRefreshesRequest(
+            account_id=account_id, names=[C.JOB_NAME_PAYSTUBS, C.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS]
+        ),
+        metadata=client.md(),
+    )
+    for job_id in reply.job_ids:
+        await wait_job(client, job_id)
+
+
 async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -> None:
-    """Full sandbox flows (every job, a switch to a full account number, MFA, a refresh); then
-    every value of every table and every Kafka message: none of the users' personal data in clear."""
+    """Full sandbox flows (every job incl. shifts, tax forms and documents, a switch to a full
+    account number, MFA, a refresh, scheduled refreshes that find a new paystub and changed
+    allocations); then every value of every table and every Kafka message: none of the users'
+    personal data in clear, and no event holds personal data messages at all."""
     client = await stack.client()
     users = {"user_good+clear2": "61820054937216", "user_mfa+clear": "", "user_good+refresh": ""}
     accounts = await _link_person(client, "user_good+clear2", users["user_good+clear2"], "eu-clear")
@@ -408,6 +438,7 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         metadata=client.md(),
     )
     await wait_job(client, job.id)
+    await _monitoring_changes(client, refreshed.account_id)
     identity = await client.accounts.GetIdentity(
         account_pb2.GetIdentityRequest(account_id=accounts[0]), metadata=client.md()
     )
@@ -420,6 +451,21 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         for r in stack.events.items
     ]
     assert len(tables) > 300 and len(kafka) > 20
+    changes = [
+        r
+        for r in stack.events.items
+        if r.event.WhichOneof("payload") == "job" and r.event.job.HasField("change")
+    ]
+    assert {r.event.event for r in changes if r.event.job.change.monitoring} >= {
+        "paystubs.added",
+        "direct_deposit_allocations.added",
+    }, "the flow must publish monitoring changes of paystubs and allocations"
+    # No event holds pay figures, identity, addresses, allocations or records, at any depth; nor
+    # the bank the allocation was moved to.
+    assert [(r.event.event, p) for r in stack.events.items for p in personal_messages(r.event)] == []
+    assert [
+        r.event.event for r in stack.events.items if CHANGED_BANK.encode() in r.event.SerializeToString()
+    ] == []
     opened_values = await opened(pool, vault)
     for column in ("tax_forms.data", "document_contents.content"):  # the W-2s and the PDFs name the person
         mine = [v for v in opened_values if v[0] == column]
