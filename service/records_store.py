@@ -372,7 +372,7 @@ async def seal_existing_documents(pool: db.Pool, vault: Vault, batch: int) -> di
             done += await results.rekey_set_digest(
                 pool, vault, account["account_id"], common_pb2.JOB_NAME_DOCUMENTS, parts
             )
-    return {"job_results.content_hash (documents)": done}
+    return {"job_results.content_hash.documents": done}
 
 
 async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:

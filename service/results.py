@@ -233,4 +233,4 @@ async def seal_existing_paystubs(pool: db.Pool, vault: Vault, batch: int) -> dic
                         done += status.endswith(" 1")
                 parts = pii.set_parts(items)
                 sets += await rekey_set_digest(conn, vault, account_id, common_pb2.JOB_NAME_PAYSTUBS, parts)
-    return {sealed.PAYSTUB_DATA.name: done, "job_results.content_hash (paystubs)": sets}
+    return {sealed.PAYSTUB_DATA.name: done, "job_results.content_hash.paystubs": sets}
