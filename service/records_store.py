@@ -333,6 +333,7 @@ async def _seal_table(pool: db.Pool, vault: Vault, table: str, batch: int) -> in
         for account in accounts:
             account_id, items = account["account_id"], []
             async with pool.acquire() as conn:
+                old = await results.set_digest(conn, account_id, name)
                 rows = await conn.fetch(
                     f"SELECT id, external_id, {extra} AS extra, data FROM {table} WHERE account_id = $1",
                     account_id,
@@ -350,7 +351,7 @@ async def _seal_table(pool: db.Pool, vault: Vault, table: str, batch: int) -> in
                             stored,
                         )
                         done += status.endswith(" 1")
-                await results.rekey_set_digest(conn, vault, account_id, name, pii.set_parts(items))
+                await results.rekey_set_digest(conn, vault, account_id, name, pii.set_parts(items), old)
     return done
 
 
@@ -365,12 +366,14 @@ async def seal_existing_documents(pool: db.Pool, vault: Vault, batch: int) -> di
     ):
         last = accounts[-1]["account_id"]
         for account in accounts:
+            account_id = account["account_id"]
+            old = await results.set_digest(pool, account_id, common_pb2.JOB_NAME_DOCUMENTS)
             rows = await pool.fetch(
-                "SELECT external_id, sha256 FROM documents WHERE account_id = $1", account["account_id"]
+                "SELECT external_id, sha256 FROM documents WHERE account_id = $1", account_id
             )
             parts = pii.set_parts([(r["external_id"], bytes(r["sha256"])) for r in rows])
             done += await results.rekey_set_digest(
-                pool, vault, account["account_id"], common_pb2.JOB_NAME_DOCUMENTS, parts
+                pool, vault, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, old
             )
     return {"job_results.content_hash.documents": done}
 

@@ -188,16 +188,26 @@ async def seal_existing(pool: db.Pool, vault: Vault, batch: int) -> dict[str, in
     return {sealed.RESULT_DATA.name: done}
 
 
-async def rekey_set_digest(
-    conn: db.Executor, vault: Vault, account_id: uuid.UUID, name: int, parts: Sequence[bytes]
-) -> int:
-    """Re-computes the digest of a set of records under the primary key (compare-and-set); 1 when
-    it changed it."""
+async def set_digest(conn: db.Executor, account_id: uuid.UUID, name: int) -> bytes | None:
+    """The stored digest of a job's data (read before the records it covers: `rekey_set_digest`)."""
     old = await conn.fetchval(
         "SELECT content_hash FROM job_results WHERE account_id = $1 AND name = $2", account_id, name
     )
+    return None if old is None else bytes(old)
+
+
+async def rekey_set_digest(
+    conn: db.Executor,
+    vault: Vault,
+    account_id: uuid.UUID,
+    name: int,
+    parts: Sequence[bytes],
+    old: bytes | None,
+) -> int:
+    """Re-computes the digest of a set of records under the primary key, a compare-and-set on `old`
+    (read before the records, so a writer that stored a new set since wins); 1 when it changed it."""
     digest = vault.digest(sorted(parts))
-    if old is None or bytes(old) == digest:
+    if old is None or old == digest:
         return 0
     status = await conn.execute(_DIGEST_CAS, account_id, name, digest, old)
     return 1 if status.endswith(" 1") else 0
@@ -220,6 +230,7 @@ async def seal_existing_paystubs(pool: db.Pool, vault: Vault, batch: int) -> dic
         for account in accounts_:
             account_id = account["account_id"]
             async with pool.acquire() as conn:
+                old = await set_digest(conn, account_id, common_pb2.JOB_NAME_PAYSTUBS)
                 rows = await conn.fetch(
                     "SELECT id, external_id, data FROM paystubs WHERE account_id = $1", account_id
                 )
@@ -232,5 +243,7 @@ async def seal_existing_paystubs(pool: db.Pool, vault: Vault, batch: int) -> dic
                         status = await conn.execute(_PAYSTUB_CAS, row["id"], account_id, new, stored)
                         done += status.endswith(" 1")
                 parts = pii.set_parts(items)
-                sets += await rekey_set_digest(conn, vault, account_id, common_pb2.JOB_NAME_PAYSTUBS, parts)
+                sets += await rekey_set_digest(
+                    conn, vault, account_id, common_pb2.JOB_NAME_PAYSTUBS, parts, old
+                )
     return {sealed.PAYSTUB_DATA.name: done, "job_results.content_hash.paystubs": sets}
