@@ -8,7 +8,14 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "service"
-MAX_MODULE_LINES = 410  # "about 400"
+MAX_MODULE_LINES = 400
+# Modules allowed over MAX_MODULE_LINES: path -> (their ceiling, why). An entry that is no longer
+# needed fails too, so the list only shrinks.
+LONG_MODULES: dict[str, tuple[int, str]] = {
+    "service/queue.py": (410, "bench (#14) is reshaping the queue for batched completions; split with it"),
+    "service/drivers/sandbox.py": (410, "core (#10) is reshaping the sandbox driver for link sessions"),
+}
+# A function over this many lines needs a `# long: <why>` comment just above its def.
 MAX_FUNCTION_LINES = 60
 # Modules that assemble processes (the composition root): the only ones outside service/api that
 # may import it, because they start the API server.
@@ -37,8 +44,19 @@ def imports(path: pathlib.Path) -> set[str]:
 
 
 def test_no_module_is_over_about_400_lines() -> None:
-    long = {rel(p): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
-    assert long == {}
+    sizes = {rel(p): len(p.read_text().splitlines()) for p in modules()}
+    too_long = [
+        f"{path}: {n} lines (limit {LONG_MODULES.get(path, (MAX_MODULE_LINES,))[0]}): split it along a seam,"
+        " or add it to LONG_MODULES with the reason"
+        for path, n in sizes.items()
+        if n > LONG_MODULES.get(path, (MAX_MODULE_LINES,))[0]
+    ]
+    stale = [
+        f"{path}: {sizes.get(path, 0)} lines now: drop it from LONG_MODULES"
+        for path in LONG_MODULES
+        if sizes.get(path, 0) <= MAX_MODULE_LINES
+    ]
+    assert too_long + stale == []
 
 
 def test_no_function_is_over_60_lines_without_a_comment_saying_why() -> None:
