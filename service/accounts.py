@@ -183,6 +183,20 @@ async def set_monitoring(
     return True
 
 
+async def set_monitoring_enabled(conn: db.Conn, account_id: uuid.UUID, enabled: bool) -> None:
+    """The account's own monitoring switch (restarts its failure run; the caller publishes the status)."""
+    await conn.execute(
+        "UPDATE accounts SET monitoring_enabled = $2, refresh_failures = 0 WHERE id = $1", account_id, enabled
+    )
+    await schedules.sync(conn, [account_id])
+
+
+async def set_refresh_failures(conn: db.Conn, account_id: uuid.UUID, failures: int) -> None:
+    """The account's run of failed scheduled refreshes (monitoring/rules.py counts it)."""
+    sql = "UPDATE accounts SET refresh_failures = $2 WHERE id = $1 AND refresh_failures <> $2"
+    await conn.execute(sql, account_id, failures)
+
+
 async def create(
     work: uow.UnitOfWork,
     *,
