@@ -183,6 +183,20 @@ async def set_monitoring(
     return True
 
 
+async def set_monitoring_enabled(conn: db.Conn, account_id: uuid.UUID, enabled: bool) -> None:
+    """The account's own monitoring switch (restarts its failure run; the caller publishes the status)."""
+    await conn.execute(
+        "UPDATE accounts SET monitoring_enabled = $2, refresh_failures = 0 WHERE id = $1", account_id, enabled
+    )
+    await schedules.sync(conn, [account_id])
+
+
+async def set_refresh_failures(conn: db.Conn, account_id: uuid.UUID, failures: int) -> None:
+    """The account's run of failed scheduled refreshes (monitoring/rules.py counts it)."""
+    sql = "UPDATE accounts SET refresh_failures = $2 WHERE id = $1 AND refresh_failures <> $2"
+    await conn.execute(sql, account_id, failures)
+
+
 async def create(
     work: uow.UnitOfWork,
     *,
@@ -266,19 +280,12 @@ async def login_fingerprint(conn: db.Executor, account_id: uuid.UUID) -> bytes |
     return bytes(known) if known is not None else None
 
 
-async def platform_and_connected(
-    conn: db.Executor, account_id: uuid.UUID, *, lock: bool = False
-) -> tuple[str, bool]:
-    """The account's platform, and whether it is connected (`lock`: row-locked, e.g. against a
-    concurrent disconnect)."""
-    row = await conn.fetchrow(
-        "SELECT platform_id, connected FROM accounts WHERE id = $1" + (" FOR UPDATE" if lock else ""),
-        account_id,
-    )
+async def platform_and_connected(conn: db.Executor, id_: uuid.UUID, lock: bool = False) -> tuple[str, bool]:
+    """The account's platform, and whether it is connected (`lock`: against a concurrent disconnect)."""
+    sql = "SELECT platform_id, connected FROM accounts WHERE id = $1" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, id_)
     assert row is not None  # sessions and tokens reference existing accounts
-    platform_id: str = row["platform_id"]
-    connected: bool = row["connected"]
-    return platform_id, connected
+    return str(row["platform_id"]), bool(row["connected"])
 
 
 async def disconnect(
@@ -295,10 +302,8 @@ async def disconnect(
 
 async def connected_ids(pool: db.Executor, workspace_id: uuid.UUID) -> list[uuid.UUID]:
     """The workspace's connected accounts (workspace delete disconnects them one by one)."""
-    rows = await pool.fetch(
-        "SELECT id FROM accounts WHERE workspace_id = $1 AND connected ORDER BY created_at", workspace_id
-    )
-    return [r["id"] for r in rows]
+    sql = "SELECT id FROM accounts WHERE workspace_id = $1 AND connected ORDER BY created_at"
+    return [r["id"] for r in await pool.fetch(sql, workspace_id)]
 
 
 async def disconnect_rpc(
