@@ -101,14 +101,13 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
         for i, s in enumerate(sessions)
     ]
 
+    # Logins waiting on the platform: their sessions AUTHENTICATING (since issue 10 no transaction is
+    # open during the platform call).
     async def logins_in_flight() -> bool:
-        waiting = await dep.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND state = 'idle in transaction'"
-        )
+        waiting = await dep.fetchval("SELECT count(*) FROM link_sessions WHERE state = 'AUTHENTICATING'")
         return bool(waiting >= IN_FLIGHT_RPCS)
 
-    await wait_until(logins_in_flight, 10, "the logins inside their transactions", interval=0.02)
+    await wait_until(logins_in_flight, 10, "the logins waiting on the platform", interval=0.02)
     server.send(signal.SIGTERM)
     terminated_at = time.monotonic()
 
