@@ -268,8 +268,24 @@ def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
 
 
 def _raw_call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
-    """The RPC with identity serializers: bytes in, bytes out."""
-    return channel.unary_unary(f"/{method.containing_service.full_name}/{method.name}")
+    """The RPC with identity serializers: bytes in, bytes out. A server stream answers with its first
+    message (or its error), then the call hangs up: a unary call on it waited for the deadline when
+    the stream had more than one message (a DownloadDocument of several chunks, a WatchSession)."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    if not method.server_streaming:
+        return channel.unary_unary(path)
+    stream = channel.unary_stream(path)
+
+    async def first(body: bytes, **kwargs: Any) -> bytes | None:
+        call = stream(body, **kwargs)
+        try:
+            async for message in call:
+                return bytes(message)
+            return None
+        finally:
+            call.cancel()
+
+    return first
 
 
 def _varint(value: int) -> bytes:
