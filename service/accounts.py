@@ -274,16 +274,9 @@ async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: b
     )
 
 
-async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
-    """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
-    row = await conn.fetchrow(
-        "SELECT c.sealed FROM accounts a JOIN account_credentials c ON c.account_id = a.id"
-        " WHERE a.id = $1 AND a.connected",
-        account_id,
-    )
-    if row is None:
-        return None
-    return deps.vault.open(bytes(row["sealed"]), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
+    """The unsealed grant of an account (the sealed blob comes with a claimed job, see queue.CLAIM)."""
+    return deps.vault.open(blob, aad=sealed.ACCOUNT_GRANT.aad(account_id))
 
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:

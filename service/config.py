@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     link_token_ttl_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
     max_login_attempts: int = Field(default=5, ge=1, le=20)
 
-    worker_concurrency: int = Field(default=16, ge=1, le=1000)
+    worker_concurrency: int = Field(default=16, ge=1, le=10000)
     worker_lease_seconds: float = Field(default=30.0, ge=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
     job_max_attempts: int = Field(default=5, ge=1, le=50)
@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     janitor_interval_seconds: float = Field(default=3600.0, gt=0)
 
     sandbox_latency_seconds: float = Field(default=0.0, ge=0)
+    sandbox_latency_jitter_seconds: float = Field(default=0.0, ge=0)
     sandbox_slow_latency_seconds: float = Field(default=2.0, ge=0)
     sandbox_pending_delay_seconds: float = Field(default=60.0, ge=0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
@@ -74,13 +75,32 @@ Outcome = Success | Pending | Retry | Failure
 
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:
     """Writes the outcome if this worker still holds the job; False when its lease was lost."""
+    return (await apply_many(deps, worker_id, [(job_id, outcome)]))[0]
+
+
+async def apply_many(deps: Deps, worker_id: str, outcomes: Sequence[tuple[uuid.UUID, Outcome]]) -> list[bool]:
+    """Writes the outcomes of many jobs in one transaction: one commit, and one wake-up for the relay
+    and the workers. Each job's events are written with its change, under its account's row lock.
+
+    At most one job per account: the caller (service.completer) keeps an account's later outcomes for
+    the next batch, so each outcome sees its account as the one before left it, in order. Returns,
+    per outcome, whether it was written (False: the lease was lost). A crash before COMMIT writes
+    none of them: the jobs stay `running` and are rescued when their leases run out.
+    """
+    assert len({job_id for job_id, _ in outcomes}) == len(outcomes)
+    written: list[bool] = []
     async with uow.begin(deps) as work:
-        job = await queue.lock_for_outcome(work.conn, job_id, worker_id)
-        if job is None:
-            return False
-        work.account_locked(job.workspace_id, job.account_id, job.event_sequence)
-        await _apply(work, job, outcome)
-    return True
+        locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _ in outcomes], worker_id)
+        assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
+        completions: list[queue.Completion] = []
+        for job_id, outcome in outcomes:
+            job = locked.get(job_id)
+            written.append(job is not None)
+            if job is not None:
+                work.account_locked(job.workspace_id, job.account_id, job.event_sequence)
+                await _apply(work, job, outcome, completions)
+        await queue.complete(work.conn, completions)  # one statement per kind, for the whole batch
+    return written
 
 
 def _account(job: LockedJob) -> dict[str, object]:
@@ -88,7 +108,10 @@ def _account(job: LockedJob) -> dict[str, object]:
     return {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
 
 
-async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None:
+async def _apply(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, completions: list[queue.Completion]
+) -> None:
+    """Applies one outcome; the job's new status goes to `completions`, written by the caller."""
     at = timeutil.now()
     if isinstance(outcome, Retry):
         error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
@@ -102,7 +125,7 @@ async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None
             outcome.error_code,
             outcome.message,
         )
-        await queue.complete(work.conn, [retry])
+        completions.append(retry)
         return
     if isinstance(outcome, (Success, Pending)) and outcome.new_grant:
         await accounts.store_grant(work.deps, work.conn, job.account_id, outcome.new_grant)
@@ -110,24 +133,30 @@ async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None
         pending = queue.Completion(
             job.id, JobStatus.PENDING, at, at + outcome.retry_after, common_pb2.JOB_OUTCOME_PENDING
         )
-        await queue.complete(work.conn, [pending])
+        completions.append(pending)
         if job.pending_since is None:  # the first report only
             _job_event(work, job, at, common_pb2.JOB_OUTCOME_PENDING)
         return
     if isinstance(outcome, Success):
-        await _succeeded(work, job, outcome, at)
+        await _succeeded(work, job, outcome, at, completions)
         final = queue.BatchJob(job.id, job.name, JobStatus.SUCCESS, common_pb2.JOB_OUTCOME_SUCCESS)
     else:
-        final = await _failed(work, job, outcome, at)
+        final = await _failed(work, job, outcome, at, completions)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await queue.release_held(work.conn, job.batch_id)
     await _settle(work, job, at, final)
 
 
-async def _succeeded(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
+async def _succeeded(
+    work: uow.UnitOfWork,
+    job: LockedJob,
+    outcome: Success,
+    at: dt.datetime,
+    completions: list[queue.Completion],
+) -> None:
     await _store_data(work, job, outcome, at)
     done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
-    await queue.complete(work.conn, [done])
+    completions.append(done)
     _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
     if job.monitoring_status in ("degraded", "user_action_required") and (
         outcome.new_grant or job.monitoring_status == "degraded"
@@ -137,7 +166,13 @@ async def _succeeded(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at:
         )
 
 
-async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt.datetime) -> queue.BatchJob:
+async def _failed(
+    work: uow.UnitOfWork,
+    job: LockedJob,
+    outcome: Failure,
+    at: dt.datetime,
+    completions: list[queue.Completion],
+) -> queue.BatchJob:
     error_type = outcome.error_type or ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
     message = outcome.message[:500]
     failed = queue.Completion(
@@ -150,7 +185,7 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
         outcome.error_code,
         message,
     )
-    await queue.complete(work.conn, [failed])
+    completions.append(failed)
     _job_event(
         work,
         job,
@@ -222,7 +257,8 @@ async def _settle(work: uow.UnitOfWork, job: LockedJob, at: dt.datetime, final: 
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
         batch = [final]  # a server-side refresh is a batch of one: this job, just finished
     else:
-        batch = await queue.batch(work.conn, job.batch_id)
+        # This job's new status is written with the batch's completions, after this: use `final`.
+        batch = [final if j.id == job.id else j for j in await queue.batch(work.conn, job.batch_id)]
         if not all(j.status.final for j in batch):
             return
     if job.link_session_id is not None:

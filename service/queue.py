@@ -92,16 +92,26 @@ WITH released AS (
 SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM released) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
+# With each job, what its run needs: the account's sealed grant (NULL: disconnected; see accounts.open_grant).
 CLAIM = f"""
-UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,
-                attempts = attempts + 1
-WHERE id IN (
-  SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
-    AND platform_id <> ALL($4::text[])
-  ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since
+WITH claimed AS (
+  UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,
+                  attempts = attempts + 1
+  WHERE id IN (
+    SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
+      AND platform_id <> ALL($4::text[])
+    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+  RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since)
+SELECT claimed.*, c.sealed AS grant_sealed
+FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
+     LEFT JOIN account_credentials c ON c.account_id = a.id
 """
-_HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
+# In id order, like lock_for_outcomes: a heartbeat and a batch of outcomes never wait on each other in a cycle.
+_HEARTBEAT = """
+UPDATE jobs SET lease_expires_at = now() + $3::interval
+FROM (SELECT id FROM jobs WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE) AS held
+WHERE jobs.id = held.id
+"""
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"
 _RESCUE = f"""
 UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run_at = now()
@@ -112,39 +122,37 @@ UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run
                 attempts = greatest(attempts - 1, 0)
 WHERE locked_by = $1 AND status = {R}
 """
-# The job and its account, both locked, in one round trip: an outcome is written under both locks.
-_LOCK_FOR_OUTCOME = """
-SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
-       j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
-       a.end_user_id, a.monitoring_status, a.connected, a.event_sequence
-FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
+# An outcome is written under its job's and account's locks, taken in id order (no deadlock between batches).
+_LOCK_JOBS = """
+SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
+       params, api_version, pending_since, status, locked_by
+FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+"""
+_LOCK_ACCOUNTS = """
+SELECT id, end_user_id, monitoring_status, connected, event_sequence
+FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 _UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
+_BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
+            $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
+WHERE jobs.id = c.id"""
 _COMPLETE = {
     JobStatus.QUEUED: f"""
 UPDATE jobs SET status = {Q}, run_at = c.run_at, {_UNLEASE},
                 error_code = c.code, error_type = c.type, error_message = c.message
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.PENDING: f"""
 UPDATE jobs SET status = {P}, outcome = c.outcome, pending_since = coalesce(pending_since, c.at),
                 run_at = c.run_at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.SUCCESS: f"""
 UPDATE jobs SET status = {S}, outcome = c.outcome, error_type = 0, error_code = 0, error_message = '',
                 completed_at = c.at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.ERROR: f"""
 UPDATE jobs SET status = {E}, outcome = c.outcome, error_type = c.type, error_code = c.code,
                 error_message = c.message, completed_at = c.at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
 }
 _RETRY_FAILED = f"""
 UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = NULL, pending_since = NULL,
@@ -168,10 +176,11 @@ class ClaimedJob:
     params_sealed: bytes | None
     attempts: int  # including this one
     pending_since: dt.datetime | None
+    grant_sealed: bytes | None = None  # the account's sealed grant; None when it is disconnected
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
-        sealed = row["params_sealed"]
+        sealed, grant = row["params_sealed"], row["grant_sealed"]
         return cls(
             id=row["id"],
             account_id=row["account_id"],
@@ -183,6 +192,7 @@ class ClaimedJob:
             params_sealed=bytes(sealed) if sealed is not None else None,
             attempts=row["attempts"],
             pending_since=row["pending_since"],
+            grant_sealed=bytes(grant) if grant is not None else None,
         )
 
     def job_params(self) -> common_pb2.JobParams:
@@ -213,10 +223,12 @@ class LockedJob:
     event_sequence: int
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> LockedJob:
-        fields = {f.name: row[f.name] for f in dataclasses.fields(cls)}
-        fields["params"] = bytes(row["params"])
-        fields["status"] = JobStatus(row["status"])
+    def from_rows(cls, job: asyncpg.Record, account: asyncpg.Record) -> LockedJob:
+        fields = {f.name: job[f.name] for f in dataclasses.fields(cls) if f.name in job}
+        for name in ("end_user_id", "monitoring_status", "connected", "event_sequence"):
+            fields[name] = account[name]
+        fields["params"] = bytes(job["params"])
+        fields["status"] = JobStatus(job["status"])
         return cls(**fields)
 
 
@@ -332,12 +344,23 @@ async def release_worker(pool: db.Executor, worker_id: str) -> None:
     await pool.execute(_RELEASE_WORKER, worker_id)
 
 
-async def lock_for_outcome(conn: db.Conn, job_id: uuid.UUID, worker_id: str) -> LockedJob | None:
-    """Locks a running job and its account; None unless `worker_id` still holds its lease."""
-    row = await conn.fetchrow(_LOCK_FOR_OUTCOME, job_id)
-    if row is None or row["status"] != JobStatus.RUNNING or row["locked_by"] != worker_id:
-        return None
-    return LockedJob.from_row(row)
+async def lock_for_outcomes(
+    conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
+) -> dict[uuid.UUID, LockedJob]:
+    """Locks jobs and their accounts (two round trips); returns those whose lease `worker_id` holds."""
+    jobs = [
+        row
+        for row in await conn.fetch(_LOCK_JOBS, list(job_ids))
+        if row["status"] == JobStatus.RUNNING and row["locked_by"] == worker_id
+    ]
+    accounts = {
+        row["id"]: row for row in await conn.fetch(_LOCK_ACCOUNTS, list({j["account_id"] for j in jobs}))
+    }
+    return {
+        job["id"]: LockedJob.from_rows(job, accounts[job["account_id"]])
+        for job in jobs
+        if job["account_id"] in accounts
+    }
 
 
 async def complete(conn: db.Conn, completions: Sequence[Completion]) -> None:

@@ -32,6 +32,7 @@ async def build_deps(settings: Settings) -> Deps:
         latency=settings.sandbox_latency_seconds,
         slow_latency=settings.sandbox_slow_latency_seconds,
         pending_delay=settings.pending_delay,
+        jitter=settings.sandbox_latency_jitter_seconds,
     )
     pool = await db.create_pool(settings)
     return Deps(settings=settings, pool=pool, vault=vault, drivers=drivers)

@@ -56,8 +56,11 @@ def default_registry(
     latency: float = 0.0,
     slow_latency: float = 2.0,
     pending_delay: dt.timedelta = dt.timedelta(seconds=60),
+    jitter: float = 0.0,
 ) -> DriverRegistry:
     """A registry with the sandbox driver (the only driver paylink ships)."""
     registry = DriverRegistry()
-    registry.register(SandboxDriver(latency=latency, slow_latency=slow_latency, pending_delay=pending_delay))
+    registry.register(
+        SandboxDriver(latency=latency, slow_latency=slow_latency, pending_delay=pending_delay, jitter=jitter)
+    )
     return registry

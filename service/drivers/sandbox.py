@@ -188,11 +188,11 @@ class SandboxDriver:
         slow_latency: float = 2.0,
         pending_delay: dt.timedelta = dt.timedelta(seconds=60),
         clock: Callable[[], dt.datetime] = _utcnow,
+        jitter: float = 0.0,
     ) -> None:
-        self._latency = latency
+        self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
         self._slow_latency = slow_latency
-        self._pending_delay = pending_delay
-        self._clock = clock
+        self._pending_delay, self._clock = pending_delay, clock
         self._platforms = {p.id: p for p in PLATFORMS}
 
     def platforms(self) -> list[PlatformInfo]:
@@ -334,6 +334,7 @@ class SandboxDriver:
         """Resolves the platform and simulates its latency."""
         platform = self._platform(platform_id)
         delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        delay += secrets.SystemRandom().uniform(-self._jitter, self._jitter) if self._jitter else 0.0
         if delay > 0:
             await asyncio.sleep(delay)
         return platform
