@@ -66,8 +66,8 @@ buf:
 	@scripts/tools.sh buf >/dev/null
 
 lint: $(STAMP) buf
-	$(VENV)/bin/ruff check service tests
-	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench
 	$(VENV)/bin/mypy
 	@BUF=$$(scripts/tools.sh buf) && $$BUF lint && \
 	if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
@@ -77,8 +77,13 @@ lint: $(STAMP) buf
 demo: $(STAMP)
 	@$(ENV) PYTHONPATH=$(CURDIR) $(PY) scripts/demo.py
 
-bench: $(STAMP) up
-	@$(ENV) $(PY) bench/run.py --profile $(BENCH_ARGS)
+# The peers (procrastinate, PgQueuer) are the `bench` extra: installed for make bench only.
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed up
+	@BENCH_ARGS="--profile $(BENCH_ARGS)" bench/bench.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

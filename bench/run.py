@@ -1,17 +1,21 @@
-"""`make bench`: paylink's benchmark suite against the local stack (see BENCHMARKS.md).
+"""`make bench`: paylink's benchmark suite (see BENCHMARKS.md). `make bench` runs it through
+bench/bench.sh on a PostgreSQL cluster that is durable like production.
 
-Runs, in one go: the echo baseline and four RPCs under ghz at concurrency 1/16/64 (median of
---runs runs, every ratio taken within one run), the job pipeline (jobs created -> events consumed
-from Kafka) saturated and at half load, the relay draining a 100k-row outbox, and the serve
-process's RSS under load and over a soak. Writes bench/results.json and BENCHMARKS.md.
+Runs, in one go, every ratio taken within one run:
+- rpcs: the echo baseline, the one-query floors (bench/floor_server.py) and four paylink RPCs under
+  ghz at each --concurrency (median of --runs rounds);
+- pipeline: jobs created through the API -> events consumed from Kafka, saturated and at half load;
+- peers: procrastinate, PgQueuer and paylink's queue core on the same PostgreSQL (bench/peers.py);
+- latency: one worker process against a platform taking --latency seconds a call (bench/latency.py);
+- relay: a large outbox of realistic events drained to Kafka (bench/relay_bench.py);
+- footprint: the serve process's RSS under load and over a soak.
+Writes bench/results.json and BENCHMARKS.md (a full run only).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import contextlib
 import datetime as dt
 import json
 import os
@@ -27,201 +31,118 @@ from typing import Any
 import asyncpg
 import grpc
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "generated")]
-
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent)]
 from paylink.v1 import common_pb2 as c
-from paylink.v1 import event_pb2, job_pb2
+from paylink.v1 import job_pb2, link_pb2
 
+from bench import latency, relay_bench
+from bench.common import (
+    ROOT,
+    cpu_seconds_by_component,
+    ghz,
+    load_average,
+    percentile,
+    rss_mb,
+    start_process,
+    stop,
+    tool,
+)
 from service import auth
 from service.config import Settings
 from tests.harness import Client, EventLog, create_test_database, drop_database
 
+# name: (method, request, the floor it is compared with)
 RPCS = {
     "CreateLinkToken": (
         "paylink.v1.LinkTokenService.CreateLinkToken",
         {"org_name": "Bench Bank", "required_jobs": ["JOB_NAME_IDENTITY"], "end_user_id": "bench-user"},
+        "write floor",
     ),
-    "GetAccount": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}),
-    "ListJobs": ("paylink.v1.JobService.ListJobs", {"account_id": "{account}", "page_size": 25}),
-    "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": "{account}"}),
+    "GetAccount": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}, "read floor"),
+    "ListJobs": (
+        "paylink.v1.JobService.ListJobs",
+        {"account_id": "{account}", "page_size": 25},
+        "read floor",
+    ),
+    "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": "{account}"}, "read floor"),
 }
-CONCURRENCY = (1, 16, 64)
+FLOORS = {
+    "read floor": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}),
+    "write floor": ("paylink.v1.LinkTokenService.CreateLinkToken", RPCS["CreateLinkToken"][1]),
+}
+PARTS = ("rpcs", "pipeline", "peers", "latency", "relay", "footprint")
+DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 
 
-def tool(name: str) -> str:
-    return subprocess.run(
-        [str(ROOT / "scripts/tools.sh"), name], check=True, capture_output=True, text=True
-    ).stdout.strip()
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def machine() -> dict[str, Any]:
     cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
     mem = pathlib.Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    # What the figures describe: the commit, and whether anything outside bench/ differed from it.
+    dirty = [
+        line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")
+    ]
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(int(mem) / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "commit": commit,
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "commit_full": git("rev-parse", "HEAD"),
+        "uncommitted_changes": dirty,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": load_average(),
+        "other_processes": other_load(),
     }
 
 
-def cpu_seconds_by_component() -> dict[str, float]:
-    """CPU seconds used so far by each part of the system, from /proc (utime + stime)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    me = os.getpid()
-    out: dict[str, float] = collections.defaultdict(float)
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        if int(entry.name) == me:
-            part = "benchmark driver (gRPC client, Kafka consumer)"
-        elif "service serve" in cmd:
-            part = "paylink serve (API + worker + relay)"
-        elif "service worker" in cmd:
-            part = "paylink extra workers"
-        elif cmd.startswith("postgres") or "/postgres" in cmd.split(" ")[0]:
-            part = "PostgreSQL"
-        elif "kafka.Kafka" in cmd:
-            part = "Kafka broker"
-        else:
-            continue
-        out[part] += seconds
-    return dict(out)
+def other_load() -> dict[str, int]:
+    """Other work on the machine at the start: python, postgres and java processes not ours."""
+    counts: dict[str, int] = {}
+    out = subprocess.run(["ps", "-eo", "comm="], capture_output=True, text=True).stdout.split()
+    for name in ("python", "postgres", "java", "ghz", "pytest"):
+        counts[name] = sum(1 for x in out if x.startswith(name))
+    return counts
 
 
-def rss_mb(pid: int) -> float:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def protoset() -> str:
-    """A descriptor set of every service ghz calls (its reflection client cannot resolve methods
-    through grpcio-reflection, so it is given the descriptors directly)."""
-    from google.protobuf import descriptor_pb2
-    from grpc_health.v1 import health_pb2
-    from paylink.v1 import account_pb2, link_token_pb2
-
-    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
-
-    def add(fd: Any) -> None:
-        if fd.name in files:
-            return
-        for dep in fd.dependencies:
-            add(dep)
-        proto = descriptor_pb2.FileDescriptorProto()
-        fd.CopyToProto(proto)
-        files[fd.name] = proto
-
-    for module in (health_pb2, account_pb2, job_pb2, link_token_pb2):
-        add(module.DESCRIPTOR)
-    path = ROOT / ".tools/bench.protoset"
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString())
-    return str(path)
-
-
-PROTOSET: list[str] = []
-
-
-def ghz(
-    ghz_bin: str,
-    port: int,
-    call: str,
-    data: dict[str, Any],
-    metadata: dict[str, str],
-    concurrency: int,
-    seconds: float,
-) -> dict[str, float]:
-    if not PROTOSET:
-        PROTOSET.append(protoset())
-    out = subprocess.run(
-        [
-            ghz_bin,
-            "--insecure",
-            "--protoset",
-            PROTOSET[0],
-            "--call",
-            call,
-            "-d",
-            json.dumps(data),
-            "-m",
-            json.dumps(metadata),
-            "-c",
-            str(concurrency),
-            "--connections",
-            str(min(4, concurrency)),
-            "-z",
-            f"{seconds}s",
-            "--format",
-            "json",
-            f"127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if not out.stdout.strip().startswith("{"):
-        raise RuntimeError(f"ghz failed for {call}: {out.stdout[:300]} {out.stderr[:300]}")
-    report = json.loads(out.stdout)
-    lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
-    codes = report.get("statusCodeDistribution") or {}
-    return {
-        "rps": report["rps"],
-        "p50_ms": lat.get(50, 0.0),
-        "p99_ms": lat.get(99, 0.0),
-        "ok": codes.get("OK", 0),
-        "errors": sum(v for k, v in codes.items() if k != "OK"),
-    }
-
-
-async def start_process(args: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = await asyncio.to_thread(proc.stdout.readline)
-        if ready in line:
-            return proc
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"{args} did not start")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
+async def durability(url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        return {name: await conn.fetchval(f"SHOW {name}") for name in DURABILITY}
+    finally:
+        await conn.close()
+
+
+def disk_fdatasync_per_s() -> float:
+    """fdatasync calls per second of one 8 kB write on this checkout's disk (pg_test_fsync, 1 s)."""
+    import glob
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_test_fsync")) or ["pg_test_fsync"]
+    with tempfile.TemporaryDirectory(dir=ROOT / ".stack") as tmp:
+        try:
+            out = subprocess.run(
+                [found[-1], "-s", "1", "-f", f"{tmp}/probe"], capture_output=True, text=True, timeout=60
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return 0.0
+    for line in out.splitlines():
+        if line.strip().startswith("fdatasync"):
+            return float(line.split()[1])
+    return 0.0
 
 
 async def setup_account(client: Client) -> str:
     jobs = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
     _, session = await client.connect("user_good", jobs)
-    from paylink.v1 import link_pb2
-
     await client.wait_session(session.id, link_pb2.LINK_SESSION_STATE_COMPLETED, timeout=60)
     for _ in range(30):
         await client.jobs.CreateJob(
@@ -232,27 +153,46 @@ async def setup_account(client: Client) -> str:
 
 
 async def bench_rpcs(
-    args: argparse.Namespace, port: int, echo_port: int, secret: str, account: str, server_pid: int
+    args: argparse.Namespace, ports: dict[str, int], secret: str, account: str, server_pid: int
 ) -> tuple[list[dict[str, Any]], float]:
+    """Per round and concurrency: echo, the two floors, then each RPC; ratios against that round's."""
     ghz_bin = tool("ghz")
     md = {"x-api-secret": secret, "api-version": "2021-07-28"}
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
     peak = 0.0
+
+    def body(data: dict[str, Any]) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(json.dumps(data).replace("{account}", account))
+        return loaded
+
     for run in range(args.runs):
-        for conc in CONCURRENCY:
+        for conc in args.concurrency:
             base = await asyncio.to_thread(
-                ghz, ghz_bin, echo_port, "grpc.health.v1.Health.Check", {}, {}, conc, args.seconds
+                ghz, ghz_bin, ports["echo"], "grpc.health.v1.Health.Check", {}, {}, conc, args.seconds
             )
-            rows.setdefault(("echo", conc), []).append({**base, "ratio": 1.0})
-            for name, (call, data) in RPCS.items():
-                body = json.loads(json.dumps(data).replace("{account}", account))
-                result = await asyncio.to_thread(ghz, ghz_bin, port, call, body, md, conc, args.seconds)
+            rows.setdefault(("echo", conc), []).append({**base, "ratio": 1.0, "floor_ratio": 0.0})
+            floors: dict[str, float] = {}
+            for name, (call, data) in FLOORS.items():
+                result = await asyncio.to_thread(
+                    ghz, ghz_bin, ports["floor"], call, body(data), {}, conc, args.seconds
+                )
                 result["ratio"] = result["rps"] / base["rps"] if base["rps"] else 0.0
+                result["floor_ratio"] = 1.0
+                floors[name] = result["rps"]
+                rows.setdefault((name, conc), []).append(result)
+                print(f"run {run + 1} c={conc:<3} {name:16} {result['rps']:8.0f} rps", flush=True)
+            for name, (call, data, floor) in RPCS.items():
+                result = await asyncio.to_thread(
+                    ghz, ghz_bin, ports["api"], call, body(data), md, conc, args.seconds
+                )
+                result["ratio"] = result["rps"] / base["rps"] if base["rps"] else 0.0
+                result["floor_ratio"] = result["rps"] / floors[floor] if floors[floor] else 0.0
                 rows.setdefault((name, conc), []).append(result)
                 peak = max(peak, rss_mb(server_pid))
                 print(
                     f"run {run + 1} c={conc:<3} {name:16} {result['rps']:8.0f} rps  p50 {result['p50_ms']:6.2f} ms"
-                    f"  p99 {result['p99_ms']:6.2f} ms  {result['ratio']:.0%} of echo {base['rps']:.0f}",
+                    f"  p99 {result['p99_ms']:6.2f} ms  {result['ratio']:.0%} of echo {base['rps']:.0f},"
+                    f" {result['floor_ratio']:.0%} of the {floor}",
                     flush=True,
                 )
     out = []
@@ -262,7 +202,11 @@ async def bench_rpcs(
                 "rpc": name,
                 "concurrency": conc,
                 "runs": len(runs),
-                **{k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "ratio")},
+                "floor": RPCS[name][2] if name in RPCS else "",
+                **{
+                    k: statistics.median(r[k] for r in runs)
+                    for k in ("rps", "p50_ms", "p99_ms", "ratio", "floor_ratio")
+                },
                 "errors": sum(r["errors"] for r in runs),
             }
         )
@@ -270,7 +214,7 @@ async def bench_rpcs(
 
 
 async def bench_pipeline(
-    args: argparse.Namespace, client: Client, settings: Settings, accounts: list[str]
+    args: argparse.Namespace, client: Client, settings: Settings, accounts: list[str], labels: dict[int, str]
 ) -> dict[str, Any]:
     log = EventLog(settings.kafka_bootstrap, settings.topic_prefix)
     await log.start()
@@ -316,8 +260,8 @@ async def bench_pipeline(
             return {
                 "jobs": n,
                 "jobs_per_s": n / (end - started),
-                "p50_ms": lat[len(lat) // 2],
-                "p99_ms": lat[int(len(lat) * 0.99) - 1],
+                "p50_ms": percentile(lat, 50),
+                "p99_ms": percentile(lat, 99),
                 "offered_per_s": rate or 0.0,
             }
 
@@ -325,7 +269,7 @@ async def bench_pipeline(
         if args.profile:  # py-spy on the serve process while the pipeline is saturated
             profiler = subprocess.Popen(
                 [
-                    str(pathlib.Path(sys.executable).parent / "py-spy"),
+                    str(ROOT / ".venv/bin/py-spy"),
                     "record",
                     "-p",
                     str(args.server_pid),
@@ -342,10 +286,10 @@ async def bench_pipeline(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        cpu_before, wall_before = cpu_seconds_by_component(), time.monotonic()
+        cpu_before, wall_before = cpu_seconds_by_component(labels), time.monotonic()
         saturated = await measure(args.jobs, None)
         wall = time.monotonic() - wall_before
-        cpu_after = cpu_seconds_by_component()
+        cpu_after = cpu_seconds_by_component(labels)
         saturated["cpu_cores_used"] = {
             part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / wall, 2) for part in cpu_after
         }
@@ -360,37 +304,35 @@ async def bench_pipeline(
         await log.stop()
 
 
-async def bench_relay(args: argparse.Namespace, base: Settings, env: dict[str, str]) -> dict[str, Any]:
-    url = await create_test_database(base.database_url)
-    try:
-        conn = await asyncpg.connect(url)
-        event = event_pb2.Event(event="identity.added", workspace_id=str(uuid.uuid4()))
-        await conn.execute(
-            "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-            " SELECT gen_random_uuid(), $1, 'identity.added', gen_random_uuid(), gen_random_uuid(), 1, $2"
-            " FROM generate_series(1, $3)",
-            f"bench{uuid.uuid4().hex[:6]}.identity.added",
-            event.SerializeToString(),
-            args.relay_rows,
-        )
-        relay_env = {**env, "PAYLINK_DATABASE_URL": url}
-        proc = await start_process([sys.executable, "-m", "service", "relay"], relay_env, "paylink serving")
-        try:
-            while await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
-                await asyncio.sleep(0.5)
-            span = await conn.fetchval(
-                "SELECT extract(epoch FROM max(published_at) - min(published_at)) FROM outbox"
+async def bench_peers(args: argparse.Namespace, admin_url: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Each queue and mode in its own process, one after the other, on the durable cluster (and, for
+    comparison, paylink's queue core on the throw-away cluster)."""
+    out = []
+    plan = [(q, m, admin_url) for q in ("procrastinate", "pgqueuer", "paylink") for m in ("drain", "e2e")]
+    if args.throwaway_url:
+        plan += [(q, "e2e", args.throwaway_url) for q in ("pgqueuer", "paylink")]
+    for queue, mode, url in plan:
+        runs = []
+        for _ in range(args.peer_runs):
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, str(ROOT / "bench/peers.py"), queue, mode, str(args.peer_jobs), url],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                timeout=600,
             )
-        finally:
-            stop(proc)
-            await conn.close()
-        return {
-            "rows": args.relay_rows,
-            "seconds": float(span),
-            "events_per_s": args.relay_rows / float(span),
-        }
-    finally:
-        await drop_database(base.database_url, url)
+            lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+            if proc.returncode or not lines:
+                raise RuntimeError(f"peers.py {queue} {mode} failed: {proc.stderr[-2000:]}")
+            runs.append(json.loads(lines[-1]))
+        best = sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2]  # the median run
+        best["cluster"] = "throw-away" if url == args.throwaway_url else "durable"
+        best["runs"] = [round(r["jobs_per_s"]) for r in runs]
+        print(f"peers: {best}", flush=True)
+        out.append(best)
+    return out
 
 
 async def soak(args: argparse.Namespace, port: int, secret: str, account: str, pid: int) -> dict[str, Any]:
@@ -412,9 +354,9 @@ async def soak(args: argparse.Namespace, port: int, secret: str, account: str, p
     start = time.monotonic()
     while not task.done():
         samples.append((time.monotonic() - start, rss_mb(pid)))
-        await asyncio.sleep(10)
+        await asyncio.sleep(5)
     load = await task
-    warm = [s for t, s in samples if t >= 30] or [s for _, s in samples]
+    warm = [s for t, s in samples if t >= 20] or [s for _, s in samples]
     return {
         "seconds": args.soak_seconds,
         "rps": load["rps"],
@@ -426,15 +368,27 @@ async def soak(args: argparse.Namespace, port: int, secret: str, account: str, p
     }
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0, help="ghz duration per measurement")
-    parser.add_argument("--jobs", type=int, default=20_000)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="rounds of RPC measurements (median)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="ghz duration per measurement")
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64], help="e.g. 1,16,64"
+    )
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs in the saturated pipeline")
     parser.add_argument("--half-seconds", type=float, default=10.0)
-    parser.add_argument("--relay-rows", type=int, default=100_000)
-    parser.add_argument("--soak-seconds", type=int, default=300)
     parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument("--peer-jobs", type=int, default=10_000, help="no-op jobs per peer measurement")
+    parser.add_argument("--peer-runs", type=int, default=1, help="runs per peer measurement (median)")
+    parser.add_argument("--latency", type=float, default=2.0, help="platform seconds per call")
+    parser.add_argument("--latency-jitter", type=float, default=0.5, help="± uniform jitter per call")
+    parser.add_argument("--latency-jobs", type=int, default=20_000)
+    parser.add_argument("--latency-concurrency", type=int, default=2000, help="the worker's concurrency")
+    parser.add_argument("--relay-rows", type=int, default=100_000)
+    parser.add_argument("--soak-seconds", type=int, default=120)
+    parser.add_argument("--port", type=int, default=50151, help="first of the 4 gRPC ports used")
     parser.add_argument(
         "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
     )
@@ -442,25 +396,33 @@ async def main() -> int:
         "--profile", action="store_true", help="py-spy the server during the saturated pipeline"
     )
     parser.add_argument(
+        "--throwaway-url", default="", help="a non-durable cluster: queue figures there too, for comparison"
+    )
+    parser.add_argument(
         "--only",
-        choices=("rpcs", "pipeline", "relay", "footprint"),
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable); results.json and BENCHMARKS.md are written only for a full run",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+async def main() -> int:
+    args = parse_args()
 
     def want(part: str) -> bool:
         return not args.only or part in args.only
 
+    started = time.monotonic()
     base = Settings()
     url = await create_test_database(base.database_url)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    port, echo_port = 50151, 50152
+    ports = {"api": args.port, "echo": args.port + 1, "floor": args.port + 2, "latency": args.port + 3}
     env = {
         **os.environ,
         "PAYLINK_DATABASE_URL": url,
         "PAYLINK_TOPIC_PREFIX": prefix,
-        "PAYLINK_GRPC_PORT": str(port),
+        "PAYLINK_GRPC_PORT": str(ports["api"]),
         "PAYLINK_RATE_LINK_TOKENS_PER_MINUTE": "0",
         "PAYLINK_RATE_LOGINS_PER_MINUTE": "0",
         "PAYLINK_SANDBOX_LATENCY_SECONDS": "0",
@@ -470,7 +432,16 @@ async def main() -> int:
         "PAYLINK_PLATFORM_CONCURRENCY": "64",
         "PYTHONPATH": f"{ROOT}:{ROOT / 'generated'}",
     }
-    results: dict[str, Any] = {"machine": machine(), "args": dict(vars(args))}
+    args_record = {k: v for k, v in vars(args).items() if k != "throwaway_url"}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": args_record,
+        "postgres": {"durable": await durability(base.database_url)},
+    }
+    results["postgres"]["disk_fdatasync_per_s"] = disk_fdatasync_per_s()
+    if args.throwaway_url:
+        results["postgres"]["throw-away"] = await durability(args.throwaway_url)
+    print(f"PostgreSQL settings: {results['postgres']}", flush=True)
     server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving")
     args.server_pid = server.pid
     extra = [
@@ -478,42 +449,81 @@ async def main() -> int:
         for _ in range(args.extra_workers)
     ]
     echo = await start_process(
-        [sys.executable, str(ROOT / "bench/echo_server.py"), str(echo_port)], env, "echo serving"
+        [sys.executable, str(ROOT / "bench/echo_server.py"), str(ports["echo"])], env, "echo serving"
     )
+    floor = None
+    labels = {
+        server.pid: "paylink serve (API + worker + relay)",
+        **{p.pid: "paylink extra workers" for p in extra},
+    }
     try:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-        _, secret = await auth.create_workspace(pool, "bench")
+        workspace, secret = await auth.create_workspace(pool, "bench")
         await pool.close()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        floor = await start_process(
+            [
+                sys.executable,
+                str(ROOT / "bench/floor_server.py"),
+                str(ports["floor"]),
+                url,
+                str(workspace.id),
+            ],
+            env,
+            "floor serving",
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['api']}") as channel:
             client = Client(channel, secret)
             account = await setup_account(client)
+            templates = await relay_bench.collect_templates(client, url) if want("relay") else []
             peak = 0.0
             if want("rpcs"):
-                results["rpcs"], peak = await bench_rpcs(args, port, echo_port, secret, account, server.pid)
+                results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, server.pid)
             if want("pipeline"):
                 accounts = [account]
                 for i in range(args.accounts - 1):
                     _, session = await client.connect(f"user_good+bench{i}", [c.JOB_NAME_IDENTITY])
                     accounts.append(session.account_id)
                 settings = base.model_copy(update={"topic_prefix": prefix})
-                results["pipeline"] = await bench_pipeline(args, client, settings, accounts)
-        if want("relay"):
-            results["relay"] = await bench_relay(args, base, env)
-            print(f"relay: {results['relay']}", flush=True)
-        if want("footprint"):
-            results["footprint"] = {
-                "rss_peak_under_rpc_load_mb": peak,
-                "soak": await soak(args, port, secret, account, server.pid),
-            }
-            print(f"footprint: {results['footprint']['soak']['growth_mb']:.1f} MB growth", flush=True)
+                results["pipeline"] = await bench_pipeline(args, client, settings, accounts, labels)
+            if want("footprint"):
+                results["footprint"] = {
+                    "rss_peak_under_rpc_load_mb": peak,
+                    "soak": await soak(args, ports["api"], secret, account, server.pid),
+                }
+                print(f"footprint: {results['footprint']['soak']['growth_mb']:.1f} MB growth", flush=True)
     finally:
         stop(server)
         for proc in extra:
             stop(proc)
         stop(echo)
+        if floor is not None:
+            stop(floor)
         await drop_database(base.database_url, url)
+    if want("peers"):
+        results["peers"] = await bench_peers(args, base.database_url, env)
+    if want("latency"):
+        results["latency"] = await latency.run(
+            base.database_url,
+            env,
+            ports["latency"],
+            jobs=args.latency_jobs,
+            accounts=args.accounts,
+            latency=args.latency,
+            jitter=args.latency_jitter,
+            concurrency=args.latency_concurrency,
+        )
+        print(f"latency: { {k: v for k, v in results['latency'].items() if k != 'samples'} }", flush=True)
+    if want("relay"):
+        results["relay"] = await relay_bench.run(
+            args.relay_rows, templates, base.database_url, base.kafka_bootstrap, env
+        )
+        print(f"relay: {results['relay']}", flush=True)
+    results["machine"]["load_average_at_end"] = load_average()
+    results["machine"]["seconds"] = round(time.monotonic() - started)
     if args.only:
-        print(json.dumps({k: v for k, v in results.items() if k not in ("machine", "args")}, indent=2))
+        print(
+            json.dumps({k: v for k, v in results.items() if k not in ("machine", "args")}, indent=2)[:20000]
+        )
         return 0
     (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     subprocess.run([sys.executable, str(ROOT / "bench/report.py")], check=True)

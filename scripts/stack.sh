@@ -19,6 +19,9 @@
 #   PAYLINK_KAFKA_BOOTSTRAP         same for Kafka (anything but 127.0.0.1:<port>)
 #   PAYLINK_STACK_TIMEOUT           readiness timeout per service, seconds (default 120)
 #   PAYLINK_KAFKA_HEAP              JVM heap flags for the broker (default "-Xmx512m -Xms256m")
+#   PAYLINK_PG_DURABLE=1            fsync, synchronous_commit and full_page_writes on, as in
+#                                   production (default off: a throw-away cluster; make bench sets it)
+#   PAYLINK_STACK_SERVICES          what up/down manage: "postgres kafka" (default) or "postgres"
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
@@ -251,6 +254,17 @@ pg_init() {
     | pg_as_owner tee -a "$PG_DATA/postgresql.conf" >/dev/null
 }
 
+pg_durability() {
+  if [[ "${PAYLINK_PG_DURABLE:-0}" == 1 ]]; then
+    printf '%s\n' "# Durable like production (PAYLINK_PG_DURABLE=1)." \
+      "fsync = on" "synchronous_commit = on" "full_page_writes = on"
+  else
+    printf '%s\n' "# DEV/TEST CLUSTER ONLY: durability is traded for speed. A crash of the" \
+      "# machine can lose or corrupt this cluster's data; never copy these settings" \
+      "# to a real deployment." "fsync = off" "synchronous_commit = off" "full_page_writes = off"
+  fi
+}
+
 # Rewritten on every start so port / socket overrides take effect.
 pg_write_conf() {
   local sock; sock="$(pg_socket_dir)"
@@ -260,12 +274,7 @@ listen_addresses = '$HOST'
 port = $PG_PORT
 unix_socket_directories = '$sock'
 max_connections = 200
-# DEV/TEST CLUSTER ONLY: durability is traded for speed. A crash of the
-# machine can lose or corrupt this cluster's data; never copy these settings
-# to a real deployment.
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+$(pg_durability)
 # Logging goes to $PG_LOG (pg_ctl -l).
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
@@ -631,18 +640,20 @@ kafka_down() {
 # ---------------------------------------------------------------------------
 # Subcommands
 # ---------------------------------------------------------------------------
+with_kafka() { [[ " ${PAYLINK_STACK_SERVICES:-postgres kafka} " == *" kafka "* ]]; }
+
 cmd_up() {
   take_lock
   local t0=$SECONDS
   pg_up
-  kafka_up
+  if with_kafka; then kafka_up; fi
   log "stack up in $((SECONDS - t0))s; use: eval \"\$(scripts/stack.sh env)\""
 }
 
 cmd_down() {
   take_lock
   local rc=0
-  kafka_down || rc=1
+  if with_kafka; then kafka_down || rc=1; fi
   pg_down || rc=1
   return "$rc"
 }
