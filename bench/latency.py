@@ -77,6 +77,7 @@ async def run(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel, secret)
             linked = await link_accounts(client, accounts)
+            await run_link_jobs(url, base_env)
             await create_jobs(client, linked, jobs)
         return await _measure(
             url, base_env, jobs=jobs, latency=latency, jitter=jitter, concurrency=concurrency
@@ -87,13 +88,28 @@ async def run(
         await drop_database(admin_url, url)
 
 
-async def link_accounts(client: Client, n: int) -> list[str]:
-    """`n` accounts linked through Link (each session's own jobs finish before the measurement)."""
-    sessions = []
-    for i in range(n):
-        _, session = await client.connect(f"user_good+latency{i}", [c.JOB_NAME_IDENTITY])
-        sessions.append(session)
-    return [s.account_id for s in sessions]
+async def link_accounts(client: Client, n: int, parallel: int = 32) -> list[str]:
+    """`n` accounts linked through Link (their sessions' jobs run first, when the worker starts)."""
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> str:
+        async with sem:
+            _, session = await client.connect(f"user_good+latency{i}", [c.JOB_NAME_IDENTITY])
+            return str(session.account_id)
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def run_link_jobs(url: str, env: dict[str, str]) -> None:
+    """The linked sessions' own jobs, run by a worker with no platform latency before the measurement."""
+    worker = await start_process([sys.executable, "-m", "service", "worker"], env, "paylink serving")
+    conn = await asyncpg.connect(url)
+    try:
+        while await conn.fetchval("SELECT count(*) FROM jobs WHERE status NOT IN ('success', 'error')"):
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+        stop(worker)
 
 
 async def _measure(

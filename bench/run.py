@@ -386,6 +386,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-jitter", type=float, default=0.5, help="± uniform jitter per call")
     parser.add_argument("--latency-jobs", type=int, default=20_000)
     parser.add_argument("--latency-concurrency", type=int, default=2000, help="the worker's concurrency")
+    parser.add_argument(
+        "--latency-accounts", type=int, default=1000, help="accounts the slow-platform jobs are spread over"
+    )
     parser.add_argument("--relay-rows", type=int, default=100_000)
     parser.add_argument("--soak-seconds", type=int, default=120)
     parser.add_argument("--port", type=int, default=50151, help="first of the 4 gRPC ports used")
@@ -507,7 +510,7 @@ async def main() -> int:
             env,
             ports["latency"],
             jobs=args.latency_jobs,
-            accounts=args.accounts,
+            accounts=args.latency_accounts,
             latency=args.latency,
             jitter=args.latency_jitter,
             concurrency=args.latency_concurrency,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
@@ -271,6 +272,22 @@ async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: b
         account_id,
         deps.vault.key_id_of(blob),
         blob,
+    )
+
+
+async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UUID, bytes]]) -> None:
+    """`store_grant` for many accounts (each at most once) in one statement."""
+    if not grants:
+        return
+    blobs = [deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account)) for account, grant in grants]
+    await conn.execute(
+        "INSERT INTO account_credentials (account_id, key_id, sealed)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
+        " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
+        " updated_at = now()",
+        [account for account, _ in grants],
+        [deps.vault.key_id_of(blob) for blob in blobs],
+        blobs,
     )
 
 

@@ -1,9 +1,9 @@
 """Batched completions: a worker's finished jobs written many to a transaction.
 
-A job task hands its outcome to `submit` and waits; one flusher writes whatever has gathered with
-`job_outcomes.apply_many` (one transaction, one commit, one NOTIFY), and more gather while it does.
-Per-account order is kept: an outcome waits for the next batch while an earlier one of the same
-account is in this one. A batch that fails for a reason other than a lost database is split, so one
+A job task hands its outcome to `submit` and waits; a flusher writes whatever has gathered with
+`job_outcomes.apply_many` (one transaction, one commit, one NOTIFY), and more gather while it does
+(up to FLUSHERS transactions at once). Per-account order is kept: an outcome waits while an earlier
+one of the same account is queued before it or being written. A batch that fails for a reason other than a lost database is split, so one
 bad outcome cannot hold the others back; a lost database is retried, and past that the jobs keep
 their `running` status until their leases run out and they are rescued (nothing is lost: the batch
 rolled back).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import uuid
 
@@ -25,6 +26,7 @@ from service.job_outcomes import Outcome
 log = logging.getLogger("paylink.completer")
 
 MAX_BATCH = 500
+FLUSHERS = 4  # transactions in flight at once: while one waits for its commit, others are written
 _RETRIES = 5
 # The database went away (a restart, a network cut): the same batch can be written again.
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
@@ -39,12 +41,17 @@ class _Item:
 
 
 class Completer:
-    def __init__(self, deps: Deps, worker_id: str, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, deps: Deps, worker_id: str, max_batch: int = MAX_BATCH, flushers: int = FLUSHERS
+    ) -> None:
         self.deps = deps
         self.worker_id = worker_id
         self.max_batch = max_batch
+        self.flushers = flushers
         self._queue: list[_Item] = []
+        self._busy: set[uuid.UUID] = set()  # accounts with an outcome in a transaction now
         self._ready = asyncio.Event()
+        self._flushing: set[asyncio.Task[None]] = set()
         self.batches = 0  # transactions written (for metrics and tests)
 
     async def submit(self, job_id: uuid.UUID, account_id: uuid.UUID, outcome: Outcome) -> bool:
@@ -56,29 +63,47 @@ class Completer:
         return await item.written
 
     async def run(self) -> None:
-        """Flushes until cancelled; on cancel, what is queued is flushed first."""
+        """Flushes until cancelled, up to `flushers` transactions at a time; on cancel, what is queued
+        is flushed first."""
         try:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
-                while self._queue:
-                    await self._flush(self._next_batch())
+                self._start_flushes()
         except asyncio.CancelledError:
-            while self._queue:
-                await self._flush(self._next_batch())
+            while self._queue or self._flushing:
+                self._start_flushes()
+                if self._flushing:
+                    await asyncio.wait(set(self._flushing), return_when=asyncio.FIRST_COMPLETED)
             raise
 
+    def _start_flushes(self) -> None:
+        while len(self._flushing) < self.flushers:
+            batch = self._next_batch()
+            if not batch:
+                return
+            self._busy.update(item.account_id for item in batch)
+            task = asyncio.create_task(self._flush(batch))
+            self._flushing.add(task)
+            task.add_done_callback(functools.partial(self._flushed, batch))
+
+    def _flushed(self, batch: list[_Item], task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        self._busy.difference_update(item.account_id for item in batch)
+        self._ready.set()  # its accounts' later outcomes may go now
+
     def _next_batch(self) -> list[_Item]:
-        """The oldest outcomes, at most one per account and `max_batch` in all (FIFO per account)."""
+        """The oldest outcomes, at most one per account, none of an account whose earlier outcome is
+        still being written, `max_batch` in all: each account's outcomes are written in order."""
         batch: list[_Item] = []
         rest: list[_Item] = []
-        accounts: set[uuid.UUID] = set()
+        accounts = set(self._busy)
         for item in self._queue:
             if len(batch) < self.max_batch and item.account_id not in accounts:
-                accounts.add(item.account_id)
                 batch.append(item)
             else:
                 rest.append(item)
+            accounts.add(item.account_id)  # later outcomes of this account wait for the next batch
         self._queue = rest
         return batch
 

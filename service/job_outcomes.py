@@ -73,6 +73,20 @@ class Failure:
 Outcome = Success | Pending | Retry | Failure
 
 
+@dataclasses.dataclass(slots=True)
+class _Writes:
+    """What a batch of outcomes writes with one statement each, after every outcome was applied."""
+
+    completions: list[queue.Completion] = dataclasses.field(default_factory=list)
+    grants: list[tuple[uuid.UUID, bytes]] = dataclasses.field(default_factory=list)
+    results: list[tuple[uuid.UUID, int, Message, dt.datetime]] = dataclasses.field(default_factory=list)
+
+    async def write(self, work: uow.UnitOfWork) -> None:
+        await accounts.store_grants(work.deps, work.conn, self.grants)
+        await results.store_many(work.conn, self.results)
+        await queue.complete(work.conn, self.completions)  # one statement per kind of completion
+
+
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:
     """Writes the outcome if this worker still holds the job; False when its lease was lost."""
     return (await apply_many(deps, worker_id, [(job_id, outcome)]))[0]
@@ -92,14 +106,14 @@ async def apply_many(deps: Deps, worker_id: str, outcomes: Sequence[tuple[uuid.U
     async with uow.begin(deps) as work:
         locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _ in outcomes], worker_id)
         assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
-        completions: list[queue.Completion] = []
+        writes = _Writes()
         for job_id, outcome in outcomes:
             job = locked.get(job_id)
             written.append(job is not None)
             if job is not None:
                 work.account_locked(job.workspace_id, job.account_id, job.event_sequence)
-                await _apply(work, job, outcome, completions)
-        await queue.complete(work.conn, completions)  # one statement per kind, for the whole batch
+                await _apply(work, job, outcome, writes)
+        await writes.write(work)
     return written
 
 
@@ -108,10 +122,8 @@ def _account(job: LockedJob) -> dict[str, object]:
     return {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
 
 
-async def _apply(
-    work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, completions: list[queue.Completion]
-) -> None:
-    """Applies one outcome; the job's new status goes to `completions`, written by the caller."""
+async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes: _Writes) -> None:
+    """Applies one outcome; its job status, grant and data go to `writes` (written for the batch)."""
     at = timeutil.now()
     if isinstance(outcome, Retry):
         error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
@@ -125,23 +137,23 @@ async def _apply(
             outcome.error_code,
             outcome.message,
         )
-        completions.append(retry)
+        writes.completions.append(retry)
         return
     if isinstance(outcome, (Success, Pending)) and outcome.new_grant:
-        await accounts.store_grant(work.deps, work.conn, job.account_id, outcome.new_grant)
+        writes.grants.append((job.account_id, outcome.new_grant))
     if isinstance(outcome, Pending):
         pending = queue.Completion(
             job.id, JobStatus.PENDING, at, at + outcome.retry_after, common_pb2.JOB_OUTCOME_PENDING
         )
-        completions.append(pending)
+        writes.completions.append(pending)
         if job.pending_since is None:  # the first report only
             _job_event(work, job, at, common_pb2.JOB_OUTCOME_PENDING)
         return
     if isinstance(outcome, Success):
-        await _succeeded(work, job, outcome, at, completions)
+        await _succeeded(work, job, outcome, at, writes)
         final = queue.BatchJob(job.id, job.name, JobStatus.SUCCESS, common_pb2.JOB_OUTCOME_SUCCESS)
     else:
-        final = await _failed(work, job, outcome, at, completions)
+        final = await _failed(work, job, outcome, at, writes)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await queue.release_held(work.conn, job.batch_id)
     await _settle(work, job, at, final)
@@ -152,11 +164,11 @@ async def _succeeded(
     job: LockedJob,
     outcome: Success,
     at: dt.datetime,
-    completions: list[queue.Completion],
+    writes: _Writes,
 ) -> None:
-    await _store_data(work, job, outcome, at)
+    await _store_data(work, job, outcome, at, writes)
     done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
-    completions.append(done)
+    writes.completions.append(done)
     _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
     if job.monitoring_status in ("degraded", "user_action_required") and (
         outcome.new_grant or job.monitoring_status == "degraded"
@@ -171,7 +183,7 @@ async def _failed(
     job: LockedJob,
     outcome: Failure,
     at: dt.datetime,
-    completions: list[queue.Completion],
+    writes: _Writes,
 ) -> queue.BatchJob:
     error_type = outcome.error_type or ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
     message = outcome.message[:500]
@@ -185,7 +197,7 @@ async def _failed(
         outcome.error_code,
         message,
     )
-    completions.append(failed)
+    writes.completions.append(failed)
     _job_event(
         work,
         job,
@@ -205,7 +217,9 @@ async def _failed(
     )
 
 
-async def _store_data(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
+async def _store_data(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
+) -> None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
         await results.store_paystubs(work.conn, job.account_id, outcome.paystubs or [], at)
         return
@@ -214,10 +228,10 @@ async def _store_data(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         # The switch changes the allocations: store them and publish them too.
         allocations = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-        await results.store(work.conn, job.account_id, allocations, outcome.data, at)
+        writes.results.append((job.account_id, allocations, outcome.data, at))
         _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=allocations)
         return
-    await results.store(work.conn, job.account_id, job.name, outcome.data, at)
+    writes.results.append((job.account_id, job.name, outcome.data, at))
 
 
 def _job_event(

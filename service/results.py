@@ -79,6 +79,35 @@ async def store(conn: db.Conn, account_id: uuid.UUID, name: int, data: Message, 
     return Stored(row["changed"], bytes(previous) if previous is not None else None)
 
 
+# The same upsert for many (account, name) pairs, each at most once: one statement for a batch of outcomes.
+_UPSERT_MANY = """
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+SELECT a, n, d, h, t, t FROM unnest($1::uuid[], $2::smallint[], $3::bytea[], $4::bytea[], $5::timestamptz[])
+     AS u(a, n, d, h, t)
+ON CONFLICT (account_id, name) DO UPDATE SET
+  data = EXCLUDED.data,
+  refreshed_at = EXCLUDED.refreshed_at,
+  updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
+                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
+  content_hash = EXCLUDED.content_hash
+"""
+
+
+async def store_many(conn: db.Conn, rows: Sequence[tuple[uuid.UUID, int, Message, dt.datetime]]) -> None:
+    """`store` for many (account, job name) pairs at once, each pair at most once."""
+    if not rows:
+        return
+    bodies = [data.SerializeToString(deterministic=True) for _, _, data, _ in rows]
+    await conn.execute(
+        _UPSERT_MANY,
+        [account for account, _, _, _ in rows],
+        [name for _, name, _, _ in rows],
+        bodies,
+        [_hash([body]) for body in bodies],
+        [at for _, _, _, at in rows],
+    )
+
+
 async def store_paystubs(
     conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
 ) -> Stored:
