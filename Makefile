@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 STACK := scripts/stack.sh
 ENV = eval "$$($(STACK) env)" &&
 
-.PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace
+.PHONY: help venv generate check-generated up down status migrate run serve test test-faults lint buf demo bench clean workspace wheel tools
 
 help:
 	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
@@ -15,22 +15,51 @@ help:
 	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
 	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking"
 	@echo "make generate     regenerate generated/ from protos/"
+	@echo "make wheel        build the client package paylink-proto (paylink.v1) into dist/"
+	@echo "make tools        build buf, grpcurl and ghz into .tools/ (npm, Go) and install kcat (apt-get)"
 	@echo "make up|down|status   the local stack (see docs/stack.md)"
 	@echo "make demo         the On Demand Updates scenario against a running server"
 	@echo "make bench        benchmarks (see BENCHMARKS.md)"
 
-$(STAMP): pyproject.toml
+# generated/ is the paylink-proto distribution (paylink.v1, docs/client.md). The venv installs it as a
+# consumer would (no editable link, no .pth), so it is reinstalled whenever generated/ changes.
+PROTO_FILES := generated/pyproject.toml $(wildcard generated/paylink/*.py generated/paylink/py.typed generated/paylink/v1/*.py* generated/paylink/v1/*.binpb)
+PURELIB = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+WHEEL_DIR ?= dist
+
+$(STAMP): pyproject.toml $(PROTO_FILES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@rm -f $(PURELIB)/paylink_generated.pth  # the path hack of earlier venvs
+	@rm -rf generated/build generated/*.egg-info
+	$(PY) -m pip install -q --no-deps --force-reinstall ./generated
+	@rm -rf generated/build generated/*.egg-info
 	$(PY) -m pip install -q -e '.[dev]'
-	@# generated/ holds the protobuf packages (paylink.v1): put it on the venv's path.
-	@echo "$(CURDIR)/generated" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/paylink_generated.pth
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 generate: $(STAMP)
 	PYTHON=$(CURDIR)/$(PY) scripts/generate.sh
+	$(PY) -m pip install -q --no-deps --force-reinstall ./generated
+	@rm -rf generated/build generated/*.egg-info
+	@touch $(STAMP)
+
+# The client package: paylink-proto-<version>-py3-none-any.whl in $(WHEEL_DIR) (docs/client.md).
+wheel: $(STAMP)
+	@rm -rf generated/build generated/*.egg-info
+	@mkdir -p $(WHEEL_DIR)
+	$(PY) -m pip wheel -q --no-deps --wheel-dir $(WHEEL_DIR) ./generated
+	@rm -rf generated/build generated/*.egg-info
+	@ls $(WHEEL_DIR)/paylink_proto-*.whl
+
+# Every tool the docs use, built now: fails (does not skip) when one cannot be built.
+tools:
+	@scripts/tools.sh buf >/dev/null
+	@scripts/tools.sh grpcurl >/dev/null
+	@scripts/tools.sh ghz >/dev/null
+	@scripts/tools.sh kcat >/dev/null
+	@echo "tools: buf, grpcurl and ghz are in .tools/, kcat is on PATH"
 
 check-generated: generate
 	@git diff --exit-code --stat -- generated || (echo "generated/ is stale: run make generate and commit" && exit 1)
@@ -86,4 +115,4 @@ bench: $(VENV)/.bench-installed up
 	@BENCH_ARGS="--profile $(BENCH_ARGS)" bench/bench.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist

@@ -403,7 +403,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=PARTS,
+        choices=(*PARTS, "privacy"),  # privacy: bench/privacy.py, only when asked for
         action="append",
         help="run only these parts (repeatable); results.json and BENCHMARKS.md are written only for a full run",
     )
@@ -479,6 +479,10 @@ async def main() -> int:
             account = await setup_account(client)
             templates = await relay_bench.collect_templates(client, url) if want("relay") else []
             peak = 0.0
+            if args.only and "privacy" in args.only:
+                from bench.privacy import bench_privacy
+
+                results["privacy"] = await bench_privacy(args, ports, client)
             if want("rpcs"):
                 results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, server.pid)
             if want("pipeline"):

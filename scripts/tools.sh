@@ -7,8 +7,10 @@
 #   BUF="$(scripts/tools.sh buf)"          # @bufbuild/buf from npm
 #   GRPCURL="$(scripts/tools.sh grpcurl)"  # github.com/fullstorydev/grpcurl (go install)
 #   GHZ="$(scripts/tools.sh ghz)"          # github.com/bojand/ghz (go install)
+#   KCAT="$(scripts/tools.sh kcat)"        # Debian's kcat (apt-get, as root), on PATH
 #
-# All progress/installer output goes to stderr. Needs npm (buf) or go (grpcurl, ghz).
+# All progress/installer output goes to stderr. Needs npm (buf), go (grpcurl, ghz), or root with
+# apt-get (kcat) -- and fails, naming what is missing, when it cannot build or install a tool.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -85,6 +87,21 @@ tool_ghz() {
   printf '%s\n' "$bin"
 }
 
+# --- kcat (Debian package; a system tool, not project-local)
+tool_kcat() {
+  if ! command -v kcat >/dev/null 2>&1; then
+    [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1 \
+      || die "kcat not found; install it (Debian: apt-get install -y kcat) -- installing it needs root and apt-get"
+    log "installing kcat (apt-get install kcat)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; } </dev/null >&2 \
+      || die "apt-get install kcat failed"
+  fi
+  local bin
+  bin="$(command -v kcat)"
+  "$bin" -V >/dev/null 2>&1 || die "$bin does not run"
+  printf '%s\n' "$bin"
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
 }
@@ -93,6 +110,7 @@ case "${1:-}" in
   buf)     take_lock; tool_buf ;;
   grpcurl) take_lock; tool_grpcurl ;;
   ghz)     take_lock; tool_ghz ;;
+  kcat)    take_lock; tool_kcat ;;
   -h|--help|help) usage ;;
   *)       usage >&2; exit 2 ;;
 esac

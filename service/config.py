@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(default=2.0, gt=0)
     outbox_retention_days: int = Field(default=30, ge=0)  # published events kept for replay; 0 = forever
     janitor_interval_seconds: float = Field(default=3600.0, gt=0)
+    audit_retention_days: int = Field(default=365, ge=30)  # audit records kept; the database refuses less
+    erasure_sweep_seconds: float = Field(default=5.0, gt=0)  # resumes interrupted or waiting erasures
 
     sandbox_latency_seconds: float = Field(default=0.0, ge=0)
     sandbox_latency_jitter_seconds: float = Field(default=0.0, ge=0)

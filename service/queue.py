@@ -14,9 +14,7 @@ once. A rule on what may be claimed (e.g. one job per account and job name in fl
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
 import uuid
 from collections.abc import Sequence
 
@@ -25,33 +23,15 @@ from paylink.v1 import common_pb2
 
 from service import db, ids
 
+# Re-exported: callers name them queue.JobStatus, queue.ClaimedJob, ... (`X as X` for mypy --strict).
+from service.job_types import BatchJob as BatchJob  # noqa: PLC0414
+from service.job_types import ClaimedJob as ClaimedJob  # noqa: PLC0414
+from service.job_types import Completion as Completion  # noqa: PLC0414
+from service.job_types import JobStatus as JobStatus  # noqa: PLC0414
+from service.job_types import LockedJob as LockedJob  # noqa: PLC0414
+
 NOTIFY_CHANNEL = "paylink_jobs"
 
-
-class JobStatus(enum.StrEnum):
-    """The `jobs.status` column."""
-
-    QUEUED = "queued"  # waiting for run_at (a retry waits here too)
-    RUNNING = "running"  # claimed: a worker holds the lease
-    PENDING = "pending"  # the platform is still working; checked again at run_at
-    SUCCESS = "success"
-    ERROR = "error"
-
-    @property
-    def final(self) -> bool:
-        return self in (JobStatus.SUCCESS, JobStatus.ERROR)
-
-    def to_proto(self) -> common_pb2.JobStatus.ValueType:
-        return _PROTO_STATUS[self]
-
-
-_PROTO_STATUS = {
-    JobStatus.QUEUED: common_pb2.JOB_STATUS_QUEUED,
-    JobStatus.RUNNING: common_pb2.JOB_STATUS_RUNNING,
-    JobStatus.PENDING: common_pb2.JOB_STATUS_PENDING,
-    JobStatus.SUCCESS: common_pb2.JOB_STATUS_SUCCESS,
-    JobStatus.ERROR: common_pb2.JOB_STATUS_ERROR,
-}
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
 RUNNABLE = f"({Q}, {P})"
@@ -160,103 +140,6 @@ UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = N
 WHERE id = $1
 """
 _BATCH = "SELECT id, name, status, outcome, error_type, error_code FROM jobs WHERE batch_id = $1"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    """A job a worker holds the lease of."""
-
-    id: uuid.UUID
-    account_id: uuid.UUID
-    batch_id: uuid.UUID
-    name: int  # common_pb2.JobName
-    origin: int  # common_pb2.JobOrigin
-    platform_id: str
-    params: bytes  # serialized common_pb2.JobParams (masked)
-    params_sealed: bytes | None
-    attempts: int  # including this one
-    pending_since: dt.datetime | None
-    grant_sealed: bytes | None = None  # the account's sealed grant; None when it is disconnected
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
-        sealed, grant = row["params_sealed"], row["grant_sealed"]
-        return cls(
-            id=row["id"],
-            account_id=row["account_id"],
-            batch_id=row["batch_id"],
-            name=row["name"],
-            origin=row["origin"],
-            platform_id=row["platform_id"],
-            params=bytes(row["params"]),
-            params_sealed=bytes(sealed) if sealed is not None else None,
-            attempts=row["attempts"],
-            pending_since=row["pending_since"],
-            grant_sealed=bytes(grant) if grant is not None else None,
-        )
-
-    def job_params(self) -> common_pb2.JobParams:
-        return common_pb2.JobParams.FromString(self.params)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LockedJob:
-    """A running job and its account, both row-locked by the transaction writing its outcome."""
-
-    id: uuid.UUID
-    workspace_id: uuid.UUID
-    account_id: uuid.UUID
-    link_token_id: uuid.UUID | None
-    link_session_id: uuid.UUID | None
-    batch_id: uuid.UUID
-    name: int
-    origin: int
-    platform_id: str
-    params: bytes
-    api_version: str
-    pending_since: dt.datetime | None
-    status: JobStatus
-    locked_by: str | None
-    end_user_id: str
-    monitoring_status: str
-    connected: bool
-    event_sequence: int
-
-    @classmethod
-    def from_rows(cls, job: asyncpg.Record, account: asyncpg.Record) -> LockedJob:
-        fields = {f.name: job[f.name] for f in dataclasses.fields(cls) if f.name in job}
-        for name in ("end_user_id", "monitoring_status", "connected", "event_sequence"):
-            fields[name] = account[name]
-        fields["params"] = bytes(job["params"])
-        fields["status"] = JobStatus(job["status"])
-        return cls(**fields)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BatchJob:
-    """One job of a batch (a Link session's jobs, or a refresh), as settlement reads it."""
-
-    id: uuid.UUID
-    name: int
-    status: JobStatus
-    outcome: int
-    error_type: int = 0
-    error_code: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Completion:
-    """What becomes of one running job: QUEUED (retry at run_at), PENDING (check again at run_at),
-    SUCCESS or ERROR (final, at `at`)."""
-
-    job_id: uuid.UUID
-    status: JobStatus
-    at: dt.datetime
-    run_at: dt.datetime | None = None
-    outcome: int = 0
-    error_type: int = 0
-    error_code: int = 0
-    error_message: str = ""
 
 
 async def enqueue(
@@ -407,3 +290,22 @@ async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bo
         f"SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = {S}", batch_id, name
     )
     return bool(found)
+
+
+async def in_flight(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> int:
+    """How many jobs of these accounts are not final yet."""
+    count: int = await conn.fetchval(
+        f"SELECT count(*) FROM jobs WHERE account_id = ANY($1::uuid[]) AND status IN {IN_FLIGHT}",
+        list(account_ids),
+    )
+    return count
+
+
+async def scrub_params(conn: db.Conn, account_ids: Sequence[uuid.UUID]) -> str:
+    """Erases what jobs of these accounts kept about their person (their parameters); the status."""
+    status: str = await conn.execute(
+        "UPDATE jobs SET params = '', params_sealed = NULL WHERE account_id = ANY($1::uuid[])"
+        " AND (params <> '' OR params_sealed IS NOT NULL)",
+        list(account_ids),
+    )
+    return status

@@ -17,7 +17,7 @@ import asyncpg
 from google.protobuf.message import Message
 from paylink.v1 import account_pb2, common_pb2, data_pb2
 
-from service import accounts, db, errors, ids, pagination, timeutil, validation
+from service import accounts, db, errors, ids, pagination, pii, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -44,7 +44,7 @@ _PAYSTUBS = """
 INSERT INTO paystubs (id, account_id, external_id, pay_date, data)
 SELECT i, $1, e, d, b FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[]) AS u(i, e, d, b)
 ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date
-RETURNING id, account_id, pay_date, data, created_at, (xmax = 0) AS inserted
+RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted
 """
 
 
@@ -133,7 +133,7 @@ async def store_paystubs(
         _UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, _hash(sorted(bodies)), at
     )
     assert row is not None
-    return Stored(row["changed"], None, tuple(_paystub(r) for r in added))
+    return Stored(row["changed"], None, tuple(_paystub_of(bytes(r["data"]), r) for r in added))
 
 
 async def _result(
@@ -143,7 +143,7 @@ async def _result(
     row = None
     if parsed is not None:  # the account (workspace check) and its result in one round trip
         row = await deps.pool.fetchrow(
-            "SELECT r.data, r.refreshed_at, r.updated_at FROM accounts a"
+            "SELECT a.id AS account_id, r.data, r.refreshed_at, r.updated_at FROM accounts a"
             " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
             " WHERE a.id = $1 AND a.workspace_id = $2",
             parsed,
@@ -157,33 +157,35 @@ async def _result(
     return row
 
 
+def _body(deps: Deps, row: asyncpg.Record, name: int) -> bytes:
+    """The serialized message of a result row, opened (rows stored before sealing read as they are)."""
+    return pii.open_data(deps.vault, pii.result_kind(name), row["account_id"], bytes(row["data"]))
+
+
 async def identity(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Identity:
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_IDENTITY, "identity")
-    out = data_pb2.Identity.FromString(bytes(row["data"]))
-    return _stamp(out, account_id, row)
+    name = common_pb2.JOB_NAME_IDENTITY
+    row = await _result(deps, workspace_id, account_id, name, "identity")
+    return _stamp(data_pb2.Identity.FromString(_body(deps, row, name)), account_id, row)
 
 
 async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Employment:
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_EMPLOYMENT, "employment")
-    return _stamp(data_pb2.Employment.FromString(bytes(row["data"])), account_id, row)
+    name = common_pb2.JOB_NAME_EMPLOYMENT
+    row = await _result(deps, workspace_id, account_id, name, "employment")
+    return _stamp(data_pb2.Employment.FromString(_body(deps, row, name)), account_id, row)
 
 
 async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
-    row = await _result(deps, workspace_id, account_id, common_pb2.JOB_NAME_INCOME, "income")
-    return _stamp(data_pb2.Income.FromString(bytes(row["data"])), account_id, row)
+    name = common_pb2.JOB_NAME_INCOME
+    row = await _result(deps, workspace_id, account_id, name, "income")
+    return _stamp(data_pb2.Income.FromString(_body(deps, row, name)), account_id, row)
 
 
 async def allocations(
     deps: Deps, workspace_id: uuid.UUID, account_id: str
 ) -> data_pb2.DirectDepositAllocations:
-    row = await _result(
-        deps,
-        workspace_id,
-        account_id,
-        common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
-        "direct_deposit_allocations",
-    )
-    return _stamp(data_pb2.DirectDepositAllocations.FromString(bytes(row["data"])), account_id, row)
+    name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
+    row = await _result(deps, workspace_id, account_id, name, "direct_deposit_allocations")
+    return _stamp(data_pb2.DirectDepositAllocations.FromString(_body(deps, row, name)), account_id, row)
 
 
 def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
@@ -193,8 +195,16 @@ def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
     return out
 
 
-def _paystub(row: asyncpg.Record) -> data_pb2.Paystub:
-    stub = data_pb2.Paystub.FromString(bytes(row["data"]))
+def _paystub(deps: Deps, row: asyncpg.Record) -> data_pb2.Paystub:
+    """A stored paystub row as the message, its data opened."""
+    body = pii.open_data(
+        deps.vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
+    )
+    return _paystub_of(body, row)
+
+
+def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
+    stub = data_pb2.Paystub.FromString(body)
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
     timeutil.set_ts(stub.created_at, row["created_at"])
@@ -219,7 +229,7 @@ async def list_paystubs(
     except ValueError as exc:
         raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
     rows = await deps.pool.fetch(
-        "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
+        "SELECT id, account_id, external_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
         " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
         " AND ($4::date IS NULL OR (pay_date, id) < ($4, $5))"
         " ORDER BY pay_date DESC, id DESC LIMIT $6",
@@ -230,7 +240,7 @@ async def list_paystubs(
         cursor.id if cursor else None,
         size + 1,
     )
-    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(r) for r in rows[:size]])
+    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(deps, r) for r in rows[:size]])
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(
@@ -255,10 +265,11 @@ async def get_paystub(
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
-            "SELECT id, account_id, pay_date, data, created_at FROM paystubs WHERE id = $1 AND account_id = $2",
+            "SELECT id, account_id, external_id, pay_date, data, created_at FROM paystubs"
+            " WHERE id = $1 AND account_id = $2",
             parsed,
             account["id"],
         )
     if row is None:
         raise errors.not_found("paystub", paystub_id)
-    return _paystub(row)
+    return _paystub(deps, row)

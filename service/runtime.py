@@ -10,9 +10,11 @@ import signal
 
 from service import db, metrics, migrate
 from service.api.server import SERVICE_NAMES, ApiServer
+from service.audit_export import AuditExporter
 from service.config import Settings
 from service.deps import Deps
 from service.drivers.registry import default_registry
+from service.erasure import Sweeper
 from service.health_monitor import HealthMonitor
 from service.relay import Relay
 from service.sampler import Sampler
@@ -46,6 +48,7 @@ class Running:
     api: ApiServer | None = None
     worker: Worker | None = None
     relay: Relay | None = None
+    privacy: tuple[AuditExporter, Sweeper] | None = None
     monitor: HealthMonitor | None = None
     sampler: Sampler | None = None
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
@@ -65,6 +68,10 @@ class Running:
             if worker_tasks:
                 await asyncio.wait(worker_tasks, timeout=grace + 5)
             self.relay.stop()
+        if self.privacy:
+            exporter, sweeper = self.privacy
+            exporter.stop()
+            sweeper.stop()
         if self.tasks:
             _, late = await asyncio.wait(self.tasks, timeout=grace + 10)
             for task in late:
@@ -93,6 +100,10 @@ async def start(
     if relay:
         running.relay = Relay(settings, deps.pool)
         running.tasks.append(asyncio.create_task(running.relay.run(), name="relay"))
+        # Beside the relay: the audit export to Kafka (and its retention), and the erasure sweep.
+        running.privacy = (AuditExporter(settings, deps.pool), Sweeper(deps, settings.erasure_sweep_seconds))
+        running.tasks.append(asyncio.create_task(running.privacy[0].run(), name="audit-export"))
+        running.tasks.append(asyncio.create_task(running.privacy[1].run(), name="erasure-sweep"))
     # Health (and the paylink_dependency_up gauges) in every process; backlog gauges where jobs or
     # events are handled.
     health = running.api.health if running.api else None

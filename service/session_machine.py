@@ -57,6 +57,7 @@ class FailureReason(enum.IntEnum):
     TOO_MANY_ATTEMPTS = link_pb2.LINK_SESSION_FAILURE_REASON_TOO_MANY_ATTEMPTS
     ACCOUNT_LOCKED = link_pb2.LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED
     PLATFORM_UNAVAILABLE = link_pb2.LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE
+    END_USER_ERASED = link_pb2.LINK_SESSION_FAILURE_REASON_END_USER_ERASED  # privacy: erasure.py
 
 
 # Login errors that count as a failed attempt (the user typed something wrong).

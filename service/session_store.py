@@ -199,3 +199,38 @@ def chosen_allocation(vault: Vault, stored: Stored) -> common_pb2.Allocation | N
         return None
     aad = sealed.SESSION_ALLOCATION.aad(stored.session.id)
     return common_pb2.Allocation.FromString(vault.open(stored.chosen_sealed, aad=aad))
+
+
+_FAIL_FOR_ERASURE = """
+WITH s AS (
+  UPDATE link_sessions SET state = 'FAILED', failure_reason = $4, mfa_state_sealed = NULL, updated_at = now(),
+    completed_at = coalesce(completed_at, now()), version = version + 1
+  WHERE state IN ('CREDENTIALS_REQUIRED', 'MFA_REQUIRED') AND link_token_id IN
+    (SELECT id FROM link_tokens WHERE workspace_id = $1 AND (end_user_id = $2 OR bound_account_id = ANY($3::uuid[])))
+  RETURNING id)
+SELECT count(*) FROM s
+"""
+
+
+async def fail_for_erasure(
+    conn: db.Conn, workspace_id: uuid.UUID, end_user_id: str, account_ids: list[uuid.UUID]
+) -> str:
+    """The end user is being erased: their open sessions fail (END_USER_ERASED, no event: it would
+    name them). Returns a command status ("UPDATE n")."""
+    n = await conn.fetchval(
+        _FAIL_FOR_ERASURE, workspace_id, end_user_id, account_ids, int(FailureReason.END_USER_ERASED)
+    )
+    return f"UPDATE {n}"
+
+
+async def scrub(conn: db.Conn, token_ids: list[uuid.UUID], account_ids: list[uuid.UUID]) -> str:
+    """Erases what sessions of these tokens or accounts kept about their person; the status."""
+    status: str = await conn.execute(
+        "UPDATE link_sessions SET mfa_prompt = '', mfa_state_sealed = NULL, chosen_allocation_sealed = NULL,"
+        " login_fingerprint = NULL WHERE (link_token_id = ANY($1::uuid[]) OR account_id = ANY($2::uuid[]))"
+        " AND (mfa_prompt <> '' OR mfa_state_sealed IS NOT NULL OR chosen_allocation_sealed IS NOT NULL"
+        "      OR login_fingerprint IS NOT NULL)",
+        token_ids,
+        account_ids,
+    )
+    return status

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 BLOB_VERSION = 1
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# HKDF `info` of the keys that `Vault.digest` uses: a key of the ring is never used for two purposes.
+_DIGEST_INFO = b"paylink content digest v1"
 
 
 class VaultError(Exception):
@@ -44,6 +50,7 @@ class KeyRing:
             shown = repr(primary) if _KEY_ID.fullmatch(primary) else "(invalid id)"
             raise ValueError(f"primary key id {shown} is not in the key ring")
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._digest_keys = {key_id: _derive(key, _DIGEST_INFO) for key_id, key in keys.items()}
         self._primary = primary
 
     @classmethod
@@ -83,8 +90,16 @@ class KeyRing:
         """The cipher for a key id, or None when the ring lacks it."""
         return self._ciphers.get(key_id)
 
+    def digest_key(self, key_id: str) -> bytes | None:
+        """The HMAC key derived from a key of the ring (never the key itself), or None."""
+        return self._digest_keys.get(key_id)
+
     def __repr__(self) -> str:
         return f"KeyRing(key_ids={self.key_ids!r}, primary={self._primary!r})"
+
+
+def _derive(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
 def generate_key() -> str:
@@ -134,6 +149,30 @@ class Vault:
     def reseal(self, blob: bytes, *, aad: bytes) -> bytes:
         """Opens a blob and seals it again with the primary key."""
         return self.seal(self.open(blob, aad=aad), aad=aad)
+
+    def digest(self, parts: Sequence[bytes], *, key_id: str | None = None) -> bytes:
+        """A keyed digest (HMAC-SHA256 with a key derived from a ring key, the primary by default) of
+        `parts`, for change detection without a plain hash of the plaintext: without the vault keys
+        nobody can test a guess against it. Layout: key id length | key id | 32-byte MAC, so a
+        digest names the key it was made with (and two keys never give equal digests)."""
+        key_id = key_id or self._keyring.primary
+        key = self._keyring.digest_key(key_id)
+        if key is None:
+            raise VaultError(f"key {key_id!r} is not in the key ring")
+        mac = hmac.new(key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
+        return bytes([len(key_id)]) + key_id.encode("ascii") + mac.digest()
+
+    def digests(self, parts: Sequence[bytes]) -> list[bytes]:
+        """`digest` under every key of the ring, the primary first: a stored digest made with an
+        older key still compares equal while a rotation is under way."""
+        ring = self._keyring
+        return [
+            self.digest(parts, key_id=k)
+            for k in [ring.primary, *(k for k in ring.key_ids if k != ring.primary)]
+        ]
 
 
 def _split(blob: bytes) -> tuple[str, bytes, bytes]:

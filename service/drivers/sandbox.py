@@ -1,4 +1,4 @@
-"""The sandbox driver: named fake platforms whose behaviour is chosen by the username (SPEC §4).
+"""The sandbox driver: named fake platforms whose behaviour is chosen by the username (docs/spec.md §6).
 
 `user_good+anything` behaves like `user_good` but is a different person: the part before `+`
 picks the behaviour, the whole username seeds the data (see `sandbox_data`). The driver is

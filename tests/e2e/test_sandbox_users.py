@@ -245,7 +245,7 @@ async def test_user_nodata_reports_no_data(client: Client, events: EventLog) -> 
     _, session = await link_account(client, "user_nodata", DATA_JOBS)
     jobs = await session_jobs(client, session)
     for job in jobs.values():
-        # SPEC §4: data jobs end `error` with `no_data`.
+        # docs/spec.md §6: data jobs end `error` with `no_data`.
         assert (job.status, job.outcome, job.error_type, job.error_code) == (
             c.JOB_STATUS_ERROR,
             c.JOB_OUTCOME_ERROR,

@@ -162,9 +162,9 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_PENDING: _JobStatus.ValueType  # 3
     """The platform has accepted the work but not finished it; paylink checks again later."""
     JOB_STATUS_SUCCESS: _JobStatus.ValueType  # 4
-    """Finished successfully (also `no_data`, which is not a failure)."""
+    """Finished successfully."""
     JOB_STATUS_ERROR: _JobStatus.ValueType  # 5
-    """Finished with an error."""
+    """Finished with an error (also NO_DATA: the platform has none of this data, not a failure)."""
 
 class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
     """JobStatus is where a job is in its life."""
@@ -178,9 +178,9 @@ JOB_STATUS_RUNNING: JobStatus.ValueType  # 2
 JOB_STATUS_PENDING: JobStatus.ValueType  # 3
 """The platform has accepted the work but not finished it; paylink checks again later."""
 JOB_STATUS_SUCCESS: JobStatus.ValueType  # 4
-"""Finished successfully (also `no_data`, which is not a failure)."""
+"""Finished successfully."""
 JOB_STATUS_ERROR: JobStatus.ValueType  # 5
-"""Finished with an error."""
+"""Finished with an error (also NO_DATA: the platform has none of this data, not a failure)."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 class _JobOutcome:

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paylink.v1 import common_pb2 as _common_pb2
+from paylink.v1 import privacy_pb2 as _privacy_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -40,6 +41,8 @@ class Event(_message.Message):
     MONITORING_STATUS_UPDATED_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     LINK_SESSION_COMPLETED_FIELD_NUMBER: _builtins.int
+    END_USER_ERASED_FIELD_NUMBER: _builtins.int
+    AUDIT_RECORDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUID of the event; stable across redeliveries, so consumers de-duplicate by it."""
     event: _builtins.str
@@ -76,6 +79,16 @@ class Event(_message.Message):
     def link_session_completed(self) -> Global___LinkSessionCompletedPayload:
         """For link_session.completed."""
 
+    @_builtins.property
+    def end_user_erased(self) -> Global___EndUserErasedPayload:
+        """For end_user.erased (one event per erased account, keyed by that account)."""
+
+    @_builtins.property
+    def audit_recorded(self) -> _privacy_pb2.AuditRecord:
+        """For audit.recorded: published on its own topic for a SIEM, outside the per-account
+        sequence (sequence 0), keyed by the account (the workspace for an erasure).
+        """
+
     def __init__(
         self,
         *,
@@ -90,12 +103,14 @@ class Event(_message.Message):
         monitoring_status_updated: Global___MonitoringStatusUpdatedPayload | None = ...,
         job: Global___JobEventPayload | None = ...,
         link_session_completed: Global___LinkSessionCompletedPayload | None = ...,
+        end_user_erased: Global___EndUserErasedPayload | None = ...,
+        audit_recorded: _privacy_pb2.AuditRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "created_at", b"created_at", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "created_at", b"created_at", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "sequence", b"sequence", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_added", b"account_added", "account_id", b"account_id", "api_version", b"api_version", "audit_recorded", b"audit_recorded", "created_at", b"created_at", "end_user_erased", b"end_user_erased", "event", b"event", "event_id", b"event_id", "job", b"job", "link_session_completed", b"link_session_completed", "monitoring_status_updated", b"monitoring_status_updated", "payload", b"payload", "sequence", b"sequence", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_added", "monitoring_status_updated", "job", "link_session_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["account_added", "monitoring_status_updated", "job", "link_session_completed", "end_user_erased", "audit_recorded"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -226,9 +241,9 @@ class JobEventPayload(_message.Message):
     outcome: _common_pb2.JobOutcome.ValueType
     """Outcome: SUCCESS, PENDING (a final event follows) or ERROR."""
     error_type: _common_pb2.JobErrorType.ValueType
-    """Error class when outcome is ERROR (NO_DATA for a success without data)."""
+    """Error class when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_code: _common_pb2.JobErrorCode.ValueType
-    """Error code when outcome is ERROR (NO_DATA for a success without data)."""
+    """Error code when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_message: _builtins.str
     """The platform's reason, when it gave one."""
     origin: _common_pb2.JobOrigin.ValueType
@@ -358,3 +373,47 @@ class LinkSessionCompletedPayload(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LinkSessionCompletedPayload: _TypeAlias = LinkSessionCompletedPayload  # noqa: Y015
+
+@_typing.final
+class EndUserErasedPayload(_message.Message):
+    """EndUserErasedPayload says that paylink erased an end user's personal data: consumers erase
+    their copies. Only ids remain at paylink (accounts, jobs, outcomes, timestamps).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    END_USER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    erasure_id: _builtins.str
+    """UUID of the erasure (PrivacyService.GetErasure)."""
+    end_user_id: _builtins.str
+    """The caller's id of the end user."""
+    account_id: _builtins.str
+    """UUID of the erased account this event is keyed by."""
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every account of the end user that this erasure erased."""
+
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the erasure completed."""
+
+    def __init__(
+        self,
+        *,
+        erasure_id: _builtins.str = ...,
+        end_user_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_ids", b"account_ids", "end_user_id", b"end_user_id", "erasure_id", b"erasure_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndUserErasedPayload: _TypeAlias = EndUserErasedPayload  # noqa: Y015

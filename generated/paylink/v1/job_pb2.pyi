@@ -54,9 +54,9 @@ class Job(_message.Message):
     outcome: _common_pb2.JobOutcome.ValueType
     """Outcome once reported (PENDING first for pending jobs, then the final one)."""
     error_type: _common_pb2.JobErrorType.ValueType
-    """Error class when outcome is ERROR (or NO_DATA on success with no data)."""
+    """Error class when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_code: _common_pb2.JobErrorCode.ValueType
-    """Error code when outcome is ERROR (or NO_DATA on success with no data)."""
+    """Error code when outcome is ERROR (NO_DATA when the platform has none of this data)."""
     error_message: _builtins.str
     """The platform's reason, e.g. why it rejected an allocation. Never contains secrets."""
     attempts: _builtins.int

@@ -79,6 +79,8 @@ class _LinkSessionFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     """The platform locked the account."""
     LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE: _LinkSessionFailureReason.ValueType  # 3
     """The platform could not be reached."""
+    LINK_SESSION_FAILURE_REASON_END_USER_ERASED: _LinkSessionFailureReason.ValueType  # 4
+    """The end user was erased (PrivacyService.EraseEndUser) while the session was open."""
 
 class LinkSessionFailureReason(_LinkSessionFailureReason, metaclass=_LinkSessionFailureReasonEnumTypeWrapper):
     """LinkSessionFailureReason says why a session failed."""
@@ -91,6 +93,8 @@ LINK_SESSION_FAILURE_REASON_ACCOUNT_LOCKED: LinkSessionFailureReason.ValueType  
 """The platform locked the account."""
 LINK_SESSION_FAILURE_REASON_PLATFORM_UNAVAILABLE: LinkSessionFailureReason.ValueType  # 3
 """The platform could not be reached."""
+LINK_SESSION_FAILURE_REASON_END_USER_ERASED: LinkSessionFailureReason.ValueType  # 4
+"""The end user was erased (PrivacyService.EraseEndUser) while the session was open."""
 Global___LinkSessionFailureReason: _TypeAlias = LinkSessionFailureReason  # noqa: Y015
 
 @_typing.final
