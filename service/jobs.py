@@ -45,10 +45,11 @@ async def enqueue(
     link_token_id: uuid.UUID | None = None,
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
+    wake: bool = True,
 ) -> asyncpg.Record:
     """Queues one job (caller's transaction), sealing its secret parameters; returns the new row.
 
-    A `held` job waits until `queue.release_held` lets it run.
+    A `held` job waits until `queue.release_held` lets it run. `wake=False`: see `queue.wake_soon`.
     """
     job_id = ids.new_id()
     params_sealed = (
@@ -69,6 +70,7 @@ async def enqueue(
         link_token_id=link_token_id,
         link_session_id=link_session_id,
         held=held,
+        wake=wake,
     )
     # With the RPC's request_id (logs.py adds it): the line that ties a request to its jobs.
     log.info(
@@ -223,7 +225,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
-    return await idempotency.run_once(
+    job = await idempotency.run_once(
         deps,
         call,
         "CreateJob",
@@ -233,6 +235,10 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         lambda work: _insert_refresh(deps, work, call, request),
         single_statement=True,  # a read and one INSERT: atomic by itself
     )
+    # Committed: wake the workers now, coalesced with other CreateJobs (not inside the INSERT, where
+    # the NOTIFY would make every CreateJob's commit wait for the one before it).
+    queue.wake_soon(deps.pool)
+    return job
 
 
 async def _insert_refresh(
@@ -263,5 +269,6 @@ async def _insert_refresh(
         batch_id=ids.new_id(),
         api_version=call.version_label,
         params=params,
+        wake=False,  # create_refresh wakes the workers after the commit
     )
     return to_proto(row)

@@ -14,6 +14,8 @@ once. A rule on what may be claimed (e.g. one job per account and job name in fl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -55,6 +57,9 @@ WITH job AS (
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
+# Without the wake-up: a NOTIFY makes COMMIT take a lock that every notifying transaction of the
+# cluster queues for (held through the commit's WAL flush): see `wake_soon`.
+_ENQUEUE_QUIET = _ENQUEUE.replace(f", pg_notify('{NOTIFY_CHANNEL}', '')", "")
 # Scheduled refreshes (service/monitoring), many in one statement, with the account's tags; one
 # wake-up for all of them.
 _ENQUEUE_SCHEDULED = f"""
@@ -158,10 +163,12 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
+    wake: bool = True,
 ) -> asyncpg.Record:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS).
+    `wake=False`: no NOTIFY in the transaction; the caller calls `wake_soon` once it committed."""
     row = await conn.fetchrow(
-        _ENQUEUE,
+        _ENQUEUE if wake else _ENQUEUE_QUIET,
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -178,6 +185,27 @@ async def enqueue(
     )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return row
+
+
+# Per pool (a process has one or two, for its life): the task sending wake-ups, and who asked since.
+_wakers: dict[int, asyncio.Task[None]] = {}
+_unsent: set[int] = set()
+
+
+def wake_soon(pool: db.Pool) -> None:
+    """Wakes the workers for jobs already committed: one NOTIFY at a time per pool, however many
+    callers ask meanwhile (each is covered by a NOTIFY sent after it asked)."""
+    _unsent.add(id(pool))
+    task = _wakers.get(id(pool))
+    if task is None or task.done():
+        _wakers[id(pool)] = asyncio.get_running_loop().create_task(_wake(pool))
+
+
+async def _wake(pool: db.Pool) -> None:
+    while id(pool) in _unsent:
+        _unsent.discard(id(pool))
+        with contextlib.suppress(Exception):  # a lost wake-up costs one poll interval, no more
+            await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def enqueue_scheduled(
