@@ -39,6 +39,9 @@ SWITCH_SESSION = "d00dfeed-5678-4bcd-9ef0-112233445566"
 IDENTITY_JOB = "11111111-2222-4333-8444-555555555555"
 SWITCH_JOB = "66666666-7777-4888-9999-aaaaaaaaaaaa"
 INCOME_JOB = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
+SHIFTS_JOB = "12121212-3434-4565-8787-909090909090"
+TAX_FORMS_JOB = "23232323-4545-4676-8989-a0a0a0a0a0a0"
+DOCUMENTS_JOB = "34343434-5656-4787-9a9a-b0b0b0b0b0b0"
 VERSION = "2021-07-28"
 START = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 
@@ -194,7 +197,56 @@ def examples() -> dict[str, event_pb2.Event]:
                 3600.0,
             ),
         ),
+        # Issue 13: the shifts, tax forms and documents jobs, here as server-side refreshes.
+        "07-shifts.added": _event(
+            7,
+            "shifts.added",
+            7,
+            7200.0,
+            job=_record_job(
+                SHIFTS_JOB,
+                c.JOB_NAME_SHIFTS,
+                7200.0,
+                c.JobParams(shifts=c.ShiftsParams(from_date="2026-08-01", to_date="2026-11-13")),
+            ),
+        ),
+        "08-tax_forms.added": _event(
+            8,
+            "tax_forms.added",
+            8,
+            7260.0,
+            job=_record_job(
+                TAX_FORMS_JOB,
+                c.JOB_NAME_TAX_FORMS,
+                7260.0,
+                c.JobParams(tax_forms=c.TaxFormsParams(year=2025)),
+            ),
+        ),
+        "09-documents.added": _event(
+            9,
+            "documents.added",
+            9,
+            7320.0,
+            job=_record_job(DOCUMENTS_JOB, c.JOB_NAME_DOCUMENTS, 7320.0, c.JobParams()),
+        ),
     }
+
+
+def _record_job(job_id: str, name: int, at: float, params: c.JobParams) -> object:
+    """A successful shifts, tax_forms or documents refresh."""
+    return _stamp(
+        event_pb2.JobEventPayload(
+            job_id=job_id,
+            account_id=ACCOUNT,
+            end_user_id=END_USER,
+            platform_id="sandbox_adp",
+            name=name,  # type: ignore[arg-type]
+            outcome=c.JOB_OUTCOME_SUCCESS,
+            params=params,
+            origin=c.JOB_ORIGIN_REFRESH,
+        ),
+        at,
+    )
 
 
 def record(event: event_pb2.Event) -> tuple[bytes, dict[str, object]]:

@@ -6,6 +6,7 @@ import dataclasses
 
 from service import db
 from service.config import Settings
+from service.documents import DocumentStore, PostgresDocumentStore
 from service.drivers.registry import DriverRegistry
 from service.vault import Vault
 
@@ -16,3 +17,5 @@ class Deps:
     pool: db.Pool
     vault: Vault
     drivers: DriverRegistry
+    # Where document bytes live (docs/architecture.md: moving them to object storage).
+    documents: DocumentStore = dataclasses.field(default_factory=PostgresDocumentStore)

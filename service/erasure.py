@@ -49,8 +49,10 @@ STATES = {
     "completed": privacy_pb2.ERASURE_STATE_COMPLETED,
 }
 
-# Tables that hold nothing but an account's personal data: erased whole, by account_id.
-PERSONAL_TABLES: list[str] = ["job_results", "paystubs"]
+# Tables that hold nothing but an account's personal data: erased whole, by account_id. Deleting a
+# `documents` row deletes its bytes in `document_contents` too (ON DELETE CASCADE); a DocumentStore
+# outside PostgreSQL would have to delete its objects here as well.
+PERSONAL_TABLES: list[str] = ["job_results", "paystubs", "shifts", "tax_forms", "documents"]
 
 # Fault-injection hook for tests (off unless set): the process dies like a SIGKILL right after the
 # named step committed.

@@ -17,7 +17,7 @@ import asyncpg
 from google.protobuf.message import Message
 from paylink.v1 import account_pb2, common_pb2, data_pb2
 
-from service import accounts, db, errors, ids, pagination, pii, timeutil, validation
+from service import accounts, db, errors, ids, income_rules, pagination, pii, timeutil, validation
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 
@@ -41,10 +41,14 @@ RETURNING (SELECT content_hash FROM old) IS DISTINCT FROM $4 AS changed, (SELECT
 """
 # Upserts paystubs by the platform's id in one statement; says which ones are new.
 _PAYSTUBS = """
-INSERT INTO paystubs (id, account_id, external_id, pay_date, data)
-SELECT i, $1, e, d, b FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[]) AS u(i, e, d, b)
-ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date
-RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted
+INSERT INTO paystubs (id, account_id, external_id, pay_date, data, document_external_id)
+SELECT i, $1, e, d, b, x FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[], $6::text[])
+  AS u(i, e, d, b, x)
+ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date,
+  document_external_id = EXCLUDED.document_external_id
+RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted,
+  (SELECT d.id FROM documents d WHERE d.account_id = paystubs.account_id
+     AND d.external_id = paystubs.document_external_id AND paystubs.document_external_id <> '') AS document_id
 """
 
 
@@ -113,20 +117,22 @@ async def store_paystubs(
 ) -> Stored:
     """Upserts paystubs by the platform's id; the result row's hash covers the whole set."""
     bodies = []
-    ids_, externals, dates, datas = [], [], [], []
+    ids_, externals, dates, datas, documents = [], [], [], [], []
     for item in fetched:
         stub = data_pb2.Paystub()
         stub.CopyFrom(item.paystub)
         stub.ClearField("id")
         stub.ClearField("account_id")
         stub.ClearField("created_at")
+        stub.ClearField("document_id")
         body = stub.SerializeToString(deterministic=True)
         bodies.append(item.external_id.encode() + b"\0" + body)
         ids_.append(ids.new_id())
         externals.append(item.external_id)
         dates.append(dt.date.fromisoformat(stub.pay_date))
         datas.append(body)
-    rows = await conn.fetch(_PAYSTUBS, account_id, ids_, externals, dates, datas) if ids_ else []
+        documents.append(item.document_external_id)
+    rows = await conn.fetch(_PAYSTUBS, account_id, ids_, externals, dates, datas, documents) if ids_ else []
     added = sorted((r for r in rows if r["inserted"]), key=lambda r: (r["pay_date"], r["id"]), reverse=True)
     # Only the set's content matters for updated_at, not the order the platform listed it in.
     row = await conn.fetchrow(
@@ -175,9 +181,19 @@ async def employment(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> da
 
 
 async def income(deps: Deps, workspace_id: uuid.UUID, account_id: str) -> data_pb2.Income:
+    """The stored income, completed from the stored paystubs where the platform left fields out
+    (service/income_rules.py)."""
     name = common_pb2.JOB_NAME_INCOME
     row = await _result(deps, workspace_id, account_id, name, "income")
-    return _stamp(data_pb2.Income.FromString(_body(deps, row, name)), account_id, row)
+    stubs = await deps.pool.fetch(
+        "SELECT id, account_id, external_id, pay_date, data, created_at, NULL::uuid AS document_id"
+        " FROM paystubs WHERE account_id = $1 AND pay_date >="
+        " (SELECT max(pay_date) FROM paystubs WHERE account_id = $1) - 366 ORDER BY pay_date DESC",
+        row["account_id"],
+    )
+    reported = data_pb2.Income.FromString(_body(deps, row, name))
+    derived = income_rules.derive(reported, [_paystub(deps, r) for r in stubs])
+    return _stamp(derived, account_id, row)
 
 
 async def allocations(
@@ -195,6 +211,14 @@ def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
     return out
 
 
+# A paystub row with the id of its stored document (set once a documents job stored it).
+_PAYSTUB_COLUMNS = (
+    "p.id, p.account_id, p.external_id, p.pay_date, p.data, p.created_at, d.id AS document_id FROM paystubs p"
+    " LEFT JOIN documents d ON d.account_id = p.account_id AND d.external_id = p.document_external_id"
+    " AND p.document_external_id <> ''"
+)
+
+
 def _paystub(deps: Deps, row: asyncpg.Record) -> data_pb2.Paystub:
     """A stored paystub row as the message, its data opened."""
     body = pii.open_data(
@@ -207,6 +231,7 @@ def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
     stub = data_pb2.Paystub.FromString(body)
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
+    stub.document_id = str(row["document_id"]) if row["document_id"] else ""
     timeutil.set_ts(stub.created_at, row["created_at"])
     return stub
 
@@ -229,10 +254,10 @@ async def list_paystubs(
     except ValueError as exc:
         raise errors.invalid_field("page_token", "is not a page token this list returned") from exc
     rows = await deps.pool.fetch(
-        "SELECT id, account_id, external_id, pay_date, data, created_at FROM paystubs WHERE account_id = $1"
-        " AND ($2::date IS NULL OR pay_date >= $2) AND ($3::date IS NULL OR pay_date <= $3)"
-        " AND ($4::date IS NULL OR (pay_date, id) < ($4, $5))"
-        " ORDER BY pay_date DESC, id DESC LIMIT $6",
+        f"SELECT {_PAYSTUB_COLUMNS} WHERE p.account_id = $1"
+        " AND ($2::date IS NULL OR p.pay_date >= $2) AND ($3::date IS NULL OR p.pay_date <= $3)"
+        " AND ($4::date IS NULL OR (p.pay_date, p.id) < ($4, $5))"
+        " ORDER BY p.pay_date DESC, p.id DESC LIMIT $6",
         account["id"],
         low,
         high,
@@ -265,8 +290,7 @@ async def get_paystub(
     row = None
     if parsed is not None:
         row = await deps.pool.fetchrow(
-            "SELECT id, account_id, external_id, pay_date, data, created_at FROM paystubs"
-            " WHERE id = $1 AND account_id = $2",
+            f"SELECT {_PAYSTUB_COLUMNS} WHERE p.id = $1 AND p.account_id = $2",
             parsed,
             account["id"],
         )

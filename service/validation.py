@@ -13,7 +13,13 @@ from service.errors import Violations
 _DIGITS = re.compile(r"^\d+$")
 _ROUTING_WEIGHTS = (3, 7, 1, 3, 7, 1, 3, 7, 1)
 
-JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
+ALL_JOB_NAMES = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
+# The jobs a link token or CreateJob may ask for: those the worker runs. SHIFTS, TAX_FORMS and
+# DOCUMENTS (issue 13) are accepted once the worker runs them and stores their data.
+_NOT_YET_RUN = {common_pb2.JOB_NAME_SHIFTS, common_pb2.JOB_NAME_TAX_FORMS, common_pb2.JOB_NAME_DOCUMENTS}
+JOB_NAMES = frozenset(
+    v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED and v not in _NOT_YET_RUN
+)
 DATA_JOBS = JOB_NAMES - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
 
@@ -44,12 +50,16 @@ def text(v: Violations, field: str, value: str, *, min_len: int = 0, max_len: in
     return trimmed
 
 
-def job_names(v: Violations, field: str, names: list[int], *, allow_empty: bool) -> list[int]:
+def job_names(
+    v: Violations, field: str, names: list[int], *, allow_empty: bool, known_only: bool = True
+) -> list[int]:
+    """Checks a job name list: each a job paylink runs (any JobName with known_only=False), once."""
     if not names and not allow_empty:
         v.add(field, "must name at least one job")
+    allowed = JOB_NAMES if known_only else ALL_JOB_NAMES
     seen: list[int] = []
     for i, name in enumerate(names):
-        if name not in JOB_NAMES:
+        if name not in allowed:
             v.add(f"{field}[{i}]", "is not a known job name")
         elif name in seen:
             v.add(f"{field}[{i}]", "is listed twice")

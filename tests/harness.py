@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
+    catalog_pb2_grpc,
     common_pb2,
     event_pb2,
     job_pb2,
@@ -89,6 +90,7 @@ class Client:
         self.accounts = account_pb2_grpc.AccountServiceStub(self.channel)
         self.jobs = job_pb2_grpc.JobServiceStub(self.channel)
         self.sandbox = sandbox_pb2_grpc.SandboxServiceStub(self.channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
 
     def md(self, api_version: str | object | None = ...) -> list[tuple[str, str]]:
         version = self.api_version if api_version is ... else api_version

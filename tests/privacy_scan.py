@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from paylink.v1 import data_pb2
 
-from service import db, maintenance, pii
+from service import db, pii, sealed
 from service.drivers import sandbox_data
 from service.vault import Vault, VaultError
 
@@ -51,12 +51,15 @@ async def opened(
     def wanted(key: uuid.UUID) -> bool:
         return only is None or key in only
 
-    for table, key, column, aad_of in maintenance.SEALED_COLUMNS:
+    for col in sealed.COLUMNS:
+        table, key, column = col.table, col.key, col.column
         for row in await pool.fetch(
             f"SELECT {key} AS k, {column} AS blob FROM {table} WHERE {column} IS NOT NULL"
         ):
             if wanted(row["k"]):
-                out.append((f"{table}.{column}", text_of(vault.open(bytes(row["blob"]), aad=aad_of(row)))))
+                out.append(
+                    (f"{table}.{column}", text_of(vault.open(bytes(row["blob"]), aad=col.aad(row["k"]))))
+                )
     for row in await pool.fetch("SELECT account_id, name, data FROM job_results WHERE data IS NOT NULL"):
         if wanted(row["account_id"]):
             body = pii.open_data(vault, pii.result_kind(row["name"]), row["account_id"], bytes(row["data"]))

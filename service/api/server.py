@@ -8,6 +8,8 @@ from grpc_reflection.v1alpha import reflection
 from paylink.v1 import (
     account_pb2,
     account_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     link_pb2,
@@ -19,6 +21,7 @@ from paylink.v1 import (
 )
 
 from service.api.account_api import AccountServicer
+from service.api.catalog_api import CatalogServicer
 from service.api.interceptor import ApiInterceptor
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
@@ -34,6 +37,7 @@ SERVICE_NAMES = (
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
 )
 
 
@@ -58,6 +62,7 @@ class ApiServer:
         account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
         sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # Reflection serves the .proto files with their comments (grpcurl describe shows them).
         add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)

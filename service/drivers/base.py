@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 from typing import Protocol
 
-from paylink.v1 import common_pb2, data_pb2
+from paylink.v1 import common_pb2, data_pb2, shift_pb2, tax_form_pb2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,6 +27,17 @@ class PlatformInfo:
     name: str
     supported_jobs: frozenset[int]  # common_pb2.JobName values
     always_mfa: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmployerInfo:
+    """An employer whose payroll a platform runs (the catalogue, CatalogService)."""
+
+    id: str
+    name: str
+    ein: str  # "NN-NNNNNNN"
+    platform_id: str
+    address: data_pb2.Address  # treat as read-only
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,7 +152,49 @@ class FetchedPaystub:
     """A paystub with the platform's own stable id (used to de-duplicate across refreshes)."""
 
     external_id: str
-    paystub: data_pb2.Paystub  # id/account_id/created_at left empty; the core fills them
+    paystub: data_pb2.Paystub  # id/account_id/created_at/document_id left empty; the core fills them
+    # The platform's id of the paystub's original document (see fetch_documents); "" if none.
+    document_external_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShiftQuery:
+    """Which shifts to fetch: inclusive YYYY-MM-DD bounds; "" for the platform's default window
+    (from) or no bound (to)."""
+
+    from_date: str = ""
+    to_date: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchedShift:
+    """A shift with the platform's stable id."""
+
+    external_id: str
+    shift: shift_pb2.Shift  # id/account_id/created_at left empty
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchedTaxForm:
+    """A tax form with the platform's stable id and that of its original document."""
+
+    external_id: str
+    tax_form: tax_form_pb2.TaxForm  # id/account_id/created_at/document_id left empty
+    document_external_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """Metadata of a document the platform holds; its bytes come from fetch_document_content."""
+
+    external_id: str
+    type: int  # document_pb2.DocumentType
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str  # 64 lowercase hex digits, as the platform states it (the core checks it)
+    pay_date: str = ""  # for paystub documents
+    year: int = 0  # for tax form documents
 
 
 class PlatformDriver(Protocol):
@@ -178,6 +231,26 @@ class PlatformDriver(Protocol):
 
     async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
         """Paystubs, newest first."""
+        ...
+
+    async def fetch_shifts(self, ctx: JobContext, query: ShiftQuery) -> list[FetchedShift]:
+        """Shifts, newest first. PlatformError(NO_DATA) when the user has none (salaried)."""
+        ...
+
+    async def fetch_tax_forms(self, ctx: JobContext, year: int) -> list[FetchedTaxForm]:
+        """Tax forms of `year` (0: every year the platform has), newest year first."""
+        ...
+
+    async def fetch_documents(self, ctx: JobContext) -> list[DocumentInfo]:
+        """Metadata of the documents the platform holds, newest first."""
+        ...
+
+    async def fetch_document_content(self, ctx: JobContext, external_id: str) -> bytes:
+        """The bytes of one document; PlatformError(NO_DATA) when it no longer exists."""
+        ...
+
+    def employers(self) -> list[EmployerInfo]:
+        """The employers whose payroll this driver's platforms run (for the catalogue)."""
         ...
 
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from service.drivers.base import PlatformDriver, PlatformInfo
+from service.drivers.base import EmployerInfo, PlatformDriver, PlatformInfo
 from service.drivers.sandbox import SandboxDriver
 
 
@@ -23,6 +23,7 @@ class DriverRegistry:
     def __init__(self) -> None:
         self._drivers: dict[str, PlatformDriver] = {}
         self._platforms: dict[str, PlatformInfo] = {}
+        self._employers: dict[str, EmployerInfo] = {}
 
     def register(self, driver: PlatformDriver) -> None:
         """Adds a driver for all its platforms; ValueError if a platform id is already taken."""
@@ -32,9 +33,17 @@ class DriverRegistry:
             raise ValueError(f"platform ids already registered: {', '.join(taken)}")
         if len({p.id for p in infos}) != len(infos):
             raise ValueError("a driver lists the same platform id twice")
+        employers = driver.employers()
+        if any(e.platform_id not in {p.id for p in infos} for e in employers):
+            raise ValueError("a driver lists an employer on a platform it does not serve")
+        taken = sorted({e.id for e in employers if e.id in self._employers})
+        if taken:
+            raise ValueError(f"employer ids already registered: {', '.join(taken)}")
         for info in infos:
             self._platforms[info.id] = info
             self._drivers[info.id] = driver
+        for employer in employers:
+            self._employers[employer.id] = employer
 
     def platforms(self) -> list[PlatformInfo]:
         """Every registered platform, sorted by name (case-insensitive, then id)."""
@@ -43,6 +52,14 @@ class DriverRegistry:
     def platform(self, platform_id: str) -> PlatformInfo | None:
         """The platform with this id, or None."""
         return self._platforms.get(platform_id)
+
+    def employers(self) -> list[EmployerInfo]:
+        """Every registered employer, sorted by name (case-insensitive, then id)."""
+        return sorted(self._employers.values(), key=lambda e: (e.name.casefold(), e.id))
+
+    def employer(self, employer_id: str) -> EmployerInfo | None:
+        """The employer with this id, or None."""
+        return self._employers.get(employer_id)
 
     def driver_for(self, platform_id: str) -> PlatformDriver:
         """The driver serving this platform; raises UnknownPlatform."""

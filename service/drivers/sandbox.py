@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import enum
 import json
-import secrets
 from collections.abc import Callable
-from typing import Any
 
 from paylink.v1 import common_pb2, data_pb2
 
-from service.drivers import sandbox_data, sandbox_switch
+from service.drivers import (
+    sandbox_catalog,
+    sandbox_data,
+    sandbox_documents,
+    sandbox_shifts,
+    sandbox_tax_forms,
+)
 from service.drivers.base import (
     AccessGrant,
     Credentials,
+    DocumentInfo,
+    EmployerInfo,
     FetchedPaystub,
+    FetchedShift,
+    FetchedTaxForm,
     JobContext,
     JobPending,
     LoggedIn,
@@ -31,10 +38,39 @@ from service.drivers.base import (
     PaystubQuery,
     PlatformError,
     PlatformInfo,
+    ShiftQuery,
     SwitchRequest,
 )
+from service.drivers.sandbox_auth import (
+    _PROMPTS,
+    PASSWORD,
+    Grant,
+    MfaKind,
+    User,
+    _answer_ok,
+    _new_session,
+    user_of,
+)
+
+__all__ = [
+    "ALL_JOBS",
+    "DATA_JOBS",
+    "PASSWORD",
+    "PLATFORMS",
+    "SANDBOX_ADP",
+    "SANDBOX_GIG",
+    "SANDBOX_MFA",
+    "SANDBOX_SLOW",
+    "SANDBOX_WORKDAY",
+    "Grant",
+    "MfaKind",
+    "SandboxDriver",
+    "User",
+    "user_of",
+]
 
 E = common_pb2.JobErrorCode
+J = common_pb2
 ALL_JOBS = frozenset(v for v in common_pb2.JobName.values() if v != common_pb2.JOB_NAME_UNSPECIFIED)
 DATA_JOBS = ALL_JOBS - {common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH}
 
@@ -46,132 +82,26 @@ SANDBOX_SLOW = "sandbox_slow"
 
 PLATFORMS = (
     PlatformInfo(SANDBOX_ADP, "ADP (Sandbox)", ALL_JOBS),
-    PlatformInfo(SANDBOX_WORKDAY, "Workday (Sandbox)", ALL_JOBS),
+    # Workday keeps no time clock: no shifts.
+    PlatformInfo(SANDBOX_WORKDAY, "Workday (Sandbox)", ALL_JOBS - {J.JOB_NAME_SHIFTS}),
+    # A gig platform: no employment and no direct deposit (payouts go to a debit card).
     PlatformInfo(
         SANDBOX_GIG,
         "GigWorks (Sandbox)",
-        frozenset({common_pb2.JOB_NAME_IDENTITY, common_pb2.JOB_NAME_INCOME, common_pb2.JOB_NAME_PAYSTUBS}),
+        frozenset(
+            {
+                J.JOB_NAME_IDENTITY,
+                J.JOB_NAME_INCOME,
+                J.JOB_NAME_PAYSTUBS,
+                J.JOB_NAME_SHIFTS,
+                J.JOB_NAME_TAX_FORMS,
+                J.JOB_NAME_DOCUMENTS,
+            }
+        ),
     ),
     PlatformInfo(SANDBOX_MFA, "Paycor MFA (Sandbox)", ALL_JOBS, always_mfa=True),
     PlatformInfo(SANDBOX_SLOW, "SlowPay (Sandbox)", ALL_JOBS),
 )
-
-PASSWORD = "pass_good"  # noqa: S105 - the documented sandbox password
-MFA_CODE = "mfa_code"
-SECURITY_ANSWER = "pinwheel drive"
-
-
-class User(enum.StrEnum):
-    """Sandbox behaviours, named by the username before any `+suffix`."""
-
-    GOOD = "user_good"
-    MFA = "user_mfa"
-    ERROR = "user_error"
-    PENDING = "user_pending"
-    LOCKED = "user_locked"
-    FLAKY = "user_flaky"
-    REAUTH_MFA = "user_reauth_mfa"
-    EXPIRED = "user_expired"
-    NODATA = "user_nodata"
-
-
-def user_of(username: str) -> User | None:
-    """The behaviour of a username (exact, case-sensitive), or None for an unknown user."""
-    try:
-        return User(username.split("+", 1)[0])
-    except ValueError:
-        return None
-
-
-class MfaKind(enum.StrEnum):
-    """The two kinds of challenge; the value is MfaChallenge.type."""
-
-    CODE = "code"
-    SECURITY_QUESTION = "security_question"
-
-
-_PROMPTS = {
-    MfaKind.CODE: "Enter the code sent to your phone",
-    MfaKind.SECURITY_QUESTION: "What street did you grow up on?",
-}
-
-
-def _answer_ok(kind: MfaKind, answer: str) -> bool:
-    if kind is MfaKind.CODE:
-        # As bytes: compare_digest raises TypeError for str with non-ASCII characters.
-        return secrets.compare_digest(answer.strip().encode(), MFA_CODE.encode())
-    return secrets.compare_digest(answer.strip().casefold().encode(), SECURITY_ANSWER.encode())
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Grant:
-    """The sandbox's grant contents (serialized as JSON into AccessGrant.secret)."""
-
-    username: str
-    password: str
-    platform_id: str
-    session: str
-    expired: bool = False
-    extra_paystubs: int = 0
-    days_advanced: int = 0  # the account's sandbox clock (SandboxService.AdvanceClock)
-    # The deposit account the user moved the whole pay to outside paylink (ChangeAllocation):
-    # name, type, routing_number, account_number_last_four. None: the profile's own split.
-    deposit: dict[str, Any] | None = None
-
-    def encode(self) -> AccessGrant:
-        return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Grant:
-        """Parses a grant; PlatformError(INVALID_CREDENTIALS) when it is not one of ours."""
-        try:
-            return cls.from_dict(json.loads(raw))
-        except (ValueError, TypeError, KeyError):
-            raise PlatformError(
-                E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The stored session is not valid"
-            ) from None
-
-    @classmethod
-    def from_dict(cls, d: Any) -> Grant:
-        grant = cls(
-            username=d["username"],
-            password=d["password"],
-            platform_id=d["platform_id"],
-            session=d["session"],
-            expired=d["expired"],
-            extra_paystubs=d["extra_paystubs"],
-            # Grants stored before the sandbox had a clock lack these two.
-            days_advanced=d.get("days_advanced", 0),
-            deposit=d.get("deposit"),
-        )
-        strings = (grant.username, grant.password, grant.platform_id, grant.session)
-        if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
-            raise TypeError("bad grant field")
-        for number in (grant.extra_paystubs, grant.days_advanced):
-            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-                raise TypeError("bad grant field")
-        if grant.deposit is not None:
-            grant.deposit_target()  # raises TypeError/KeyError when malformed
-        return grant
-
-    def deposit_target(self) -> data_pb2.DepositTarget | None:
-        if self.deposit is None:
-            return None
-        d = self.deposit
-        return data_pb2.DepositTarget(
-            name=str(d["name"]),
-            type=int(d["type"]),  # type: ignore[arg-type]
-            routing_number=str(d["routing_number"]),
-            account_number_last_four=str(d["account_number_last_four"]),
-        )
-
-    def refreshed(self) -> Grant:
-        """The same login with a new platform session token."""
-        return dataclasses.replace(self, session=_new_session())
-
-
-def _new_session() -> str:
-    return "sbx_sess_" + secrets.token_urlsafe(24)
 
 
 def _utcnow() -> dt.datetime:
@@ -258,7 +188,7 @@ class SandboxDriver:
     async def fetch_employment(self, ctx: JobContext) -> data_pb2.Employment:
         """Employment of the grant's user."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_EMPLOYMENT)
-        return sandbox_data.employment(grant.username)
+        return sandbox_data.employment(grant.username, ctx.platform_id)
 
     async def fetch_income(self, ctx: JobContext) -> data_pb2.Income:
         """Income of the grant's user (VARIABLE pay frequency on the gig platform)."""
@@ -270,7 +200,63 @@ class SandboxDriver:
     async def fetch_paystubs(self, ctx: JobContext, query: PaystubQuery) -> list[FetchedPaystub]:
         """Paystubs, newest first, including those added with `add_paystub`."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_PAYSTUBS)
-        return sandbox_data.paystubs(grant.username, grant.extra_paystubs, query, grant.days_advanced)
+        return sandbox_data.paystubs(
+            grant.username,
+            grant.extra_paystubs,
+            query,
+            grant.days_advanced,
+            gig=ctx.platform_id == SANDBOX_GIG,
+        )
+
+    async def fetch_shifts(self, ctx: JobContext, query: ShiftQuery) -> list[FetchedShift]:
+        """Hourly shifts or gig blocks, newest first; none for a salaried employee."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_SHIFTS)
+        gig = ctx.platform_id == SANDBOX_GIG
+        return sandbox_shifts.shifts(
+            grant.username,
+            query,
+            gig=gig,
+            extra_paystubs=grant.extra_paystubs,
+            days_advanced=grant.days_advanced,
+        )
+
+    async def fetch_tax_forms(self, ctx: JobContext, year: int) -> list[FetchedTaxForm]:
+        """W-2s (1099-K and 1099-NEC on the gig platform) of the complete past years."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_TAX_FORMS)
+        forms = sandbox_tax_forms.tax_forms(
+            grant.username,
+            ctx.platform_id,
+            year,
+            gig=ctx.platform_id == SANDBOX_GIG,
+            days_advanced=grant.days_advanced,
+        )
+        if not forms:
+            raise PlatformError(E.JOB_ERROR_CODE_NO_DATA, "No tax forms have been issued for this period")
+        return forms
+
+    async def fetch_documents(self, ctx: JobContext) -> list[DocumentInfo]:
+        """PDFs of the visible paystubs and of the tax forms."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_DOCUMENTS)
+        return [info for info, _ in self._documents(grant, ctx.platform_id)]
+
+    async def fetch_document_content(self, ctx: JobContext, external_id: str) -> bytes:
+        """One PDF's bytes; NO_DATA for an id the platform does not have."""
+        grant = await self._job(ctx, common_pb2.JOB_NAME_DOCUMENTS)
+        for info, content in self._documents(grant, ctx.platform_id):
+            if info.external_id == external_id:
+                return content
+        raise PlatformError(E.JOB_ERROR_CODE_NO_DATA, "The document no longer exists")
+
+    def employers(self) -> list[EmployerInfo]:
+        """The sandbox employer catalogue."""
+        return list(sandbox_catalog.employers())
+
+    @staticmethod
+    def _documents(grant: Grant, platform_id: str) -> tuple[tuple[DocumentInfo, bytes], ...]:
+        gig = platform_id == SANDBOX_GIG
+        return sandbox_documents.documents(
+            grant.username, platform_id, grant.extra_paystubs, grant.days_advanced, gig=gig
+        )
 
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
         """The user's existing direct deposit allocations."""
@@ -283,14 +269,14 @@ class SandboxDriver:
         """Applies the switch to the user's existing allocations (see sandbox_data)."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
         try:
-            return sandbox_switch.switched_allocations(
+            return sandbox_data.switched_allocations(
                 grant.username,
                 request,
                 grant.extra_paystubs,
                 days_advanced=grant.days_advanced,
                 deposit=grant.deposit_target(),
             )
-        except sandbox_switch.SwitchRejected as exc:
+        except sandbox_data.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
 
     # -- sandbox-only controls -----------------------------------------------------------------
@@ -304,7 +290,11 @@ class SandboxDriver:
         stored = Grant.decode(grant.secret)
         updated = dataclasses.replace(stored, extra_paystubs=stored.extra_paystubs + 1)
         newest = sandbox_data.paystubs(
-            updated.username, updated.extra_paystubs, PaystubQuery(count=1), updated.days_advanced
+            updated.username,
+            updated.extra_paystubs,
+            PaystubQuery(count=1),
+            updated.days_advanced,
+            gig=updated.platform_id == SANDBOX_GIG,
         )[0]
         return updated.encode(), newest
 

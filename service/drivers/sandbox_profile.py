@@ -1,5 +1,10 @@
-"""Who a sandbox user is: a deterministic profile (name, address, employer, pay, bank accounts)
-seeded by the username, and the account's simulated clock. The vocabulary is in sandbox_tables."""
+"""Who a sandbox user is: the fixed facts every sandbox data module derives from.
+
+Everything derives from the username (a SHA-256 seed per section) and fixed dates — never from the
+clock or the global random state — so one username yields the same data in every run and process,
+and `user_good+a` and `user_good+b` yield different people. Only the last four digits of an SSN or
+a bank account are ever generated.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,77 @@ import random
 from paylink.v1 import common_pb2, data_pb2
 
 from service import validation
-from service.drivers import sandbox_tables as tables
 
 ANCHOR_DATE = dt.date(2026, 11, 13)  # the newest base pay date is 0-13 days before this
 PAY_PERIOD = dt.timedelta(days=14)
-# Time at the simulated platform: each account's clock starts at ANCHOR_DATE and moves only when
-# SandboxService.AdvanceClock says so. Every 14 days brings a paystub; after RAISE_AFTER the pay
-# rate is RAISE_BP higher (paystubs dated from then on, and income).
-RAISE_AFTER = dt.timedelta(days=90)
-RAISE_BP = 500
 BASE_PAYSTUBS = 6
 MAX_PAYSTUBS = 24  # what a paystubs query with count 0 returns at most
 USD = "USD"
+# Time at the simulated platform: each account's clock starts at ANCHOR_DATE and moves only when
+# SandboxService.AdvanceClock says so. Every pay period brings a paystub; after RAISE_AFTER the pay
+# rate is RAISE_BP higher (paystubs dated from then on, and income).
+RAISE_AFTER = dt.timedelta(days=90)
+RAISE_BP = 500
+HISTORY_START = dt.date(2024, 1, 1)  # the platforms keep pay records from this date on
+SALARIED_USER = "user_salaried"  # always salaried; the platform shows the whole year's paystubs
+GIG_USER = "user_gig"  # always hourly (a gig worker on the gig platform)
+LONG_TENURE_USERS = (SALARIED_USER, GIG_USER)  # employed 3+ years: tax forms for the past years
+
+_FIRST_NAMES = (
+    "James", "Maria", "Robert", "Linda", "Michael", "Aisha", "David", "Mei", "Carlos", "Sarah",
+    "Daniel", "Priya", "Kevin", "Emily", "Andre", "Grace", "Luis", "Hannah", "Omar", "Olivia",
+    "Tyrone", "Sofia", "Ethan", "Fatima",
+)  # fmt: skip
+_LAST_NAMES = (
+    "Smith", "Johnson", "Garcia", "Nguyen", "Williams", "Brown", "Patel", "Martinez", "Kim",
+    "Davis", "Lopez", "Wilson", "Anderson", "Thomas", "Okafor", "Moore", "Jackson", "Chen",
+    "Rivera", "Clark", "Lewis", "Walker", "Hall", "Young",
+)  # fmt: skip
+_STREETS = (
+    "Maple", "Oak", "Cedar", "Pine", "Elm", "Washington", "Lake", "Hill", "Park", "Sunset",
+    "Riverside", "Highland",
+)  # fmt: skip
+_STREET_SUFFIXES = ("St", "Ave", "Blvd", "Dr", "Ln", "Rd", "Ct", "Way")
+# (city, state, first three digits of the ZIP code, state income tax in basis points)
+_CITIES = (
+    ("Austin", "TX", "787", 0),
+    ("Columbus", "OH", "432", 300),
+    ("Denver", "CO", "802", 440),
+    ("Atlanta", "GA", "303", 539),
+    ("Seattle", "WA", "981", 0),
+    ("Charlotte", "NC", "282", 425),
+    ("Phoenix", "AZ", "850", 250),
+    ("Chicago", "IL", "606", 495),
+    ("Sacramento", "CA", "958", 600),
+    ("Albany", "NY", "122", 550),
+    ("Orlando", "FL", "328", 0),
+    ("Pittsburgh", "PA", "152", 307),
+    ("Minneapolis", "MN", "554", 680),
+    ("Portland", "OR", "972", 875),
+)
+TIMEZONES = {
+    "TX": "America/Chicago", "OH": "America/New_York", "CO": "America/Denver", "GA": "America/New_York",
+    "WA": "America/Los_Angeles", "NC": "America/New_York", "AZ": "America/Phoenix", "IL": "America/Chicago",
+    "CA": "America/Los_Angeles", "NY": "America/New_York", "FL": "America/New_York",
+    "PA": "America/New_York", "MN": "America/Chicago", "OR": "America/Los_Angeles",
+}  # fmt: skip
+EMPLOYERS = (
+    "Northwind Logistics Inc.", "Bluebird Health Partners", "Summit Ridge Manufacturing",
+    "Harbor & Pine Retail Co.", "Cedar Lane Foods", "Brightpath Software LLC",
+    "Ironwood Construction", "Lakeside Medical Group", "Meridian Freight Services",
+    "Golden Oak Hospitality",
+)  # fmt: skip
+_HOURLY_TITLES = (
+    "Warehouse Associate", "Cashier", "Line Cook", "Medical Assistant", "Delivery Driver",
+    "Customer Service Representative", "Forklift Operator", "Pharmacy Technician",
+)  # fmt: skip
+_SALARIED_TITLES = (
+    "Software Engineer", "Staff Accountant", "Registered Nurse", "Operations Manager",
+    "Marketing Specialist", "HR Generalist", "Financial Analyst", "Project Manager",
+)  # fmt: skip
+_BANKS = ("First Harbor Bank", "Prairie Federal Credit Union", "Summit National Bank", "Evergreen Bank")
+_EMAIL_DOMAINS = ("example.com", "example.net", "example.org")
+_ROUTING_PREFIXES = (*range(1, 13), *range(21, 33))  # Federal Reserve routing symbols
 
 
 def rng_for(username: str, *section: str) -> random.Random:
@@ -40,7 +104,7 @@ def aba_check_digit(first_eight: str) -> int:
 
 
 def aba_valid(routing_number: str) -> bool:
-    """True for nine digits whose ABA checksum holds (the rule paylink validates requests with)."""
+    """True for nine digits whose ABA checksum holds (paylink's own check, validation.py)."""
     return validation.aba_checksum_ok(routing_number)
 
 
@@ -113,10 +177,10 @@ class Profile:
 
 
 def _place(rng: random.Random) -> Place:
-    city, state, zip3, tax_bp = rng.choice(tables.CITIES)
+    city, state, zip3, tax_bp = rng.choice(_CITIES)
     line2 = f"Apt {rng.randint(1, 30)}{rng.choice('ABCD')}" if rng.random() < 0.3 else ""
     return Place(
-        line1=f"{rng.randint(10, 9899)} {rng.choice(tables.STREETS)} {rng.choice(tables.STREET_SUFFIXES)}",
+        line1=f"{rng.randint(10, 9899)} {rng.choice(_STREETS)} {rng.choice(_STREET_SUFFIXES)}",
         line2=line2,
         city=city,
         state=state,
@@ -126,7 +190,7 @@ def _place(rng: random.Random) -> Place:
 
 
 def _routing_number(rng: random.Random) -> str:
-    first_eight = f"{rng.choice(tables.ROUTING_PREFIXES):02d}{rng.randint(0, 999999):06d}"
+    first_eight = f"{rng.choice(_ROUTING_PREFIXES):02d}{rng.randint(0, 999999):06d}"
     return first_eight + str(aba_check_digit(first_eight))
 
 
@@ -134,7 +198,7 @@ def _bank_account(
     rng: random.Random, name: str, kind: common_pb2.DepositAccountType.ValueType
 ) -> BankAccount:
     return BankAccount(
-        name=f"{rng.choice(tables.BANKS)} {name}",
+        name=f"{rng.choice(_BANKS)} {name}",
         type=kind,
         routing_number=_routing_number(rng),
         last_four=f"{rng.randint(0, 9999):04d}",
@@ -145,19 +209,22 @@ def _bank_account(
 def profile(username: str) -> Profile:
     """The fixed facts of a sandbox user (cached: pure function of the username)."""
     rng = rng_for(username, "profile")
-    first, last = rng.choice(tables.FIRST_NAMES), rng.choice(tables.LAST_NAMES)
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
     newest_pay_date = ANCHOR_DATE - dt.timedelta(days=rng.randint(0, 13))
     age = rng.randint(21, 64)  # at the anchor date
     dob = ANCHOR_DATE.replace(year=ANCHOR_DATE.year - age) - dt.timedelta(days=rng.randint(0, 360))
-    emails = [f"{first}.{last}{rng.randint(1, 99)}@{rng.choice(tables.EMAIL_DOMAINS)}".lower()]
+    emails = [f"{first}.{last}{rng.randint(1, 99)}@{rng.choice(_EMAIL_DOMAINS)}".lower()]
     if rng.random() < 0.5:
-        emails.append(f"{first[0]}{last}@{rng.choice(tables.EMAIL_DOMAINS)}".lower())
+        emails.append(f"{first[0]}{last}@{rng.choice(_EMAIL_DOMAINS)}".lower())
     phones = [(f"+1555{rng.randint(200, 999)}{rng.randint(0, 9999):04d}", "mobile")]
     if rng.random() < 0.4:
         phones.append((f"+1555{rng.randint(200, 999)}{rng.randint(0, 9999):04d}", "home"))
-    hourly = rng.random() < 0.55
+    base = username.split("+", 1)[0]
+    hourly = (rng.random() < 0.55 or base == GIG_USER) and base != SALARIED_USER
     rate = rng.randrange(1800, 6501, 25) if hourly else rng.randrange(4_500_000, 15_000_001, 50_000)
-    tenure_days = rng.randint(120, min(15, age - 18) * 365)
+    # At least one complete past year (a W-2 or 1099), three for the long-tenure users.
+    shortest = 1100 if base in LONG_TENURE_USERS else 730
+    tenure_days = rng.randint(shortest, max(shortest, min(15, age - 18) * 365))
     has_savings = rng.random() < 0.4
     return Profile(
         username=username,
@@ -168,9 +235,9 @@ def profile(username: str) -> Profile:
         emails=tuple(emails),
         phones=tuple(phones),
         home=_place(rng),
-        employer=rng.choice(tables.EMPLOYERS),
+        employer=rng.choice(EMPLOYERS),
         employer_address=_place(rng),
-        title=rng.choice(tables.HOURLY_TITLES if hourly else tables.SALARIED_TITLES),
+        title=rng.choice(_HOURLY_TITLES if hourly else _SALARIED_TITLES),
         start_date=newest_pay_date - dt.timedelta(days=tenure_days),
         terminated=rng.random() < 0.12,
         hourly=hourly,
@@ -192,19 +259,12 @@ def platform_date(days_advanced: int) -> dt.date:
     return ANCHOR_DATE + dt.timedelta(days=days_advanced)
 
 
-def periods_elapsed(username: str, days_advanced: int) -> int:
-    """Pay dates that passed since the base paystubs, as the account's clock moved."""
-    if days_advanced <= 0:
-        return 0
-    newest = profile(username).newest_pay_date
-    return (platform_date(days_advanced) - newest).days // PAY_PERIOD.days
-
-
 def raise_date() -> dt.date:
     return ANCHOR_DATE + RAISE_AFTER
 
 
-def with_raise(p: Profile) -> Profile:
+def raised(p: Profile) -> Profile:
+    """The profile after the raise."""
     step = 1 if p.hourly else 100
     rate = (p.rate_cents * (10_000 + RAISE_BP) // 10_000 + step - 1) // step * step
     return dataclasses.replace(p, rate_cents=rate)

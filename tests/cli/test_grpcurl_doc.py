@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2, sandbox_pb2
+from paylink.v1 import account_pb2, catalog_pb2, job_pb2, link_pb2, link_token_pb2, sandbox_pb2
 
 from service import runtime
 from service.config import Settings
@@ -56,6 +56,7 @@ def test_every_rpc_has_an_example() -> None:
         account_pb2.DESCRIPTOR.services_by_name["AccountService"],
         job_pb2.DESCRIPTOR.services_by_name["JobService"],
         sandbox_pb2.DESCRIPTOR.services_by_name["SandboxService"],
+        catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"],
     ]
     expected = {f"{s.full_name}/{m.name}" for s in services for m in s.methods}
     expected.add("grpc.health.v1.Health/Check")

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paylink.v1 import (
     account_pb2,
+    catalog_pb2,
     common_pb2,
     job_pb2,
     link_pb2,
@@ -44,7 +45,7 @@ ALLOWED = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,  # rate limits answer with RetryInfo
 }
-FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2)
+FILES = (link_token_pb2, link_pb2, account_pb2, job_pb2, sandbox_pb2, catalog_pb2)
 METHODS: list[MethodDescriptor] = [
     method for f in FILES for service in f.DESCRIPTOR.services_by_name.values() for method in service.methods
 ]
@@ -291,6 +292,7 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         link_pb2.StartSessionRequest(token=mfa_token.token), metadata=client.md()
     )
     _, spare = await link_account(client, "user_good")  # the one DisconnectAccount may disconnect
+    employer = app.deps.drivers.employers()[0]
     known = [
         session.account_id,
         session.id,
@@ -299,6 +301,9 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         mfa_token.id,
         *(job.job_id for job in session.jobs),
         *(stub.id for stub in stubs.paystubs[:2]),
+        employer.id,
+        employer.ein,
+        "sandbox_gig",
     ]
     account_id, job_id = session.account_id, session.jobs[0].job_id
     c = common_pb2
@@ -341,6 +346,11 @@ async def world(app: runtime.Running, channel: grpc.aio.Channel) -> AsyncIterato
         sandbox_pb2.SetMonitoringStatusRequest(account_id=account_id, status=c.MONITORING_STATUS_DEGRADED),
         sandbox_pb2.ExpireCredentialsRequest(account_id=spare.account_id),
         sandbox_pb2.AddPaystubRequest(account_id=account_id),
+        catalog_pb2.ListPlatformsRequest(query="pay", supported_jobs=[c.JOB_NAME_SHIFTS], page_size=2),
+        catalog_pb2.GetPlatformRequest(platform_id="sandbox_gig"),
+        catalog_pb2.SearchEmployersRequest(query="logistics inc", platform_id="sandbox_adp", page_size=2),
+        catalog_pb2.GetEmployerRequest(employer_id=employer.id),
+        catalog_pb2.LookupEmployerRequest(ein=employer.ein),
     ]
     by_type = {type(b).DESCRIPTOR.full_name: b for b in bases}
     missing = {m.input_type.full_name for m in METHODS} - by_type.keys()
@@ -434,6 +444,10 @@ async def test_huge_page_sizes_are_invalid(world: World) -> None:
             account_pb2.ListPaystubsRequest(account_id=account_id, page_size=10**9), metadata=client.md()
         ),
         client.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=-1), metadata=client.md()),
+        client.catalog.ListPlatforms(catalog_pb2.ListPlatformsRequest(page_size=10**9), metadata=client.md()),
+        client.catalog.SearchEmployers(
+            catalog_pb2.SearchEmployersRequest(page_size=-5), metadata=client.md()
+        ),
     ]
     for call in calls:
         exc = await rpc_error(call)

@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 from paylink.v1 import account_pb2, link_token_pb2, privacy_pb2
 
 from service import audit, erasure, errors
+from service.api.status import ApiError, from_domain
 
 
 def test_caller_is_x_caller_or_the_key_id() -> None:
@@ -52,15 +53,15 @@ def test_list_filters_are_validated_field_by_field() -> None:
         from_time=timestamp_pb2.Timestamp(seconds=2000),
         to_time=timestamp_pb2.Timestamp(seconds=1000),
     )
-    with pytest.raises(errors.ApiError) as caught:
+    with pytest.raises(errors.DomainError) as caught:
         audit.filters_of(bad)
-    fields = [f for f, _ in _violations(caught.value)]
+    fields = [f for f, _ in _violations(from_domain(caught.value))]
     assert fields == ["account_id", "end_user_id", "action", "resource", "to_time"]
     ok = audit.filters_of(privacy_pb2.ListAuditRecordsRequest(caller="svc", action=audit.READ))
     assert ok.caller == "svc" and ok.action == audit.READ and ok.account_id is None
 
 
-def _violations(exc: errors.ApiError) -> list[tuple[str, str]]:
+def _violations(exc: ApiError) -> list[tuple[str, str]]:
     (bad,) = exc.details
     assert isinstance(bad, error_details_pb2.BadRequest)
     return [(v.field, v.description) for v in bad.field_violations]

@@ -21,6 +21,7 @@ from service.drivers import sandbox_data
 from service.drivers.base import (
     AccessGrant,
     Credentials,
+    EmployerInfo,
     JobContext,
     JobPending,
     LoggedIn,
@@ -28,6 +29,7 @@ from service.drivers.base import (
     PaystubQuery,
     PlatformError,
     PlatformInfo,
+    ShiftQuery,
     SwitchRequest,
     SwitchTarget,
 )
@@ -56,6 +58,16 @@ NEW_CHECKING = SwitchTarget(
     routing_number="011000015",
     account_number="123456789012",
     name="New Checking",
+)
+GIG_JOBS = frozenset(
+    {
+        J.JOB_NAME_IDENTITY,
+        J.JOB_NAME_INCOME,
+        J.JOB_NAME_PAYSTUBS,
+        J.JOB_NAME_SHIFTS,
+        J.JOB_NAME_TAX_FORMS,
+        J.JOB_NAME_DOCUMENTS,
+    }
 )
 FULL = SwitchRequest(common_pb2.SWITCH_ACTION_FULL, common_pb2.ALLOCATION_TYPE_REMAINDER, 0, NEW_CHECKING)
 
@@ -99,6 +111,12 @@ async def run_job(d: SandboxDriver, job: int, c: JobContext) -> Any:
         return await d.fetch_paystubs(c, PaystubQuery())
     if job == J.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS:
         return await d.fetch_allocations(c)
+    if job == J.JOB_NAME_SHIFTS:
+        return await d.fetch_shifts(c, ShiftQuery())
+    if job == J.JOB_NAME_TAX_FORMS:
+        return await d.fetch_tax_forms(c, 0)
+    if job == J.JOB_NAME_DOCUMENTS:
+        return await d.fetch_documents(c)
     return await d.switch_direct_deposit(c, FULL)
 
 
@@ -115,16 +133,12 @@ def test_platforms_ids_names_and_jobs(driver: SandboxDriver) -> None:
     got = {p.id: (p.name, p.supported_jobs, p.always_mfa) for p in driver.platforms()}
     assert got == {
         "sandbox_adp": ("ADP (Sandbox)", ALL_JOBS, False),
-        "sandbox_workday": ("Workday (Sandbox)", ALL_JOBS, False),
-        "sandbox_gig": (
-            "GigWorks (Sandbox)",
-            frozenset({J.JOB_NAME_IDENTITY, J.JOB_NAME_INCOME, J.JOB_NAME_PAYSTUBS}),
-            False,
-        ),
+        "sandbox_workday": ("Workday (Sandbox)", ALL_JOBS - {J.JOB_NAME_SHIFTS}, False),
+        "sandbox_gig": ("GigWorks (Sandbox)", GIG_JOBS, False),
         "sandbox_mfa": ("Paycor MFA (Sandbox)", ALL_JOBS, True),
         "sandbox_slow": ("SlowPay (Sandbox)", ALL_JOBS, False),
     }
-    assert len(ALL_JOBS) == 6 and J.JOB_NAME_UNSPECIFIED not in ALL_JOBS
+    assert len(ALL_JOBS) == 9 and J.JOB_NAME_UNSPECIFIED not in ALL_JOBS
 
 
 @pytest.mark.parametrize("platform_id", [p.id for p in sandbox_module.PLATFORMS])
@@ -138,8 +152,12 @@ async def test_job_support_per_platform(driver: SandboxDriver, platform_id: str,
         err = await job_error(driver, job, ctx(grant, platform_id))
         assert err.code == E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED
         job_name = J.Name(J.ValueType(job)).removeprefix("JOB_NAME_").lower()
-        assert err.message == f"GigWorks (Sandbox) does not support {job_name}"
-    assert supported == (platform_id != SANDBOX_GIG or job in (1, 3, 4))
+        name = driver._platforms[platform_id].name
+        assert err.message == f"{name} does not support {job_name}"
+    if platform_id == SANDBOX_GIG:
+        assert supported == (job in GIG_JOBS)
+    else:
+        assert supported == (platform_id != SANDBOX_WORKDAY or job != J.JOB_NAME_SHIFTS)
 
 
 async def test_unknown_platform_is_job_not_supported(driver: SandboxDriver) -> None:
@@ -349,6 +367,8 @@ BEHAVIOURS = [
     "user_reauth_mfa",
     "user_expired",
     "user_nodata",
+    "user_salaried",
+    "user_gig",
 ]
 
 
@@ -386,17 +406,23 @@ async def test_suffix_behaves_like_base_name(driver: SandboxDriver, base: str) -
 
 async def test_behaviour_fingerprints(driver: SandboxDriver) -> None:
     got = {name: await outcome(driver, name) for name in BEHAVIOURS}
-    ok6 = ["ok"] * 6
-    assert got["user_good"] == ["login:LoggedIn:", *ok6, "reaccess:LoggedIn:"]
-    assert got["user_mfa"] == ["login:MfaChallenge:code", *ok6, "reaccess:LoggedIn:"]
-    assert got["user_error"][1:6] == ["JOB_ERROR_CODE_PLATFORM_UNAVAILABLE:False"] * 5
-    assert got["user_error"][6] == "JOB_ERROR_CODE_ALLOCATION_REJECTED:False"
-    assert got["user_pending"][1:7] == ["pending"] * 6
+    # Jobs in JobName order: identity ... direct_deposit_switch (6), shifts, tax_forms, documents.
+    ok9 = ["ok"] * 9
+    assert got["user_good"] == ["login:LoggedIn:", *ok9, "reaccess:LoggedIn:"]
+    assert got["user_salaried"] == got["user_gig"] == got["user_good"]
+    assert got["user_mfa"] == ["login:MfaChallenge:code", *ok9, "reaccess:LoggedIn:"]
+    unavailable = "JOB_ERROR_CODE_PLATFORM_UNAVAILABLE:False"
+    assert (
+        got["user_error"][1:10]
+        == [unavailable] * 5 + ["JOB_ERROR_CODE_ALLOCATION_REJECTED:False"] + [unavailable] * 3
+    )
+    assert got["user_pending"][1:10] == ["pending"] * 9
     assert got["user_locked"] == ["login:JOB_ERROR_CODE_ACCOUNT_LOCKED"]
-    assert got["user_flaky"][1:7] == ["JOB_ERROR_CODE_PLATFORM_UNAVAILABLE:True"] * 6  # attempt 1
-    assert got["user_reauth_mfa"] == ["login:LoggedIn:", *ok6, "reaccess:MfaChallenge:code"]
-    assert got["user_expired"] == ["login:LoggedIn:", *ok6, "reaccess:JOB_ERROR_CODE_INVALID_CREDENTIALS"]
-    assert got["user_nodata"][1:7] == ["JOB_ERROR_CODE_NO_DATA:False"] * 5 + ["ok"]
+    assert got["user_flaky"][1:10] == ["JOB_ERROR_CODE_PLATFORM_UNAVAILABLE:True"] * 9  # attempt 1
+    assert got["user_reauth_mfa"] == ["login:LoggedIn:", *ok9, "reaccess:MfaChallenge:code"]
+    assert got["user_expired"] == ["login:LoggedIn:", *ok9, "reaccess:JOB_ERROR_CODE_INVALID_CREDENTIALS"]
+    no_data = "JOB_ERROR_CODE_NO_DATA:False"
+    assert got["user_nodata"][1:10] == [no_data] * 5 + ["ok"] + [no_data] * 3
 
 
 # -- re-access, expiry, new paystubs -----------------------------------------------------------
@@ -664,9 +690,9 @@ def test_employment_and_income_are_consistent(username: str) -> None:
         assert wages.amount.amount_cents == income.compensation_amount_cents // 26
         assert wages.hours_hundredths == 0 and wages.rate_cents == 0
     assert income.currency == "USD"
+    # A gig platform reports only the frequency; paylink derives the rest (income_rules).
     gig = sandbox_data.income(username, gig=True)
-    assert gig.pay_frequency == data_pb2.PAY_FREQUENCY_VARIABLE
-    assert gig.compensation_amount_cents == income.compensation_amount_cents
+    assert gig == data_pb2.Income(currency="USD", pay_frequency=data_pb2.PAY_FREQUENCY_VARIABLE)
 
 
 async def test_gig_platform_income_is_variable(driver: SandboxDriver) -> None:
@@ -896,6 +922,16 @@ class FakeDriver(SandboxDriver):
     def platforms(self) -> list[PlatformInfo]:
         return [PlatformInfo("real_acme", "Acme Payroll", frozenset({J.JOB_NAME_IDENTITY}))]
 
+    def employers(self) -> list[EmployerInfo]:
+        return [
+            EmployerInfo("emp_acme_widgets", "Acme Widgets", "12-3456789", "real_acme", data_pb2.Address())
+        ]
+
+
+class StrayEmployerDriver(FakeDriver):
+    def employers(self) -> list[EmployerInfo]:
+        return [EmployerInfo("emp_stray", "Stray Inc.", "12-3456780", "sandbox_adp", data_pb2.Address())]
+
 
 def test_default_registry() -> None:
     registry = default_registry(latency=0.0, slow_latency=0.0, pending_delay=dt.timedelta(seconds=5))
@@ -923,6 +959,10 @@ def test_register_another_driver() -> None:
     registry.register(fake)
     assert registry.driver_for("real_acme") is fake
     assert registry.platforms()[0].id == "real_acme"  # "Acme Payroll" sorts first
+    acme = registry.employer("emp_acme_widgets")
+    assert acme is not None and acme.platform_id == "real_acme" and registry.employers()[0] == acme
+    with pytest.raises(ValueError, match="employer on a platform it does not serve"):
+        DriverRegistry().register(StrayEmployerDriver())
     with pytest.raises(ValueError, match="real_acme"):
         registry.register(FakeDriver())
     with pytest.raises(ValueError, match="sandbox_adp"):

@@ -25,41 +25,60 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from paylink.v1 import common_pb2 as paylink_dot_v1_dot_common__pb2
 from paylink.v1 import data_pb2 as paylink_dot_v1_dot_data__pb2
+from paylink.v1 import document_pb2 as paylink_dot_v1_dot_document__pb2
+from paylink.v1 import shift_pb2 as paylink_dot_v1_dot_shift__pb2
+from paylink.v1 import tax_form_pb2 as paylink_dot_v1_dot_tax__form__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/account.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\"\x87\x02\n\rJobTimestamps\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nemployment\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06income\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08paystubs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x1a\x64irect_deposit_allocations\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x02\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x15\n\rplatform_name\x18\x04 \x01(\t\x12\x15\n\rlink_token_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x37\n\x11monitoring_status\x18\x08 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x34\n\x11\x64\x61ta_refreshed_at\x18\t \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\x12\x32\n\x0f\x64\x61ta_updated_at\x18\n \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"Q\n\x13ListAccountsRequest\x12\x13\n\x0b\x65nd_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x18\x44isconnectAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x12GetIdentityRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"*\n\x14GetEmploymentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x10GetIncomeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\"GetDirectDepositAllocationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"|\n\x13ListPaystubsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rfrom_pay_date\x18\x04 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x05 \x01(\t\"\xb8\x01\n\x14ListPaystubsResponse\x12%\n\x08paystubs\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Paystub\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11GetPaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\npaystub_id\x18\x02 \x01(\t2\xce\x05\n\x0e\x41\x63\x63ountService\x12@\n\nGetAccount\x12\x1d.paylink.v1.GetAccountRequest\x1a\x13.paylink.v1.Account\x12Q\n\x0cListAccounts\x12\x1f.paylink.v1.ListAccountsRequest\x1a .paylink.v1.ListAccountsResponse\x12N\n\x11\x44isconnectAccount\x12$.paylink.v1.DisconnectAccountRequest\x1a\x13.paylink.v1.Account\x12\x43\n\x0bGetIdentity\x12\x1e.paylink.v1.GetIdentityRequest\x1a\x14.paylink.v1.Identity\x12I\n\rGetEmployment\x12 .paylink.v1.GetEmploymentRequest\x1a\x16.paylink.v1.Employment\x12=\n\tGetIncome\x12\x1c.paylink.v1.GetIncomeRequest\x1a\x12.paylink.v1.Income\x12Q\n\x0cListPaystubs\x12\x1f.paylink.v1.ListPaystubsRequest\x1a .paylink.v1.ListPaystubsResponse\x12@\n\nGetPaystub\x12\x1d.paylink.v1.GetPaystubRequest\x1a\x13.paylink.v1.Paystub\x12s\n\x1bGetDirectDepositAllocations\x12..paylink.v1.GetDirectDepositAllocationsRequest\x1a$.paylink.v1.DirectDepositAllocationsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paylink/v1/account.proto\x12\npaylink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paylink/v1/common.proto\x1a\x15paylink/v1/data.proto\x1a\x19paylink/v1/document.proto\x1a\x16paylink/v1/shift.proto\x1a\x19paylink/v1/tax_form.proto\"\x91\x03\n\rJobTimestamps\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nemployment\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06income\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08paystubs\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x1a\x64irect_deposit_allocations\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06shifts\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ttax_forms\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdocuments\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd3\x02\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65nd_user_id\x18\x02 \x01(\t\x12\x13\n\x0bplatform_id\x18\x03 \x01(\t\x12\x15\n\rplatform_name\x18\x04 \x01(\t\x12\x15\n\rlink_token_id\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\x37\n\x11monitoring_status\x18\x08 \x01(\x0e\x32\x1c.paylink.v1.MonitoringStatus\x12\x34\n\x11\x64\x61ta_refreshed_at\x18\t \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\x12\x32\n\x0f\x64\x61ta_updated_at\x18\n \x01(\x0b\x32\x19.paylink.v1.JobTimestamps\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"Q\n\x13ListAccountsRequest\x12\x13\n\x0b\x65nd_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x18\x44isconnectAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"(\n\x12GetIdentityRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"*\n\x14GetEmploymentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"&\n\x10GetIncomeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\"GetDirectDepositAllocationsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"|\n\x13ListPaystubsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rfrom_pay_date\x18\x04 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x05 \x01(\t\"\xb8\x01\n\x14ListPaystubsResponse\x12%\n\x08paystubs\x18\x01 \x03(\x0b\x32\x13.paylink.v1.Paystub\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11GetPaystubRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\npaystub_id\x18\x02 \x01(\t\"r\n\x11ListShiftsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tfrom_date\x18\x04 \x01(\t\x12\x0f\n\x07to_date\x18\x05 \x01(\t\"\xb2\x01\n\x12ListShiftsResponse\x12!\n\x06shifts\x18\x01 \x03(\x0b\x32\x11.paylink.v1.Shift\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x13ListTaxFormsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xb9\x01\n\x14ListTaxFormsResponse\x12&\n\ttax_forms\x18\x01 \x03(\x0b\x32\x13.paylink.v1.TaxForm\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x14ListDocumentsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12&\n\x04type\x18\x02 \x01(\x0e\x32\x18.paylink.v1.DocumentType\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xbb\x01\n\x15ListDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.paylink.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0crefreshed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x12GetDocumentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"V\n\x17\x44ownloadDocumentRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x12\n\nchunk_size\x18\x03 \x01(\x05\x32\xce\x05\n\x0e\x41\x63\x63ountService\x12@\n\nGetAccount\x12\x1d.paylink.v1.GetAccountRequest\x1a\x13.paylink.v1.Account\x12Q\n\x0cListAccounts\x12\x1f.paylink.v1.ListAccountsRequest\x1a .paylink.v1.ListAccountsResponse\x12N\n\x11\x44isconnectAccount\x12$.paylink.v1.DisconnectAccountRequest\x1a\x13.paylink.v1.Account\x12\x43\n\x0bGetIdentity\x12\x1e.paylink.v1.GetIdentityRequest\x1a\x14.paylink.v1.Identity\x12I\n\rGetEmployment\x12 .paylink.v1.GetEmploymentRequest\x1a\x16.paylink.v1.Employment\x12=\n\tGetIncome\x12\x1c.paylink.v1.GetIncomeRequest\x1a\x12.paylink.v1.Income\x12Q\n\x0cListPaystubs\x12\x1f.paylink.v1.ListPaystubsRequest\x1a .paylink.v1.ListPaystubsResponse\x12@\n\nGetPaystub\x12\x1d.paylink.v1.GetPaystubRequest\x1a\x13.paylink.v1.Paystub\x12s\n\x1bGetDirectDepositAllocations\x12..paylink.v1.GetDirectDepositAllocationsRequest\x1a$.paylink.v1.DirectDepositAllocationsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.account_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBTIMESTAMPS']._serialized_start=122
-  _globals['_JOBTIMESTAMPS']._serialized_end=385
-  _globals['_ACCOUNT']._serialized_start=388
-  _globals['_ACCOUNT']._serialized_end=727
-  _globals['_GETACCOUNTREQUEST']._serialized_start=729
-  _globals['_GETACCOUNTREQUEST']._serialized_end=768
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=770
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=851
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=853
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=939
-  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_start=941
-  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_end=1007
-  _globals['_GETIDENTITYREQUEST']._serialized_start=1009
-  _globals['_GETIDENTITYREQUEST']._serialized_end=1049
-  _globals['_GETEMPLOYMENTREQUEST']._serialized_start=1051
-  _globals['_GETEMPLOYMENTREQUEST']._serialized_end=1093
-  _globals['_GETINCOMEREQUEST']._serialized_start=1095
-  _globals['_GETINCOMEREQUEST']._serialized_end=1133
-  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_start=1135
-  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_end=1191
-  _globals['_LISTPAYSTUBSREQUEST']._serialized_start=1193
-  _globals['_LISTPAYSTUBSREQUEST']._serialized_end=1317
-  _globals['_LISTPAYSTUBSRESPONSE']._serialized_start=1320
-  _globals['_LISTPAYSTUBSRESPONSE']._serialized_end=1504
-  _globals['_GETPAYSTUBREQUEST']._serialized_start=1506
-  _globals['_GETPAYSTUBREQUEST']._serialized_end=1565
-  _globals['_ACCOUNTSERVICE']._serialized_start=1568
-  _globals['_ACCOUNTSERVICE']._serialized_end=2286
+  _globals['_JOBTIMESTAMPS']._serialized_start=200
+  _globals['_JOBTIMESTAMPS']._serialized_end=601
+  _globals['_ACCOUNT']._serialized_start=604
+  _globals['_ACCOUNT']._serialized_end=943
+  _globals['_GETACCOUNTREQUEST']._serialized_start=945
+  _globals['_GETACCOUNTREQUEST']._serialized_end=984
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=986
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1067
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1069
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1155
+  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_start=1157
+  _globals['_DISCONNECTACCOUNTREQUEST']._serialized_end=1223
+  _globals['_GETIDENTITYREQUEST']._serialized_start=1225
+  _globals['_GETIDENTITYREQUEST']._serialized_end=1265
+  _globals['_GETEMPLOYMENTREQUEST']._serialized_start=1267
+  _globals['_GETEMPLOYMENTREQUEST']._serialized_end=1309
+  _globals['_GETINCOMEREQUEST']._serialized_start=1311
+  _globals['_GETINCOMEREQUEST']._serialized_end=1349
+  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_start=1351
+  _globals['_GETDIRECTDEPOSITALLOCATIONSREQUEST']._serialized_end=1407
+  _globals['_LISTPAYSTUBSREQUEST']._serialized_start=1409
+  _globals['_LISTPAYSTUBSREQUEST']._serialized_end=1533
+  _globals['_LISTPAYSTUBSRESPONSE']._serialized_start=1536
+  _globals['_LISTPAYSTUBSRESPONSE']._serialized_end=1720
+  _globals['_GETPAYSTUBREQUEST']._serialized_start=1722
+  _globals['_GETPAYSTUBREQUEST']._serialized_end=1781
+  _globals['_LISTSHIFTSREQUEST']._serialized_start=1783
+  _globals['_LISTSHIFTSREQUEST']._serialized_end=1897
+  _globals['_LISTSHIFTSRESPONSE']._serialized_start=1900
+  _globals['_LISTSHIFTSRESPONSE']._serialized_end=2078
+  _globals['_LISTTAXFORMSREQUEST']._serialized_start=2080
+  _globals['_LISTTAXFORMSREQUEST']._serialized_end=2174
+  _globals['_LISTTAXFORMSRESPONSE']._serialized_start=2177
+  _globals['_LISTTAXFORMSRESPONSE']._serialized_end=2362
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=2364
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=2485
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=2488
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=2675
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=2677
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=2738
+  _globals['_DOWNLOADDOCUMENTREQUEST']._serialized_start=2740
+  _globals['_DOWNLOADDOCUMENTREQUEST']._serialized_end=2826
+  _globals['_ACCOUNTSERVICE']._serialized_start=2829
+  _globals['_ACCOUNTSERVICE']._serialized_end=3547
 # @@protoc_insertion_point(module_scope)

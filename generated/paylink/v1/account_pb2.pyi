@@ -10,6 +10,9 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from paylink.v1 import common_pb2 as _common_pb2
 from paylink.v1 import data_pb2 as _data_pb2
+from paylink.v1 import document_pb2 as _document_pb2
+from paylink.v1 import shift_pb2 as _shift_pb2
+from paylink.v1 import tax_form_pb2 as _tax_form_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -32,6 +35,9 @@ class JobTimestamps(_message.Message):
     INCOME_FIELD_NUMBER: _builtins.int
     PAYSTUBS_FIELD_NUMBER: _builtins.int
     DIRECT_DEPOSIT_ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    SHIFTS_FIELD_NUMBER: _builtins.int
+    TAX_FORMS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def identity(self) -> _timestamp_pb2.Timestamp:
         """For identity."""
@@ -52,6 +58,18 @@ class JobTimestamps(_message.Message):
     def direct_deposit_allocations(self) -> _timestamp_pb2.Timestamp:
         """For direct deposit allocations."""
 
+    @_builtins.property
+    def shifts(self) -> _timestamp_pb2.Timestamp:
+        """For shifts."""
+
+    @_builtins.property
+    def tax_forms(self) -> _timestamp_pb2.Timestamp:
+        """For tax forms."""
+
+    @_builtins.property
+    def documents(self) -> _timestamp_pb2.Timestamp:
+        """For documents."""
+
     def __init__(
         self,
         *,
@@ -60,10 +78,13 @@ class JobTimestamps(_message.Message):
         income: _timestamp_pb2.Timestamp | None = ...,
         paystubs: _timestamp_pb2.Timestamp | None = ...,
         direct_deposit_allocations: _timestamp_pb2.Timestamp | None = ...,
+        shifts: _timestamp_pb2.Timestamp | None = ...,
+        tax_forms: _timestamp_pb2.Timestamp | None = ...,
+        documents: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_allocations", b"direct_deposit_allocations", "employment", b"employment", "identity", b"identity", "income", b"income", "paystubs", b"paystubs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_allocations", b"direct_deposit_allocations", "documents", b"documents", "employment", b"employment", "identity", b"identity", "income", b"income", "paystubs", b"paystubs", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_allocations", b"direct_deposit_allocations", "employment", b"employment", "identity", b"identity", "income", b"income", "paystubs", b"paystubs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_allocations", b"direct_deposit_allocations", "documents", b"documents", "employment", b"employment", "identity", b"identity", "income", b"income", "paystubs", b"paystubs", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -430,3 +451,285 @@ class GetPaystubRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPaystubRequest: _TypeAlias = GetPaystubRequest  # noqa: Y015
+
+@_typing.final
+class ListShiftsRequest(_message.Message):
+    """ListShiftsRequest lists an account's shifts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    page_size: _builtins.int
+    """Page size, 1 to 100; 0 means 25."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters."""
+    from_date: _builtins.str
+    """Earliest shift date, YYYY-MM-DD. Optional."""
+    to_date: _builtins.str
+    """Latest shift date, YYYY-MM-DD, not before from_date. Optional."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "from_date", b"from_date", "page_size", b"page_size", "page_token", b"page_token", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShiftsRequest: _TypeAlias = ListShiftsRequest  # noqa: Y015
+
+@_typing.final
+class ListShiftsResponse(_message.Message):
+    """ListShiftsResponse is a page of shifts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIFTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESHED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def shifts(self) -> _containers.RepeatedCompositeFieldContainer[_shift_pb2.Shift]:
+        """The shifts, newest date first."""
+
+    @_builtins.property
+    def refreshed_at(self) -> _timestamp_pb2.Timestamp:
+        """When shifts were last fetched."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the set of shifts last changed."""
+
+    def __init__(
+        self,
+        *,
+        shifts: _abc.Iterable[_shift_pb2.Shift] | None = ...,
+        next_page_token: _builtins.str = ...,
+        refreshed_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refreshed_at", b"refreshed_at", "shifts", b"shifts", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShiftsResponse: _TypeAlias = ListShiftsResponse  # noqa: Y015
+
+@_typing.final
+class ListTaxFormsRequest(_message.Message):
+    """ListTaxFormsRequest lists an account's tax forms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    year: _builtins.int
+    """Only forms of this tax year, 2000 to 2100; 0 lists every year."""
+    page_size: _builtins.int
+    """Page size, 1 to 100; 0 means 25."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        year: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token", "year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxFormsRequest: _TypeAlias = ListTaxFormsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaxFormsResponse(_message.Message):
+    """ListTaxFormsResponse is a page of tax forms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAX_FORMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESHED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def tax_forms(self) -> _containers.RepeatedCompositeFieldContainer[_tax_form_pb2.TaxForm]:
+        """The tax forms, newest year first."""
+
+    @_builtins.property
+    def refreshed_at(self) -> _timestamp_pb2.Timestamp:
+        """When tax forms were last fetched."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the set of tax forms last changed."""
+
+    def __init__(
+        self,
+        *,
+        tax_forms: _abc.Iterable[_tax_form_pb2.TaxForm] | None = ...,
+        next_page_token: _builtins.str = ...,
+        refreshed_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refreshed_at", b"refreshed_at", "tax_forms", b"tax_forms", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaxFormsResponse: _TypeAlias = ListTaxFormsResponse  # noqa: Y015
+
+@_typing.final
+class ListDocumentsRequest(_message.Message):
+    """ListDocumentsRequest lists an account's documents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    type: _document_pb2.DocumentType.ValueType
+    """Only documents of this type; unspecified lists all."""
+    page_size: _builtins.int
+    """Page size, 1 to 100; 0 means 25."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filters."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        type: _document_pb2.DocumentType.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "page_size", b"page_size", "page_token", b"page_token", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsRequest: _TypeAlias = ListDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListDocumentsResponse(_message.Message):
+    """ListDocumentsResponse is a page of document metadata."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESHED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_document_pb2.Document]:
+        """The documents, newest first (by pay date or tax year)."""
+
+    @_builtins.property
+    def refreshed_at(self) -> _timestamp_pb2.Timestamp:
+        """When documents were last fetched."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the set of documents last changed."""
+
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[_document_pb2.Document] | None = ...,
+        next_page_token: _builtins.str = ...,
+        refreshed_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "next_page_token", b"next_page_token", "refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsResponse: _TypeAlias = ListDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class GetDocumentRequest(_message.Message):
+    """GetDocumentRequest names a document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    document_id: _builtins.str
+    """UUID of the document. Required."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentRequest: _TypeAlias = GetDocumentRequest  # noqa: Y015
+
+@_typing.final
+class DownloadDocumentRequest(_message.Message):
+    """DownloadDocumentRequest names the document to stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """UUID of the account. Required."""
+    document_id: _builtins.str
+    """UUID of the document. Required."""
+    chunk_size: _builtins.int
+    """Bytes per chunk, 512 to 1048576; 0 means 65536."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "chunk_size", b"chunk_size", "document_id", b"document_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadDocumentRequest: _TypeAlias = DownloadDocumentRequest  # noqa: Y015

@@ -24,33 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paylink/v1/common.proto\x12\npaylink.v1\"/\n\x05Money\x12\x14\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"\xa0\x01\n\x10\x41llocationTarget\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.paylink.v1.DepositAccountType\x12\x16\n\x0erouting_number\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12 \n\x18\x61\x63\x63ount_number_last_four\x18\x05 \x01(\t\"\xc0\x01\n\nAllocation\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.paylink.v1.AllocationType\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x16\n\tmin_value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmax_value\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12-\n\x07targets\x18\x05 \x03(\x0b\x32\x1c.paylink.v1.AllocationTargetB\x0c\n\n_min_valueB\x0c\n\n_max_value\"d\n\x0cSwitchParams\x12(\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x18.paylink.v1.SwitchAction\x12*\n\nallocation\x18\x02 \x01(\x0b\x32\x16.paylink.v1.Allocation\"K\n\x0ePaystubsParams\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x15\n\rfrom_pay_date\x18\x02 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x03 \x01(\t\"r\n\tJobParams\x12\x37\n\x15\x64irect_deposit_switch\x18\x01 \x01(\x0b\x32\x18.paylink.v1.SwitchParams\x12,\n\x08paystubs\x18\x02 \x01(\x0b\x32\x1a.paylink.v1.PaystubsParams*\xcc\x01\n\x07JobName\x12\x18\n\x14JOB_NAME_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_NAME_IDENTITY\x10\x01\x12\x17\n\x13JOB_NAME_EMPLOYMENT\x10\x02\x12\x13\n\x0fJOB_NAME_INCOME\x10\x03\x12\x15\n\x11JOB_NAME_PAYSTUBS\x10\x04\x12\'\n#JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS\x10\x05\x12\"\n\x1eJOB_NAME_DIRECT_DEPOSIT_SWITCH\x10\x06*\x8c\x01\n\x0e\x41llocationType\x12\x1f\n\x1b\x41LLOCATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41LLOCATION_TYPE_AMOUNT\x10\x01\x12\x1e\n\x1a\x41LLOCATION_TYPE_PERCENTAGE\x10\x02\x12\x1d\n\x19\x41LLOCATION_TYPE_REMAINDER\x10\x03*\x7f\n\x12\x44\x65positAccountType\x12$\n DEPOSIT_ACCOUNT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45POSIT_ACCOUNT_TYPE_CHECKING\x10\x01\x12 \n\x1c\x44\x45POSIT_ACCOUNT_TYPE_SAVINGS\x10\x02*\xeb\x01\n\x10MonitoringStatus\x12!\n\x1dMONITORING_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18MONITORING_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1aMONITORING_STATUS_DEGRADED\x10\x02\x12*\n&MONITORING_STATUS_USER_ACTION_REQUIRED\x10\x03\x12\'\n#MONITORING_STATUS_CUSTOMER_DISABLED\x10\x04\x12!\n\x1dMONITORING_STATUS_UNAVAILABLE\x10\x05*\x9c\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x16\n\x12JOB_STATUS_PENDING\x10\x03\x12\x16\n\x12JOB_STATUS_SUCCESS\x10\x04\x12\x14\n\x10JOB_STATUS_ERROR\x10\x05*r\n\nJobOutcome\x12\x1b\n\x17JOB_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_OUTCOME_SUCCESS\x10\x01\x12\x17\n\x13JOB_OUTCOME_PENDING\x10\x02\x12\x15\n\x11JOB_OUTCOME_ERROR\x10\x03*\xa2\x01\n\x0cJobErrorType\x12\x1e\n\x1aJOB_ERROR_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_ERROR_TYPE_USER_ACTION\x10\x01\x12\x1b\n\x17JOB_ERROR_TYPE_PLATFORM\x10\x02\x12\x1a\n\x16JOB_ERROR_TYPE_NO_DATA\x10\x03\x12\x19\n\x15JOB_ERROR_TYPE_SYSTEM\x10\x04*\xf0\x02\n\x0cJobErrorCode\x12\x1e\n\x1aJOB_ERROR_CODE_UNSPECIFIED\x10\x00\x12&\n\"JOB_ERROR_CODE_INVALID_CREDENTIALS\x10\x01\x12\x1d\n\x19JOB_ERROR_CODE_MFA_FAILED\x10\x02\x12\'\n#JOB_ERROR_CODE_USER_ACTION_REQUIRED\x10\x03\x12!\n\x1dJOB_ERROR_CODE_ACCOUNT_LOCKED\x10\x04\x12\'\n#JOB_ERROR_CODE_PLATFORM_UNAVAILABLE\x10\x05\x12$\n JOB_ERROR_CODE_JOB_NOT_SUPPORTED\x10\x06\x12\x1a\n\x16JOB_ERROR_CODE_NO_DATA\x10\x07\x12&\n\"JOB_ERROR_CODE_ALLOCATION_REJECTED\x10\x08\x12\x1a\n\x16JOB_ERROR_CODE_TIMEOUT\x10\t*T\n\tJobOrigin\x12\x1a\n\x16JOB_ORIGIN_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_ORIGIN_LINK\x10\x01\x12\x16\n\x12JOB_ORIGIN_REFRESH\x10\x02*`\n\x0cSwitchAction\x12\x1d\n\x19SWITCH_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12SWITCH_ACTION_FULL\x10\x01\x12\x19\n\x15SWITCH_ACTION_PARTIAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paylink/v1/common.proto\x12\npaylink.v1\"/\n\x05Money\x12\x14\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"\xa0\x01\n\x10\x41llocationTarget\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.paylink.v1.DepositAccountType\x12\x16\n\x0erouting_number\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12 \n\x18\x61\x63\x63ount_number_last_four\x18\x05 \x01(\t\"\xc0\x01\n\nAllocation\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.paylink.v1.AllocationType\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x16\n\tmin_value\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmax_value\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12-\n\x07targets\x18\x05 \x03(\x0b\x32\x1c.paylink.v1.AllocationTargetB\x0c\n\n_min_valueB\x0c\n\n_max_value\"d\n\x0cSwitchParams\x12(\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x18.paylink.v1.SwitchAction\x12*\n\nallocation\x18\x02 \x01(\x0b\x32\x16.paylink.v1.Allocation\"K\n\x0ePaystubsParams\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x15\n\rfrom_pay_date\x18\x02 \x01(\t\x12\x13\n\x0bto_pay_date\x18\x03 \x01(\t\"2\n\x0cShiftsParams\x12\x11\n\tfrom_date\x18\x01 \x01(\t\x12\x0f\n\x07to_date\x18\x02 \x01(\t\"\x1e\n\x0eTaxFormsParams\x12\x0c\n\x04year\x18\x01 \x01(\x05\"\xcb\x01\n\tJobParams\x12\x37\n\x15\x64irect_deposit_switch\x18\x01 \x01(\x0b\x32\x18.paylink.v1.SwitchParams\x12,\n\x08paystubs\x18\x02 \x01(\x0b\x32\x1a.paylink.v1.PaystubsParams\x12(\n\x06shifts\x18\x03 \x01(\x0b\x32\x18.paylink.v1.ShiftsParams\x12-\n\ttax_forms\x18\x04 \x01(\x0b\x32\x1a.paylink.v1.TaxFormsParams*\x91\x02\n\x07JobName\x12\x18\n\x14JOB_NAME_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_NAME_IDENTITY\x10\x01\x12\x17\n\x13JOB_NAME_EMPLOYMENT\x10\x02\x12\x13\n\x0fJOB_NAME_INCOME\x10\x03\x12\x15\n\x11JOB_NAME_PAYSTUBS\x10\x04\x12\'\n#JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS\x10\x05\x12\"\n\x1eJOB_NAME_DIRECT_DEPOSIT_SWITCH\x10\x06\x12\x13\n\x0fJOB_NAME_SHIFTS\x10\x07\x12\x16\n\x12JOB_NAME_TAX_FORMS\x10\x08\x12\x16\n\x12JOB_NAME_DOCUMENTS\x10\t*\x8c\x01\n\x0e\x41llocationType\x12\x1f\n\x1b\x41LLOCATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41LLOCATION_TYPE_AMOUNT\x10\x01\x12\x1e\n\x1a\x41LLOCATION_TYPE_PERCENTAGE\x10\x02\x12\x1d\n\x19\x41LLOCATION_TYPE_REMAINDER\x10\x03*\x7f\n\x12\x44\x65positAccountType\x12$\n DEPOSIT_ACCOUNT_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45POSIT_ACCOUNT_TYPE_CHECKING\x10\x01\x12 \n\x1c\x44\x45POSIT_ACCOUNT_TYPE_SAVINGS\x10\x02*\xeb\x01\n\x10MonitoringStatus\x12!\n\x1dMONITORING_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18MONITORING_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1aMONITORING_STATUS_DEGRADED\x10\x02\x12*\n&MONITORING_STATUS_USER_ACTION_REQUIRED\x10\x03\x12\'\n#MONITORING_STATUS_CUSTOMER_DISABLED\x10\x04\x12!\n\x1dMONITORING_STATUS_UNAVAILABLE\x10\x05*\x9c\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x16\n\x12JOB_STATUS_PENDING\x10\x03\x12\x16\n\x12JOB_STATUS_SUCCESS\x10\x04\x12\x14\n\x10JOB_STATUS_ERROR\x10\x05*r\n\nJobOutcome\x12\x1b\n\x17JOB_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_OUTCOME_SUCCESS\x10\x01\x12\x17\n\x13JOB_OUTCOME_PENDING\x10\x02\x12\x15\n\x11JOB_OUTCOME_ERROR\x10\x03*\xa2\x01\n\x0cJobErrorType\x12\x1e\n\x1aJOB_ERROR_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_ERROR_TYPE_USER_ACTION\x10\x01\x12\x1b\n\x17JOB_ERROR_TYPE_PLATFORM\x10\x02\x12\x1a\n\x16JOB_ERROR_TYPE_NO_DATA\x10\x03\x12\x19\n\x15JOB_ERROR_TYPE_SYSTEM\x10\x04*\xf0\x02\n\x0cJobErrorCode\x12\x1e\n\x1aJOB_ERROR_CODE_UNSPECIFIED\x10\x00\x12&\n\"JOB_ERROR_CODE_INVALID_CREDENTIALS\x10\x01\x12\x1d\n\x19JOB_ERROR_CODE_MFA_FAILED\x10\x02\x12\'\n#JOB_ERROR_CODE_USER_ACTION_REQUIRED\x10\x03\x12!\n\x1dJOB_ERROR_CODE_ACCOUNT_LOCKED\x10\x04\x12\'\n#JOB_ERROR_CODE_PLATFORM_UNAVAILABLE\x10\x05\x12$\n JOB_ERROR_CODE_JOB_NOT_SUPPORTED\x10\x06\x12\x1a\n\x16JOB_ERROR_CODE_NO_DATA\x10\x07\x12&\n\"JOB_ERROR_CODE_ALLOCATION_REJECTED\x10\x08\x12\x1a\n\x16JOB_ERROR_CODE_TIMEOUT\x10\t*T\n\tJobOrigin\x12\x1a\n\x16JOB_ORIGIN_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_ORIGIN_LINK\x10\x01\x12\x16\n\x12JOB_ORIGIN_REFRESH\x10\x02*`\n\x0cSwitchAction\x12\x1d\n\x19SWITCH_ACTION_UNSPECIFIED\x10\x00\x12\x16\n\x12SWITCH_ACTION_FULL\x10\x01\x12\x19\n\x15SWITCH_ACTION_PARTIAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paylink.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBNAME']._serialized_start=742
-  _globals['_JOBNAME']._serialized_end=946
-  _globals['_ALLOCATIONTYPE']._serialized_start=949
-  _globals['_ALLOCATIONTYPE']._serialized_end=1089
-  _globals['_DEPOSITACCOUNTTYPE']._serialized_start=1091
-  _globals['_DEPOSITACCOUNTTYPE']._serialized_end=1218
-  _globals['_MONITORINGSTATUS']._serialized_start=1221
-  _globals['_MONITORINGSTATUS']._serialized_end=1456
-  _globals['_JOBSTATUS']._serialized_start=1459
-  _globals['_JOBSTATUS']._serialized_end=1615
-  _globals['_JOBOUTCOME']._serialized_start=1617
-  _globals['_JOBOUTCOME']._serialized_end=1731
-  _globals['_JOBERRORTYPE']._serialized_start=1734
-  _globals['_JOBERRORTYPE']._serialized_end=1896
-  _globals['_JOBERRORCODE']._serialized_start=1899
-  _globals['_JOBERRORCODE']._serialized_end=2267
-  _globals['_JOBORIGIN']._serialized_start=2269
-  _globals['_JOBORIGIN']._serialized_end=2353
-  _globals['_SWITCHACTION']._serialized_start=2355
-  _globals['_SWITCHACTION']._serialized_end=2451
+  _globals['_JOBNAME']._serialized_start=916
+  _globals['_JOBNAME']._serialized_end=1189
+  _globals['_ALLOCATIONTYPE']._serialized_start=1192
+  _globals['_ALLOCATIONTYPE']._serialized_end=1332
+  _globals['_DEPOSITACCOUNTTYPE']._serialized_start=1334
+  _globals['_DEPOSITACCOUNTTYPE']._serialized_end=1461
+  _globals['_MONITORINGSTATUS']._serialized_start=1464
+  _globals['_MONITORINGSTATUS']._serialized_end=1699
+  _globals['_JOBSTATUS']._serialized_start=1702
+  _globals['_JOBSTATUS']._serialized_end=1858
+  _globals['_JOBOUTCOME']._serialized_start=1860
+  _globals['_JOBOUTCOME']._serialized_end=1974
+  _globals['_JOBERRORTYPE']._serialized_start=1977
+  _globals['_JOBERRORTYPE']._serialized_end=2139
+  _globals['_JOBERRORCODE']._serialized_start=2142
+  _globals['_JOBERRORCODE']._serialized_end=2510
+  _globals['_JOBORIGIN']._serialized_start=2512
+  _globals['_JOBORIGIN']._serialized_end=2596
+  _globals['_SWITCHACTION']._serialized_start=2598
+  _globals['_SWITCHACTION']._serialized_end=2694
   _globals['_MONEY']._serialized_start=39
   _globals['_MONEY']._serialized_end=86
   _globals['_ALLOCATIONTARGET']._serialized_start=89
@@ -61,6 +61,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWITCHPARAMS']._serialized_end=546
   _globals['_PAYSTUBSPARAMS']._serialized_start=548
   _globals['_PAYSTUBSPARAMS']._serialized_end=623
-  _globals['_JOBPARAMS']._serialized_start=625
-  _globals['_JOBPARAMS']._serialized_end=739
+  _globals['_SHIFTSPARAMS']._serialized_start=625
+  _globals['_SHIFTSPARAMS']._serialized_end=675
+  _globals['_TAXFORMSPARAMS']._serialized_start=677
+  _globals['_TAXFORMSPARAMS']._serialized_end=707
+  _globals['_JOBPARAMS']._serialized_start=710
+  _globals['_JOBPARAMS']._serialized_end=913
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,12 @@ class _JobNameEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobName.Value
     """The direct deposit allocations currently set on the payroll account."""
     JOB_NAME_DIRECT_DEPOSIT_SWITCH: _JobName.ValueType  # 6
     """Switch (add or change) a direct deposit allocation on the payroll account."""
+    JOB_NAME_SHIFTS: _JobName.ValueType  # 7
+    """Shifts worked: hourly time entries and gig blocks, with hours and pay (see ListShifts)."""
+    JOB_NAME_TAX_FORMS: _JobName.ValueType  # 8
+    """Year-end tax forms: W-2, 1099-NEC and 1099-K (see ListTaxForms)."""
+    JOB_NAME_DOCUMENTS: _JobName.ValueType  # 9
+    """Original documents, such as paystub and tax form PDFs, with their bytes (see ListDocuments)."""
 
 class JobName(_JobName, metaclass=_JobNameEnumTypeWrapper):
     """JobName names one unit of work paylink runs on a payroll account."""
@@ -57,6 +63,12 @@ JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: JobName.ValueType  # 5
 """The direct deposit allocations currently set on the payroll account."""
 JOB_NAME_DIRECT_DEPOSIT_SWITCH: JobName.ValueType  # 6
 """Switch (add or change) a direct deposit allocation on the payroll account."""
+JOB_NAME_SHIFTS: JobName.ValueType  # 7
+"""Shifts worked: hourly time entries and gig blocks, with hours and pay (see ListShifts)."""
+JOB_NAME_TAX_FORMS: JobName.ValueType  # 8
+"""Year-end tax forms: W-2, 1099-NEC and 1099-K (see ListTaxForms)."""
+JOB_NAME_DOCUMENTS: JobName.ValueType  # 9
+"""Original documents, such as paystub and tax form PDFs, with their bytes (see ListDocuments)."""
 Global___JobName: _TypeAlias = JobName  # noqa: Y015
 
 class _AllocationType:
@@ -515,6 +527,56 @@ class PaystubsParams(_message.Message):
 Global___PaystubsParams: _TypeAlias = PaystubsParams  # noqa: Y015
 
 @_typing.final
+class ShiftsParams(_message.Message):
+    """ShiftsParams are the parameters of a shifts job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    from_date: _builtins.str
+    """Earliest shift date to fetch, YYYY-MM-DD; empty for the platform's default window."""
+    to_date: _builtins.str
+    """Latest shift date to fetch, YYYY-MM-DD, not before from_date and at most 366 days after it;
+    empty for no bound.
+    """
+    def __init__(
+        self,
+        *,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShiftsParams: _TypeAlias = ShiftsParams  # noqa: Y015
+
+@_typing.final
+class TaxFormsParams(_message.Message):
+    """TaxFormsParams are the parameters of a tax_forms job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YEAR_FIELD_NUMBER: _builtins.int
+    year: _builtins.int
+    """Tax year to fetch, 2000 to 2100; 0 means every year the platform has."""
+    def __init__(
+        self,
+        *,
+        year: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxFormsParams: _TypeAlias = TaxFormsParams  # noqa: Y015
+
+@_typing.final
 class JobParams(_message.Message):
     """JobParams carries the parameters of the job types that take any."""
 
@@ -522,6 +584,8 @@ class JobParams(_message.Message):
 
     DIRECT_DEPOSIT_SWITCH_FIELD_NUMBER: _builtins.int
     PAYSTUBS_FIELD_NUMBER: _builtins.int
+    SHIFTS_FIELD_NUMBER: _builtins.int
+    TAX_FORMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def direct_deposit_switch(self) -> Global___SwitchParams:
         """Set for direct_deposit_switch jobs."""
@@ -530,15 +594,25 @@ class JobParams(_message.Message):
     def paystubs(self) -> Global___PaystubsParams:
         """Set for paystubs jobs."""
 
+    @_builtins.property
+    def shifts(self) -> Global___ShiftsParams:
+        """Set for shifts jobs."""
+
+    @_builtins.property
+    def tax_forms(self) -> Global___TaxFormsParams:
+        """Set for tax_forms jobs."""
+
     def __init__(
         self,
         *,
         direct_deposit_switch: Global___SwitchParams | None = ...,
         paystubs: Global___PaystubsParams | None = ...,
+        shifts: Global___ShiftsParams | None = ...,
+        tax_forms: Global___TaxFormsParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_switch", b"direct_deposit_switch", "paystubs", b"paystubs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_switch", b"direct_deposit_switch", "paystubs", b"paystubs", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_switch", b"direct_deposit_switch", "paystubs", b"paystubs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_deposit_switch", b"direct_deposit_switch", "paystubs", b"paystubs", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

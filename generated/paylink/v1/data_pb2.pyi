@@ -479,7 +479,12 @@ Global___Employment: _TypeAlias = Employment  # noqa: Y015
 
 @_typing.final
 class Income(_message.Message):
-    """Income is the user's pay rate."""
+    """Income is the user's pay rate, with figures derived from the stored paystubs.
+
+    Rule (service/income_rules.py): a field the platform does not report (compensation amount 0,
+    unit or pay frequency UNSPECIFIED) is derived from the stored paystubs and named in
+    derived_fields; fields the platform reports are never overwritten.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -490,6 +495,11 @@ class Income(_message.Message):
     PAY_FREQUENCY_FIELD_NUMBER: _builtins.int
     REFRESHED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DERIVED_FIELDS_FIELD_NUMBER: _builtins.int
+    GROSS_PAY_YTD_FIELD_NUMBER: _builtins.int
+    NET_PAY_YTD_FIELD_NUMBER: _builtins.int
+    YTD_AS_OF_FIELD_NUMBER: _builtins.int
+    ANNUALIZED_GROSS_PAY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """UUID of the account."""
     compensation_amount_cents: _builtins.int
@@ -500,6 +510,8 @@ class Income(_message.Message):
     """ISO 4217 currency code."""
     pay_frequency: Global___PayFrequency.ValueType
     """Pay frequency."""
+    ytd_as_of: _builtins.str
+    """Pay date of the paystub the year-to-date figures come from, YYYY-MM-DD."""
     @_builtins.property
     def refreshed_at(self) -> _timestamp_pb2.Timestamp:
         """When this data was last fetched."""
@@ -507,6 +519,26 @@ class Income(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When this data last changed."""
+
+    @_builtins.property
+    def derived_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the fields above that paylink derived from the stored paystubs because the platform
+        did not report them: "compensation_amount_cents", "compensation_unit", "pay_frequency".
+        """
+
+    @_builtins.property
+    def gross_pay_ytd(self) -> _common_pb2.Money:
+        """Gross pay year to date, from the newest stored paystub; unset without paystubs."""
+
+    @_builtins.property
+    def net_pay_ytd(self) -> _common_pb2.Money:
+        """Net pay year to date, from the newest stored paystub."""
+
+    @_builtins.property
+    def annualized_gross_pay(self) -> _common_pb2.Money:
+        """Gross pay of the stored paystubs with pay dates in the 365 days up to the newest one, scaled to
+        a year by the days their pay periods cover; unset without paystubs.
+        """
 
     def __init__(
         self,
@@ -518,10 +550,15 @@ class Income(_message.Message):
         pay_frequency: Global___PayFrequency.ValueType = ...,
         refreshed_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        derived_fields: _abc.Iterable[_builtins.str] | None = ...,
+        gross_pay_ytd: _common_pb2.Money | None = ...,
+        net_pay_ytd: _common_pb2.Money | None = ...,
+        ytd_as_of: _builtins.str = ...,
+        annualized_gross_pay: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annualized_gross_pay", b"annualized_gross_pay", "gross_pay_ytd", b"gross_pay_ytd", "net_pay_ytd", b"net_pay_ytd", "refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "compensation_amount_cents", b"compensation_amount_cents", "compensation_unit", b"compensation_unit", "currency", b"currency", "pay_frequency", b"pay_frequency", "refreshed_at", b"refreshed_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "annualized_gross_pay", b"annualized_gross_pay", "compensation_amount_cents", b"compensation_amount_cents", "compensation_unit", b"compensation_unit", "currency", b"currency", "derived_fields", b"derived_fields", "gross_pay_ytd", b"gross_pay_ytd", "net_pay_ytd", b"net_pay_ytd", "pay_frequency", b"pay_frequency", "refreshed_at", b"refreshed_at", "updated_at", b"updated_at", "ytd_as_of", b"ytd_as_of"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -538,6 +575,7 @@ class Earning(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     HOURS_HUNDREDTHS_FIELD_NUMBER: _builtins.int
     RATE_CENTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_YTD_FIELD_NUMBER: _builtins.int
     category: Global___EarningCategory.ValueType
     """Category."""
     name: _builtins.str
@@ -550,6 +588,12 @@ class Earning(_message.Message):
     def amount(self) -> _common_pb2.Money:
         """Amount this pay period."""
 
+    @_builtins.property
+    def amount_ytd(self) -> _common_pb2.Money:
+        """Year-to-date amount of this line (the calendar year of the pay date, this paystub included);
+        unset when the platform does not report it.
+        """
+
     def __init__(
         self,
         *,
@@ -558,10 +602,11 @@ class Earning(_message.Message):
         amount: _common_pb2.Money | None = ...,
         hours_hundredths: _builtins.int = ...,
         rate_cents: _builtins.int = ...,
+        amount_ytd: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category", "hours_hundredths", b"hours_hundredths", "name", b"name", "rate_cents", b"rate_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd", "category", b"category", "hours_hundredths", b"hours_hundredths", "name", b"name", "rate_cents", b"rate_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -577,6 +622,7 @@ class Deduction(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     PRE_TAX_FIELD_NUMBER: _builtins.int
+    AMOUNT_YTD_FIELD_NUMBER: _builtins.int
     category: Global___DeductionCategory.ValueType
     """Category."""
     name: _builtins.str
@@ -587,6 +633,10 @@ class Deduction(_message.Message):
     def amount(self) -> _common_pb2.Money:
         """Amount this pay period."""
 
+    @_builtins.property
+    def amount_ytd(self) -> _common_pb2.Money:
+        """Year-to-date amount of this line; unset when the platform does not report it."""
+
     def __init__(
         self,
         *,
@@ -594,10 +644,11 @@ class Deduction(_message.Message):
         name: _builtins.str = ...,
         amount: _common_pb2.Money | None = ...,
         pre_tax: _builtins.bool = ...,
+        amount_ytd: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category", "name", b"name", "pre_tax", b"pre_tax"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd", "category", b"category", "name", b"name", "pre_tax", b"pre_tax"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -612,6 +663,7 @@ class Tax(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    AMOUNT_YTD_FIELD_NUMBER: _builtins.int
     category: Global___TaxCategory.ValueType
     """Category."""
     name: _builtins.str
@@ -620,20 +672,61 @@ class Tax(_message.Message):
     def amount(self) -> _common_pb2.Money:
         """Amount this pay period."""
 
+    @_builtins.property
+    def amount_ytd(self) -> _common_pb2.Money:
+        """Year-to-date amount of this line; unset when the platform does not report it."""
+
     def __init__(
         self,
         *,
         category: Global___TaxCategory.ValueType = ...,
         name: _builtins.str = ...,
         amount: _common_pb2.Money | None = ...,
+        amount_ytd: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd", "category", b"category", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tax: _TypeAlias = Tax  # noqa: Y015
+
+@_typing.final
+class Reimbursement(_message.Message):
+    """Reimbursement is money paid back to the user with the paycheck (expenses, mileage). It is not
+    pay: it is outside gross and net pay and inside the check amount.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    AMOUNT_YTD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name as printed on the paystub."""
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Amount this pay period."""
+
+    @_builtins.property
+    def amount_ytd(self) -> _common_pb2.Money:
+        """Year-to-date amount of this line; unset when the platform does not report it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        amount_ytd: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_ytd", b"amount_ytd", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reimbursement: _TypeAlias = Reimbursement  # noqa: Y015
 
 @_typing.final
 class TimeOff(_message.Message):
@@ -687,6 +780,17 @@ class Paystub(_message.Message):
     TAXES_FIELD_NUMBER: _builtins.int
     TIME_OFF_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    REIMBURSEMENTS_FIELD_NUMBER: _builtins.int
+    CHECK_AMOUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_TAXES_FIELD_NUMBER: _builtins.int
+    TOTAL_DEDUCTIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_REIMBURSEMENTS_FIELD_NUMBER: _builtins.int
+    GROSS_PAY_YTD_FIELD_NUMBER: _builtins.int
+    NET_PAY_YTD_FIELD_NUMBER: _builtins.int
+    TOTAL_TAXES_YTD_FIELD_NUMBER: _builtins.int
+    TOTAL_DEDUCTIONS_YTD_FIELD_NUMBER: _builtins.int
+    TOTAL_REIMBURSEMENTS_YTD_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """UUID of the paystub."""
     account_id: _builtins.str
@@ -697,6 +801,10 @@ class Paystub(_message.Message):
     """First day of the pay period, YYYY-MM-DD."""
     pay_period_end: _builtins.str
     """Last day of the pay period, YYYY-MM-DD."""
+    document_id: _builtins.str
+    """UUID of the paystub's original document (AccountService.DownloadDocument) once a documents job
+    has stored it; empty otherwise.
+    """
     @_builtins.property
     def gross_pay(self) -> _common_pb2.Money:
         """Gross pay."""
@@ -725,6 +833,48 @@ class Paystub(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When paylink first stored it."""
 
+    @_builtins.property
+    def reimbursements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reimbursement]:
+        """Reimbursement lines."""
+
+    @_builtins.property
+    def check_amount(self) -> _common_pb2.Money:
+        """What was paid out: net pay plus total reimbursements."""
+
+    @_builtins.property
+    def total_taxes(self) -> _common_pb2.Money:
+        """Sum of the tax lines."""
+
+    @_builtins.property
+    def total_deductions(self) -> _common_pb2.Money:
+        """Sum of the deduction lines."""
+
+    @_builtins.property
+    def total_reimbursements(self) -> _common_pb2.Money:
+        """Sum of the reimbursement lines."""
+
+    @_builtins.property
+    def gross_pay_ytd(self) -> _common_pb2.Money:
+        """Gross pay year to date: the calendar year of the pay date, this paystub included. Unset when
+        the platform does not report year-to-date figures.
+        """
+
+    @_builtins.property
+    def net_pay_ytd(self) -> _common_pb2.Money:
+        """Net pay year to date."""
+
+    @_builtins.property
+    def total_taxes_ytd(self) -> _common_pb2.Money:
+        """Taxes year to date."""
+
+    @_builtins.property
+    def total_deductions_ytd(self) -> _common_pb2.Money:
+        """Deductions year to date."""
+
+    @_builtins.property
+    def total_reimbursements_ytd(self) -> _common_pb2.Money:
+        """Reimbursements year to date."""
+
     def __init__(
         self,
         *,
@@ -740,10 +890,21 @@ class Paystub(_message.Message):
         taxes: _abc.Iterable[Global___Tax] | None = ...,
         time_off: _abc.Iterable[Global___TimeOff] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        reimbursements: _abc.Iterable[Global___Reimbursement] | None = ...,
+        check_amount: _common_pb2.Money | None = ...,
+        total_taxes: _common_pb2.Money | None = ...,
+        total_deductions: _common_pb2.Money | None = ...,
+        total_reimbursements: _common_pb2.Money | None = ...,
+        gross_pay_ytd: _common_pb2.Money | None = ...,
+        net_pay_ytd: _common_pb2.Money | None = ...,
+        total_taxes_ytd: _common_pb2.Money | None = ...,
+        total_deductions_ytd: _common_pb2.Money | None = ...,
+        total_reimbursements_ytd: _common_pb2.Money | None = ...,
+        document_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "gross_pay", b"gross_pay", "net_pay", b"net_pay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_amount", b"check_amount", "created_at", b"created_at", "gross_pay", b"gross_pay", "gross_pay_ytd", b"gross_pay_ytd", "net_pay", b"net_pay", "net_pay_ytd", b"net_pay_ytd", "total_deductions", b"total_deductions", "total_deductions_ytd", b"total_deductions_ytd", "total_reimbursements", b"total_reimbursements", "total_reimbursements_ytd", b"total_reimbursements_ytd", "total_taxes", b"total_taxes", "total_taxes_ytd", b"total_taxes_ytd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_at", b"created_at", "deductions", b"deductions", "earnings", b"earnings", "gross_pay", b"gross_pay", "id", b"id", "net_pay", b"net_pay", "pay_date", b"pay_date", "pay_period_end", b"pay_period_end", "pay_period_start", b"pay_period_start", "taxes", b"taxes", "time_off", b"time_off"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "check_amount", b"check_amount", "created_at", b"created_at", "deductions", b"deductions", "document_id", b"document_id", "earnings", b"earnings", "gross_pay", b"gross_pay", "gross_pay_ytd", b"gross_pay_ytd", "id", b"id", "net_pay", b"net_pay", "net_pay_ytd", b"net_pay_ytd", "pay_date", b"pay_date", "pay_period_end", b"pay_period_end", "pay_period_start", b"pay_period_start", "reimbursements", b"reimbursements", "taxes", b"taxes", "time_off", b"time_off", "total_deductions", b"total_deductions", "total_deductions_ytd", b"total_deductions_ytd", "total_reimbursements", b"total_reimbursements", "total_reimbursements_ytd", b"total_reimbursements_ytd", "total_taxes", b"total_taxes", "total_taxes_ytd", b"total_taxes_ytd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

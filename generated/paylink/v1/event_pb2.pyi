@@ -72,7 +72,7 @@ class Event(_message.Message):
     @_builtins.property
     def job(self) -> Global___JobEventPayload:
         """For <job>.added (identity, employment, income, paystubs, direct_deposit_allocations,
-        direct_deposit_switch).
+        direct_deposit_switch, shifts, tax_forms, documents).
         """
 
     @_builtins.property

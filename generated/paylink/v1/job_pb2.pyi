@@ -67,7 +67,9 @@ class Job(_message.Message):
     """The Link session that created it; empty for a server-side refresh."""
     @_builtins.property
     def params(self) -> _common_pb2.JobParams:
-        """Parameters (switch action and allocation; paystubs count and date range)."""
+        """Parameters (switch action and allocation; paystubs count and date range; shifts date range;
+        tax forms year).
+        """
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
@@ -224,6 +226,8 @@ class CreateJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PAYSTUBS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SHIFTS_FIELD_NUMBER: _builtins.int
+    TAX_FORMS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """UUID of a connected account. Required."""
     name: _common_pb2.JobName.ValueType
@@ -234,6 +238,14 @@ class CreateJobRequest(_message.Message):
     def paystubs(self) -> _common_pb2.PaystubsParams:
         """Paystubs parameters; only with JOB_NAME_PAYSTUBS."""
 
+    @_builtins.property
+    def shifts(self) -> _common_pb2.ShiftsParams:
+        """Shifts parameters; only with JOB_NAME_SHIFTS."""
+
+    @_builtins.property
+    def tax_forms(self) -> _common_pb2.TaxFormsParams:
+        """Tax forms parameters; only with JOB_NAME_TAX_FORMS."""
+
     def __init__(
         self,
         *,
@@ -241,10 +253,12 @@ class CreateJobRequest(_message.Message):
         name: _common_pb2.JobName.ValueType = ...,
         paystubs: _common_pb2.PaystubsParams | None = ...,
         request_id: _builtins.str = ...,
+        shifts: _common_pb2.ShiftsParams | None = ...,
+        tax_forms: _common_pb2.TaxFormsParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["paystubs", b"paystubs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paystubs", b"paystubs", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "name", b"name", "paystubs", b"paystubs", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "name", b"name", "paystubs", b"paystubs", "request_id", b"request_id", "shifts", b"shifts", "tax_forms", b"tax_forms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
