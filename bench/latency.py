@@ -5,8 +5,7 @@ with jitter where the driver has it) and a high worker concurrency runs `jobs` j
 created through the API beforehand (CreateJob, over `accounts` linked accounts). Every half second
 the driver samples how many jobs that worker holds (claimed: calling the platform or writing the
 outcome), how many are finished, and the worker's RSS and CPU. The steady window runs from the
-moment the worker first holds 90 % of its peak to the moment the queue has nothing left to claim;
-in it, throughput is compared with in-flight ÷ latency (Little's law: the difference is the time a
+first to the last sample in which the worker holds at least 90 % of its peak; in it, throughput is compared with in-flight ÷ latency (Little's law: the difference is the time a
 job spends outside the platform call).
 """
 
@@ -151,8 +150,8 @@ async def _measure(
         stop(proc)
         await conn.close()
     peak = max(s["running"] for s in samples)
-    begin = next(s for s in samples if s["running"] >= 0.9 * peak)
-    end = next((s for s in samples if s["t"] > begin["t"] and s["queued"] == 0), samples[-1])
+    steady = [s for s in samples if s["running"] >= 0.9 * peak]  # the worker held >= 90 % of its peak
+    begin, end = steady[0], steady[-1]
     window = [s for s in samples if begin["t"] <= s["t"] <= end["t"]]
     span = end["t"] - begin["t"]
     jobs_per_s = (end["finished"] - begin["finished"]) / span if span > 0 else 0.0

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import Callable
 
 from paylink.v1 import common_pb2, data_pb2
@@ -324,7 +325,7 @@ class SandboxDriver:
         """Resolves the platform and simulates its latency."""
         platform = self._platform(platform_id)
         delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
-        delay += secrets.SystemRandom().uniform(-self._jitter, self._jitter) if self._jitter else 0.0
+        delay += random.uniform(-self._jitter, self._jitter) if self._jitter else 0.0  # noqa: S311
         if delay > 0:
             await asyncio.sleep(delay)
         return platform
