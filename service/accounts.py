@@ -291,6 +291,16 @@ async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UU
     )
 
 
+async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
+    """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
+    row = await conn.fetchrow(
+        "SELECT c.sealed FROM accounts a JOIN account_credentials c ON c.account_id = a.id"
+        " WHERE a.id = $1 AND a.connected",
+        account_id,
+    )
+    return None if row is None else open_grant(deps, account_id, bytes(row["sealed"]))
+
+
 def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
     """The unsealed grant of an account (the sealed blob comes with a claimed job, see queue.CLAIM)."""
     return deps.vault.open(blob, aad=sealed.ACCOUNT_GRANT.aad(account_id))
