@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
@@ -319,6 +320,22 @@ async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: b
     )
 
 
+async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UUID, bytes]]) -> None:
+    """`store_grant` for many accounts (each at most once) in one statement."""
+    if not grants:
+        return
+    blobs = [deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account)) for account, grant in grants]
+    await conn.execute(
+        "INSERT INTO account_credentials (account_id, key_id, sealed)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
+        " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
+        " updated_at = now()",
+        [account for account, _ in grants],
+        [deps.vault.key_id_of(blob) for blob in blobs],
+        blobs,
+    )
+
+
 async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
     """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
     row = await conn.fetchrow(
@@ -326,9 +343,12 @@ async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> b
         " WHERE a.id = $1 AND a.connected",
         account_id,
     )
-    if row is None:
-        return None
-    return deps.vault.open(bytes(row["sealed"]), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+    return None if row is None else open_grant(deps, account_id, bytes(row["sealed"]))
+
+
+def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
+    """The unsealed grant of an account (the sealed blob comes with a claimed job, see queue.CLAIM)."""
+    return deps.vault.open(blob, aad=sealed.ACCOUNT_GRANT.aad(account_id))
 
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
