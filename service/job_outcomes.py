@@ -39,6 +39,8 @@ ERROR_TYPES: dict[int, int] = {
     common_pb2.JOB_ERROR_CODE_NO_DATA: common_pb2.JOB_ERROR_TYPE_NO_DATA,
 }
 
+_ALLOCATIONS = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
+
 # Monitoring status and reason after a final error, by error code.
 _MONITORING_AFTER_ERROR: dict[int, tuple[str, str]] = {
     common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED: ("user_action_required", "mfa_required"),
@@ -87,6 +89,24 @@ class _Writes:
 
     completions: list[queue.Completion] = dataclasses.field(default_factory=list)
     grants: list[tuple[uuid.UUID, bytes]] = dataclasses.field(default_factory=list)
+    stored: dict[uuid.UUID, results.Stored] = dataclasses.field(default_factory=dict)  # by job id
+
+    async def store_results(
+        self, work: uow.UnitOfWork, applied: list[tuple[LockedJob, Outcome, dt.datetime]]
+    ) -> None:
+        """The data the batch's successes return, sealed and compared in one statement before the
+        outcomes are applied (each needs to know what changed: its event says so)."""
+        items: dict[uuid.UUID, tuple[uuid.UUID, int, Message, dt.datetime]] = {}
+        for job, outcome, at in applied:
+            if not isinstance(outcome, Success) or outcome.data is None or outcome.records is not None:
+                continue
+            if job.name == common_pb2.JOB_NAME_PAYSTUBS:
+                continue
+            # The switch changes the allocations: they are what it stores.
+            name = _ALLOCATIONS if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH else job.name
+            items[job.id] = (job.account_id, name, outcome.data, at)
+        stored = await results.store_many(work.conn, work.deps.vault, list(items.values()))
+        self.stored = dict(zip(items, stored, strict=True))
 
     async def write(self, work: uow.UnitOfWork) -> None:
         await accounts.store_grants(work.deps, work.conn, self.grants)
@@ -116,12 +136,14 @@ async def apply_many(
         locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _, _ in outcomes], worker_id)
         assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
         writes = _Writes()
+        at = {job_id: timeutil.now() for job_id in locked}
+        await writes.store_results(work, [(locked[j], o, at[j]) for j, o, _ in outcomes if j in locked])
         for job_id, outcome, context in outcomes:
             job = locked.get(job_id)
             written.append(job is not None)
             if job is not None:
                 work.account_locked(job.workspace_id, job.account_id, job.event_sequence, job.tags)
-                await asyncio.create_task(_apply(work, job, outcome, writes), context=context)
+                await asyncio.create_task(_apply(work, job, outcome, writes, at[job_id]), context=context)
         await writes.write(work)
     return written
 
@@ -131,9 +153,10 @@ def _account(job: LockedJob) -> dict[str, object]:
     return {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
 
 
-async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes: _Writes) -> None:
+async def _apply(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes: _Writes, at: dt.datetime
+) -> None:
     """Applies one outcome; its job status and grant go to `writes` (written for the whole batch)."""
-    at = timeutil.now()
     if isinstance(outcome, Retry):
         error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
         retry = queue.Completion(
@@ -171,7 +194,7 @@ async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes:
 async def _succeeded(
     work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
 ) -> None:
-    stored = await _store_data(work, job, outcome, at)
+    stored = await _store_data(work, job, outcome, at, writes)
     done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
     writes.completions.append(done)
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
@@ -232,7 +255,7 @@ async def _failed(
 
 
 async def _store_data(
-    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime
+    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
 ) -> results.Stored | None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
         return await results.store_paystubs(
@@ -243,13 +266,12 @@ async def _store_data(
         return None
     if outcome.data is None:
         return None
+    stored = writes.stored[job.id]  # stored with the batch's other data (`_Writes.store_results`)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-        # The switch changes the allocations: store them and publish them too.
-        allocations = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-        await results.store(work.conn, work.deps.vault, job.account_id, allocations, outcome.data, at)
-        _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=allocations)
+        # The switch changed the allocations (stored as such): publish them too.
+        _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=_ALLOCATIONS)
         return None
-    return await results.store(work.conn, work.deps.vault, job.account_id, job.name, outcome.data, at)
+    return stored
 
 
 def _job_event(
