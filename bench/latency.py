@@ -12,6 +12,7 @@ job spends outside the platform call).
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import sys
 import time
@@ -34,6 +35,15 @@ SELECT count(*) FILTER (WHERE status = 'running') AS running,
        count(*) FILTER (WHERE status = 'queued') AS queued
 FROM jobs WHERE origin = $1
 """
+
+
+def accounts_for(jobs: int, at_least: int) -> int:
+    """How many accounts `jobs` CreateJobs need (job i: account i % n, job type i % 3) so that no two
+    ask for the same account and job type: CreateJob answers a refresh in flight with that one."""
+    n = max(at_least, -(-jobs // 3))
+    while math.lcm(n, 3) < jobs:
+        n += 1
+    return n
 
 
 async def create_jobs(client: Client, accounts: list[str], n: int, concurrency: int = 64) -> list[str]:
@@ -78,7 +88,7 @@ async def run(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel, secret)
             # One refresh per account and job type in flight: each job its own (account, type) pair.
-            linked = await link_accounts(client, max(accounts, -(-jobs // 3)))
+            linked = await link_accounts(client, accounts_for(jobs, accounts))
             await run_link_jobs(url, base_env)
             await create_jobs(client, linked, jobs)
         return await _measure(

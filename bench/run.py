@@ -515,7 +515,7 @@ async def main() -> int:
             if want("pipeline"):
                 # One refresh per account and job type in flight (CreateJob answers the one in flight):
                 # the saturated run's jobs need their own (account, job type) pairs, 3 job types.
-                n = max(args.accounts, -(-args.jobs // 3)) - 1
+                n = latency.accounts_for(args.jobs, args.accounts) - 1
                 accounts = [account, *await latency.link_accounts(client, n, prefix="bench")]
                 settings = base.model_copy(update={"topic_prefix": prefix})
                 results["pipeline"] = await bench_pipeline(args, client, settings, accounts, labels)
