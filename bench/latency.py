@@ -91,9 +91,11 @@ async def run(
             linked = await link_accounts(client, accounts_for(jobs, accounts))
             await run_link_jobs(url, base_env)
             await create_jobs(client, linked, jobs)
-        return await _measure(
+        found = await _measure(
             url, base_env, jobs=jobs, latency=latency, jitter=jitter, concurrency=concurrency
         )
+        print(f"latency: { {k: v for k, v in found.items() if k != 'samples'} }", flush=True)
+        return found
     finally:
         stop(api)
         stop(relay)

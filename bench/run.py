@@ -546,7 +546,6 @@ async def main() -> int:
             jitter=args.latency_jitter,
             concurrency=args.latency_concurrency,
         )
-        print(f"latency: { {k: v for k, v in results['latency'].items() if k != 'samples'} }", flush=True)
     if want("relay"):
         results["relay"] = await relay_bench.run(
             args.relay_rows, templates, base.database_url, base.kafka_bootstrap, env
