@@ -262,7 +262,9 @@ async def _store_data(
             work.conn, work.deps.vault, job.account_id, outcome.paystubs or [], at
         )
     if outcome.records is not None:
-        await record_jobs.store(work.conn, work.deps.documents, job.account_id, outcome.records, at)
+        await record_jobs.store(
+            work.conn, work.deps.vault, work.deps.documents, job.account_id, outcome.records, at
+        )
         return None
     if outcome.data is None:
         return None

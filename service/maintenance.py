@@ -5,10 +5,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 
-from service import db, kafka, pii, queue, sealed
+from service import db, documents, kafka, queue, records_store, results, sealed
 from service.config import Settings
 from service.vault import Vault
+
+# Who seals each column of personal data (its table's one writer): seals values stored before
+# sealing, re-seals values under an older key, re-keys change digests. One entry per
+# sealed.PERSONAL_DATA column (tests/integration/test_sealed_columns.py).
+Sealer = Callable[[db.Pool, Vault, int], Awaitable[dict[str, int]]]
+PERSONAL_SEALERS: dict[str, Sealer] = {
+    sealed.RESULT_DATA.name: results.seal_existing,
+    sealed.PAYSTUB_DATA.name: results.seal_existing_paystubs,
+    sealed.SHIFT_DATA.name: records_store.seal_existing,  # shifts and tax forms
+    sealed.TAX_FORM_DATA.name: records_store.seal_existing,
+    sealed.DOCUMENT_CONTENT.name: documents.seal_existing,
+}
 
 
 async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, int]:
@@ -44,6 +57,21 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 )
                 done += 1
         counts[f"{table}.{column}"] = done
+    counts[sealed.IDEMPOTENCY_RESPONSE] = await _reencrypt_idempotency(pool, vault)
+    # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
+    # primary key, and re-keys the change digests (the documents' set digests too).
+    ran: set[Sealer] = set()
+    for personal in sealed.PERSONAL_DATA:
+        sealer = PERSONAL_SEALERS[personal.name]
+        if sealer not in ran:
+            ran.add(sealer)
+            counts.update(await sealer(pool, vault, min(batch, 200)))
+    counts.update(await records_store.seal_existing_documents(pool, vault, min(batch, 200)))
+    return counts
+
+
+async def _reencrypt_idempotency(pool: db.Pool, vault: Vault) -> int:
+    """Stored idempotent responses (composite key, AAD `sealed.idempotency_aad`)."""
     ikeys = 0
     for row in await pool.fetch(
         "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
@@ -61,11 +89,7 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 blob,
             )
             ikeys += 1
-    counts["idempotency_keys.response"] = ikeys
-    # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
-    # primary key, and re-keys the change digests.
-    counts.update(await pii.seal_existing(pool, vault))
-    return counts
+    return ikeys
 
 
 async def replay(

@@ -25,6 +25,7 @@ from service.drivers.base import (
     PlatformError,
     ShiftQuery,
 )
+from service.vault import Vault
 
 J = common_pb2
 RECORD_JOBS = frozenset({J.JOB_NAME_SHIFTS, J.JOB_NAME_TAX_FORMS, J.JOB_NAME_DOCUMENTS})
@@ -90,12 +91,17 @@ async def fetch(driver: PlatformDriver, ctx: JobContext, name: int, params: comm
 
 
 async def store(
-    conn: db.Conn, store_: DocumentStore, account_id: uuid.UUID, records: Records, at: dt.datetime
+    conn: db.Conn,
+    vault: Vault,
+    store_: DocumentStore,
+    account_id: uuid.UUID,
+    records: Records,
+    at: dt.datetime,
 ) -> None:
-    """Stores what the job fetched (inside the outcome transaction)."""
+    """Stores what the job fetched, sealed (inside the outcome transaction)."""
     if records.name == J.JOB_NAME_SHIFTS:
-        await records_store.store_shifts(conn, account_id, records.shifts, at)
+        await records_store.store_shifts(conn, vault, account_id, records.shifts, at)
     elif records.name == J.JOB_NAME_TAX_FORMS:
-        await records_store.store_tax_forms(conn, account_id, records.tax_forms, at)
+        await records_store.store_tax_forms(conn, vault, account_id, records.tax_forms, at)
     else:
-        await records_store.store_documents(conn, store_, account_id, records.documents, at)
+        await records_store.store_documents(conn, vault, store_, account_id, records.documents, at)

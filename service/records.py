@@ -1,6 +1,7 @@
 """Reads of shifts, tax forms and documents (AccountService): validation, pages, messages, and the
 chunked document download. Storage is in service/records_store.py, document bytes behind
-service/documents.DocumentStore."""
+service/documents.DocumentStore. Every read that releases personal data writes one audit record
+(a list page even when empty, like ListPaystubs; a document only when found)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,22 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from google.protobuf.message import Message
-from paylink.v1 import account_pb2, common_pb2, document_pb2
+from paylink.v1 import account_pb2, common_pb2, document_pb2, privacy_pb2
 
-from service import accounts, db, documents, errors, ids, pagination, records_store, timeutil, validation
+from service import (
+    accounts,
+    audit,
+    db,
+    documents,
+    errors,
+    ids,
+    pagination,
+    records_store,
+    timeutil,
+    validation,
+)
 from service.deps import Deps
+from service.vault import Vault
 
 MIN_YEAR, MAX_YEAR = 2000, 2100
 
@@ -40,7 +53,7 @@ def year_in_range(v: errors.Violations, field: str, year: int) -> None:
 
 
 async def list_shifts(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListShiftsRequest
+    deps: Deps, who: audit.Who, request: account_pb2.ListShiftsRequest
 ) -> account_pb2.ListShiftsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
@@ -49,11 +62,14 @@ async def list_shifts(
     if low and high and low > high:
         v.add("to_date", "must not be before from_date")
     v.raise_if_any()
-    account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
+    account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_date, "t": request.to_date}
     after = _date_cursor(pagination.decode(request.page_token, filters))
-    rows = await records_store.shift_rows(deps.pool, account["id"], low, high, after, size + 1)
-    response = account_pb2.ListShiftsResponse(shifts=[records_store.shift_from_row(r) for r in rows[:size]])
+    record = _record(who, privacy_pb2.AUDIT_RESOURCE_SHIFTS, account)
+    rows = await records_store.shift_rows(deps.pool, record, low, high, after, size + 1)
+    response = account_pb2.ListShiftsResponse(
+        shifts=[records_store.shift_from_row(deps.vault, r) for r in rows[:size]]
+    )
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(
@@ -64,13 +80,13 @@ async def list_shifts(
 
 
 async def list_tax_forms(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListTaxFormsRequest
+    deps: Deps, who: audit.Who, request: account_pb2.ListTaxFormsRequest
 ) -> account_pb2.ListTaxFormsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
     year_in_range(v, "year", request.year)
     v.raise_if_any()
-    account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
+    account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "y": request.year}
     cursor = pagination.decode(request.page_token, filters)
     after = None
@@ -78,9 +94,10 @@ async def list_tax_forms(
         if not cursor.key.isdigit():
             raise errors.invalid_field("page_token", "is not a page token this list returned")
         after = (int(cursor.key), cursor.id)
-    rows = await records_store.tax_form_rows(deps.pool, account["id"], request.year, after, size + 1)
+    record = _record(who, privacy_pb2.AUDIT_RESOURCE_TAX_FORMS, account)
+    rows = await records_store.tax_form_rows(deps.pool, record, request.year, after, size + 1)
     response = account_pb2.ListTaxFormsResponse(
-        tax_forms=[records_store.tax_form_from_row(r) for r in rows[:size]]
+        tax_forms=[records_store.tax_form_from_row(deps.vault, r) for r in rows[:size]]
     )
     if len(rows) > size:
         last = rows[size - 1]
@@ -92,15 +109,16 @@ async def list_tax_forms(
 
 
 async def list_documents(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.ListDocumentsRequest
+    deps: Deps, who: audit.Who, request: account_pb2.ListDocumentsRequest
 ) -> account_pb2.ListDocumentsResponse:
     size = pagination.page_size(request.page_size)
     if request.type not in document_pb2.DocumentType.values():
         raise errors.invalid_field("type", "is not a known document type")
-    account = await accounts.fetch(deps.pool, workspace_id, request.account_id)
+    account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "t": request.type}
     after = _date_cursor(pagination.decode(request.page_token, filters))
-    rows = await records_store.document_rows(deps.pool, account["id"], request.type, after, size + 1)
+    record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
+    rows = await records_store.document_rows(deps.pool, record, request.type, after, size + 1)
     response = account_pb2.ListDocumentsResponse(
         documents=[records_store.document_from_row(r) for r in rows[:size]]
     )
@@ -113,20 +131,26 @@ async def list_documents(
     return response
 
 
-async def _document(deps: Deps, workspace_id: uuid.UUID, account_id: str, document_id: str) -> asyncpg.Record:
-    account = await accounts.fetch(deps.pool, workspace_id, account_id)
+def _record(who: audit.Who, resource: int, account: asyncpg.Record) -> audit.Record:
+    return audit.Record(who, audit.READ, resource, account["id"], account["end_user_id"])
+
+
+async def _document(deps: Deps, who: audit.Who, account_id: str, document_id: str) -> asyncpg.Record:
+    """A document's row, with the read's audit record (only when found)."""
+    account = await accounts.fetch(deps.pool, who.workspace_id, account_id)
     parsed = ids.parse_uuid(document_id)
-    row = await records_store.document_row(deps.pool, account["id"], parsed) if parsed else None
+    record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
+    row = await records_store.document_row(deps.pool, record, parsed) if parsed else None
     if row is None:
         raise errors.not_found("document", document_id)
     return row
 
 
 async def get_document(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.GetDocumentRequest
+    deps: Deps, who: audit.Who, request: account_pb2.GetDocumentRequest
 ) -> document_pb2.Document:
     return records_store.document_from_row(
-        await _document(deps, workspace_id, request.account_id, request.document_id)
+        await _document(deps, who, request.account_id, request.document_id)
     )
 
 
@@ -143,26 +167,31 @@ def chunk_size(value: int) -> int:
 
 
 async def download_document(
-    deps: Deps, workspace_id: uuid.UUID, request: account_pb2.DownloadDocumentRequest
+    deps: Deps, who: audit.Who, request: account_pb2.DownloadDocumentRequest
 ) -> AsyncIterator[document_pb2.DocumentChunk]:
     """The document's bytes in order, `chunk_size` at a time; the first chunk carries the metadata.
     Every error (bad chunk size, unknown account or document) is raised before the first chunk."""
     size = chunk_size(request.chunk_size)
-    row = await _document(deps, workspace_id, request.account_id, request.document_id)
+    row = await _document(deps, who, request.account_id, request.document_id)
     meta = records_store.document_from_row(row)
-    return _chunks(deps.documents, deps.pool, row["id"], meta, size)
+    return _chunks(deps.documents, deps.pool, deps.vault, row, meta, size)
 
 
 async def _chunks(
     store: documents.DocumentStore,
     pool: db.Pool,
-    document_id: uuid.UUID,
+    vault: Vault,
+    row: asyncpg.Record,
     meta: document_pb2.Document,
     size: int,
 ) -> AsyncIterator[document_pb2.DocumentChunk]:
     offset = 0
     while True:
-        data = await store.read(pool, document_id, offset, size) if offset < meta.size_bytes else b""
+        data = (
+            await store.read(pool, vault, row["account_id"], row["id"], offset, size)
+            if offset < meta.size_bytes
+            else b""
+        )
         chunk = document_pb2.DocumentChunk(data=data, offset=offset)
         if offset == 0:
             chunk.document.CopyFrom(meta)

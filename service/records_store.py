@@ -1,9 +1,12 @@
 """Storage of shifts, tax forms and documents: every write and every read of their tables.
 
-One module on purpose: whoever seals these records at rest (or moves them) changes the write
-functions (`store_*`) and the decode functions (`*_from_row`) here and nowhere else. Writes run in
-the job outcome's transaction; each upserts the platform's records by their stable id and moves
-the job_results row's refreshed_at (and updated_at when the set's content changed), like paystubs.
+The one writer of `shifts`, `tax_forms` and `documents` (document bytes: service/documents.py).
+Shifts and tax forms are personal data, sealed per record (service/pii.py: AAD
+`pii:<shift|tax_form>:<account_id>:<external_id>`) by the write functions (`store_*`) and opened
+by the decode functions (`*_from_row`). Writes run in the job outcome's transaction; each upserts
+the platform's records by their stable id and moves the job_results row's refreshed_at (and
+updated_at when the set's keyed digest changed: `results.mark_set`), like paystubs. Reads of
+records write their audit record in the same statement (service/audit.py: `attach`).
 """
 
 from __future__ import annotations
@@ -16,43 +19,18 @@ from collections.abc import Sequence
 import asyncpg
 from paylink.v1 import common_pb2, document_pb2, shift_pb2, tax_form_pb2
 
-from service import db, ids, timeutil
+from service import audit, db, ids, pii, results, sealed, timeutil
 from service.documents import DocumentStore
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
-
-_RESULT = """
-INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-VALUES ($1, $2, NULL, $3, $4, $4)
-ON CONFLICT (account_id, name) DO UPDATE SET
-  refreshed_at = EXCLUDED.refreshed_at,
-  updated_at = CASE WHEN job_results.content_hash = EXCLUDED.content_hash
-                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
-  content_hash = EXCLUDED.content_hash
-"""
-
-
-def _set_hash(parts: Sequence[bytes]) -> bytes:
-    """Hash of a set of records: independent of the order the platform listed them in."""
-    digest = hashlib.sha256()
-    for part in sorted(parts):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-async def _mark(
-    conn: db.Conn, account_id: uuid.UUID, name: int, parts: Sequence[bytes], at: dt.datetime
-) -> None:
-    await conn.execute(_RESULT, account_id, name, _set_hash(parts), at)
-
+from service.vault import Vault
 
 # -- writes ----------------------------------------------------------------------------------------
 
 
 async def store_shifts(
-    conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedShift], at: dt.datetime
+    conn: db.Conn, vault: Vault, account_id: uuid.UUID, fetched: Sequence[FetchedShift], at: dt.datetime
 ) -> None:
-    """Upserts the shifts by the platform's id."""
+    """Upserts the shifts by the platform's id, each sealed."""
     bodies = []
     for item in fetched:
         shift = shift_pb2.Shift()
@@ -68,16 +46,23 @@ async def store_shifts(
         account_id,
         [item.external_id for item in fetched],
         [dt.date.fromisoformat(item.shift.date) for item in fetched],
-        bodies,
+        [
+            pii.seal(vault, pii.Kind.SHIFT, account_id, body, item.external_id)
+            for item, body in zip(fetched, bodies, strict=True)
+        ],
     )
-    parts = [item.external_id.encode() + b"\0" + body for item, body in zip(fetched, bodies, strict=True)]
-    await _mark(conn, account_id, common_pb2.JOB_NAME_SHIFTS, parts, at)
+    parts = pii.set_parts([(item.external_id, body) for item, body in zip(fetched, bodies, strict=True)])
+    await results.mark_set(conn, vault, account_id, common_pb2.JOB_NAME_SHIFTS, parts, at)
+
+
+def _tax_form_part(document_external_id: str, body: bytes) -> bytes:
+    return document_external_id.encode() + b"\0" + body
 
 
 async def store_tax_forms(
-    conn: db.Conn, account_id: uuid.UUID, fetched: Sequence[FetchedTaxForm], at: dt.datetime
+    conn: db.Conn, vault: Vault, account_id: uuid.UUID, fetched: Sequence[FetchedTaxForm], at: dt.datetime
 ) -> None:
-    """Upserts the tax forms by the platform's id."""
+    """Upserts the tax forms by the platform's id, each sealed."""
     bodies = []
     for item in fetched:
         form = tax_form_pb2.TaxForm()
@@ -96,13 +81,18 @@ async def store_tax_forms(
         [item.external_id for item in fetched],
         [item.tax_form.year for item in fetched],
         [item.document_external_id for item in fetched],
-        bodies,
+        [
+            pii.seal(vault, pii.Kind.TAX_FORM, account_id, body, item.external_id)
+            for item, body in zip(fetched, bodies, strict=True)
+        ],
     )
-    parts = [
-        item.external_id.encode() + b"\0" + item.document_external_id.encode() + b"\0" + body
-        for item, body in zip(fetched, bodies, strict=True)
-    ]
-    await _mark(conn, account_id, common_pb2.JOB_NAME_TAX_FORMS, parts, at)
+    parts = pii.set_parts(
+        [
+            (item.external_id, _tax_form_part(item.document_external_id, body))
+            for item, body in zip(fetched, bodies, strict=True)
+        ]
+    )
+    await results.mark_set(conn, vault, account_id, common_pb2.JOB_NAME_TAX_FORMS, parts, at)
 
 
 def _sort_date(info: DocumentInfo) -> dt.date:
@@ -113,13 +103,14 @@ def _sort_date(info: DocumentInfo) -> dt.date:
 
 async def store_documents(
     conn: db.Conn,
+    vault: Vault,
     store: DocumentStore,
     account_id: uuid.UUID,
     fetched: Sequence[tuple[DocumentInfo, bytes]],
     at: dt.datetime,
 ) -> None:
     """Upserts document metadata by the platform's id and hands the bytes to `store` when they are
-    new or changed (by SHA-256). The caller checked sizes and hashes."""
+    new or changed (by SHA-256), which seals them. The caller checked sizes and hashes."""
     for info, content in fetched:
         digest = hashlib.sha256(content).digest()
         row = await conn.fetchrow(
@@ -145,13 +136,12 @@ async def store_documents(
             _sort_date(info),
             at,
         )
-        assert row is not None
+        if row is None:  # fenced by an erasure: nothing is stored
+            return
         if row["inserted"] or row["changed"]:
-            await store.put(conn, row["id"], content)
-    parts = [
-        info.external_id.encode() + b"\0" + hashlib.sha256(content).digest() for info, content in fetched
-    ]
-    await _mark(conn, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, at)
+            await store.put(conn, vault, account_id, row["id"], content)
+    parts = pii.set_parts([(info.external_id, hashlib.sha256(content).digest()) for info, content in fetched])
+    await results.mark_set(conn, vault, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, at)
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -166,62 +156,81 @@ async def data_times(conn: db.Executor, account_id: uuid.UUID, name: int) -> asy
     )
 
 
+# Each read of records is one statement that also writes the read's audit record (service/audit.py).
+_SHIFTS = audit.attach(
+    "SELECT id, account_id, external_id, shift_date, data, created_at FROM shifts WHERE account_id = $1"
+    " AND ($2::date IS NULL OR shift_date >= $2) AND ($3::date IS NULL OR shift_date <= $3)"
+    " AND ($4::date IS NULL OR (shift_date, id) < ($4, $5))"
+    " ORDER BY shift_date DESC, id DESC LIMIT $6",
+    6,
+)
+
+
 async def shift_rows(
     conn: db.Executor,
-    account_id: uuid.UUID,
+    record: audit.Record,
     low: dt.date | None,
     high: dt.date | None,
     after: tuple[dt.date, uuid.UUID] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Shifts newest first, within inclusive dates, after a (date, id) cursor."""
+    """Shifts of the record's account newest first, within inclusive dates, after a (date, id)
+    cursor; writes the read's audit record."""
     return list(
         await conn.fetch(
-            "SELECT id, account_id, shift_date, data, created_at FROM shifts WHERE account_id = $1"
-            " AND ($2::date IS NULL OR shift_date >= $2) AND ($3::date IS NULL OR shift_date <= $3)"
-            " AND ($4::date IS NULL OR (shift_date, id) < ($4, $5))"
-            " ORDER BY shift_date DESC, id DESC LIMIT $6",
-            account_id,
+            _SHIFTS,
+            record.account_id,
             low,
             high,
             after[0] if after else None,
             after[1] if after else None,
             limit,
+            *record.args(),
         )
     )
 
 
-def shift_from_row(row: asyncpg.Record) -> shift_pb2.Shift:
-    shift = shift_pb2.Shift.FromString(bytes(row["data"]))
+def shift_from_row(vault: Vault, row: asyncpg.Record) -> shift_pb2.Shift:
+    body = pii.open_data(vault, pii.Kind.SHIFT, row["account_id"], bytes(row["data"]), row["external_id"])
+    shift = shift_pb2.Shift.FromString(body)
     shift.id = str(row["id"])
     shift.account_id = str(row["account_id"])
     timeutil.set_ts(shift.created_at, row["created_at"])
     return shift
 
 
+_TAX_FORMS = audit.attach(
+    "SELECT t.id, t.account_id, t.external_id, t.year, t.data, t.created_at, d.id AS document_id"
+    " FROM tax_forms t"
+    " LEFT JOIN documents d ON d.account_id = t.account_id AND d.external_id = t.document_external_id"
+    " WHERE t.account_id = $1 AND ($2 = 0 OR t.year = $2)"
+    " AND ($3::int IS NULL OR (t.year, t.id) < ($3, $4))"
+    " ORDER BY t.year DESC, t.id DESC LIMIT $5",
+    5,
+)
+
+
 async def tax_form_rows(
-    conn: db.Executor, account_id: uuid.UUID, year: int, after: tuple[int, uuid.UUID] | None, limit: int
+    conn: db.Executor, record: audit.Record, year: int, after: tuple[int, uuid.UUID] | None, limit: int
 ) -> list[asyncpg.Record]:
-    """Tax forms newest year first (optionally of one year), after a (year, id) cursor, with the
-    id of their stored document."""
+    """Tax forms of the record's account newest year first (optionally of one year), after a
+    (year, id) cursor, with the id of their stored document; writes the read's audit record."""
     return list(
         await conn.fetch(
-            "SELECT t.id, t.account_id, t.year, t.data, t.created_at, d.id AS document_id FROM tax_forms t"
-            " LEFT JOIN documents d ON d.account_id = t.account_id AND d.external_id = t.document_external_id"
-            " WHERE t.account_id = $1 AND ($2 = 0 OR t.year = $2)"
-            " AND ($3::int IS NULL OR (t.year, t.id) < ($3, $4))"
-            " ORDER BY t.year DESC, t.id DESC LIMIT $5",
-            account_id,
+            _TAX_FORMS,
+            record.account_id,
             year,
             after[0] if after else None,
             after[1] if after else None,
             limit,
+            *record.args(),
         )
     )
 
 
-def tax_form_from_row(row: asyncpg.Record) -> tax_form_pb2.TaxForm:
-    form = tax_form_pb2.TaxForm.FromString(bytes(row["data"]))
+def tax_form_from_row(vault: Vault, row: asyncpg.Record) -> tax_form_pb2.TaxForm:
+    body = pii.open_data(vault, pii.Kind.TAX_FORM, row["account_id"], bytes(row["data"]), row["external_id"])
+    form = tax_form_pb2.TaxForm.FromString(body)
     form.id = str(row["id"])
     form.account_id = str(row["account_id"])
     form.document_id = str(row["document_id"]) if row["document_id"] else ""
@@ -230,37 +239,48 @@ def tax_form_from_row(row: asyncpg.Record) -> tax_form_pb2.TaxForm:
 
 
 _DOCUMENT_COLUMNS = "id, account_id, type, name, content_type, size_bytes, sha256, pay_date, year, sort_date, created_at, updated_at"
+_DOCUMENTS = audit.attach(
+    f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE account_id = $1 AND ($2 = 0 OR type = $2)"
+    " AND ($3::date IS NULL OR (sort_date, id) < ($3, $4))"
+    " ORDER BY sort_date DESC, id DESC LIMIT $5",
+    5,
+)
+# One document and, when found, the read's audit record (account and end user from the row).
+_DOCUMENT = audit.attach(
+    f"SELECT $3::text AS end_user_id, {_DOCUMENT_COLUMNS} FROM documents WHERE id = $1 AND account_id = $2",
+    3,
+    subject="SELECT account_id, end_user_id FROM target",
+)
 
 
 async def document_rows(
     conn: db.Executor,
-    account_id: uuid.UUID,
+    record: audit.Record,
     doc_type: int,
     after: tuple[dt.date, uuid.UUID] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    """Documents newest first (optionally of one type), after a (sort date, id) cursor."""
+    """Documents of the record's account newest first (optionally of one type), after a (sort date,
+    id) cursor; writes the read's audit record."""
     return list(
         await conn.fetch(
-            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE account_id = $1 AND ($2 = 0 OR type = $2)"
-            " AND ($3::date IS NULL OR (sort_date, id) < ($3, $4))"
-            " ORDER BY sort_date DESC, id DESC LIMIT $5",
-            account_id,
+            _DOCUMENTS,
+            record.account_id,
             doc_type,
             after[0] if after else None,
             after[1] if after else None,
             limit,
+            *record.args(),
         )
     )
 
 
 async def document_row(
-    conn: db.Executor, account_id: uuid.UUID, document_id: uuid.UUID
+    conn: db.Executor, record: audit.Record, document_id: uuid.UUID
 ) -> asyncpg.Record | None:
+    """One document of the record's account; writes the read's audit record when it exists."""
     return await conn.fetchrow(
-        f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = $1 AND account_id = $2",
-        document_id,
-        account_id,
+        _DOCUMENT, document_id, record.account_id, record.end_user_id, *record.args(from_subject=True)
     )
 
 
@@ -279,6 +299,83 @@ def document_from_row(row: asyncpg.Record) -> document_pb2.Document:
     timeutil.set_ts(doc.created_at, row["created_at"])
     timeutil.set_ts(doc.updated_at, row["updated_at"])
     return doc
+
+
+# --- Sealing rows stored before sealing; re-sealing after a rotation (`vault reencrypt`) ----------
+
+_ITEMS: dict[str, tuple[pii.Kind, int, str]] = {
+    # table: (kind, job name of its set digest, the column its digest covers beside the body)
+    "shifts": (pii.Kind.SHIFT, common_pb2.JOB_NAME_SHIFTS, "NULL::text"),
+    "tax_forms": (pii.Kind.TAX_FORM, common_pb2.JOB_NAME_TAX_FORMS, "document_external_id"),
+}
+
+
+async def seal_existing(pool: db.Pool, vault: Vault, batch: int) -> dict[str, int]:
+    """`shifts.data` and `tax_forms.data`: seals plain values and re-seals those under an older key,
+    online, account by account in batches, each update a compare-and-set on what was read (a
+    concurrent writer wins); re-keys each set's digest. Returns how many values changed."""
+    counts = {}
+    for column in (sealed.SHIFT_DATA, sealed.TAX_FORM_DATA):
+        counts[column.name] = await _seal_table(pool, vault, column.table, batch)
+    return counts
+
+
+async def _seal_table(pool: db.Pool, vault: Vault, table: str, batch: int) -> int:
+    kind, name, extra = _ITEMS[table]
+    done, last = 0, None
+    while accounts := await pool.fetch(
+        f"SELECT DISTINCT account_id FROM {table} WHERE ($1::uuid IS NULL OR account_id > $1)"
+        " ORDER BY account_id LIMIT $2",
+        last,
+        batch,
+    ):
+        last = accounts[-1]["account_id"]
+        for account in accounts:
+            account_id, items = account["account_id"], []
+            async with pool.acquire() as conn:
+                old = await results.set_digest(conn, account_id, name)
+                rows = await conn.fetch(
+                    f"SELECT id, external_id, {extra} AS extra, data FROM {table} WHERE account_id = $1",
+                    account_id,
+                )
+                for row in rows:
+                    stored = bytes(row["data"])
+                    body, new = pii.resealed(vault, kind, account_id, stored, row["external_id"])
+                    part = body if row["extra"] is None else _tax_form_part(row["extra"], body)
+                    items.append((row["external_id"], part))
+                    if new is not None:
+                        status = await conn.execute(
+                            f"UPDATE {table} SET data = $2 WHERE id = $1 AND data = $3",
+                            row["id"],
+                            new,
+                            stored,
+                        )
+                        done += status.endswith(" 1")
+                await results.rekey_set_digest(conn, vault, account_id, name, pii.set_parts(items), old)
+    return done
+
+
+async def seal_existing_documents(pool: db.Pool, vault: Vault, batch: int) -> dict[str, int]:
+    """Re-keys the set digest of every account's documents (their bytes: documents.seal_existing)."""
+    done, last = 0, None
+    while accounts := await pool.fetch(
+        "SELECT DISTINCT account_id FROM documents WHERE ($1::uuid IS NULL OR account_id > $1)"
+        " ORDER BY account_id LIMIT $2",
+        last,
+        batch,
+    ):
+        last = accounts[-1]["account_id"]
+        for account in accounts:
+            account_id = account["account_id"]
+            old = await results.set_digest(pool, account_id, common_pb2.JOB_NAME_DOCUMENTS)
+            rows = await pool.fetch(
+                "SELECT external_id, sha256 FROM documents WHERE account_id = $1", account_id
+            )
+            parts = pii.set_parts([(r["external_id"], bytes(r["sha256"])) for r in rows])
+            done += await results.rekey_set_digest(
+                pool, vault, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, old
+            )
+    return {"job_results.content_hash.documents": done}
 
 
 async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:

@@ -1,4 +1,7 @@
-"""Job results: the latest data per account and type, with refreshed_at and updated_at.
+"""Job results: the latest data per account and type, with refreshed_at and updated_at; paystubs.
+
+The one writer of `job_results` and `paystubs` (the reads are service/result_reads.py; shifts, tax
+forms and documents keep their refreshed_at/updated_at here through `mark_set`).
 
 The data is personal: it is sealed with the vault before it is written and opened when read
 (service/pii.py: AAD bound to the account and the data kind). `refreshed_at` moves on every
@@ -13,20 +16,14 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
-from paylink.v1 import account_pb2, common_pb2, data_pb2, privacy_pb2
+from paylink.v1 import common_pb2, data_pb2
 
-from service import accounts, audit, db, errors, ids, income_rules, pagination, pii, timeutil, validation
-from service.deps import Deps
+from service import db, ids, pii, sealed, timeutil
 from service.drivers.base import FetchedPaystub
 from service.vault import Vault
-
-_Data = TypeVar(
-    "_Data", data_pb2.Identity, data_pb2.Employment, data_pb2.Income, data_pb2.DirectDepositAllocations
-)
 
 # Upserts the latest data and says whether its content changed, with what was stored before (the
 # CTE reads the row as it was when the statement started). $4: the content's digests under every
@@ -162,190 +159,20 @@ async def store_paystubs(
     added = sorted((r for r in rows if r["inserted"]), key=lambda r: (r["pay_date"], r["id"]), reverse=True)
     bodies = dict(items)
     # Only the set's content matters for updated_at, not the order the platform listed it in.
-    digests = vault.digests(pii.paystub_set_parts(items))
+    digests = vault.digests(pii.set_parts(items))
     row = await conn.fetchrow(_UPSERT, account_id, common_pb2.JOB_NAME_PAYSTUBS, None, digests, at)
     if row is None:  # fenced by an erasure
         return Stored(False)
-    return Stored(row["changed"], None, tuple(_paystub_of(bodies[r["external_id"]], r) for r in added))
+    return Stored(row["changed"], None, tuple(paystub_of(bodies[r["external_id"]], r) for r in added))
 
 
-# The account (workspace check), its result and the read's audit record, in one round trip; the
-# record is written only when there is data to release.
-_RESULT = audit.attach(
-    "SELECT a.id AS account_id, a.end_user_id, r.data, r.refreshed_at, r.updated_at FROM accounts a"
-    " LEFT JOIN job_results r ON r.account_id = a.id AND r.name = $3"
-    " WHERE a.id = $1 AND a.workspace_id = $2",
-    3,
-    subject="SELECT account_id, end_user_id FROM target WHERE refreshed_at IS NOT NULL",
-)
-_RESOURCES: dict[int, int] = {
-    common_pb2.JOB_NAME_IDENTITY: privacy_pb2.AUDIT_RESOURCE_IDENTITY,
-    common_pb2.JOB_NAME_EMPLOYMENT: privacy_pb2.AUDIT_RESOURCE_EMPLOYMENT,
-    common_pb2.JOB_NAME_INCOME: privacy_pb2.AUDIT_RESOURCE_INCOME,
-    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS,
-}
-
-
-async def _result(deps: Deps, who: audit.Who, account_id: str, name: int, what: str) -> asyncpg.Record:
-    parsed = ids.parse_uuid(account_id)
-    row = None
-    if parsed is not None:
-        record = audit.Record(who, audit.READ, _RESOURCES[name])
-        row = await deps.pool.fetchrow(
-            _RESULT, parsed, who.workspace_id, name, *record.args(from_subject=True)
-        )
-    if row is None:
-        raise errors.not_found("account", account_id)
-    if row["refreshed_at"] is None:
-        raise errors.not_found(what, account_id)
-    return row
-
-
-def _body(deps: Deps, row: asyncpg.Record, name: int) -> bytes:
-    """The serialized message of a result row, opened (rows stored before sealing read as they are)."""
-    return pii.open_data(deps.vault, pii.result_kind(name), row["account_id"], bytes(row["data"]))
-
-
-async def identity(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Identity:
-    name = common_pb2.JOB_NAME_IDENTITY
-    row = await _result(deps, who, account_id, name, "identity")
-    return _stamp(data_pb2.Identity.FromString(_body(deps, row, name)), account_id, row)
-
-
-async def employment(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Employment:
-    name = common_pb2.JOB_NAME_EMPLOYMENT
-    row = await _result(deps, who, account_id, name, "employment")
-    return _stamp(data_pb2.Employment.FromString(_body(deps, row, name)), account_id, row)
-
-
-async def income(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.Income:
-    """The stored income, completed from the stored paystubs where the platform left fields out
-    (service/income_rules.py)."""
-    name = common_pb2.JOB_NAME_INCOME
-    row = await _result(deps, who, account_id, name, "income")
-    stubs = await deps.pool.fetch(
-        "SELECT id, account_id, external_id, pay_date, data, created_at, NULL::uuid AS document_id"
-        " FROM paystubs WHERE account_id = $1 AND pay_date >="
-        " (SELECT max(pay_date) FROM paystubs WHERE account_id = $1) - 366 ORDER BY pay_date DESC",
-        row["account_id"],
-    )
-    reported = data_pb2.Income.FromString(_body(deps, row, name))
-    derived = income_rules.derive(reported, [_paystub(deps, r) for r in stubs])
-    return _stamp(derived, account_id, row)
-
-
-async def allocations(deps: Deps, who: audit.Who, account_id: str) -> data_pb2.DirectDepositAllocations:
-    name = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-    row = await _result(deps, who, account_id, name, "direct_deposit_allocations")
-    return _stamp(data_pb2.DirectDepositAllocations.FromString(_body(deps, row, name)), account_id, row)
-
-
-def _stamp(out: _Data, account_id: str, row: asyncpg.Record) -> _Data:
-    out.account_id = account_id
-    timeutil.set_ts(out.refreshed_at, row["refreshed_at"])
-    timeutil.set_ts(out.updated_at, row["updated_at"])
-    return out
-
-
-# A paystub row with the id of its stored document (set once a documents job stored it).
-_PAYSTUB_COLUMNS = (
-    "p.id, p.account_id, p.external_id, p.pay_date, p.data, p.created_at, d.id AS document_id FROM paystubs p"
-    " LEFT JOIN documents d ON d.account_id = p.account_id AND d.external_id = p.document_external_id"
-    " AND p.document_external_id <> ''"
-)
-
-
-def _paystub(deps: Deps, row: asyncpg.Record) -> data_pb2.Paystub:
-    """A stored paystub row as the message, its data opened."""
-    body = pii.open_data(
-        deps.vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
-    )
-    return _paystub_of(body, row)
-
-
-def _paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
+def paystub_of(body: bytes, row: asyncpg.Record) -> data_pb2.Paystub:
     stub = data_pb2.Paystub.FromString(body)
     stub.id = str(row["id"])
     stub.account_id = str(row["account_id"])
     stub.document_id = str(row["document_id"]) if row["document_id"] else ""
     timeutil.set_ts(stub.created_at, row["created_at"])
     return stub
-
-
-# A page of paystubs and the read's audit record, in one round trip.
-_PAYSTUB_PAGE = audit.attach(
-    f"SELECT {_PAYSTUB_COLUMNS} WHERE p.account_id = $1"
-    " AND ($2::date IS NULL OR p.pay_date >= $2) AND ($3::date IS NULL OR p.pay_date <= $3)"
-    " AND ($4::date IS NULL OR (p.pay_date, p.id) < ($4, $5))"
-    " ORDER BY p.pay_date DESC, p.id DESC LIMIT $6",
-    6,
-)
-# One paystub and, when found, the read's audit record.
-_PAYSTUB = audit.attach(
-    f"SELECT $3::text AS end_user_id, {_PAYSTUB_COLUMNS} WHERE p.id = $1 AND p.account_id = $2",
-    3,
-    subject="SELECT account_id, end_user_id FROM target",
-)
-
-
-async def list_paystubs(
-    deps: Deps, who: audit.Who, request: account_pb2.ListPaystubsRequest
-) -> account_pb2.ListPaystubsResponse:
-    v = errors.Violations()
-    size = pagination.page_size(request.page_size)
-    low = validation.pay_date(v, "from_pay_date", request.from_pay_date)
-    high = validation.pay_date(v, "to_pay_date", request.to_pay_date)
-    if low and high and low > high:
-        v.add("to_pay_date", "must not be before from_pay_date")
-    v.raise_if_any()
-    account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
-    filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}
-    cursor_date, cursor_id = pagination.date_cursor(pagination.decode(request.page_token, filters))
-    record = audit.Record(
-        who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, account["id"], account["end_user_id"]
-    )
-    rows = await deps.pool.fetch(
-        _PAYSTUB_PAGE,
-        account["id"],
-        low,
-        high,
-        cursor_date,
-        cursor_id,
-        size + 1,
-        *record.args(),
-    )
-    response = account_pb2.ListPaystubsResponse(paystubs=[_paystub(deps, r) for r in rows[:size]])
-    if len(rows) > size:
-        last = rows[size - 1]
-        response.next_page_token = pagination.encode(
-            pagination.Cursor(last["pay_date"].isoformat(), last["id"]), filters
-        )
-    times = await deps.pool.fetchrow(
-        "SELECT refreshed_at, updated_at FROM job_results WHERE account_id = $1 AND name = $2",
-        account["id"],
-        common_pb2.JOB_NAME_PAYSTUBS,
-    )
-    if times:
-        timeutil.set_ts(response.refreshed_at, times["refreshed_at"])
-        timeutil.set_ts(response.updated_at, times["updated_at"])
-    return response
-
-
-async def get_paystub(deps: Deps, who: audit.Who, account_id: str, paystub_id: str) -> data_pb2.Paystub:
-    account = await accounts.fetch(deps.pool, who.workspace_id, account_id)
-    parsed = ids.parse_uuid(paystub_id)
-    row = None
-    if parsed is not None:
-        record = audit.Record(who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS)
-        row = await deps.pool.fetchrow(
-            _PAYSTUB, parsed, account["id"], account["end_user_id"], *record.args(from_subject=True)
-        )
-    if row is None:
-        raise errors.not_found("paystub", paystub_id)
-    return _paystub(deps, row)
-    if row is None:
-        raise errors.not_found("paystub", paystub_id)
-    return _paystub(deps, row)
 
 
 async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:
@@ -355,3 +182,123 @@ async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, in
         status = await conn.execute(f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", account_ids)
         counts[table] = int(status.rsplit(" ", 1)[-1])
     return counts
+
+
+# --- Sets of records kept elsewhere (shifts, tax forms, documents: service/records_store.py) -----
+
+_MARK = """
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+VALUES ($1, $2, NULL, ($3::bytea[])[1], $4, $4)
+ON CONFLICT (account_id, name) DO UPDATE SET
+  refreshed_at = EXCLUDED.refreshed_at,
+  updated_at = CASE WHEN job_results.content_hash = ANY($3::bytea[])
+                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
+  content_hash = EXCLUDED.content_hash
+"""
+
+
+async def mark_set(
+    conn: db.Conn, vault: Vault, account_id: uuid.UUID, name: int, parts: Sequence[bytes], at: dt.datetime
+) -> None:
+    """Moves the refreshed_at of a set of records stored elsewhere, and its updated_at when the
+    set's keyed digest (of `parts`, in any order) changed."""
+    await conn.execute(_MARK, account_id, name, vault.digests(sorted(parts)), at)
+
+
+# --- Sealing rows stored before sealing; re-sealing and re-keying after a rotation ---------------
+
+_RESULTS_PAGE = """
+SELECT account_id, name, data, content_hash FROM job_results
+WHERE data IS NOT NULL AND ($1::uuid IS NULL OR (account_id, name) > ($1, $2))
+ORDER BY account_id, name LIMIT $3
+"""
+_RESULT_CAS = """
+UPDATE job_results SET data = $3, content_hash = $4
+WHERE account_id = $1 AND name = $2 AND data = $5 AND content_hash = $6
+"""
+_DIGEST_CAS = """
+UPDATE job_results SET content_hash = $3 WHERE account_id = $1 AND name = $2 AND content_hash = $4
+"""
+
+
+async def seal_existing(pool: db.Pool, vault: Vault, batch: int) -> dict[str, int]:
+    """`job_results.data`: seals plain values and re-seals those under an older key, online, in
+    batches, each update a compare-and-set on what was read (a concurrent writer wins); re-keys
+    their digests under the primary key. Returns how many values changed."""
+    done = 0
+    last: tuple[uuid.UUID | None, int] = (None, 0)
+    while rows := await pool.fetch(_RESULTS_PAGE, *last, batch):
+        last = (rows[-1]["account_id"], rows[-1]["name"])
+        for row in rows:
+            stored, old_digest = bytes(row["data"]), bytes(row["content_hash"])
+            kind = pii.result_kind(row["name"])
+            body, new = pii.resealed(vault, kind, row["account_id"], stored)
+            digest = vault.digest([body])
+            if new is None and digest == old_digest:
+                continue
+            status = await pool.execute(
+                _RESULT_CAS, row["account_id"], row["name"], new or stored, digest, stored, old_digest
+            )
+            done += status.endswith(" 1")
+    return {sealed.RESULT_DATA.name: done}
+
+
+async def set_digest(conn: db.Executor, account_id: uuid.UUID, name: int) -> bytes | None:
+    """The stored digest of a job's data (read before the records it covers: `rekey_set_digest`)."""
+    old = await conn.fetchval(
+        "SELECT content_hash FROM job_results WHERE account_id = $1 AND name = $2", account_id, name
+    )
+    return None if old is None else bytes(old)
+
+
+async def rekey_set_digest(
+    conn: db.Executor,
+    vault: Vault,
+    account_id: uuid.UUID,
+    name: int,
+    parts: Sequence[bytes],
+    old: bytes | None,
+) -> int:
+    """Re-computes the digest of a set of records under the primary key, a compare-and-set on `old`
+    (read before the records, so a writer that stored a new set since wins); 1 when it changed it."""
+    digest = vault.digest(sorted(parts))
+    if old is None or old == digest:
+        return 0
+    status = await conn.execute(_DIGEST_CAS, account_id, name, digest, old)
+    return 1 if status.endswith(" 1") else 0
+
+
+_PAYSTUB_CAS = "UPDATE paystubs SET data = $3 WHERE id = $1 AND account_id = $2 AND data = $4"
+
+
+async def seal_existing_paystubs(pool: db.Pool, vault: Vault, batch: int) -> dict[str, int]:
+    """`paystubs.data` like `seal_existing`, account by account, and the set's digest."""
+    done = sets = 0
+    last: uuid.UUID | None = None
+    while accounts_ := await pool.fetch(
+        "SELECT DISTINCT account_id FROM paystubs WHERE ($1::uuid IS NULL OR account_id > $1)"
+        " ORDER BY account_id LIMIT $2",
+        last,
+        batch,
+    ):
+        last = accounts_[-1]["account_id"]
+        for account in accounts_:
+            account_id = account["account_id"]
+            async with pool.acquire() as conn:
+                old = await set_digest(conn, account_id, common_pb2.JOB_NAME_PAYSTUBS)
+                rows = await conn.fetch(
+                    "SELECT id, external_id, data FROM paystubs WHERE account_id = $1", account_id
+                )
+                items = []
+                for row in rows:
+                    stored = bytes(row["data"])
+                    body, new = pii.resealed(vault, pii.Kind.PAYSTUB, account_id, stored, row["external_id"])
+                    items.append((row["external_id"], body))
+                    if new is not None:
+                        status = await conn.execute(_PAYSTUB_CAS, row["id"], account_id, new, stored)
+                        done += status.endswith(" 1")
+                parts = pii.set_parts(items)
+                sets += await rekey_set_digest(
+                    conn, vault, account_id, common_pb2.JOB_NAME_PAYSTUBS, parts, old
+                )
+    return {sealed.PAYSTUB_DATA.name: done, "job_results.content_hash.paystubs": sets}

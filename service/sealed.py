@@ -37,9 +37,56 @@ COLUMNS: tuple[SealedColumn, ...] = (
 )
 
 
-# Personal data, sealed per account and data kind with an AAD of its own shape (service/pii.py:
-# `pii:<kind>:<account_id>[:<item>]`); `vault reencrypt` covers them through `pii.seal_existing`.
-PERSONAL_DATA: tuple[tuple[str, str], ...] = (("job_results", "data"), ("paystubs", "data"))
+@dataclasses.dataclass(frozen=True, slots=True)
+class PersonalColumn:
+    """A column of an end user's payroll data, sealed per account and data kind with the AAD
+    `pii:<kind>:<account_id>[:<item>]` (service/pii.py). Its owning module seals what was stored
+    before sealing and re-seals after a key rotation (`vault reencrypt`, service/maintenance.py)."""
+
+    table: str
+    column: str
+    aad_shape: str  # documentation of the AAD (docs/privacy.md)
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+RESULT_DATA = PersonalColumn("job_results", "data", "pii:<kind>:<account_id>")
+PAYSTUB_DATA = PersonalColumn("paystubs", "data", "pii:paystub:<account_id>:<external_id>")
+SHIFT_DATA = PersonalColumn("shifts", "data", "pii:shift:<account_id>:<external_id>")
+TAX_FORM_DATA = PersonalColumn("tax_forms", "data", "pii:tax_form:<account_id>:<external_id>")
+DOCUMENT_CONTENT = PersonalColumn(
+    "document_contents", "content", "pii:document:<account_id>:<document_id>:<part>"
+)
+
+PERSONAL_DATA: tuple[PersonalColumn, ...] = (
+    RESULT_DATA,
+    PAYSTUB_DATA,
+    SHIFT_DATA,
+    TAX_FORM_DATA,
+    DOCUMENT_CONTENT,
+)
+
+# Stored idempotent responses, sealed with `idempotency_aad` (composite key).
+IDEMPOTENCY_RESPONSE = "idempotency_keys.response"
+
+# Every other binary column, and why it is not sealed. tests/integration/test_sealed_columns.py
+# checks that every bytea column of the schema is in exactly one of COLUMNS, PERSONAL_DATA,
+# IDEMPOTENCY_RESPONSE or this map: a new or renamed column must say which.
+NOT_SEALED: dict[str, str] = {
+    "api_secrets.secret_hash": "SHA-256 of a random secret",
+    "link_tokens.token_hash": "SHA-256 of a random token",
+    "link_tokens.allocation": "deposit target with the account number masked (last four)",
+    "link_tokens.options": "display options of Link",
+    "jobs.params": "job parameters with account numbers masked (last four)",
+    "job_results.content_hash": "keyed digest (HMAC-SHA256 under a vault-derived key)",
+    "idempotency_keys.request_hash": "SHA-256 of the request",
+    "outbox.payload": "events, which carry no personal data (tests/e2e/test_privacy.py)",
+    "accounts.login_fingerprint": "SHA-256 of platform and username, scrubbed by an erasure",
+    "link_sessions.login_fingerprint": "SHA-256 of platform and username, scrubbed by an erasure",
+    "documents.sha256": "SHA-256 of a whole document, the integrity check the API returns",
+}
 
 
 def idempotency_aad(workspace_id: uuid.UUID, method: str, request_id: str) -> bytes:

@@ -275,6 +275,7 @@ DATA_JOBS = [
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS,
 ]
 ALL_JOBS = [*DATA_JOBS, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH]
+RECORD_JOBS = [common_pb2.JOB_NAME_SHIFTS, common_pb2.JOB_NAME_TAX_FORMS, common_pb2.JOB_NAME_DOCUMENTS]
 TEST_TARGET = common_pb2.AllocationTarget(
     type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING,
     routing_number="021000021",

@@ -8,7 +8,8 @@ import re
 import uuid
 from collections.abc import Iterable
 
-from paylink.v1 import data_pb2
+from google.protobuf.message import Message
+from paylink.v1 import common_pb2, data_pb2, document_pb2, shift_pb2, tax_form_pb2
 
 from service import db, pii, sealed
 from service.drivers import sandbox_data
@@ -64,12 +65,29 @@ async def opened(
         if wanted(row["account_id"]):
             body = pii.open_data(vault, pii.result_kind(row["name"]), row["account_id"], bytes(row["data"]))
             out.append(("job_results.data", text_of(body)))
-    for row in await pool.fetch("SELECT account_id, external_id, data FROM paystubs"):
+    for table, kind in (
+        ("paystubs", pii.Kind.PAYSTUB),
+        ("shifts", pii.Kind.SHIFT),
+        ("tax_forms", pii.Kind.TAX_FORM),
+    ):
+        for row in await pool.fetch(f"SELECT account_id, external_id, data FROM {table}"):
+            if wanted(row["account_id"]):
+                body = pii.open_data(vault, kind, row["account_id"], bytes(row["data"]), row["external_id"])
+                out.append((f"{table}.data", text_of(body)))
+    documents: dict[uuid.UUID, list[bytes]] = {}
+    for row in await pool.fetch(
+        "SELECT d.account_id, c.document_id, c.part, c.sealed, c.content FROM document_contents c"
+        " JOIN documents d ON d.id = c.document_id ORDER BY c.document_id, c.part"
+    ):
         if wanted(row["account_id"]):
-            body = pii.open_data(
-                vault, pii.Kind.PAYSTUB, row["account_id"], bytes(row["data"]), row["external_id"]
+            stored, item = bytes(row["content"]), f"{row['document_id']}:{row['part']}"
+            body = (
+                pii.open_data(vault, pii.Kind.DOCUMENT, row["account_id"], stored, item)
+                if row["sealed"]
+                else stored
             )
-            out.append(("paystubs.data", text_of(body)))
+            documents.setdefault(row["document_id"], []).append(body)
+    out += [("document_contents.content", text_of(b"".join(parts))) for parts in documents.values()]
     for row in await pool.fetch(
         "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
         " AND ($1::uuid IS NULL OR workspace_id = $1)",
@@ -114,4 +132,38 @@ def hits(values: Iterable[tuple[str, str]], username: str, account_number: str =
         found += [f"{where}: {w!r}" for w in words if w in text]
         if ssn.search(text):
             found.append(f"{where}: SSN digits")
+    return found
+
+
+# Messages that are personal data (or hold pay figures): none of them may appear in an event.
+PERSONAL_MESSAGES = {
+    m.DESCRIPTOR.full_name
+    for m in (
+        common_pb2.Money,
+        data_pb2.Address,
+        data_pb2.Identity,
+        data_pb2.Employment,
+        data_pb2.Income,
+        data_pb2.DirectDepositAllocations,
+        shift_pb2.Shift,
+        tax_form_pb2.TaxForm,
+        document_pb2.DocumentChunk,
+    )
+}
+
+
+def personal_messages(message: Message, path: str = "") -> list[str]:
+    """Paths of every set field, at any depth, whose message type is personal data."""
+    found = []
+    for field, value in message.ListFields():
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        repeated = bool(field.is_repeated)
+        items = value if repeated else [value]
+        for n, item in enumerate(items):
+            where = f"{path}.{field.name}" + (f"[{n}]" if repeated else "")
+            if field.message_type.full_name in PERSONAL_MESSAGES:
+                found.append(where)
+            else:
+                found += personal_messages(item, where)
     return found

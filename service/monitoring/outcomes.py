@@ -1,5 +1,9 @@
 """What a refresh's outcome does to monitoring: the status machine applied, and what changed.
 
+What changed is said without personal data (docs/privacy.md, docs/events.md): new paystubs by id and
+pay date, allocations by how many there were and are; consumers read the data through the audited
+reads.
+
 Called by `job_outcomes` inside the outcome's unit of work (job and account rows locked).
 """
 
@@ -53,12 +57,25 @@ def change(job: LockedJob, stored: Stored, data: object, at: dt.datetime) -> eve
         if job.scheduled:
             metrics.UNCHANGED_REFRESHES.labels(common_pb2.JobName.Name(job.name)).inc()  # type: ignore[arg-type]
         return None
-    out = event_pb2.DataChange(monitoring=job.scheduled, added_paystubs=stored.added_paystubs)
+    out = event_pb2.DataChange(
+        monitoring=job.scheduled, added_paystubs=[_paystub_ref(p) for p in stored.added_paystubs]
+    )
     timeutil.set_ts(out.updated_at, at)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and isinstance(
         data, data_pb2.DirectDepositAllocations
     ):
         if stored.previous is not None:
-            out.previous_allocations.ParseFromString(stored.previous)
-        out.allocations.CopyFrom(data)
+            out.previous_allocation_count = len(
+                data_pb2.DirectDepositAllocations.FromString(stored.previous).allocations
+            )
+        out.allocation_count = len(data.allocations)
+    return out
+
+
+def _paystub_ref(stub: data_pb2.Paystub) -> data_pb2.Paystub:
+    """What an event says of a new paystub: ids and dates, no pay figures (personal data)."""
+    out = data_pb2.Paystub(
+        id=stub.id, account_id=stub.account_id, pay_date=stub.pay_date, document_id=stub.document_id
+    )
+    out.created_at.CopyFrom(stub.created_at)
     return out

@@ -21,10 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import account_pb2, link_pb2
 from paylink.v1 import common_pb2 as c
 
-from service import runtime
+from service import runtime, sealed
 from service.config import Settings
 from tests.cli.util import Result, fields, free_port, run, service_env, serving
 from tests.harness import (
+    RECORD_JOBS,
     TEST_ALLOCATION,
     Client,
     EventLog,
@@ -348,7 +349,9 @@ async def test_vault_reencrypt_reseals_under_the_new_primary_key(
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch,
     ):
         client = Client(ch, secret)
-        _, session = await link_account(client, "user_good")
+        _, session = await link_account(
+            client, "user_good", [c.JOB_NAME_IDENTITY, c.JOB_NAME_PAYSTUBS, *RECORD_JOBS]
+        )
         identity = await client.accounts.GetIdentity(
             account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md()
         )
@@ -366,6 +369,18 @@ async def test_vault_reencrypt_reseals_under_the_new_primary_key(
         counts = {line.split(":")[0]: int(line.split()[1]) for line in result.out.splitlines()}
         assert counts["account_credentials.sealed"] == 1
         assert counts["link_tokens.allocation_sealed"] == 1  # the switch token's full account number
+        # Every column of personal data re-sealed, and nothing left under the old key.
+        assert {col.name: counts[col.name] > 0 for col in sealed.PERSONAL_DATA} == {
+            col.name: True for col in sealed.PERSONAL_DATA
+        }
+        for col in sealed.PERSONAL_DATA:
+            blobs = [
+                bytes(r["v"])
+                for r in await conn.fetch(
+                    f"SELECT {col.column} AS v FROM {col.table} WHERE {col.column} IS NOT NULL"
+                )
+            ]
+            assert blobs and {b[2 : 2 + b[1]].decode() for b in blobs} == {new_key}, col.name
         again = await run(["vault", "reencrypt"], {**env, **rotated})
         assert again.code == 0 and all(line.endswith(": 0 re-encrypted") for line in again.out.splitlines())
 
@@ -386,6 +401,20 @@ async def test_vault_reencrypt_reseals_under_the_new_primary_key(
             account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=client.md()
         )
         assert same.full_name == identity.full_name
+        shifts = await client.accounts.ListShifts(
+            account_pb2.ListShiftsRequest(account_id=session.account_id), metadata=client.md()
+        )
+        docs = await client.accounts.ListDocuments(
+            account_pb2.ListDocumentsRequest(account_id=session.account_id), metadata=client.md()
+        )
+        assert shifts.shifts and docs.documents
+        chunks = client.accounts.DownloadDocument(
+            account_pb2.DownloadDocumentRequest(
+                account_id=session.account_id, document_id=docs.documents[0].id
+            ),
+            metadata=client.md(),
+        )
+        assert len(b"".join([chunk.data async for chunk in chunks])) == docs.documents[0].size_bytes
         token = await client.token(
             [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id, allocation=TEST_ALLOCATION
         )

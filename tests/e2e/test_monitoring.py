@@ -9,7 +9,6 @@ import uuid
 import grpc
 from paylink.v1 import (
     account_pb2,
-    data_pb2,
     job_pb2,
     link_pb2,
     monitoring_pb2,
@@ -145,18 +144,21 @@ async def test_a_new_paystub_is_published_with_it(client: Client, events: EventL
     )
     assert len(change.added_paystubs) == 1
     added = change.added_paystubs[0]
-    assert added.pay_date > listed.paystubs[0].pay_date and added.net_pay.amount_cents > 0
+    assert added.pay_date > listed.paystubs[0].pay_date and added.account_id == account_id
+    assert (
+        not added.HasField("net_pay") and not added.HasField("gross_pay") and not added.earnings
+    )  # no pay figures
     stored = await client.accounts.GetPaystub(
         account_pb2.GetPaystubRequest(account_id=account_id, paystub_id=added.id), metadata=client.md()
     )
-    assert stored.pay_date == added.pay_date and stored.net_pay == added.net_pay
+    assert stored.pay_date == added.pay_date and stored.net_pay.amount_cents > 0
     now = await client.accounts.ListPaystubs(
         account_pb2.ListPaystubsRequest(account_id=account_id), metadata=client.md()
     )
     assert len(now.paystubs) == 7 and now.updated_at.ToDatetime() > listed.updated_at.ToDatetime()
 
 
-async def test_an_allocation_changed_outside_paylink_is_published_before_and_after(
+async def test_an_allocation_changed_outside_paylink_is_published_with_counts_not_bank_details(
     client: Client, events: EventLog
 ) -> None:
     _, session = await link_account(client, "user_good+moved", [c.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS])
@@ -180,10 +182,15 @@ async def test_an_allocation_changed_outside_paylink_is_published_before_and_aft
         lambda r: r.event.event == "direct_deposit_allocations.added" and r.event.job.job_id == job_id
     )
     change = found[0].event.job.change
-    expected_before = data_pb2.DirectDepositAllocations(allocations=before.allocations)
-    assert change.monitoring and change.previous_allocations == expected_before
-    assert change.allocations == changed.allocations
-    assert b"5550001234" not in found[0].event.SerializeToString()  # last four only
+    assert change.monitoring
+    assert (change.previous_allocation_count, change.allocation_count) == (
+        len(before.allocations),
+        len(changed.allocations.allocations),
+    )
+    # Counts, not bank details: the allocations are read with GetDirectDepositAllocations (audited).
+    assert not change.HasField("previous_allocations") and not change.HasField("allocations")
+    wire = found[0].event.SerializeToString()
+    assert b"5550001234" not in wire and b"Fraud Bank" not in wire and b"011000015" not in wire
     after = await client.accounts.GetDirectDepositAllocations(
         account_pb2.GetDirectDepositAllocationsRequest(account_id=account_id), metadata=client.md()
     )

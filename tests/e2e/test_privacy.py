@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, common_pb2, job_pb2, link_pb2, privacy_pb2
+from paylink.v1 import account_pb2, common_pb2, job_pb2, link_pb2, privacy_pb2, sandbox_pb2
 
 from service import auth, erasure, runtime
 from service.config import Settings
 from tests.harness import (
     ALL_JOBS,
+    RECORD_JOBS,
     Client,
     EventLog,
     base_settings,
@@ -36,10 +37,11 @@ from tests.harness import (
     wait_event_ids,
     wait_job,
 )
-from tests.privacy_scan import dump, hits, opened, text_of
+from tests.privacy_scan import dump, hits, opened, personal_messages, text_of
 
 C = common_pb2
-ERASED = "user_good+erase-me"
+EVERY_JOB = [*ALL_JOBS, *RECORD_JOBS]
+ERASED = "user_good+forget-me"  # hourly: has shifts
 KEPT = "user_good+keep-me"
 ERASED_NUMBER = "40417332905861"  # the erased user's full deposit account number
 KEPT_NUMBER = "55018862337104"
@@ -96,15 +98,20 @@ async def _published(stack: Stack) -> None:
     await wait_event_ids(stack.events, {r["id"] for r in rows})
 
 
+def _jobs(platform: str) -> list[int]:
+    """Every job the platform supports (the sandbox Workday has no shifts)."""
+    return [j for j in EVERY_JOB if platform != "sandbox_workday" or j != C.JOB_NAME_SHIFTS]
+
+
 async def _link_person(client: Client, username: str, number: str, end_user: str) -> list[str]:
-    """Two accounts of one person (two platforms), every job, a switch to a full account number,
-    and an idempotent link token; returns the account ids."""
+    """Two accounts of one person (two platforms), every job (shifts, tax forms and documents too),
+    a switch to a full account number, and an idempotent link token; returns the account ids."""
     out = []
     for platform in ("sandbox_adp", "sandbox_workday"):
         _, session = await link_account(
             client,
             username,
-            ALL_JOBS,
+            _jobs(platform),
             platform_id=platform,
             allocation=_allocation(number),
             end_user_id=end_user,
@@ -143,6 +150,14 @@ async def _rows_of(stack: Stack, account_ids: list[str]) -> list[tuple[str, str]
         ("link_sessions", "link_token_id = ANY($1::uuid[])", token_ids),
         ("job_results", "account_id = ANY($1::uuid[])", ids),
         ("paystubs", "account_id = ANY($1::uuid[])", ids),
+        ("shifts", "account_id = ANY($1::uuid[])", ids),
+        ("tax_forms", "account_id = ANY($1::uuid[])", ids),
+        ("documents", "account_id = ANY($1::uuid[])", ids),
+        (
+            "document_contents",
+            "document_id IN (SELECT id FROM documents WHERE account_id = ANY($1::uuid[]))",
+            ids,
+        ),
         ("account_credentials", "account_id = ANY($1::uuid[])", ids),
         ("outbox", "account_id = ANY($1::uuid[])", ids),
     ]:
@@ -168,6 +183,8 @@ async def test_erasure_removes_every_byte_of_one_end_user_and_nothing_else(stack
     }
     everything = await dump(pool) + await opened(pool, vault)
     assert hits(everything, ERASED, ERASED_NUMBER), "the scan must see the person before the erasure"
+    documents = [v for v in await _rows_of(stack, erased) if v[0] == "document_contents.content"]
+    assert hits(documents, ERASED), "and in their documents' bytes, once opened"
 
     workspace = await _workspace_of(stack, erased[0])
     done = await client.privacy.EraseEndUser(
@@ -180,6 +197,9 @@ async def test_erasure_removes_every_byte_of_one_end_user_and_nothing_else(stack
         done.erased["job_results"] >= 2 * 4
         and done.erased["paystubs"] >= 2
         and done.erased["account_credentials"] == 2
+        and done.erased["shifts"] >= 1
+        and done.erased["tax_forms"] >= 2
+        and done.erased["documents"] >= 2
     )
 
     # end_user.erased for each erased account, keyed by it.
@@ -194,16 +214,26 @@ async def test_erasure_removes_every_byte_of_one_end_user_and_nothing_else(stack
     assert hits(everything, ERASED, ERASED_NUMBER), "the other workspace's copy of the same person stays"
     mine = [(where, text) for where, text in await _rows_of(stack, erased)]
     assert hits(mine, ERASED, ERASED_NUMBER) == []
-    for table in ("job_results", "paystubs", "account_credentials"):
+    for table in ("job_results", "paystubs", "account_credentials", "shifts", "tax_forms", "documents"):
         assert (
             await pool.fetchval(f"SELECT count(*) FROM {table} WHERE account_id = ANY($1::uuid[])", erased)
             == 0
         )
+    # Every document's bytes too: only the other users' documents keep parts.
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM document_contents c WHERE NOT EXISTS"
+            " (SELECT 1 FROM documents d WHERE d.id = c.document_id AND d.account_id <> ALL($1::uuid[]))",
+            erased,
+        )
+        == 0
+    )
     # The skeleton stays: accounts, jobs with their outcomes.
     jobs = await pool.fetch(
         "SELECT status, params, params_sealed FROM jobs WHERE account_id = ANY($1::uuid[])", erased
     )
-    assert len(jobs) == 2 * len(ALL_JOBS) and {j["status"] for j in jobs} == {"success"}
+    assert len(jobs) == len(_jobs("sandbox_adp") + _jobs("sandbox_workday"))
+    assert {j["status"] for j in jobs} == {"success"}
     assert all(bytes(j["params"]) == b"" and j["params_sealed"] is None for j in jobs)
     account = await client.accounts.GetAccount(
         account_pb2.GetAccountRequest(account_id=erased[0]), metadata=client.md()
@@ -362,12 +392,42 @@ async def test_an_erasure_waits_for_a_running_job_then_completes(stack: Stack) -
     assert await pool.fetchval("SELECT count(*) FROM job_results WHERE account_id = $1", account) == 0
 
 
+CHANGED_BANK = "Privacy Test Credit Union"
+
+
+async def _monitoring_changes(client: Client, account_id: str) -> None:
+    """A scheduled refresh that finds a new paystub and allocations changed at the platform: the
+    events that would carry data (DataChange)."""
+    await client.sandbox.AdvanceClock(
+        sandbox_pb2.AdvanceClockRequest(account_id=account_id, days=14), metadata=client.md()
+    )
+    target = C.AllocationTarget(
+        type=C.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="011000015",
+        account_number="5550009876",
+        name=CHANGED_BANK,
+    )
+    await client.sandbox.ChangeAllocation(
+        sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=target), metadata=client.md()
+    )
+    reply = await client.sandbox.TriggerRefreshes(
+        sandbox_pb2.TriggerRefreshesRequest(
+            account_id=account_id, names=[C.JOB_NAME_PAYSTUBS, C.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS]
+        ),
+        metadata=client.md(),
+    )
+    for job_id in reply.job_ids:
+        await wait_job(client, job_id)
+
+
 async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -> None:
-    """Full sandbox flows (every job, a switch to a full account number, MFA, a refresh); then
-    every value of every table and every Kafka message: none of the users' personal data in clear."""
+    """Full sandbox flows (every job incl. shifts, tax forms and documents, a switch to a full
+    account number, MFA, a refresh, scheduled refreshes that find a new paystub and changed
+    allocations); then every value of every table and every Kafka message: none of the users'
+    personal data in clear, and no event holds personal data messages at all."""
     client = await stack.client()
-    users = {"user_good+clear": "61820054937216", "user_mfa+clear": "", "user_good+refresh": ""}
-    accounts = await _link_person(client, "user_good+clear", users["user_good+clear"], "eu-clear")
+    users = {"user_good+clear2": "61820054937216", "user_mfa+clear": "", "user_good+refresh": ""}
+    accounts = await _link_person(client, "user_good+clear2", users["user_good+clear2"], "eu-clear")
     _, mfa = await client.connect("user_mfa+clear", ALL_JOBS[:5], mfa_answer="mfa_code", end_user_id="eu-mfa")
     await client.wait_session(mfa.id, link_pb2.LINK_SESSION_STATE_COMPLETED, timeout=60)
     _, refreshed = await link_account(client, "user_good+refresh", ALL_JOBS[:5], end_user_id="eu-refresh")
@@ -378,6 +438,7 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         metadata=client.md(),
     )
     await wait_job(client, job.id)
+    await _monitoring_changes(client, refreshed.account_id)
     identity = await client.accounts.GetIdentity(
         account_pb2.GetIdentityRequest(account_id=accounts[0]), metadata=client.md()
     )
@@ -390,7 +451,26 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         for r in stack.events.items
     ]
     assert len(tables) > 300 and len(kafka) > 20
+    changes = [
+        r
+        for r in stack.events.items
+        if r.event.WhichOneof("payload") == "job" and r.event.job.HasField("change")
+    ]
+    assert {r.event.event for r in changes if r.event.job.change.monitoring} >= {
+        "paystubs.added",
+        "direct_deposit_allocations.added",
+    }, "the flow must publish monitoring changes of paystubs and allocations"
+    # No event holds pay figures, identity, addresses, allocations or records, at any depth; nor
+    # the bank the allocation was moved to.
+    assert [(r.event.event, p) for r in stack.events.items for p in personal_messages(r.event)] == []
+    assert [
+        r.event.event for r in stack.events.items if CHANGED_BANK.encode() in r.event.SerializeToString()
+    ] == []
     opened_values = await opened(pool, vault)
+    for column in ("tax_forms.data", "document_contents.content"):  # the W-2s and the PDFs name the person
+        mine = [v for v in opened_values if v[0] == column]
+        assert hits(mine, "user_good+clear2"), f"the scan must see the person in {column} once opened"
+    assert [v for v in opened_values if v[0] == "shifts.data"], "the flow stored shifts"
     for username, number in users.items():
         assert hits(opened_values, username, number), f"the scan must see {username} once opened"
         assert hits(tables, username, number) == [], username  # ...but not in any table in clear
@@ -456,3 +536,95 @@ async def test_reading_an_identity_writes_exactly_one_audit_record_with_the_call
     assert [r.id for r in only.records] == [record.id]
     other = await stack.client()  # another workspace sees none of them
     assert not (await other.privacy.ListAuditRecords(listing(), metadata=other.md())).records
+
+
+async def test_every_read_of_personal_data_writes_exactly_one_audit_record(stack: Stack) -> None:
+    """Each of the eleven reads of personal data: one record with the caller, the request id and
+    the account; a read that found nothing records nothing."""
+    client = await stack.client()
+    _, session = await link_account(
+        client,
+        "user_good+erase-1",
+        [j for j in _jobs("sandbox_adp") if j != C.JOB_NAME_DIRECT_DEPOSIT_SWITCH],
+        end_user_id="eu-reads",
+    )
+    account = session.account_id
+
+    def md(method: str) -> list[tuple[str, str]]:
+        return [*client.md(), ("x-caller", "reader-svc"), ("x-request-id", f"req-{method}")]
+
+    stubs = await client.accounts.ListPaystubs(
+        account_pb2.ListPaystubsRequest(account_id=account), metadata=md("ListPaystubs")
+    )
+    docs = await client.accounts.ListDocuments(
+        account_pb2.ListDocumentsRequest(account_id=account), metadata=md("ListDocuments")
+    )
+    assert stubs.paystubs and docs.documents
+    doc = docs.documents[0].id
+    await client.accounts.GetIdentity(
+        account_pb2.GetIdentityRequest(account_id=account), metadata=md("GetIdentity")
+    )
+    await client.accounts.GetEmployment(
+        account_pb2.GetEmploymentRequest(account_id=account), metadata=md("GetEmployment")
+    )
+    await client.accounts.GetIncome(
+        account_pb2.GetIncomeRequest(account_id=account), metadata=md("GetIncome")
+    )
+    await client.accounts.GetPaystub(
+        account_pb2.GetPaystubRequest(account_id=account, paystub_id=stubs.paystubs[0].id),
+        metadata=md("GetPaystub"),
+    )
+    await client.accounts.GetDirectDepositAllocations(
+        account_pb2.GetDirectDepositAllocationsRequest(account_id=account),
+        metadata=md("GetDirectDepositAllocations"),
+    )
+    shifts = await client.accounts.ListShifts(
+        account_pb2.ListShiftsRequest(account_id=account), metadata=md("ListShifts")
+    )
+    forms = await client.accounts.ListTaxForms(
+        account_pb2.ListTaxFormsRequest(account_id=account), metadata=md("ListTaxForms")
+    )
+    assert shifts.shifts and forms.tax_forms
+    await client.accounts.GetDocument(
+        account_pb2.GetDocumentRequest(account_id=account, document_id=doc), metadata=md("GetDocument")
+    )
+    chunks = [
+        c
+        async for c in client.accounts.DownloadDocument(
+            account_pb2.DownloadDocumentRequest(account_id=account, document_id=doc, chunk_size=512),
+            metadata=md("DownloadDocument"),
+        )
+    ]
+    assert len(chunks) > 1  # one record for the whole download, not one per chunk
+    missing = await rpc_error(
+        client.accounts.GetDocument(
+            account_pb2.GetDocumentRequest(account_id=account, document_id=str(uuid.uuid4())),
+            metadata=md("Missing"),
+        )
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+    expected = {
+        "GetIdentity": privacy_pb2.AUDIT_RESOURCE_IDENTITY,
+        "GetEmployment": privacy_pb2.AUDIT_RESOURCE_EMPLOYMENT,
+        "GetIncome": privacy_pb2.AUDIT_RESOURCE_INCOME,
+        "ListPaystubs": privacy_pb2.AUDIT_RESOURCE_PAYSTUBS,
+        "GetPaystub": privacy_pb2.AUDIT_RESOURCE_PAYSTUBS,
+        "GetDirectDepositAllocations": privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS,
+        "ListShifts": privacy_pb2.AUDIT_RESOURCE_SHIFTS,
+        "ListTaxForms": privacy_pb2.AUDIT_RESOURCE_TAX_FORMS,
+        "ListDocuments": privacy_pb2.AUDIT_RESOURCE_DOCUMENTS,
+        "GetDocument": privacy_pb2.AUDIT_RESOURCE_DOCUMENTS,
+        "DownloadDocument": privacy_pb2.AUDIT_RESOURCE_DOCUMENTS,
+    }
+    listed = await client.privacy.ListAuditRecords(
+        privacy_pb2.ListAuditRecordsRequest(account_id=account, page_size=100), metadata=client.md()
+    )
+    got = sorted(
+        (r.method, r.resource, r.caller, r.request_id, r.account_id, r.end_user_id, r.action)
+        for r in listed.records
+    )
+    assert got == sorted(
+        (m, res, "reader-svc", f"req-{m}", account, "eu-reads", privacy_pb2.AUDIT_ACTION_READ)
+        for m, res in expected.items()
+    )

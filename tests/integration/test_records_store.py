@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 import pytest
 from paylink.v1 import account_pb2, common_pb2, document_pb2, tax_form_pb2
 
-from service import audit, errors, record_jobs, records, results, runtime, timeutil
+from service import audit, errors, record_jobs, records, result_reads, results, runtime, timeutil
 from service.api.status import ApiError, from_domain
 from service.drivers.base import AccessGrant, JobContext, PaystubQuery
 from service.drivers.sandbox import SandboxDriver
@@ -51,8 +51,12 @@ async def _run(
 ) -> record_jobs.Records:
     fetched = await record_jobs.fetch(SandboxDriver(), ctx, name, params or common_pb2.JobParams())
     async with app.deps.pool.acquire() as conn, conn.transaction():
-        await record_jobs.store(conn, app.deps.documents, account_id, fetched, timeutil.now())
+        await record_jobs.store(conn, app.deps.vault, app.deps.documents, account_id, fetched, timeutil.now())
     return fetched
+
+
+def _who(workspace_id: uuid.UUID) -> audit.Who:
+    return audit.Who(workspace_id, "records-test", "", "records", "req-records")
 
 
 async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, client: Client) -> None:
@@ -60,7 +64,7 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
     fetched = await _run(app, ctx, account_id, J.JOB_NAME_SHIFTS)
     assert len(fetched.shifts) > 30
     first = await records.list_shifts(
-        app.deps, workspace_id, account_pb2.ListShiftsRequest(account_id=str(account_id), page_size=100)
+        app.deps, _who(workspace_id), account_pb2.ListShiftsRequest(account_id=str(account_id), page_size=100)
     )
     assert len(first.shifts) == len(fetched.shifts) and first.HasField("refreshed_at")
     dates = [s.date for s in first.shifts]
@@ -68,7 +72,7 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
     # The same job again: the same rows (upserted by the platform's id), updated_at unchanged.
     await _run(app, ctx, account_id, J.JOB_NAME_SHIFTS)
     again = await records.list_shifts(
-        app.deps, workspace_id, account_pb2.ListShiftsRequest(account_id=str(account_id), page_size=100)
+        app.deps, _who(workspace_id), account_pb2.ListShiftsRequest(account_id=str(account_id), page_size=100)
     )
     assert [s.id for s in again.shifts] == [
         s.id for s in first.shifts
@@ -78,7 +82,7 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
     while True:
         page = await records.list_shifts(
             app.deps,
-            workspace_id,
+            _who(workspace_id),
             account_pb2.ListShiftsRequest(account_id=str(account_id), page_size=7, page_token=token),
         )
         seen += [s.id for s in page.shifts]
@@ -89,7 +93,7 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
     low, high = dates[-1], dates[len(dates) // 2]
     ranged = await records.list_shifts(
         app.deps,
-        workspace_id,
+        _who(workspace_id),
         account_pb2.ListShiftsRequest(account_id=str(account_id), from_date=low, to_date=high, page_size=100),
     )
     assert ranged.shifts and all(low <= s.date <= high for s in ranged.shifts)
@@ -103,7 +107,7 @@ async def test_shifts_are_upserted_paged_and_filtered(app: runtime.Running, clie
         ),
     ):
         with pytest.raises(ApiError) as info:
-            await _as_api(records.list_shifts(app.deps, workspace_id, bad))
+            await _as_api(records.list_shifts(app.deps, _who(workspace_id), bad))
         assert [f.field for f in info.value.details[0].field_violations] == fields  # type: ignore[attr-defined]
 
 
@@ -111,7 +115,7 @@ async def test_tax_forms_by_year_with_their_documents(app: runtime.Running, clie
     workspace_id, account_id, ctx = await _context(app, client, "user_gig", "sandbox_gig")
     await _run(app, ctx, account_id, J.JOB_NAME_TAX_FORMS)
     everything = await records.list_tax_forms(
-        app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id))
+        app.deps, _who(workspace_id), account_pb2.ListTaxFormsRequest(account_id=str(account_id))
     )
     assert [(f.year, f.type) for f in everything.tax_forms] == sorted(
         ((f.year, f.type) for f in everything.tax_forms), key=lambda x: x[0], reverse=True
@@ -122,17 +126,19 @@ async def test_tax_forms_by_year_with_their_documents(app: runtime.Running, clie
     }
     assert all(f.document_id == "" for f in everything.tax_forms)  # no documents job yet
     only = await records.list_tax_forms(
-        app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=2024)
+        app.deps, _who(workspace_id), account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=2024)
     )
     assert only.tax_forms and {f.year for f in only.tax_forms} == {2024}
     with pytest.raises(errors.DomainError):
         await records.list_tax_forms(
-            app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=1999)
+            app.deps,
+            _who(workspace_id),
+            account_pb2.ListTaxFormsRequest(account_id=str(account_id), year=1999),
         )
     # After a documents job each form names its PDF.
     await _run(app, ctx, account_id, J.JOB_NAME_DOCUMENTS)
     linked = await records.list_tax_forms(
-        app.deps, workspace_id, account_pb2.ListTaxFormsRequest(account_id=str(account_id))
+        app.deps, _who(workspace_id), account_pb2.ListTaxFormsRequest(account_id=str(account_id))
     )
     assert all(f.document_id for f in linked.tax_forms)
 
@@ -146,7 +152,9 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
         )
     fetched = await _run(app, ctx, account_id, J.JOB_NAME_DOCUMENTS)
     listed = await records.list_documents(
-        app.deps, workspace_id, account_pb2.ListDocumentsRequest(account_id=str(account_id), page_size=100)
+        app.deps,
+        _who(workspace_id),
+        account_pb2.ListDocumentsRequest(account_id=str(account_id), page_size=100),
     )
     assert len(listed.documents) == len(fetched.documents) and listed.HasField("updated_at")
     by_name = {info.name: content for info, content in fetched.documents}
@@ -155,7 +163,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
             c
             async for c in await records.download_document(
                 app.deps,
-                workspace_id,
+                _who(workspace_id),
                 account_pb2.DownloadDocumentRequest(
                     account_id=str(account_id), document_id=doc.id, chunk_size=512
                 ),
@@ -174,7 +182,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
             and len(body) == doc.size_bytes
         )
     who = audit.Who(workspace_id, "records-test", "", "ListPaystubs", "req-records")
-    stubs = await results.list_paystubs(
+    stubs = await result_reads.list_paystubs(
         app.deps, who, account_pb2.ListPaystubsRequest(account_id=str(account_id), page_size=100)
     )
     paystub_docs = {
@@ -183,7 +191,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
     assert stubs.paystubs and all(s.document_id == paystub_docs[s.pay_date] for s in stubs.paystubs)
     only_forms = await records.list_documents(
         app.deps,
-        workspace_id,
+        _who(workspace_id),
         account_pb2.ListDocumentsRequest(
             account_id=str(account_id), type=document_pb2.DOCUMENT_TYPE_TAX_FORM
         ),
@@ -194,7 +202,7 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
     with pytest.raises(errors.DomainError):
         await records.download_document(
             app.deps,
-            workspace_id,
+            _who(workspace_id),
             account_pb2.DownloadDocumentRequest(
                 account_id=str(account_id), document_id=listed.documents[0].id, chunk_size=100
             ),
@@ -202,12 +210,12 @@ async def test_documents_download_in_chunks_and_link_paystubs(app: runtime.Runni
     with pytest.raises(errors.DomainError):
         await records.get_document(
             app.deps,
-            workspace_id,
+            _who(workspace_id),
             account_pb2.GetDocumentRequest(account_id=str(account_id), document_id=str(uuid.uuid4())),
         )
     got = await records.get_document(
         app.deps,
-        workspace_id,
+        _who(workspace_id),
         account_pb2.GetDocumentRequest(account_id=str(account_id), document_id=listed.documents[0].id),
     )
     assert got == listed.documents[0]

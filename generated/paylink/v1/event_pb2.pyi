@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -330,7 +335,10 @@ Global___JobEventPayload: _TypeAlias = JobEventPayload  # noqa: Y015
 
 @_typing.final
 class DataChange(_message.Message):
-    """DataChange is what a scheduled refresh found different from what paylink had stored."""
+    """DataChange is what a scheduled refresh found different from what paylink had stored. Events carry
+    no personal data (docs/privacy.md): a change names what changed by ids, dates and counts; the data
+    itself is read with the AccountService reads, which are audited.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -339,21 +347,34 @@ class DataChange(_message.Message):
     PREVIOUS_ALLOCATIONS_FIELD_NUMBER: _builtins.int
     ALLOCATIONS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ALLOCATION_COUNT_FIELD_NUMBER: _builtins.int
+    ALLOCATION_COUNT_FIELD_NUMBER: _builtins.int
     monitoring: _builtins.bool
     """True for a scheduled (monitoring) refresh; its event exists because the data changed."""
+    previous_allocation_count: _builtins.int
+    """For direct_deposit_allocations: how many allocations paylink had stored before this refresh
+    (0 when it had none).
+    """
+    allocation_count: _builtins.int
+    """For direct_deposit_allocations: how many allocations the platform shows now."""
     @_builtins.property
     def added_paystubs(self) -> _containers.RepeatedCompositeFieldContainer[_data_pb2.Paystub]:
-        """For paystubs: the paystubs stored for the first time by this refresh, newest first (with
-        their paylink ids, for GetPaystub).
+        """For paystubs: the paystubs stored for the first time by this refresh, newest first, with only
+        their paylink id, account id, pay date, creation time and document id (for GetPaystub); pay
+        figures are no longer filled.
         """
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def previous_allocations(self) -> _data_pb2.DirectDepositAllocations:
-        """For direct_deposit_allocations: the allocations paylink had stored before this refresh."""
+        """No longer filled: bank details are personal data. See previous_allocation_count and
+        allocation_count; read the allocations with GetDirectDepositAllocations.
+        """
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def allocations(self) -> _data_pb2.DirectDepositAllocations:
-        """For direct_deposit_allocations: the allocations the platform shows now."""
+        """No longer filled (see previous_allocations)."""
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
@@ -367,10 +388,12 @@ class DataChange(_message.Message):
         previous_allocations: _data_pb2.DirectDepositAllocations | None = ...,
         allocations: _data_pb2.DirectDepositAllocations | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        previous_allocation_count: _builtins.int = ...,
+        allocation_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "previous_allocations", b"previous_allocations", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_paystubs", b"added_paystubs", "allocations", b"allocations", "monitoring", b"monitoring", "previous_allocations", b"previous_allocations", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_paystubs", b"added_paystubs", "allocation_count", b"allocation_count", "allocations", b"allocations", "monitoring", b"monitoring", "previous_allocation_count", b"previous_allocation_count", "previous_allocations", b"previous_allocations", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
