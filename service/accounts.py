@@ -184,6 +184,20 @@ async def set_monitoring(
     return True
 
 
+async def set_monitoring_enabled(conn: db.Conn, account_id: uuid.UUID, enabled: bool) -> None:
+    """The account's own monitoring switch (restarts its failure run; the caller publishes the status)."""
+    await conn.execute(
+        "UPDATE accounts SET monitoring_enabled = $2, refresh_failures = 0 WHERE id = $1", account_id, enabled
+    )
+    await schedules.sync(conn, [account_id])
+
+
+async def set_refresh_failures(conn: db.Conn, account_id: uuid.UUID, failures: int) -> None:
+    """The account's run of failed scheduled refreshes (monitoring/rules.py counts it)."""
+    sql = "UPDATE accounts SET refresh_failures = $2 WHERE id = $1 AND refresh_failures <> $2"
+    await conn.execute(sql, account_id, failures)
+
+
 async def create(
     work: uow.UnitOfWork,
     *,
@@ -309,41 +323,21 @@ async def disconnect_rpc(
 
 
 async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes) -> None:
-    blob = deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account_id))
-    await conn.execute(
-        "INSERT INTO account_credentials (account_id, key_id, sealed) VALUES ($1, $2, $3)"
-        " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
-        " updated_at = now()",
-        account_id,
-        deps.vault.key_id_of(blob),
-        blob,
-    )
+    await store_grants(deps, conn, [(account_id, grant)])
 
 
 async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UUID, bytes]]) -> None:
-    """`store_grant` for many accounts (each at most once) in one statement."""
-    if not grants:
-        return
+    """Seals and stores the grants of accounts (each at most once) in one statement."""
     blobs = [deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account)) for account, grant in grants]
-    await conn.execute(
-        "INSERT INTO account_credentials (account_id, key_id, sealed)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
-        " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
-        " updated_at = now()",
-        [account for account, _ in grants],
-        [deps.vault.key_id_of(blob) for blob in blobs],
-        blobs,
-    )
-
-
-async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
-    """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
-    row = await conn.fetchrow(
-        "SELECT c.sealed FROM accounts a JOIN account_credentials c ON c.account_id = a.id"
-        " WHERE a.id = $1 AND a.connected",
-        account_id,
-    )
-    return None if row is None else open_grant(deps, account_id, bytes(row["sealed"]))
+    if blobs:
+        await conn.execute(
+            "INSERT INTO account_credentials (account_id, key_id, sealed) SELECT * FROM unnest($1::uuid[],"
+            " $2::text[], $3::bytea[]) ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id,"
+            " sealed = EXCLUDED.sealed, updated_at = now()",
+            [account for account, _ in grants],
+            [deps.vault.key_id_of(blob) for blob in blobs],
+            blobs,
+        )
 
 
 def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
@@ -353,9 +347,7 @@ def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
     blob = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
-    if blob is None:
-        return None
-    return deps.vault.open(bytes(blob), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+    return None if blob is None else open_grant(deps, account_id, bytes(blob))
 
 
 # --- Erasure of an end user (service/erasure.py) ---------------------------------------------

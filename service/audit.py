@@ -269,6 +269,11 @@ async def list_page(
     return response
 
 
+async def mark_exported(conn: db.Executor, record_ids: list[uuid.UUID]) -> None:
+    """Takes records off the export queue once Kafka acknowledged them (service/audit_export.py)."""
+    await conn.execute("DELETE FROM audit_unexported WHERE record_id = ANY($1::uuid[])", record_ids)
+
+
 # --- Retention ---------------------------------------------------------------------------------
 
 _PRUNE = """

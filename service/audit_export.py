@@ -34,7 +34,6 @@ _SELECT = f"""
 SELECT {", ".join("a." + c for c in audit.NAMES)}, a.recorded_at FROM audit_unexported u
 JOIN audit_records a ON a.id = u.record_id ORDER BY a.recorded_at LIMIT $1
 """
-_DONE = "DELETE FROM audit_unexported WHERE record_id = ANY($1::uuid[])"
 
 
 def to_event(row: asyncpg.Record) -> event_pb2.Event:
@@ -134,7 +133,7 @@ class AuditExporter:
             key, headers = message_of(event)
             sent.append(await producer.send(topic, value=event.SerializeToString(), key=key, headers=headers))
         await asyncio.gather(*sent)
-        await conn.execute(_DONE, [row["id"] for row in rows])
+        await audit.mark_exported(conn, [row["id"] for row in rows])
         self.exported += len(rows)
 
     async def _prune_when_due(self) -> None:

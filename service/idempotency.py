@@ -180,3 +180,38 @@ async def erase_mentioning(
         [r for _, r in doomed],
     )
     return int(status.rsplit(" ", 1)[-1])
+
+
+# --- Retention (service/janitor.py) and key rotation (`vault reencrypt`) ----------------------------
+
+_PRUNE = """
+DELETE FROM idempotency_keys WHERE ctid IN (
+  SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '7 days' LIMIT $1)
+"""
+_RESEAL = """
+UPDATE idempotency_keys SET response = $4
+WHERE workspace_id = $1 AND method = $2 AND request_id = $3 AND response = $5
+"""
+
+
+async def prune_expired(conn: db.Executor, batch: int) -> int:
+    """Deletes up to `batch` records older than 7 days (AIP-155's window: after it a request_id may
+    be reused); returns how many."""
+    status: str = await conn.execute(_PRUNE, batch)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def reseal(pool: db.Pool, vault: Vault) -> int:
+    """Re-seals stored responses not under the primary key; returns how many. Each update is a
+    compare-and-set on the blob read, so a concurrent writer (already under the primary key) wins."""
+    done = 0
+    for row in await pool.fetch(
+        "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
+    ):
+        blob = bytes(row["response"])
+        if vault.needs_reencrypt(blob):
+            aad = sealed.idempotency_aad(row["workspace_id"], row["method"], row["request_id"])
+            new = vault.reseal(blob, aad=aad)
+            await pool.execute(_RESEAL, row["workspace_id"], row["method"], row["request_id"], new, blob)
+            done += 1
+    return done

@@ -11,16 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from service import db
-
-_OUTBOX = """
-DELETE FROM outbox WHERE id IN (
-  SELECT id FROM outbox WHERE published_at < now() - make_interval(days => $1) LIMIT $2)
-"""
-_IDEMPOTENCY = """
-DELETE FROM idempotency_keys WHERE ctid IN (
-  SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '7 days' LIMIT $1)
-"""
+from service import db, idempotency, outbox
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -29,16 +20,12 @@ class Pruned:
     idempotency_keys: int
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def prune(executor: db.Executor, outbox_retention_days: int, batch: int = 5000) -> Pruned:
-    """Deletes expired rows until none are left; returns how many."""
-    outbox = keys = 0
+    """Deletes expired rows until none are left, through the owners of the tables; returns how many."""
+    events = keys = 0
     if outbox_retention_days > 0:
-        while n := _count(await executor.execute(_OUTBOX, outbox_retention_days, batch)):
-            outbox += n
-    while n := _count(await executor.execute(_IDEMPOTENCY, batch)):
+        while n := await outbox.prune_published(executor, outbox_retention_days, batch):
+            events += n
+    while n := await idempotency.prune_expired(executor, batch):
         keys += n
-    return Pruned(outbox, keys)
+    return Pruned(events, keys)

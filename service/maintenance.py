@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 
-from service import db, documents, kafka, queue, records_store, results, sealed
+from service import db, documents, idempotency, kafka, queue, records_store, results, sealed
 from service.config import Settings
 from service.vault import Vault
 
@@ -27,6 +27,9 @@ PERSONAL_SEALERS: dict[str, Sealer] = {
 async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, int]:
     """Re-seals every blob not under the primary key, online, in small batches.
 
+    Re-sealing changes no value, only the key that seals it, so one compare-and-set per column of
+    `sealed.COLUMNS` serves every table (a new sealed column cannot escape rotation): the one write
+    to those tables outside their owners, declared in docs/architecture.md ("Second writers").
     Each update is conditional on the blob being unchanged, so a concurrent writer wins and its
     (already primary-key) blob is left alone.
     """
@@ -57,7 +60,7 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
                 )
                 done += 1
         counts[f"{table}.{column}"] = done
-    counts[sealed.IDEMPOTENCY_RESPONSE] = await _reencrypt_idempotency(pool, vault)
+    counts[sealed.IDEMPOTENCY_RESPONSE] = await idempotency.reseal(pool, vault)
     # Personal data (service/pii.py): seals what was stored before sealing, re-seals under the
     # primary key, and re-keys the change digests (the documents' set digests too).
     ran: set[Sealer] = set()
@@ -68,28 +71,6 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
             counts.update(await sealer(pool, vault, min(batch, 200)))
     counts.update(await records_store.seal_existing_documents(pool, vault, min(batch, 200)))
     return counts
-
-
-async def _reencrypt_idempotency(pool: db.Pool, vault: Vault) -> int:
-    """Stored idempotent responses (composite key, AAD `sealed.idempotency_aad`)."""
-    ikeys = 0
-    for row in await pool.fetch(
-        "SELECT workspace_id, method, request_id, response FROM idempotency_keys WHERE length(response) > 0"
-    ):
-        blob = bytes(row["response"])
-        if vault.needs_reencrypt(blob):
-            aad = sealed.idempotency_aad(row["workspace_id"], row["method"], row["request_id"])
-            await pool.execute(
-                "UPDATE idempotency_keys SET response = $4 WHERE workspace_id = $1 AND method = $2"
-                " AND request_id = $3 AND response = $5",
-                row["workspace_id"],
-                row["method"],
-                row["request_id"],
-                vault.reseal(blob, aad=aad),
-                blob,
-            )
-            ikeys += 1
-    return ikeys
 
 
 async def replay(

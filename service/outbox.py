@@ -50,6 +50,9 @@ ALL_EVENTS: tuple[str, ...] = (
 )
 
 
+# The per-account event sequence is the outbox's, stored on the account row (`accounts.event_sequence`):
+# reserving it takes the row lock, in the statement that writes the events, so sequences follow commit
+# order. The one write to `accounts` outside accounts.py, declared in docs/architecture.md.
 # Reserves the sequences and reads the account's tags (copied onto every event) in one statement.
 _RESERVE = """
 UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2, tags
@@ -234,3 +237,24 @@ async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
         [b.locked_sequence for b in batches],
     )
     _logged(events, contexts)
+
+
+# --- Publication (the relay) and retention (service/janitor.py) -------------------------------------
+
+_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_PRUNE = """
+DELETE FROM outbox WHERE id IN (
+  SELECT id FROM outbox WHERE published_at < now() - make_interval(days => $1) LIMIT $2)
+"""
+
+
+async def mark_published(conn: db.Executor, ids_: list[int]) -> None:
+    """Rows the relay has published (every one acknowledged by Kafka)."""
+    await conn.execute(_MARK_PUBLISHED, ids_)
+
+
+async def prune_published(conn: db.Executor, retention_days: int, batch: int) -> int:
+    """Deletes up to `batch` published rows older than `retention_days`; returns how many.
+    Unpublished rows are never touched."""
+    status: str = await conn.execute(_PRUNE, retention_days, batch)
+    return int(status.rsplit(" ", 1)[-1])

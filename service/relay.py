@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from service import db, janitor, kafka, metrics
+from service import db, janitor, kafka, metrics, outbox
 from service.config import Settings
 from service.outbox import NOTIFY_CHANNEL
 
@@ -29,7 +29,6 @@ log = logging.getLogger("paylink.relay")
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
 _SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
-_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 
 # Fault-injection hook for tests/faults (docs/reliability.md), off unless set to 1: the process dies
 # like a SIGKILL after the broker acknowledged a batch and before its rows are marked published.
@@ -153,7 +152,7 @@ class Relay:
             raise _ProducerFailed from exc
         if _FAULT_EXIT_AFTER_PUBLISH:
             os._exit(137)
-        await conn.execute(_MARK, [row["id"] for row in rows])
+        await outbox.mark_published(conn, [row["id"] for row in rows])
         self.published += len(rows)
         metrics.RELAY_BATCH.observe(time.perf_counter() - started)
         for event_type, count in collections.Counter(row["event_type"] for row in rows).items():

@@ -30,7 +30,7 @@ async def set_account_monitoring(
             raise errors.failed_precondition("ACCOUNT_DISCONNECTED", f"account {account_id} is disconnected")
         status = rules.Status(row["monitoring_status"])
         decision = rules.enabled(status) if enabled else rules.disabled(status)
-        await schedules.set_account_enabled(work.conn, row["id"], enabled)
+        await accounts.set_monitoring_enabled(work.conn, row["id"], enabled)
         if decision.changed(status):
             await accounts.set_monitoring(
                 work, row, decision.status.value, decision.reason, api_version=call.version_label

@@ -14,7 +14,7 @@ import datetime as dt
 from paylink.v1 import common_pb2, data_pb2, event_pb2
 
 from service import accounts, metrics, timeutil, uow
-from service.monitoring import rules, schedules
+from service.monitoring import rules
 from service.queue import LockedJob
 from service.results import Stored
 
@@ -42,7 +42,7 @@ async def after_refresh(
             degraded_after=work.deps.settings.monitoring_degraded_after,
         )
     if decision.failures != job.refresh_failures:
-        await schedules.set_failures(work.conn, job.account_id, decision.failures)
+        await accounts.set_refresh_failures(work.conn, job.account_id, decision.failures)
     if decision.changed(status) and job.connected:
         account = {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
         await accounts.set_monitoring(

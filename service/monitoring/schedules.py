@@ -166,22 +166,6 @@ async def sync(conn: db.Executor, account_ids: Sequence[uuid.UUID]) -> None:
     await conn.execute(_SYNC, list(account_ids))
 
 
-async def set_account_enabled(conn: db.Conn, account_id: uuid.UUID, enabled: bool) -> None:
-    """The account's own monitoring switch (the caller publishes the status change)."""
-    await conn.execute(
-        "UPDATE accounts SET monitoring_enabled = $2, refresh_failures = 0 WHERE id = $1", account_id, enabled
-    )
-    await sync(conn, [account_id])
-
-
-async def set_failures(conn: db.Conn, account_id: uuid.UUID, failures: int) -> None:
-    await conn.execute(
-        "UPDATE accounts SET refresh_failures = $2 WHERE id = $1 AND refresh_failures <> $2",
-        account_id,
-        failures,
-    )
-
-
 async def update_settings(
     conn: db.Conn, workspace_id: uuid.UUID, enabled: bool | None, cadences: dict[int, dt.timedelta]
 ) -> tuple[bool, dict[str, int]]:

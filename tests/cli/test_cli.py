@@ -3,10 +3,13 @@ the test run's database and Kafka topic prefix (subprocesses, not in-process cal
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import collections
+import contextlib
 import datetime as dt
+import io
 import os
 import pathlib
 import time
@@ -21,9 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import account_pb2, link_pb2
 from paylink.v1 import common_pb2 as c
 
-from service import runtime, sealed
+from service import cli, cli_parser, runtime, sealed
 from service.config import Settings
-from tests.cli.util import Result, fields, free_port, run, service_env, serving
+from tests.cli.util import fields, free_port, run, service_env, serving
 from tests.harness import (
     RECORD_JOBS,
     TEST_ALLOCATION,
@@ -36,17 +39,19 @@ from tests.harness import (
     wait_job,
 )
 
-COMMANDS = ["serve", "api", "worker", "relay", "migrate", "workspace", "secret", "vault", "events", "jobs"]
-ACTIONS = [
-    "workspace create",
-    "workspace list",
-    "workspace delete",
-    "secret create",
-    "secret list",
-    "secret revoke",
-    "vault reencrypt",
-    "events replay",
-    "jobs retry",
+COMMANDS = [
+    "serve",
+    "api",
+    "worker",
+    "relay",
+    "migrate",
+    "workspace",
+    "secret",
+    "vault",
+    "events",
+    "jobs",
+    "erasure",
+    "audit",
 ]
 
 
@@ -55,31 +60,54 @@ def env(settings: Settings) -> dict[str, str]:
     return service_env(settings)
 
 
+def help_of(words: list[str]) -> tuple[int, str, str]:
+    """`python -m service *words --help` in this interpreter: the same `cli.main` a subprocess runs
+    (the grammar prints the help and exits before any configuration is read)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        cli.main([*words, "--help"] if words else [])
+    return int(exit_.value.code or 0), out.getvalue(), err.getvalue()
+
+
+def grammar_leaves() -> set[tuple[str, str | None]]:
+    """Every (command, action) the grammar accepts."""
+    leaves: set[tuple[str, str | None]] = set()
+    for action in cli_parser.build()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+                leaves.update((name, child) for a in actions for child in a.choices)
+                if not actions:
+                    leaves.add((name, None))
+    return leaves
+
+
 async def test_help_lists_every_command_and_every_command_has_help(env: dict[str, str]) -> None:
-    top = await run(["--help"], env)
+    # One real interpreter: `python -m service --help` as a person runs it.
+    top = await run(["--help"], env, within=120)
     assert top.code == 0, top.err
     listed = top.out.split("positional arguments:")[1].split("options:")[0]
     for command in COMMANDS:
         assert f"\n    {command}" in listed, command
     assert "PAYLINK_" in top.out and "exit codes" in top.out and "docs/configuration.md" in top.out
 
-    every = [*COMMANDS, *ACTIONS]
-    # Four at a time: 18 interpreters at once on a loaded 2-core machine outran the timeout.
-    limit = asyncio.Semaphore(4)
-
-    async def help_of(name: str) -> Result:
-        async with limit:
-            return await run([*name.split(), "--help"], env, within=120)
-
-    results = await asyncio.gather(*(help_of(name) for name in every))
-    for name, result in zip(every, results, strict=True):
-        assert result.code == 0, (name, result.err)
-        assert result.out.startswith(f"usage: python -m service {name}"), (name, result.out)
-        assert len(result.out.splitlines()) >= 4, (name, result.out)  # a description, not just usage
+    # Every command the dispatch table runs is in the grammar and the other way round, and each
+    # one's --help (rendered here, through the same entry point) describes it.
+    assert grammar_leaves() == set(cli.COMMANDS)
+    assert {command for command, _ in cli.COMMANDS} == set(COMMANDS)
+    for command, action in sorted(cli.COMMANDS, key=str):
+        words = [command] if action is None else [command, action]
+        name = " ".join(words)
+        code, out, err = help_of(words)
+        assert code == 0, (name, err)
+        assert out.startswith(f"usage: python -m service {name}"), (name, out)
+        assert len(out.splitlines()) >= 4, (name, out)  # a description, not just usage
+        if action is not None:  # the command alone lists its actions
+            assert action in help_of([command])[1], name
     # No command at all, or an unknown one: usage error.
-    missing, unknown = await asyncio.gather(run([], env), run(["frobnicate"], env))
-    assert missing.code == 2 and "required: COMMAND" in missing.err
-    assert unknown.code == 2 and "invalid choice" in unknown.err
+    missing, unknown = help_of([]), help_of(["frobnicate"])
+    assert missing[0] == 2 and "required: COMMAND" in missing[2]
+    assert unknown[0] == 2 and "invalid choice" in unknown[2]
 
 
 async def test_bad_configuration_exits_2_naming_the_variable(settings: Settings, env: dict[str, str]) -> None:

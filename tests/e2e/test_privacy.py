@@ -443,6 +443,16 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         account_pb2.GetIdentityRequest(account_id=accounts[0]), metadata=client.md()
     )
     assert identity.full_name and identity.date_of_birth  # readable through the API...
+    # The employer and a pay figure as the paystub PDF prints it: in no table or message in clear either.
+    employment = await client.accounts.GetEmployment(
+        account_pb2.GetEmploymentRequest(account_id=accounts[0]), metadata=client.md()
+    )
+    stubs = await client.accounts.ListPaystubs(
+        account_pb2.ListPaystubsRequest(account_id=accounts[0]), metadata=client.md()
+    )
+    cents = stubs.paystubs[0].gross_pay.amount_cents
+    work_and_pay = [employment.employer.name, f"${cents // 100:,}.{cents % 100:02d}"]
+    assert all(work_and_pay) and "," in work_and_pay[1], work_and_pay
     await _published(stack)
     pool, vault = stack.app.deps.pool, stack.app.deps.vault
     tables = await dump(pool)
@@ -471,6 +481,9 @@ async def test_no_personal_data_in_clear_in_any_table_or_message(stack: Stack) -
         mine = [v for v in opened_values if v[0] == column]
         assert hits(mine, "user_good+clear2"), f"the scan must see the person in {column} once opened"
     assert [v for v in opened_values if v[0] == "shifts.data"], "the flow stored shifts"
+    for needle in work_and_pay:
+        assert [w for w, text in opened_values if needle in text], f"the scan must see {needle!r} once opened"
+        assert [w for w, text in tables + kafka if needle in text] == [], needle
     for username, number in users.items():
         assert hits(opened_values, username, number), f"the scan must see {username} once opened"
         assert hits(tables, username, number) == [], username  # ...but not in any table in clear

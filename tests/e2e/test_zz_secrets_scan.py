@@ -69,15 +69,40 @@ def _encoded_scan(where: str, text: str) -> list[str]:
     return _scanner[0].scan(where, text)
 
 
-def _hits(where: str, text: str) -> list[str]:
-    folded = text.casefold()
-    found = [f"{where}: {needle!r}" for needle in NEEDLES if needle in folded]
-    found += _encoded_scan(where, text)
+def _ssn_like(where: str, text: str) -> list[str]:
+    found = []
     for match in SSN.finditer(text):
         digits = match.group(1)
         if "-" in digits or not aba_checksum_ok(digits):  # valid ABA routing numbers are not secret
             found.append(f"{where}: SSN-like {digits!r}")
     return found
+
+
+def _hits(where: str, text: str) -> list[str]:
+    folded = text.casefold()
+    found = [f"{where}: {needle!r}" for needle in NEEDLES if needle in folded]
+    found += _encoded_scan(where, text)
+    return found + _ssn_like(where, text)
+
+
+_fixed_scanner: list[secret_scan.Scanner] = []
+
+
+def looks_secret(text: str) -> bool:
+    """Whether this scan flags `text` whatever API secrets the run handed out: a needle in clear (any
+    case) or encoded, anything shaped like an unredacted API secret, an SSN-like number. The fuzz test
+    keeps its generated strings clear of it: Hypothesis also draws literals from the code (the sandbox's
+    password, a test's sample API secret), and a fuzzed value stored or logged would read as a leak."""
+    if not _fixed_scanner:
+        _fixed_scanner.append(
+            secret_scan.Scanner({form: repr(n) for n in NEEDLES for form in secret_scan.encoded_forms(n)})
+        )
+    folded = text.casefold()
+    return (
+        any(needle in folded for needle in NEEDLES)
+        or bool(_fixed_scanner[0].scan("", text))
+        or bool(_ssn_like("", text))
+    )
 
 
 async def _run_flows_with_secrets(client: Client, events: EventLog) -> set[str]:

@@ -3,10 +3,11 @@ scripts/stack.sh (PAYLINK_STACK_DIR=.stack/faults, ports 25532/29192/29193) and 
 and one Deployment per test (own database, topic prefix and API port; processes killed at the end).
 
 Every test records the figures it measured with `figures`; they are printed at the end of the run
-and written to .stack/faults/last-run.json. `make reliability` (PAYLINK_RECORD_RELIABILITY=1) also
-writes them to the committed docs/reliability-results.json: the figures of each test that passed
-replace that test's entry (with the time they were recorded), the others keep theirs; then
-scripts/reliability_report.py renders the file into docs/reliability.md.
+and written to .stack/faults/last-run.json. `make fault-results` (PAYLINK_RECORD_FAULT_RESULTS=1)
+also writes them to the one committed results file, docs/fault-results.json: the figures of each
+test that passed replace that test's entry (with the time they were recorded), the others keep
+theirs; then scripts/fault_figures.py renders the file into docs/reliability.md and
+docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.faults.cluster import STACK_DIR, Deployment, FaultStack
 from tests.harness import create_test_database, drop_database
 
 _FIGURES: dict[str, dict[str, Any]] = {}
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "reliability-results.json"
+RESULTS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "fault-results.json"
 
 
 @pytest.fixture(scope="session")
@@ -85,18 +86,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}",
         "tests": _FIGURES,
     }
-    fleet = os.environ.get("PAYLINK_FAULT_RESULTS")
-    if fleet:  # `make fault-results`: docs/fault-results.json, quoted by scripts/fault_figures.py
-        path = pathlib.Path(fleet)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data.setdefault("tests", {}).update(_FIGURES)
-        data["tests"] = dict(sorted(data["tests"].items()))
-        data["machine"] = "the 2-core development machine, shared with other test runs"
-        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        path.write_text(json.dumps(data, indent=2) + "\n")
     STACK_DIR.mkdir(parents=True, exist_ok=True)
     (STACK_DIR / "last-run.json").write_text(json.dumps(results, indent=2))
-    if os.environ.get("PAYLINK_RECORD_RELIABILITY") == "1":
+    if os.environ.get("PAYLINK_RECORD_FAULT_RESULTS") == "1":
         passed = {report.nodeid.rsplit("::", 1)[-1] for report in terminalreporter.stats.get("passed", [])}
         recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tests": {}}
         for name, values in _FIGURES.items():

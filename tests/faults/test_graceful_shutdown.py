@@ -26,7 +26,13 @@ from tests.faults.cluster import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
-GRACE = 3
+# The default grace (PAYLINK_SHUTDOWN_GRACE_SECONDS), several times a platform call (LATENCY): what
+# is in flight at SIGTERM has LATENCY left at most, and the rest of the grace is CPU time for its
+# database work, which a loaded machine needs (with a 3 s grace and 1.5 s calls, logins in flight
+# were cancelled under load). LATENCY is also the window in which the 6 jobs (and the 10 logins) must
+# all be running at once to be observed so, so it is not small either.
+GRACE = 10
+LATENCY = 3.0
 IN_FLIGHT_RPCS = 10
 SLOW_SESSIONS = 4
 RUNNING_SESSIONS = 6
@@ -36,24 +42,30 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
     deployment: Deployment, figures: Callable[..., None]
 ) -> None:
     dep = deployment
+    # Jobs that cannot finish before the shutdown: on sandbox_slow, linked first through an API
+    # alone (quick logins, no worker), then run by `serve` where every sandbox_slow call hangs.
+    # (A finite latency raced the machine's load: the time from their start to the worker's stop is
+    # this test's setup, the RPC drain and the grace, and under load the setup alone outran 7.5 s.)
+    linker = await dep.spawn("api", sandbox_slow_latency_seconds=0)
+    client = await dep.new_client()
+    await connect_many(client, SLOW_SESSIONS, [c.JOB_NAME_IDENTITY], platform_id="sandbox_slow")
+    linker.send(signal.SIGTERM)
+    assert await linker.wait() == 0
     settings = {
         "shutdown_grace_seconds": GRACE,
-        "sandbox_latency_seconds": 1.5,  # every platform call: logins (RPCs) and jobs
-        "sandbox_slow_latency_seconds": 6.0,  # sandbox_slow: 7.5 s per call, longer than the grace
+        "sandbox_latency_seconds": LATENCY,  # every platform call: logins (RPCs) and jobs
+        "sandbox_slow_latency_seconds": 3600.0,  # sandbox_slow: hung, released at the shutdown
+        "platform_call_timeout_seconds": 3600.0,  # ...not timed out first (30 s: a loaded setup outran it)
         "database_pool_size": 24,
         "worker_concurrency": 32,
     }
     server = await dep.spawn("serve", **settings)
-    client = await dep.new_client()
-
-    # Jobs that cannot finish within the grace period: running on sandbox_slow.
-    await connect_many(client, SLOW_SESSIONS, [c.JOB_NAME_IDENTITY], platform_id="sandbox_slow")
 
     async def slow_running() -> bool:
         return (await dep.job_statuses())["running"] == SLOW_SESSIONS
 
     await wait_until(slow_running, 30, "the slow jobs running")
-    # Jobs that finish within the grace period: running on sandbox_adp (1.5 s) when SIGTERM comes.
+    # Jobs that finish within the grace period: running on sandbox_adp (LATENCY) when SIGTERM comes.
     await connect_many(client, RUNNING_SESSIONS, [c.JOB_NAME_IDENTITY])
 
     async def all_running() -> bool:
@@ -113,7 +125,7 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
             return True
         return False
 
-    await wait_until(refused, 5, "new RPCs refused during shutdown", interval=0.05)
+    await wait_until(refused, GRACE, "new RPCs refused during shutdown", interval=0.05)
     drained = await asyncio.gather(*logins)
     rpcs_drained_after = time.monotonic() - terminated_at
     assert [s.state for s in drained] == [link_pb2.LINK_SESSION_STATE_JOBS_RUNNING] * IN_FLIGHT_RPCS

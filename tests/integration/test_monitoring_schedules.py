@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from paylink.v1 import common_pb2 as c
 
+from service import accounts as paylink_accounts
 from service.monitoring import rules, schedules
 from tests.harness import base_settings, create_test_database, drop_database
 
@@ -184,7 +185,7 @@ async def test_paused_schedules_are_not_due(conn: asyncpg.Connection) -> None:
             "UPDATE accounts SET monitoring_status = 'user_action_required' WHERE id = $1", accounts[0]
         )
         await conn.execute("UPDATE accounts SET connected = false WHERE id = $1", accounts[1])
-        await schedules.set_account_enabled(conn, accounts[2], False)
+        await paylink_accounts.set_monitoring_enabled(conn, accounts[2], False)
         await schedules.sync(conn, accounts)
         claimed = await schedules.claim(conn, LIMITS)
         assert claimed.due == 1

@@ -109,3 +109,25 @@ def test_set_parts_ignore_the_order_listed() -> None:
     a, b = ("e1", b"one"), ("e2", b"two")
     assert pii.set_parts([a, b]) == pii.set_parts([b, a])
     assert pii.set_parts([a]) != pii.set_parts([("e1", b"uno")])
+
+
+def test_resealed_says_what_a_stored_value_becomes() -> None:
+    """Plain (stored before sealing) and old-key values are sealed under the primary key; a value
+    already sealed under it is left alone (None), so a second `vault reencrypt` changes nothing."""
+    old = Vault(KeyRing({"k1": K1}, "k1"))
+    rotated = Vault(KeyRing({"k1": K1, "k2": K2}, "k2"))
+    body = IDENTITY.SerializeToString(deterministic=True)
+    for stored in (body, pii.seal(old, pii.Kind.SHIFT, ACCOUNT, body, "s-1")):
+        opened, new = pii.resealed(rotated, pii.Kind.SHIFT, ACCOUNT, stored, "s-1")
+        assert opened == body and new is not None and rotated.key_id_of(new) == "k2"
+        assert pii.resealed(rotated, pii.Kind.SHIFT, ACCOUNT, new, "s-1") == (body, None)
+    with pytest.raises(VaultError):  # a value of another item is not quietly re-bound to this one
+        pii.resealed(
+            rotated, pii.Kind.SHIFT, ACCOUNT, pii.seal(old, pii.Kind.SHIFT, ACCOUNT, body, "s-2"), "s-1"
+        )
+
+
+def test_set_parts_cover_ids_and_contents_in_any_order() -> None:
+    a, b = ("x-1", b"one"), ("x-2", b"two")
+    assert pii.set_parts([a, b]) == pii.set_parts([b, a])
+    assert pii.set_parts([a, b]) != pii.set_parts([("x-1", b"two"), ("x-2", b"one")])
