@@ -5,14 +5,14 @@ with jitter where the driver has it) and a high worker concurrency runs `jobs` j
 created through the API beforehand (CreateJob, over `accounts` linked accounts). Every half second
 the driver samples how many jobs that worker holds (claimed: calling the platform or writing the
 outcome), how many are finished, and the worker's RSS and CPU. The steady window runs from the
-moment the worker first holds 90 % of its peak to the moment the queue has nothing left to claim;
-in it, throughput is compared with in-flight ÷ latency (Little's law: the difference is the time a
+first to the last sample in which the worker holds at least 90 % of its peak; in it, throughput is compared with in-flight ÷ latency (Little's law: the difference is the time a
 job spends outside the platform call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import sys
 import time
@@ -37,6 +37,15 @@ FROM jobs WHERE origin = $1
 """
 
 
+def accounts_for(jobs: int, at_least: int) -> int:
+    """How many accounts `jobs` CreateJobs need (job i: account i % n, job type i % 3) so that no two
+    ask for the same account and job type: CreateJob answers a refresh in flight with that one."""
+    n = max(at_least, -(-jobs // 3))
+    while math.lcm(n, 3) < jobs:
+        n += 1
+    return n
+
+
 async def create_jobs(client: Client, accounts: list[str], n: int, concurrency: int = 64) -> list[str]:
     names = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
     created: list[str] = []
@@ -51,6 +60,8 @@ async def create_jobs(client: Client, accounts: list[str], n: int, concurrency: 
             created.append(job.id)
 
     await asyncio.gather(*(one() for _ in range(concurrency)))
+    if len(set(created)) < n:  # CreateJob answered with refreshes already in flight
+        raise RuntimeError("one refresh per account and job type in flight: use more --latency-accounts")
     return created
 
 
@@ -76,24 +87,43 @@ async def run(
         await pool.close()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = Client(channel, secret)
-            linked = await link_accounts(client, accounts)
+            # One refresh per account and job type in flight: each job its own (account, type) pair.
+            linked = await link_accounts(client, accounts_for(jobs, accounts))
+            await run_link_jobs(url, base_env)
             await create_jobs(client, linked, jobs)
-        return await _measure(
+        found = await _measure(
             url, base_env, jobs=jobs, latency=latency, jitter=jitter, concurrency=concurrency
         )
+        print(f"latency: { {k: v for k, v in found.items() if k != 'samples'} }", flush=True)
+        return found
     finally:
         stop(api)
         stop(relay)
         await drop_database(admin_url, url)
 
 
-async def link_accounts(client: Client, n: int) -> list[str]:
-    """`n` accounts linked through Link (each session's own jobs finish before the measurement)."""
-    sessions = []
-    for i in range(n):
-        _, session = await client.connect(f"user_good+latency{i}", [c.JOB_NAME_IDENTITY])
-        sessions.append(session)
-    return [s.account_id for s in sessions]
+async def link_accounts(client: Client, n: int, parallel: int = 32, prefix: str = "latency") -> list[str]:
+    """`n` accounts linked through Link (their sessions' jobs run first, when the worker starts)."""
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> str:
+        async with sem:
+            _, session = await client.connect(f"user_good+{prefix}{i}", [c.JOB_NAME_IDENTITY])
+            return str(session.account_id)
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def run_link_jobs(url: str, env: dict[str, str]) -> None:
+    """The linked sessions' own jobs, run by a worker with no platform latency before the measurement."""
+    worker = await start_process([sys.executable, "-m", "service", "worker"], env, "paylink serving")
+    conn = await asyncpg.connect(url)
+    try:
+        while await conn.fetchval("SELECT count(*) FROM jobs WHERE status NOT IN ('success', 'error')"):
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+        stop(worker)
 
 
 async def _measure(
@@ -135,8 +165,8 @@ async def _measure(
         stop(proc)
         await conn.close()
     peak = max(s["running"] for s in samples)
-    begin = next(s for s in samples if s["running"] >= 0.9 * peak)
-    end = next((s for s in samples if s["t"] > begin["t"] and s["queued"] == 0), samples[-1])
+    steady = [s for s in samples if s["running"] >= 0.9 * peak]  # the worker held >= 90 % of its peak
+    begin, end = steady[0], steady[-1]
     window = [s for s in samples if begin["t"] <= s["t"] <= end["t"]]
     span = end["t"] - begin["t"]
     jobs_per_s = (end["finished"] - begin["finished"]) / span if span > 0 else 0.0

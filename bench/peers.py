@@ -10,7 +10,7 @@ on a fresh database, with no-op jobs, and prints one JSON line:
 paylink's queue core is `service.queue` (enqueue, claim, complete) driven like the worker drives it,
 with no platform and no events; see `core()` below.
 
-    python bench/peers.py {procrastinate|pgqueuer|paylink} {drain|e2e} JOBS ADMIN_DATABASE_URL
+    python bench/peers.py {procrastinate|pgqueuer|paylink|paylink-per-job} {drain|e2e} JOBS ADMIN_DATABASE_URL
 """
 
 from __future__ import annotations
@@ -166,12 +166,18 @@ async def pgqueuer(mode: str, n: int, url: str, batch: int = 100) -> dict[str, o
 async def paylink(mode: str, n: int, url: str) -> dict[str, object]:
     from bench import queue_core
 
-    return await queue_core.run(mode, n, url)
+    return await queue_core.run(mode, n, url, batched=True)
+
+
+async def paylink_per_job(mode: str, n: int, url: str) -> dict[str, object]:
+    from bench import queue_core
+
+    return await queue_core.run(mode, n, url, batched=False)
 
 
 async def main() -> None:
     which, mode, n, admin_url = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    if which == "paylink":
+    if which.startswith("paylink"):
         from tests.harness import create_test_database
 
         url = await create_test_database(admin_url)
@@ -181,7 +187,12 @@ async def main() -> None:
         await admin.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
         await admin.close()
     try:
-        run = {"procrastinate": procrastinate, "pgqueuer": pgqueuer, "paylink": paylink}[which]
+        run = {
+            "procrastinate": procrastinate,
+            "pgqueuer": pgqueuer,
+            "paylink": paylink,
+            "paylink-per-job": paylink_per_job,
+        }[which]
         result = await run(mode, n, url)
     finally:
         admin = await asyncpg.connect(admin_url)

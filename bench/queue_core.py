@@ -1,8 +1,10 @@
 """paylink's queue core for bench/peers.py: enqueue -> claim -> complete, no platform, no events.
 
-Uses the service's own job queue (`service/queue.py`: the job insert with its NOTIFY, the claim,
-the completion) and drives it the way `service.worker.Worker` does: one LISTEN connection, claims
-of up to the free slots, each claimed job run as a task that writes its outcome.
+`service.queue` alone (enqueue with its NOTIFY, claim of up to the free slots, complete) driven the
+way `service.worker.Worker` drives it: one LISTEN connection, claims of up to the free slots, each
+claimed job a task. Completions are written either the way the worker writes outcomes now
+(`batched`: whatever has gathered, in one transaction, as service/completer.py does) or one
+transaction per job (`per-job`, how outcomes were written before batching).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import asyncpg
 from paylink.v1 import common_pb2
 
 from service import db, queue
+from service.queue import Completion, JobStatus
 
 CONCURRENCY = 64  # PAYLINK_WORKER_CONCURRENCY and PAYLINK_PLATFORM_CONCURRENCY as make bench sets them
 PLATFORM = "sandbox_adp"
-_PARAMS = common_pb2.JobParams().SerializeToString()
+_PARAMS = common_pb2.JobParams()
 
 
 async def _account(pool: db.Pool) -> tuple[uuid.UUID, uuid.UUID]:
@@ -38,23 +41,45 @@ async def _account(pool: db.Pool) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 class Core:
-    def __init__(self, pool: db.Pool, url: str, n: int) -> None:
-        self.pool, self.url, self.n = pool, url, n
+    def __init__(self, pool: db.Pool, url: str, n: int, batched: bool) -> None:
+        self.pool, self.url, self.n, self.batched = pool, url, n, batched
         self.id = f"bench:{uuid.uuid4().hex[:8]}"
         self.done = 0
         self.finished = asyncio.Event()
         self.wake = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
+        self._gathered: list[tuple[Completion, asyncio.Future[None]]] = []
+        self._ready = asyncio.Event()
+        self.batches = 0
 
     async def _complete(self, job: queue.ClaimedJob) -> None:
-        done = queue.Completion(
-            job.id, queue.JobStatus.SUCCESS, dt.datetime.now(dt.UTC), outcome=common_pb2.JOB_OUTCOME_SUCCESS
+        done = Completion(
+            job.id, JobStatus.SUCCESS, dt.datetime.now(dt.UTC), outcome=common_pb2.JOB_OUTCOME_SUCCESS
         )
-        async with self.pool.acquire() as conn:
-            await queue.complete(conn, [done])
+        if self.batched:
+            future = asyncio.get_running_loop().create_future()
+            self._gathered.append((done, future))
+            self._ready.set()
+            await future
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await queue.complete(conn, [done])
+            self.batches += 1
         self.done += 1
         if self.done >= self.n:
             self.finished.set()
+
+    async def flusher(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._gathered:
+                batch, self._gathered = self._gathered[:500], self._gathered[500:]
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await queue.complete(conn, [c for c, _ in batch])
+                self.batches += 1
+                for _, future in batch:
+                    future.set_result(None)
 
     def _start(self, job: queue.ClaimedJob) -> None:
         task = asyncio.create_task(self._complete(job))
@@ -64,16 +89,13 @@ class Core:
     async def run(self) -> None:
         listen = await asyncpg.connect(self.url)
         await listen.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self.wake.set())
+        flusher = asyncio.create_task(self.flusher())
         lease = dt.timedelta(seconds=30)
         try:
             while not self.finished.is_set():
                 self.wake.clear()
                 free = CONCURRENCY - len(self.running)
-                claimed = (
-                    await queue.claim(self.pool, self.id, lease, min(free, CONCURRENCY), [])
-                    if free > 0
-                    else []
-                )
+                claimed = await queue.claim(self.pool, self.id, lease, free, []) if free > 0 else []
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
@@ -84,31 +106,31 @@ class Core:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 2.0)
         finally:
+            flusher.cancel()
             await listen.close()
 
 
-async def run(mode: str, n: int, url: str) -> dict[str, object]:
+async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, object]:
+    from bench.peers import Producer, stop_task, timed
+
     pool = await asyncpg.create_pool(url, min_size=8, max_size=8, connection_class=db.PooledConnection)
     workspace, account = await _account(pool)
     batch = uuid.uuid4()
 
     async def enqueue() -> None:
-        async with pool.acquire() as conn:
-            await queue.enqueue(
-                conn,
-                workspace_id=workspace,
-                account_id=account,
-                platform_id=PLATFORM,
-                name=common_pb2.JOB_NAME_IDENTITY,
-                origin=common_pb2.JOB_ORIGIN_LINK,
-                batch_id=batch,
-                api_version="",
-                params=common_pb2.JobParams(),
-            )
+        await queue.enqueue(
+            pool,
+            workspace_id=workspace,
+            account_id=account,
+            platform_id=PLATFORM,
+            name=common_pb2.JOB_NAME_IDENTITY,
+            origin=common_pb2.JOB_ORIGIN_LINK,
+            batch_id=batch,
+            api_version="",
+            params=_PARAMS,
+        )
 
-    from bench.peers import Producer, stop_task, timed
-
-    core = Core(pool, url, n)
+    core = Core(pool, url, n, batched)
 
     async def done() -> int:
         return core.done
@@ -124,7 +146,7 @@ async def run(mode: str, n: int, url: str) -> dict[str, object]:
             common_pb2.JOB_NAME_IDENTITY,
             common_pb2.JOB_ORIGIN_LINK,
             PLATFORM,
-            _PARAMS,
+            _PARAMS.SerializeToString(),
             n,
         )
         runner = asyncio.create_task(core.run())
@@ -137,4 +159,9 @@ async def run(mode: str, n: int, url: str) -> dict[str, object]:
         if task is not None:
             await stop_task(task)
     await pool.close()
-    return {**result, "settings": f"worker concurrency {CONCURRENCY}, claims of up to the free slots"}
+    how = "completions batched per transaction" if batched else "one transaction per completion"
+    return {
+        **result,
+        "settings": f"worker concurrency {CONCURRENCY}, {how}",
+        "jobs_per_commit": round(core.done / core.batches, 1) if core.batches else 0,
+    }

@@ -228,7 +228,7 @@ def latency(r: dict[str, Any]) -> list[str]:
         f"{lat['jobs']} refresh jobs (created through the API beforehand) run by one `python -m service worker`",
         f"with `PAYLINK_WORKER_CONCURRENCY={lat['worker_concurrency']}`. A refresh makes {lat['calls_per_job']} platform calls",
         "one after the other (re-access, then the fetch), so the jobs a worker holds equal its calls in flight.",
-        "The steady window runs from 90 % of the peak in flight until the queue is empty.",
+        "The steady window: from the first to the last sample with at least 90 % of the peak in flight.",
         "",
         "| | |",
         "|---|---|",

@@ -86,9 +86,10 @@ def machine() -> dict[str, Any]:
             break
     mem = pathlib.Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     # What the figures describe: the commit, and whether anything outside bench/ differed from it.
-    dirty = [
-        line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")
-    ]
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    dirty = [line[3:] for line in status.splitlines() if not line[3:].startswith("bench/")]
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -234,6 +235,8 @@ async def bench_pipeline(
                         job_pb2.CreateJobRequest(account_id=accounts[i % len(accounts)], name=names[i % 3]),
                         metadata=client.md(),
                     )
+                if job.id in created:  # CreateJob answered with a refresh already in flight
+                    raise RuntimeError("a refresh of this account and job was in flight: use more --accounts")
                 created[job.id] = job.created_at.ToDatetime(tzinfo=dt.UTC).timestamp()
 
             await asyncio.gather(*(one(i) for i in range(n)))
@@ -373,21 +376,32 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds of RPC measurements (median)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="ghz duration per measurement")
+    parser.add_argument("--seconds", type=float, default=4.0, help="ghz duration per measurement")
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64], help="e.g. 1,16,64"
     )
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs in the saturated pipeline")
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the saturated pipeline")
     parser.add_argument("--half-seconds", type=float, default=10.0)
-    parser.add_argument("--accounts", type=int, default=100)
-    parser.add_argument("--peer-jobs", type=int, default=10_000, help="no-op jobs per peer measurement")
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=100,
+        help="linked accounts the pipeline's jobs go to (at least jobs/3)",
+    )
+    parser.add_argument("--peer-jobs", type=int, default=5_000, help="no-op jobs per peer measurement")
     parser.add_argument("--peer-runs", type=int, default=1, help="runs per peer measurement (median)")
     parser.add_argument("--latency", type=float, default=2.0, help="platform seconds per call")
     parser.add_argument("--latency-jitter", type=float, default=0.5, help="± uniform jitter per call")
-    parser.add_argument("--latency-jobs", type=int, default=20_000)
+    parser.add_argument("--latency-jobs", type=int, default=12_000)
     parser.add_argument("--latency-concurrency", type=int, default=2000, help="the worker's concurrency")
-    parser.add_argument("--relay-rows", type=int, default=100_000)
-    parser.add_argument("--soak-seconds", type=int, default=120)
+    parser.add_argument(
+        "--latency-accounts",
+        type=int,
+        default=1000,
+        help="accounts the slow-platform jobs are spread over (at least latency-jobs/3)",
+    )
+    parser.add_argument("--relay-rows", type=int, default=50_000)
+    parser.add_argument("--soak-seconds", type=int, default=90)
     parser.add_argument("--port", type=int, default=50151, help="first of the 5 gRPC ports used")
     parser.add_argument(
         "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
@@ -505,10 +519,10 @@ async def main() -> int:
             if want("rpcs"):
                 results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, server.pid)
             if want("pipeline"):
-                accounts = [account]
-                for i in range(args.accounts - 1):
-                    _, session = await client.connect(f"user_good+bench{i}", [c.JOB_NAME_IDENTITY])
-                    accounts.append(session.account_id)
+                # One refresh per account and job type in flight (CreateJob answers the one in flight):
+                # the saturated run's jobs need their own (account, job type) pairs, 3 job types.
+                n = latency.accounts_for(args.jobs, args.accounts) - 1
+                accounts = [account, *await latency.link_accounts(client, n, prefix="bench")]
                 settings = base.model_copy(update={"topic_prefix": prefix})
                 results["pipeline"] = await bench_pipeline(args, client, settings, accounts, labels)
             if want("footprint"):
@@ -533,12 +547,11 @@ async def main() -> int:
             env,
             ports["latency"],
             jobs=args.latency_jobs,
-            accounts=args.accounts,
+            accounts=args.latency_accounts,
             latency=args.latency,
             jitter=args.latency_jitter,
             concurrency=args.latency_concurrency,
         )
-        print(f"latency: { {k: v for k, v in results['latency'].items() if k != 'samples'} }", flush=True)
     if want("logins"):
         load_at_start = load_average()
         results["logins"] = await logins.run(base.database_url, env, ports["logins"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
@@ -321,34 +322,31 @@ async def disconnect_rpc(
 
 
 async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes) -> None:
-    blob = deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account_id))
-    await conn.execute(
-        "INSERT INTO account_credentials (account_id, key_id, sealed) VALUES ($1, $2, $3)"
-        " ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id, sealed = EXCLUDED.sealed,"
-        " updated_at = now()",
-        account_id,
-        deps.vault.key_id_of(blob),
-        blob,
-    )
+    await store_grants(deps, conn, [(account_id, grant)])
 
 
-async def load_access(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
-    """The unsealed grant of a connected account in one round trip; None when disconnected or gone."""
-    row = await conn.fetchrow(
-        "SELECT c.sealed FROM accounts a JOIN account_credentials c ON c.account_id = a.id"
-        " WHERE a.id = $1 AND a.connected",
-        account_id,
-    )
-    if row is None:
-        return None
-    return deps.vault.open(bytes(row["sealed"]), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UUID, bytes]]) -> None:
+    """Seals and stores the grants of accounts (each at most once) in one statement."""
+    blobs = [deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account)) for account, grant in grants]
+    if blobs:
+        await conn.execute(
+            "INSERT INTO account_credentials (account_id, key_id, sealed) SELECT * FROM unnest($1::uuid[],"
+            " $2::text[], $3::bytea[]) ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id,"
+            " sealed = EXCLUDED.sealed, updated_at = now()",
+            [account for account, _ in grants],
+            [deps.vault.key_id_of(blob) for blob in blobs],
+            blobs,
+        )
+
+
+def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
+    """The unsealed grant of an account (the sealed blob comes with a claimed job, see queue.CLAIM)."""
+    return deps.vault.open(blob, aad=sealed.ACCOUNT_GRANT.aad(account_id))
 
 
 async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
     blob = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
-    if blob is None:
-        return None
-    return deps.vault.open(bytes(blob), aad=sealed.ACCOUNT_GRANT.aad(account_id))
+    return None if blob is None else open_grant(deps, account_id, bytes(blob))
 
 
 # --- Erasure of an end user (service/erasure.py) ---------------------------------------------

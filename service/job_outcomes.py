@@ -1,16 +1,22 @@
 """What a job's outcome means: its new status (written by the queue), stored data, monitoring
 status, events and settlement.
 
-Each outcome is applied in one unit of work that first locks the job and its account row. That
-lock orders the account's events (see outbox) and serializes the jobs of one batch, so exactly one
-transaction sees the batch settled and publishes link_session.completed.
+Outcomes are applied many to a unit of work (`apply_many`, fed by service/completer.py), which
+first locks the jobs and their account rows, at most one job per account. That lock orders the
+account's events (see outbox) and serializes the jobs of one batch, so exactly one transaction sees
+the batch settled and publishes link_session.completed. Each outcome is applied in its job's own
+context (trace, request id, log fields), so its events and log lines carry them as when one job
+was one transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
@@ -32,6 +38,8 @@ ERROR_TYPES: dict[int, int] = {
     common_pb2.JOB_ERROR_CODE_TIMEOUT: common_pb2.JOB_ERROR_TYPE_PLATFORM,
     common_pb2.JOB_ERROR_CODE_NO_DATA: common_pb2.JOB_ERROR_TYPE_NO_DATA,
 }
+
+_ALLOCATIONS = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
 
 # Monitoring status and reason after a final error, by error code.
 _MONITORING_AFTER_ERROR: dict[int, tuple[str, str]] = {
@@ -75,15 +83,69 @@ class Failure:
 Outcome = Success | Pending | Retry | Failure
 
 
+@dataclasses.dataclass(slots=True)
+class _Writes:
+    """What a batch of outcomes writes with one statement each, after every outcome was applied."""
+
+    completions: list[queue.Completion] = dataclasses.field(default_factory=list)
+    grants: list[tuple[uuid.UUID, bytes]] = dataclasses.field(default_factory=list)
+    stored: dict[uuid.UUID, results.Stored] = dataclasses.field(default_factory=dict)  # by job id
+
+    async def store_results(
+        self, work: uow.UnitOfWork, applied: list[tuple[LockedJob, Outcome, dt.datetime]]
+    ) -> None:
+        """The data the batch's successes return, sealed and compared in one statement before the
+        outcomes are applied (each needs to know what changed: its event says so)."""
+        items: dict[uuid.UUID, tuple[uuid.UUID, int, Message, dt.datetime]] = {}
+        for job, outcome, at in applied:
+            if not isinstance(outcome, Success) or outcome.data is None or outcome.records is not None:
+                continue
+            if job.name == common_pb2.JOB_NAME_PAYSTUBS:
+                continue
+            # The switch changes the allocations: they are what it stores.
+            name = _ALLOCATIONS if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH else job.name
+            items[job.id] = (job.account_id, name, outcome.data, at)
+        stored = await results.store_many(work.conn, work.deps.vault, list(items.values()))
+        self.stored = dict(zip(items, stored, strict=True))
+
+    async def write(self, work: uow.UnitOfWork) -> None:
+        await accounts.store_grants(work.deps, work.conn, self.grants)
+        await queue.complete(work.conn, self.completions)  # one statement per kind of completion
+
+
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:
     """Writes the outcome if this worker still holds the job; False when its lease was lost."""
+    return (await apply_many(deps, worker_id, [(job_id, outcome, contextvars.copy_context())]))[0]
+
+
+async def apply_many(
+    deps: Deps, worker_id: str, outcomes: Sequence[tuple[uuid.UUID, Outcome, contextvars.Context]]
+) -> list[bool]:
+    """Writes the outcomes of many jobs in one transaction: one commit, and one wake-up for the relay
+    and the workers. Each job's events are written with its change, under its account's row lock;
+    each outcome is applied in the context given with it (the job's: trace, request id, log fields).
+
+    At most one job per account: the caller (service.completer) keeps an account's later outcomes for
+    the next batch, so each outcome sees its account as the one before left it, in order. Returns,
+    per outcome, whether it was written (False: the lease was lost). A crash before COMMIT writes
+    none of them: the jobs stay `running` and are rescued when their leases run out.
+    """
+    assert len({job_id for job_id, _, _ in outcomes}) == len(outcomes)
+    written: list[bool] = []
     async with uow.begin(deps) as work:
-        job = await queue.lock_for_outcome(work.conn, job_id, worker_id)
-        if job is None:
-            return False
-        work.account_locked(job.workspace_id, job.account_id, job.event_sequence, job.tags)
-        await _apply(work, job, outcome)
-    return True
+        locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _, _ in outcomes], worker_id)
+        assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
+        writes = _Writes()
+        at = {job_id: timeutil.now() for job_id in locked}
+        await writes.store_results(work, [(locked[j], o, at[j]) for j, o, _ in outcomes if j in locked])
+        for job_id, outcome, context in outcomes:
+            job = locked.get(job_id)
+            written.append(job is not None)
+            if job is not None:
+                work.account_locked(job.workspace_id, job.account_id, job.event_sequence, job.tags)
+                await asyncio.create_task(_apply(work, job, outcome, writes, at[job_id]), context=context)
+        await writes.write(work)
+    return written
 
 
 def _account(job: LockedJob) -> dict[str, object]:
@@ -91,8 +153,10 @@ def _account(job: LockedJob) -> dict[str, object]:
     return {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
 
 
-async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None:
-    at = timeutil.now()
+async def _apply(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes: _Writes, at: dt.datetime
+) -> None:
+    """Applies one outcome; its job status and grant go to `writes` (written for the whole batch)."""
     if isinstance(outcome, Retry):
         error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
         retry = queue.Completion(
@@ -105,32 +169,34 @@ async def _apply(work: uow.UnitOfWork, job: LockedJob, outcome: Outcome) -> None
             outcome.error_code,
             outcome.message,
         )
-        await queue.complete(work.conn, [retry])
+        writes.completions.append(retry)
         return
     if isinstance(outcome, (Success, Pending)) and outcome.new_grant:
-        await accounts.store_grant(work.deps, work.conn, job.account_id, outcome.new_grant)
+        writes.grants.append((job.account_id, outcome.new_grant))
     if isinstance(outcome, Pending):
         pending = queue.Completion(
             job.id, JobStatus.PENDING, at, at + outcome.retry_after, common_pb2.JOB_OUTCOME_PENDING
         )
-        await queue.complete(work.conn, [pending])
+        writes.completions.append(pending)
         if job.pending_since is None:  # the first report only
             _job_event(work, job, at, common_pb2.JOB_OUTCOME_PENDING)
         return
     if isinstance(outcome, Success):
-        await _succeeded(work, job, outcome, at)
+        await _succeeded(work, job, outcome, at, writes)
         final = queue.BatchJob(job.id, job.name, JobStatus.SUCCESS, common_pb2.JOB_OUTCOME_SUCCESS)
     else:
-        final = await _failed(work, job, outcome, at)
+        final = await _failed(work, job, outcome, at, writes)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await queue.release_held(work.conn, job.batch_id)
     await _settle(work, job, at, final)
 
 
-async def _succeeded(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime) -> None:
-    stored = await _store_data(work, job, outcome, at)
+async def _succeeded(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
+) -> None:
+    stored = await _store_data(work, job, outcome, at, writes)
     done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
-    await queue.complete(work.conn, [done])
+    writes.completions.append(done)
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
         # A refresh says what changed; a scheduled one whose data did not change publishes nothing
         # (only refreshed_at moved). The status machine takes the outcome.
@@ -148,7 +214,9 @@ async def _succeeded(work: uow.UnitOfWork, job: LockedJob, outcome: Success, at:
         )
 
 
-async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt.datetime) -> queue.BatchJob:
+async def _failed(
+    work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt.datetime, writes: _Writes
+) -> queue.BatchJob:
     error_type = outcome.error_type or ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
     message = outcome.message[:500]
     failed = queue.Completion(
@@ -161,7 +229,7 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
         outcome.error_code,
         message,
     )
-    await queue.complete(work.conn, [failed])
+    writes.completions.append(failed)
     _job_event(
         work,
         job,
@@ -187,7 +255,7 @@ async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt
 
 
 async def _store_data(
-    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime
+    work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
 ) -> results.Stored | None:
     if job.name == common_pb2.JOB_NAME_PAYSTUBS:
         return await results.store_paystubs(
@@ -200,13 +268,12 @@ async def _store_data(
         return None
     if outcome.data is None:
         return None
+    stored = writes.stored[job.id]  # stored with the batch's other data (`_Writes.store_results`)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-        # The switch changes the allocations: store them and publish them too.
-        allocations = common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS
-        await results.store(work.conn, work.deps.vault, job.account_id, allocations, outcome.data, at)
-        _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=allocations)
+        # The switch changed the allocations (stored as such): publish them too.
+        _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS, name=_ALLOCATIONS)
         return None
-    return await results.store(work.conn, work.deps.vault, job.account_id, job.name, outcome.data, at)
+    return stored
 
 
 def _job_event(
@@ -252,7 +319,8 @@ async def _settle(work: uow.UnitOfWork, job: LockedJob, at: dt.datetime, final: 
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
         batch = [final]  # a server-side refresh is a batch of one: this job, just finished
     else:
-        batch = await queue.batch(work.conn, job.batch_id)
+        # This job's new status is written with the batch's completions, after this: use `final`.
+        batch = [final if j.id == job.id else j for j in await queue.batch(work.conn, job.batch_id)]
         if not all(j.status.final for j in batch):
             return
     if job.link_session_id is not None:

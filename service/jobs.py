@@ -238,7 +238,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
-    return await idempotency.run_once(
+    job = await idempotency.run_once(
         deps,
         call,
         "CreateJob",
@@ -248,6 +248,10 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         lambda work: _insert_refresh(deps, work, call, request),
         single_statement=True,  # a read and one INSERT: atomic by itself
     )
+    # Committed: wake the workers now, coalesced with other CreateJobs (not inside the INSERT, where
+    # the NOTIFY would make every CreateJob's commit wait for the one before it).
+    queue.wake_soon(deps.pool)
+    return job
 
 
 def _params(request: job_pb2.CreateJobRequest) -> common_pb2.JobParams:
@@ -288,6 +292,7 @@ async def _insert_refresh(
             params=params,
             one_refresh=True,
             trace=(tracing.traceparent(), tracing.request_id()),  # the refresh continues this call
+            wake=False,  # create_refresh wakes the workers after the commit
         )
         row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
         if row is not None:  # None: the one in flight finished meanwhile; queue a new one

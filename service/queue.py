@@ -13,10 +13,9 @@ once. A rule on what may be claimed (e.g. one job per account and job name) belo
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import contextlib
 import datetime as dt
-import enum
-import json
 import uuid
 from collections.abc import Sequence
 
@@ -25,33 +24,15 @@ from paylink.v1 import common_pb2
 
 from service import db, ids
 
+# Re-exported: callers name them queue.JobStatus, queue.ClaimedJob, ... (`X as X` for mypy --strict).
+from service.job_types import BatchJob as BatchJob  # noqa: PLC0414
+from service.job_types import ClaimedJob as ClaimedJob  # noqa: PLC0414
+from service.job_types import Completion as Completion  # noqa: PLC0414
+from service.job_types import JobStatus as JobStatus  # noqa: PLC0414
+from service.job_types import LockedJob as LockedJob  # noqa: PLC0414
+
 NOTIFY_CHANNEL = "paylink_jobs"
 
-
-class JobStatus(enum.StrEnum):
-    """The `jobs.status` column."""
-
-    QUEUED = "queued"  # waiting for run_at (a retry waits here too)
-    RUNNING = "running"  # claimed: a worker holds the lease
-    PENDING = "pending"  # the platform is still working; checked again at run_at
-    SUCCESS = "success"
-    ERROR = "error"
-
-    @property
-    def final(self) -> bool:
-        return self in (JobStatus.SUCCESS, JobStatus.ERROR)
-
-    def to_proto(self) -> common_pb2.JobStatus.ValueType:
-        return _PROTO_STATUS[self]
-
-
-_PROTO_STATUS = {
-    JobStatus.QUEUED: common_pb2.JOB_STATUS_QUEUED,
-    JobStatus.RUNNING: common_pb2.JOB_STATUS_RUNNING,
-    JobStatus.PENDING: common_pb2.JOB_STATUS_PENDING,
-    JobStatus.SUCCESS: common_pb2.JOB_STATUS_SUCCESS,
-    JobStatus.ERROR: common_pb2.JOB_STATUS_ERROR,
-}
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
 RUNNABLE = f"({Q}, {P})"
@@ -77,6 +58,9 @@ WITH job AS (
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
+# Without the wake-up: a NOTIFY makes COMMIT take a lock that every notifying transaction of the
+# cluster queues for (held through the commit's WAL flush): see `wake_soon`.
+_ENQUEUE_QUIET = _ENQUEUE.replace(f", pg_notify('{NOTIFY_CHANNEL}', '')", "")
 # Refreshes in flight: one per account and job type at most (unique partial index, migration 0120).
 REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
 _ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
@@ -97,16 +81,27 @@ WITH released AS (
 SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM released) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
+# With each job, what its run needs: the account's sealed grant (NULL: disconnected; see accounts.open_grant).
 CLAIM = f"""
-UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,
-                attempts = attempts + 1
-WHERE id IN (
-  SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
-    AND platform_id <> ALL($4::text[])
-  ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since, traceparent, request_id
+WITH claimed AS (
+  UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,
+                  attempts = attempts + 1
+  WHERE id IN (
+    SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
+      AND platform_id <> ALL($4::text[])
+    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+  RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
+            traceparent, request_id)
+SELECT claimed.*, c.sealed AS grant_sealed
+FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
+     LEFT JOIN account_credentials c ON c.account_id = a.id
 """
-_HEARTBEAT = "UPDATE jobs SET lease_expires_at = now() + $3::interval WHERE id = ANY($1) AND locked_by = $2"
+# In id order, like lock_for_outcomes: a heartbeat and a batch of outcomes never wait on each other in a cycle.
+_HEARTBEAT = """
+UPDATE jobs SET lease_expires_at = now() + $3::interval
+FROM (SELECT id FROM jobs WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE) AS held
+WHERE jobs.id = held.id
+"""
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"
 _RESCUE = f"""
 UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run_at = now()
@@ -117,40 +112,37 @@ UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run
                 attempts = greatest(attempts - 1, 0)
 WHERE locked_by = $1 AND status = {R}
 """
-# The job and its account, both locked, in one round trip: an outcome is written under both locks.
-_LOCK_FOR_OUTCOME = """
-SELECT j.id, j.workspace_id, j.account_id, j.link_token_id, j.link_session_id, j.batch_id, j.name,
-       j.origin, j.platform_id, j.params, j.api_version, j.pending_since, j.status, j.locked_by,
-       j.scheduled, a.end_user_id, a.monitoring_status, a.connected, a.event_sequence, a.tags,
-       a.refresh_failures
-FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.id = $1 FOR UPDATE OF j, a
+# An outcome is written under its job's and account's locks, taken in id order (no deadlock between batches).
+_LOCK_JOBS = """
+SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
+       params, api_version, pending_since, status, locked_by, scheduled
+FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+"""
+_LOCK_ACCOUNTS = """
+SELECT id, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
+FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 _UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
+_BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
+            $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
+WHERE jobs.id = c.id"""
 _COMPLETE = {
     JobStatus.QUEUED: f"""
 UPDATE jobs SET status = {Q}, run_at = c.run_at, {_UNLEASE},
                 error_code = c.code, error_type = c.type, error_message = c.message
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.PENDING: f"""
 UPDATE jobs SET status = {P}, outcome = c.outcome, pending_since = coalesce(pending_since, c.at),
                 run_at = c.run_at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.SUCCESS: f"""
 UPDATE jobs SET status = {S}, outcome = c.outcome, error_type = 0, error_code = 0, error_message = '',
                 completed_at = c.at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
     JobStatus.ERROR: f"""
 UPDATE jobs SET status = {E}, outcome = c.outcome, error_type = c.type, error_code = c.code,
                 error_message = c.message, completed_at = c.at, {_UNLEASE}
-FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[], $6::timestamptz[],
-            $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id""",
+{_BY_ID}""",
 }
 _RETRY_FAILED = f"""
 UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = NULL, pending_since = NULL,
@@ -158,105 +150,6 @@ UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = N
 WHERE id = $1
 """
 _BATCH = "SELECT id, name, status, outcome, error_type, error_code FROM jobs WHERE batch_id = $1"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClaimedJob:
-    """A job a worker holds the lease of."""
-
-    id: uuid.UUID
-    account_id: uuid.UUID
-    batch_id: uuid.UUID
-    name: int  # common_pb2.JobName
-    origin: int  # common_pb2.JobOrigin
-    platform_id: str
-    params: bytes  # serialized common_pb2.JobParams (masked)
-    params_sealed: bytes | None
-    attempts: int  # including this one
-    pending_since: dt.datetime | None
-    trace: tuple[str, str] = ("", "")  # (traceparent to continue, request id its events carry)
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> ClaimedJob:
-        sealed = row["params_sealed"]
-        return cls(
-            id=row["id"],
-            account_id=row["account_id"],
-            batch_id=row["batch_id"],
-            name=row["name"],
-            origin=row["origin"],
-            platform_id=row["platform_id"],
-            params=bytes(row["params"]),
-            params_sealed=bytes(sealed) if sealed is not None else None,
-            attempts=row["attempts"],
-            pending_since=row["pending_since"],
-            trace=(row["traceparent"], row["request_id"]),
-        )
-
-    def job_params(self) -> common_pb2.JobParams:
-        return common_pb2.JobParams.FromString(self.params)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LockedJob:
-    """A running job and its account, both row-locked by the transaction writing its outcome."""
-
-    id: uuid.UUID
-    workspace_id: uuid.UUID
-    account_id: uuid.UUID
-    link_token_id: uuid.UUID | None
-    link_session_id: uuid.UUID | None
-    batch_id: uuid.UUID
-    name: int
-    origin: int
-    platform_id: str
-    params: bytes
-    api_version: str
-    pending_since: dt.datetime | None
-    status: JobStatus
-    locked_by: str | None
-    end_user_id: str
-    monitoring_status: str
-    connected: bool
-    event_sequence: int
-    scheduled: bool  # queued by the monitoring schedule
-    tags: dict[str, str]  # the account's
-    refresh_failures: int  # the account's run of failed refreshes (monitoring)
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> LockedJob:
-        fields = {f.name: row[f.name] for f in dataclasses.fields(cls)}
-        fields["params"] = bytes(row["params"])
-        fields["tags"] = json.loads(row["tags"])
-        fields["status"] = JobStatus(row["status"])
-        return cls(**fields)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BatchJob:
-    """One job of a batch (a Link session's jobs, or a refresh), as settlement reads it."""
-
-    id: uuid.UUID
-    name: int
-    status: JobStatus
-    outcome: int
-    error_type: int = 0
-    error_code: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Completion:
-    """What becomes of one running job: QUEUED (retry at run_at), PENDING (check again at run_at),
-    SUCCESS or ERROR (final, at `at`)."""
-
-    job_id: uuid.UUID
-    status: JobStatus
-    at: dt.datetime
-    run_at: dt.datetime | None = None
-    outcome: int = 0
-    error_type: int = 0
-    error_code: int = 0
-    error_message: str = ""
 
 
 async def enqueue(
@@ -277,11 +170,13 @@ async def enqueue(
     job_id: uuid.UUID | None = None,
     one_refresh: bool = False,
     trace: tuple[str, str] = ("", ""),  # (traceparent, request id) the job carries
+    wake: bool = True,
 ) -> asyncpg.Record | None:
     """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS), or
-    with `one_refresh` None when a refresh of the account and job type is already in flight."""
+    with `one_refresh` None when a refresh of the account and job type is already in flight.
+    `wake=False`: no NOTIFY in the transaction; the caller calls `wake_soon` once it committed."""
     return await conn.fetchrow(
-        _ENQUEUE.format(conflict=_ONE_REFRESH if one_refresh else ""),
+        (_ENQUEUE if wake else _ENQUEUE_QUIET).format(conflict=_ONE_REFRESH if one_refresh else ""),
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -302,6 +197,27 @@ async def enqueue(
 async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:
     """The refresh of this account and job type in flight (COLUMNS), if any."""
     return await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
+
+
+# Per pool (a process has one or two, for its life): the task sending wake-ups, and who asked since.
+_wakers: dict[int, asyncio.Task[None]] = {}
+_unsent: set[int] = set()
+
+
+def wake_soon(pool: db.Pool) -> None:
+    """Wakes the workers for jobs already committed: one NOTIFY at a time per pool, however many
+    callers ask meanwhile (each is covered by a NOTIFY sent after it asked)."""
+    _unsent.add(id(pool))
+    task = _wakers.get(id(pool))
+    if task is None or task.done():
+        _wakers[id(pool)] = asyncio.get_running_loop().create_task(_wake(pool))
+
+
+async def _wake(pool: db.Pool) -> None:
+    while id(pool) in _unsent:
+        _unsent.discard(id(pool))
+        with contextlib.suppress(Exception):  # a lost wake-up costs one poll interval, no more
+            await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def enqueue_scheduled(
@@ -339,12 +255,23 @@ async def release_worker(pool: db.Executor, worker_id: str) -> None:
     await pool.execute(_RELEASE_WORKER, worker_id)
 
 
-async def lock_for_outcome(conn: db.Conn, job_id: uuid.UUID, worker_id: str) -> LockedJob | None:
-    """Locks a running job and its account; None unless `worker_id` still holds its lease."""
-    row = await conn.fetchrow(_LOCK_FOR_OUTCOME, job_id)
-    if row is None or row["status"] != JobStatus.RUNNING or row["locked_by"] != worker_id:
-        return None
-    return LockedJob.from_row(row)
+async def lock_for_outcomes(
+    conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
+) -> dict[uuid.UUID, LockedJob]:
+    """Locks jobs and their accounts (two round trips); returns those whose lease `worker_id` holds."""
+    jobs = [
+        row
+        for row in await conn.fetch(_LOCK_JOBS, list(job_ids))
+        if row["status"] == JobStatus.RUNNING and row["locked_by"] == worker_id
+    ]
+    accounts = {
+        row["id"]: row for row in await conn.fetch(_LOCK_ACCOUNTS, list({j["account_id"] for j in jobs}))
+    }
+    return {
+        job["id"]: LockedJob.from_rows(job, accounts[job["account_id"]])
+        for job in jobs
+        if job["account_id"] in accounts
+    }
 
 
 async def complete(conn: db.Conn, completions: Sequence[Completion]) -> None:

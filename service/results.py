@@ -80,6 +80,61 @@ async def store(
     return Stored(row["changed"], previous)
 
 
+# `_UPSERT` for many (account, name) pairs, each at most once, in one statement. $4: every row's
+# digests under the ring's $6 keys one after the other (row i's are $4[(i-1)*$6+1 : i*$6], the
+# primary's first); the change is judged against the live row exactly as `_UPSERT` judges it.
+_UPSERT_MANY = """
+WITH u AS (
+  SELECT a, n, d, t, ($4::bytea[])[(i - 1) * $6 + 1 : i * $6] AS ring
+  FROM unnest($1::uuid[], $2::smallint[], $3::bytea[], $5::timestamptz[]) WITH ORDINALITY AS x(a, n, d, t, i)),
+old AS (SELECT r.account_id, r.name, r.data, r.content_hash FROM job_results r JOIN u ON r.account_id = u.a AND r.name = u.n),
+up AS (
+  INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+  SELECT a, n, d, ring[1], t, t FROM u
+  ON CONFLICT (account_id, name) DO UPDATE SET
+    data = EXCLUDED.data,
+    refreshed_at = EXCLUDED.refreshed_at,
+    updated_at = CASE WHEN EXISTS (SELECT FROM u WHERE u.a = job_results.account_id AND u.n = job_results.name
+                                                  AND job_results.content_hash = ANY(u.ring))
+                      THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
+    content_hash = EXCLUDED.content_hash
+  RETURNING account_id, name)
+SELECT up.account_id, up.name, NOT coalesce(o.content_hash = ANY(u.ring), false) AS changed, o.data AS previous
+FROM up JOIN u ON u.a = up.account_id AND u.n = up.name
+     LEFT JOIN old o ON o.account_id = up.account_id AND o.name = up.name
+"""
+
+
+async def store_many(
+    conn: db.Conn, vault: Vault, items: Sequence[tuple[uuid.UUID, int, Message, dt.datetime]]
+) -> list[Stored]:
+    """`store` for many (account, job name) pairs, each at most once, in one statement: each sealed
+    and compared exactly as `store` does. Returns what storing each found, in order."""
+    if not items:
+        return []
+    kinds = [pii.result_kind(name) for _, name, _, _ in items]
+    bodies = [data.SerializeToString(deterministic=True) for _, _, data, _ in items]
+    rings = [vault.digests([body]) for body in bodies]
+    rows = await conn.fetch(
+        _UPSERT_MANY,
+        [account for account, _, _, _ in items],
+        [name for _, name, _, _ in items],
+        [pii.seal(vault, kind, item[0], body) for kind, item, body in zip(kinds, items, bodies, strict=True)],
+        [digest for ring in rings for digest in ring],
+        [at for _, _, _, at in items],
+        len(rings[0]),
+    )
+    found = {(r["account_id"], r["name"]): r for r in rows}  # none for an account an erasure fenced
+    out = []
+    for kind, (account, name, _, _) in zip(kinds, items, strict=True):
+        row = found.get((account, name))
+        previous = row["previous"] if row is not None else None
+        if previous is not None:
+            previous = pii.open_data(vault, kind, account, bytes(previous))
+        out.append(Stored(row["changed"], previous) if row is not None else Stored(False))
+    return out
+
+
 async def store_paystubs(
     conn: db.Conn, vault: Vault, account_id: uuid.UUID, fetched: Sequence[FetchedPaystub], at: dt.datetime
 ) -> Stored:

@@ -84,7 +84,11 @@ class UnitOfWork:
         return any(events.pending for events in self._events.values())
 
     async def flush(self) -> None:
-        """Writes the collected events now (still inside the transaction)."""
+        """Writes the collected events now (still inside the transaction): those of accounts whose
+        rows it holds locked in one statement, the others one account at a time."""
+        locked = [e for e in self._events.values() if e.pending and e.locked_sequence is not None]
+        if len(locked) > 1:
+            await outbox.flush_locked(self.conn, locked)
         for events in self._events.values():
             await events.flush(self.conn)
 

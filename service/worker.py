@@ -35,6 +35,7 @@ from service import (
     timeutil,
     tracing,
 )
+from service.completer import Completer
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -47,7 +48,7 @@ from service.drivers.base import (
     SwitchRequest,
     SwitchTarget,
 )
-from service.job_outcomes import Failure, Outcome, Pending, Retry, Success, apply
+from service.job_outcomes import Failure, Outcome, Pending, Retry, Success
 from service.queue import ClaimedJob
 
 log = logging.getLogger("paylink.worker")
@@ -65,6 +66,7 @@ class Worker:
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._per_platform: collections.Counter[str] = collections.Counter()  # jobs held, by platform
+        self.completer = Completer(deps, self.id)
         self.finished = 0
 
     def stop(self) -> None:
@@ -75,6 +77,7 @@ class Worker:
         """Runs until stop(); then waits for in-flight jobs up to the grace period and releases the rest."""
         settings = self.deps.settings
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._rescue_loop())]
+        completer = asyncio.create_task(self.completer.run())
         try:
             while not self._stopping.is_set():
                 try:
@@ -91,6 +94,9 @@ class Worker:
                 )
                 for task in late:
                     task.cancel()
+            completer.cancel()  # writes what the finished jobs handed over, then stops
+            with contextlib.suppress(BaseException):
+                await completer
             with contextlib.suppress(Exception):
                 await queue.release_worker(self.deps.pool, self.id)
 
@@ -206,14 +212,10 @@ class Worker:
             )
         label = type(outcome).__name__.lower()
         metrics.JOB_DURATION.labels(name, job.platform_id, label).observe(time.perf_counter() - started)
-        for attempt in range(5):
-            try:
-                written = await apply(self.deps, job.id, self.id, outcome)
-                break
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                await asyncio.sleep(0.5 * (attempt + 1))  # lease still ours for a while: try again
-        else:
-            return  # the lease will expire and the job is rescued
+        try:  # with other jobs' outcomes, in one transaction (service.completer), in this job's context
+            written = await self.completer.submit(job.id, job.account_id, outcome)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            return  # the database stayed away: the lease will expire and the job is rescued
         if written and isinstance(outcome, (Success, Failure)):
             failed = isinstance(outcome, Failure)
             code = (
@@ -242,9 +244,9 @@ class Worker:
 
     async def _run(self, job: ClaimedJob) -> Outcome:
         deps = self.deps
-        grant = await accounts.load_access(deps, deps.pool, job.account_id)
-        if grant is None:
+        if job.grant_sealed is None:  # the claim returned no grant: the account is disconnected
             return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
+        grant = accounts.open_grant(deps, job.account_id, job.grant_sealed)
         if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await queue.has_succeeded(
             deps.pool, job.batch_id, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH
         ):

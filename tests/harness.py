@@ -82,7 +82,14 @@ async def drop_database(admin_url: str, url: str) -> None:
     name = url.rsplit("/", 1)[-1].split("?", maxsplit=1)[0]
     admin = await asyncpg.connect(admin_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(10):
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:  # an autovacuum worker on it: FORCE cannot end it
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0)
     finally:
         await admin.close()
 

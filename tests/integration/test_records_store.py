@@ -37,7 +37,7 @@ async def _context(
     workspace_id = await app.deps.pool.fetchval("SELECT workspace_id FROM accounts WHERE id = $1", account_id)
     from service import accounts
 
-    grant = await accounts.load_access(app.deps, app.deps.pool, account_id)
+    grant = await accounts.load_grant(app.deps, app.deps.pool, account_id)
     assert grant is not None
     return workspace_id, account_id, JobContext(str(account_id), platform_id, AccessGrant(grant), attempt=1)
 

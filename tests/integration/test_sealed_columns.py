@@ -51,7 +51,7 @@ async def _account(
     from service import accounts
     from service.drivers.base import AccessGrant, JobContext
 
-    grant = await accounts.load_access(app.deps, app.deps.pool, account_id)
+    grant = await accounts.load_grant(app.deps, app.deps.pool, account_id)
     assert grant is not None
     ctx = JobContext(str(account_id), platform, AccessGrant(grant), attempt=1)
     for name in (J.JOB_NAME_SHIFTS, J.JOB_NAME_TAX_FORMS, J.JOB_NAME_DOCUMENTS):
