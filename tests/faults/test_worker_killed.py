@@ -37,15 +37,18 @@ async def test_killed_worker_jobs_are_rescued_once(
     total = SESSIONS * len(JOBS)
     assert (await dep.job_statuses())["queued"] == total  # no worker yet: everything waits
 
-    # Worker A takes 64 jobs at a time, each platform call lasting 1 s: kill it once it has finished
-    # some jobs and holds many more.
+    # Worker A takes 64 jobs at a time, each platform call lasting 2 s: kill it once it has finished
+    # some jobs and holds many more. "Holds" is read once the queue is empty: the jobs then running
+    # were all claimed by the last refill, so they stay running for about one platform call (2 s)
+    # after the check. Read earlier, while the first wave's outcomes were still being committed,
+    # the count could fall below 30 between the check and the kill on a loaded machine.
     victim = await dep.spawn(
-        "worker", worker_concurrency=64, platform_concurrency=64, sandbox_latency_seconds=1.0
+        "worker", worker_concurrency=64, platform_concurrency=64, sandbox_latency_seconds=2.0
     )
 
     async def busy() -> bool:
         statuses = await dep.job_statuses()
-        return statuses["success"] >= 20 and statuses["running"] >= 30
+        return statuses["success"] >= 20 and statuses["running"] >= 30 and statuses["queued"] == 0
 
     await wait_until(busy, 60, "worker A finished some jobs and holds many more")
     victim.send(signal.SIGKILL)
