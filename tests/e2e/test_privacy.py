@@ -397,10 +397,10 @@ CHANGED_BANK = "Privacy Test Credit Union"
 
 async def _monitoring_changes(client: Client, account_id: str) -> None:
     """A scheduled refresh that finds a new paystub and allocations changed at the platform: the
-    events that would carry data (DataChange)."""
-    await client.sandbox.AdvanceClock(
-        sandbox_pb2.AdvanceClockRequest(account_id=account_id, days=14), metadata=client.md()
-    )
+    events that would carry data (DataChange). The allocation changes first: advancing the clock
+    also makes the account's scheduled refreshes due, and a scheduled allocations refresh claimed
+    before the change would run on the old platform state (and be the refresh in flight that
+    TriggerRefreshes answers with)."""
     target = C.AllocationTarget(
         type=C.DEPOSIT_ACCOUNT_TYPE_CHECKING,
         routing_number="011000015",
@@ -409,6 +409,9 @@ async def _monitoring_changes(client: Client, account_id: str) -> None:
     )
     await client.sandbox.ChangeAllocation(
         sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=target), metadata=client.md()
+    )
+    await client.sandbox.AdvanceClock(
+        sandbox_pb2.AdvanceClockRequest(account_id=account_id, days=14), metadata=client.md()
     )
     reply = await client.sandbox.TriggerRefreshes(
         sandbox_pb2.TriggerRefreshesRequest(
