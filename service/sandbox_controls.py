@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, data_pb2, sandbox_pb2
 
-from service import accounts, db, errors, uow, validation
+from service import accounts, db, errors, grants, uow, validation
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers import sandbox_profile
@@ -46,7 +46,7 @@ async def expire_credentials(
             work.conn, call.workspace.id, request.account_id, lock=True, data_times=True
         )
         driver, grant = await _sandbox_grant(deps, work.conn, row)
-        await accounts.store_grant(deps, work.conn, row["id"], driver.expire_grant(grant).secret)
+        await grants.store(deps, work.conn, row["id"], driver.expire_grant(grant).secret)
         return accounts.to_proto(row, deps.drivers)
 
 
@@ -58,7 +58,7 @@ async def add_paystub(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, fetched = driver.add_paystub(grant)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
         added = Grant.decode(new_grant.secret).extra_paystubs
     return sandbox_pb2.AddPaystubResponse(added_paystubs=added, newest_paystub=fetched.paystub)
 
@@ -70,7 +70,7 @@ async def _sandbox_grant(
     if not isinstance(driver, SandboxDriver):
         raise errors.failed_precondition("NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform")
     account_id: uuid.UUID = account["id"]
-    grant = await accounts.load_grant(deps, conn, account_id)
+    grant = await grants.load(deps, conn, account_id)
     if grant is None:
         raise errors.failed_precondition("ACCOUNT_DISCONNECTED", "the account has no stored credentials")
     return driver, AccessGrant(grant)
@@ -87,7 +87,7 @@ async def advance_clock(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, total = driver.advance_clock(grant, request.days)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
         await monitoring_controls.advance(work, row["id"], request.days)
         updated = await accounts.fetch(work.conn, call.workspace.id, request.account_id, data_times=True)
         return sandbox_pb2.AdvanceClockResponse(
@@ -127,5 +127,5 @@ async def change_allocation(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, shown = driver.change_allocation(grant, target)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
     return sandbox_pb2.ChangeAllocationResponse(allocations=shown)

@@ -10,7 +10,7 @@ import json
 
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, jobs, outbox, session_store, settlement, timeutil, uow, validation
+from service import accounts, grants, jobs, outbox, session_store, settlement, timeutil, uow, validation
 from service import session_machine as machine
 from service.deps import Deps
 from service.monitoring import rules
@@ -114,7 +114,7 @@ async def _connect(
         await accounts.relink(
             work, session.workspace_id, effect.account_id, session.login_fingerprint, terms.api_version
         )
-    await accounts.store_grant(deps, work.conn, effect.account_id, effect.grant)
+    await grants.store(deps, work.conn, effect.account_id, effect.grant)
 
 
 async def _start_jobs(
