@@ -48,6 +48,7 @@ class Core:
         self.finished = asyncio.Event()
         self.wake = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
+        self.room = asyncio.Event()  # a job finished (as Worker._room)
         self._gathered: list[tuple[Completion, asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self.batches = 0
@@ -84,7 +85,7 @@ class Core:
     def _start(self, job: queue.ClaimedJob) -> None:
         task = asyncio.create_task(self._complete(job))
         self.running.add(task)
-        task.add_done_callback(lambda t: (self.running.discard(t), self.wake.set()))
+        task.add_done_callback(lambda t: (self.running.discard(t), self.room.set(), self.wake.set()))
 
     async def run(self) -> None:
         listen = await asyncpg.connect(self.url)
@@ -99,7 +100,10 @@ class Core:
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
-                    await asyncio.wait(list(self.running), return_when=asyncio.FIRST_COMPLETED)
+                    self.room.clear()  # as Worker._wait_for_room
+                    while len(self.running) >= CONCURRENCY:
+                        await self.room.wait()
+                        self.room.clear()
                     continue
                 if claimed:
                     continue

@@ -64,6 +64,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._room = asyncio.Event()  # a job finished: a slot is free
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._per_platform: collections.Counter[str] = collections.Counter()  # jobs held, by platform
         self.completer = Completer(deps, self.id)
@@ -72,6 +73,7 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._room.set()
 
     async def run(self) -> None:
         """Runs until stop(); then waits for in-flight jobs up to the grace period and releases the rest."""
@@ -132,8 +134,13 @@ class Worker:
                 await conn.close()
 
     async def _wait_for_room(self) -> None:
-        if self._running:
-            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+        # An event set by each finished job, not asyncio.wait over the running tasks: that adds and
+        # removes a callback on every one of them per wait (with 2,000 held jobs, 14 % of the worker's
+        # CPU in the 2 s platform benchmark).
+        self._room.clear()
+        while len(self._running) >= self.deps.settings.worker_concurrency and not self._stopping.is_set():
+            await self._room.wait()
+            self._room.clear()
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         settings = self.deps.settings
@@ -155,6 +162,7 @@ class Worker:
         self._running.pop(job_id, None)
         self._per_platform[platform_id] -= 1
         self.finished += 1
+        self._room.set()
         self._wake.set()
 
     async def _heartbeat(self) -> None:
