@@ -85,6 +85,9 @@ class GroupCommit:
         results: list[list[asyncpg.Record]] = []
         try:
             async with self._pool.acquire() as conn:
+                if len(batch) == 1:  # alone: one statement, its own commit (no BEGIN and COMMIT trips)
+                    results.append(await conn.fetch(batch[0].query, *batch[0].args))
+                    return self._answer(batch, results)
                 transaction = conn.transaction()
                 await transaction.start()
                 try:
@@ -107,6 +110,9 @@ class GroupCommit:
         except Exception as exc:  # a lost connection or a failed commit: the whole batch fails
             _fail(batch, exc)
             return []
+        return self._answer(batch, results)
+
+    def _answer(self, batch: list[_Read], results: list[list[asyncpg.Record]]) -> list[_Read]:
         self.batches += 1
         for read, rows in zip(batch, results, strict=True):
             if not read.rows.done():
