@@ -84,9 +84,11 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-async def start_process(args: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[str]:
+async def start_process(
+    args: list[str], env: dict[str, str], ready: str, cwd: str | pathlib.Path = ROOT
+) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 120

@@ -1,19 +1,18 @@
 """Accounts: creation (and its `account.added` event), re-linking, reading, listing, disconnecting,
-monitoring status changes (with their events) and the sealed grant each account keeps.
+monitoring status changes (with their events). The sealed grant an account keeps is service/grants.py's.
 
-This module owns the `accounts` and `account_credentials` tables."""
+This module owns the `accounts` table."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
 
 import asyncpg
 from paylink.v1 import account_pb2, common_pb2, event_pb2
 
-from service import db, errors, idempotency, ids, link_tokens, outbox, pagination, sealed, timeutil, uow
+from service import db, errors, grants, idempotency, ids, link_tokens, outbox, pagination, timeutil, uow
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers.registry import DriverRegistry
@@ -295,7 +294,7 @@ async def disconnect(
     """Erases stored credentials, marks the account disconnected and customer_disabled."""
     conn = work.conn
     row = await fetch(conn, workspace_id, account_id, lock=True)
-    await conn.execute("DELETE FROM account_credentials WHERE account_id = $1", row["id"])
+    await grants.delete(conn, [row["id"]])
     await conn.execute("UPDATE accounts SET connected = false WHERE id = $1", row["id"])
     await set_monitoring(work, row, "customer_disabled", "customer_disconnected", api_version=api_version)
     return await fetch(conn, workspace_id, account_id, data_times=True)
@@ -321,34 +320,6 @@ async def disconnect_rpc(
     )
 
 
-async def store_grant(deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes) -> None:
-    await store_grants(deps, conn, [(account_id, grant)])
-
-
-async def store_grants(deps: Deps, conn: db.Conn, grants: Sequence[tuple[uuid.UUID, bytes]]) -> None:
-    """Seals and stores the grants of accounts (each at most once) in one statement."""
-    blobs = [deps.vault.seal(grant, aad=sealed.ACCOUNT_GRANT.aad(account)) for account, grant in grants]
-    if blobs:
-        await conn.execute(
-            "INSERT INTO account_credentials (account_id, key_id, sealed) SELECT * FROM unnest($1::uuid[],"
-            " $2::text[], $3::bytea[]) ON CONFLICT (account_id) DO UPDATE SET key_id = EXCLUDED.key_id,"
-            " sealed = EXCLUDED.sealed, updated_at = now()",
-            [account for account, _ in grants],
-            [deps.vault.key_id_of(blob) for blob in blobs],
-            blobs,
-        )
-
-
-def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:
-    """The unsealed grant of an account (the sealed blob comes with a claimed job, see queue.CLAIM)."""
-    return deps.vault.open(blob, aad=sealed.ACCOUNT_GRANT.aad(account_id))
-
-
-async def load_grant(deps: Deps, conn: db.Executor, account_id: uuid.UUID) -> bytes | None:
-    blob = await conn.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1", account_id)
-    return None if blob is None else open_grant(deps, account_id, bytes(blob))
-
-
 # --- Erasure of an end user (service/erasure.py) ---------------------------------------------
 
 
@@ -367,8 +338,7 @@ async def fence(
         erasure_id,
     )
     ids_ = sorted(r["id"] for r in rows)
-    status = await conn.execute("DELETE FROM account_credentials WHERE account_id = ANY($1::uuid[])", ids_)
-    return ids_, int(status.rsplit(" ", 1)[-1])
+    return ids_, await grants.delete(conn, ids_)
 
 
 async def mark_erased(

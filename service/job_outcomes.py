@@ -21,7 +21,18 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, outbox, queue, record_jobs, results, session_store, settlement, timeutil, uow
+from service import (
+    accounts,
+    grants,
+    outbox,
+    queue,
+    record_jobs,
+    results,
+    session_store,
+    settlement,
+    timeutil,
+    uow,
+)
 from service.deps import Deps
 from service.drivers.base import FetchedPaystub
 from service.monitoring import outcomes as monitoring
@@ -56,13 +67,13 @@ class Success:
     data: Message | None = None  # identity/employment/income/allocations
     paystubs: list[FetchedPaystub] | None = None
     records: record_jobs.Records | None = None  # shifts, tax_forms, documents
-    new_grant: bytes | None = None  # a refresh re-accessed the account: store what it returned
+    new_grant: grants.NewGrant | None = None  # a refresh re-accessed the account (grants.replace)
 
 
 @dataclasses.dataclass(slots=True)
 class Pending:
     retry_after: dt.timedelta
-    new_grant: bytes | None = None
+    new_grant: grants.NewGrant | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,7 +99,7 @@ class _Writes:
     """What a batch of outcomes writes with one statement each, after every outcome was applied."""
 
     completions: list[queue.Completion] = dataclasses.field(default_factory=list)
-    grants: list[tuple[uuid.UUID, bytes]] = dataclasses.field(default_factory=list)
+    new_grants: list[grants.NewGrant] = dataclasses.field(default_factory=list)
     stored: dict[uuid.UUID, results.Stored] = dataclasses.field(default_factory=dict)  # by job id
 
     async def store_results(
@@ -109,7 +120,9 @@ class _Writes:
         self.stored = dict(zip(items, stored, strict=True))
 
     async def write(self, work: uow.UnitOfWork) -> None:
-        await accounts.store_grants(work.deps, work.conn, self.grants)
+        # Each only if the stored grant is still the one its job was claimed with: a newer one
+        # (re-link, sandbox control) is kept, and the job stays a success with the data it fetched.
+        await grants.replace(work.deps, work.conn, self.new_grants)
         await queue.complete(work.conn, self.completions)  # one statement per kind of completion
 
 
@@ -172,7 +185,7 @@ async def _apply(
         writes.completions.append(retry)
         return
     if isinstance(outcome, (Success, Pending)) and outcome.new_grant:
-        writes.grants.append((job.account_id, outcome.new_grant))
+        writes.new_grants.append(outcome.new_grant)
     if isinstance(outcome, Pending):
         pending = queue.Completion(
             job.id, JobStatus.PENDING, at, at + outcome.retry_after, common_pb2.JOB_OUTCOME_PENDING

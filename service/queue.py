@@ -81,7 +81,7 @@ WITH released AS (
 SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM released) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
-# With each job, what its run needs: the account's sealed grant (NULL: disconnected; see accounts.open_grant).
+# With each job, what its run needs: the account's sealed grant (NULL: disconnected; see grants.open_grant).
 CLAIM = f"""
 WITH claimed AS (
   UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,

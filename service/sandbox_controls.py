@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-from paylink.v1 import account_pb2, common_pb2, data_pb2, sandbox_pb2
+from paylink.v1 import account_pb2, common_pb2, data_pb2, privacy_pb2, sandbox_pb2
 
-from service import accounts, db, errors, uow, validation
+from service import accounts, audit, db, errors, grants, uow, validation
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers import sandbox_profile
@@ -46,7 +46,7 @@ async def expire_credentials(
             work.conn, call.workspace.id, request.account_id, lock=True, data_times=True
         )
         driver, grant = await _sandbox_grant(deps, work.conn, row)
-        await accounts.store_grant(deps, work.conn, row["id"], driver.expire_grant(grant).secret)
+        await grants.store(deps, work.conn, row["id"], driver.expire_grant(grant).secret)
         return accounts.to_proto(row, deps.drivers)
 
 
@@ -58,9 +58,25 @@ async def add_paystub(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, fetched = driver.add_paystub(grant)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
+        await _audit(work.conn, call, "AddPaystub", privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, row)
         added = Grant.decode(new_grant.secret).extra_paystubs
     return sandbox_pb2.AddPaystubResponse(added_paystubs=added, newest_paystub=fetched.paystub)
+
+
+async def _audit(
+    conn: db.Conn, call: CallContext, method: str, resource: int, account: asyncpg.Record
+) -> None:
+    """A control that changes the end user's data at the platform (and returns it) is audited like a
+    read of it: one record, in the change's transaction (docs/privacy.md#audit-trail)."""
+    record = audit.Record(
+        audit.who(call, method),
+        audit.CHANGE,
+        resource,
+        account_id=account["id"],
+        end_user_id=account["end_user_id"],
+    )
+    await audit.write(conn, record)
 
 
 async def _sandbox_grant(
@@ -70,7 +86,7 @@ async def _sandbox_grant(
     if not isinstance(driver, SandboxDriver):
         raise errors.failed_precondition("NOT_SANDBOX_PLATFORM", "the account is not on a sandbox platform")
     account_id: uuid.UUID = account["id"]
-    grant = await accounts.load_grant(deps, conn, account_id)
+    grant = await grants.load(deps, conn, account_id)
     if grant is None:
         raise errors.failed_precondition("ACCOUNT_DISCONNECTED", "the account has no stored credentials")
     return driver, AccessGrant(grant)
@@ -87,7 +103,7 @@ async def advance_clock(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, total = driver.advance_clock(grant, request.days)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
         await monitoring_controls.advance(work, row["id"], request.days)
         updated = await accounts.fetch(work.conn, call.workspace.id, request.account_id, data_times=True)
         return sandbox_pb2.AdvanceClockResponse(
@@ -127,5 +143,8 @@ async def change_allocation(
         row = await accounts.fetch(work.conn, call.workspace.id, request.account_id, lock=True)
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, shown = driver.change_allocation(grant, target)
-        await accounts.store_grant(deps, work.conn, row["id"], new_grant.secret)
+        await grants.store(deps, work.conn, row["id"], new_grant.secret)
+        await _audit(
+            work.conn, call, "ChangeAllocation", privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS, row
+        )
     return sandbox_pb2.ChangeAllocationResponse(allocations=shown)

@@ -10,7 +10,7 @@ import json
 
 from paylink.v1 import common_pb2, event_pb2
 
-from service import accounts, jobs, outbox, session_store, settlement, timeutil, uow, validation
+from service import accounts, grants, jobs, outbox, session_store, settlement, timeutil, uow, validation
 from service import session_machine as machine
 from service.deps import Deps
 from service.monitoring import rules
@@ -48,7 +48,7 @@ async def apply(
         elif isinstance(effect, machine.Settle):
             _settle_without_jobs(work, saved)
         elif isinstance(effect, machine.Failed):
-            _publish_failed(work, saved)
+            publish_failed(work, saved)
     return saved
 
 
@@ -71,7 +71,7 @@ async def _platform_down(work: uow.UnitOfWork, session: machine.Session, code: i
         )
 
 
-def _publish_failed(work: uow.UnitOfWork, session: machine.Session) -> None:
+def publish_failed(work: uow.UnitOfWork, session: machine.Session) -> None:
     """link_session.failed: keyed by the account of a bound session, else by the session itself."""
     at = session.completed_at or timeutil.now()
     payload = event_pb2.LinkSessionFailedPayload(
@@ -114,7 +114,7 @@ async def _connect(
         await accounts.relink(
             work, session.workspace_id, effect.account_id, session.login_fingerprint, terms.api_version
         )
-    await accounts.store_grant(deps, work.conn, effect.account_id, effect.grant)
+    await grants.store(deps, work.conn, effect.account_id, effect.grant)
 
 
 async def _start_jobs(

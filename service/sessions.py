@@ -23,6 +23,7 @@ from service import (
     accounts,
     db,
     errors,
+    grants,
     ids,
     link_tokens,
     queue,
@@ -146,7 +147,7 @@ async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) 
                     "ACCOUNT_DISCONNECTED",
                     "the link token's account was disconnected; disconnecting is final",
                 )
-            grant = await accounts.load_grant(deps, work.conn, use.bound_account_id)
+            grant = await grants.load(deps, work.conn, use.bound_account_id)
         await link_tokens.mark_used(work.conn, use.id)
         terms = machine.Terms(use.required_jobs, use.api_version, use.end_user_id, use.allocation_targets)
         session = machine.new(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 from google.protobuf import descriptor, timestamp_pb2
@@ -43,19 +44,26 @@ OPTIONAL_IDS = frozenset(
 def id_violations(request: Message) -> list[tuple[str, str]]:
     """(field, description) for each resource id of `request` that breaks the id rule."""
     out: list[tuple[str, str]] = []
-    for field in request.DESCRIPTOR.fields:
-        if field.name not in ID_FIELDS or field.type != descriptor.FieldDescriptor.TYPE_STRING:
-            continue
-        if field.is_repeated:
-            continue
-        if field.full_name in OPTIONAL_IDS:
-            continue
-        value = getattr(request, field.name)
+    for name in _checked_ids(request.DESCRIPTOR):
+        value = getattr(request, name)
         if not value:
-            out.append((field.name, "is required"))
+            out.append((name, "is required"))
         elif ids.parse_uuid(value) is None:
-            out.append((field.name, "must be a UUID"))
+            out.append((name, "must be a UUID"))
     return out
+
+
+@functools.cache
+def _checked_ids(message: descriptor.Descriptor) -> tuple[str, ...]:
+    """The id fields of a message type that `id_violations` checks (once per type)."""
+    return tuple(
+        field.name
+        for field in message.fields
+        if field.name in ID_FIELDS
+        and field.type == descriptor.FieldDescriptor.TYPE_STRING
+        and not field.is_repeated
+        and field.full_name not in OPTIONAL_IDS
+    )
 
 
 def ascii_digits(value: str, min_len: int, max_len: int) -> bool:

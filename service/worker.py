@@ -24,9 +24,9 @@ from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
 from service import (
-    accounts,
     allocation_rules,
     db,
+    grants,
     logs,
     metrics,
     queue,
@@ -246,7 +246,7 @@ class Worker:
         deps = self.deps
         if job.grant_sealed is None:  # the claim returned no grant: the account is disconnected
             return Failure(common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED, "account is disconnected")
-        grant = accounts.open_grant(deps, job.account_id, job.grant_sealed)
+        grant = grants.open_grant(deps, job.account_id, job.grant_sealed)
         if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS and await queue.has_succeeded(
             deps.pool, job.batch_id, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH
         ):
@@ -256,7 +256,7 @@ class Worker:
         limit = self._limits.setdefault(
             job.platform_id, asyncio.Semaphore(deps.settings.platform_concurrency)
         )
-        new_grant: bytes | None = None
+        new_grant: grants.NewGrant | None = None
         try:
             async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
                 if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
@@ -266,7 +266,8 @@ class Worker:
                             common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
                             "the platform asks for MFA: send the user through Link",
                         )
-                    grant = new_grant = access.grant.secret
+                    grant = access.grant.secret
+                    new_grant = grants.NewGrant(job.account_id, grant, job.grant_sealed)
                 ctx = JobContext(
                     account_id=str(job.account_id),
                     platform_id=job.platform_id,
@@ -287,7 +288,7 @@ class Worker:
             )
 
     async def _call(
-        self, driver: PlatformDriver, job: ClaimedJob, ctx: JobContext, new_grant: bytes | None
+        self, driver: PlatformDriver, job: ClaimedJob, ctx: JobContext, new_grant: grants.NewGrant | None
     ) -> Outcome:
         name = job.name
         params = job.job_params()

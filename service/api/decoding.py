@@ -1,49 +1,43 @@
 """Requests that are not readable messages answer INVALID_ARGUMENT, not UNKNOWN; so do strings
-holding NUL characters, named by their real field.
+holding NUL characters, named by their real field, and malformed resource ids.
 
-grpc calls a method's request deserializer before any interceptor code runs; protobuf raises
+grpc calls a method's request deserializer before any handler code runs; protobuf raises
 DecodeError on a truncated message or a string field that is not UTF-8, and grpc then answers
-`UNKNOWN: Unexpected <class 'DecodeError'>` and logs a traceback at ERROR. This interceptor
-(outermost, so it sees every unary handler) swaps the deserializer for one that returns an
-`Unreadable` marker instead of raising, and answers the marker with INVALID_ARGUMENT naming the
-message type, before authentication or any other work. Nothing is logged above DEBUG: a caller's
-bad bytes are not a server error.
+`UNKNOWN: Unexpected <class 'DecodeError'>` and logs a traceback at ERROR. Every method's
+deserializer is therefore swapped (once, when the server is assembled: service/api/interceptor.py)
+for `safe(...)`, which returns a `Refused` marker instead of raising; the call pipeline answers the
+marker with INVALID_ARGUMENT before authentication or any other work. Nothing is logged above
+DEBUG: a caller's bad bytes are not a server error.
 
 A NUL character is valid UTF-8 and protobuf accepts it, but PostgreSQL text cannot hold it: every
-string of a readable request (nested messages, repeated fields and maps included) is checked here,
-once for every RPC, and each one holding NUL is reported by its path (`org_name`,
-`tags[team]`, `allocation.targets[0].name`). Resource ids follow one rule, checked here for every
-request too (service/validation.py: not a UUID, or required and empty -> INVALID_ARGUMENT).
+string of a readable request (nested messages, repeated fields and maps included) is checked, and
+each one holding NUL is reported by its path (`org_name`, `tags[team]`,
+`allocation.targets[0].name`). A NUL is encoded as a 0 byte, so a request whose bytes hold none is
+not walked. Resource ids follow one rule, checked here for every request too (service/validation.py:
+not a UUID, or required and empty -> INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError, Message
-from grpc_status import rpc_status
 
-from service import errors, metrics, validation
-from service.api import status
-
-log = logging.getLogger("paylink.rpc")
+from service import errors, validation
 
 Deserializer = Callable[[bytes], Any]
-Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
-StreamHandler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], AsyncIterator[Any] | Awaitable[None]]
 
 
-class Unreadable:
-    """What a request deserializer returns for bytes that are not a message of its type."""
+class Refused:
+    """What a request deserializer returns for a request answered INVALID_ARGUMENT unread: bytes
+    that are not a message of its type, strings holding NUL, malformed ids."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("error", "unreadable")
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, error: errors.InvalidArgument, *, unreadable: bool = False) -> None:
+        self.error = error
+        self.unreadable = unreadable
 
 
 def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | None:
@@ -52,13 +46,25 @@ def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | No
 
     def read(raw: bytes) -> Any:
         try:
-            return deserializer(raw)
+            message = deserializer(raw)
         except (DecodeError, UnicodeDecodeError, ValueError):
-            return Unreadable(
+            reason = (
                 f"is not a readable {type_name} message (truncated, malformed, or a string that is not UTF-8)"
             )
+            return Refused(errors.invalid_field("request", reason), unreadable=True)
+        violations = refusals(message, nul=b"\0" in raw)
+        return Refused(errors.invalid_argument(violations)) if violations else message
 
     return read
+
+
+def refusals(message: Any, *, nul: bool = True) -> list[tuple[str, str]]:
+    """The request's NUL strings (looked for only when `nul`) and malformed ids, as violations."""
+    if not isinstance(message, Message):
+        return []
+    violations = [(f, "must not contain NUL characters") for f in nul_fields(message)] if nul else []
+    violations += [v for v in validation.id_violations(message) if v[0] not in dict(violations)]
+    return violations
 
 
 def nul_fields(message: Message, prefix: str = "") -> list[str]:
@@ -89,60 +95,7 @@ def nul_fields(message: Message, prefix: str = "") -> list[str]:
     return sorted(set(found), key=found.index)
 
 
-def _type_name(deserializer: Deserializer | None) -> str:
+def type_name(deserializer: Deserializer | None) -> str:
     owner = getattr(deserializer, "__self__", None)  # Message.FromString is a bound classmethod
     descriptor = getattr(owner, "DESCRIPTOR", None)
     return str(getattr(descriptor, "full_name", "request"))
-
-
-class DecodeInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
-            return handler
-        method: str = handler_call_details.method.rsplit("/", 1)[-1]
-        deserializer = safe(handler.request_deserializer, _type_name(handler.request_deserializer))
-        if handler.unary_stream is not None:
-            inner_stream = cast(StreamHandler, handler.unary_stream)
-
-            async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                await _refuse_unreadable(method, request, ctx)
-                produced = inner_stream(request, ctx)
-                if inspect.isawaitable(produced):  # a stream that writes with ctx.write() (health Watch)
-                    await produced
-                    return
-                async for message in produced:
-                    yield message
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
-            )
-        inner = cast(Handler, handler.unary_unary)
-
-        async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await _refuse_unreadable(method, request, ctx)
-            return await inner(request, ctx)
-
-        return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=deserializer, response_serializer=handler.response_serializer
-        )
-
-
-async def _refuse_unreadable(method: str, request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
-    """Aborts with INVALID_ARGUMENT for unreadable bytes, NUL characters and malformed ids (unary
-    methods and server streams alike)."""
-    if isinstance(request, Unreadable):
-        log.debug("unreadable request", extra={"method": method, "reason": request.reason})
-        metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
-        failure = errors.invalid_field("request", request.reason)
-        await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))
-    if isinstance(request, Message):
-        violations = [(f, "must not contain NUL characters") for f in nul_fields(request)]
-        violations += [v for v in validation.id_violations(request) if v[0] not in dict(violations)]
-        if violations:
-            failure = errors.invalid_argument(violations)
-            await ctx.abort_with_status(rpc_status.to_status(status.from_domain(failure).to_status()))

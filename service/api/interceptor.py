@@ -1,47 +1,55 @@
-"""The call pipeline around every paylink.v1 RPC.
+"""The call pipeline around every RPC: one layer, built once per method when the server is assembled.
 
-For each unary call: authenticate `x-api-secret` (UNAUTHENTICATED), parse `api-version`
-(INVALID_ARGUMENT), set the CallContext, run the handler, and map what it raised to a status:
-a domain error (service/errors.py) -> its code and google.rpc details (api/status.py); a lost
-database -> UNAVAILABLE; a deadline -> DEADLINE_EXCEEDED. Health and reflection are not wrapped (they stay open).
+`Pipeline.wrap` wraps each method's handler when it is registered (service/api/server.py), not as a
+grpc interceptor: interceptors run for every call and build new handlers each time. For each
+paylink.v1 call, in order:
+
+- a request that is not a readable message, holds a NUL character or a malformed id answers
+  INVALID_ARGUMENT before anything else (service/api/decoding.py swapped its deserializer);
+- the SERVER span starts, continuing the caller's `traceparent` (service/tracing.py);
+- the caller's `x-request-id`, or a generated one, is made current and returned in the trailing
+  metadata, which goes out with the status (on errors too), so it costs no write of its own; a
+  server stream also sends it in its initial metadata, at its start;
+- `x-api-secret` is authenticated (UNAUTHENTICATED), `api-version` and `x-caller` parsed
+  (INVALID_ARGUMENT), and the CallContext set; the handler runs within the caller's deadline;
+- what it raised is mapped to a status: a domain error (service/errors.py) -> its code and
+  google.rpc details (api/status.py); a lost database -> UNAVAILABLE; a deadline ->
+  DEADLINE_EXCEEDED; anything else INTERNAL, quoting the request id. The call is counted in the RPC
+  metrics before it is answered.
+
+Health and reflection stay open: only their unreadable requests are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 import grpc
 from grpc_status import rpc_status
-from opentelemetry import trace
 
 from service import audit, db, errors, ids, metrics, tracing, versions
-from service.api import context, status
+from service.api import context, decoding, status
 from service.auth import Authenticator
 
 log = logging.getLogger("paylink.rpc")
 
 _PREFIX = "/paylink.v1."
-REQUEST_ID = "x-request-id"  # metadata: accepted from the caller, returned in the initial metadata
-Handler = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
+REQUEST_ID = "x-request-id"  # metadata: accepted from the caller, returned in the trailing metadata
+Handler: TypeAlias = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 _UNAVAILABLE_ERRORS = db.UNAVAILABLE  # a lost, restarting or failing-over database
+_BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
 
 
-async def _request_id(
-    ctx: grpc.aio.ServicerContext[Any, Any], metadata: dict[str, str]
-) -> tuple[str, contextvars.Token[str]]:
-    """The caller's x-request-id (or a generated one), sent back in the initial metadata so it is
-    there on errors too, and made current: it rides along into jobs and events (service/tracing.py)."""
-    request_id = tracing.accepted_request_id(metadata.get(REQUEST_ID))
-    await ctx.send_initial_metadata(((REQUEST_ID, request_id),))
-    trace.get_current_span().set_attribute("paylink.request_id", request_id)
-    return request_id, tracing.set_request_id(request_id)
+def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 async def _call_context(
@@ -63,35 +71,163 @@ async def _call_context(
     return context.CallContext(workspace, version, request_id, deadline, caller, key_id)
 
 
-class ApiInterceptor(grpc.aio.ServerInterceptor):
+def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
+    """The status a call that raised `exc` is answered with."""
+    if isinstance(exc, errors.DomainError):
+        return status.from_domain(exc)
+    if isinstance(exc, status.ApiError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return status.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
+    if isinstance(exc, _BAD_TEXT):  # a NUL character in a request string (PostgreSQL text cannot hold it)
+        return status.from_domain(
+            errors.invalid_field("request", "text fields must not contain NUL characters")
+        )
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
+        return status.from_domain(errors.unavailable("database unavailable, retry"))
+    log.error("unhandled error", exc_info=exc, extra={"method": method, "request_id": request_id})
+    return status.ApiError(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+
+
+async def _refuse(method: str, request: decoding.Refused, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Answers a refused request INVALID_ARGUMENT (an open method's; paylink.v1's go through `_answer`)."""
+    if request.unreadable:
+        log.debug("unreadable request", extra={"method": method, "reason": request.error.message})
+    metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
+    await _abort(ctx, status.from_domain(request.error), ())
+
+
+async def _abort(
+    ctx: grpc.aio.ServicerContext[Any, Any], failure: status.ApiError, trailing: tuple[Any, ...]
+) -> None:
+    answer = rpc_status.to_status(failure.to_status())
+    await ctx.abort(answer.code, answer.details, (*answer.trailing_metadata, *trailing))
+
+
+class Pipeline:
+    """Wraps method handlers (once each) in the call pipeline; counts and times the calls."""
+
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
+        self._wrapped: dict[str, MethodHandler] = {}
+        self._latency: dict[tuple[str, grpc.StatusCode], Any] = {}  # the histogram's children
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is not None and method.startswith(_PREFIX) and handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method.rsplit("/", 1)[-1], handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+    def wrap(self, method: str, handler: MethodHandler) -> MethodHandler:
+        """The handler that serves `method` (its full name, `/package.Service/Method`)."""
+        found = self._wrapped.get(method)
+        if found is None:
+            found = self._wrapped[method] = self._build(method, handler)
+        return found
+
+    def _build(self, method: str, handler: MethodHandler) -> MethodHandler:
+        read = decoding.safe(handler.request_deserializer, decoding.type_name(handler.request_deserializer))
+        name = method.rsplit("/", 1)[-1]
+        write = handler.response_serializer
+        open_method = not method.startswith(_PREFIX)
+        if handler.unary_unary is not None:
+            inner = cast(Handler, handler.unary_unary)  # the typing stubs know only sync handlers
+            unary = _open_unary(name, inner) if open_method else self._unary(method, inner)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=read, response_serializer=write
             )
-        if handler is None or not method.startswith(_PREFIX) or handler.unary_unary is None:
-            return handler
-        wrapped = self._wrap(method.rsplit("/", 1)[-1], cast(Handler, handler.unary_unary))
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_stream is not None:
+            stream = (
+                _open_stream(name, handler.unary_stream)
+                if open_method
+                else self._stream(method, handler.unary_stream)
+            )
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=read, response_serializer=write
+            )
+        return handler
 
-    def _wrap_stream(self, method: str, inner: Any) -> Any:
+    def _unary(self, method: str, inner: Handler, *, stream: bool = False) -> Handler:
+        name = method.rsplit("/", 1)[-1]
+        attributes = {"rpc.system": "grpc", "rpc.service": method[1:].split("/", 1)[0], "rpc.method": name}
+
+        async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            metadata = _metadata(ctx)
+            request_id = tracing.accepted_request_id(metadata.get(REQUEST_ID))
+            reply = ((REQUEST_ID, request_id),)
+            ctx.set_trailing_metadata(reply)  # sent with the status, whatever it is
+            if stream:
+                await ctx.send_initial_metadata(reply)
+            span, span_token = tracing.server_span(
+                method, metadata, {**attributes, "paylink.request_id": request_id}
+            )
+            rid_token = tracing.set_request_id(request_id)
+            code, failure = grpc.StatusCode.CANCELLED, None  # unless the call gets as far as an answer
+            try:
+                response, failure = await self._answer(name, inner, request, ctx, metadata, request_id)
+                code = failure.code if failure is not None else grpc.StatusCode.OK
+                self._count(name, code, started, request_id)
+            finally:
+                tracing.reset_request_id(rid_token)
+                tracing.end_span(span, span_token, code.value[0], failure.message if failure else None)
+            if failure is not None:
+                await _abort(ctx, failure, reply)
+            return response
+
+        return call
+
+    async def _answer(
+        self,
+        method: str,
+        inner: Handler,
+        request: Any,
+        ctx: grpc.aio.ServicerContext[Any, Any],
+        metadata: dict[str, str],
+        request_id: str,
+    ) -> tuple[Any, status.ApiError | None]:
+        """The handler's response, or the status its call is answered with instead."""
+        if type(request) is decoding.Refused:
+            if request.unreadable:
+                log.debug("unreadable request", extra={"method": method, "reason": request.error.message})
+            return None, status.from_domain(request.error)
+        try:
+            # Every database and platform call is bounded by the caller's deadline.
+            remaining = ctx.time_remaining()
+            if remaining is None:
+                return await self._handle(inner, request, ctx, metadata, request_id, None), None
+            async with asyncio.timeout(remaining):
+                deadline = time.monotonic() + remaining
+                return await self._handle(inner, request, ctx, metadata, request_id, deadline), None
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            return None, _failure(exc, method, request_id)
+
+    async def _handle(
+        self,
+        inner: Handler,
+        request: Any,
+        ctx: grpc.aio.ServicerContext[Any, Any],
+        metadata: dict[str, str],
+        request_id: str,
+        deadline: float | None,
+    ) -> Any:
+        call = await _call_context(self._auth, metadata, request_id, deadline)
+        token = context.set_current(call)
+        try:
+            return await inner(request, ctx)
+        finally:
+            context.reset(token)
+
+    def _count(self, method: str, code: grpc.StatusCode, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        latency = self._latency.get((method, code))
+        if latency is None:
+            latency = self._latency[(method, code)] = metrics.RPC_LATENCY.labels(method, code.name)
+        latency.observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):  # an access log with PAYLINK_LOG_LEVEL=DEBUG
+            extra = {"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)}
+            log.debug("rpc", extra={**extra, "request_id": request_id})
+
+    def _stream(self, method: str, inner: Any) -> Any:
         """A server stream: everything up to its first message (authentication, validation, the
-        first read) runs through the unary wrapper, so errors get the same statuses; later
+        first read) runs through the unary pipeline, so errors get the same statuses; later
         messages are streamed as they come, and a lost database mid-stream is UNAVAILABLE."""
 
         async def first(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -101,7 +237,7 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
             except StopAsyncIteration:
                 return (None, stream)
 
-        head = self._wrap(method, first)
+        head = self._unary(method, first, stream=True)
 
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             message, stream = await head(request, ctx)
@@ -116,58 +252,30 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _wrap(self, method: str, inner: Handler) -> Handler:
-        auth = self._auth
 
-        async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-            request_id, rid_token = await _request_id(ctx, metadata)
-            token = None
-            failure: status.ApiError | None = None
-            response: Any = None
-            try:
-                # Bound every database and platform call by the caller's deadline.
-                remaining = ctx.time_remaining()
-                deadline = None if remaining is None else time.monotonic() + remaining
-                async with asyncio.timeout(remaining):
-                    call = await _call_context(auth, metadata, request_id, deadline)
-                    token = context.set_current(call)
-                    response = await inner(request, ctx)
-            except errors.DomainError as exc:
-                failure = status.from_domain(exc)
-            except status.ApiError as exc:
-                failure = exc
-            except TimeoutError:
-                failure = status.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
-            except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
-                # A NUL character in a request string (PostgreSQL text cannot hold it): bad input.
-                failure = status.from_domain(
-                    errors.invalid_field("request", "text fields must not contain NUL characters")
-                )
-            except _UNAVAILABLE_ERRORS as exc:
-                log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
-                failure = status.from_domain(errors.unavailable("database unavailable, retry"))
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("unhandled error", extra={"method": method, "request_id": request_id})
-                failure = status.ApiError(
-                    grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-                )
-            finally:
-                if token is not None:
-                    context.reset(token)
-                tracing.reset_request_id(rid_token)
-            # Count the call before answering: whoever reads the metrics after the answer sees it.
-            code = failure.code if failure else grpc.StatusCode.OK
-            elapsed = time.perf_counter() - started
-            metrics.RPC_LATENCY.labels(method, code.name).observe(elapsed)
-            if log.isEnabledFor(logging.DEBUG):  # an access log with PAYLINK_LOG_LEVEL=DEBUG
-                extra = {"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)}
-                log.debug("rpc", extra={**extra, "request_id": request_id})
-            if failure is not None:
-                await ctx.abort_with_status(rpc_status.to_status(failure.to_status()))
-            return response
+def _open_unary(method: str, inner: Handler) -> Handler:
+    async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if type(request) is decoding.Refused:
+            await _refuse(method, request, ctx)
+        return await inner(request, ctx)
 
-        return call
+    return call
+
+
+def _open_stream(method: str, inner: Any) -> Any:
+    if inspect.iscoroutinefunction(inner):  # a stream that writes with ctx.write() (health Watch)
+
+        async def written(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if type(request) is decoding.Refused:
+                await _refuse(method, request, ctx)
+            await inner(request, ctx)
+
+        return written
+
+    async def generated(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if type(request) is decoding.Refused:
+            await _refuse(method, request, ctx)
+        async for message in inner(request, ctx):
+            yield message
+
+    return generated

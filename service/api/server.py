@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,8 +30,7 @@ from paylink.v1 import (
 
 from service.api.account_api import AccountServicer
 from service.api.catalog_api import CatalogServicer
-from service.api.decoding import DecodeInterceptor
-from service.api.interceptor import ApiInterceptor
+from service.api.interceptor import MethodHandler, Pipeline
 from service.api.job_api import JobServicer
 from service.api.link_api import LinkServicer
 from service.api.link_token_api import LinkTokenServicer
@@ -52,30 +53,46 @@ SERVICE_NAMES = (
 )
 
 
-_UNTRACED = "grpc."  # grpc.health.v1, grpc.reflection.v1alpha
+class _Wrapping:
+    """What the generated `add_*_to_server` functions register a service with, in place of the
+    server: each method's handler is wrapped in the call pipeline (service/api/interceptor.py) once,
+    here, rather than by interceptors on every call."""
+
+    def __init__(self, server: grpc.aio.Server, pipeline: Pipeline) -> None:
+        self._server = server
+        self._pipeline = pipeline
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_Wrapped(h, self._pipeline) for h in handlers])
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, MethodHandler]) -> None:
+        wrapped = {name: self._pipeline.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)
+
+
+class _Wrapped(grpc.GenericRpcHandler):
+    """A generic handler whose methods are served through the pipeline."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, pipeline: Pipeline) -> None:
+        self._inner = inner
+        self._pipeline = pipeline
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> MethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._pipeline.wrap(handler_call_details.method, handler)
 
 
 class ApiServer:
     """Owns the grpc.aio server and its health status."""
 
     def __init__(self, deps: Deps) -> None:
-        # Imported here: processes without an API (and CLI commands) skip its import time.
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
         settings = deps.settings
         limit = settings.grpc_max_message_bytes
         self.health = health.aio.HealthServicer()
+        # No interceptors: every method is wrapped once, when registered through `_Wrapping`.
         self.server = grpc.aio.server(
-            # DecodeInterceptor first: it is the outermost, and answers unreadable bytes before auth.
-            # Then the OpenTelemetry span (continuing an incoming traceparent), so the API
-            # interceptor and the handler run inside it; health and reflection are not traced.
-            interceptors=[
-                DecodeInterceptor(),
-                aio_server_interceptor(  # type: ignore[no-untyped-call]  # the instrumentation is untyped
-                    filter_=filters.negate(filters.service_prefix(_UNTRACED))
-                ),
-                ApiInterceptor(Authenticator(deps.pool)),
-            ],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 1 if settings.grpc_reuse_port else 0),
@@ -83,18 +100,19 @@ class ApiServer:
                 ("grpc.max_send_message_length", 4 * limit),
             ],
         )
-        link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokenServicer(deps), self.server)
+        server = cast(grpc.aio.Server, _Wrapping(self.server, Pipeline(Authenticator(deps.pool))))
+        link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokenServicer(deps), server)
         self.link = LinkServicer(deps)
-        link_pb2_grpc.add_LinkServiceServicer_to_server(self.link, self.server)
-        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), self.server)
-        job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), self.server)
-        sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), self.server)
-        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps), self.server)
-        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(deps), self.server)
-        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        link_pb2_grpc.add_LinkServiceServicer_to_server(self.link, server)
+        account_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(deps), server)
+        job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
+        sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(SandboxServicer(deps), server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps), server)
+        monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(MonitoringServicer(deps), server)
+        catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(deps), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         # Reflection serves the .proto files with their comments (grpcurl describe shows them).
-        add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        add_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
             self.port = self.server.add_insecure_port(address)

@@ -3,7 +3,8 @@
 With an in-memory exporter on the process's tracer provider: a caller's W3C traceparent on
 CreateLinkToken is continued by the server span, by the job the token's Link session creates, by
 the platform call of that job, and reaches the Kafka headers of the job's event, read back from the
-real broker; the caller's x-request-id comes back in the response metadata and rides on the event.
+real broker; the caller's x-request-id comes back in the response's trailing metadata and rides on
+the event.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ async def test_one_trace_from_create_link_token_through_the_job_to_the_kafka_hea
         metadata=[*client.md(), ("traceparent", tp), ("x-request-id", request_id)],
     )
     token = await call
-    assert dict(await call.initial_metadata())["x-request-id"] == request_id
+    # Returned with the status (trailing metadata): no write of its own (docs/spec.md, Metadata).
+    assert dict(await call.trailing_metadata())["x-request-id"] == request_id
+    assert "x-request-id" not in dict(await call.initial_metadata())
 
     # The server span continues the caller's trace.
     server = await _span(
@@ -147,7 +150,7 @@ async def test_request_id_is_generated_when_absent_and_returned_on_errors(client
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    generated = dict(await call.initial_metadata())["x-request-id"]
+    generated = dict(await call.trailing_metadata())["x-request-id"]
     assert len(generated) == 32 and int(generated, 16) >= 0
     # A value that is not a plain token (too long, spaces) is replaced, not echoed.
     odd = client.accounts.GetAccount(
@@ -156,5 +159,27 @@ async def test_request_id_is_generated_when_absent_and_returned_on_errors(client
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await odd
-    replaced = dict(await odd.initial_metadata())["x-request-id"]
+    replaced = dict(await odd.trailing_metadata())["x-request-id"]
     assert len(replaced) == 32 and " " not in replaced
+
+
+async def test_request_id_is_returned_with_every_kind_of_failure(client: Client) -> None:
+    """Refused before authentication (a malformed id), unauthenticated, and a domain error: each
+    answer carries the caller's request id in its trailing metadata, beside the google.rpc details."""
+    cases = (
+        (
+            account_pb2.GetAccountRequest(account_id="not-a-uuid"),
+            client.md(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (account_pb2.GetAccountRequest(account_id=str(uuid.uuid4())), [], grpc.StatusCode.UNAUTHENTICATED),
+        (account_pb2.GetAccountRequest(account_id=str(uuid.uuid4())), client.md(), grpc.StatusCode.NOT_FOUND),
+    )
+    for i, (request, metadata, code) in enumerate(cases):
+        call = client.accounts.GetAccount(request, metadata=[*metadata, ("x-request-id", f"failing-{i}")])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == code
+        trailing = dict(await call.trailing_metadata())
+        assert trailing["x-request-id"] == f"failing-{i}"
+        assert "grpc-status-details-bin" in trailing, "the google.rpc details are still there"

@@ -35,9 +35,9 @@ async def _context(
     _, session = await link_account(client, username, [J.JOB_NAME_IDENTITY], platform_id=platform_id)
     account_id = uuid.UUID(session.account_id)
     workspace_id = await app.deps.pool.fetchval("SELECT workspace_id FROM accounts WHERE id = $1", account_id)
-    from service import accounts
+    from service import grants
 
-    grant = await accounts.load_grant(app.deps, app.deps.pool, account_id)
+    grant = await grants.load(app.deps, app.deps.pool, account_id)
     assert grant is not None
     return workspace_id, account_id, JobContext(str(account_id), platform_id, AccessGrant(grant), attempt=1)
 

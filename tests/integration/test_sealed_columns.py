@@ -48,10 +48,10 @@ async def _account(
     _, session = await link_account(client, username, [J.JOB_NAME_IDENTITY], platform_id=platform)
     account_id = uuid.UUID(session.account_id)
     workspace = await app.deps.pool.fetchval("SELECT workspace_id FROM accounts WHERE id = $1", account_id)
-    from service import accounts
+    from service import grants
     from service.drivers.base import AccessGrant, JobContext
 
-    grant = await accounts.load_grant(app.deps, app.deps.pool, account_id)
+    grant = await grants.load(app.deps, app.deps.pool, account_id)
     assert grant is not None
     ctx = JobContext(str(account_id), platform, AccessGrant(grant), attempt=1)
     for name in (J.JOB_NAME_SHIFTS, J.JOB_NAME_TAX_FORMS, J.JOB_NAME_DOCUMENTS):

@@ -1,0 +1,166 @@
+"""Where an RPC's time goes, against its floor: CPU per call of the serve process and of the floor
+server (bench/floor_server.py) under the same ghz load, and optionally a py-spy profile of each.
+
+CPU per call (utime + stime of the server process over the run, divided by the calls it answered)
+depends far less on what else the machine runs than the rate does, so it is the figure to compare
+on a shared box. Run through bench/bench.sh's durable cluster:
+
+    PAYLINK_DATABASE_URL=... python bench/profile_rpcs.py [--rpc GetAccount] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import asyncpg
+import grpc
+
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent)]
+from bench.common import ROOT, cpu_seconds, ghz, load_average, start_process, stop, tool
+from bench.run import FLOORS, RPCS, setup_account
+from service import auth
+from service.config import Settings
+from tests.harness import Client, create_test_database, drop_database
+
+
+def profiled(pid: int, out: str | None, seconds: float) -> subprocess.Popen[bytes] | None:
+    if not out:
+        return None
+    return subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def measure(
+    name: str,
+    pid: int,
+    port: int,
+    call: str,
+    data: dict[str, Any],
+    md: dict[str, str],
+    args: argparse.Namespace,
+    out: str | None,
+) -> dict[str, float]:
+    profiler = profiled(pid, out, args.seconds)
+    before = cpu_seconds(pid)
+    result = ghz(tool("ghz"), port, call, data, md, args.concurrency, args.seconds)
+    used = cpu_seconds(pid) - before
+    if profiler is not None:
+        profiler.wait()
+    calls = result["ok"] + result["errors"]
+    result["cpu_us_per_call"] = used / calls * 1e6 if calls else 0.0
+    print(
+        f"{name:24} {result['rps']:7.0f} rps  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms"
+        f"  {result['cpu_us_per_call']:6.0f} us CPU/call  errors {result['errors']:.0f}  load {load_average()}",
+        flush=True,
+    )
+    return result
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rpc", action="append", choices=tuple(RPCS), help="default: all")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--port", type=int, default=50251, help="paylink's port; the floor's is the next")
+    parser.add_argument("--profile", default="", help="a directory for py-spy raw profiles")
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        help="a directory holding another service/ and migrations/ (e.g. `git archive main service"
+        " migrations`) to measure beside this checkout's, back to back; repeatable",
+    )
+    args = parser.parse_args()
+    base = Settings()
+    for code in [str(ROOT), *args.code]:
+        print(f"=== {code}", flush=True)
+        await measure_code(args, base, code)
+    return 0
+
+
+async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> None:
+    url = await create_test_database(base.database_url)
+    env = {
+        **os.environ,
+        "PAYLINK_DATABASE_URL": url,
+        "PAYLINK_TOPIC_PREFIX": f"prof{uuid.uuid4().hex[:6]}.",
+        "PAYLINK_GRPC_PORT": str(args.port),
+        "PAYLINK_RATE_LINK_TOKENS_PER_MINUTE": "0",
+        "PAYLINK_RATE_LOGINS_PER_MINUTE": "0",
+        "PAYLINK_RATE_CREATE_JOBS_PER_MINUTE": "0",
+        "PAYLINK_SANDBOX_LATENCY_SECONDS": "0",
+        "PAYLINK_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": f"{code}:{ROOT / 'generated'}",
+    }
+    server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving", cwd=code)
+    floor = None
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        workspace, secret = await auth.create_workspace(pool, "profile")
+        await pool.close()
+        floor = await start_process(
+            [sys.executable, str(ROOT / "bench/floor_server.py"), str(args.port + 1), url, str(workspace.id)],
+            env,
+            "floor serving",
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{args.port}") as channel:
+            account = await setup_account(Client(channel, secret))
+        md = {"x-api-secret": secret, "api-version": "2021-07-28"}
+
+        def body(data: dict[str, Any]) -> dict[str, Any]:
+            return {k: (account if v == "{account}" else v) for k, v in data.items()}
+
+        if args.profile:
+            pathlib.Path(args.profile).mkdir(parents=True, exist_ok=True)
+        for _ in range(args.rounds):
+            for name in args.rpc or tuple(RPCS):
+                call, data, floor_name = RPCS[name]
+                fcall, fdata = FLOORS[floor_name]
+                slug = floor_name.replace(" ", "-")
+                fout = f"{args.profile}/{slug}.txt" if args.profile else None
+                out = f"{args.profile}/{name}.txt" if args.profile else None
+                f = await asyncio.to_thread(
+                    measure, floor_name, floor.pid, args.port + 1, fcall, body(fdata), {}, args, fout
+                )
+                p = await asyncio.to_thread(
+                    measure, name, server.pid, args.port, call, body(data), md, args, out
+                )
+                print(
+                    f"  {name}: {p['rps'] / f['rps']:.0%} of the {floor_name} (rate),"
+                    f" CPU/call {p['cpu_us_per_call'] / f['cpu_us_per_call']:.2f}x the floor's",
+                    flush=True,
+                )
+    finally:
+        stop(server)
+        if floor is not None:
+            stop(floor)
+        await drop_database(base.database_url, url)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,62 @@
+"""An RPC's span when no span processor would see it (service/tracing.py::server_span): it records
+nothing but is a real context — a new span id, in the caller's trace or a new one — so what jobs,
+link tokens and events store (`traceparent()`) is the same as with a recorded span. The recorded
+path is tests/e2e/test_tracing.py (a span processor on the process's provider)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from opentelemetry import trace
+
+from service import tracing
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture(autouse=True)
+def no_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider with no span processor, as a process without an exporter has."""
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: types.SimpleNamespace(processing=False))
+
+
+def test_a_call_without_a_traceparent_starts_a_new_sampled_trace() -> None:
+    assert tracing.traceparent() == ""
+    span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {"rpc.system": "grpc"})
+    try:
+        context = span.get_span_context()
+        assert not span.is_recording() and context.is_valid and context.trace_flags.sampled
+        # Flags as the SDK's default sampler sets them on a new trace: sampled, random trace id.
+        assert tracing.traceparent() == f"00-{context.trace_id:032x}-{context.span_id:016x}-03"
+    finally:
+        tracing.end_span(span, token, 0, None)
+    assert tracing.traceparent() == ""
+    other, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
+    tracing.end_span(other, token, 5, "account not found")
+    assert other.get_span_context().trace_id != context.trace_id
+
+
+@pytest.mark.parametrize("flags", ["01", "00", "03"])
+def test_a_callers_traceparent_is_continued_with_a_span_of_its_own(flags: str) -> None:
+    carrier = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}", "tracestate": "vendor=x"}
+    span, token = tracing.server_span("/paylink.v1.LinkTokenService/CreateLinkToken", carrier, {})
+    try:
+        context = span.get_span_context()
+        version, trace_id, span_id, sent_flags = tracing.traceparent().split("-")
+        assert (version, trace_id, sent_flags) == ("00", CALLER_TRACE, flags)
+        assert span_id == f"{context.span_id:016x}" != CALLER_SPAN
+        assert context.trace_state.get("vendor") == "x"
+    finally:
+        tracing.end_span(span, token, 0, None)
+    assert tracing.traceparent() == ""
+
+
+def test_a_malformed_traceparent_starts_a_new_trace() -> None:
+    span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {"traceparent": "zz"}, {})
+    try:
+        assert span.get_span_context().is_valid
+        assert tracing.traceparent().split("-")[1] != "0" * 32
+    finally:
+        tracing.end_span(span, token, 0, None)
