@@ -333,10 +333,8 @@ class SandboxDriver:
     def _allocations(grant: Grant) -> data_pb2.DirectDepositAllocations:
         """The platform's allocations now: as the last switch through paylink left them, else the
         account ChangeAllocation moved the pay to, else the profile's own split."""
-        switched = grant.switched_allocations()
-        if switched is not None:
-            return switched
-        return sandbox_data.allocations(grant.username, grant.deposit_target())
+        now = grant.switched_allocations()
+        return now if now is not None else sandbox_data.allocations(grant.username, grant.deposit_target())
 
     async def _call(self, platform_id: str) -> PlatformInfo:
         """Resolves the platform and simulates its latency."""
