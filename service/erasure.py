@@ -7,7 +7,8 @@ says exactly what is left; the next `EraseEndUser` call for that user, or the ba
 
 1. fence: the end user's accounts get the erasure's id (the database then refuses to store data,
    credentials or a reconnection for them: migrations/0017_privacy.sql), are disconnected, and
-   their credentials are deleted; unused link tokens expire and open Link sessions fail.
+   their credentials are deleted; unused link tokens expire and open Link sessions fail, each with
+   its link_session.failed (END_USER_ERASED).
 2. wait_for_jobs: while a job of those accounts is queued, running or pending the erasure waits
    (state waiting_for_jobs; a disconnected account's jobs end quickly). Nothing that a job could
    still write is erased before the job is over.
@@ -47,6 +48,7 @@ from service import (
     queue,
     records_store,
     results,
+    session_effects,
     session_store,
     timeutil,
     uow,
@@ -85,10 +87,13 @@ async def _fence(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
         work.conn, plan["workspace_id"], plan["end_user_id"], account_ids
     )
     sessions = await session_store.fail_open(work.conn, tokens)
+    for session_id, workspace_id in sessions:  # each announces its end, like every failed session
+        stored = await session_store.load(work.conn, workspace_id, str(session_id))
+        session_effects.publish_failed(work, stored.session)
     return {
         "accounts": len(account_ids),
         "account_credentials": credentials,
-        "link_sessions_failed": sessions,
+        "link_sessions_failed": len(sessions),
     }
 
 

@@ -48,7 +48,7 @@ async def apply(
         elif isinstance(effect, machine.Settle):
             _settle_without_jobs(work, saved)
         elif isinstance(effect, machine.Failed):
-            _publish_failed(work, saved)
+            publish_failed(work, saved)
     return saved
 
 
@@ -71,7 +71,7 @@ async def _platform_down(work: uow.UnitOfWork, session: machine.Session, code: i
         )
 
 
-def _publish_failed(work: uow.UnitOfWork, session: machine.Session) -> None:
+def publish_failed(work: uow.UnitOfWork, session: machine.Session) -> None:
     """link_session.failed: keyed by the account of a bound session, else by the session itself."""
     at = session.completed_at or timeutil.now()
     payload = event_pb2.LinkSessionFailedPayload(

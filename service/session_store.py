@@ -296,8 +296,9 @@ _ERASED = f"""
 UPDATE link_sessions SET state = '{State.FAILED}', failure_reason = {int(FailureReason.END_USER_ERASED)},
   mfa_state_sealed = NULL, completed_at = coalesce(completed_at, now()), updated_at = now(),
   login_kind = NULL, login_owner = NULL, login_lease_expires_at = NULL, version = version + 1
-WHERE state IN ('{State.CREDENTIALS_REQUIRED}', '{State.MFA_REQUIRED}', '{State.AUTHENTICATING}')
+WHERE state IN ('{State.CREDENTIALS_REQUIRED}', '{State.MFA_REQUIRED}', '{State.CONNECTED}', '{State.AUTHENTICATING}')
   AND link_token_id = ANY($1::uuid[])
+RETURNING id, workspace_id
 """
 _SCRUB = """
 UPDATE link_sessions SET mfa_prompt = '', mfa_state_sealed = NULL, chosen_allocation_sealed = NULL,
@@ -308,12 +309,12 @@ WHERE (link_token_id = ANY($1::uuid[]) OR account_id = ANY($2::uuid[]))
 """
 
 
-async def fail_open(conn: db.Executor, token_ids: list[uuid.UUID]) -> int:
-    """Ends the still-open sessions of these tokens: FAILED, END_USER_ERASED (a concurrent writer's
-    compare-and-set on `version` then loses; so does a login in flight, whose late outcome is
-    dropped: it connects nothing). Returns how many."""
-    status: str = await conn.execute(_ERASED, token_ids)
-    return int(status.rsplit(" ", 1)[-1])
+async def fail_open(conn: db.Executor, token_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Ends the still-open sessions of these tokens, those waiting for the user's allocation choice
+    (CONNECTED) too: FAILED, END_USER_ERASED (a concurrent writer's compare-and-set on `version` then
+    loses; so does a login in flight, whose late outcome is dropped: it connects nothing). Returns
+    the (session id, workspace id) of each; the caller publishes their link_session.failed."""
+    return [(r["id"], r["workspace_id"]) for r in await conn.fetch(_ERASED, token_ids)]
 
 
 async def scrub(conn: db.Executor, token_ids: list[uuid.UUID], account_ids: list[uuid.UUID]) -> int:

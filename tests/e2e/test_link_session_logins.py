@@ -10,7 +10,7 @@ import uuid
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, link_pb2, privacy_pb2
+from paylink.v1 import account_pb2, link_pb2, privacy_pb2, sandbox_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import runtime
@@ -18,6 +18,15 @@ from tests.harness import Client, EventLog, error_reason, link_account, rpc_erro
 
 S = link_pb2
 IDENTITY = [c.JOB_NAME_IDENTITY]
+CHECKING = c.AllocationTarget(
+    type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+    routing_number="021000021",
+    account_number="123456789012",
+    name="Pay",
+)
+SAVINGS = c.AllocationTarget(
+    type=c.DEPOSIT_ACCOUNT_TYPE_SAVINGS, routing_number="011000015", account_number="98765432", name="Rainy"
+)
 
 
 def credentials(
@@ -317,11 +326,12 @@ async def test_a_session_started_before_its_account_was_disconnected_cannot_reco
 
 
 async def test_an_erasure_during_a_login_ends_the_session_and_the_late_outcome_connects_nothing(
-    client: Client, app: runtime.Running
+    client: Client, app: runtime.Running, events: EventLog
 ) -> None:
     """#17 meets #10: erasing the end user while their login waits on the platform ends the
-    AUTHENTICATING session (END_USER_ERASED); the platform's answer arrives later and loses its
-    compare-and-set, so no account is created for a person who was erased."""
+    AUTHENTICATING session (END_USER_ERASED, announced by its link_session.failed); the platform's
+    answer arrives later and loses its compare-and-set, so no account is created for a person who
+    was erased."""
     end_user = f"erased-{uuid.uuid4().hex[:8]}"
     token = await client.token(IDENTITY, end_user_id=end_user)
     session = await start_session(client, token.token)
@@ -347,6 +357,94 @@ async def test_an_erasure_during_a_login_ends_the_session_and_the_late_outcome_c
     )
     count = await app.deps.pool.fetchval("SELECT count(*) FROM accounts WHERE end_user_id = $1", end_user)
     assert count == 0
+    (failed,) = await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed"
+            and r.event.link_session_failed.link_session_id == session.id
+        )
+    )
+    assert failed.key == session.id and failed.event.account_id == ""  # no account: keyed by the session
+    assert failed.event.link_session_failed.failure_reason == S.LINK_SESSION_FAILURE_REASON_END_USER_ERASED
+
+
+async def test_every_open_session_an_erasure_ends_announces_it_without_personal_data(
+    client: Client, events: EventLog
+) -> None:
+    """Every Link session ends with an event (spec §2), an erased one too: the erasure fails the end
+    user's open sessions, waiting for credentials (with or without an account), for an MFA answer or
+    for the allocation choice, each with its link_session.failed (END_USER_ERASED), before the
+    account's end_user.erased; the events carry ids only."""
+    end_user = f"erased-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:6]
+    # A new user's session waiting for credentials: no account yet.
+    fresh = await start_session(client, (await client.token(IDENTITY, end_user_id=end_user)).token)
+    # A linked account whose bound (On Demand Updates) session waits for credentials (the stored
+    # ones died) ...
+    _, linked = await link_account(client, f"user_good+{tag}", IDENTITY, end_user_id=end_user)
+    await client.sandbox.ExpireCredentials(
+        sandbox_pb2.ExpireCredentialsRequest(account_id=linked.account_id), metadata=client.md()
+    )
+    bound = await start_session(client, (await client.token(IDENTITY, account_id=linked.account_id)).token)
+    assert bound.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED and bound.on_demand_update
+    # ... a session waiting for an MFA answer ...
+    _, mfa = await client.connect(f"user_mfa+{tag}", IDENTITY, end_user_id=end_user)
+    assert mfa.state == S.LINK_SESSION_STATE_MFA_REQUIRED
+    # ... and one that logged in (an account) and waits for the user's choice of deposit account.
+    two = c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=20_000, targets=[CHECKING, SAVINGS])
+    _, choosing = await client.connect(
+        f"user_good+{tag}c", [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], end_user_id=end_user, allocation=two
+    )
+    assert choosing.state == S.LINK_SESSION_STATE_CONNECTED and choosing.account_id
+
+    erased = await client.privacy.EraseEndUser(
+        privacy_pb2.EraseEndUserRequest(end_user_id=end_user), metadata=client.md()
+    )
+    assert erased.state == privacy_pb2.ERASURE_STATE_COMPLETED
+    assert erased.erased["link_sessions_failed"] == 4
+
+    sessions = {fresh.id: "", bound.id: linked.account_id, mfa.id: "", choosing.id: choosing.account_id}
+    found = await events.wait_for(
+        lambda r: (
+            r.event.event == "link_session.failed" and r.event.link_session_failed.link_session_id in sessions
+        ),
+        count=len(sessions),
+    )
+    by_session = {r.event.link_session_failed.link_session_id: r for r in found}
+    assert set(by_session) == set(sessions)
+    for session_id, account_id in sessions.items():
+        event = by_session[session_id].event
+        payload = event.link_session_failed
+        assert payload.failure_reason == S.LINK_SESSION_FAILURE_REASON_END_USER_ERASED
+        assert (event.account_id, payload.account_id, payload.end_user_id) == (
+            account_id,
+            account_id,
+            end_user,
+        )
+        assert by_session[session_id].key == (account_id or session_id)
+        assert payload.on_demand_update == (session_id == bound.id)
+        wire = event.SerializeToString()
+        assert (
+            tag.encode() not in wire
+            and b"pass_good" not in wire
+            and CHECKING.account_number.encode() not in wire
+        )
+        ended = await client.link.GetSession(S.GetSessionRequest(session_id=session_id), metadata=client.md())
+        assert (ended.state, ended.failure_reason) == (
+            S.LINK_SESSION_STATE_FAILED,
+            S.LINK_SESSION_FAILURE_REASON_END_USER_ERASED,
+        )
+        if account_id:  # the account's own events: the session's end comes before the erasure's
+            (gone,) = await events.wait_for(
+                lambda r, a=account_id: r.event.account_id == a and r.event.event == "end_user.erased"
+            )
+            assert event.sequence < gone.event.sequence
+    # The session that waited for a choice takes none now: no job for an erased person.
+    late = await rpc_error(
+        client.link.ChooseAllocation(
+            S.ChooseAllocationRequest(session_id=choosing.id, target_index=0), metadata=client.md()
+        )
+    )
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_watch_session_is_authenticated_and_isolated_like_every_rpc(
