@@ -112,8 +112,8 @@ buf:
 	@scripts/tools.sh buf >/dev/null
 
 lint: $(STAMP) buf
-	$(VENV)/bin/ruff check service tests bench
-	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/ruff check service tests bench scripts
+	$(VENV)/bin/ruff format --check service tests bench scripts
 	$(VENV)/bin/mypy
 	@BUF=$$(scripts/tools.sh buf) && $$BUF lint && BUF=$$BUF scripts/buf_breaking.sh
 

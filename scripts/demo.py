@@ -19,8 +19,9 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from paylink.v1 import account_pb2, event_pb2, link_pb2
+from paylink.v1 import common_pb2 as c
 
-from paylink.v1 import account_pb2, common_pb2 as c, event_pb2, link_pb2
 from service import auth
 from service.config import Settings
 from tests.harness import Client
@@ -89,7 +90,7 @@ async def main() -> int:
         accounts: set[str] = set()
         for username, answer in (("user_good", None), ("user_reauth_mfa", "mfa_code")):
             show(f"CreateLinkToken(required_jobs=[identity]) + Link login as {username}")
-            token, session = await client.connect(username, [c.JOB_NAME_IDENTITY])
+            _token, session = await client.connect(username, [c.JOB_NAME_IDENTITY])
             show("LinkSession", session)
             accounts.add(session.account_id)
             await settle(client, session.id)

@@ -26,6 +26,7 @@ _CALLER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,99}")
 
 READ = privacy_pb2.AUDIT_ACTION_READ
 ERASE = privacy_pb2.AUDIT_ACTION_ERASE
+CHANGE = privacy_pb2.AUDIT_ACTION_CHANGE  # a sandbox control that changes the end user's data
 
 
 def caller_of(x_caller: str | None, key_id: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-from paylink.v1 import account_pb2, common_pb2, data_pb2, sandbox_pb2
+from paylink.v1 import account_pb2, common_pb2, data_pb2, privacy_pb2, sandbox_pb2
 
-from service import accounts, db, errors, grants, uow, validation
+from service import accounts, audit, db, errors, grants, uow, validation
 from service.context import CallContext
 from service.deps import Deps
 from service.drivers import sandbox_profile
@@ -59,8 +59,24 @@ async def add_paystub(
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, fetched = driver.add_paystub(grant)
         await grants.store(deps, work.conn, row["id"], new_grant.secret)
+        await _audit(work.conn, call, "AddPaystub", privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, row)
         added = Grant.decode(new_grant.secret).extra_paystubs
     return sandbox_pb2.AddPaystubResponse(added_paystubs=added, newest_paystub=fetched.paystub)
+
+
+async def _audit(
+    conn: db.Conn, call: CallContext, method: str, resource: int, account: asyncpg.Record
+) -> None:
+    """A control that changes the end user's data at the platform (and returns it) is audited like a
+    read of it: one record, in the change's transaction (docs/privacy.md#audit-trail)."""
+    record = audit.Record(
+        audit.who(call, method),
+        audit.CHANGE,
+        resource,
+        account_id=account["id"],
+        end_user_id=account["end_user_id"],
+    )
+    await audit.write(conn, record)
 
 
 async def _sandbox_grant(
@@ -128,4 +144,7 @@ async def change_allocation(
         driver, grant = await _sandbox_grant(deps, work.conn, row)
         new_grant, shown = driver.change_allocation(grant, target)
         await grants.store(deps, work.conn, row["id"], new_grant.secret)
+        await _audit(
+            work.conn, call, "ChangeAllocation", privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS, row
+        )
     return sandbox_pb2.ChangeAllocationResponse(allocations=shown)

@@ -644,3 +644,79 @@ async def test_every_read_of_personal_data_writes_exactly_one_audit_record(stack
         (m, res, "reader-svc", f"req-{m}", account, "eu-reads", privacy_pb2.AUDIT_ACTION_READ)
         for m, res in expected.items()
     )
+
+
+async def test_sandbox_controls_that_change_personal_data_write_one_audit_record_each(stack: Stack) -> None:
+    """AddPaystub (a new paystub at the platform, returned) and ChangeAllocation (the pay moved to
+    another bank account, the allocations returned) change and reveal the end user's data: one
+    CHANGE record each, with the caller, the request id and the account, exported like the others;
+    a refused call records nothing."""
+    client = await stack.client()
+    _, session = await link_account(
+        client, "user_good+audit-ctl", [C.JOB_NAME_IDENTITY], end_user_id="eu-ctl"
+    )
+    account = session.account_id
+
+    def md(method: str) -> list[tuple[str, str]]:
+        return [*client.md(), ("x-caller", "qa-svc"), ("x-request-id", f"req-{method}")]
+
+    added = await client.sandbox.AddPaystub(
+        sandbox_pb2.AddPaystubRequest(account_id=account), metadata=md("AddPaystub")
+    )
+    assert added.newest_paystub.net_pay.amount_cents > 0
+    target = C.AllocationTarget(
+        type=C.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="011000015",
+        account_number="5550001234",
+        name="X",
+    )
+    await client.sandbox.ChangeAllocation(
+        sandbox_pb2.ChangeAllocationRequest(account_id=account, target=target),
+        metadata=md("ChangeAllocation"),
+    )
+    refused = await rpc_error(
+        client.sandbox.ChangeAllocation(
+            sandbox_pb2.ChangeAllocationRequest(
+                account_id=account, target=C.AllocationTarget(type=1, routing_number="1", account_number="1")
+            ),
+            metadata=md("Refused"),
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    listed = await client.privacy.ListAuditRecords(
+        privacy_pb2.ListAuditRecordsRequest(account_id=account), metadata=client.md()
+    )
+    got = sorted(
+        (r.method, r.action, r.resource, r.caller, r.request_id, r.account_id, r.end_user_id)
+        for r in listed.records
+    )
+    assert got == [
+        (
+            "AddPaystub",
+            privacy_pb2.AUDIT_ACTION_CHANGE,
+            privacy_pb2.AUDIT_RESOURCE_PAYSTUBS,
+            "qa-svc",
+            "req-AddPaystub",
+            account,
+            "eu-ctl",
+        ),
+        (
+            "ChangeAllocation",
+            privacy_pb2.AUDIT_ACTION_CHANGE,
+            privacy_pb2.AUDIT_RESOURCE_DIRECT_DEPOSIT_ALLOCATIONS,
+            "qa-svc",
+            "req-ChangeAllocation",
+            account,
+            "eu-ctl",
+        ),
+    ]
+    only = await client.privacy.ListAuditRecords(
+        privacy_pb2.ListAuditRecordsRequest(account_id=account, action=privacy_pb2.AUDIT_ACTION_CHANGE),
+        metadata=client.md(),
+    )
+    assert len(only.records) == 2
+    exported = await stack.events.wait_for(
+        lambda r: r.event.event_id in {record.id for record in listed.records}, count=2
+    )
+    assert {r.event.audit_recorded.action for r in exported} == {privacy_pb2.AUDIT_ACTION_CHANGE}

@@ -64,6 +64,10 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     """Read (or exported) personal data."""
     AUDIT_ACTION_ERASE: _AuditAction.ValueType  # 2
     """Requested the erasure of an end user."""
+    AUDIT_ACTION_CHANGE: _AuditAction.ValueType  # 3
+    """Changed an end user's personal data at the platform (SandboxService.AddPaystub and
+    ChangeAllocation, sandbox workspaces only); the record also covers the data the call returned.
+    """
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper):
     """AuditAction is what a caller did with personal data."""
@@ -74,6 +78,10 @@ AUDIT_ACTION_READ: AuditAction.ValueType  # 1
 """Read (or exported) personal data."""
 AUDIT_ACTION_ERASE: AuditAction.ValueType  # 2
 """Requested the erasure of an end user."""
+AUDIT_ACTION_CHANGE: AuditAction.ValueType  # 3
+"""Changed an end user's personal data at the platform (SandboxService.AddPaystub and
+ChangeAllocation, sandbox workspaces only); the record also covers the data the call returned.
+"""
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
 class _AuditResource:
