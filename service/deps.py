@@ -8,6 +8,7 @@ from service import db
 from service.config import Settings
 from service.documents import DocumentStore, PostgresDocumentStore
 from service.drivers.registry import DriverRegistry
+from service.job_intake import Intake
 from service.vault import Vault
 
 
@@ -19,3 +20,5 @@ class Deps:
     drivers: DriverRegistry
     # Where document bytes live (docs/architecture.md: moving them to object storage).
     documents: DocumentStore = dataclasses.field(default_factory=PostgresDocumentStore)
+    # CreateJob's group commit (job_intake.py).
+    intake: Intake = dataclasses.field(default_factory=Intake)

@@ -13,6 +13,23 @@ import asyncpg
 from paylink.v1 import common_pb2
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewRefresh:
+    """A refresh to queue (CreateJob without a request_id), one of many that `queue.enqueue_refreshes`
+    inserts with one statement."""
+
+    job_id: uuid.UUID
+    batch_id: uuid.UUID
+    workspace_id: uuid.UUID
+    account_id: uuid.UUID
+    platform_id: str
+    name: int
+    params: bytes  # paylink.v1.JobParams
+    api_version: str
+    traceparent: str
+    request_id: str
+
+
 class JobStatus(enum.StrEnum):
     """The `jobs.status` column."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from paylink.v1 import common_pb2, job_pb2
@@ -23,7 +25,6 @@ from service import (
     sealed,
     timeutil,
     tracing,
-    uow,
     validation,
 )
 from service.context import CallContext
@@ -238,16 +239,20 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
-    job = await idempotency.run_once(
-        deps,
-        call,
-        "CreateJob",
-        request,
-        request.request_id,
-        job_pb2.Job,
-        lambda work: _insert_refresh(deps, work, call, request),
-        single_statement=True,  # a read and one INSERT: atomic by itself
-    )
+    if request.request_id:
+        job = await idempotency.run_once(
+            deps,
+            call,
+            "CreateJob",
+            request,
+            request.request_id,
+            job_pb2.Job,
+            lambda work: _insert_refresh(deps, work.conn, call, request, _one_insert(work.conn)),
+        )
+    else:  # no key to store: grouped with concurrent CreateJobs, one commit for all (service/job_intake.py)
+        job = await _insert_refresh(
+            deps, deps.pool, call, request, functools.partial(deps.intake.enqueue, deps.pool)
+        )
     # Committed: wake the workers now, coalesced with other CreateJobs (not inside the INSERT, where
     # the NOTIFY would make every CreateJob's commit wait for the one before it).
     queue.wake_soon(deps.pool)
@@ -263,10 +268,23 @@ def _params(request: job_pb2.CreateJobRequest) -> common_pb2.JobParams:
     return params
 
 
+def _one_insert(conn: db.Conn) -> Callable[[queue.NewRefresh], Awaitable[asyncpg.Record | None]]:
+    """Inserts one refresh in `conn`'s transaction (with the request_id's key)."""
+
+    async def insert(refresh: queue.NewRefresh) -> asyncpg.Record | None:
+        return (await queue.enqueue_refreshes(conn, [refresh]))[0]
+
+    return insert
+
+
 async def _insert_refresh(
-    deps: Deps, work: uow.UnitOfWork, call: CallContext, request: job_pb2.CreateJobRequest
+    deps: Deps,
+    conn: db.Executor,
+    call: CallContext,
+    request: job_pb2.CreateJobRequest,
+    insert: Callable[[queue.NewRefresh], Awaitable[asyncpg.Record | None]],
 ) -> job_pb2.Job:
-    account = await accounts.fetch(work.conn, call.workspace.id, request.account_id)
+    account = await accounts.fetch(conn, call.workspace.id, request.account_id)
     if not account["connected"]:
         raise errors.failed_precondition(
             "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
@@ -277,24 +295,23 @@ async def _insert_refresh(
             "JOB_NOT_SUPPORTED",
             f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
         )
-    params = _params(request)
+    params = _params(request).SerializeToString()
     # One refresh per account and job type in flight: one already queued or running is the answer.
     while True:
-        row = await queue.enqueue(
-            work.conn,
+        refresh = queue.NewRefresh(
+            job_id=ids.new_id(),
+            batch_id=ids.new_id(),
             workspace_id=call.workspace.id,
             account_id=account["id"],
             platform_id=account["platform_id"],
             name=request.name,
-            origin=common_pb2.JOB_ORIGIN_REFRESH,
-            batch_id=ids.new_id(),
-            api_version=call.version_label,
             params=params,
-            one_refresh=True,
-            trace=(tracing.traceparent(), tracing.request_id()),  # the refresh continues this call
-            wake=False,  # create_refresh wakes the workers after the commit
+            api_version=call.version_label,
+            traceparent=tracing.traceparent(),  # the refresh continues this call
+            request_id=tracing.request_id(),
         )
-        row = row or await queue.refresh_in_flight(work.conn, account["id"], request.name)
+        row = await insert(refresh)  # create_refresh wakes the workers after the commit
+        row = row or await queue.refresh_in_flight(conn, account["id"], request.name)
         if row is not None:  # None: the one in flight finished meanwhile; queue a new one
             break
     log.info(

@@ -1,6 +1,7 @@
 """The job queue: the only code that writes `jobs` rows.
 
-Every statement that changes a job is named here: enqueue (with its wake-up NOTIFY), claim (FOR
+Every statement that changes a job is named here: enqueue (with its wake-up NOTIFY; CreateJob's
+refreshes many to a statement, woken after their commit by `wake_soon`), claim (FOR
 UPDATE SKIP LOCKED, with a lease), heartbeat, rescue of expired leases, release at shutdown,
 completion (retry later / pending / success / error), release of held jobs, and an operator's
 retry of a failed job. `worker.py` decides *when* to call them, `job_outcomes.py` *what* an outcome
@@ -30,6 +31,7 @@ from service.job_types import ClaimedJob as ClaimedJob  # noqa: PLC0414
 from service.job_types import Completion as Completion  # noqa: PLC0414
 from service.job_types import JobStatus as JobStatus  # noqa: PLC0414
 from service.job_types import LockedJob as LockedJob  # noqa: PLC0414
+from service.job_types import NewRefresh as NewRefresh  # noqa: PLC0414
 
 NOTIFY_CHANNEL = "paylink_jobs"
 
@@ -54,17 +56,26 @@ WITH job AS (
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
           CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END,
           (SELECT tags FROM accounts WHERE id = $3), $14, $15)
-  {{conflict}}
   RETURNING {COLUMNS})
 SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-# Without the wake-up: a NOTIFY makes COMMIT take a lock that every notifying transaction of the
-# cluster queues for (held through the commit's WAL flush): see `wake_soon`.
-_ENQUEUE_QUIET = _ENQUEUE.replace(f", pg_notify('{NOTIFY_CHANNEL}', '')", "")
 # Refreshes in flight: one per account and job type at most (unique partial index, migration 0120).
 REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
 _ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
 _IN_FLIGHT_REFRESH = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {REFRESH_IN_FLIGHT}"
+# Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
+# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A refresh of the account and job type in flight, or earlier in the list, is skipped.
+_ENQUEUE_REFRESHES = f"""
+INSERT INTO jobs (id, batch_id, workspace_id, account_id, platform_id, name, origin, params, api_version,
+                  tags, traceparent, request_id)
+SELECT u.i, u.b, u.w, u.a, u.p, u.n, {common_pb2.JOB_ORIGIN_REFRESH}, u.params, u.v,
+       (SELECT tags FROM accounts WHERE id = u.a), u.tp, u.rq
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[], $7::bytea[],
+            $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS u(i, b, w, a, p, n, params, v, tp, rq, o)
+ORDER BY u.o
+{_ONE_REFRESH}
+RETURNING {COLUMNS}
+"""
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
 WITH job AS (
@@ -168,15 +179,11 @@ async def enqueue(
     link_session_id: uuid.UUID | None = None,
     held: bool = False,
     job_id: uuid.UUID | None = None,
-    one_refresh: bool = False,
     trace: tuple[str, str] = ("", ""),  # (traceparent, request id) the job carries
-    wake: bool = True,
 ) -> asyncpg.Record | None:
-    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS), or
-    with `one_refresh` None when a refresh of the account and job type is already in flight.
-    `wake=False`: no NOTIFY in the transaction; the caller calls `wake_soon` once it committed."""
+    """Queues one job (caller's transaction; workers wake at commit); returns its row (COLUMNS)."""
     return await conn.fetchrow(
-        (_ENQUEUE if wake else _ENQUEUE_QUIET).format(conflict=_ONE_REFRESH if one_refresh else ""),
+        _ENQUEUE,
         job_id or ids.new_id(),
         workspace_id,
         account_id,
@@ -192,6 +199,31 @@ async def enqueue(
         held,
         *trace,
     )
+
+
+async def enqueue_refreshes(
+    conn: db.Executor, refreshes: Sequence[NewRefresh]
+) -> list[asyncpg.Record | None]:
+    """Queues refreshes with one statement (one commit when `conn` is the pool); for each, in order,
+    its row (COLUMNS), or None when a refresh of its account and job type is in flight (one earlier
+    in the list included). No NOTIFY: the caller calls `wake_soon` once it committed."""
+    columns = [
+        [getattr(r, field) for r in refreshes]
+        for field in (
+            "job_id",
+            "batch_id",
+            "workspace_id",
+            "account_id",
+            "platform_id",
+            "name",
+            "params",
+            "api_version",
+            "traceparent",
+            "request_id",
+        )
+    ]
+    inserted = {row["id"]: row for row in await conn.fetch(_ENQUEUE_REFRESHES, *columns)}
+    return [inserted.get(r.job_id) for r in refreshes]
 
 
 async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:
