@@ -219,9 +219,9 @@ async def _succeeded(
         await monitoring.after_refresh(work, job, at, ok=True)
         return
     _job_event(work, job, at, common_pb2.JOB_OUTCOME_SUCCESS)
-    if job.monitoring_status in ("degraded", "user_action_required") and (
-        outcome.new_grant or job.monitoring_status == "degraded"
-    ):
+    # The platform answered. (Only a refresh re-accesses, above: a grant another job's call renewed,
+    # like the sandbox's switch, says nothing about a login the user must redo.)
+    if job.monitoring_status == "degraded":
         await accounts.set_monitoring(
             work, _account(job), "active", "reaccess_succeeded", api_version=job.api_version, at=at
         )

@@ -275,7 +275,12 @@ class Worker:
                     attempt=job.attempts,
                     pending_since=job.pending_since,
                 )
-                return await self._call(driver, job, ctx, new_grant)
+                outcome = await self._call(driver, job, ctx, new_grant)
+                if ctx.renewed.grant is not None and isinstance(outcome, Success):
+                    # The call changed the grant (the sandbox keeps a switch in it): keep that one.
+                    secret = ctx.renewed.grant.secret
+                    outcome.new_grant = grants.NewGrant(job.account_id, secret, job.grant_sealed)
+                return outcome
         except JobPending as pending:
             return Pending(pending.retry_after, new_grant)
         except PlatformError as exc:

@@ -106,6 +106,16 @@ class JobPending(Exception):
         self.message = message
 
 
+@dataclasses.dataclass(slots=True)
+class RenewedGrant:
+    """Where a job method leaves the grant to keep from now on, when its call changed it: a platform
+    that rotates its session on use, or the sandbox, whose platform state lives in the grant (a
+    direct deposit switch). paylink stores it like a refresh's re-access grant (only if the stored
+    grant did not change meanwhile: service/grants.py)."""
+
+    grant: AccessGrant | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobContext:
     """What a job method is told about the run it is part of."""
@@ -116,6 +126,7 @@ class JobContext:
     attempt: int  # 1 for the first attempt of this job
     # Set when the job already reported PENDING: when that first happened.
     pending_since: dt.datetime | None = None
+    renewed: RenewedGrant = dataclasses.field(default_factory=RenewedGrant)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -266,23 +266,27 @@ class SandboxDriver:
     async def fetch_allocations(self, ctx: JobContext) -> data_pb2.DirectDepositAllocations:
         """The user's existing direct deposit allocations."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
-        return sandbox_data.allocations(grant.username, grant.deposit_target())
+        return self._allocations(grant)
 
     async def switch_direct_deposit(
         self, ctx: JobContext, request: SwitchRequest
     ) -> data_pb2.DirectDepositAllocations:
-        """Applies the switch to the user's existing allocations (see sandbox_data)."""
+        """Applies the switch to the user's allocations as they are now (see sandbox_data). The
+        platform keeps the result, as a real one would: the grant after the call remembers it
+        (`ctx.renewed`), so later allocations jobs (and switches) find it."""
         grant = await self._job(ctx, common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH)
         try:
-            return sandbox_data.switched_allocations(
+            switched = sandbox_data.switched_allocations(
                 grant.username,
                 request,
                 grant.extra_paystubs,
                 days_advanced=grant.days_advanced,
-                deposit=grant.deposit_target(),
+                existing=self._allocations(grant),
             )
         except sandbox_data.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
+        ctx.renewed.grant = grant.with_switch(switched).encode()
+        return switched
 
     # -- sandbox-only controls -----------------------------------------------------------------
 
@@ -320,10 +324,17 @@ class SandboxDriver:
             "routing_number": target.routing_number,
             "account_number_last_four": target.account_number_last_four,
         }
-        updated = dataclasses.replace(stored, deposit=deposit)
-        return updated.encode(), sandbox_data.allocations(updated.username, updated.deposit_target())
+        updated = dataclasses.replace(stored, deposit=deposit, switched=None)  # the whole pay moved
+        return updated.encode(), self._allocations(updated)
 
     # -- internals -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _allocations(grant: Grant) -> data_pb2.DirectDepositAllocations:
+        """The platform's allocations now: as the last switch through paylink left them, else the
+        account ChangeAllocation moved the pay to, else the profile's own split."""
+        now = grant.switched_allocations()
+        return now if now is not None else sandbox_data.allocations(grant.username, grant.deposit_target())
 
     async def _call(self, platform_id: str) -> PlatformInfo:
         """Resolves the platform and simulates its latency."""

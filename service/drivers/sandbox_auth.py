@@ -11,6 +11,7 @@ import json
 import secrets
 from typing import Any
 
+from google.protobuf import json_format
 from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers.base import AccessGrant, MfaChallenge, PlatformError
@@ -110,6 +111,10 @@ class Grant:
     # The deposit account the user moved the whole pay to outside paylink (ChangeAllocation):
     # name, type, routing_number, account_number_last_four. None: the profile's own split.
     deposit: dict[str, Any] | None = None
+    # The allocations as the last direct deposit switch made through paylink left them (a
+    # DirectDepositAllocations as JSON, last four digits only); None: no switch since the last
+    # ChangeAllocation (then `deposit` or the profile's split holds).
+    switched: dict[str, Any] | None = None
 
     def encode(self) -> AccessGrant:
         return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
@@ -136,6 +141,7 @@ class Grant:
             # Grants stored before the sandbox had a clock lack these two.
             days_advanced=d.get("days_advanced", 0),
             deposit=d.get("deposit"),
+            switched=d.get("switched"),  # grants stored before the sandbox remembered switches lack it
         )
         strings = (grant.username, grant.password, grant.platform_id, grant.session)
         if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
@@ -145,7 +151,21 @@ class Grant:
                 raise TypeError("bad grant field")
         if grant.deposit is not None:
             grant.deposit_target()  # raises TypeError/KeyError when malformed
+        grant.switched_allocations()  # raises TypeError when malformed
         return grant
+
+    def switched_allocations(self) -> data_pb2.DirectDepositAllocations | None:
+        """The allocations the last switch made through paylink left (None: no switch since)."""
+        if self.switched is None:
+            return None
+        try:
+            return json_format.ParseDict(self.switched, data_pb2.DirectDepositAllocations())
+        except (json_format.ParseError, AttributeError) as exc:
+            raise TypeError("bad grant field") from exc
+
+    def with_switch(self, allocations: data_pb2.DirectDepositAllocations) -> Grant:
+        """The grant after a switch made through paylink: the platform keeps its allocations."""
+        return dataclasses.replace(self, switched=json_format.MessageToDict(allocations))
 
     def deposit_target(self) -> data_pb2.DepositTarget | None:
         if self.deposit is None:

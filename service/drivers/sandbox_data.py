@@ -175,12 +175,13 @@ def switched_allocations(
     extra_paystubs: int = 0,
     *,
     days_advanced: int = 0,
-    deposit: data_pb2.DepositTarget | None = None,
+    existing: data_pb2.DirectDepositAllocations | None = None,
 ) -> data_pb2.DirectDepositAllocations:
-    """The allocations after `request` is applied to the user's existing ones (stateless, so the
-    same request always gives the same result). FULL: the target becomes the only (remainder)
-    allocation. PARTIAL: the new amount/percentage goes first, the existing ones keep their order.
-    Raises SwitchRejected under the platform's rules."""
+    """The allocations after `request` is applied to `existing` (the user's allocations now; by
+    default the profile's split): the same request on the same allocations always gives the same
+    result. FULL: the target becomes the only (remainder) allocation. PARTIAL: the new
+    amount/percentage goes first, the existing ones keep their order. Raises SwitchRejected under
+    the platform's rules."""
     newest = paystubs(username, extra_paystubs, PaystubQuery(count=1), days_advanced)[0].paystub
     _check_switch(request, newest.net_pay.amount_cents)
     target = data_pb2.DepositTarget(
@@ -200,7 +201,7 @@ def switched_allocations(
         target=target,
         priority=1,
     )
-    for existing in allocations(username, deposit).allocations:
-        result.allocations.append(existing)
+    for kept in (existing if existing is not None else allocations(username)).allocations:
+        result.allocations.append(kept)
         result.allocations[-1].priority = len(result.allocations)
     return result

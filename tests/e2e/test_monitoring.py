@@ -210,6 +210,57 @@ async def test_an_allocation_changed_outside_paylink_is_published_with_counts_no
     assert violation_fields(bad) == ["target.routing_number", "target.account_number"]
 
 
+async def test_a_switch_made_through_paylink_is_no_change_to_the_next_refresh_but_a_later_move_is(
+    client: Client, events: EventLog, app: runtime.Running
+) -> None:
+    """The sandbox platform keeps a switch paylink made, as a real one would: the next allocations
+    refresh finds what the switch stored and publishes nothing; a move outside paylink afterwards
+    is still reported."""
+    target = c.AllocationTarget(
+        type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="021000021",
+        account_number="123456789012",
+        name="Pay",
+    )
+    allocation = c.Allocation(type=c.ALLOCATION_TYPE_AMOUNT, value=25_000, targets=[target])
+    _, session = await link_account(
+        client, "user_good+switchkept", [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], allocation=allocation
+    )
+    account_id = session.account_id
+    switched = await client.accounts.GetDirectDepositAllocations(
+        account_pb2.GetDirectDepositAllocationsRequest(account_id=account_id), metadata=client.md()
+    )
+    assert switched.allocations[0].target.account_number_last_four == "9012"
+
+    (job_id,) = await _trigger(client, account_id, c.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
+    assert (await wait_job(client, job_id)).status == c.JOB_STATUS_SUCCESS
+    everything = await _all_events(app, events, account_id)
+    assert not [
+        r for r in everything if r.event.WhichOneof("payload") == "job" and r.event.job.job_id == job_id
+    ]
+    after = await client.accounts.GetDirectDepositAllocations(
+        account_pb2.GetDirectDepositAllocationsRequest(account_id=account_id), metadata=client.md()
+    )
+    assert list(after.allocations) == list(switched.allocations)
+    assert after.updated_at == switched.updated_at  # refreshed, not changed
+
+    moved = c.AllocationTarget(
+        type=c.DEPOSIT_ACCOUNT_TYPE_SAVINGS,
+        routing_number="011000015",
+        account_number="5550004321",
+        name="Away",
+    )
+    await client.sandbox.ChangeAllocation(
+        sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=moved), metadata=client.md()
+    )
+    (moved_job,) = await _trigger(client, account_id, c.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS)
+    found = await events.wait_for(
+        lambda r: r.event.event == "direct_deposit_allocations.added" and r.event.job.job_id == moved_job
+    )
+    assert found[0].event.job.change.monitoring
+    assert found[0].event.job.change.allocation_count == 1
+
+
 async def test_expired_credentials_stop_refreshes_until_a_bound_link_token_restores_active(
     client: Client, events: EventLog, app: runtime.Running
 ) -> None:

@@ -1031,6 +1031,66 @@ def test_allocation_changed_outside_paylink() -> None:
     assert days == 30 and sandbox_module.Grant.decode(later.secret).deposit_target() == target
 
 
+async def test_a_switch_is_kept_by_the_platform_until_the_pay_moves_elsewhere(driver: SandboxDriver) -> None:
+    """The sandbox keeps a switch made through paylink in the grant the call leaves (`ctx.renewed`),
+    as a real platform keeps it: later allocations jobs find the switched allocations (so a refresh
+    reports no change), a later partial switch builds on them, a re-access keeps them, and a
+    ChangeAllocation (the whole pay moved outside paylink) replaces them."""
+    grant = await login(driver, "user_good+kept")
+    profile_split = await driver.fetch_allocations(ctx(grant))
+    first = ctx(grant)
+    switched = await driver.switch_direct_deposit(first, FULL)
+    assert switched != profile_split
+    after = first.renewed.grant
+    assert after is not None and await driver.fetch_allocations(ctx(after)) == switched
+    assert await driver.fetch_allocations(ctx(grant)) == profile_split  # the old grant: the old platform
+    reaccessed = await driver.reaccess("acct-1", SANDBOX_ADP, after)
+    assert isinstance(reaccessed, LoggedIn)
+    assert await driver.fetch_allocations(ctx(reaccessed.grant)) == switched
+
+    savings = SwitchTarget(common_pb2.DEPOSIT_ACCOUNT_TYPE_SAVINGS, "021000021", "99887766", "")
+    second = ctx(reaccessed.grant)
+    both = await driver.switch_direct_deposit(
+        second, partial(common_pb2.ALLOCATION_TYPE_AMOUNT, 5_000, savings)
+    )
+    assert [(a.target.account_number_last_four, a.priority) for a in both.allocations] == [
+        ("7766", 1),
+        ("9012", 2),
+    ]
+    assert second.renewed.grant is not None
+    assert await driver.fetch_allocations(ctx(second.renewed.grant)) == both
+    assert "99887766" not in second.renewed.grant.secret.decode()  # last four only, like the data
+
+    target = data_pb2.DepositTarget(
+        name="Elsewhere",
+        type=common_pb2.DEPOSIT_ACCOUNT_TYPE_CHECKING,
+        routing_number="011000015",
+        account_number_last_four="4321",
+    )
+    moved, shown = driver.change_allocation(second.renewed.grant, target)
+    assert await driver.fetch_allocations(ctx(moved)) == shown
+    assert [a.target.account_number_last_four for a in shown.allocations] == ["4321"]
+    # Data jobs leave the grant alone: nothing to keep.
+    data_job = ctx(moved)
+    await driver.fetch_allocations(data_job)
+    assert data_job.renewed.grant is None
+
+
+def test_a_malformed_remembered_switch_is_not_a_grant() -> None:
+    fields = {
+        "username": "user_good",
+        "password": "pass_good",
+        "platform_id": "sandbox_adp",
+        "session": "s",
+        "expired": False,
+        "extra_paystubs": 0,
+        "switched": {"allocations": "not a list"},
+    }
+    with pytest.raises(PlatformError) as info:
+        sandbox_module.Grant.decode(json.dumps(fields).encode())
+    assert info.value.code == E.JOB_ERROR_CODE_INVALID_CREDENTIALS
+
+
 def test_grants_stored_before_the_clock_still_decode() -> None:
     old = {"username": "user_good", "password": "pass_good", "platform_id": "sandbox_adp", "session": "s",
            "expired": False, "extra_paystubs": 1}  # fmt: skip
