@@ -15,15 +15,29 @@ def check(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+# The options that only shape one part of the run: shown in "This run" only when that part ran (its
+# results are in results.json). Options not listed here (e.g. --port) concern the whole run.
+PART_OPTIONS: dict[str, tuple[str, ...]] = {
+    "rpcs": ("runs", "seconds", "concurrency"),
+    "pipeline": ("jobs", "half_seconds", "accounts", "profile"),
+    "peers": ("peer_jobs", "peer_runs"),
+    "latency": ("latency", "latency_jitter", "latency_jobs", "latency_concurrency", "latency_accounts"),
+    "relay": ("relay_rows",),
+    "footprint": ("soak_seconds",),
+    "monitoring": ("monitoring_accounts", "monitoring_due"),
+}
+
+
 def _args(r: dict[str, Any]) -> str:
-    skip = ("server_pid", "only", "profile")
+    """The command line of the run, with only the options of the parts that ran."""
+    hidden = {o for part, options in PART_OPTIONS.items() if part not in r for o in options}
     out = []
     for k, v in r["args"].items():
-        if k in skip:
+        if k in hidden or k in ("server_pid", "only", "profile"):
             continue
         value = ",".join(str(x) for x in v) if isinstance(v, list) else v
         out.append(f"--{k.replace('_', '-')} {value}")
-    return " ".join(out) + (" --profile" if r["args"].get("profile") else "")
+    return " ".join(out) + (" --profile" if r["args"].get("profile") and "profile" not in hidden else "")
 
 
 def header(r: dict[str, Any]) -> list[str]:

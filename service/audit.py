@@ -2,8 +2,9 @@
 
 One record per read of personal data (GetIdentity, GetEmployment, GetIncome, paystubs, allocations,
 documents...) and per erasure request, in `audit_records`, which the database keeps append-only
-(migrations/0017_privacy.sql). A read's record is written by the read's own statement (`attach`):
-one round trip, and the data is never released without its record. Each record is also queued in
+(migrations/0017_privacy.sql). A read's record is written by the read's own statement (`attach`),
+and the data is never released without its record: the reads waiting together share one
+transaction and one durable commit, and each gets its rows only after it (service/audit_commit.py). Each record is also queued in
 `audit_unexported` for the exporter (service/audit_export.py), which publishes it as an
 `audit.recorded` event for a SIEM. Records older than PAYLINK_AUDIT_RETENTION_DAYS are pruned.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from service import db
+from service.audit_commit import GroupCommit
 from service.config import Settings
 from service.documents import DocumentStore, PostgresDocumentStore
 from service.drivers.registry import DriverRegistry
@@ -18,6 +19,8 @@ class Deps:
     pool: db.Pool
     vault: Vault
     drivers: DriverRegistry
+    # The reads of personal data, many to a durable commit with their audit records (service/audit_commit.py).
+    audited: GroupCommit
     # Where document bytes live (docs/architecture.md: moving them to object storage).
     documents: DocumentStore = dataclasses.field(default_factory=PostgresDocumentStore)
     # CreateJob's group commit (job_intake.py).

@@ -66,7 +66,7 @@ async def list_shifts(
     filters = {"a": request.account_id, "f": request.from_date, "t": request.to_date}
     after = _date_cursor(pagination.decode(request.page_token, filters))
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_SHIFTS, account)
-    rows = await records_store.shift_rows(deps.pool, record, low, high, after, size + 1)
+    rows = await records_store.shift_rows(deps.audited, record, low, high, after, size + 1)
     response = account_pb2.ListShiftsResponse(
         shifts=[records_store.shift_from_row(deps.vault, r) for r in rows[:size]]
     )
@@ -95,7 +95,7 @@ async def list_tax_forms(
             raise errors.invalid_field("page_token", "is not a page token this list returned")
         after = (int(cursor.key), cursor.id)
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_TAX_FORMS, account)
-    rows = await records_store.tax_form_rows(deps.pool, record, request.year, after, size + 1)
+    rows = await records_store.tax_form_rows(deps.audited, record, request.year, after, size + 1)
     response = account_pb2.ListTaxFormsResponse(
         tax_forms=[records_store.tax_form_from_row(deps.vault, r) for r in rows[:size]]
     )
@@ -118,7 +118,7 @@ async def list_documents(
     filters = {"a": request.account_id, "t": request.type}
     after = _date_cursor(pagination.decode(request.page_token, filters))
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
-    rows = await records_store.document_rows(deps.pool, record, request.type, after, size + 1)
+    rows = await records_store.document_rows(deps.audited, record, request.type, after, size + 1)
     response = account_pb2.ListDocumentsResponse(
         documents=[records_store.document_from_row(r) for r in rows[:size]]
     )
@@ -140,7 +140,7 @@ async def _document(deps: Deps, who: audit.Who, account_id: str, document_id: st
     account = await accounts.fetch(deps.pool, who.workspace_id, account_id)
     parsed = ids.parse_uuid(document_id)
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
-    row = await records_store.document_row(deps.pool, record, parsed) if parsed else None
+    row = await records_store.document_row(deps.audited, record, parsed) if parsed else None
     if row is None:
         raise errors.not_found("document", document_id)
     return row

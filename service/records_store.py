@@ -20,6 +20,7 @@ import asyncpg
 from paylink.v1 import common_pb2, document_pb2, shift_pb2, tax_form_pb2
 
 from service import audit, db, ids, pii, results, sealed, timeutil
+from service.audit_commit import GroupCommit
 from service.documents import DocumentStore
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
 from service.vault import Vault
@@ -167,7 +168,7 @@ _SHIFTS = audit.attach(
 
 
 async def shift_rows(
-    conn: db.Executor,
+    reads: GroupCommit,
     record: audit.Record,
     low: dt.date | None,
     high: dt.date | None,
@@ -177,7 +178,7 @@ async def shift_rows(
     """Shifts of the record's account newest first, within inclusive dates, after a (date, id)
     cursor; writes the read's audit record."""
     return list(
-        await conn.fetch(
+        await reads.fetch(
             _SHIFTS,
             record.account_id,
             low,
@@ -211,12 +212,12 @@ _TAX_FORMS = audit.attach(
 
 
 async def tax_form_rows(
-    conn: db.Executor, record: audit.Record, year: int, after: tuple[int, uuid.UUID] | None, limit: int
+    reads: GroupCommit, record: audit.Record, year: int, after: tuple[int, uuid.UUID] | None, limit: int
 ) -> list[asyncpg.Record]:
     """Tax forms of the record's account newest year first (optionally of one year), after a
     (year, id) cursor, with the id of their stored document; writes the read's audit record."""
     return list(
-        await conn.fetch(
+        await reads.fetch(
             _TAX_FORMS,
             record.account_id,
             year,
@@ -254,7 +255,7 @@ _DOCUMENT = audit.attach(
 
 
 async def document_rows(
-    conn: db.Executor,
+    reads: GroupCommit,
     record: audit.Record,
     doc_type: int,
     after: tuple[dt.date, uuid.UUID] | None,
@@ -263,7 +264,7 @@ async def document_rows(
     """Documents of the record's account newest first (optionally of one type), after a (sort date,
     id) cursor; writes the read's audit record."""
     return list(
-        await conn.fetch(
+        await reads.fetch(
             _DOCUMENTS,
             record.account_id,
             doc_type,
@@ -276,10 +277,10 @@ async def document_rows(
 
 
 async def document_row(
-    conn: db.Executor, record: audit.Record, document_id: uuid.UUID
+    reads: GroupCommit, record: audit.Record, document_id: uuid.UUID
 ) -> asyncpg.Record | None:
     """One document of the record's account; writes the read's audit record when it exists."""
-    return await conn.fetchrow(
+    return await reads.fetchrow(
         _DOCUMENT, document_id, record.account_id, record.end_user_id, *record.args(from_subject=True)
     )
 

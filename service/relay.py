@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -29,10 +30,21 @@ log = logging.getLogger("paylink.relay")
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
 _SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
+# The next batch while rows $2 are in flight (sent but not yet marked): the first $1 unpublished rows
+# other than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the
+# array per row); the inner LIMIT bounds the index scan to what the batch can need.
+_SELECT_EXCLUDING = f"""
+SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE id IN (
+  (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
+  EXCEPT SELECT unnest($2::bigint[]))
+ORDER BY id LIMIT $1
+"""
 
-# Fault-injection hook for tests/faults (docs/reliability.md), off unless set to 1: the process dies
-# like a SIGKILL after the broker acknowledged a batch and before its rows are marked published.
-_FAULT_EXIT_AFTER_PUBLISH = os.environ.get("PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH") == "1"
+# Fault-injection hook for tests/faults (docs/reliability.md), off unless set to a number n ≥ 1: the
+# process dies like a SIGKILL once the broker acknowledged its n-th batch, before those rows are
+# marked published (with n ≥ 2, while the mark of batch n-1 may still be in flight).
+_FAULT = os.environ.get("PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH", "")
+_FAULT_EXIT_AFTER_BATCHES = int(_FAULT) if _FAULT.isdigit() else 0
 
 
 class _ProducerFailed(Exception):
@@ -48,6 +60,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
+        self._acknowledged_batches = 0
         self._next_prune = 0.0  # monotonic time of the next retention run
 
     def stop(self) -> None:
@@ -119,13 +132,77 @@ class Relay:
             self._wake.clear()
             rows = await conn.fetch(_SELECT, self._settings.relay_batch_size)
             if rows:
-                await self._publish(conn, producer, rows)
-                continue  # a full batch likely means more is waiting
+                await self._publish_stream(conn, producer, rows)
+                continue  # the outbox ran dry while streaming: look once more before waiting
             if self._stopping.is_set():
                 return  # flushed: nothing left unpublished
             await self._prune_when_due(conn)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
+
+    async def _publish_stream(
+        self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
+    ) -> None:
+        """Publishes batch after batch while the outbox has rows, three steps overlapped: while
+        batch N waits for its acknowledgements, batch N+1 is selected; while batch N is marked
+        published (on a pool connection, its own commit), batch N+1 is sent.
+
+        Batch N+1 is selected before N is marked, so the select leaves out the rows still in
+        flight (sent, or being marked) by id — an anti-join, never "after the last id": a row that
+        commits late with a lower id is in the next select, ahead of any later row of its account.
+        Batch N+1 is sent only after every row of N is acknowledged, so a failure resends N and
+        what follows it in order (a new producer, `_lead`), and rows are marked only once acknowledged.
+        """
+        marking: asyncio.Task[None] | None = None
+        marking_ids: list[int] = []
+        try:
+            while rows:
+                started = time.perf_counter()
+                sending = [row["id"] for row in rows]
+                acks = await self._send(producer, rows)
+                self._wake.clear()
+                following = await conn.fetch(
+                    _SELECT_EXCLUDING, self._settings.relay_batch_size, sending + marking_ids
+                )
+                await self._acknowledged(acks, len(rows))
+                self._acknowledged_batches += 1
+                if self._acknowledged_batches == _FAULT_EXIT_AFTER_BATCHES:
+                    os._exit(137)
+                if marking is not None:
+                    await marking  # one mark in flight: its failure stops the stream here
+                marking, marking_ids = asyncio.create_task(self._mark(rows, started)), sending
+                rows = following
+        finally:
+            if marking is not None:
+                await marking
+
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
+    ) -> list[asyncio.Future[Any]]:
+        try:
+            return await kafka.send_many(producer, rows)
+        except Exception as exc:  # broker trouble: the same rows (same event_ids) go again, see _lead
+            log.warning("publish failed, resending the batch", extra={"error": repr(exc), "rows": len(rows)})
+            raise _ProducerFailed from exc
+
+    async def _acknowledged(self, acks: list[asyncio.Future[Any]], rows: int) -> None:
+        try:
+            await asyncio.gather(*acks)
+        except Exception as exc:  # broker trouble: the same rows (same event_ids) go again, see _lead
+            log.warning("publish failed, resending the batch", extra={"error": repr(exc), "rows": rows})
+            raise _ProducerFailed from exc
+
+    async def _mark(self, rows: Sequence[asyncpg.Record], started: float) -> None:
+        """Marks an acknowledged batch published, in its own commit on a pool connection."""
+        await outbox.mark_published(self._pool, [row["id"] for row in rows])
+        self.published += len(rows)
+        metrics.RELAY_BATCH.observe(time.perf_counter() - started)
+        for event_type, count in collections.Counter(row["event_type"] for row in rows).items():
+            metrics.EVENTS_PUBLISHED.labels(event_type).inc(count)
+        log.info(
+            "events published",
+            extra={"count": len(rows), "event_ids": [str(row["event_id"]) for row in rows]},
+        )
 
     async def _prune_when_due(self, conn: db.Conn) -> None:
         """Retention (service/janitor.py), run by the leader while the outbox is empty."""
@@ -139,25 +216,3 @@ class Relay:
                 "pruned expired rows",
                 extra={"outbox": pruned.outbox, "idempotency_keys": pruned.idempotency_keys},
             )
-
-    async def _publish(
-        self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
-    ) -> None:
-        started = time.perf_counter()
-        try:
-            futures = [await kafka.send(producer, row) for row in rows]
-            await asyncio.gather(*futures)
-        except Exception as exc:  # broker trouble: the same rows (same event_ids) go again, see _lead
-            log.warning("publish failed, resending the batch", extra={"error": repr(exc), "rows": len(rows)})
-            raise _ProducerFailed from exc
-        if _FAULT_EXIT_AFTER_PUBLISH:
-            os._exit(137)
-        await outbox.mark_published(conn, [row["id"] for row in rows])
-        self.published += len(rows)
-        metrics.RELAY_BATCH.observe(time.perf_counter() - started)
-        for event_type, count in collections.Counter(row["event_type"] for row in rows).items():
-            metrics.EVENTS_PUBLISHED.labels(event_type).inc(count)
-        log.info(
-            "events published",
-            extra={"count": len(rows), "event_ids": [str(row["event_id"]) for row in rows]},
-        )

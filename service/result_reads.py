@@ -1,6 +1,7 @@
 """Reads of stored job results and paystubs (AccountService): GetIdentity, GetEmployment,
 GetIncome, GetDirectDepositAllocations, ListPaystubs, GetPaystub. Each read of personal data writes
-its audit record in the same statement (service/audit.py: `attach`), and opens the sealed values
+its audit record in the same statement (service/audit.py: `attach`), run with the reads waiting with
+it in one transaction (`deps.audited`, service/audit_commit.py), and opens the sealed values
 (service/pii.py). Storage is service/results.py.
 """
 
@@ -41,7 +42,7 @@ async def _result(deps: Deps, who: audit.Who, account_id: str, name: int, what: 
     row = None
     if parsed is not None:
         record = audit.Record(who, audit.READ, _RESOURCES[name])
-        row = await deps.pool.fetchrow(
+        row = await deps.audited.fetchrow(
             _RESULT, parsed, who.workspace_id, name, *record.args(from_subject=True)
         )
     if row is None:
@@ -145,7 +146,7 @@ async def list_paystubs(
     record = audit.Record(
         who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS, account["id"], account["end_user_id"]
     )
-    rows = await deps.pool.fetch(
+    rows = await deps.audited.fetch(
         _PAYSTUB_PAGE,
         account["id"],
         low,
@@ -178,7 +179,7 @@ async def get_paystub(deps: Deps, who: audit.Who, account_id: str, paystub_id: s
     row = None
     if parsed is not None:
         record = audit.Record(who, audit.READ, privacy_pb2.AUDIT_RESOURCE_PAYSTUBS)
-        row = await deps.pool.fetchrow(
+        row = await deps.audited.fetchrow(
             _PAYSTUB, parsed, account["id"], account["end_user_id"], *record.args(from_subject=True)
         )
     if row is None:

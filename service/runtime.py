@@ -11,6 +11,7 @@ import signal
 
 from service import db, metrics, migrate, tracing
 from service.api.server import SERVICE_NAMES, ApiServer
+from service.audit_commit import GroupCommit
 from service.audit_export import AuditExporter
 from service.config import DEV_VAULT_KEY, Settings
 from service.deps import Deps
@@ -69,7 +70,7 @@ async def build_deps(settings: Settings) -> Deps:
         pending_delay=settings.pending_delay,
     )
     pool = await db.create_pool(settings)
-    return Deps(settings=settings, pool=pool, vault=vault, drivers=drivers)
+    return Deps(settings=settings, pool=pool, vault=vault, drivers=drivers, audited=GroupCommit(pool))
 
 
 @dataclasses.dataclass

@@ -1,9 +1,10 @@
 """The relay dies between publishing a batch and marking it: the batch is published again with the
 same event_ids (at least once), and nothing is missing.
 
-The first test is deterministic: the fault-injection hook PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH=1
+The first two tests are deterministic: the fault-injection hook PAYLINK_FAULT_RELAY_EXIT_AFTER_PUBLISH=n
 (service/relay.py, off by default) makes the relay exit 137 right after the broker acknowledged its
-first batch. The second SIGKILLs the relay repeatedly while events flow."""
+n-th batch (the first; then the third, with the relay's steps overlapped). The last SIGKILLs the
+relay repeatedly while events flow."""
 
 from __future__ import annotations
 
@@ -59,6 +60,55 @@ async def test_relay_exit_between_publish_and_mark(
     assert delivery.consumed == len(outbox) + batch and delivery.distinct == len(outbox)
     figures(
         events=len(outbox), batch=batch, redelivered=delivery.redelivered, messages_in_kafka=delivery.consumed
+    )
+
+
+async def test_relay_exit_mid_pipeline_resends_exactly_the_unmarked_batches(
+    deployment: Deployment, figures: Callable[..., None]
+) -> None:
+    """The relay overlaps its steps (service/relay.py `_publish_stream`): batch N+1 is selected while
+    N waits for its acknowledgements, and N is marked while N+1 is sent. It dies right after its
+    third batch was acknowledged, while the mark of the second may still be in flight: Kafka holds
+    exactly the three acknowledged batches (the fourth was selected, never sent), at most the first
+    two are marked, and the next relay resends exactly the unmarked rows, in order."""
+    dep = deployment
+    sessions, batch, batches = 30, 20, 3
+    await dep.spawn("api")
+    await dep.spawn("worker")
+    client = await dep.new_client()
+    await connect_many(client, sessions, JOBS)
+    await dep.wait_all_jobs_final(sessions * len(JOBS), within=60)
+    outbox = await dep.outbox()
+    assert len(outbox) == sessions * (1 + len(JOBS) + 1) > (batches + 1) * batch
+
+    crashing = await dep.spawn(
+        "relay", wait_ready=False, relay_batch_size=batch, fault_relay_exit_after_publish=batches
+    )
+    assert await crashing.wait(60) == 137
+    ordered = [str(r["event_id"]) for r in await dep.fetch("SELECT event_id FROM outbox ORDER BY id")]
+    sent = ordered[: batches * batch]
+    marked = {
+        str(r["event_id"])
+        for r in await dep.fetch("SELECT event_id FROM outbox WHERE published_at IS NOT NULL")
+    }
+    assert set(ordered[:batch]) <= marked <= set(ordered[: 2 * batch])  # the mark of batch 2 raced the exit
+    in_kafka = await read_log(dep.stack.bootstrap, dep.prefix)
+    assert collections.Counter(r.event.event_id for r in in_kafka) == dict.fromkeys(sent, 1)
+
+    await dep.spawn("relay", relay_batch_size=batch)
+    await dep.wait_outbox_published(within=60)
+    await dep.wait_consumed({e.event_id for e in outbox}, within=60)
+    log = await read_log(dep.stack.bootstrap, dep.prefix)
+    delivery = assert_delivery(log, outbox)  # every account's events in order, redeliveries identical
+    copies = collections.Counter(r.event.event_id for r in log)
+    assert {event_id for event_id, n in copies.items() if n > 1} == set(sent) - marked
+    assert max(copies.values()) == 2 and delivery.distinct == len(outbox)
+    figures(
+        events=len(outbox),
+        batch=batch,
+        marked_at_exit=len(marked),
+        redelivered=delivery.redelivered,
+        messages_in_kafka=delivery.consumed,
     )
 
 

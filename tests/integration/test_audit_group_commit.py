@@ -1,0 +1,128 @@
+"""Group commit of the audited reads (service/audit_commit.py) against the real database: reads that
+wait together share one transaction, each is recorded exactly once and answered only after the
+commit; a read whose own statement fails fails alone (the others go again); a lost connection fails
+every read of its batch and leaves no record of any; and through the API, concurrent reads of
+personal data are each recorded exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+
+import asyncpg
+import pytest
+from paylink.v1 import account_pb2, common_pb2
+
+from service import audit, audit_commit, db, runtime
+from tests.harness import Client, link_account
+
+# A read of one row that records itself (like result_reads._RESULT): account and end user from the row.
+_READ = audit.attach(
+    "SELECT $1::uuid AS account_id, 'eu-group'::text AS end_user_id, $2::int AS n",
+    2,
+    subject="SELECT account_id, end_user_id FROM target",
+)
+
+
+def _who(workspace: uuid.UUID, n: int) -> audit.Who:
+    return audit.Who(workspace, "svc-group", "0123456789abcdef", "GetIdentity", f"req-group-{n}")
+
+
+def _args(workspace: uuid.UUID, account: uuid.UUID, n: int) -> tuple[object, ...]:
+    return (account, n, *audit.Record(_who(workspace, n), audit.READ, 1).args(from_subject=True))
+
+
+async def _recorded(pool: db.Pool, workspace: uuid.UUID) -> collections.Counter[str]:
+    rows = await pool.fetch("SELECT request_id FROM audit_records WHERE workspace_id = $1", workspace)
+    return collections.Counter(r["request_id"] for r in rows)
+
+
+async def test_concurrent_reads_share_a_commit_and_each_is_recorded_once(app: runtime.Running) -> None:
+    pool = app.deps.pool
+    commit = audit_commit.GroupCommit(pool)
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+    reads = 40
+    rows = await asyncio.gather(
+        *(commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(reads))
+    )
+    assert [r["n"] for r in rows if r is not None] == list(range(reads))  # each caller gets its own rows
+    # All 40 were waiting when the first batch started: one transaction, one durable commit.
+    assert commit.batches == 1
+    recorded = await _recorded(pool, workspace)
+    assert recorded == {f"req-group-{n}": 1 for n in range(reads)}
+
+
+async def test_waves_of_reads_each_recorded_once_and_answered_after_their_commit(
+    app: runtime.Running,
+) -> None:
+    pool = app.deps.pool
+    commit = audit_commit.GroupCommit(pool, max_batch=8)
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+
+    async def read(n: int) -> None:
+        row = await commit.fetchrow(_READ, *_args(workspace, account, n))
+        assert row is not None and row["n"] == n
+        # Answered only once its record is committed: another connection sees it.
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM audit_records WHERE workspace_id = $1 AND request_id = $2",
+                workspace,
+                f"req-group-{n}",
+            )
+            == 1
+        )
+
+    await asyncio.gather(*(read(n) for n in range(100)))
+    assert 100 / 8 <= commit.batches < 100
+    assert await _recorded(pool, workspace) == {f"req-group-{n}": 1 for n in range(100)}
+
+
+async def test_a_read_whose_statement_fails_fails_alone(app: runtime.Running) -> None:
+    pool = app.deps.pool
+    commit = audit_commit.GroupCommit(pool)
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+    calls = [commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(5)]
+    calls.insert(2, commit.fetchrow("SELECT 1 / 0"))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[2], asyncpg.DivisionByZeroError)
+    ok = [o for i, o in enumerate(outcomes) if i != 2]
+    assert [o["n"] for o in ok if isinstance(o, asyncpg.Record)] == list(range(5))
+    # The batch was rolled back and the others went again: each recorded exactly once.
+    assert await _recorded(pool, workspace) == {f"req-group-{n}": 1 for n in range(5)}
+
+
+async def test_a_lost_connection_fails_every_read_of_its_batch_and_records_none(app: runtime.Running) -> None:
+    pool = app.deps.pool
+    commit = audit_commit.GroupCommit(pool)
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+    calls = [commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(4)]
+    calls.insert(2, commit.fetchrow("SELECT pg_terminate_backend(pg_backend_pid())"))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, db.UNAVAILABLE) for o in outcomes), outcomes  # the API answers UNAVAILABLE
+    assert await _recorded(pool, workspace) == {}  # no data released, no record committed
+    # The next reads go on as usual.
+    assert await commit.fetchrow(_READ, *_args(workspace, account, 9)) is not None
+    assert await _recorded(pool, workspace) == {"req-group-9": 1}
+
+
+@pytest.mark.parametrize("concurrency", [16])
+async def test_concurrent_get_identity_calls_are_each_recorded_once(
+    app: runtime.Running, client: Client, concurrency: int
+) -> None:
+    _, session = await link_account(client, "user_good", [common_pb2.JOB_NAME_IDENTITY])
+    request_ids = [f"req-identity-{uuid.uuid4().hex[:8]}" for _ in range(concurrency * 3)]
+
+    async def get(request_id: str) -> None:
+        md = [*client.md(), ("x-request-id", request_id)]
+        identity = await client.accounts.GetIdentity(
+            account_pb2.GetIdentityRequest(account_id=session.account_id), metadata=md
+        )
+        assert identity.account_id == session.account_id
+
+    for wave in range(3):
+        await asyncio.gather(*(get(r) for r in request_ids[wave * concurrency : (wave + 1) * concurrency]))
+    rows = await app.deps.pool.fetch(
+        "SELECT request_id FROM audit_records WHERE request_id = ANY($1::text[])", request_ids
+    )
+    assert collections.Counter(r["request_id"] for r in rows) == dict.fromkeys(request_ids, 1)
