@@ -30,11 +30,33 @@ from service.config import Settings
 from tests.harness import Client, create_test_database, drop_database
 
 
-def profiled(pid: int, out: str | None, seconds: float) -> subprocess.Popen[bytes] | None:
+def postmaster() -> int:
+    """The durable cluster's postmaster (bench/bench.sh's, kept with PAYLINK_BENCH_KEEP=1)."""
+    pidfile = ROOT / ".stack/bench/pg/postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.exists() else 0
+
+
+def cluster_cpu(pid: int) -> float:
+    """CPU seconds used so far by the cluster's processes (the postmaster's children)."""
+    total = 0.0
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def profiled(pid: int, out: str | None, seconds: float, native: bool) -> subprocess.Popen[bytes] | None:
     if not out:
         return None
     return subprocess.Popen(
         [
+            *(["sudo", "-n"] if native and os.geteuid() else []),
             str(ROOT / ".venv/bin/py-spy"),
             "record",
             "-p",
@@ -48,6 +70,7 @@ def profiled(pid: int, out: str | None, seconds: float) -> subprocess.Popen[byte
             "-o",
             out,
             "--nonblocking",
+            *(["--native"] if native else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -64,17 +87,19 @@ def measure(
     args: argparse.Namespace,
     out: str | None,
 ) -> dict[str, float]:
-    profiler = profiled(pid, out, args.seconds)
-    before = cpu_seconds(pid)
+    profiler = profiled(pid, out, args.seconds, args.native)
+    cluster = postmaster()
+    before, pg_before = cpu_seconds(pid), cluster_cpu(cluster)
     result = ghz(tool("ghz"), port, call, data, md, args.concurrency, args.seconds)
-    used = cpu_seconds(pid) - before
+    used, pg_used = cpu_seconds(pid) - before, cluster_cpu(cluster) - pg_before
     if profiler is not None:
         profiler.wait()
     calls = result["ok"] + result["errors"]
     result["cpu_us_per_call"] = used / calls * 1e6 if calls else 0.0
+    result["pg_us_per_call"] = pg_used / calls * 1e6 if calls else 0.0
     print(
         f"{name:24} {result['rps']:7.0f} rps  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms"
-        f"  {result['cpu_us_per_call']:6.0f} us CPU/call  errors {result['errors']:.0f}  load {load_average()}",
+        f"  {result['cpu_us_per_call']:6.0f} us CPU/call (PostgreSQL {result['pg_us_per_call']:4.0f})  errors {result['errors']:.0f}  load {load_average()}",
         flush=True,
     )
     return result
@@ -88,6 +113,8 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=50251, help="paylink's port; the floor's is the next")
     parser.add_argument("--profile", default="", help="a directory for py-spy raw profiles")
+    parser.add_argument("--process", default="serve", choices=("serve", "api"), help="the paylink process")
+    parser.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
     parser.add_argument(
         "--code",
         action="append",
@@ -117,8 +144,16 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
         "PAYLINK_LOG_LEVEL": "WARNING",
         "PYTHONPATH": f"{code}:{ROOT / 'generated'}",
     }
-    server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving", cwd=code)
+    server = await start_process(
+        [sys.executable, "-m", "service", args.process], env, "paylink serving", cwd=code
+    )
     floor = None
+    worker = None
+    account = ""
+    if args.process == "api":  # the Link session of the account read needs its jobs run
+        worker = await start_process(
+            [sys.executable, "-m", "service", "worker"], env, "paylink serving", cwd=code
+        )
     try:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         workspace, secret = await auth.create_workspace(pool, "profile")
@@ -137,6 +172,11 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
 
         if args.profile:
             pathlib.Path(args.profile).mkdir(parents=True, exist_ok=True)
+        # What the process spends with no call to serve (its worker, relay, scheduler, health checks).
+        before = cpu_seconds(server.pid)
+        await asyncio.sleep(5)
+        idle = (cpu_seconds(server.pid) - before) / 5
+        print(f"serve idle: {idle:.1%} of a core  load {load_average()}", flush=True)
         for _ in range(args.rounds):
             for name in args.rpc or tuple(RPCS):
                 call, data, floor_name = RPCS[name]
@@ -157,9 +197,13 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
                 )
     finally:
         stop(server)
-        if floor is not None:
-            stop(floor)
-        await drop_database(base.database_url, url)
+        for proc in (floor, worker):
+            if proc is not None:
+                stop(proc)
+        if os.environ.get("PROFILE_KEEP_DATABASE"):
+            print(f"kept {url} (account {account})", flush=True)
+        else:
+            await drop_database(base.database_url, url)
 
 
 if __name__ == "__main__":

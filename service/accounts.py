@@ -32,7 +32,8 @@ _COLUMNS = (
     " monitoring_enabled, tags"
 )
 
-# The account row with its data times in the same round trip (one array per column).
+# The account row with its data times in the same round trip (one array per column): for lists,
+# where PostgreSQL evaluates these subqueries only for the rows of the page.
 _READ = (
     _COLUMNS
     + ", array(SELECT name FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_names"
@@ -40,6 +41,16 @@ _READ = (
     + " AS r_refreshed"
     + ", array(SELECT updated_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_updated"
     + schedules.READ_COLUMNS
+)
+
+# The same for one account: its job results and its schedule each read once (lateral aggregates,
+# two index scans instead of seven subqueries).
+_ONE = (
+    f"SELECT {_COLUMNS}, r_names, r_refreshed, r_updated{schedules.LATERAL_COLUMNS} FROM accounts"
+    " CROSS JOIN LATERAL (SELECT coalesce(array_agg(name ORDER BY name), '{}') AS r_names,"
+    " coalesce(array_agg(refreshed_at ORDER BY name), '{}') AS r_refreshed,"
+    " coalesce(array_agg(updated_at ORDER BY name), '{}') AS r_updated"
+    " FROM job_results r WHERE r.account_id = accounts.id) r" + schedules.LATERAL
 )
 
 _TIME_FIELDS = {
@@ -70,8 +81,9 @@ async def fetch(
     row = None
     if parsed is not None:
         row = await conn.fetchrow(
-            f"SELECT {_READ if data_times else _COLUMNS} FROM accounts WHERE id = $1 AND workspace_id = $2"
-            + (" FOR UPDATE" if lock else ""),
+            (_ONE if data_times else f"SELECT {_COLUMNS} FROM accounts")
+            + " WHERE id = $1 AND workspace_id = $2"
+            + (" FOR UPDATE OF accounts" if lock else ""),
             parsed,
             workspace_id,
         )

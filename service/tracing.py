@@ -23,7 +23,6 @@ import contextvars
 import os
 import random
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 
 from opentelemetry import context as otel_context
@@ -91,10 +90,12 @@ def shutdown() -> None:
 
 
 def traceparent() -> str:
-    """The current span's context as a W3C traceparent ('' when there is none)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return carrier.get("traceparent", "")
+    """The current span's context as a W3C traceparent ('' when there is none): what the W3C
+    propagator injects, without its carrier."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def server_span(
@@ -157,7 +158,7 @@ def accepted_request_id(value: str | None) -> str:
     """The caller's x-request-id when it is a sensible token, else a generated one."""
     if value and _REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits
 
 
 def request_id() -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 from paylink.v1 import account_pb2
 
-from service import db, ids, queue
+from service import db, ids, queue, timeutil
 from service.monitoring import rules
 
 _rng = random.SystemRandom()
@@ -113,15 +113,26 @@ READ_COLUMNS = "".join(
     )
 )
 
+# The same columns for a read of one account: the schedule read once, by a lateral aggregate
+# (`FROM accounts` + LATERAL, then the columns of LATERAL_COLUMNS).
+LATERAL = (
+    " CROSS JOIN LATERAL (SELECT coalesce(array_agg(name ORDER BY name), '{}') AS s_names,"
+    " coalesce(array_agg(cadence ORDER BY name), '{}') AS s_cadences,"
+    " coalesce(array_agg(next_refresh_at ORDER BY name), '{}') AS s_next,"
+    " coalesce(array_agg(active ORDER BY name), '{}') AS s_active"
+    " FROM refresh_schedules s WHERE s.account_id = accounts.id) s"
+)
+LATERAL_COLUMNS = ", s_names, s_cadences, s_next, s_active"
+
 
 def to_proto(account: account_pb2.Account, row: asyncpg.Record) -> None:
-    """Fills Account.schedules from a row read with READ_COLUMNS."""
+    """Fills Account.schedules from a row read with READ_COLUMNS (or LATERAL)."""
     for name, cadence, next_at, active in zip(
         row["s_names"], row["s_cadences"], row["s_next"], row["s_active"], strict=True
     ):
         entry = account.schedules.add(name=name, active=active)
-        entry.cadence.FromTimedelta(cadence)
-        entry.next_refresh_at.FromDatetime(next_at)
+        timeutil.set_duration(entry.cadence, cadence)
+        timeutil.set_ts(entry.next_refresh_at, next_at)
 
 
 async def settings_of(conn: db.Executor, workspace_id: uuid.UUID) -> tuple[bool, dict[int, dt.timedelta]]:

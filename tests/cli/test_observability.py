@@ -48,6 +48,9 @@ async def test_health_follows_database_and_broker(settings: Settings) -> None:
         assert await monitor.check() == (True, True)
         assert await _status(servicer, "") == SERVING
         assert _value("paylink_dependency_up", dependency="kafka") == 1.0
+        # Later checks ask the connected client (a metadata request naming no topic).
+        assert await monitor.check() == (True, True)
+        assert await monitor.check() == (True, True)
 
         # Broker unreachable: "" is NOT_SERVING, the API services still serve (events wait in the outbox).
         no_kafka = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})

@@ -9,6 +9,7 @@ import types
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service import tracing
 
@@ -60,3 +61,18 @@ def test_a_malformed_traceparent_starts_a_new_trace() -> None:
         assert tracing.traceparent().split("-")[1] != "0" * 32
     finally:
         tracing.end_span(span, token, 0, None)
+
+
+@pytest.mark.parametrize("flags", ["01", "00", "03"])
+def test_traceparent_is_what_the_w3c_propagator_injects(flags: str) -> None:
+    carrier = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}"}
+    span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", carrier, {})
+    try:
+        injected: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(injected)
+        assert tracing.traceparent() == injected["traceparent"]
+    finally:
+        tracing.end_span(span, token, 0, None)
+    injected = {}
+    TraceContextTextMapPropagator().inject(injected)
+    assert tracing.traceparent() == "" and "traceparent" not in injected
