@@ -4,7 +4,9 @@ A grpc.aio server on uvloop with paylink's server options and paylink's own mess
 RPC exactly one asyncpg statement on a pool like paylink's (same size, no reset query on release):
 
 - read floor, `AccountService/GetAccount`: one primary-key SELECT, the same statement paylink runs
-  (the account row and its data times in one round trip), built into an `Account`;
+  (the account row, its data times and its refresh schedules in one round trip), built into the
+  same `Account` paylink answers (monitoring switch, tags, schedules) with paylink's own timestamp
+  setter;
 - write floor, `LinkTokenService/CreateLinkToken`: one INSERT into `link_tokens` with the same
   columns paylink writes, answering the `LinkToken` with its new secret.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import secrets
 import sys
 import uuid
@@ -34,14 +37,11 @@ from paylink.v1 import (
     link_token_pb2_grpc,
 )
 
-# The same statement as paylink's GetAccount (service/accounts.py): the row and its data times.
-_READ = """
-SELECT id, workspace_id, end_user_id, platform_id, link_token_id, created_at, connected, monitoring_status,
-  array(SELECT name FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_names,
-  array(SELECT refreshed_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_refreshed,
-  array(SELECT updated_at FROM job_results r WHERE r.account_id = accounts.id ORDER BY name) AS r_updated
-FROM accounts WHERE id = $1 AND workspace_id = $2
-"""
+from service import accounts, timeutil
+
+# The same statement as paylink's GetAccount (`service/accounts.py`, read here rather than copied
+# so the two cannot drift): the account row with its data times and refresh schedules, one round trip.
+_READ = accounts.ONE_WITH_DATA_TIMES + " WHERE id = $1 AND workspace_id = $2"
 _INSERT = """
 INSERT INTO link_tokens (id, workspace_id, token_hash, api_version, org_name, required_jobs, end_user_id,
   bound_account_id, platform_id, employer_id, allocation, allocation_sealed, options, created_at, expires_at)
@@ -58,6 +58,9 @@ _FIELDS = {
     common_pb2.JOB_NAME_INCOME: "income",
     common_pb2.JOB_NAME_PAYSTUBS: "paystubs",
     common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations",
+    common_pb2.JOB_NAME_SHIFTS: "shifts",
+    common_pb2.JOB_NAME_TAX_FORMS: "tax_forms",
+    common_pb2.JOB_NAME_DOCUMENTS: "documents",
 }
 
 
@@ -88,15 +91,25 @@ class Accounts(account_pb2_grpc.AccountServiceServicer):
             link_token_id=str(row["link_token_id"]),
             connected=row["connected"],
             monitoring_status=_MONITORING.get(row["monitoring_status"], 0),
+            monitoring_enabled=row["monitoring_enabled"],
+            tags=json.loads(row["tags"]),
         )
-        account.created_at.FromDatetime(row["created_at"])
+        timeutil.set_ts(account.created_at, row["created_at"])
         for name, refreshed, updated in zip(
             row["r_names"], row["r_refreshed"], row["r_updated"], strict=True
         ):
             field = _FIELDS.get(name)
             if field:
-                getattr(account.data_refreshed_at, field).FromDatetime(refreshed)
-                getattr(account.data_updated_at, field).FromDatetime(updated)
+                timeutil.set_ts(getattr(account.data_refreshed_at, field), refreshed)
+                timeutil.set_ts(getattr(account.data_updated_at, field), updated)
+        if row["r_refreshed"]:
+            timeutil.set_ts(account.refreshed_at, max(row["r_refreshed"]))
+        for name, cadence, next_at, active in zip(
+            row["s_names"], row["s_cadences"], row["s_next"], row["s_active"], strict=True
+        ):
+            entry = account.schedules.add(name=name, active=active)
+            timeutil.set_duration(entry.cadence, cadence)
+            timeutil.set_ts(entry.next_refresh_at, next_at)
         return account
 
 
