@@ -4,7 +4,8 @@ storing it, replacing it with a job's refreshed one, opening it, deleting it.
 This module owns the `account_credentials` table.
 
 Two kinds of writer, two rules:
-- `store`: a login (a new or re-linked account) or a sandbox control. Each runs under the account's
+- `store`: a login with credentials (a new account, or a re-link with credentials the user typed)
+  or a sandbox control. Each runs under the account's
   row lock and writes what it has just made from the current grant or from new credentials: the
   newest grant by construction, stored whatever was there.
 - `replace`: a job that re-accessed the account returns a refreshed grant, derived from the grant it
@@ -14,6 +15,11 @@ Two kinds of writer, two rules:
   stored blob is still the one the job was claimed with (compare-and-set, one statement for a whole
   batch of outcomes); otherwise the newer grant (or the absence of one) is kept and the job's is
   dropped. The job's outcome does not change: it succeeded with the data it fetched.
+- `store_unless_changed`: a bound Link session that re-accessed with the stored grant (On Demand
+  Updates without new credentials, possibly through an MFA round). Its platform call, like a job's,
+  started from a grant that may have been replaced meanwhile (a sandbox control, a job's renewed
+  grant): it carries the keyed digest of that grant (`digest`, never the grant) and stores its own
+  only if the stored grant still has it; otherwise the newer grant (or its absence) is kept.
 """
 
 from __future__ import annotations
@@ -119,6 +125,42 @@ def _same_grant(deps: Deps, grant: NewGrant, stored: bytes) -> bool:
         )
     except VaultError:
         return False
+
+
+_GRANT_DIGEST = b"account-grant"
+
+
+def digest(deps: Deps, account_id: uuid.UUID, grant: bytes) -> bytes:
+    """The keyed digest (Vault.digest) of an account's opened grant: what a re-access session keeps
+    to recognise the grant it started from, re-sealed or not, without keeping the grant."""
+    return deps.vault.digest([_GRANT_DIGEST, account_id.bytes, grant])
+
+
+async def store_unless_changed(
+    deps: Deps, conn: db.Conn, account_id: uuid.UUID, grant: bytes, started_from: bytes
+) -> bool:
+    """Stores a re-access session's grant if the stored grant is still the one it started from
+    (`started_from`: its `digest`, under any key of the ring), under the credentials' row lock.
+    Returns False, and keeps what is stored, when a newer grant was stored meanwhile or the
+    credentials were deleted (never re-inserted)."""
+    blob = await conn.fetchval(
+        "SELECT sealed FROM account_credentials WHERE account_id = $1 FOR UPDATE", account_id
+    )
+    same = False
+    if blob is not None:
+        try:
+            stored = open_grant(deps, account_id, bytes(blob))
+            same = started_from in deps.vault.digests([_GRANT_DIGEST, account_id.bytes, stored])
+        except VaultError:
+            same = False
+    if not same:
+        log.info(
+            "a newer grant was stored while the session re-accessed: kept it",
+            extra={"accounts": [str(account_id)]},
+        )
+        return False
+    await store(deps, conn, account_id, grant)
+    return True
 
 
 def open_grant(deps: Deps, account_id: uuid.UUID, blob: bytes) -> bytes:

@@ -86,6 +86,9 @@ NOT_SEALED: dict[str, str] = {
     "accounts.login_fingerprint": "SHA-256 of platform and username, scrubbed by an erasure",
     "link_sessions.login_fingerprint": "SHA-256 of platform and username, scrubbed by an erasure",
     "documents.sha256": "SHA-256 of a whole document, the integrity check the API returns",
+    "link_sessions.reaccess_grant_digest": (
+        "keyed digest (HMAC-SHA256 under a vault-derived key) of the grant a re-access started from"
+    ),
 }
 
 

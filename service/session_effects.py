@@ -114,7 +114,12 @@ async def _connect(
         await accounts.relink(
             work, session.workspace_id, effect.account_id, session.login_fingerprint, terms.api_version
         )
-    await grants.store(deps, work.conn, effect.account_id, effect.grant)
+    if effect.unless_changed_from is None:  # a new account, or credentials the user typed: they win
+        await grants.store(deps, work.conn, effect.account_id, effect.grant)
+    else:  # a re-access: a grant stored while it waited on the platform is newer (grants.py)
+        await grants.store_unless_changed(
+            deps, work.conn, effect.account_id, effect.grant, effect.unless_changed_from
+        )
 
 
 async def _start_jobs(

@@ -128,6 +128,8 @@ class Session:
     login_fingerprint: bytes | None = None
     allocation_chosen: bool = False
     login: Login | None = None  # set while AUTHENTICATING
+    # A re-access and its MFA round: the keyed digest of the stored grant it started from (logged_in).
+    reaccess_grant_digest: bytes | None = dataclasses.field(default=None, repr=False)
     version: int = 0  # bumped by every saved change; the store's compare-and-set
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
@@ -158,7 +160,9 @@ class ConnectAccount:
 
     account_id: uuid.UUID
     new: bool
-    grant: bytes
+    grant: bytes = dataclasses.field(repr=False)
+    # A re-access: store only if the stored grant still has this digest (None: store whatever is stored).
+    unless_changed_from: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -252,11 +256,14 @@ def credentials_submitted(
     return dataclasses.replace(session, platform_id=platform_id, login_fingerprint=fingerprint)
 
 
-def begin_login(session: Session, login: Login) -> Session:
-    """The platform call is about to start: AUTHENTICATING, committed before the call."""
+def begin_login(session: Session, login: Login, *, grant_digest: bytes | None = None) -> Session:
+    """The platform call is about to start: AUTHENTICATING, committed before the call. A re-access
+    carries the digest of the grant it starts from, kept through its MFA round (see logged_in)."""
     expected = State.MFA_REQUIRED if login == Login.MFA else State.CREDENTIALS_REQUIRED
     expect(session, expected)
-    return dataclasses.replace(session, state=State.AUTHENTICATING, login=login)
+    assert (grant_digest is not None) == (login == Login.REACCESS)
+    digest = session.reaccess_grant_digest if login == Login.MFA else grant_digest
+    return dataclasses.replace(session, state=State.AUTHENTICATING, login=login, reaccess_grant_digest=digest)
 
 
 def _waiting_again(session: Session, state: State, **changes: object) -> Session:
@@ -314,7 +321,10 @@ def _fail(session: Session, reason: FailureReason, code: int, effects: tuple[Eff
 
 
 def _failed(session: Session, reason: FailureReason, code: int) -> Session:
-    return dataclasses.replace(session, state=State.FAILED, failure_reason=reason, last_error=code, mfa=None)
+    failed = dataclasses.replace(
+        session, state=State.FAILED, failure_reason=reason, last_error=code, mfa=None
+    )
+    return dataclasses.replace(failed, reaccess_grant_digest=None)
 
 
 def mfa_challenged(session: Session, kind: str, prompt: str, state: bytes) -> Transition:
@@ -332,7 +342,9 @@ def logged_in(
     """Login, MFA or re-access succeeded: the account connects (a bound session keeps its id;
     otherwise `new_account_id` is created), then the jobs start unless an allocation must be
     chosen first. A bound account that was disconnected meanwhile stays disconnected: disconnect
-    is final, the session fails (ACCOUNT_DISCONNECTED) and nothing is stored."""
+    is final, the session fails (ACCOUNT_DISCONNECTED) and nothing is stored. A re-access stores
+    its grant only if the stored one is still the one it started from (a grant stored meanwhile is
+    newer); credentials the user typed store theirs whatever is stored: the user's explicit re-link."""
     if session.on_demand and not account_connected:
         return _fail(session, FailureReason.ACCOUNT_DISCONNECTED, E.JOB_ERROR_CODE_UNSPECIFIED)
     new = session.account_id is None
@@ -341,7 +353,8 @@ def logged_in(
     connected = dataclasses.replace(
         session, state=State.CONNECTED, account_id=account_id, mfa=None, last_error=0, login=None
     )
-    effects: tuple[Effect, ...] = (ConnectAccount(account_id, new, grant),)
+    connected = dataclasses.replace(connected, reaccess_grant_digest=None)
+    effects: tuple[Effect, ...] = (ConnectAccount(account_id, new, grant, session.reaccess_grant_digest),)
     if connected.choice_required:
         return Transition(connected, effects)
     started = _start(connected)

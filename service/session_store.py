@@ -30,14 +30,15 @@ NOTIFY_CHANNEL = "paylink_sessions"  # payload: the session id, at every saved c
 _INSERT = f"""
 WITH s AS (
   INSERT INTO link_sessions (id, workspace_id, link_token_id, state, platform_id, account_id, on_demand,
-    expires_at, login_kind, login_lease_expires_at, login_owner)
+    expires_at, login_kind, login_lease_expires_at, login_owner, reaccess_grant_digest)
   VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8::interval, $9,
-          CASE WHEN $9::text IS NULL THEN NULL ELSE now() + $10::interval END, $11)
+          CASE WHEN $9::text IS NULL THEN NULL ELSE now() + $10::interval END, $11, $12)
   RETURNING id, created_at, updated_at, expires_at)
 SELECT created_at, updated_at, expires_at, pg_notify('{NOTIFY_CHANNEL}', id::text) FROM s
 """
 # $14/$16: whether to replace the sealed MFA state / chosen allocation (else they are kept). The
-# login lease ($17 login kind, $18 lease, $19 owner) is held only while AUTHENTICATING.
+# login lease ($17 login kind, $18 lease, $19 owner) is held only while AUTHENTICATING. $20: the keyed
+# digest of the grant a re-access started from (machine.Session.reaccess_grant_digest).
 _SAVE = f"""
 WITH s AS (
   UPDATE link_sessions SET state = $3, platform_id = $4, account_id = $5, failed_attempts = $6, last_error = $7,
@@ -48,6 +49,7 @@ WITH s AS (
     login_kind = $17,
     login_lease_expires_at = CASE WHEN $17::text IS NULL THEN NULL ELSE now() + $18::interval END,
     login_owner = CASE WHEN $17::text IS NULL THEN NULL ELSE $19 END,
+    reaccess_grant_digest = $20,
     completed_at = CASE WHEN $3 IN ('COMPLETED', 'FAILED') THEN coalesce(completed_at, now()) END,
     updated_at = now(), version = version + 1
   WHERE id = $1 AND version = $2
@@ -121,6 +123,7 @@ def _session(row: asyncpg.Record, token: link_token_pb2.LinkToken) -> Session:
         login_fingerprint=bytes(fingerprint) if fingerprint is not None else None,
         allocation_chosen=row["chosen_allocation_sealed"] is not None,
         login=Login(row["login_kind"]) if row["login_kind"] else None,
+        reaccess_grant_digest=_bytes(row["reaccess_grant_digest"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -180,6 +183,7 @@ async def insert(conn: db.Conn, session: Session, ttl: dt.timedelta, lease: Leas
         session.login.value if session.login else None,
         lease.interval,
         lease.owner,
+        session.reaccess_grant_digest,
     )
     assert row is not None
     return dataclasses.replace(
@@ -229,6 +233,7 @@ async def save(
         session.login.value if session.login else None,
         lease.interval if lease else dt.timedelta(0),
         lease.owner if lease else None,
+        session.reaccess_grant_digest,
     )
     if row is None:
         raise StaleSession(f"link session {session.id} changed since version {session.version}")
@@ -294,18 +299,18 @@ async def erase_sealed(conn: db.Conn, workspace_id: uuid.UUID) -> int:
 
 _ERASED = f"""
 UPDATE link_sessions SET state = '{State.FAILED}', failure_reason = {int(FailureReason.END_USER_ERASED)},
-  mfa_state_sealed = NULL, completed_at = coalesce(completed_at, now()), updated_at = now(),
-  login_kind = NULL, login_owner = NULL, login_lease_expires_at = NULL, version = version + 1
+  mfa_state_sealed = NULL, reaccess_grant_digest = NULL, completed_at = coalesce(completed_at, now()),
+  updated_at = now(), login_kind = NULL, login_owner = NULL, login_lease_expires_at = NULL, version = version + 1
 WHERE state IN ('{State.CREDENTIALS_REQUIRED}', '{State.MFA_REQUIRED}', '{State.CONNECTED}', '{State.AUTHENTICATING}')
   AND link_token_id = ANY($1::uuid[])
 RETURNING id, workspace_id
 """
 _SCRUB = """
 UPDATE link_sessions SET mfa_prompt = '', mfa_state_sealed = NULL, chosen_allocation_sealed = NULL,
-  login_fingerprint = NULL, version = version + 1
+  login_fingerprint = NULL, reaccess_grant_digest = NULL, version = version + 1
 WHERE (link_token_id = ANY($1::uuid[]) OR account_id = ANY($2::uuid[]))
   AND (mfa_prompt <> '' OR mfa_state_sealed IS NOT NULL OR chosen_allocation_sealed IS NOT NULL
-       OR login_fingerprint IS NOT NULL)
+       OR login_fingerprint IS NOT NULL OR reaccess_grant_digest IS NOT NULL)
 """
 
 

@@ -126,6 +126,7 @@ async def _login_reply(
 async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) -> link_pb2.LinkSession:
     """StartSession: idempotent per token (a retry returns the token's session)."""
     grant: bytes | None = None
+    digest: bytes | None = None
     async with logins.writes, uow.begin(deps) as work:
         use = await link_tokens.lock_for_session(work.conn, call.workspace.id, token)
         if use.used:
@@ -148,13 +149,16 @@ async def start(deps: Deps, logins: LoginRunner, call: CallContext, token: str) 
                     "the link token's account was disconnected; disconnecting is final",
                 )
             grant = await grants.load(deps, work.conn, use.bound_account_id)
+            # What the re-access starts from, kept (as a keyed digest) to store its grant only if
+            # the stored one has not changed meanwhile (grants.store_unless_changed).
+            digest = None if grant is None else grants.digest(deps, use.bound_account_id, grant)
         await link_tokens.mark_used(work.conn, use.id)
         terms = machine.Terms(use.required_jobs, use.api_version, use.end_user_id, use.allocation_targets)
         session = machine.new(
             ids.new_id(), call.workspace.id, use.id, terms, platform_id, use.bound_account_id
         )
         if grant is not None:  # a bound session with stored credentials: re-access right away
-            session = machine.begin_login(session, machine.Login.REACCESS)
+            session = machine.begin_login(session, machine.Login.REACCESS, grant_digest=digest)
         session = await session_store.insert(work.conn, session, deps.settings.link_session_ttl, logins.lease)
     if grant is None:
         return await _reply(deps, session)

@@ -29,7 +29,8 @@ def session(*jobs: int, bound: uuid.UUID | None = None, targets: int = 0, platfo
 
 
 def authenticating(s: m.Session, login: m.Login = m.Login.CREDENTIALS) -> m.Session:
-    return m.begin_login(s, login)
+    digest = b"digest-of-the-stored-grant" if login == m.Login.REACCESS else None
+    return m.begin_login(s, login, grant_digest=digest)
 
 
 def failed(s: m.Session, code: int) -> m.Session:
@@ -399,4 +400,50 @@ def test_disconnect_is_final_for_a_bound_session() -> None:
         State.FAILED,
         FailureReason.ACCOUNT_DISCONNECTED,
         (m.Failed(),),
+    )
+
+
+def test_a_re_access_stores_its_grant_only_if_the_stored_one_is_still_the_one_it_started_from() -> None:
+    """Through an MFA round too; the digest never shows in the session's repr."""
+    account = uuid.uuid4()
+    reaccess = m.begin_login(
+        session(bound=account, platform="adp"), m.Login.REACCESS, grant_digest=b"SECRET-DIGEST"
+    )
+    assert reaccess.reaccess_grant_digest == b"SECRET-DIGEST" and "SECRET" not in repr(reaccess)
+    step = m.logged_in(reaccess, b"grant", uuid.uuid4())
+    assert step.effects[0] == m.ConnectAccount(account, False, b"grant", b"SECRET-DIGEST")
+    assert step.session.reaccess_grant_digest is None
+    assert "grant" not in repr(step.effects[0]).replace("ConnectAccount", "")
+
+    asked = m.mfa_challenged(reaccess, "code", "Code?", b"state").session
+    answering = m.begin_login(asked, m.Login.MFA)
+    assert answering.reaccess_grant_digest == b"SECRET-DIGEST"
+    assert m.logged_in(answering, b"grant", uuid.uuid4()).effects[0] == m.ConnectAccount(
+        account, False, b"grant", b"SECRET-DIGEST"
+    )
+    wrong = m.login_failed(answering, E.JOB_ERROR_CODE_MFA_FAILED, max_attempts=MAX).session
+    assert m.begin_login(wrong, m.Login.MFA).reaccess_grant_digest == b"SECRET-DIGEST"
+
+
+def test_credentials_the_user_types_on_a_bound_session_store_their_grant_unconditionally() -> None:
+    account = uuid.uuid4()
+    reaccess = m.begin_login(
+        session(bound=account, platform="adp"), m.Login.REACCESS, grant_digest=b"SECRET-DIGEST"
+    )
+    expired = m.login_failed(reaccess, E.JOB_ERROR_CODE_INVALID_CREDENTIALS, max_attempts=MAX).session
+    typed = m.begin_login(expired, m.Login.CREDENTIALS)
+    assert typed.reaccess_grant_digest is None
+    assert m.logged_in(typed, b"grant", uuid.uuid4()).effects[0] == m.ConnectAccount(account, False, b"grant")
+    # ...and so does the MFA round of such a login.
+    asked = m.mfa_challenged(typed, "code", "Code?", b"state").session
+    assert m.begin_login(asked, m.Login.MFA).reaccess_grant_digest is None
+
+
+def test_a_failed_session_forgets_the_digest() -> None:
+    reaccess = m.begin_login(session(bound=uuid.uuid4(), platform="adp"), m.Login.REACCESS, grant_digest=b"d")
+    assert (
+        m.login_failed(
+            reaccess, E.JOB_ERROR_CODE_ACCOUNT_LOCKED, max_attempts=MAX
+        ).session.reaccess_grant_digest
+        is None
     )
