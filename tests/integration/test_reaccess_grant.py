@@ -14,7 +14,7 @@ import uuid
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2, sandbox_pb2
 
-from service import runtime
+from service import grants, runtime
 from tests.harness import TEST_TARGET, Client, link_account, start_session
 
 S = link_pb2
@@ -126,3 +126,28 @@ async def test_credentials_typed_on_a_bound_session_win(app: runtime.Running, cl
     )
     assert relinked.state == S.LINK_SESSION_STATE_JOBS_RUNNING
     assert await _blob(app, account_id) != changed  # the user's new login replaced the stored grant
+
+
+async def test_a_grant_only_resealed_during_the_mfa_round_is_still_replaced(
+    app: runtime.Running, client: Client
+) -> None:
+    """`vault reencrypt` puts the same grant in a new blob: the digest is of the opened grant."""
+    _, first = await link_account(client, "user_reauth_mfa+odu_reseal")
+    account_id = first.account_id
+    bound = await client.token(IDENTITY, account_id=account_id)
+    asked = await start_session(client, bound.token)
+    assert asked.state == S.LINK_SESSION_STATE_MFA_REQUIRED
+    account = uuid.UUID(account_id)
+    async with app.deps.pool.acquire() as conn:
+        same = await grants.load(app.deps, conn, account)
+        assert same is not None
+        await grants.store(app.deps, conn, account, same)  # a new blob (new nonce), the same grant
+    resealed = await _blob(app, account_id)
+    answered = await client.link.SubmitMfa(
+        S.SubmitMfaRequest(session_id=asked.id, answer="mfa_code"), metadata=client.md()
+    )
+    assert answered.state == S.LINK_SESSION_STATE_JOBS_RUNNING
+    after = await _blob(app, account_id)
+    assert after != resealed
+    async with app.deps.pool.acquire() as conn:
+        assert await grants.load(app.deps, conn, account) != same  # the re-access's refreshed grant
