@@ -153,6 +153,11 @@ async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, ob
             _PARAMS.SerializeToString(),
             n,
         )
+        await pool.execute(  # what queue.enqueue writes with each job: its row in the queue
+            "INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
+            " SELECT id, run_at, platform_id, account_id, name, false FROM jobs WHERE batch_id = $1",
+            batch,
+        )
         runner = asyncio.create_task(core.run())
     else:
         runner = asyncio.create_task(core.run())

@@ -7,6 +7,16 @@ completion (retry later / pending / success / error), release of held jobs, and 
 retry of a failed job. `worker.py` decides *when* to call them, `job_outcomes.py` *what* an outcome
 means; neither writes SQL on `jobs`.
 
+Two tables, both owned here. `jobs` is every job's truth (status, outcome, attempts, lease, run_at;
+what GetJob and ListJobs read). `job_queue` (migration 0173) holds one narrow row per job not final
+yet (queued, running or pending): what claims, rescue and the one-refresh-in-flight rule need
+(run_at, lease, platform, account, job type), with the partial indexes for them. So a claim or a
+completion changes no indexed column of `jobs` and its row's new version can be HOT (fillfactor 70),
+instead of a new entry in each of its indexes per change; the index churn stays in the small table,
+whose row goes at completion. Every statement below that changes both writes them together, and
+locks a job's `job_queue` row before its `jobs` row (no deadlock between claims, heartbeats,
+rescues and outcomes).
+
 `complete` takes a list: one statement per kind of completion however many jobs it holds, so a
 completer that buffers outcomes can write a whole batch in one transaction and wake the workers
 once. A rule on what may be claimed (e.g. one job per account and job name) belongs in `CLAIM`.
@@ -37,7 +47,6 @@ NOTIFY_CHANNEL = "paylink_jobs"
 
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
-RUNNABLE = f"({Q}, {P})"
 IN_FLIGHT = f"({Q}, {R}, {P})"  # not final yet
 
 # Columns of a job resource (GetJob, ListJobs, the row `enqueue` returns).
@@ -56,52 +65,85 @@ WITH job AS (
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
           CASE WHEN $13 THEN 'infinity'::timestamptz ELSE now() END,
           (SELECT tags FROM accounts WHERE id = $3), $14, $15)
-  RETURNING {COLUMNS})
-SELECT job.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
+  RETURNING {COLUMNS}, run_at),
+queued AS (
+  INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
+  SELECT id, run_at, platform_id, account_id, name, origin = {common_pb2.JOB_ORIGIN_REFRESH} FROM job)
+SELECT {COLUMNS}, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
-# Refreshes in flight: one per account and job type at most (unique partial index, migration 0120).
-REFRESH_IN_FLIGHT = f"origin = {common_pb2.JOB_ORIGIN_REFRESH} AND status IN ({Q}, {R}, {P})"
-_ONE_REFRESH = f"ON CONFLICT (account_id, name) WHERE {REFRESH_IN_FLIGHT} DO NOTHING"
-_IN_FLIGHT_REFRESH = f"SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND name = $2 AND {REFRESH_IN_FLIGHT}"
+# Refreshes in flight (platform_id, account_id, name): one per account and job type at most (unique
+# partial index job_queue_one_refresh, migration 0173; 0120's rule, on the jobs not final yet).
+REFRESHES_IN_FLIGHT = "(SELECT platform_id, account_id, name FROM job_queue WHERE refresh)"
+_ONE_REFRESH = "ON CONFLICT (account_id, name) WHERE refresh DO NOTHING"
+_IN_FLIGHT_REFRESH = f"""
+SELECT {COLUMNS} FROM jobs
+WHERE id = (SELECT id FROM job_queue WHERE account_id = $1 AND name = $2 AND refresh)
+"""
+# The backlog (service/sampler.py): jobs waiting (queued or pending) and running.
+WAITING = "(SELECT run_at FROM job_queue WHERE locked_by IS NULL)"
+LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
 # NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A refresh of the account and job type in flight, or earlier in the list, is skipped.
+# (The queue row first, in order: its unique index decides which are queued; the job rows of those
+# follow in the same statement, which is when the foreign key is checked.)
 _ENQUEUE_REFRESHES = f"""
+WITH u AS MATERIALIZED (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[], $7::bytea[],
+                       $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS u(i, b, w, a, p, n, params, v, tp, rq, o)),
+queued AS (
+  INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
+  SELECT u.i, now(), u.p, u.a, u.n, true FROM u ORDER BY u.o
+  {_ONE_REFRESH}
+  RETURNING id)
 INSERT INTO jobs (id, batch_id, workspace_id, account_id, platform_id, name, origin, params, api_version,
                   tags, traceparent, request_id)
 SELECT u.i, u.b, u.w, u.a, u.p, u.n, {common_pb2.JOB_ORIGIN_REFRESH}, u.params, u.v,
        (SELECT tags FROM accounts WHERE id = u.a), u.tp, u.rq
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[], $7::bytea[],
-            $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS u(i, b, w, a, p, n, params, v, tp, rq, o)
+FROM u JOIN queued ON queued.id = u.i
 ORDER BY u.o
-{_ONE_REFRESH}
 RETURNING {COLUMNS}
 """
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
-WITH job AS (
+WITH u AS MATERIALIZED (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[])
+                WITH ORDINALITY AS u(i, w, a, n, p, t, o)),
+queued AS (
+  INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
+  SELECT i, now(), p, a, n, true FROM u ORDER BY o
+  {_ONE_REFRESH}
+  RETURNING id),
+job AS (
   INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, tags, scheduled)
   SELECT i, w, a, i, n, {common_pb2.JOB_ORIGIN_REFRESH}, p, ''::bytea, t, true
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[], $6::jsonb[]) AS u(i, w, a, n, p, t)
-  {_ONE_REFRESH}
+  FROM u JOIN queued ON queued.id = u.i ORDER BY o
   RETURNING id)
 SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
 _RELEASE_HELD = f"""
 WITH released AS (
-  UPDATE jobs SET run_at = now() WHERE batch_id = $1 AND status = {Q} AND run_at = 'infinity' RETURNING 1)
-SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM released) AS done
+  UPDATE job_queue SET run_at = now()
+  WHERE id IN (SELECT id FROM jobs WHERE batch_id = $1 AND status = {Q} AND run_at = 'infinity')
+    AND run_at = 'infinity' AND locked_by IS NULL
+  RETURNING id),
+job AS (UPDATE jobs SET run_at = now() FROM released WHERE jobs.id = released.id RETURNING 1)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
 # With each job, what its run needs: the account's sealed grant (NULL: disconnected; see grants.open_grant).
 CLAIM = f"""
-WITH claimed AS (
-  UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = now() + $2::interval,
-                  attempts = attempts + 1
+WITH picked AS (
+  UPDATE job_queue SET locked_by = $1, lease_expires_at = now() + $2::interval
   WHERE id IN (
-    SELECT id FROM jobs WHERE status IN {RUNNABLE} AND run_at <= now()
+    SELECT id FROM job_queue WHERE locked_by IS NULL AND run_at <= now()
       AND platform_id <> ALL($4::text[])
     ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-  RETURNING id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
+  RETURNING id, lease_expires_at),
+claimed AS (
+  UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = picked.lease_expires_at,
+                  attempts = attempts + 1
+  FROM picked WHERE jobs.id = picked.id
+  RETURNING jobs.id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
             traceparent, request_id)
 SELECT claimed.*, c.sealed AS grant_sealed
 FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
@@ -109,21 +151,38 @@ FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
 """
 # In id order, like lock_for_outcomes: a heartbeat and a batch of outcomes never wait on each other in a cycle.
 _HEARTBEAT = """
-UPDATE jobs SET lease_expires_at = now() + $3::interval
-FROM (SELECT id FROM jobs WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE) AS held
-WHERE jobs.id = held.id
+WITH held AS (
+  UPDATE job_queue SET lease_expires_at = now() + $3::interval
+  FROM (SELECT id FROM job_queue WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE) AS mine
+  WHERE job_queue.id = mine.id
+  RETURNING job_queue.id, lease_expires_at)
+UPDATE jobs SET lease_expires_at = held.lease_expires_at FROM held WHERE jobs.id = held.id
 """
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"
+_UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
+# In id order; a job whose row is locked (its outcome being written, a heartbeat) is left for the next rescue.
 _RESCUE = f"""
-UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run_at = now()
-WHERE status = {R} AND lease_expires_at < now() RETURNING id
+WITH rescued AS (
+  UPDATE job_queue SET {_UNLEASE}, run_at = now()
+  WHERE id IN (SELECT id FROM job_queue WHERE locked_by IS NOT NULL AND lease_expires_at < now()
+               ORDER BY id FOR UPDATE SKIP LOCKED)
+  RETURNING id)
+UPDATE jobs SET {_BACK_TO_QUEUE}, {_UNLEASE}, run_at = now() FROM rescued WHERE jobs.id = rescued.id
+RETURNING jobs.id
 """
 _RELEASE_WORKER = f"""
-UPDATE jobs SET {_BACK_TO_QUEUE}, locked_by = NULL, lease_expires_at = NULL, run_at = now(),
-                attempts = greatest(attempts - 1, 0)
-WHERE locked_by = $1 AND status = {R}
+WITH released AS (
+  UPDATE job_queue SET {_UNLEASE}, run_at = now()
+  WHERE id IN (SELECT id FROM job_queue WHERE locked_by = $1 ORDER BY id FOR UPDATE)
+  RETURNING id)
+UPDATE jobs SET {_BACK_TO_QUEUE}, {_UNLEASE}, run_at = now(), attempts = greatest(attempts - 1, 0)
+FROM released WHERE jobs.id = released.id
 """
-# An outcome is written under its job's and account's locks, taken in id order (no deadlock between batches).
+# An outcome is written under its job's (queue row, then job row) and account's locks, taken in id
+# order (no deadlock between batches); only the jobs whose lease the worker holds are locked further.
+_LOCK_LEASES = """
+SELECT id FROM job_queue WHERE id = ANY($1::uuid[]) AND locked_by = $2 ORDER BY id FOR UPDATE
+"""
 _LOCK_JOBS = """
 SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
        params, api_version, pending_since, status, locked_by, scheduled
@@ -133,32 +192,41 @@ _LOCK_ACCOUNTS = """
 SELECT id, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
 FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
-_UNLEASE = "locked_by = NULL, lease_expires_at = NULL"
 _BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
             $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
 WHERE jobs.id = c.id"""
+# Retried or pending: the queue row waits for run_at again. Final: the queue row goes.
+_REQUEUE = f"""WITH queued AS (
+  UPDATE job_queue SET run_at = c.run_at, {_UNLEASE}
+  FROM unnest($1::uuid[], $2::timestamptz[]) AS c(id, run_at) WHERE job_queue.id = c.id)
+"""
+_DEQUEUE = "WITH done AS (DELETE FROM job_queue WHERE id = ANY($1::uuid[]))\n"
 _COMPLETE = {
-    JobStatus.QUEUED: f"""
+    JobStatus.QUEUED: f"""{_REQUEUE}
 UPDATE jobs SET status = {Q}, run_at = c.run_at, {_UNLEASE},
                 error_code = c.code, error_type = c.type, error_message = c.message
 {_BY_ID}""",
-    JobStatus.PENDING: f"""
+    JobStatus.PENDING: f"""{_REQUEUE}
 UPDATE jobs SET status = {P}, outcome = c.outcome, pending_since = coalesce(pending_since, c.at),
                 run_at = c.run_at, {_UNLEASE}
 {_BY_ID}""",
-    JobStatus.SUCCESS: f"""
+    JobStatus.SUCCESS: f"""{_DEQUEUE}
 UPDATE jobs SET status = {S}, outcome = c.outcome, error_type = 0, error_code = 0, error_message = '',
                 completed_at = c.at, {_UNLEASE}
 {_BY_ID}""",
-    JobStatus.ERROR: f"""
+    JobStatus.ERROR: f"""{_DEQUEUE}
 UPDATE jobs SET status = {E}, outcome = c.outcome, error_type = c.type, error_code = c.code,
                 error_message = c.message, completed_at = c.at, {_UNLEASE}
 {_BY_ID}""",
 }
 _RETRY_FAILED = f"""
-UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = NULL, pending_since = NULL,
-                attempts = 0
-WHERE id = $1
+WITH job AS (
+  UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = NULL, pending_since = NULL,
+                  attempts = 0
+  WHERE id = $1
+  RETURNING id, run_at, platform_id, account_id, name, origin)
+INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
+SELECT id, run_at, platform_id, account_id, name, origin = {common_pb2.JOB_ORIGIN_REFRESH} FROM job
 """
 _BATCH = "SELECT id, name, status, outcome, error_type, error_code FROM jobs WHERE batch_id = $1"
 
@@ -290,10 +358,11 @@ async def release_worker(pool: db.Executor, worker_id: str) -> None:
 async def lock_for_outcomes(
     conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
 ) -> dict[uuid.UUID, LockedJob]:
-    """Locks jobs and their accounts (two round trips); returns those whose lease `worker_id` holds."""
+    """Locks the jobs whose lease `worker_id` holds, and their accounts (three round trips); returns them."""
+    held = [row["id"] for row in await conn.fetch(_LOCK_LEASES, list(job_ids), worker_id)]
     jobs = [
         row
-        for row in await conn.fetch(_LOCK_JOBS, list(job_ids))
+        for row in (await conn.fetch(_LOCK_JOBS, held) if held else [])
         if row["status"] == JobStatus.RUNNING and row["locked_by"] == worker_id
     ]
     accounts = {

@@ -1,7 +1,7 @@
 """Samples backlog gauges from the database every PAYLINK_METRICS_SAMPLE_SECONDS: job queue depth
 and age, outbox lag and the age of the oldest unpublished event.
 
-One cheap statement per interval (both counts use partial indexes: `jobs_runnable`, `jobs_leased`,
+One cheap statement per interval (both counts use partial indexes: `job_queue_runnable`, `job_queue_leased`,
 `outbox_unpublished`), not per RPC. Runs in every process that runs a worker or the relay; they all
 report the same values, so aggregate with max() in Prometheus.
 """
@@ -20,11 +20,10 @@ log = logging.getLogger("paylink.sampler")
 
 SAMPLE = f"""
 SELECT
-  (SELECT count(*) FROM jobs WHERE status IN {queue.RUNNABLE} AND run_at <= now()) AS runnable,
-  (SELECT count(*) FROM jobs WHERE status IN {queue.RUNNABLE} AND run_at > now()) AS scheduled,
-  (SELECT count(*) FROM jobs WHERE status = {queue.R}) AS running,
-  (SELECT extract(epoch FROM now() - min(run_at)) FROM jobs
-     WHERE status IN {queue.RUNNABLE} AND run_at <= now()) AS oldest_runnable,
+  (SELECT count(*) FROM {queue.WAITING} AS w WHERE run_at <= now()) AS runnable,
+  (SELECT count(*) FROM {queue.WAITING} AS w WHERE run_at > now()) AS scheduled,
+  (SELECT count(*) FROM {queue.LEASED} AS l) AS running,
+  (SELECT extract(epoch FROM now() - min(run_at)) FROM {queue.WAITING} AS w WHERE run_at <= now()) AS oldest_runnable,
   (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished,
   (SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE published_at IS NULL) AS oldest_event
 """

@@ -60,15 +60,14 @@ ON CONFLICT (platform_id, day) DO UPDATE SET used = platform_refresh_budget.used
 RETURNING platform_id, used
 """
 # Refreshes in flight, per platform (the concurrency bound) and for these due rows (one in flight):
-# both read only the small partial index of unfinished refreshes.
+# both read only the queue's small partial indexes of unfinished refreshes.
 _REFRESHES_PER_PLATFORM = (
-    f"SELECT platform_id, count(*) AS n FROM jobs WHERE {queue.REFRESH_IN_FLIGHT} GROUP BY platform_id"
+    f"SELECT platform_id, count(*) AS n FROM {queue.REFRESHES_IN_FLIGHT} AS j GROUP BY platform_id"
 )
 _REFRESHES_OF = f"""
-SELECT DISTINCT j.account_id, j.name FROM jobs j
+SELECT DISTINCT j.account_id, j.name FROM {queue.REFRESHES_IN_FLIGHT} AS j
 JOIN unnest($1::uuid[], $2::smallint[], $3::text[]) AS d(account_id, name, platform_id)
   ON j.platform_id = d.platform_id AND j.account_id = d.account_id AND j.name = d.name
-WHERE j.{queue.REFRESH_IN_FLIGHT.replace(" AND status", " AND j.status")}
 """
 _SPEND = """
 UPDATE platform_refresh_budget b SET used = used + u.n

@@ -116,14 +116,22 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
             ),
             start=1,
         ):
+            job = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params,"
                 f" status, run_at) VALUES ($1, $2, $3, $1, $5, 2, 'sandbox_adp', '', $4, {run_at})",
-                uuid.uuid4(),
+                job,
                 workspace,
                 account,
                 status,
                 name,
+            )
+            await conn.execute(  # and its row in the queue, as service.queue writes them
+                "INSERT INTO job_queue (id, run_at, locked_by, lease_expires_at, platform_id, account_id, name,"
+                " refresh) SELECT id, run_at, CASE WHEN status = 'running' THEN 'w' END,"
+                " CASE WHEN status = 'running' THEN now() + interval '1 minute' END, platform_id, account_id,"
+                " name, true FROM jobs WHERE id = $1",
+                job,
             )
         for sequence, age in ((1, 30), (2, 5)):
             await conn.execute(

@@ -19,6 +19,7 @@ from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2
 from paylink.v1 import common_pb2 as c
 
 from service.queue import CLAIM as _CLAIM
+from service.queue import release_worker
 from tests.faults.cluster import (
     Deployment,
     assert_delivery,
@@ -98,10 +99,8 @@ async def test_workers_racing_on_jobs(deployment: Deployment, figures: Callable[
             await conn.close()
     assert len(claimed) == total and set(claimed.values()) == {1}
     racers = await dep.fetchval("SELECT count(DISTINCT locked_by) FROM jobs")
-    await dep.fetch(
-        "UPDATE jobs SET status = 'queued', locked_by = NULL, lease_expires_at = NULL, attempts = 0"
-        " WHERE locked_by LIKE 'racer-%'"
-    )
+    for i in range(len(claimers)):  # back to queued, attempt not counted (as at a worker's shutdown)
+        await release_worker(dep.pool, f"racer-{i}")
 
     # Three worker processes started together on the same queue.
     workers = await asyncio.gather(

@@ -41,14 +41,17 @@ async def test_killed_with_grouped_create_jobs_pending(
     accounts = await dep.fetch("SELECT id, workspace_id, platform_id FROM accounts ORDER BY id")
 
     # An uncommitted refresh of accounts 0, 1 and 2's identity each: a statement that queues the same
-    # refresh waits on it (the one-refresh-in-flight unique index) until that row is rolled back.
+    # refresh waits on it (the one-refresh-in-flight unique index, on job_queue) until that row is rolled back.
     blockers: list[asyncpg.Connection] = []
     for account in accounts[:3]:
         conn = await asyncpg.connect(dep.database_url)
         await conn.execute("BEGIN")
         await conn.execute(
-            "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params)"
-            " VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), $3, $4, $5, ''::bytea)",
+            "WITH job AS (INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id,"
+            " params) VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), $3, $4, $5, ''::bytea)"
+            " RETURNING id, run_at, platform_id, account_id, name)"
+            " INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
+            " SELECT id, run_at, platform_id, account_id, name, true FROM job",
             account["workspace_id"],
             account["id"],
             c.JOB_NAME_IDENTITY,

@@ -14,7 +14,13 @@ SERVICE = ROOT / "service"
 MAX_MODULE_LINES = 400
 # Modules allowed over MAX_MODULE_LINES: path -> (their ceiling, why). An entry that is no longer
 # needed fails too, so the list only shrinks.
-LONG_MODULES: dict[str, tuple[int, str]] = {}
+LONG_MODULES: dict[str, tuple[int, str]] = {
+    "service/queue.py": (
+        450,
+        "every statement on the queue's two tables (jobs, job_queue) side by side, so that the lock order"
+        " (queue row, then job row) and the two rows' agreement can be read in one place (issue 14)",
+    ),
+}
 # A function over this many lines needs a `# long: <why>` comment just above its def.
 MAX_FUNCTION_LINES = 60
 # Modules that assemble processes (the composition root): the only ones outside service/api that

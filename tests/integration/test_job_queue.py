@@ -1,0 +1,242 @@
+"""The queue's two tables (migration 0173, issue 14): `job_queue` holds a row exactly while its job is
+not final, agreeing with `jobs` (the truth GetJob reads); claims and completions change no indexed
+column of `jobs`, so they update its rows HOT; the migration moves the jobs in flight of an existing
+database into the queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pathlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from paylink.v1 import common_pb2 as c
+
+from service import migrate, queue
+from service.queue import Completion, JobStatus
+from tests.harness import base_settings, create_test_database, drop_database
+
+LEASE = dt.timedelta(seconds=30)
+# What a claim or a completion writes on `jobs`: no index may name one of them (else no HOT update).
+CHANGED_BY_THE_QUEUE = {
+    "status", "locked_by", "lease_expires_at", "run_at", "attempts", "pending_since", "outcome",
+    "error_type", "error_code", "error_message", "completed_at",
+}  # fmt: skip
+
+
+@pytest.fixture
+async def db() -> AsyncIterator[asyncpg.Connection]:
+    admin = base_settings().database_url
+    url = await create_test_database(admin)  # its own database: no worker claims its jobs
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+        await drop_database(admin, url)
+
+
+async def _account(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'queue')", workspace)
+    await conn.execute(
+        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
+        " VALUES ($1, $2, 'u', 'sandbox_adp', $3)",
+        account,
+        workspace,
+        uuid.uuid4(),
+    )
+    return workspace, account
+
+
+async def _enqueue(
+    conn: asyncpg.Connection, workspace: uuid.UUID, account: uuid.UUID, **kw: object
+) -> uuid.UUID:
+    row = await queue.enqueue(
+        conn,
+        workspace_id=workspace,
+        account_id=account,
+        platform_id="sandbox_adp",
+        name=kw.pop("name", c.JOB_NAME_IDENTITY),  # type: ignore[arg-type]
+        origin=kw.pop("origin", c.JOB_ORIGIN_LINK),  # type: ignore[arg-type]
+        batch_id=kw.pop("batch_id", uuid.uuid4()),  # type: ignore[arg-type]
+        api_version="",
+        params=c.JobParams(),
+        **kw,  # type: ignore[arg-type]
+    )
+    assert row is not None
+    return uuid.UUID(str(row["id"]))
+
+
+async def _queue_row(conn: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT q.locked_by, q.lease_expires_at, q.run_at, j.status, j.locked_by AS job_locked_by,"
+        " j.lease_expires_at AS job_lease, j.run_at AS job_run_at"
+        " FROM job_queue q JOIN jobs j USING (id) WHERE q.id = $1",
+        job_id,
+    )
+
+
+async def test_the_queue_row_follows_its_job_until_it_is_final(db: asyncpg.Connection) -> None:
+    workspace, account = await _account(db)
+    job = await _enqueue(db, workspace, account)
+    row = await _queue_row(db, job)
+    assert row is not None and row["locked_by"] is None and row["status"] == JobStatus.QUEUED
+
+    [claimed] = await queue.claim(db, "w1", LEASE, 10, [])
+    assert claimed.id == job and claimed.attempts == 1
+    row = await _queue_row(db, job)
+    assert row is not None and (row["locked_by"], row["job_locked_by"], row["status"]) == (
+        "w1",
+        "w1",
+        "running",
+    )
+    assert row["lease_expires_at"] == row["job_lease"]
+    assert await queue.claim(db, "w2", LEASE, 10, []) == []  # leased: not claimable
+
+    await queue.heartbeat(db, [job], "w1", dt.timedelta(minutes=5))
+    row = await _queue_row(db, job)
+    assert row is not None and row["lease_expires_at"] == row["job_lease"] > dt.datetime.now(dt.UTC)
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    async with db.transaction():
+        assert set(await queue.lock_for_outcomes(db, [job], "w1")) == {job}
+        assert await queue.lock_for_outcomes(db, [job], "w2") == {}  # not its lease
+        await queue.complete(db, [Completion(job, JobStatus.PENDING, later, run_at=later)])
+    row = await _queue_row(db, job)
+    assert row is not None and row["locked_by"] is None and row["status"] == JobStatus.PENDING
+    assert row["run_at"] == row["job_run_at"] == later
+    assert await queue.claim(db, "w2", LEASE, 10, []) == []  # not before run_at
+
+    await db.execute("UPDATE job_queue SET run_at = now() WHERE id = $1", job)
+    [again] = await queue.claim(db, "w2", LEASE, 10, [])
+    assert again.attempts == 2
+    now = dt.datetime.now(dt.UTC)
+    await queue.complete(db, [Completion(job, JobStatus.ERROR, now, error_code=3, error_message="no")])
+    assert await _queue_row(db, job) is None
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job) == JobStatus.ERROR
+
+    assert await queue.retry_failed(db, job) == JobStatus.ERROR  # an operator's retry queues it again
+    row = await _queue_row(db, job)
+    assert row is not None and row["locked_by"] is None and row["status"] == JobStatus.QUEUED
+    [third] = await queue.claim(db, "w3", LEASE, 10, [])
+    await queue.complete(db, [Completion(third.id, JobStatus.SUCCESS, dt.datetime.now(dt.UTC))])
+    assert await _queue_row(db, job) is None
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job) == JobStatus.SUCCESS
+
+
+async def test_rescue_release_and_held_jobs_move_both_rows(db: asyncpg.Connection) -> None:
+    workspace, account = await _account(db)
+    dead, leaving = await _enqueue(db, workspace, account), await _enqueue(db, workspace, account)
+    batch = uuid.uuid4()
+    held = await _enqueue(db, workspace, account, batch_id=batch, held=True)
+    assert {j.id for j in await queue.claim(db, "dead", dt.timedelta(seconds=-1), 1, [])} == {dead}
+    assert {j.id for j in await queue.claim(db, "leaving", LEASE, 10, [])} == {leaving}  # not the held one
+
+    assert await queue.rescue(db) == 1
+    await queue.release_worker(db, "leaving")
+    for job, attempts in ((dead, 1), (leaving, 0)):
+        row = await _queue_row(db, job)
+        assert row is not None and row["locked_by"] is None and row["job_locked_by"] is None
+        assert row["status"] == JobStatus.QUEUED and row["run_at"] == row["job_run_at"]
+        assert await db.fetchval("SELECT attempts FROM jobs WHERE id = $1", job) == attempts
+
+    await queue.release_held(db, batch)
+    assert {j.id for j in await queue.claim(db, "w", LEASE, 10, [])} == {dead, leaving, held}
+
+
+async def test_one_refresh_in_flight_per_account_and_job_type(db: asyncpg.Connection) -> None:
+    workspace, account = await _account(db)
+    first = await _enqueue(db, workspace, account, origin=c.JOB_ORIGIN_REFRESH)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _enqueue(db, workspace, account, origin=c.JOB_ORIGIN_REFRESH)
+    found = await queue.refresh_in_flight(db, account, c.JOB_NAME_IDENTITY)
+    assert found is not None and found["id"] == first
+    [job] = await queue.claim(db, "w", LEASE, 1, [])
+    await queue.complete(db, [Completion(job.id, JobStatus.SUCCESS, dt.datetime.now(dt.UTC))])
+    assert await queue.refresh_in_flight(db, account, c.JOB_NAME_IDENTITY) is None
+    await _enqueue(db, workspace, account, origin=c.JOB_ORIGIN_REFRESH)  # the next one may come
+
+
+async def test_no_index_on_jobs_names_a_column_the_queue_changes(db: asyncpg.Connection) -> None:
+    indexed = {
+        (r["index"], r["column"])
+        for r in await db.fetch(
+            "SELECT i.indexrelid::regclass::text AS index, a.attname AS column"
+            " FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0"
+            " WHERE i.indrelid = 'jobs'::regclass AND (a.attnum = ANY(i.indkey)"
+            "   OR pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M')"
+            "   OR pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M'))"
+        )
+    }
+    assert ("jobs_pkey", "id") in indexed  # the query sees index columns
+    assert not {(i, col) for i, col in indexed if col in CHANGED_BY_THE_QUEUE}
+    assert "fillfactor=70" in (
+        await db.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+    )
+
+
+async def test_claims_and_completions_update_jobs_hot(db: asyncpg.Connection) -> None:
+    workspace, account = await _account(db)
+    async with db.transaction():  # pg_stat_xact_*: this transaction's own counts
+        ids = [await _enqueue(db, workspace, account) for _ in range(5)]
+        claimed = await queue.claim(db, "w", LEASE, 10, [])
+        assert {j.id for j in claimed} == set(ids)
+        now = dt.datetime.now(dt.UTC)
+        await queue.complete(db, [Completion(j, JobStatus.SUCCESS, now) for j in ids])
+        updated, hot = await db.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
+        )
+    assert updated == 10
+    assert hot == 10
+
+
+async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: pathlib.Path) -> None:
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in migrate.MIGRATIONS.glob("*.sql"):
+        if path.name < "0173":
+            shutil.copy(path, before / path.name)
+    admin = base_settings().database_url
+    url = admin.rsplit("/", 1)[0] + f"/paylink_mig_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+    await conn.close()
+    try:
+        await migrate.migrate(url, before)  # an existing database, before 0173
+        conn = await asyncpg.connect(url)
+        try:
+            workspace, account = await _account(conn)
+            jobs = {}
+            for name, status in enumerate(("queued", "running", "pending", "success", "error"), start=1):
+                jobs[status] = await conn.fetchval(
+                    "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params,"
+                    " status, locked_by, lease_expires_at) VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(),"
+                    " $3, 2, 'sandbox_adp', '', $4, CASE WHEN $4 = 'running' THEN 'w' END,"
+                    " CASE WHEN $4 = 'running' THEN now() END) RETURNING id",
+                    workspace,
+                    account,
+                    name,
+                    status,
+                )
+            assert await migrate.migrate(url) == ["0173_job_queue.sql"]
+            rows = {
+                r["id"]: r for r in await conn.fetch("SELECT id, locked_by, refresh, run_at FROM job_queue")
+            }
+            assert set(rows) == {jobs["queued"], jobs["running"], jobs["pending"]}
+            assert rows[jobs["running"]]["locked_by"] == "w" and rows[jobs["queued"]]["locked_by"] is None
+            assert all(r["refresh"] for r in rows.values())
+            with pytest.raises(asyncpg.UniqueViolationError):  # 0120's rule holds on the moved rows
+                await conn.execute(
+                    "INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
+                    " SELECT gen_random_uuid(), now(), 'sandbox_adp', $1, 2, true",
+                    account,
+                )
+            assert await migrate.migrate(url) == []
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(admin, url)
