@@ -10,8 +10,15 @@
 -- jobs_one_refresh_in_flight) are replaced by the ones below, on the small table. (Numbered after
 -- 0172 so that it applies last on fresh and existing databases alike.)
 --
--- Applied with the workers stopped (it locks `jobs` while it copies the jobs in flight).
+-- Releases before this one neither read nor write `job_queue`: stop their api and worker processes
+-- before migrating (docs/operations.md, Upgrading). A job still leased by a live worker stops it here.
 LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE;
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at > now()) THEN
+    RAISE EXCEPTION '0173_job_queue: workers of the previous release still hold jobs; stop every api and worker process first (docs/operations.md, Upgrading), or wait for their leases to run out';
+  END IF;
+END $$;
 
 CREATE TABLE job_queue (
     id               uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,

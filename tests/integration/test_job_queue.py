@@ -5,6 +5,7 @@ database into the queue."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import pathlib
 import shutil
@@ -194,7 +195,9 @@ async def test_claims_and_completions_update_jobs_hot(db: asyncpg.Connection) ->
     assert hot == 10
 
 
-async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: pathlib.Path) -> None:
+@contextlib.asynccontextmanager
+async def _before_0173(tmp_path: pathlib.Path) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """An existing database: migrated up to 0172, with an account (workspace id, account id in `ids`)."""
     before = tmp_path / "migrations"
     before.mkdir()
     for path in migrate.MIGRATIONS.glob("*.sql"):
@@ -206,37 +209,52 @@ async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: p
     await conn.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
     await conn.close()
     try:
-        await migrate.migrate(url, before)  # an existing database, before 0173
+        await migrate.migrate(url, before)
         conn = await asyncpg.connect(url)
         try:
-            workspace, account = await _account(conn)
-            jobs = {}
-            for name, status in enumerate(("queued", "running", "pending", "success", "error"), start=1):
-                jobs[status] = await conn.fetchval(
-                    "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params,"
-                    " status, locked_by, lease_expires_at) VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(),"
-                    " $3, 2, 'sandbox_adp', '', $4, CASE WHEN $4 = 'running' THEN 'w' END,"
-                    " CASE WHEN $4 = 'running' THEN now() END) RETURNING id",
-                    workspace,
-                    account,
-                    name,
-                    status,
-                )
-            assert await migrate.migrate(url) == ["0173_job_queue.sql"]
-            rows = {
-                r["id"]: r for r in await conn.fetch("SELECT id, locked_by, refresh, run_at FROM job_queue")
-            }
-            assert set(rows) == {jobs["queued"], jobs["running"], jobs["pending"]}
-            assert rows[jobs["running"]]["locked_by"] == "w" and rows[jobs["queued"]]["locked_by"] is None
-            assert all(r["refresh"] for r in rows.values())
-            with pytest.raises(asyncpg.UniqueViolationError):  # 0120's rule holds on the moved rows
-                await conn.execute(
-                    "INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
-                    " SELECT gen_random_uuid(), now(), 'sandbox_adp', $1, 2, true",
-                    account,
-                )
-            assert await migrate.migrate(url) == []
+            yield url, conn
         finally:
             await conn.close()
     finally:
         await drop_database(admin, url)
+
+
+_OLD_JOB = (
+    "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, status,"
+    " locked_by, lease_expires_at) VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), $3, 2, 'sandbox_adp',"
+    " '', $4, CASE WHEN $4 = 'running' THEN 'w' END, CASE WHEN $4 = 'running' THEN now() + $5::interval END)"
+    " RETURNING id"
+)
+
+
+async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: pathlib.Path) -> None:
+    async with _before_0173(tmp_path) as (url, conn):
+        workspace, account = await _account(conn)
+        jobs = {}
+        for name, status in enumerate(("queued", "running", "pending", "success", "error"), start=1):
+            lease = dt.timedelta(seconds=-1)  # its worker is gone
+            jobs[status] = await conn.fetchval(_OLD_JOB, workspace, account, name, status, lease)
+        assert await migrate.migrate(url) == ["0173_job_queue.sql"]
+        rows = {r["id"]: r for r in await conn.fetch("SELECT id, locked_by, refresh FROM job_queue")}
+        assert set(rows) == {jobs["queued"], jobs["running"], jobs["pending"]}
+        assert rows[jobs["running"]]["locked_by"] == "w" and rows[jobs["queued"]]["locked_by"] is None
+        assert all(r["refresh"] for r in rows.values())
+        assert await queue.rescue(conn) == 1  # the dead worker's job, from the queue now
+        with pytest.raises(asyncpg.UniqueViolationError):  # 0120's rule holds on the moved rows
+            await conn.execute(
+                "INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
+                " SELECT gen_random_uuid(), now(), 'sandbox_adp', $1, 2, true",
+                account,
+            )
+        assert await migrate.migrate(url) == []
+
+
+async def test_the_migration_refuses_while_a_worker_of_the_previous_release_holds_a_job(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with _before_0173(tmp_path) as (url, conn):
+        workspace, account = await _account(conn)
+        await conn.fetchval(_OLD_JOB, workspace, account, 1, "running", dt.timedelta(minutes=1))
+        with pytest.raises(asyncpg.RaiseError, match="still hold jobs"):
+            await migrate.migrate(url)
+        assert await conn.fetchval("SELECT to_regclass('job_queue')") is None  # nothing applied
