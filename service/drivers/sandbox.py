@@ -339,11 +339,18 @@ class SandboxDriver:
     async def _call(self, platform_id: str) -> PlatformInfo:
         """Resolves the platform and simulates its latency."""
         platform = self._platform(platform_id)
-        delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
-        delay += random.uniform(-self._jitter, self._jitter) if self._jitter else 0.0  # noqa: S311
+        delay = self.delay(platform_id)
         if delay > 0:
             await asyncio.sleep(delay)
         return platform
+
+    def delay(self, platform_id: str) -> float:
+        """One call's latency: the platform's, ± up to the jitter, uniformly. The jitter is cut to
+        the latency itself, so that the spread stays symmetric (never below 0) and the mean call
+        takes the latency (what bench/latency.py divides by)."""
+        delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        spread = min(self._jitter, delay)
+        return delay + random.uniform(-spread, spread) if spread > 0 else delay  # noqa: S311
 
     def _platform(self, platform_id: str) -> PlatformInfo:
         platform = self._platforms.get(platform_id)
