@@ -5,6 +5,13 @@ takes a lease that a heartbeat extends; a job whose worker died is rescued once 
 out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
 Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
 a timeout and a per-platform concurrency limit.
+
+A job takes one of `worker_concurrency` slots from its claim until its outcome is handed to the
+completer (service/completer.py), not until that outcome commits: the next job's platform call
+starts while the outcomes of the last ones are written. The worker holds (and its heartbeat renews
+the lease of) every job until its outcome is committed; claims stop while more than the
+completer's `max_backlog` outcomes wait to be written, so what a worker holds stays bounded
+(`worker_concurrency` + `max_backlog`) when the database is slower than the platform.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from service import (
     timeutil,
     tracing,
 )
-from service.completer import Completer
+from service.completer import MAX_BACKLOG, Completer
 from service.deps import Deps
 from service.drivers.base import (
     AccessGrant,
@@ -57,18 +64,40 @@ log = logging.getLogger("paylink.worker")
 backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 
 
+class _InCall:
+    """Counts a job in `Worker.calls_in_flight` while it calls its platform (one call at a time: a
+    refresh re-accesses, then fetches)."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def __aenter__(self) -> None:
+        self.worker.calls_in_flight += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.worker.calls_in_flight -= 1
+
+
 class Worker:
     def __init__(self, deps: Deps, worker_id: str | None = None) -> None:
         self.deps = deps
         self.id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Every job held: claimed, its outcome not committed yet (the heartbeat renews their leases).
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._room = asyncio.Event()  # a job finished: a slot is free
+        # The held jobs that take a slot: claimed, their outcome not handed to the completer yet.
+        self._slots: dict[uuid.UUID, str] = {}  # job id -> platform id
+        self._room = asyncio.Event()  # a slot is free, or the completer's backlog shrank
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._per_platform: collections.Counter[str] = collections.Counter()  # jobs held, by platform
-        self.completer = Completer(deps, self.id)
+        self._per_platform: collections.Counter[str] = collections.Counter()  # slots taken, by platform
+        backlog = min(deps.settings.worker_concurrency, MAX_BACKLOG)
+        self.completer = Completer(deps, self.id, max_backlog=backlog)
         self.finished = 0
+        self.calls_in_flight = 0  # jobs inside their platform calls now (metrics, bench/latency.py)
+        self._in_call = _InCall(self)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -78,6 +107,9 @@ class Worker:
     async def run(self) -> None:
         """Runs until stop(); then waits for in-flight jobs up to the grace period and releases the rest."""
         settings = self.deps.settings
+        metrics.WORKER_JOBS_HELD.set_function(lambda: self.jobs_held)
+        metrics.WORKER_PLATFORM_CALLS.set_function(lambda: self.calls_in_flight)
+        metrics.WORKER_OUTCOMES_WAITING.set_function(lambda: self.outcomes_waiting)
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._rescue_loop())]
         completer = asyncio.create_task(self.completer.run())
         try:
@@ -118,7 +150,7 @@ class Worker:
                 if conn.is_closed():
                     raise asyncpg.InterfaceError("the LISTEN connection was closed")
                 self._wake.clear()
-                free = settings.worker_concurrency - len(self._running)
+                free = self._free_slots()
                 claimed = await self._claim(free) if free > 0 else []
                 for job in claimed:
                     self._start(job)
@@ -133,12 +165,29 @@ class Worker:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    @property
+    def jobs_held(self) -> int:
+        """Jobs claimed whose outcome is not committed yet (slots taken + outcomes waiting)."""
+        return len(self._running)
+
+    @property
+    def outcomes_waiting(self) -> int:
+        """Held jobs whose outcome is with the completer, not committed yet."""
+        return len(self._running) - len(self._slots)
+
+    def _free_slots(self) -> int:
+        """How many jobs to claim now: the free slots, none while the completer is behind (more than
+        its `max_backlog` outcomes waiting): the worker holds at most concurrency + max_backlog."""
+        if self.outcomes_waiting > self.completer.max_backlog:
+            return 0
+        return self.deps.settings.worker_concurrency - len(self._slots)
+
     async def _wait_for_room(self) -> None:
-        # An event set by each finished job, not asyncio.wait over the running tasks: that adds and
-        # removes a callback on every one of them per wait (with 2,000 held jobs, 14 % of the worker's
-        # CPU in the 2 s platform benchmark).
+        # An event set by each freed slot and committed outcome, not asyncio.wait over the running
+        # tasks: that adds and removes a callback on every one of them per wait (with 2,000 held
+        # jobs, 14 % of the worker's CPU in the 2 s platform benchmark).
         self._room.clear()
-        while len(self._running) >= self.deps.settings.worker_concurrency and not self._stopping.is_set():
+        while self._free_slots() <= 0 and not self._stopping.is_set():
             await self._room.wait()
             self._room.clear()
 
@@ -155,14 +204,23 @@ class Worker:
     def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._execute(job))
         self._running[job.id] = task
+        self._slots[job.id] = job.platform_id
         self._per_platform[job.platform_id] += 1
-        task.add_done_callback(lambda _: self._done(job.id, job.platform_id))
+        task.add_done_callback(lambda _: self._done(job.id))
 
-    def _done(self, job_id: uuid.UUID, platform_id: str) -> None:
+    def _free_slot(self, job_id: uuid.UUID) -> None:
+        """The job's platform work is over (its outcome goes to the completer): its slot is free."""
+        platform_id = self._slots.pop(job_id, None)
+        if platform_id is not None:
+            self._per_platform[platform_id] -= 1
+            self._room.set()
+            self._wake.set()
+
+    def _done(self, job_id: uuid.UUID) -> None:
+        self._free_slot(job_id)  # a task cancelled (or crashed) before its hand-over
         self._running.pop(job_id, None)
-        self._per_platform[platform_id] -= 1
         self.finished += 1
-        self._room.set()
+        self._room.set()  # the completer's backlog shrank
         self._wake.set()
 
     async def _heartbeat(self) -> None:
@@ -220,8 +278,12 @@ class Worker:
             )
         label = type(outcome).__name__.lower()
         metrics.JOB_DURATION.labels(name, job.platform_id, label).observe(time.perf_counter() - started)
-        try:  # with other jobs' outcomes, in one transaction (service.completer), in this job's context
-            written = await self.completer.submit(job.id, job.account_id, outcome)
+        # With other jobs' outcomes, in one transaction (service.completer), in this job's context.
+        # The slot is free once the outcome is queued; the job stays held (and leased) until it commits.
+        waiting = self.completer.enqueue(job.id, job.account_id, outcome)
+        self._free_slot(job.id)
+        try:
+            written = await waiting
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             return  # the database stayed away: the lease will expire and the job is rescued
         if written and isinstance(outcome, (Success, Failure)):
@@ -266,7 +328,7 @@ class Worker:
         )
         new_grant: grants.NewGrant | None = None
         try:
-            async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
+            async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds), self._in_call:
                 if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
                     access = await driver.reaccess(str(job.account_id), job.platform_id, AccessGrant(grant))
                     if not isinstance(access, LoggedIn):
