@@ -254,7 +254,7 @@ class Worker:
         }
         with (
             tracing.request(job.trace[1]),
-            tracing.tracer.start_as_current_span(
+            tracing.span(
                 f"job {name}",
                 context=tracing.continued(job.trace[0]),
                 kind=SpanKind.CONSUMER,
