@@ -3,10 +3,13 @@
 The events are real: `collect_templates` runs Link sessions and refreshes through the API so that
 the service itself builds one event of every topic (account.added, every job's `.added`,
 link_session.completed, account.monitoring_status.updated), and takes their stored rows. `run`
-fills a fresh database's outbox with `rows` copies of them, round robin over the topics and spread
-over 1,000 accounts with per-account sequences, creates the topics beforehand (as in production,
-where they exist), starts `python -m service relay` and times from the first send (the earliest
-Kafka record timestamp, which the producer sets at send) to the last row marked published.
+creates the topics beforehand (as in production, where they exist), starts `python -m service relay`
+on a fresh database whose outbox holds one event of every topic, and waits until the relay has
+published them: its startup (the producer's connections, every topic's metadata, the first batch's
+acknowledgement) is behind it. Then it fills the outbox with `rows` copies of the events, round robin
+over the topics and spread over 1,000 accounts with per-account sequences, and times from the first
+send of those measured events only (the earliest Kafka record timestamp after the startup events'
+offsets, which the producer sets at send) to the last of them marked published.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2, link_pb2
 
 from bench.common import start_process, stop
+from service.outbox import NOTIFY_CHANNEL
 from tests.harness import ALL_JOBS, TEST_ALLOCATION, Client, create_test_database, drop_database
 
 ACCOUNTS = 1000
+PARTITIONS = 3  # of each topic, created by `run`
 
 
 async def collect_templates(client: Client, url: str, timeout: float = 60) -> list[dict[str, Any]]:
@@ -59,15 +64,26 @@ async def collect_templates(client: Client, url: str, timeout: float = 60) -> li
     return [{"event_type": r["event_type"], "payload": bytes(r["payload"])} for r in rows]
 
 
-async def _first_send_ms(bootstrap: str, topics: list[str]) -> int:
+async def _offsets(bootstrap: str, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The end offset of each partition now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or {0})
-        ]
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+async def _first_send_ms(bootstrap: str, since: dict[TopicPartition, int]) -> int:
+    """The earliest timestamp of the records after `since` (each partition's offset then)."""
+    ends = await _offsets(bootstrap, list(since))
+    parts = [tp for tp in since if ends[tp] > since[tp]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
         consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        for tp in parts:
+            consumer.seek(tp, since[tp])
         first: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + 30
         while len(first) < len(parts) and time.monotonic() < deadline:
@@ -76,9 +92,16 @@ async def _first_send_ms(bootstrap: str, topics: list[str]) -> int:
                 if records and tp not in first:
                     first[tp] = min(r.timestamp for r in records)
                     consumer.pause(tp)
+        if len(first) < len(parts):
+            raise RuntimeError(f"no record read from {len(parts) - len(first)} partitions")
         return min(first.values())
     finally:
         await consumer.stop()
+
+
+async def _published(conn: asyncpg.Connection) -> None:
+    while await conn.fetchval("SELECT exists(SELECT 1 FROM outbox WHERE published_at IS NULL)"):
+        await asyncio.sleep(0.2)
 
 
 async def run(
@@ -87,32 +110,29 @@ async def run(
     url = await create_test_database(admin_url)
     prefix = f"benchrelay{uuid.uuid4().hex[:6]}."
     topics = [prefix + t["event_type"] for t in templates]
+    parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1) for t in topics])
+            await admin.create_topics(
+                [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in topics]
+            )
         finally:
             await admin.close()
         conn = await asyncpg.connect(url)
-        accounts = [uuid.uuid4() for _ in range(ACCOUNTS)]
         workspace = uuid.uuid4()
-        n_types = len(templates)
+        types = [t["event_type"] for t in templates]
+        payloads = [t["payload"] for t in templates]
+        # The startup events: one of every topic, each its own account (not measured).
         await conn.execute(
             "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-            " SELECT gen_random_uuid(), $1::text || (t.types)[1 + i % $5], (t.types)[1 + i % $5], $2,"
-            # Round k gives each account one event of every type, sequences k*T+1 .. k*T+T.
-            "        ($3::uuid[])[1 + (i / $5) % $6], 1 + (i / ($5 * $6)) * $5 + i % $5, (t.payloads)[1 + i % $5]"
-            " FROM generate_series(0, $4 - 1) AS i, (SELECT $7::text[] AS types, $8::bytea[] AS payloads) AS t"
-            " ORDER BY i",
+            " SELECT gen_random_uuid(), $1::text || t.type, t.type, $2, gen_random_uuid(), 1, t.payload"
+            " FROM unnest($3::text[], $4::bytea[]) AS t(type, payload)",
             prefix,
             workspace,
-            accounts,
-            rows,
-            n_types,
-            ACCOUNTS,
-            [t["event_type"] for t in templates],
-            [t["payload"] for t in templates],
+            types,
+            payloads,
         )
         proc = await start_process(
             [sys.executable, "-m", "service", "relay"],
@@ -120,15 +140,42 @@ async def run(
             "paylink serving",
         )
         try:
-            while await conn.fetchval("SELECT exists(SELECT 1 FROM outbox WHERE published_at IS NULL)"):
-                await asyncio.sleep(0.2)
-            last = await conn.fetchval("SELECT extract(epoch FROM max(published_at)) FROM outbox")
-            first_mark = await conn.fetchval("SELECT extract(epoch FROM min(published_at)) FROM outbox")
+            await _published(conn)
+            startup_last_id = await conn.fetchval("SELECT max(id) FROM outbox")
+            since = await _offsets(bootstrap, parts)
+            accounts = [uuid.uuid4() for _ in range(ACCOUNTS)]
+            n_types = len(templates)
+            await conn.execute(
+                "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
+                " SELECT gen_random_uuid(), $1::text || (t.types)[1 + i % $5], (t.types)[1 + i % $5], $2,"
+                # Round k gives each account one event of every type, sequences k*T+1 .. k*T+T.
+                "        ($3::uuid[])[1 + (i / $5) % $6], 1 + (i / ($5 * $6)) * $5 + i % $5,"
+                "        (t.payloads)[1 + i % $5]"
+                " FROM generate_series(0, $4 - 1) AS i, (SELECT $7::text[] AS types, $8::bytea[] AS payloads) AS t"
+                " ORDER BY i",
+                prefix,
+                workspace,
+                accounts,
+                rows,
+                n_types,
+                ACCOUNTS,
+                types,
+                payloads,
+            )
+            await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # as a committed unit of work does
+            await _published(conn)
+            measured = await conn.fetchrow(
+                "SELECT extract(epoch FROM max(published_at)) AS last,"
+                " extract(epoch FROM min(published_at)) AS first_mark, count(*) AS n"
+                " FROM outbox WHERE id > $1",
+                startup_last_id,
+            )
         finally:
             stop(proc)
             await conn.close()
-        first_send = await _first_send_ms(bootstrap, topics) / 1000
-        span = float(last) - first_send
+        assert measured is not None and measured["n"] == rows
+        first_send = await _first_send_ms(bootstrap, since) / 1000
+        span = float(measured["last"]) - first_send
         sizes = {t["event_type"]: len(t["payload"]) for t in templates}
         return {
             "rows": rows,
@@ -137,7 +184,7 @@ async def run(
             "mean_payload_bytes": statistics.mean(sizes.values()),
             "seconds": span,
             "events_per_s": rows / span,
-            "first_send_to_first_mark_s": float(first_mark) - first_send,
+            "first_send_to_first_mark_s": float(measured["first_mark"]) - first_send,
         }
     finally:
         await drop_database(admin_url, url)

@@ -148,15 +148,16 @@ def _value(value: object) -> str:
     return str(value)
 
 
+def _records_figures(node: ast.AsyncFunctionDef | ast.FunctionDef) -> bool:
+    return node.name.startswith("test_") and "figures" in {a.arg for a in node.args.args}
+
+
 def recording_tests() -> set[str]:
     """Fault test functions that record figures (take the `figures` fixture)."""
     names = set()
     for path in (ROOT / "tests" / "faults").glob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            is_test = isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name.startswith(
-                "test_"
-            )
-            if is_test and "figures" in {a.arg for a in node.args.args}:
+            if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and _records_figures(node):
                 names.add(node.name)
     return names
 

@@ -69,9 +69,11 @@ async def tell(client: Client, events: EventLog, pool: db.Pool) -> list[Received
     last = await pool.fetchval("SELECT event_sequence FROM accounts WHERE id = $1::uuid", account_id)
     # Every sequence 1..last (topics are consumed independently: the last one may come first).
     for sequence in range(1, last + 1):
-        await events.wait_for(
-            lambda r, s=sequence: r.event.account_id == account_id and r.event.sequence == s, timeout=60
-        )
+
+        def numbered(r: Received, s: int = sequence) -> bool:
+            return bool(r.event.account_id == account_id and r.event.sequence == s)
+
+        await events.wait_for(numbered, timeout=60)
     mine = unique_events([r for r in events.items if r.event.account_id == account_id])
     locked = await _locked_out(client)
     alone = await events.wait_for(lambda r: r.event.link_session_failed.link_session_id == locked, timeout=60)

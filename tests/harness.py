@@ -125,7 +125,8 @@ class Client:
         fields.setdefault("org_name", "Acme Bank")
         if "account_id" not in fields:
             fields.setdefault("end_user_id", f"user-{uuid.uuid4().hex[:8]}")
-        request = link_token_pb2.CreateLinkTokenRequest(required_jobs=jobs, **fields)
+        names = [common_pb2.JobName.ValueType(j) for j in jobs]  # the enum's type (int at run time)
+        request = link_token_pb2.CreateLinkTokenRequest(required_jobs=names, **fields)
         return await self.tokens.CreateLinkToken(request, metadata=self.md(api_version))
 
     async def connect(
