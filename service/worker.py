@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import json
 import logging
 import socket
 import time
@@ -30,31 +29,10 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import (
-    allocation_rules,
-    db,
-    grants,
-    logs,
-    metrics,
-    queue,
-    record_jobs,
-    sealed,
-    timeutil,
-    tracing,
-)
+from service import db, grants, job_calls, logs, metrics, queue, timeutil, tracing
 from service.completer import MAX_BACKLOG, Completer
 from service.deps import Deps
-from service.drivers.base import (
-    AccessGrant,
-    JobContext,
-    JobPending,
-    LoggedIn,
-    PaystubQuery,
-    PlatformDriver,
-    PlatformError,
-    SwitchRequest,
-    SwitchTarget,
-)
+from service.drivers.base import AccessGrant, JobContext, JobPending, LoggedIn, PlatformError
 from service.job_outcomes import Failure, Outcome, Pending, Retry, Success
 from service.queue import ClaimedJob
 
@@ -345,7 +323,7 @@ class Worker:
                     attempt=job.attempts,
                     pending_since=job.pending_since,
                 )
-                outcome = await self._call(driver, job, ctx, new_grant)
+                outcome = await job_calls.call(driver, deps.vault, job, ctx, new_grant)
                 if ctx.renewed.grant is not None and isinstance(outcome, Success):
                     # The call changed the grant (the sandbox keeps a switch in it): keep that one.
                     secret = ctx.renewed.grant.secret
@@ -361,58 +339,3 @@ class Worker:
             return self._retry_or_fail(
                 job, common_pb2.JOB_ERROR_CODE_TIMEOUT, "the platform did not answer in time"
             )
-
-    async def _call(
-        self, driver: PlatformDriver, job: ClaimedJob, ctx: JobContext, new_grant: grants.NewGrant | None
-    ) -> Outcome:
-        name = job.name
-        params = job.job_params()
-        if name == common_pb2.JOB_NAME_IDENTITY:
-            return Success(await driver.fetch_identity(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_EMPLOYMENT:
-            return Success(await driver.fetch_employment(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_INCOME:
-            return Success(await driver.fetch_income(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS:
-            return Success(await driver.fetch_allocations(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_PAYSTUBS:
-            query = PaystubQuery(
-                params.paystubs.count, params.paystubs.from_pay_date, params.paystubs.to_pay_date
-            )
-            return Success(paystubs=await driver.fetch_paystubs(ctx, query), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-            # The money rules once more, right before the platform moves pay (allocation_rules.py).
-            switch = params.direct_deposit_switch
-            problem = allocation_rules.check_switch(
-                switch.action, switch.allocation.type, switch.allocation.value, switch.splitting_disabled
-            )
-            if problem is not None:
-                log.warning(
-                    "switch refused before the platform", extra={"job_id": str(job.id), "reason": problem}
-                )
-                return Failure(
-                    common_pb2.JOB_ERROR_CODE_ALLOCATION_REJECTED, f"refused before the platform: {problem}"
-                )
-            return Success(
-                await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
-                new_grant=new_grant,
-            )
-        if name in record_jobs.RECORD_JOBS:
-            return Success(records=await record_jobs.fetch(driver, ctx, name, params), new_grant=new_grant)
-        return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
-
-    def _switch_request(self, job: ClaimedJob, params: common_pb2.JobParams) -> SwitchRequest:
-        assert job.params_sealed is not None  # a switch job always has its sealed target
-        secret = json.loads(self.deps.vault.open(job.params_sealed, aad=sealed.JOB_PARAMS.aad(job.id)))
-        switch = params.direct_deposit_switch
-        return SwitchRequest(
-            action=switch.action,
-            allocation_type=switch.allocation.type,
-            value=switch.allocation.value,
-            target=SwitchTarget(
-                type=secret["type"],
-                routing_number=secret["routing_number"],
-                account_number=secret["account_number"],
-                name=secret["name"],
-            ),
-        )
