@@ -12,6 +12,7 @@ import datetime as dt
 import hmac
 import time
 import uuid
+from collections.abc import Callable
 
 from service import db, errors, ids
 
@@ -24,19 +25,34 @@ class Workspace:
 
 
 class Authenticator:
-    def __init__(self, pool: db.Pool, cache_ttl: float = 5.0) -> None:
+    """Validates API secrets, caching each valid one for `cache_ttl` seconds (`clock`: monotonic)."""
+
+    def __init__(
+        self, pool: db.Pool, cache_ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._pool = pool
         self._ttl = cache_ttl
+        self._clock = clock
         self._cache: dict[bytes, tuple[float, Workspace]] = {}
 
+    def now(self) -> float:
+        """The clock cache expiries are read against."""
+        return self._clock()
+
     async def authenticate(self, secret: str | None) -> Workspace:
+        return (await self.validated(secret))[0]
+
+    async def validated(self, secret: str | None) -> tuple[Workspace, float]:
+        """The secret's workspace, and the clock time until which that answer may be reused: what
+        is derived from it (service/api/callers.py) expires with it, so a revoked secret stops
+        working within `cache_ttl` of its last validation, however it is cached."""
         if not secret:
             raise errors.unauthenticated("missing x-api-secret metadata")
         digest = ids.sha256(secret)
         cached = self._cache.get(digest)
-        now = time.monotonic()
+        now = self._clock()
         if cached and cached[0] > now:
-            return cached[1]
+            return cached[1], cached[0]
         key_id = ids.key_id_of_secret(secret)
         if key_id is None:
             raise errors.unauthenticated("invalid API secret")
@@ -47,12 +63,14 @@ class Authenticator:
             key_id,
         )
         if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), digest):
+            self._cache.pop(digest, None)
             raise errors.unauthenticated("invalid API secret")
         workspace = Workspace(row["id"], row["name"], row["sandbox"])
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + self._ttl, workspace)
-        return workspace
+        expires = now + self._ttl
+        self._cache[digest] = (expires, workspace)
+        return workspace, expires
 
 
 async def create_workspace(pool: db.Pool, name: str, *, sandbox: bool = True) -> tuple[Workspace, str]:

@@ -52,7 +52,10 @@ def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | No
                 f"is not a readable {type_name} message (truncated, malformed, or a string that is not UTF-8)"
             )
             return Refused(errors.invalid_field("request", reason), unreadable=True)
-        violations = refusals(message, nul=b"\0" in raw)
+        if b"\0" not in raw:  # no NUL string: only the ids to check (the common case, kept short)
+            bad_ids = validation.id_violations(message)
+            return Refused(errors.invalid_argument(bad_ids)) if bad_ids else message
+        violations = refusals(message)
         return Refused(errors.invalid_argument(violations)) if violations else message
 
     return read

@@ -33,8 +33,9 @@ import asyncpg
 import grpc
 from grpc_status import rpc_status
 
-from service import audit, db, errors, ids, metrics, tracing, versions
+from service import db, errors, metrics, tracing
 from service.api import context, decoding, status
+from service.api.callers import Callers
 from service.auth import Authenticator
 
 log = logging.getLogger("paylink.rpc")
@@ -52,23 +53,19 @@ def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     return {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-async def _call_context(
-    auth: Authenticator, metadata: dict[str, str], request_id: str, deadline: float | None
-) -> context.CallContext:
-    """Authenticates `x-api-secret`, parses `api-version`, and names the caller for the audit
-    trail (`x-caller`, else the secret's key id; docs/privacy.md)."""
-    secret = metadata.get("x-api-secret")
-    workspace = await auth.authenticate(secret)
-    try:
-        version = versions.parse(metadata.get("api-version"))
-    except versions.UnknownVersion as exc:
-        raise errors.invalid_field("api-version", str(exc)) from exc
-    key_id = ids.key_id_of_secret(secret or "") or ""
-    try:
-        caller = audit.caller_of(metadata.get(audit.X_CALLER), key_id)
-    except ValueError as exc:
-        raise errors.invalid_field(audit.X_CALLER, str(exc)) from exc
-    return context.CallContext(workspace, version, request_id, deadline, caller, key_id)
+class _Expiry:
+    """Cancels a call's task at its deadline (what `asyncio.timeout` does, without its context
+    manager's own coroutines and state machine: this runs on every call)."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
 
 def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
@@ -91,7 +88,7 @@ def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
 
 
 async def _refuse(method: str, request: decoding.Refused, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
-    """Answers a refused request INVALID_ARGUMENT (an open method's; paylink.v1's go through `_answer`)."""
+    """Answers a refused request INVALID_ARGUMENT (an open method's; paylink.v1's go through `Pipeline._unary`)."""
     if request.unreadable:
         log.debug("unreadable request", extra={"method": method, "reason": request.error.message})
     metrics.RPC_LATENCY.labels(method, grpc.StatusCode.INVALID_ARGUMENT.name).observe(0.0)
@@ -109,7 +106,7 @@ class Pipeline:
     """Wraps method handlers (once each) in the call pipeline; counts and times the calls."""
 
     def __init__(self, authenticator: Authenticator) -> None:
-        self._auth = authenticator
+        self._callers = Callers(authenticator)
         self._wrapped: dict[str, MethodHandler] = {}
         self._latency: dict[tuple[str, grpc.StatusCode], Any] = {}  # the histogram's children
 
@@ -145,6 +142,7 @@ class Pipeline:
     def _unary(self, method: str, inner: Handler, *, stream: bool = False) -> Handler:
         name = method.rsplit("/", 1)[-1]
         attributes = {"rpc.system": "grpc", "rpc.service": method[1:].split("/", 1)[0], "rpc.method": name}
+        run = self._run
 
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -158,9 +156,22 @@ class Pipeline:
                 method, metadata, {**attributes, "paylink.request_id": request_id}
             )
             rid_token = tracing.set_request_id(request_id)
-            code, failure = grpc.StatusCode.CANCELLED, None  # unless the call gets as far as an answer
+            # CANCELLED unless the call gets as far as an answer
+            code, response, failure = grpc.StatusCode.CANCELLED, None, None
             try:
-                response, failure = await self._answer(name, inner, request, ctx, metadata, request_id)
+                if type(request) is decoding.Refused:
+                    if request.unreadable:
+                        log.debug(
+                            "unreadable request", extra={"method": name, "reason": request.error.message}
+                        )
+                    failure = status.from_domain(request.error)
+                else:
+                    try:
+                        response = await run(inner, request, ctx, metadata, request_id)
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as exc:
+                        failure = _failure(exc, name, request_id)
                 code = failure.code if failure is not None else grpc.StatusCode.OK
                 self._count(name, code, started, request_id)
             finally:
@@ -172,48 +183,44 @@ class Pipeline:
 
         return call
 
-    async def _answer(
-        self,
-        method: str,
-        inner: Handler,
-        request: Any,
-        ctx: grpc.aio.ServicerContext[Any, Any],
-        metadata: dict[str, str],
-        request_id: str,
-    ) -> tuple[Any, status.ApiError | None]:
-        """The handler's response, or the status its call is answered with instead."""
-        if type(request) is decoding.Refused:
-            if request.unreadable:
-                log.debug("unreadable request", extra={"method": method, "reason": request.error.message})
-            return None, status.from_domain(request.error)
-        try:
-            # Every database and platform call is bounded by the caller's deadline.
-            remaining = ctx.time_remaining()
-            if remaining is None:
-                return await self._handle(inner, request, ctx, metadata, request_id, None), None
-            async with asyncio.timeout(remaining):
-                deadline = time.monotonic() + remaining
-                return await self._handle(inner, request, ctx, metadata, request_id, deadline), None
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            return None, _failure(exc, method, request_id)
-
-    async def _handle(
+    async def _run(
         self,
         inner: Handler,
         request: Any,
         ctx: grpc.aio.ServicerContext[Any, Any],
         metadata: dict[str, str],
         request_id: str,
-        deadline: float | None,
     ) -> Any:
-        call = await _call_context(self._auth, metadata, request_id, deadline)
-        token = context.set_current(call)
+        """The handler's response, authenticated and within the caller's deadline: every database
+        and platform call (authentication's too) is bounded by it; TimeoutError when it passes."""
+        remaining = ctx.time_remaining()
+        if remaining is None:
+            timer, expiry, cancelling, deadline = None, None, 0, None
+        else:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None  # a grpc.aio handler always runs in its call's task
+            cancelling = task.cancelling()
+            expiry = _Expiry(task)
+            timer = loop.call_at(loop.time() + remaining, expiry)
+            deadline = time.monotonic() + remaining
+        token = None
         try:
+            who = await self._callers.of(metadata)
+            call = context.CallContext(
+                who.workspace, who.api_version, request_id, deadline, who.caller, who.key_id
+            )
+            token = context.set_current(call)
             return await inner(request, ctx)
+        except asyncio.CancelledError as exc:
+            if expiry is not None and expiry.fired and expiry.task.uncancel() <= cancelling:
+                raise TimeoutError from exc
+            raise
         finally:
-            context.reset(token)
+            if token is not None:
+                context.reset(token)
+            if timer is not None:
+                timer.cancel()
 
     def _count(self, method: str, code: grpc.StatusCode, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
