@@ -1,6 +1,6 @@
 """Batched completions: a worker's finished jobs written many to a transaction.
 
-A job task hands its outcome to `submit` and waits; a flusher writes whatever has gathered with
+A job task hands its outcome to `enqueue` and waits for the future it returns; a flusher writes whatever has gathered with
 `job_outcomes.apply_many` (one transaction, one commit, one NOTIFY), and more gather while it does
 (up to FLUSHERS transactions at once). Per-account order is kept: an outcome waits while an earlier
 one of the same account is queued before it or being written. Each outcome is applied in the
@@ -29,6 +29,10 @@ log = logging.getLogger("paylink.completer")
 
 MAX_BATCH = 500
 FLUSHERS = 4  # transactions in flight at once: while one waits for its commit, others are written
+# The worker claims no job while this many of its outcomes wait to be written (service/worker.py;
+# at most its concurrency): it frees a job's slot when the outcome is handed over, so without a
+# bound a database slower than the platform would let claimed-but-unwritten jobs pile up.
+MAX_BACKLOG = 2 * MAX_BATCH
 _RETRIES = 5
 # The database went away (a restart, a network cut): the same batch can be written again.
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
@@ -45,26 +49,32 @@ class _Item:
 
 class Completer:
     def __init__(
-        self, deps: Deps, worker_id: str, max_batch: int = MAX_BATCH, flushers: int = FLUSHERS
+        self,
+        deps: Deps,
+        worker_id: str,
+        max_batch: int = MAX_BATCH,
+        flushers: int = FLUSHERS,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.deps = deps
         self.worker_id = worker_id
         self.max_batch = max_batch
         self.flushers = flushers
+        self.max_backlog = max_backlog
         self._queue: list[_Item] = []
         self._busy: set[uuid.UUID] = set()  # accounts with an outcome in a transaction now
         self._ready = asyncio.Event()
         self._flushing: set[asyncio.Task[None]] = set()
         self.batches = 0  # transactions written (for metrics and tests)
 
-    async def submit(self, job_id: uuid.UUID, account_id: uuid.UUID, outcome: Outcome) -> bool:
-        """Waits until the outcome is committed; False when the lease was lost meanwhile. Raises what
-        writing it alone raised (a bug), or a connection error when the database stayed away."""
-        future = asyncio.get_running_loop().create_future()
-        item = _Item(job_id, account_id, outcome, contextvars.copy_context(), future)
-        self._queue.append(item)
+    def enqueue(self, job_id: uuid.UUID, account_id: uuid.UUID, outcome: Outcome) -> asyncio.Future[bool]:
+        """Queues the outcome now, in the caller's context; the future is set once it is committed:
+        False when the lease was lost meanwhile. It raises what writing the outcome alone raised (a
+        bug), or a connection error when the database stayed away."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(job_id, account_id, outcome, contextvars.copy_context(), future))
         self._ready.set()
-        return await item.written
+        return future
 
     async def run(self) -> None:
         """Flushes until cancelled, up to `flushers` transactions at a time; on cancel, what is queued

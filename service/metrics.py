@@ -89,6 +89,17 @@ LOGIN_RETRIES = Counter(
     ["error_code"],
 )
 LOGINS_IN_FLIGHT = Gauge("paylink_logins_in_flight", "Platform logins this process is waiting for")
+# Read from the process's worker when scraped (service/worker.py).
+WORKER_JOBS_HELD = Gauge(
+    "paylink_worker_jobs_held", "Jobs this process's worker holds: claimed, their outcome not committed yet"
+)
+WORKER_PLATFORM_CALLS = Gauge(
+    "paylink_worker_platform_calls_in_flight", "Jobs of this process's worker inside their platform calls"
+)
+WORKER_OUTCOMES_WAITING = Gauge(
+    "paylink_worker_outcomes_waiting",
+    "Outcomes this process's worker handed to its completer, not committed yet (claims stop past a bound)",
+)
 SCHEDULED_REFRESHES = Counter(
     "paylink_scheduled_refreshes_total", "Refresh jobs queued by the monitoring schedule"
 )

@@ -107,10 +107,12 @@ SELECT claimed.*, c.sealed AS grant_sealed
 FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
      LEFT JOIN account_credentials c ON c.account_id = a.id
 """
-# In id order, like lock_for_outcomes: a heartbeat and a batch of outcomes never wait on each other in a cycle.
+# Skips the rows a batch of outcomes holds locked (lock_for_outcomes): that batch is completing them,
+# and the next beat renews any it rolled back. Waiting for it instead would hold every held job's
+# renewal behind one slow commit (and hold the locks taken so far meanwhile).
 _HEARTBEAT = """
 UPDATE jobs SET lease_expires_at = now() + $3::interval
-FROM (SELECT id FROM jobs WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE) AS held
+FROM (SELECT id FROM jobs WHERE id = ANY($1) AND locked_by = $2 ORDER BY id FOR UPDATE SKIP LOCKED) AS held
 WHERE jobs.id = held.id
 """
 _BACK_TO_QUEUE = f"status = CASE WHEN pending_since IS NULL THEN {Q} ELSE {P} END"

@@ -5,6 +5,13 @@ takes a lease that a heartbeat extends; a job whose worker died is rescued once 
 out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
 Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
 a timeout and a per-platform concurrency limit.
+
+A job takes one of `worker_concurrency` slots from its claim until its outcome is handed to the
+completer (service/completer.py), not until that outcome commits: the next job's platform call
+starts while the outcomes of the last ones are written. The worker holds (and its heartbeat renews
+the lease of) every job until its outcome is committed; claims stop while more than the
+completer's `max_backlog` outcomes wait to be written, so what a worker holds stays bounded
+(`worker_concurrency` + `max_backlog`) when the database is slower than the platform.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import json
 import logging
 import socket
 import time
@@ -23,31 +29,10 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import (
-    allocation_rules,
-    db,
-    grants,
-    logs,
-    metrics,
-    queue,
-    record_jobs,
-    sealed,
-    timeutil,
-    tracing,
-)
-from service.completer import Completer
+from service import db, grants, job_calls, logs, metrics, queue, timeutil, tracing
+from service.completer import MAX_BACKLOG, Completer
 from service.deps import Deps
-from service.drivers.base import (
-    AccessGrant,
-    JobContext,
-    JobPending,
-    LoggedIn,
-    PaystubQuery,
-    PlatformDriver,
-    PlatformError,
-    SwitchRequest,
-    SwitchTarget,
-)
+from service.drivers.base import AccessGrant, JobContext, JobPending, LoggedIn, PlatformError
 from service.job_outcomes import Failure, Outcome, Pending, Retry, Success
 from service.queue import ClaimedJob
 
@@ -57,18 +42,40 @@ log = logging.getLogger("paylink.worker")
 backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 
 
+class _InCall:
+    """Counts a job in `Worker.calls_in_flight` while it calls its platform (one call at a time: a
+    refresh re-accesses, then fetches)."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def __aenter__(self) -> None:
+        self.worker.calls_in_flight += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.worker.calls_in_flight -= 1
+
+
 class Worker:
     def __init__(self, deps: Deps, worker_id: str | None = None) -> None:
         self.deps = deps
         self.id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Every job held: claimed, its outcome not committed yet (the heartbeat renews their leases).
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._room = asyncio.Event()  # a job finished: a slot is free
+        # The held jobs that take a slot: claimed, their outcome not handed to the completer yet.
+        self._slots: dict[uuid.UUID, str] = {}  # job id -> platform id
+        self._room = asyncio.Event()  # a slot is free, or the completer's backlog shrank
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._per_platform: collections.Counter[str] = collections.Counter()  # jobs held, by platform
-        self.completer = Completer(deps, self.id)
+        self._per_platform: collections.Counter[str] = collections.Counter()  # slots taken, by platform
+        backlog = min(deps.settings.worker_concurrency, MAX_BACKLOG)
+        self.completer = Completer(deps, self.id, max_backlog=backlog)
         self.finished = 0
+        self.calls_in_flight = 0  # jobs inside their platform calls now (metrics, bench/latency.py)
+        self._in_call = _InCall(self)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -78,6 +85,9 @@ class Worker:
     async def run(self) -> None:
         """Runs until stop(); then waits for in-flight jobs up to the grace period and releases the rest."""
         settings = self.deps.settings
+        metrics.WORKER_JOBS_HELD.set_function(lambda: self.jobs_held)
+        metrics.WORKER_PLATFORM_CALLS.set_function(lambda: self.calls_in_flight)
+        metrics.WORKER_OUTCOMES_WAITING.set_function(lambda: self.outcomes_waiting)
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._rescue_loop())]
         completer = asyncio.create_task(self.completer.run())
         try:
@@ -118,7 +128,7 @@ class Worker:
                 if conn.is_closed():
                     raise asyncpg.InterfaceError("the LISTEN connection was closed")
                 self._wake.clear()
-                free = settings.worker_concurrency - len(self._running)
+                free = self._free_slots()
                 claimed = await self._claim(free) if free > 0 else []
                 for job in claimed:
                     self._start(job)
@@ -133,12 +143,29 @@ class Worker:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    @property
+    def jobs_held(self) -> int:
+        """Jobs claimed whose outcome is not committed yet (slots taken + outcomes waiting)."""
+        return len(self._running)
+
+    @property
+    def outcomes_waiting(self) -> int:
+        """Held jobs whose outcome is with the completer, not committed yet."""
+        return len(self._running) - len(self._slots)
+
+    def _free_slots(self) -> int:
+        """How many jobs to claim now: the free slots, none while the completer is behind (more than
+        its `max_backlog` outcomes waiting): the worker holds at most concurrency + max_backlog."""
+        if self.outcomes_waiting > self.completer.max_backlog:
+            return 0
+        return self.deps.settings.worker_concurrency - len(self._slots)
+
     async def _wait_for_room(self) -> None:
-        # An event set by each finished job, not asyncio.wait over the running tasks: that adds and
-        # removes a callback on every one of them per wait (with 2,000 held jobs, 14 % of the worker's
-        # CPU in the 2 s platform benchmark).
+        # An event set by each freed slot and committed outcome, not asyncio.wait over the running
+        # tasks: that adds and removes a callback on every one of them per wait (with 2,000 held
+        # jobs, 14 % of the worker's CPU in the 2 s platform benchmark).
         self._room.clear()
-        while len(self._running) >= self.deps.settings.worker_concurrency and not self._stopping.is_set():
+        while self._free_slots() <= 0 and not self._stopping.is_set():
             await self._room.wait()
             self._room.clear()
 
@@ -155,14 +182,23 @@ class Worker:
     def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._execute(job))
         self._running[job.id] = task
+        self._slots[job.id] = job.platform_id
         self._per_platform[job.platform_id] += 1
-        task.add_done_callback(lambda _: self._done(job.id, job.platform_id))
+        task.add_done_callback(lambda _: self._done(job.id))
 
-    def _done(self, job_id: uuid.UUID, platform_id: str) -> None:
+    def _free_slot(self, job_id: uuid.UUID) -> None:
+        """The job's platform work is over (its outcome goes to the completer): its slot is free."""
+        platform_id = self._slots.pop(job_id, None)
+        if platform_id is not None:
+            self._per_platform[platform_id] -= 1
+            self._room.set()
+            self._wake.set()
+
+    def _done(self, job_id: uuid.UUID) -> None:
+        self._free_slot(job_id)  # a task cancelled (or crashed) before its hand-over
         self._running.pop(job_id, None)
-        self._per_platform[platform_id] -= 1
         self.finished += 1
-        self._room.set()
+        self._room.set()  # the completer's backlog shrank
         self._wake.set()
 
     async def _heartbeat(self) -> None:
@@ -196,7 +232,7 @@ class Worker:
         }
         with (
             tracing.request(job.trace[1]),
-            tracing.tracer.start_as_current_span(
+            tracing.span(
                 f"job {name}",
                 context=tracing.continued(job.trace[0]),
                 kind=SpanKind.CONSUMER,
@@ -220,8 +256,12 @@ class Worker:
             )
         label = type(outcome).__name__.lower()
         metrics.JOB_DURATION.labels(name, job.platform_id, label).observe(time.perf_counter() - started)
-        try:  # with other jobs' outcomes, in one transaction (service.completer), in this job's context
-            written = await self.completer.submit(job.id, job.account_id, outcome)
+        # With other jobs' outcomes, in one transaction (service.completer), in this job's context.
+        # The slot is free once the outcome is queued; the job stays held (and leased) until it commits.
+        waiting = self.completer.enqueue(job.id, job.account_id, outcome)
+        self._free_slot(job.id)
+        try:
+            written = await waiting
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             return  # the database stayed away: the lease will expire and the job is rescued
         if written and isinstance(outcome, (Success, Failure)):
@@ -266,7 +306,7 @@ class Worker:
         )
         new_grant: grants.NewGrant | None = None
         try:
-            async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds):
+            async with limit, asyncio.timeout(deps.settings.platform_call_timeout_seconds), self._in_call:
                 if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
                     access = await driver.reaccess(str(job.account_id), job.platform_id, AccessGrant(grant))
                     if not isinstance(access, LoggedIn):
@@ -283,7 +323,7 @@ class Worker:
                     attempt=job.attempts,
                     pending_since=job.pending_since,
                 )
-                outcome = await self._call(driver, job, ctx, new_grant)
+                outcome = await job_calls.call(driver, deps.vault, job, ctx, new_grant)
                 if ctx.renewed.grant is not None and isinstance(outcome, Success):
                     # The call changed the grant (the sandbox keeps a switch in it): keep that one.
                     secret = ctx.renewed.grant.secret
@@ -299,58 +339,3 @@ class Worker:
             return self._retry_or_fail(
                 job, common_pb2.JOB_ERROR_CODE_TIMEOUT, "the platform did not answer in time"
             )
-
-    async def _call(
-        self, driver: PlatformDriver, job: ClaimedJob, ctx: JobContext, new_grant: grants.NewGrant | None
-    ) -> Outcome:
-        name = job.name
-        params = job.job_params()
-        if name == common_pb2.JOB_NAME_IDENTITY:
-            return Success(await driver.fetch_identity(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_EMPLOYMENT:
-            return Success(await driver.fetch_employment(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_INCOME:
-            return Success(await driver.fetch_income(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS:
-            return Success(await driver.fetch_allocations(ctx), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_PAYSTUBS:
-            query = PaystubQuery(
-                params.paystubs.count, params.paystubs.from_pay_date, params.paystubs.to_pay_date
-            )
-            return Success(paystubs=await driver.fetch_paystubs(ctx, query), new_grant=new_grant)
-        if name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
-            # The money rules once more, right before the platform moves pay (allocation_rules.py).
-            switch = params.direct_deposit_switch
-            problem = allocation_rules.check_switch(
-                switch.action, switch.allocation.type, switch.allocation.value, switch.splitting_disabled
-            )
-            if problem is not None:
-                log.warning(
-                    "switch refused before the platform", extra={"job_id": str(job.id), "reason": problem}
-                )
-                return Failure(
-                    common_pb2.JOB_ERROR_CODE_ALLOCATION_REJECTED, f"refused before the platform: {problem}"
-                )
-            return Success(
-                await driver.switch_direct_deposit(ctx, self._switch_request(job, params)),
-                new_grant=new_grant,
-            )
-        if name in record_jobs.RECORD_JOBS:
-            return Success(records=await record_jobs.fetch(driver, ctx, name, params), new_grant=new_grant)
-        return Failure(common_pb2.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"unknown job {name}")
-
-    def _switch_request(self, job: ClaimedJob, params: common_pb2.JobParams) -> SwitchRequest:
-        assert job.params_sealed is not None  # a switch job always has its sealed target
-        secret = json.loads(self.deps.vault.open(job.params_sealed, aad=sealed.JOB_PARAMS.aad(job.id)))
-        switch = params.direct_deposit_switch
-        return SwitchRequest(
-            action=switch.action,
-            allocation_type=switch.allocation.type,
-            value=switch.allocation.value,
-            target=SwitchTarget(
-                type=secret["type"],
-                routing_number=secret["routing_number"],
-                account_number=secret["account_number"],
-                name=secret["name"],
-            ),
-        )

@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -325,6 +325,19 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
 def error_reason(exc: grpc.aio.AioRpcError) -> str:
     info = error_info(exc)
     return info.reason if info is not None else ""
+
+
+class FetchesValues(Protocol):
+    """An asyncpg pool, or the fault tests' Deployment."""
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+async def stored_grant(db: FetchesValues, account_id: str) -> bytes:
+    """The account's sealed grant, as stored (account_credentials.sealed)."""
+    blob = await db.fetchval("SELECT sealed FROM account_credentials WHERE account_id = $1::uuid", account_id)
+    assert blob is not None
+    return bytes(blob)
 
 
 async def start_session(client: Client, token: str) -> link_pb2.LinkSession:

@@ -110,8 +110,7 @@ def _utcnow() -> dt.datetime:
 
 
 class SandboxDriver:
-    """PlatformDriver for the sandbox platforms (plus `expire_grant`/`add_paystub` for
-    SandboxService)."""
+    """PlatformDriver for the sandbox platforms (plus `expire_grant`/`add_paystub` for SandboxService)."""
 
     def __init__(
         self,
@@ -123,9 +122,7 @@ class SandboxDriver:
     ) -> None:
         self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
         self._failures: collections.Counter[tuple[str, str]] = collections.Counter()  # user_recovers
-        self._slow_latency = slow_latency
-        self._pending_delay = pending_delay
-        self._clock = clock
+        self._slow_latency, self._pending_delay, self._clock = slow_latency, pending_delay, clock
         self._platforms = {p.id: p for p in PLATFORMS}
 
     def platforms(self) -> list[PlatformInfo]:
@@ -339,11 +336,15 @@ class SandboxDriver:
     async def _call(self, platform_id: str) -> PlatformInfo:
         """Resolves the platform and simulates its latency."""
         platform = self._platform(platform_id)
-        delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
-        delay += random.uniform(-self._jitter, self._jitter) if self._jitter else 0.0  # noqa: S311
-        if delay > 0:
+        if (delay := self.delay(platform_id)) > 0:
             await asyncio.sleep(delay)
         return platform
+
+    def delay(self, platform_id: str) -> float:
+        """One call's latency ± up to the jitter, uniformly; the jitter is cut to the latency, so the
+        spread is symmetric and the mean call takes the latency (bench/latency.py divides by it)."""
+        delay = self._latency + (self._slow_latency if platform_id == SANDBOX_SLOW else 0.0)
+        return delay + random.uniform(-min(self._jitter, delay), min(self._jitter, delay))  # noqa: S311
 
     def _platform(self, platform_id: str) -> PlatformInfo:
         platform = self._platforms.get(platform_id)

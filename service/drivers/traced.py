@@ -36,7 +36,7 @@ from service.drivers.base import (
 
 @contextlib.contextmanager
 def _span(method: str, platform_id: str) -> Iterator[None]:
-    with tracing.tracer.start_as_current_span(
+    with tracing.span(
         f"platform {method}",
         kind=SpanKind.CLIENT,
         attributes={"paylink.platform_id": platform_id},

@@ -15,7 +15,7 @@ from paylink.v1 import account_pb2, link_pb2, sandbox_pb2
 from paylink.v1 import common_pb2 as c
 
 from tests.faults.cluster import Deployment, wait_until
-from tests.harness import Client, start_session
+from tests.harness import Client, start_session, stored_grant
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -45,14 +45,6 @@ async def _link(dep: Deployment, client: Client, username: str, job: int) -> str
 
 async def _status(dep: Deployment, job_id: str) -> str:
     return str(await dep.fetchval("SELECT status FROM jobs WHERE id = $1::uuid", job_id))
-
-
-async def _stored_grant(dep: Deployment, account_id: str) -> bytes:
-    blob = await dep.fetchval(
-        "SELECT sealed FROM account_credentials WHERE account_id = $1::uuid", account_id
-    )
-    assert blob is not None
-    return bytes(blob)
 
 
 async def _refresh_in_its_platform_call(dep: Deployment, client: Client, account_id: str, job: int) -> str:
@@ -97,18 +89,18 @@ async def test_an_allocation_changed_during_a_refresh_is_kept_and_the_next_refre
     await client.sandbox.ChangeAllocation(
         sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=TARGET), metadata=client.md()
     )
-    changed = await _stored_grant(dep, account_id)
+    changed = await stored_grant(dep, account_id)
     assert await _status(dep, job_id) == "running", "the change must commit while the job runs"
 
     assert await _finished(dep, job_id) == "success"  # it succeeded with what it fetched before
     assert await _allocations(client, account_id) == before
-    assert await _stored_grant(dep, account_id) == changed  # its refreshed (stale) grant was not stored
+    assert await stored_grant(dep, account_id) == changed  # its refreshed (stale) grant was not stored
 
     # The next refresh runs with the changed grant: the platform's new allocation comes back.
     next_id = await _refresh_in_its_platform_call(dep, client, account_id, ALLOCATIONS)
     assert await _finished(dep, next_id) == "success"
     assert await _allocations(client, account_id) == ["1234"]
-    assert await _stored_grant(dep, account_id) != changed  # its own refreshed grant replaced it
+    assert await stored_grant(dep, account_id) != changed  # its own refreshed grant replaced it
 
 
 async def test_a_relink_with_new_credentials_during_a_refresh_is_kept(deployment: Deployment) -> None:
@@ -131,14 +123,14 @@ async def test_a_relink_with_new_credentials_during_a_refresh_is_kept(deployment
     )
     assert relinked.account_id == account_id
     assert relinked.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING
-    new_login = await _stored_grant(dep, account_id)
+    new_login = await stored_grant(dep, account_id)
     assert await _status(dep, job_id) == "running", "the re-link must commit while the job runs"
 
     assert await _finished(dep, job_id) == "success"
-    assert await _stored_grant(dep, account_id) == new_login  # not the old login's refreshed grant
+    assert await stored_grant(dep, account_id) == new_login  # not the old login's refreshed grant
 
     # The next refresh was claimed with the new login's grant: its refreshed one replaced it (the
     # compare-and-set only matches the blob the job was claimed with).
     next_id = await _refresh_in_its_platform_call(dep, client, account_id, c.JOB_NAME_IDENTITY)
     assert await _finished(dep, next_id) == "success"
-    assert await _stored_grant(dep, account_id) != new_login
+    assert await stored_grant(dep, account_id) != new_login

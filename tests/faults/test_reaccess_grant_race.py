@@ -19,19 +19,11 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2, sandbox_pb2
 
 from tests.faults.cluster import Deployment, free_port, wait_until
-from tests.harness import TEST_TARGET, Client, link_account, start_session
+from tests.harness import TEST_TARGET, Client, link_account, start_session, stored_grant
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 LATENCY = 4.0  # each sandbox_slow call of the api process serving the bound session
-
-
-async def _stored_grant(dep: Deployment, account_id: str) -> bytes:
-    blob = await dep.fetchval(
-        "SELECT sealed FROM account_credentials WHERE account_id = $1::uuid", account_id
-    )
-    assert blob is not None
-    return bytes(blob)
 
 
 async def test_a_grant_changed_by_another_process_during_a_re_access_survives(
@@ -51,7 +43,7 @@ async def test_a_grant_changed_by_another_process_during_a_re_access_survives(
         _, first = await link_account(fast, "user_good+odu_race", platform_id="sandbox_slow")
         account_id = first.account_id
         await worker.stop()
-        before = await _stored_grant(dep, account_id)
+        before = await stored_grant(dep, account_id)
 
         bound = await fast.token([c.JOB_NAME_IDENTITY], account_id=account_id)
         session = asyncio.create_task(start_session(client, bound.token))  # the slow process
@@ -68,13 +60,13 @@ async def test_a_grant_changed_by_another_process_during_a_re_access_survives(
             sandbox_pb2.ChangeAllocationRequest(account_id=account_id, target=TEST_TARGET),
             metadata=fast.md(),
         )
-        changed = await _stored_grant(dep, account_id)
+        changed = await stored_grant(dep, account_id)
         assert changed != before
         assert not session.done(), "the change must commit while the re-access runs"
 
         done = await asyncio.wait_for(session, 60)
         assert done.state == link_pb2.LINK_SESSION_STATE_JOBS_RUNNING and done.account_id == account_id
-        assert await _stored_grant(dep, account_id) == changed  # the newer grant survived
+        assert await stored_grant(dep, account_id) == changed  # the newer grant survived
         assert slow.returncode is None and other.returncode is None
     finally:
         await channel.close()

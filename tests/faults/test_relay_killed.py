@@ -16,19 +16,17 @@ from collections.abc import Callable
 
 import pytest
 from paylink.v1 import common_pb2 as c
+from paylink.v1 import event_pb2
 
-from tests.faults.cluster import Deployment, assert_delivery, connect_many, read_log, wait_until
+from tests.faults.cluster import Delivery, Deployment, assert_delivery, connect_many, read_log, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
 JOBS = [c.JOB_NAME_IDENTITY, c.JOB_NAME_INCOME]
 
 
-async def test_relay_exit_between_publish_and_mark(
-    deployment: Deployment, figures: Callable[..., None]
-) -> None:
-    dep = deployment
-    sessions, batch = 30, 50
+async def _outbox_waiting(dep: Deployment, sessions: int) -> list[event_pb2.Event]:
+    """`sessions` linked accounts with their jobs run, and no relay yet: every event is in the outbox."""
     await dep.spawn("api")
     await dep.spawn("worker")
     client = await dep.new_client()
@@ -36,25 +34,49 @@ async def test_relay_exit_between_publish_and_mark(
     await dep.wait_all_jobs_final(sessions * len(JOBS), within=60)
     outbox = await dep.outbox()
     assert len(outbox) == sessions * (1 + len(JOBS) + 1)
-    assert await dep.unpublished() == len(outbox)  # no relay yet: every event waits in the outbox
+    assert await dep.unpublished() == len(outbox)
+    return outbox
 
+
+async def _relay_exits_after(dep: Deployment, batch: int, batches: int) -> None:
+    """A relay that exits 137 right after its `batches`-th batch was acknowledged."""
     crashing = await dep.spawn(
-        "relay", wait_ready=False, relay_batch_size=batch, fault_relay_exit_after_publish=1
+        "relay", wait_ready=False, relay_batch_size=batch, fault_relay_exit_after_publish=batches
     )
     assert await crashing.wait(60) == 137
-    assert await dep.unpublished() == len(outbox)  # it died before marking anything
-    first_batch = {
-        str(r["event_id"]) for r in await dep.fetch("SELECT event_id FROM outbox ORDER BY id LIMIT $1", batch)
-    }
-    in_kafka = await read_log(dep.stack.bootstrap, dep.prefix)
-    assert collections.Counter(r.event.event_id for r in in_kafka) == dict.fromkeys(first_batch, 1)
 
+
+async def _copies_in_kafka(dep: Deployment) -> collections.Counter[str]:
+    return collections.Counter(r.event.event_id for r in await read_log(dep.stack.bootstrap, dep.prefix))
+
+
+async def _next_relay_publishes_all(
+    dep: Deployment, outbox: list[event_pb2.Event], batch: int
+) -> tuple[Delivery, collections.Counter[str]]:
+    """A new relay publishes the rest: what Kafka then holds (every event, each account's in order,
+    redeliveries byte-identical with the same event_id) and how many copies of each event."""
     await dep.spawn("relay", relay_batch_size=batch)
     await dep.wait_outbox_published(within=60)
     await dep.wait_consumed({e.event_id for e in outbox}, within=60)
     log = await read_log(dep.stack.bootstrap, dep.prefix)
-    delivery = assert_delivery(log, outbox)  # redeliveries are byte-identical, same event_id
-    copies = collections.Counter(r.event.event_id for r in log)
+    return assert_delivery(log, outbox), collections.Counter(r.event.event_id for r in log)
+
+
+async def test_relay_exit_between_publish_and_mark(
+    deployment: Deployment, figures: Callable[..., None]
+) -> None:
+    dep = deployment
+    batch = 50
+    outbox = await _outbox_waiting(dep, sessions=30)
+
+    await _relay_exits_after(dep, batch, batches=1)
+    assert await dep.unpublished() == len(outbox)  # it died before marking anything
+    first_batch = {
+        str(r["event_id"]) for r in await dep.fetch("SELECT event_id FROM outbox ORDER BY id LIMIT $1", batch)
+    }
+    assert await _copies_in_kafka(dep) == dict.fromkeys(first_batch, 1)
+
+    delivery, copies = await _next_relay_publishes_all(dep, outbox, batch)
     assert {event_id for event_id, n in copies.items() if n > 1} == first_batch
     assert max(copies.values()) == 2
     assert delivery.consumed == len(outbox) + batch and delivery.distinct == len(outbox)
@@ -72,19 +94,11 @@ async def test_relay_exit_mid_pipeline_resends_exactly_the_unmarked_batches(
     exactly the three acknowledged batches (the fourth was selected, never sent), at most the first
     two are marked, and the next relay resends exactly the unmarked rows, in order."""
     dep = deployment
-    sessions, batch, batches = 30, 20, 3
-    await dep.spawn("api")
-    await dep.spawn("worker")
-    client = await dep.new_client()
-    await connect_many(client, sessions, JOBS)
-    await dep.wait_all_jobs_final(sessions * len(JOBS), within=60)
-    outbox = await dep.outbox()
-    assert len(outbox) == sessions * (1 + len(JOBS) + 1) > (batches + 1) * batch
+    batch, batches = 20, 3
+    outbox = await _outbox_waiting(dep, sessions=30)
+    assert len(outbox) > (batches + 1) * batch
 
-    crashing = await dep.spawn(
-        "relay", wait_ready=False, relay_batch_size=batch, fault_relay_exit_after_publish=batches
-    )
-    assert await crashing.wait(60) == 137
+    await _relay_exits_after(dep, batch, batches)
     ordered = [str(r["event_id"]) for r in await dep.fetch("SELECT event_id FROM outbox ORDER BY id")]
     sent = ordered[: batches * batch]
     marked = {
@@ -92,15 +106,9 @@ async def test_relay_exit_mid_pipeline_resends_exactly_the_unmarked_batches(
         for r in await dep.fetch("SELECT event_id FROM outbox WHERE published_at IS NOT NULL")
     }
     assert set(ordered[:batch]) <= marked <= set(ordered[: 2 * batch])  # the mark of batch 2 raced the exit
-    in_kafka = await read_log(dep.stack.bootstrap, dep.prefix)
-    assert collections.Counter(r.event.event_id for r in in_kafka) == dict.fromkeys(sent, 1)
+    assert await _copies_in_kafka(dep) == dict.fromkeys(sent, 1)
 
-    await dep.spawn("relay", relay_batch_size=batch)
-    await dep.wait_outbox_published(within=60)
-    await dep.wait_consumed({e.event_id for e in outbox}, within=60)
-    log = await read_log(dep.stack.bootstrap, dep.prefix)
-    delivery = assert_delivery(log, outbox)  # every account's events in order, redeliveries identical
-    copies = collections.Counter(r.event.event_id for r in log)
+    delivery, copies = await _next_relay_publishes_all(dep, outbox, batch)
     assert {event_id for event_id, n in copies.items() if n > 1} == set(sent) - marked
     assert max(copies.values()) == 2 and delivery.distinct == len(outbox)
     figures(

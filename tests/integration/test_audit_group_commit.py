@@ -78,13 +78,21 @@ async def test_waves_of_reads_each_recorded_once_and_answered_after_their_commit
     assert await _recorded(pool, workspace) == {f"req-group-{n}": 1 for n in range(100)}
 
 
+async def _reads_and_one_odd(
+    commit: audit_commit.GroupCommit, workspace: uuid.UUID, account: uuid.UUID, reads: int, odd: str
+) -> list[object]:
+    """The outcomes of `reads` audited reads with the `odd` statement third among them, all waiting
+    together (one batch)."""
+    calls = [commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(reads)]
+    calls.insert(2, commit.fetchrow(odd))
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
 async def test_a_read_whose_statement_fails_fails_alone(app: runtime.Running) -> None:
     pool = app.deps.pool
     commit = audit_commit.GroupCommit(pool)
     workspace, account = uuid.uuid4(), uuid.uuid4()
-    calls = [commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(5)]
-    calls.insert(2, commit.fetchrow("SELECT 1 / 0"))
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    outcomes = await _reads_and_one_odd(commit, workspace, account, 5, "SELECT 1 / 0")
     assert isinstance(outcomes[2], asyncpg.DivisionByZeroError)
     ok = [o for i, o in enumerate(outcomes) if i != 2]
     assert [o["n"] for o in ok if isinstance(o, asyncpg.Record)] == list(range(5))
@@ -96,9 +104,9 @@ async def test_a_lost_connection_fails_every_read_of_its_batch_and_records_none(
     pool = app.deps.pool
     commit = audit_commit.GroupCommit(pool)
     workspace, account = uuid.uuid4(), uuid.uuid4()
-    calls = [commit.fetchrow(_READ, *_args(workspace, account, n)) for n in range(4)]
-    calls.insert(2, commit.fetchrow("SELECT pg_terminate_backend(pg_backend_pid())"))
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    outcomes = await _reads_and_one_odd(
+        commit, workspace, account, 4, "SELECT pg_terminate_backend(pg_backend_pid())"
+    )
     assert all(isinstance(o, db.UNAVAILABLE) for o in outcomes), outcomes  # the API answers UNAVAILABLE
     assert await _recorded(pool, workspace) == {}  # no data released, no record committed
     # The next reads go on as usual.

@@ -15,18 +15,30 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2, sandbox_pb2
 
 from service import grants, runtime
-from tests.harness import TEST_TARGET, Client, link_account, start_session
+from tests.harness import TEST_TARGET, Client, link_account, start_session, stored_grant
 
 S = link_pb2
 IDENTITY = [c.JOB_NAME_IDENTITY]
 
 
 async def _blob(app: runtime.Running, account_id: str) -> bytes:
-    blob = await app.deps.pool.fetchval(
-        "SELECT sealed FROM account_credentials WHERE account_id = $1::uuid", account_id
+    return await stored_grant(app.deps.pool, account_id)
+
+
+async def _in_mfa_round(client: Client, username: str) -> tuple[str, link_pb2.LinkSession]:
+    """A linked account (its id) and a bound session of it whose re-access asks for MFA."""
+    _, first = await link_account(client, username)
+    bound = await client.token(IDENTITY, account_id=first.account_id)
+    asked = await start_session(client, bound.token)
+    assert asked.state == S.LINK_SESSION_STATE_MFA_REQUIRED and asked.mfa.type == "code"
+    return first.account_id, asked
+
+
+async def _answer_mfa(client: Client, asked: link_pb2.LinkSession) -> None:
+    answered = await client.link.SubmitMfa(
+        S.SubmitMfaRequest(session_id=asked.id, answer="mfa_code"), metadata=client.md()
     )
-    assert blob is not None
-    return bytes(blob)
+    assert answered.state == S.LINK_SESSION_STATE_JOBS_RUNNING
 
 
 async def _change_allocation(client: Client, account_id: str) -> None:
@@ -72,11 +84,7 @@ async def test_a_grant_changed_while_the_session_re_accesses_survives(
 async def test_a_grant_changed_during_the_re_access_mfa_round_survives(
     app: runtime.Running, client: Client
 ) -> None:
-    _, first = await link_account(client, "user_reauth_mfa+odu_cas")
-    account_id = first.account_id
-    bound = await client.token(IDENTITY, account_id=account_id)
-    asked = await start_session(client, bound.token)
-    assert asked.state == S.LINK_SESSION_STATE_MFA_REQUIRED and asked.mfa.type == "code"
+    account_id, asked = await _in_mfa_round(client, "user_reauth_mfa+odu_cas")
     kept = await app.deps.pool.fetchval(
         "SELECT reaccess_grant_digest FROM link_sessions WHERE id = $1::uuid", asked.id
     )
@@ -84,10 +92,7 @@ async def test_a_grant_changed_during_the_re_access_mfa_round_survives(
 
     await _change_allocation(client, account_id)
     changed = await _blob(app, account_id)
-    answered = await client.link.SubmitMfa(
-        S.SubmitMfaRequest(session_id=asked.id, answer="mfa_code"), metadata=client.md()
-    )
-    assert answered.state == S.LINK_SESSION_STATE_JOBS_RUNNING
+    await _answer_mfa(client, asked)
     assert await _blob(app, account_id) == changed
     assert (
         await app.deps.pool.fetchval(
@@ -132,21 +137,14 @@ async def test_a_grant_only_resealed_during_the_mfa_round_is_still_replaced(
     app: runtime.Running, client: Client
 ) -> None:
     """`vault reencrypt` puts the same grant in a new blob: the digest is of the opened grant."""
-    _, first = await link_account(client, "user_reauth_mfa+odu_reseal")
-    account_id = first.account_id
-    bound = await client.token(IDENTITY, account_id=account_id)
-    asked = await start_session(client, bound.token)
-    assert asked.state == S.LINK_SESSION_STATE_MFA_REQUIRED
+    account_id, asked = await _in_mfa_round(client, "user_reauth_mfa+odu_reseal")
     account = uuid.UUID(account_id)
     async with app.deps.pool.acquire() as conn:
         same = await grants.load(app.deps, conn, account)
         assert same is not None
         await grants.store(app.deps, conn, account, same)  # a new blob (new nonce), the same grant
     resealed = await _blob(app, account_id)
-    answered = await client.link.SubmitMfa(
-        S.SubmitMfaRequest(session_id=asked.id, answer="mfa_code"), metadata=client.md()
-    )
-    assert answered.state == S.LINK_SESSION_STATE_JOBS_RUNNING
+    await _answer_mfa(client, asked)
     after = await _blob(app, account_id)
     assert after != resealed
     async with app.deps.pool.acquire() as conn:

@@ -1096,3 +1096,31 @@ def test_grants_stored_before_the_clock_still_decode() -> None:
            "expired": False, "extra_paystubs": 1}  # fmt: skip
     grant = sandbox_module.Grant.decode(json.dumps(old).encode())
     assert (grant.days_advanced, grant.deposit) == (0, None)
+
+
+# -- simulated latency ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("latency", "jitter", "platform_id", "low", "high"),
+    [
+        (2.0, 0.5, SANDBOX_ADP, 1.5, 2.5),  # bench/latency.py's platform: 2 s ± 0.5 s
+        (0.2, 1.0, SANDBOX_ADP, 0.0, 0.4),  # a jitter above the latency is cut to it: never below 0
+        (0.0, 1.0, SANDBOX_ADP, 0.0, 0.0),  # no latency, no jitter
+        (0.0, 1.0, SANDBOX_SLOW, 1.0, 3.0),  # the slow platform's latency is jittered too
+    ],
+)
+def test_latency_jitter_is_symmetric_around_the_latency(
+    latency: float, jitter: float, platform_id: str, low: float, high: float
+) -> None:
+    """The mean call takes the configured latency (bench/latency.py divides calls in flight by it):
+    the uniform jitter is symmetric, and cut to the latency where it would go below 0 (clamping at 0
+    instead would lengthen the mean call)."""
+    d = SandboxDriver(latency=latency, slow_latency=2.0, jitter=jitter)
+    sandbox_module.random.seed(14)
+    delays = [d.delay(platform_id) for _ in range(20_000)]
+    mean = (low + high) / 2
+    assert low <= min(delays) and max(delays) <= high
+    assert abs(sum(delays) / len(delays) - mean) <= 0.01 * max(mean, 1.0)
+    if high > low:  # both halves of the spread are used
+        assert min(delays) < mean - 0.9 * (mean - low) and max(delays) > mean + 0.9 * (high - mean)

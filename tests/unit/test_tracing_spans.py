@@ -76,3 +76,23 @@ def test_traceparent_is_what_the_w3c_propagator_injects(flags: str) -> None:
     injected = {}
     TraceContextTextMapPropagator().inject(injected)
     assert tracing.traceparent() == "" and "traceparent" not in injected
+
+
+def test_a_span_without_a_processor_is_a_child_of_the_current_one_and_ends_with_its_block() -> None:
+    """`tracing.span` (a job's span, its platform calls'): unrecorded, but a real child context."""
+    carrier = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+    with tracing.span("job JOB_NAME_IDENTITY", context=tracing.continued(carrier["traceparent"])) as job:
+        job_tp = tracing.traceparent()
+        assert not job.is_recording()
+        assert job_tp.split("-")[1] == CALLER_TRACE and job_tp.split("-")[2] not in (CALLER_SPAN, "0" * 16)
+        with tracing.span("platform fetch_identity", kind=trace.SpanKind.CLIENT) as call:
+            assert call.get_span_context().trace_id == job.get_span_context().trace_id
+            assert call.get_span_context().span_id != job.get_span_context().span_id
+            assert tracing.traceparent().split("-")[1] == CALLER_TRACE
+        assert tracing.traceparent() == job_tp  # the platform call's span ended with its block
+    assert tracing.traceparent() == ""
+    with tracing.span("job JOB_NAME_IDENTITY") as fresh:  # no stored context, none current: a new trace
+        assert fresh.get_span_context().is_valid and fresh.get_span_context().trace_id != int(
+            CALLER_TRACE, 16
+        )
+    assert tracing.traceparent() == ""
