@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import json
 import secrets
@@ -172,6 +173,8 @@ async def main(port: int, url: str, workspace: uuid.UUID, pool_size: int) -> Non
     link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokens(pool, workspace), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    gc.collect()  # as paylink's API server does once started (service/api/server.py)
+    gc.freeze()
     print(f"floor serving on 127.0.0.1:{bound}", flush=True)
     await server.wait_for_termination()
 

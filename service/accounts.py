@@ -53,6 +53,16 @@ ONE_WITH_DATA_TIMES = (
     " FROM job_results r WHERE r.account_id = accounts.id) r" + schedules.LATERAL
 )
 
+# `fetch`'s statements by (data_times, lock), built once: the same strings every call (asyncpg's
+# statement cache is keyed by the text).
+_FETCH = {
+    (data_times, lock): (ONE_WITH_DATA_TIMES if data_times else f"SELECT {_COLUMNS} FROM accounts")
+    + " WHERE id = $1 AND workspace_id = $2"
+    + (" FOR UPDATE OF accounts" if lock else "")
+    for data_times in (False, True)
+    for lock in (False, True)
+}
+
 _TIME_FIELDS = {
     common_pb2.JOB_NAME_IDENTITY: "identity",
     common_pb2.JOB_NAME_EMPLOYMENT: "employment",
@@ -80,13 +90,7 @@ async def fetch(
     parsed = ids.parse_uuid(account_id)
     row = None
     if parsed is not None:
-        row = await conn.fetchrow(
-            (ONE_WITH_DATA_TIMES if data_times else f"SELECT {_COLUMNS} FROM accounts")
-            + " WHERE id = $1 AND workspace_id = $2"
-            + (" FOR UPDATE OF accounts" if lock else ""),
-            parsed,
-            workspace_id,
-        )
+        row = await conn.fetchrow(_FETCH[(data_times, lock)], parsed, workspace_id)
     if row is None:
         raise errors.not_found("account", account_id)
     return row
