@@ -186,9 +186,12 @@ class EventLog:
     def __init__(self, bootstrap: str, prefix: str) -> None:
         self.items: list[Received] = []
         self._changed = asyncio.Event()
+        # No consumer group: it reads every partition of every matching topic (new topics are
+        # noticed by the metadata refresh), and there is no join to wait for nor a group to leave
+        # when it stops (leaving timed out on a loaded broker and failed a test's teardown).
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
-            group_id=f"test-{uuid.uuid4().hex[:8]}",
+            group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             metadata_max_age_ms=500,
