@@ -95,7 +95,11 @@ async def run(
 ) -> dict[str, Any]:
     """On a database of its own, with its own API and relay processes (no platform latency there)."""
     url = await create_test_database(admin_url)
-    base_env = {**env, "PAYLINK_DATABASE_URL": url, "PAYLINK_GRPC_PORT": str(port)}
+    # The API and the relay expose no metrics here: a PAYLINK_METRICS_PORT inherited from the
+    # caller's environment would be bound by the first and make the second fail to start. The
+    # worker gets a free port of its own below.
+    base_env = {k: v for k, v in env.items() if k != "PAYLINK_METRICS_PORT"}
+    base_env.update({"PAYLINK_DATABASE_URL": url, "PAYLINK_GRPC_PORT": str(port)})
     api = await start_process([sys.executable, "-m", "service", "api"], base_env, "paylink serving")
     relay = await start_process([sys.executable, "-m", "service", "relay"], base_env, "paylink serving")
     try:
