@@ -101,7 +101,12 @@ async def run(
     base_env = {k: v for k, v in env.items() if k != "PAYLINK_METRICS_PORT"}
     base_env.update({"PAYLINK_DATABASE_URL": url, "PAYLINK_GRPC_PORT": str(port)})
     api = await start_process([sys.executable, "-m", "service", "api"], base_env, "paylink serving")
-    relay = await start_process([sys.executable, "-m", "service", "relay"], base_env, "paylink serving")
+    try:
+        relay = await start_process([sys.executable, "-m", "service", "relay"], base_env, "paylink serving")
+    except BaseException:
+        stop(api)  # not left listening on the port for the next run
+        await drop_database(admin_url, url)
+        raise
     try:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         _, secret = await auth.create_workspace(pool, "bench-latency")
