@@ -12,7 +12,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -120,7 +120,7 @@ class Client:
         return out
 
     async def token(
-        self, jobs: list[int], *, api_version: str | object | None = ..., **fields: Any
+        self, jobs: Sequence[int], *, api_version: str | object | None = ..., **fields: Any
     ) -> link_token_pb2.LinkToken:
         fields.setdefault("org_name", "Acme Bank")
         if "account_id" not in fields:
@@ -132,7 +132,7 @@ class Client:
     async def connect(
         self,
         username: str,
-        jobs: list[int],
+        jobs: Sequence[int],
         *,
         platform_id: str = "sandbox_adp",
         password: str = "pass_good",
