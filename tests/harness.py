@@ -392,7 +392,7 @@ async def wait_account(
 
 
 async def link_account(
-    client: Client, username: str = "user_good", jobs: list[int] | None = None, **fields: Any
+    client: Client, username: str = "user_good", jobs: Sequence[int] | None = None, **fields: Any
 ) -> tuple[link_token_pb2.LinkToken, link_pb2.LinkSession]:
     """Connects an account and waits until its session is COMPLETED; returns the token and session."""
     token, session = await client.connect(

@@ -62,7 +62,7 @@ def call(
                 break
             for event in conn.receive_data(chunk):
                 if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                    received.update(dict(event.headers))  # type: ignore[arg-type]
+                    received.update(dict(event.headers))
                     if isinstance(event, h2.events.TrailersReceived) or event.stream_ended is not None:
                         done = isinstance(event, h2.events.TrailersReceived) or b"grpc-status" in received
                 elif isinstance(event, h2.events.DataReceived):

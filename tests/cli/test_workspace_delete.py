@@ -17,7 +17,7 @@ from paylink.v1 import common_pb2 as c
 from service import runtime
 from service.config import Settings
 from tests.cli.util import fields, run, service_env
-from tests.harness import TEST_ALLOCATION, Client, EventLog, link_account
+from tests.harness import TEST_ALLOCATION, Client, EventLog, Received, link_account
 
 
 def _listed(out: str, workspace_id: str) -> dict[str, str]:
@@ -61,14 +61,11 @@ async def test_workspace_list_and_delete(
 
     # Each account was disconnected with its event, on the real broker, under the command's request id.
     for account_id in accounts:
-        (update,) = [
-            r
-            for r in await events.wait_for(
-                lambda r, a=account_id: (
-                    r.event.account_id == a and r.event.event == "account.monitoring_status.updated"
-                )
-            )
-        ]
+
+        def status_updated(r: Received, a: str = account_id) -> bool:
+            return r.event.account_id == a and r.event.event == "account.monitoring_status.updated"
+
+        (update,) = [r for r in await events.wait_for(status_updated)]
         payload = update.event.monitoring_status_updated
         assert (payload.monitoring_status, payload.reason) == (
             c.MONITORING_STATUS_CUSTOMER_DISABLED,
@@ -110,6 +107,7 @@ async def test_workspace_list_and_delete(
                       (SELECT count(*) FROM api_secrets WHERE workspace_id = $1 AND revoked_at IS NULL) AS secrets""",
             uuid.UUID(ws),
         )
+        assert kept is not None
         assert (kept["accounts"], kept["secrets"]) == (2, 0) and kept["jobs"] >= 2 and kept["events"] >= 6
     finally:
         await conn.close()

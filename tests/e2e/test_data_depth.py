@@ -50,7 +50,12 @@ async def test_salaried_user_ytd_equals_the_sum_of_the_years_paystubs(
     assert newest.total_deductions_ytd.amount_cents == sum(s.total_deductions.amount_cents for s in year)
     per_line: collections.Counter[str] = collections.Counter()
     for stub in reversed(stubs):  # oldest first: every line's YTD is the running sum
-        for line in [*stub.earnings, *stub.taxes, *stub.deductions]:
+        lines: list[data_pb2.Earning | data_pb2.Tax | data_pb2.Deduction] = [
+            *stub.earnings,
+            *stub.taxes,
+            *stub.deductions,
+        ]
+        for line in lines:
             per_line[line.name] += line.amount.amount_cents
             assert line.amount_ytd.amount_cents == per_line[line.name], (stub.pay_date, line.name)
         reimbursed = sum(r.amount.amount_cents for r in stub.reimbursements)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import grpc
-from paylink.v1 import account_pb2, catalog_pb2, document_pb2, job_pb2, link_pb2, tax_form_pb2
+from paylink.v1 import account_pb2, catalog_pb2, document_pb2, event_pb2, job_pb2, link_pb2, tax_form_pb2
 from paylink.v1 import common_pb2 as c
 
 from tests.harness import (
@@ -29,7 +29,9 @@ EVENTS = {
 }
 
 
-async def job_event(events: EventLog, account_id: str, name: int, job_id: str = "") -> object:
+async def job_event(
+    events: EventLog, account_id: str, name: c.JobName.ValueType, job_id: str = ""
+) -> event_pb2.Event:
     found = await events.wait_for(
         lambda r: (
             r.event.account_id == account_id
@@ -253,7 +255,10 @@ async def test_new_requests_are_validated(client: Client) -> None:
         ),
         (
             client.accounts.ListDocuments(
-                account_pb2.ListDocumentsRequest(account_id=account_id, type=99), metadata=md
+                account_pb2.ListDocumentsRequest(
+                    account_id=account_id, type=document_pb2.DocumentType.ValueType(99)
+                ),
+                metadata=md,
             ),
             ["type"],
         ),

@@ -14,7 +14,7 @@ from paylink.v1 import account_pb2, link_pb2, privacy_pb2, sandbox_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import runtime
-from tests.harness import Client, EventLog, error_reason, link_account, rpc_error, start_session
+from tests.harness import Client, EventLog, Received, error_reason, link_account, rpc_error, start_session
 
 S = link_pb2
 IDENTITY = [c.JOB_NAME_IDENTITY]
@@ -118,12 +118,14 @@ async def test_a_platform_that_stays_down_fails_the_session_without_asking_for_c
             reason,
             0,
         )
+
         # No account existed: the event is keyed by the session and carries the reason.
-        [failed] = await events.wait_for(
-            lambda r, sid=session.id: (
+        def session_failed(r: Received, sid: str = session.id) -> bool:
+            return (
                 r.event.event == "link_session.failed" and r.event.link_session_failed.link_session_id == sid
             )
-        )
+
+        [failed] = await events.wait_for(session_failed)
         assert failed.key == session.id and failed.event.account_id == "" and failed.event.sequence == 1
         assert failed.event.link_session_failed.failure_reason == reason
         assert failed.event.link_session_failed.link_token_id == token.id
@@ -435,9 +437,11 @@ async def test_every_open_session_an_erasure_ends_announces_it_without_personal_
             S.LINK_SESSION_FAILURE_REASON_END_USER_ERASED,
         )
         if account_id:  # the account's own events: the session's end comes before the erasure's
-            (gone,) = await events.wait_for(
-                lambda r, a=account_id: r.event.account_id == a and r.event.event == "end_user.erased"
-            )
+
+            def end_user_erased(r: Received, a: str = account_id) -> bool:
+                return r.event.account_id == a and r.event.event == "end_user.erased"
+
+            (gone,) = await events.wait_for(end_user_erased)
             assert event.sequence < gone.event.sequence
     # The session that waited for a choice takes none now: no job for an erased person.
     late = await rpc_error(

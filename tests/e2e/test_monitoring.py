@@ -35,11 +35,11 @@ from tests.harness import (
 STATUS_EVENT = "account.monitoring_status.updated"
 
 
-def _monitoring(client: Client) -> monitoring_pb2_grpc.MonitoringServiceStub:
+def _monitoring(client: Client) -> monitoring_pb2_grpc.MonitoringServiceAsyncStub:
     return monitoring_pb2_grpc.MonitoringServiceStub(client.channel)
 
 
-async def _trigger(client: Client, account_id: str, *names: int) -> list[str]:
+async def _trigger(client: Client, account_id: str, *names: c.JobName.ValueType) -> list[str]:
     reply = await client.sandbox.TriggerRefreshes(
         sandbox_pb2.TriggerRefreshesRequest(account_id=account_id, names=list(names)), metadata=client.md()
     )
@@ -201,7 +201,9 @@ async def test_an_allocation_changed_outside_paylink_is_published_with_counts_no
         client.sandbox.ChangeAllocation(
             sandbox_pb2.ChangeAllocationRequest(
                 account_id=account_id,
-                target=c.AllocationTarget(type=1, routing_number="123", account_number="1"),
+                target=c.AllocationTarget(
+                    type=c.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="123", account_number="1"
+                ),
             ),
             metadata=client.md(),
         )

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -505,7 +506,7 @@ async def test_reading_an_identity_writes_exactly_one_audit_record_with_the_call
     identity = await client.accounts.GetIdentity(request, metadata=md)
     assert identity.full_name
 
-    def listing(**filters: object) -> privacy_pb2.ListAuditRecordsRequest:
+    def listing(**filters: Any) -> privacy_pb2.ListAuditRecordsRequest:
         return privacy_pb2.ListAuditRecordsRequest(account_id=account, **filters)
 
     records = (await client.privacy.ListAuditRecords(listing(), metadata=client.md())).records
@@ -677,7 +678,10 @@ async def test_sandbox_controls_that_change_personal_data_write_one_audit_record
     refused = await rpc_error(
         client.sandbox.ChangeAllocation(
             sandbox_pb2.ChangeAllocationRequest(
-                account_id=account, target=C.AllocationTarget(type=1, routing_number="1", account_number="1")
+                account_id=account,
+                target=C.AllocationTarget(
+                    type=C.DEPOSIT_ACCOUNT_TYPE_CHECKING, routing_number="1", account_number="1"
+                ),
             ),
             metadata=md("Refused"),
         )

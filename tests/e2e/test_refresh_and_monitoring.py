@@ -4,6 +4,7 @@ and SandboxService availability."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from paylink.v1 import account_pb2, job_pb2, sandbox_pb2
@@ -24,7 +25,7 @@ from tests.harness import (
 )
 
 
-async def _refresh(client: Client, account_id: str, name: int, **fields: object) -> job_pb2.Job:
+async def _refresh(client: Client, account_id: str, name: c.JobName.ValueType, **fields: Any) -> job_pb2.Job:
     job = await client.jobs.CreateJob(
         job_pb2.CreateJobRequest(account_id=account_id, name=name, **fields), metadata=client.md()
     )
@@ -146,10 +147,11 @@ async def test_new_paystub_moves_updated_at(client: Client, events: EventLog) ->
 
 
 async def _monitoring_rows(app: runtime.Running, account_id: str) -> int:
-    return await app.deps.pool.fetchval(
+    rows: int = await app.deps.pool.fetchval(
         "SELECT count(*) FROM outbox WHERE account_id = $1::uuid AND event_type = 'account.monitoring_status.updated'",
         account_id,
     )
+    return rows
 
 
 async def test_refresh_that_needs_mfa_ends_user_action_required(

@@ -51,7 +51,7 @@ async def final_event(events: EventLog, job: job_pb2.Job) -> event_pb2.Event:
 
 async def session_jobs(client: Client, session: link_pb2.LinkSession) -> dict[int, job_pb2.Job]:
     """The session's jobs by name, read with GetJob, cross-checked with ListJobs."""
-    jobs = {}
+    jobs: dict[int, job_pb2.Job] = {}
     for item in session.jobs:
         job = await client.jobs.GetJob(job_pb2.GetJobRequest(job_id=item.job_id), metadata=client.md())
         jobs[job.name] = job

@@ -166,7 +166,7 @@ async def test_request_id_is_generated_when_absent_and_returned_on_errors(client
 async def test_request_id_is_returned_with_every_kind_of_failure(client: Client) -> None:
     """Refused before authentication (a malformed id), unauthenticated, and a domain error: each
     answer carries the caller's request id in its trailing metadata, beside the google.rpc details."""
-    cases = (
+    cases: tuple[tuple[account_pb2.GetAccountRequest, list[tuple[str, str]], grpc.StatusCode], ...] = (
         (
             account_pb2.GetAccountRequest(account_id="not-a-uuid"),
             client.md(),

@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -522,7 +522,7 @@ async def read_log(bootstrap: str, prefix: str) -> list[Received]:
 
 
 async def connect_many(
-    client: Client, count: int, jobs: list[int], *, platform_id: str = "sandbox_adp", parallel: int = 8
+    client: Client, count: int, jobs: Sequence[int], *, platform_id: str = "sandbox_adp", parallel: int = 8
 ) -> list[str]:
     """Links `count` accounts (user_good+N) in parallel; returns their session ids."""
     semaphore = asyncio.Semaphore(parallel)
@@ -536,7 +536,7 @@ async def connect_many(
     return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def queued_sessions(dep: Deployment, count: int, jobs: list[int]) -> list[str]:
+async def queued_sessions(dep: Deployment, count: int, jobs: Sequence[int]) -> list[str]:
     """The opening of the tests that start their workers themselves: an API and a relay, no worker,
     `count` accounts linked with `jobs` (connect_many), all of their jobs waiting `queued`; returns
     the session ids."""

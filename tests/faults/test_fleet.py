@@ -18,6 +18,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -204,7 +205,7 @@ async def test_rolling_restart_under_load_no_failed_rpc(
     dep = deployment
     ports = [free_port(), free_port()]
     metrics_ports = [free_port(), free_port()]
-    plan: list[tuple[str, dict[str, object]]] = [
+    plan: list[tuple[str, dict[str, Any]]] = [
         ("api", {"grpc_port": ports[0], "metrics_port": metrics_ports[0], "shutdown_drain_seconds": DRAIN}),
         ("api", {"grpc_port": ports[1], "metrics_port": metrics_ports[1], "shutdown_drain_seconds": DRAIN}),
         ("worker", {}),

@@ -9,6 +9,7 @@ import collections
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -51,7 +52,7 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
     await connect_many(client, SLOW_SESSIONS, [c.JOB_NAME_IDENTITY], platform_id="sandbox_slow")
     linker.send(signal.SIGTERM)
     assert await linker.wait() == 0
-    settings = {
+    settings: dict[str, Any] = {  # Any: spawn(**settings) meets wait_ready: bool too
         "shutdown_grace_seconds": GRACE,
         "sandbox_latency_seconds": LATENCY,  # every platform call: logins (RPCs) and jobs
         "sandbox_slow_latency_seconds": 3600.0,  # sandbox_slow: hung, released at the shutdown

@@ -47,7 +47,9 @@ async def _status(dep: Deployment, job_id: str) -> str:
     return str(await dep.fetchval("SELECT status FROM jobs WHERE id = $1::uuid", job_id))
 
 
-async def _refresh_in_its_platform_call(dep: Deployment, client: Client, account_id: str, job: int) -> str:
+async def _refresh_in_its_platform_call(
+    dep: Deployment, client: Client, account_id: str, job: c.JobName.ValueType
+) -> str:
     """Queues a refresh and waits until a worker claimed it (with the grant stored now)."""
     reply = await client.sandbox.TriggerRefreshes(
         sandbox_pb2.TriggerRefreshesRequest(account_id=account_id, names=[job]), metadata=client.md()

@@ -63,7 +63,7 @@ async def test_killed_with_grouped_create_jobs_pending(
     answered: dict[int, str] = {}
     failed: dict[int, grpc.StatusCode] = {}
 
-    async def create(i: int, account_id: uuid.UUID, name: int) -> None:
+    async def create(i: int, account_id: uuid.UUID, name: c.JobName.ValueType) -> None:
         try:
             job = await client.jobs.CreateJob(
                 job_pb2.CreateJobRequest(account_id=str(account_id), name=name), metadata=client.md()

@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
@@ -88,10 +88,12 @@ class Load:
         self.accounts: dict[str, str] = {}  # session id -> account id, acknowledged (linked)
         self.stop = asyncio.Event()
 
-    async def rpc(self, method: str, key: str, call: object, request: object) -> object | None:
+    async def rpc(
+        self, method: str, key: str, call: Callable[..., Awaitable[object]], request: object
+    ) -> object | None:
         started = time.monotonic()
         try:
-            reply = await call(request, metadata=self.client.md(), timeout=DEADLINE)  # type: ignore[operator]
+            reply = await call(request, metadata=self.client.md(), timeout=DEADLINE)
         except grpc.aio.AioRpcError as exc:
             self.calls.append(Call(started, method, exc.code(), key))
             return None

@@ -104,7 +104,7 @@ async def test_postgres_restart_unavailable_then_recovers(
     deployment: Deployment, figures: Callable[..., None]
 ) -> None:
     dep = deployment
-    polls = {"worker_poll_seconds": 10, "relay_poll_seconds": 10}
+    polls: dict[str, Any] = {"worker_poll_seconds": 10, "relay_poll_seconds": 10}
     await dep.spawn("api", **polls)
     await dep.spawn("worker", **polls)
     await dep.spawn("relay", **polls)
@@ -202,7 +202,7 @@ async def test_idle_worker_and_relay_listen_again_after_a_quick_restart(
     """An idle worker and relay do not touch the database while it restarts, so nothing fails in
     them; their LISTEN connections are gone all the same and must come back."""
     dep = deployment
-    polls = {"worker_poll_seconds": 20, "relay_poll_seconds": 20}
+    polls: dict[str, Any] = {"worker_poll_seconds": 20, "relay_poll_seconds": 20}
     await dep.spawn("api", **polls)
     await dep.spawn("worker", **polls)
     await dep.spawn("relay", **polls)

@@ -143,6 +143,7 @@ def _scalar(field: FieldDescriptor, known: list[str], depth: int) -> st.SearchSt
     if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return st.floats(width=32 if kind == FieldDescriptor.TYPE_FLOAT else 64)
     if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None  # an enum field has its enum's descriptor
         values = [v.number for v in field.enum_type.values]
         return st.one_of(
             st.sampled_from(values),
@@ -150,6 +151,7 @@ def _scalar(field: FieldDescriptor, known: list[str], depth: int) -> st.SearchSt
             st.integers(-(2**31), 2**31 - 1),
         )
     if kind == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None  # a message field has its message's descriptor
         return _message(field.message_type, known, depth + 1)
     low, high = INT_RANGES[kind]
     return st.one_of(
@@ -170,7 +172,7 @@ def _message(descriptor: Descriptor, known: list[str], depth: int = 0) -> st.Sea
             value: st.SearchStrategy[Any] = st.dictionaries(
                 _scalar(key_field, known, depth), _scalar(value_field, known, depth), max_size=25
             )
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             value = st.lists(_scalar(field, known, depth), max_size=4 if depth else 6)
         else:
             value = _scalar(field, known, depth)
@@ -182,10 +184,8 @@ def _message(descriptor: Descriptor, known: list[str], depth: int = 0) -> st.Sea
             if item is _UNSET:
                 continue
             field = descriptor.fields_by_name[name]
-            target = (
-                getattr(message, name)
-                if field.message_type is not None or field.label == FieldDescriptor.LABEL_REPEATED
-                else None
+            target: Any = (
+                getattr(message, name) if field.message_type is not None or field.is_repeated else None
             )
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 for key, val in item.items():
@@ -193,7 +193,7 @@ def _message(descriptor: Descriptor, known: list[str], depth: int = 0) -> st.Sea
                         target[key].CopyFrom(val)
                     else:
                         target[key] = val
-            elif field.label == FieldDescriptor.LABEL_REPEATED:
+            elif field.is_repeated:
                 if field.message_type is not None:
                     for element in item:
                         target.add().CopyFrom(element)
@@ -211,6 +211,7 @@ def _message(descriptor: Descriptor, known: list[str], depth: int = 0) -> st.Sea
 def _mutated(base: Message, known: list[str]) -> st.SearchStrategy[Message]:
     """A valid request with one or two fields replaced by random values: reaches past validation."""
     descriptor = base.DESCRIPTOR
+    assert isinstance(descriptor, Descriptor)  # upb's descriptor is one (the stubs type it apart)
     names = [f.name for f in descriptor.fields]
 
     def merge(args: tuple[set[str], Message]) -> Message:
@@ -220,7 +221,7 @@ def _mutated(base: Message, known: list[str]) -> st.SearchStrategy[Message]:
         for name in chosen:
             field = descriptor.fields_by_name[name]
             out.ClearField(name)
-            if field.label == FieldDescriptor.LABEL_REPEATED:
+            if field.is_repeated:
                 getattr(out, name).MergeFrom(getattr(noise, name))
             elif field.message_type is not None:
                 if noise.HasField(name):
@@ -246,7 +247,7 @@ def _call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response.FromString,
         )
-    stream = channel.unary_stream(
+    stream: grpc.aio.UnaryStreamMultiCallable[Message, Message] = channel.unary_stream(
         path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response.FromString
     )
 
@@ -274,7 +275,7 @@ def _raw_call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Any:
     path = f"/{method.containing_service.full_name}/{method.name}"
     if not method.server_streaming:
         return channel.unary_unary(path)
-    stream = channel.unary_stream(path)
+    stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(path)
 
     async def first(body: bytes, **kwargs: Any) -> bytes | None:
         call = stream(body, **kwargs)
@@ -355,7 +356,6 @@ class World:
             _, secret = await auth.create_workspace(self.app.deps.pool, f"fuzz-{uuid.uuid4().hex[:6]}")
             client = Client(self.client.channel, secret)
             known: list[str] = []
-            base: Message
             if method.name == "SubmitCredentials":
                 for _ in range(8):
                     token = await client.token([common_pb2.JOB_NAME_IDENTITY])

@@ -150,7 +150,9 @@ async def test_list_jobs_filters_and_pages(client: Client) -> None:
     )
     assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
     exc = await rpc_error(
-        client.jobs.ListJobs(job_pb2.ListJobsRequest(account_id="x", names=[99]), metadata=client.md())
+        client.jobs.ListJobs(
+            job_pb2.ListJobsRequest(account_id="x", names=[c.JobName.ValueType(99)]), metadata=client.md()
+        )
     )
     assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(violation_fields(exc)) == {"account_id", "names[0]"}

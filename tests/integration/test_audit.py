@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -81,7 +82,7 @@ async def test_list_filters_and_pages_newest_first(app: runtime.Running) -> None
     )
     await audit.write(pool, erase)
 
-    async def listing(**filters: object) -> list[privacy_pb2.AuditRecord]:
+    async def listing(**filters: Any) -> list[privacy_pb2.AuditRecord]:
         out: list[privacy_pb2.AuditRecord] = []
         token = ""
         while True:

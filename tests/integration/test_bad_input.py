@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
 from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2, sandbox_pb2
 from paylink.v1 import common_pb2 as c
 
@@ -90,8 +91,8 @@ async def test_forged_page_tokens_are_invalid_not_internal(client: Client) -> No
     for key in ("2024-01-01T00:00:00+00:00", "10000-01-01", "2024-13-01"):
         filters = {"a": session.account_id, "f": "", "t": ""}
         token = pagination.encode(pagination.Cursor(key, some_id), filters)
-        request = account_pb2.ListPaystubsRequest(account_id=session.account_id, page_token=token)
-        exc = await rpc_error(client.accounts.ListPaystubs(request, metadata=client.md()))
+        paystubs = account_pb2.ListPaystubsRequest(account_id=session.account_id, page_token=token)
+        exc = await rpc_error(client.accounts.ListPaystubs(paystubs, metadata=client.md()))
         assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (key, exc.code(), exc.details())
         assert violation_fields(exc) == ["page_token"]
     # The real tokens still page.
@@ -149,7 +150,7 @@ async def test_one_rule_for_malformed_ids(
     INVALID_ARGUMENT elsewhere); a well-formed id of nothing -> NOT_FOUND (a filter: empty list)."""
     cls = message_factory.GetMessageClass(method.input_type)
     response = message_factory.GetMessageClass(method.output_type)
-    call = channel.unary_unary(
+    call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] = channel.unary_unary(
         f"/{method.containing_service.full_name}/{method.name}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response.FromString,

@@ -102,7 +102,10 @@ async def test_catalogue_errors_are_precise(client: Client, other_client: Client
     assert violation_fields(exc) == ["query", "platform_id"]
     exc = await rpc_error(
         client.catalog.ListPlatforms(
-            C.ListPlatformsRequest(supported_jobs=[c.JOB_NAME_SHIFTS, c.JOB_NAME_SHIFTS, 99]), metadata=md
+            C.ListPlatformsRequest(
+                supported_jobs=[c.JOB_NAME_SHIFTS, c.JOB_NAME_SHIFTS, c.JobName.ValueType(99)]
+            ),
+            metadata=md,
         )
     )
     assert violation_fields(exc) == ["supported_jobs[1]", "supported_jobs[2]"]

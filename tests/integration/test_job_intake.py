@@ -71,8 +71,8 @@ async def test_concurrent_refreshes_share_statements_and_a_bad_one_fails_alone(
     accounts = await _accounts(app, client, 4, "intake-many")
     intake = Intake()  # its own, so the count of statements is this test's
     good = [_refresh(w, a, name) for w, a in accounts for name in NAMES]
-    answers = await asyncio.gather(*(intake.enqueue(app.deps.pool, r) for r in good))
-    assert [a["id"] for a in answers if a is not None] == [r.job_id for r in good]
+    rows = await asyncio.gather(*(intake.enqueue(app.deps.pool, r) for r in good))
+    assert [a["id"] for a in rows if a is not None] == [r.job_id for r in good]
     # 12 callers gathered at once: the first STATEMENTS alone, the rest in one statement.
     assert intake.batches <= STATEMENTS + 1
     committed = await app.deps.pool.fetch(
@@ -100,7 +100,7 @@ async def test_create_job_without_request_id_answers_the_refresh_in_flight(clien
     while it is in flight, and distinct ones each get their own."""
     _, session = await link_account(client, "user_good+intake-api")
 
-    async def create(name: int) -> job_pb2.Job:
+    async def create(name: c.JobName.ValueType) -> job_pb2.Job:
         return await client.jobs.CreateJob(
             job_pb2.CreateJobRequest(account_id=session.account_id, name=name), metadata=client.md()
         )

@@ -188,9 +188,11 @@ async def test_claims_and_completions_update_jobs_hot(db: asyncpg.Connection) ->
         assert {j.id for j in claimed} == set(ids)
         now = dt.datetime.now(dt.UTC)
         await queue.complete(db, [Completion(j, JobStatus.SUCCESS, now) for j in ids])
-        updated, hot = await db.fetchrow(
+        row = await db.fetchrow(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
         )
+        assert row is not None  # the jobs table's row: this transaction updated it
+        updated, hot = row
     assert updated == 10
     assert hot == 10
 

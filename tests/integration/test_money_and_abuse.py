@@ -4,6 +4,8 @@ replays (issue #11, findings 1, 7, 3 and 9): each as the review found it, throug
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 import grpc
 import pytest
@@ -27,13 +29,13 @@ from tests.harness import (
 S = link_pb2
 
 
-def _switch_token(client: Client, **allocation: object) -> object:
-    alloc = c.Allocation(targets=[TEST_TARGET], **allocation)  # type: ignore[arg-type]
+def _switch_token(client: Client, **allocation: Any) -> Coroutine[Any, Any, link_token_pb2.LinkToken]:
+    alloc = c.Allocation(targets=[TEST_TARGET], **allocation)
     return client.token([c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], allocation=alloc)
 
 
-async def _choose(client: Client, session_id: str, **fields: object) -> link_pb2.LinkSession:
-    request = link_pb2.ChooseAllocationRequest(session_id=session_id, target_index=0, **fields)  # type: ignore[arg-type]
+async def _choose(client: Client, session_id: str, **fields: Any) -> link_pb2.LinkSession:
+    request = link_pb2.ChooseAllocationRequest(session_id=session_id, target_index=0, **fields)
     return await client.link.ChooseAllocation(request, metadata=client.md())
 
 
@@ -46,7 +48,7 @@ async def _switch_params(client: Client, session: link_pb2.LinkSession) -> c.Swi
 
 async def test_a_one_dollar_token_never_switches_the_whole_paycheck(client: Client) -> None:
     token = await _switch_token(client, type=c.ALLOCATION_TYPE_AMOUNT, value=100)
-    session = await start_session(client, token.token)  # type: ignore[attr-defined]
+    session = await start_session(client, token.token)
     for fields in (
         {"type": c.ALLOCATION_TYPE_PERCENTAGE},
         {"type": c.ALLOCATION_TYPE_PERCENTAGE, "value": 60},
@@ -73,7 +75,7 @@ async def test_values_are_bounded(client: Client) -> None:
     )
     assert violation_fields(exc) == ["allocation.max_value"]
     token = await _switch_token(client, type=c.ALLOCATION_TYPE_AMOUNT, value=500, min_value=100)
-    session = await start_session(client, token.token)  # type: ignore[attr-defined]
+    session = await start_session(client, token.token)
     for value in (2**63 - 1, 501, 99):
         exc = await rpc_error(_choose(client, session.id, value=value))
         assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT and violation_fields(exc) == ["value"], value
@@ -84,7 +86,7 @@ async def test_values_are_bounded(client: Client) -> None:
 async def test_a_unit_change_needs_the_tokens_alternative_and_a_value_in_its_bounds(client: Client) -> None:
     alternative = c.AllocationAlternative(type=c.ALLOCATION_TYPE_PERCENTAGE, min_value=5, max_value=20)
     token = await _switch_token(client, type=c.ALLOCATION_TYPE_AMOUNT, value=100, alternative=alternative)
-    session = await start_session(client, token.token)  # type: ignore[attr-defined]
+    session = await start_session(client, token.token)
     exc = await rpc_error(_choose(client, session.id, type=c.ALLOCATION_TYPE_PERCENTAGE))
     assert violation_fields(exc) == ["value"]  # no value is never a percentage
     exc = await rpc_error(_choose(client, session.id, type=c.ALLOCATION_TYPE_PERCENTAGE, value=100))
@@ -116,7 +118,7 @@ async def test_a_wrong_username_on_a_bound_session_is_a_wrong_password(
     session = await start_session(client, bound.token)
     assert session.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
 
-    def submit(username: str, password: str) -> object:
+    def submit(username: str, password: str) -> Awaitable[link_pb2.LinkSession]:
         return client.link.SubmitCredentials(
             S.SubmitCredentialsRequest(session_id=session.id, username=username, password=password),
             metadata=client.md(),
@@ -126,12 +128,12 @@ async def test_a_wrong_username_on_a_bound_session_is_a_wrong_password(
     wrong_username = await submit("user_good+someone_else", "wrong")
     other_login = await submit("user_good+someone_else", "pass_good")  # a real, different login
     for answer in (wrong_password, wrong_username, other_login):
-        assert answer.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED  # type: ignore[attr-defined]
-        assert answer.last_error == c.JOB_ERROR_CODE_INVALID_CREDENTIALS  # type: ignore[attr-defined]
-        assert answer.account_id == account_id  # type: ignore[attr-defined]
-    assert [a.failed_attempts for a in (wrong_password, wrong_username, other_login)] == [1, 2, 3]  # type: ignore[attr-defined]
+        assert answer.state == S.LINK_SESSION_STATE_CREDENTIALS_REQUIRED
+        assert answer.last_error == c.JOB_ERROR_CODE_INVALID_CREDENTIALS
+        assert answer.account_id == account_id
+    assert [a.failed_attempts for a in (wrong_password, wrong_username, other_login)] == [1, 2, 3]
     relinked = await submit("user_good+oracle", "pass_good")
-    assert relinked.state == S.LINK_SESSION_STATE_JOBS_RUNNING and relinked.account_id == account_id  # type: ignore[attr-defined]
+    assert relinked.state == S.LINK_SESSION_STATE_JOBS_RUNNING and relinked.account_id == account_id
 
 
 async def test_create_job_returns_the_job_already_queued_or_running(

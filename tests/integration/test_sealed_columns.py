@@ -63,14 +63,21 @@ async def _account(
     return account_id, audit.Who(workspace, "sealing-test", "", "test", "req-sealing")
 
 
-async def _read_all(app: runtime.Running, who: audit.Who, account_id: uuid.UUID) -> tuple[object, ...]:
+async def _read_all(
+    app: runtime.Running, who: audit.Who, account_id: uuid.UUID
+) -> tuple[
+    account_pb2.ListShiftsResponse,
+    account_pb2.ListTaxFormsResponse,
+    account_pb2.ListDocumentsResponse,
+    list[bytes],
+]:
     a = str(account_id)
     shifts = await records.list_shifts(
         app.deps, who, account_pb2.ListShiftsRequest(account_id=a, page_size=100)
     )
     forms = await records.list_tax_forms(app.deps, who, account_pb2.ListTaxFormsRequest(account_id=a))
     docs = await records.list_documents(app.deps, who, account_pb2.ListDocumentsRequest(account_id=a))
-    contents = []
+    contents: list[bytes] = []
     for doc in docs.documents:
         request = account_pb2.DownloadDocumentRequest(account_id=a, document_id=doc.id, chunk_size=4096)
         contents.append(
@@ -107,7 +114,7 @@ async def test_records_are_sealed_and_rows_stored_before_sealing_are_sealed_onli
     account_id, who = await _account(app, client, "user_gig+sealed", "sandbox_gig")
     before = await _read_all(app, who, account_id)
     shifts, forms, docs, contents = before
-    assert shifts.shifts and forms.tax_forms and docs.documents  # type: ignore[attr-defined]
+    assert shifts.shifts and forms.tax_forms and docs.documents
     stored = await _stored(app, account_id)
     assert stored and all(pii.is_sealed(v) for v in stored)
     assert not [v for v in stored if b"%PDF" in v or b"Paid to" in v]
@@ -125,7 +132,7 @@ async def test_records_are_sealed_and_rows_stored_before_sealing_are_sealed_onli
         ):
             plain = pii.open_data(vault, kind, account_id, bytes(row["data"]), row["external_id"])
             await pool.execute(f"UPDATE {table} SET data = $2 WHERE id = $1", row["id"], plain)
-    for doc, content in zip(docs.documents, contents, strict=True):  # type: ignore[attr-defined]
+    for doc, content in zip(docs.documents, contents, strict=True):
         await pool.execute("DELETE FROM document_contents WHERE document_id = $1", uuid.UUID(doc.id))
         await pool.execute(
             "INSERT INTO document_contents (document_id, part, sealed, content) VALUES ($1, 0, false, $2)",
@@ -142,7 +149,7 @@ async def test_records_are_sealed_and_rows_stored_before_sealing_are_sealed_onli
     assert await _read_all(app, who, account_id) == before  # rows stored before sealing still read
 
     counts = await maintenance.reencrypt(pool, vault)
-    assert counts["shifts.data"] >= len(shifts.shifts) and counts["tax_forms.data"] >= len(forms.tax_forms)  # type: ignore[attr-defined]
+    assert counts["shifts.data"] >= len(shifts.shifts) and counts["tax_forms.data"] >= len(forms.tax_forms)
     assert counts["document_contents.content"] >= len(contents)
     stored = await _stored(app, account_id)
     assert stored and all(pii.is_sealed(v) for v in stored)

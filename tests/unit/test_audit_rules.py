@@ -46,8 +46,8 @@ def test_list_filters_are_validated_field_by_field() -> None:
     bad = privacy_pb2.ListAuditRecordsRequest(
         account_id="nope",
         end_user_id="u" * 256,
-        action=7,
-        resource=99,
+        action=privacy_pb2.AuditAction.ValueType(7),
+        resource=privacy_pb2.AuditResource.ValueType(99),
         from_time=timestamp_pb2.Timestamp(seconds=2000),
         to_time=timestamp_pb2.Timestamp(seconds=1000),
     )

@@ -61,7 +61,8 @@ def _this_run(results: dict[str, Any]) -> str:
         "args": ARGS,
         **results,
     }
-    return next(line for line in _report().header(results) if line.startswith("This run:"))
+    line: str = next(line for line in _report().header(results) if line.startswith("This run:"))
+    return line
 
 
 def test_a_full_run_shows_no_monitoring_options() -> None:

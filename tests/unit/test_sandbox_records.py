@@ -169,7 +169,11 @@ def test_w2_is_computed_from_the_years_paystubs(username: str) -> None:
         newest = stubs[-1]
 
         def ytd(name: str, stub: data_pb2.Paystub = newest) -> int:
-            lines = [*stub.earnings, *stub.taxes, *stub.deductions]
+            lines: list[data_pb2.Earning | data_pb2.Tax | data_pb2.Deduction] = [
+                *stub.earnings,
+                *stub.taxes,
+                *stub.deductions,
+            ]
             return sum(line.amount_ytd.amount_cents for line in lines if line.name == name)
 
         retirement, health = ytd("401(k)"), ytd("Medical PPO")
@@ -197,7 +201,7 @@ def test_gig_worker_gets_1099k_and_1099nec() -> None:
     for item in forms:
         form = item.tax_form
         stubs = [s for s in sandbox_pay.history("user_gig", 0, True) if s.pay_date.year == form.year]
-        amounts = collections.Counter()
+        amounts: collections.Counter[str] = collections.Counter()
         for s in stubs:
             for line in s.lines:
                 amounts[line.name] += line.amount
