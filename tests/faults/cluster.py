@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from paylink.v1 import common_pb2, event_pb2
 
-from service import auth
+from service import auth, db
 from tests import secret_scan
 from tests.harness import Client, EventLog, Received
 
@@ -320,7 +320,9 @@ class Deployment:
         return await proc.start(wait_ready=wait_ready)
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4)
+        self.pool = await asyncpg.create_pool(
+            self.database_url, min_size=1, max_size=4, server_settings=db.server_settings()
+        )
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         await self.events.start()
 
