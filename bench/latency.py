@@ -193,6 +193,7 @@ async def _measure(
         while True:
             gauges = await asyncio.to_thread(_scrape, metrics_port)
             row = await conn.fetchrow(_SAMPLE, c.JOB_ORIGIN_REFRESH)
+            assert row is not None  # an aggregate: always one row
             now = time.monotonic()
             # A worker without these gauges (before issue 14's round two; compare_checkouts.sh)
             # freed a slot only when its outcome committed: its calls in flight were its held jobs.

@@ -42,7 +42,7 @@ async def bench_privacy(
     port, echo_port = ports["api"], ports["echo"]
     account, document = await _account(client)
     md = {"x-api-secret": client.secret, "api-version": "2021-07-28", "x-caller": "bench"}
-    calls = {
+    calls: dict[str, tuple[str, dict[str, Any]]] = {
         "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": account}),
         "ListPaystubs": ("paylink.v1.AccountService.ListPaystubs", {"account_id": account, "page_size": 24}),
         "ListShifts": ("paylink.v1.AccountService.ListShifts", {"account_id": account, "page_size": 24}),

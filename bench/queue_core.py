@@ -72,7 +72,12 @@ class Core:
     def _start(self, job: queue.ClaimedJob) -> None:
         task = asyncio.create_task(self._complete(job))
         self.running.add(task)
-        task.add_done_callback(lambda t: (self.running.discard(t), self.room.set(), self.wake.set()))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        self.room.set()
+        self.wake.set()
 
     async def run(self) -> None:
         listen = await db.connect(self.url)
@@ -115,17 +120,18 @@ async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, ob
     batch = uuid.uuid4()
 
     async def enqueue() -> None:
-        await queue.enqueue(
-            pool,
-            workspace_id=workspace,
-            account_id=account,
-            platform_id=PLATFORM,
-            name=common_pb2.JOB_NAME_IDENTITY,
-            origin=common_pb2.JOB_ORIGIN_LINK,
-            batch_id=batch,
-            api_version="",
-            params=_PARAMS,
-        )
+        async with pool.acquire() as conn:  # what pool.fetchrow does: one statement, its own commit
+            await queue.enqueue(
+                conn,
+                workspace_id=workspace,
+                account_id=account,
+                platform_id=PLATFORM,
+                name=common_pb2.JOB_NAME_IDENTITY,
+                origin=common_pb2.JOB_ORIGIN_LINK,
+                batch_id=batch,
+                api_version="",
+                params=_PARAMS,
+            )
 
     core = Core(pool, url, n, batched)
 

@@ -52,7 +52,7 @@ from service.config import Settings
 from tests.harness import Client, EventLog, create_test_database, drop_database
 
 # name: (method, request, the floor it is compared with)
-RPCS = {
+RPCS: dict[str, tuple[str, dict[str, Any], str]] = {
     "CreateLinkToken": (
         "paylink.v1.LinkTokenService.CreateLinkToken",
         {"org_name": "Bench Bank", "required_jobs": ["JOB_NAME_IDENTITY"], "end_user_id": "bench-user"},
@@ -66,7 +66,7 @@ RPCS = {
     ),
     "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": "{account}"}, "read floor"),
 }
-FLOORS = {
+FLOORS: dict[str, tuple[str, dict[str, Any]]] = {
     "read floor": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}),
     "write floor": ("paylink.v1.LinkTokenService.CreateLinkToken", RPCS["CreateLinkToken"][1]),
 }

@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -150,7 +150,7 @@ class Client:
         return out
 
     async def token(
-        self, jobs: list[int], *, api_version: str | object | None = ..., **fields: Any
+        self, jobs: Sequence[int], *, api_version: str | object | None = ..., **fields: Any
     ) -> link_token_pb2.LinkToken:
         fields.setdefault("org_name", "Acme Bank")
         if "account_id" not in fields:
@@ -162,7 +162,7 @@ class Client:
     async def connect(
         self,
         username: str,
-        jobs: list[int],
+        jobs: Sequence[int],
         *,
         platform_id: str = "sandbox_adp",
         password: str = "pass_good",
