@@ -7,20 +7,23 @@
 -- Every connection the current code opens sends `paylink.schema` = the newest migration it knows
 -- (service/db.py: server_settings, for the pool and db.connect alike; 0174 and later). The triggers
 -- below refuse, with SQLSTATE PL001 and a message that says what to do, an INSERT into `jobs`, and an
--- UPDATE of a job's status, lease or run_at, from a connection marked with less than the schema
--- floor, or not marked at all: the release before 0173, or an operator's psql session that has not
--- said which schema it knows (docs/operations.md, Upgrading: SET paylink.schema = '0174').
--- Everything else on `jobs` (reads, DELETE, scrubbing params for an erasure) is left alone.
+-- UPDATE that sets a job's status, lease or run_at, from a connection marked with less than the
+-- schema floor, or not marked at all: the release before 0173, or an operator's psql session that
+-- has not said which schema it knows (docs/operations.md, The release guard). Everything else on
+-- `jobs` (reads, DELETE, an erasure's scrub of params) is left alone.
+--
+-- They are statement triggers: the WHEN clause (the session's setting against the floor) is
+-- evaluated once per statement, not per row, and the PL/pgSQL function runs only to refuse. Row
+-- triggers would cost every claim and completion per job (a BEFORE UPDATE row trigger also locks
+-- each old row before its WHEN is evaluated; bench/NOTES.md has the figures), and would let an idle
+-- worker of the old release poll an empty queue unnoticed; these refuse its first claim, rows or not,
+-- before any row is touched.
 --
 -- The floor is a general mechanism: the oldest schema whose code is safe against this database. It
 -- is 0173 here (the first code that writes `job_queue` with `jobs`); a later contract migration, one
 -- that the code before it would misuse, raises it with CREATE OR REPLACE TRIGGER (the constant in
 -- both WHEN clauses and the function's argument), and may guard another table with the same
--- `paylink_schema() < floor` condition.
---
--- Cheap: the condition is in the triggers' WHEN clauses, evaluated per row without calling the
--- PL/pgSQL function unless it refuses; `paylink_schema()` is a one-expression SQL function, which
--- PostgreSQL inlines into them. Idempotent (CREATE OR REPLACE), forward-only.
+-- `paylink_schema() < floor` condition. Idempotent (CREATE OR REPLACE), forward-only.
 
 -- The schema generation this session's code knows (paylink.schema), 0 when it does not say.
 CREATE OR REPLACE FUNCTION paylink_schema() RETURNS integer LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -39,11 +42,9 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE TRIGGER jobs_release_guard_insert BEFORE INSERT ON jobs
-    FOR EACH ROW WHEN (paylink_schema() < 173)
+    FOR EACH STATEMENT WHEN (paylink_schema() < 173)
     EXECUTE FUNCTION jobs_refuse_stale_release('0173');
 CREATE OR REPLACE TRIGGER jobs_release_guard_update
     BEFORE UPDATE OF status, locked_by, lease_expires_at, run_at ON jobs
-    FOR EACH ROW WHEN (paylink_schema() < 173 AND (
-        OLD.status IS DISTINCT FROM NEW.status OR OLD.locked_by IS DISTINCT FROM NEW.locked_by
-        OR OLD.lease_expires_at IS DISTINCT FROM NEW.lease_expires_at OR OLD.run_at IS DISTINCT FROM NEW.run_at))
+    FOR EACH STATEMENT WHEN (paylink_schema() < 173)
     EXECUTE FUNCTION jobs_refuse_stale_release('0173');

@@ -1,8 +1,8 @@
 """The release guard (migration 0174): a connection that does not say it knows schema 0173 or later
-(`paylink.schema`, sent by every connection service/db.py opens) cannot queue a job or change a job's
-status, lease or run_at; it gets SQLSTATE PL001 and nothing changes. The release before 0173 is
-simulated by a plain asyncpg connection running that release's statements, copied verbatim from
-service/queue.py at cbd2dc1~1 (the commit before 0173)."""
+(`paylink.schema`, sent by every connection service/db.py opens) cannot queue a job or set a job's
+status, lease or run_at (even where no row matches); it gets SQLSTATE PL001 and nothing changes.
+The release before 0173 is simulated by a plain asyncpg connection running that release's
+statements, copied verbatim from service/queue.py at cbd2dc1~1 (the commit before 0173)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,7 @@ async def test_the_previous_release_is_refused_and_changes_nothing(url: str) -> 
     old = await asyncpg.connect(url)  # idle since before the jobs below: a worker waiting to claim
     new = await db.connect(url)
     try:
+        await _refused(old, OLD_CLAIM, "old-w", LEASE, 10, [])  # an empty queue: refused all the same
         workspace, account = await insert_account(new)
         queued = await _enqueue(new, workspace, account)
         held_batch = uuid.uuid4()
@@ -231,7 +232,6 @@ async def test_the_guard_on_a_database_at_0173(tmp_path: pathlib.Path) -> None:
                     "jobs_release_guard_update",
                 ]
                 assert name == "0174_jobs_release_guard.sql"
-                await _enqueue(new, workspace, account)
                 await _refused(old, OLD_CLAIM, "old-w", LEASE, 10, [])  # the guard still stands
             finally:
                 await new.close()
