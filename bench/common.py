@@ -40,13 +40,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds_by_component(labels: dict[int, str] | None = None) -> dict[str, float]:
+def cpu_seconds_by_component(
+    labels: dict[int, str] | None = None, pg_port: int | None = None
+) -> dict[str, float]:
     """CPU seconds used so far by each part of the system, from /proc (utime + stime).
 
     `labels` names processes by pid (the benchmark's own servers); the rest is found by command line.
+    With `pg_port`, PostgreSQL is only the cluster listening there (its postmaster, found by its
+    `postmaster.pid`, and that postmaster's children) and Kafka only this checkout's broker: the
+    other clusters and brokers on a shared box (other checkouts' stacks) are not the benchmark's.
     """
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
+    postmaster = _postmaster_pid(pg_port) if pg_port else None
+    own_kafka = str(ROOT / ".stack")
     out: dict[str, float] = collections.defaultdict(float)
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -57,11 +64,18 @@ def cpu_seconds_by_component(labels: dict[int, str] | None = None) -> dict[str, 
         except OSError:
             continue
         seconds = (int(fields[11]) + int(fields[12])) / tick
-        pid = int(entry.name)
+        pid, ppid = int(entry.name), int(fields[1])
         if labels and pid in labels:
             part = labels[pid]
         elif pid == me:
             part = "benchmark driver (gRPC client, Kafka consumer)"
+        elif postmaster is not None:
+            if pid == postmaster or ppid == postmaster:
+                part = "PostgreSQL (the benchmark's cluster)"
+            elif "kafka.Kafka" in cmd and own_kafka in cmd:
+                part = "Kafka broker (this stack's)"
+            else:
+                continue
         elif cmd.startswith("postgres") or "/postgres" in cmd.split(" ")[0]:
             part = "PostgreSQL (all clusters)"
         elif "kafka.Kafka" in cmd:
@@ -70,6 +84,26 @@ def cpu_seconds_by_component(labels: dict[int, str] | None = None) -> dict[str, 
             continue
         out[part] += seconds
     return dict(out)
+
+
+def _postmaster_pid(port: int) -> int | None:
+    """The pid of the postmaster listening on `port` (its data directory's postmaster.pid names the
+    port on its fourth line), or None when none is found."""
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args[0].endswith(b"/postgres") or b"-D" not in args:
+            continue
+        data = pathlib.Path(args[args.index(b"-D") + 1].decode())
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            lines = (data / "postmaster.pid").read_text().splitlines()
+            if int(lines[3]) == port:
+                return int(entry.name)
+    return None
 
 
 def rss_mb(pid: int) -> float:
@@ -191,3 +225,50 @@ def ghz(
         "ok": codes.get("OK", 0),
         "errors": sum(v for k, v in codes.items() if k != "OK"),
     }
+
+
+class StatementStats:
+    """pg_stat_statements over a window of a benchmark (the cluster must preload it): reset at the
+    start, then calls, rows, execution time and WAL per statement, divided by the units of work done.
+    Every database of the cluster counts (the benchmark's cluster runs nothing else)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @classmethod
+    async def start(cls, url: str) -> StatementStats:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            # Created beforehand by a superuser (`CREATE EXTENSION pg_stat_statements; GRANT EXECUTE
+            # ON FUNCTION pg_stat_statements_reset TO paylink; GRANT pg_read_all_stats TO paylink`).
+            await conn.execute("SELECT pg_stat_statements_reset()")
+        finally:
+            await conn.close()
+        return cls(url)
+
+    async def per_job(self, jobs: int, top: int = 30) -> list[dict[str, Any]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            rows = await conn.fetch(
+                """SELECT query, calls, rows, total_exec_time, wal_records, wal_bytes
+                   FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+                   ORDER BY total_exec_time DESC LIMIT $1""",
+                top,
+            )
+        finally:
+            await conn.close()
+        return [
+            {
+                "calls_per_job": round(r["calls"] / jobs, 4),
+                "rows_per_job": round(r["rows"] / jobs, 3),
+                "exec_us_per_job": round(r["total_exec_time"] * 1000 / jobs, 1),
+                "wal_records_per_job": round(r["wal_records"] / jobs, 2),
+                "wal_bytes_per_job": round(int(r["wal_bytes"]) / jobs),
+                "query": " ".join(r["query"].split())[:160],
+            }
+            for r in rows
+        ]

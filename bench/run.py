@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -38,6 +39,7 @@ from paylink.v1 import job_pb2, link_pb2
 from bench import latency, logins, relay_bench
 from bench.common import (
     ROOT,
+    StatementStats,
     cpu_seconds_by_component,
     ghz,
     load_average,
@@ -289,13 +291,22 @@ async def bench_pipeline(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        cpu_before, wall_before = cpu_seconds_by_component(labels), time.monotonic()
+        pg_port = urllib.parse.urlsplit(settings.database_url).port
+        statements = await StatementStats.start(settings.database_url) if args.statements else None
+        cpu_before, wall_before = cpu_seconds_by_component(labels, pg_port), time.monotonic()
         saturated = await measure(args.jobs, None)
         wall = time.monotonic() - wall_before
-        cpu_after = cpu_seconds_by_component(labels)
+        cpu_after = cpu_seconds_by_component(labels, pg_port)
         saturated["cpu_cores_used"] = {
             part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / wall, 2) for part in cpu_after
         }
+        # Milliseconds of CPU per job, by part (the window includes the tail of waiting for events).
+        saturated["cpu_ms_per_job"] = {
+            part: round((cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / args.jobs, 3)
+            for part in cpu_after
+        }
+        if statements is not None:
+            saturated["statements_per_job"] = await statements.per_job(args.jobs)
         if profiler is not None:
             profiler.wait()
         print(f"pipeline saturated: {saturated}", flush=True)
@@ -405,6 +416,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=50151, help="first of the 5 gRPC ports used")
     parser.add_argument(
         "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="pg_stat_statements over the saturated pipeline (needs it in shared_preload_libraries)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the server during the saturated pipeline"

@@ -63,6 +63,10 @@ _FETCH = {
     for lock in (False, True)
 }
 
+# Many accounts at once (CreateJob's grouped reads, service/job_intake.py): the caller keeps a row
+# only for the workspace it asked in, as `fetch` reads one.
+FETCH_MANY = f"SELECT {_COLUMNS} FROM accounts WHERE id = ANY($1::uuid[])"
+
 _TIME_FIELDS = {
     common_pb2.JOB_NAME_IDENTITY: "identity",
     common_pb2.JOB_NAME_EMPLOYMENT: "employment",

@@ -11,15 +11,21 @@ refresh of the same account and job type in flight, or earlier in the same state
 the caller reads the one in flight (issue 11). A statement that fails for another reason than a lost
 database is split: each refresh is inserted alone, so one bad row fails only its caller. A caller
 that went away (its deadline) has its job queued all the same.
+
+The account each of those CreateJobs names is read the same way before (`Intake.account`): the reads
+that gather meanwhile go as one `SELECT … WHERE id = ANY(…)` (one round trip for all of them instead
+of one each), up to STATEMENTS at once; each caller gets its own account's row as it is now, or
+NOT_FOUND as `accounts.fetch` answers it (another workspace's account included).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import asyncpg
 
-from service import db, queue
+from service import accounts, db, errors, ids, queue
 from service.group_commit import GroupCommit
 
 MAX_BATCH = 256
@@ -42,6 +48,23 @@ async def _insert(batch: list[_Item]) -> list[asyncpg.Record | None]:
     return await queue.enqueue_refreshes(batch[0].pool, [item.refresh for item in batch])
 
 
+@dataclasses.dataclass(slots=True)
+class _Read:
+    pool: db.Pool
+    workspace_id: uuid.UUID
+    account_id: uuid.UUID
+
+
+async def _read(batch: list[_Read]) -> list[asyncpg.Record | None]:
+    rows = await batch[0].pool.fetch(accounts.FETCH_MANY, list({r.account_id for r in batch}))
+    by_id = {row["id"]: row for row in rows}
+    found = [by_id.get(r.account_id) for r in batch]
+    return [
+        row if row is not None and row["workspace_id"] == r.workspace_id else None
+        for row, r in zip(found, batch, strict=True)
+    ]
+
+
 class Intake:
     """One per process (`Deps.intake`)."""
 
@@ -49,13 +72,28 @@ class Intake:
         self._statements = GroupCommit(
             _insert, max_batch=max_batch, in_flight=statements, split=_split, run_abandoned=True
         )
+        self._reads = GroupCommit(_read, max_batch=max_batch, in_flight=statements)
 
     @property
     def batches(self) -> int:
         """Statements that inserted (tests)."""
         return self._statements.batches
 
+    @property
+    def reads(self) -> int:
+        """Statements that read accounts (tests)."""
+        return self._reads.batches
+
     async def enqueue(self, pool: db.Pool, refresh: queue.NewRefresh) -> asyncpg.Record | None:
         """The refresh's row once it is committed, or None when a refresh of its account and job
         type is in flight; raises what inserting it raised. (`pool`: the process's pool.)"""
         return await self._statements.submit(_Item(pool, refresh))
+
+    async def account(self, pool: db.Pool, workspace_id: uuid.UUID, account_id: str) -> asyncpg.Record:
+        """The account row as `accounts.fetch` reads it (NOT_FOUND also for a malformed id or
+        another workspace's account), read with the other CreateJobs' accounts waiting meanwhile."""
+        parsed = ids.parse_uuid(account_id)
+        row = None if parsed is None else await self._reads.submit(_Read(pool, workspace_id, parsed))
+        if row is None:
+            raise errors.not_found("account", account_id)
+        return row

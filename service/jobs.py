@@ -250,8 +250,9 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
             lambda work: _insert_refresh(deps, work.conn, call, request, _one_insert(work.conn)),
         )
     else:  # no key to store: grouped with concurrent CreateJobs, one commit for all (service/job_intake.py)
+        account = await deps.intake.account(deps.pool, call.workspace.id, request.account_id)
         job = await _insert_refresh(
-            deps, deps.pool, call, request, functools.partial(deps.intake.enqueue, deps.pool)
+            deps, deps.pool, call, request, functools.partial(deps.intake.enqueue, deps.pool), account
         )
     # Committed: wake the workers now, coalesced with other CreateJobs (not inside the INSERT, where
     # the NOTIFY would make every CreateJob's commit wait for the one before it).
@@ -283,8 +284,11 @@ async def _insert_refresh(
     call: CallContext,
     request: job_pb2.CreateJobRequest,
     insert: Callable[[queue.NewRefresh], Awaitable[asyncpg.Record | None]],
+    account: asyncpg.Record | None = None,
 ) -> job_pb2.Job:
-    account = await accounts.fetch(conn, call.workspace.id, request.account_id)
+    """`account`: the account row read already (CreateJob's grouped reads), else read here."""
+    if account is None:
+        account = await accounts.fetch(conn, call.workspace.id, request.account_id)
     if not account["connected"]:
         raise errors.failed_precondition(
             "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"

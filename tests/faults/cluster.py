@@ -536,3 +536,40 @@ async def connect_many(
             return str(session.id)
 
     return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def queued_sessions(dep: Deployment, count: int, jobs: list[int]) -> list[str]:
+    """The opening of the tests that start their workers themselves: an API and a relay, no worker,
+    `count` accounts linked with `jobs` (connect_many), all of their jobs waiting `queued`; returns
+    the session ids."""
+    await dep.spawn("api")
+    await dep.spawn("relay")
+    sessions = await connect_many(await dep.new_client(), count, jobs)
+    assert (await dep.job_statuses())["queued"] == count * len(jobs)  # no worker yet: everything waits
+    return sessions
+
+
+_BLOCKER = """
+INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
+VALUES (gen_random_uuid(), 'blocker', 'blocker', $1, $2, $3, ''::bytea)
+"""
+
+
+async def hold_next_event_sequences(dep: Deployment) -> dict[str, asyncpg.Connection[asyncpg.Record]]:
+    """Per account (by id), an open transaction holding an uncommitted outbox row at the account's next
+    event sequence: a transaction writing that account's events stops at its outbox INSERT until the
+    connection is closed (which rolls the row back). The caller closes them."""
+    blockers: dict[str, asyncpg.Connection[asyncpg.Record]] = {}
+    try:
+        for account in await dep.fetch("SELECT id, workspace_id, event_sequence FROM accounts"):
+            conn = await asyncpg.connect(dep.database_url)
+            blockers[str(account["id"])] = conn
+            await conn.execute("BEGIN")
+            await conn.execute(
+                _BLOCKER, account["workspace_id"], account["id"], account["event_sequence"] + 1
+            )
+    except BaseException:
+        for conn in blockers.values():
+            await conn.close()
+        raise
+    return blockers

@@ -17,7 +17,8 @@ from tests.faults.cluster import (
     Deployment,
     assert_contiguous_sequences,
     assert_one_outcome_per_job,
-    connect_many,
+    hold_next_event_sequences,
+    queued_sessions,
     wait_until,
 )
 
@@ -37,28 +38,12 @@ _IN_BATCH = "SELECT id, account_id FROM jobs WHERE status = 'running' AND xmax::
 
 async def test_crash_mid_batch_loses_nothing(deployment: Deployment, figures: Callable[..., None]) -> None:
     dep = deployment
-    await dep.spawn("api")
-    await dep.spawn("relay")
-    client = await dep.new_client()
-    sessions = await connect_many(client, SESSIONS, JOBS)
+    sessions = await queued_sessions(dep, SESSIONS, JOBS)
     total = SESSIONS * len(JOBS)
-    assert (await dep.job_statuses())["queued"] == total  # no worker yet
 
     # Each account's next event sequence is taken by an uncommitted row of ours: a batch holding one
     # of its jobs stops at the outbox INSERT, after its job and result writes, until we roll back.
-    accounts = await dep.fetch("SELECT id, workspace_id, event_sequence FROM accounts")
-    blockers: dict[str, asyncpg.Connection] = {}
-    for account in accounts:
-        conn = await asyncpg.connect(dep.database_url)
-        await conn.execute("BEGIN")
-        await conn.execute(
-            "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-            " VALUES (gen_random_uuid(), 'blocker', 'blocker', $1, $2, $3, ''::bytea)",
-            account["workspace_id"],
-            account["id"],
-            account["event_sequence"] + 1,
-        )
-        blockers[str(account["id"])] = conn
+    blockers = await hold_next_event_sequences(dep)
 
     victim = await dep.spawn(
         "worker", worker_concurrency=64, platform_concurrency=64, sandbox_latency_seconds=0.5

@@ -9,7 +9,6 @@ import asyncio
 import collections
 from collections.abc import Callable
 
-import asyncpg
 import pytest
 from paylink.v1 import common_pb2 as c
 
@@ -17,7 +16,8 @@ from tests.faults.cluster import (
     Deployment,
     assert_contiguous_sequences,
     assert_one_outcome_per_job,
-    connect_many,
+    hold_next_event_sequences,
+    queued_sessions,
     wait_until,
 )
 
@@ -33,28 +33,12 @@ async def test_outcomes_waiting_bound_claims_and_keep_their_leases(
     deployment: Deployment, figures: Callable[..., None]
 ) -> None:
     dep = deployment
-    await dep.spawn("api")
-    await dep.spawn("relay")
-    client = await dep.new_client()
-    sessions = await connect_many(client, SESSIONS, [c.JOB_NAME_IDENTITY])
-    assert (await dep.job_statuses())["queued"] == SESSIONS  # no worker yet
+    sessions = await queued_sessions(dep, SESSIONS, [c.JOB_NAME_IDENTITY])
 
     # Each account's next event sequence is taken by an uncommitted row of ours: every batch of
     # outcomes stops at its outbox INSERT (holding its jobs locked) until we roll back.
-    blockers: list[asyncpg.Connection] = []
+    blockers = await hold_next_event_sequences(dep)
     try:
-        for account in await dep.fetch("SELECT id, workspace_id, event_sequence FROM accounts"):
-            conn = await asyncpg.connect(dep.database_url)
-            await conn.execute("BEGIN")
-            await conn.execute(
-                "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-                " VALUES (gen_random_uuid(), 'blocker', 'blocker', $1, $2, $3, ''::bytea)",
-                account["workspace_id"],
-                account["id"],
-                account["event_sequence"] + 1,
-            )
-            blockers.append(conn)
-
         await dep.spawn(
             "worker",
             worker_concurrency=CONCURRENCY,
@@ -78,7 +62,7 @@ async def test_outcomes_waiting_bound_claims_and_keep_their_leases(
         attempts = await dep.fetch("SELECT attempts FROM jobs WHERE status = 'running'")
         assert {r["attempts"] for r in attempts} == {1}
     finally:
-        for conn in blockers:
+        for conn in blockers.values():
             await conn.close()  # uncommitted: rolled back
 
     await dep.wait_all_jobs_final(SESSIONS, within=90)

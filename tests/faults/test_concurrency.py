@@ -25,7 +25,7 @@ from tests.faults.cluster import (
     Deployment,
     assert_delivery,
     assert_one_outcome_per_job,
-    connect_many,
+    queued_sessions,
     read_log,
 )
 from tests.harness import Client, error_reason, link_account
@@ -76,11 +76,8 @@ async def test_sessions_racing_on_one_token(deployment: Deployment, figures: Cal
 
 async def test_workers_racing_on_jobs(deployment: Deployment, figures: Callable[..., None]) -> None:
     dep = deployment
-    await dep.spawn("api")
-    await dep.spawn("relay")
-    client = await dep.new_client()
     sessions = 60
-    await connect_many(client, sessions, [c.JOB_NAME_IDENTITY, c.JOB_NAME_INCOME])
+    await queued_sessions(dep, sessions, [c.JOB_NAME_IDENTITY, c.JOB_NAME_INCOME])
     total = sessions * 2
 
     # The claim statement itself, from 12 connections at once, one job at a time: every job goes to

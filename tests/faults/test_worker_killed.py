@@ -15,7 +15,7 @@ from tests.faults.cluster import (
     Deployment,
     assert_delivery,
     assert_one_outcome_per_job,
-    connect_many,
+    queued_sessions,
     read_log,
     wait_until,
 )
@@ -30,12 +30,8 @@ async def test_killed_worker_jobs_are_rescued_once(
     deployment: Deployment, figures: Callable[..., None]
 ) -> None:
     dep = deployment
-    await dep.spawn("api")
-    await dep.spawn("relay")
-    client = await dep.new_client()
-    sessions = await connect_many(client, SESSIONS, JOBS)
+    sessions = await queued_sessions(dep, SESSIONS, JOBS)
     total = SESSIONS * len(JOBS)
-    assert (await dep.job_statuses())["queued"] == total  # no worker yet: everything waits
 
     # Worker A takes 64 jobs at a time, each platform call lasting 2 s: kill it once it has finished
     # some jobs and holds many more. "Holds" is read once the queue is empty: the jobs then running

@@ -11,7 +11,7 @@ import asyncpg
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
-from service import ids, queue, runtime
+from service import errors, ids, queue, runtime
 from service.job_intake import STATEMENTS, Intake
 from tests.harness import Client, link_account
 
@@ -125,3 +125,26 @@ async def test_a_lone_create_job_is_not_held_back(app: runtime.Running, client: 
     intake = Intake()
     row = await asyncio.wait_for(intake.enqueue(app.deps.pool, _refresh(workspace, account, NAMES[0])), 30)
     assert row is not None and intake.batches == 1
+
+
+async def test_concurrent_account_reads_share_statements_and_answer_each_caller(
+    app: runtime.Running, client: Client
+) -> None:
+    """CreateJob's grouped account reads: each caller gets its own account's current row, NOT_FOUND
+    for another workspace's account or an unknown or malformed id, as `accounts.fetch` answers."""
+    accounts = await _accounts(app, client, 3, "intake-reads")
+    intake = Intake()  # its own, so the count of reads is this test's
+    workspace = accounts[0][0]
+    other_workspace = uuid.uuid4()
+    asks = [(w, str(a)) for w, a in accounts] * 4
+    asks += [(other_workspace, str(accounts[0][1])), (workspace, str(uuid.uuid4())), (workspace, "nope")]
+    answers = await asyncio.gather(
+        *(intake.account(app.deps.pool, w, a) for w, a in asks), return_exceptions=True
+    )
+    for (w, a), answer in zip(asks[:12], answers[:12], strict=True):
+        assert isinstance(answer, asyncpg.Record)
+        assert str(answer["id"]) == a and answer["workspace_id"] == w and answer["connected"]
+    for answer in answers[12:]:
+        assert isinstance(answer, errors.NotFound), answer
+    # 15 callers gathered at once: the first STATEMENTS alone, the rest in one read.
+    assert intake.reads <= STATEMENTS + 1

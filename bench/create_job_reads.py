@@ -1,0 +1,120 @@
+"""CPU per CreateJob account read: one `accounts.fetch` per call (before) against the grouped reads
+of `Intake.account` (service/job_intake.py), alternated in one process on the durable bench cluster.
+
+64 callers loop like the pipeline's CreateJobs: read an account, then wait 0-4 ms (`--think-ms`: the
+rest of the call), so the grouped reads gather what arrives while one is in flight, not all 64 at once. CPU is
+this process's (`time.process_time`) plus the cluster's (its postmaster's children, from /proc),
+divided by the reads.
+
+    PAYLINK_BENCH_KEEP=1 bench/bench.sh --only none   # or any run that leaves the cluster up
+    PAYLINK_DATABASE_URL=postgresql://paylink:paylink@127.0.0.1:$PAYLINK_BENCH_PG_PORT/paylink \\
+        .venv/bin/python bench/create_job_reads.py [--reads 20000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from bench.common import _postmaster_pid, cpu_seconds_by_component, load_average
+from service import accounts
+from service.config import Settings
+from service.job_intake import Intake
+from tests.harness import create_test_database, drop_database
+
+CALLERS = 64
+
+
+async def _setup(pool: asyncpg.Pool, n: int) -> tuple[uuid.UUID, list[str]]:
+    workspace = uuid.uuid4()
+    await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'reads')", workspace)
+    ids = [uuid.uuid4() for _ in range(n)]
+    await pool.execute(
+        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
+        " SELECT a, $2, 'u', 'sandbox_adp', gen_random_uuid() FROM unnest($1::uuid[]) AS a",
+        ids,
+        workspace,
+    )
+    return workspace, [str(a) for a in ids]
+
+
+async def _round(
+    read: Callable[[str], Awaitable[asyncpg.Record]], ids: list[str], reads: int, think: float
+) -> None:
+    left = reads
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            row = await read(random.choice(ids))
+            assert row["connected"]
+            await asyncio.sleep(random.uniform(0, think))
+
+    await asyncio.gather(*(caller() for _ in range(CALLERS)))
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reads", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--think-ms", type=float, default=4.0, help="each caller waits 0 to this between reads"
+    )
+    args = parser.parse_args()
+    base = Settings()
+    port = urllib.parse.urlsplit(base.database_url).port
+    assert port is not None and _postmaster_pid(port) is not None, "no cluster found on that port"
+    url = await create_test_database(base.database_url)
+    pool = await asyncpg.create_pool(url, min_size=8, max_size=8)
+    try:
+        workspace, ids = await _setup(pool, 2000)
+        intake = Intake()
+
+        async def one(account_id: str) -> asyncpg.Record:
+            return await accounts.fetch(pool, workspace, account_id)
+
+        async def grouped(account_id: str) -> asyncpg.Record:
+            return await intake.account(pool, workspace, account_id)
+
+        print(f"load average at start: {load_average()}", flush=True)
+        for _ in range(args.rounds):
+            for label, read in (("one read per call", one), ("grouped reads", grouped)):
+                before_reads = intake.reads
+                pg = "PostgreSQL (the benchmark's cluster)"
+                cpu0, pg0, wall0 = (
+                    time.process_time(),
+                    cpu_seconds_by_component(None, port)[pg],
+                    time.monotonic(),
+                )
+                await _round(read, ids, args.reads, args.think_ms / 1000)
+                cpu1, pg1, wall1 = (
+                    time.process_time(),
+                    cpu_seconds_by_component(None, port)[pg],
+                    time.monotonic(),
+                )
+                statements = intake.reads - before_reads if read is grouped else args.reads
+                print(
+                    f"{label:18s} {args.reads / (wall1 - wall0):7.0f} reads/s"
+                    f"  client {1e6 * (cpu1 - cpu0) / args.reads:6.1f} µs/read"
+                    f"  PostgreSQL {1e6 * (pg1 - pg0) / args.reads:6.1f} µs/read"
+                    f"  {args.reads / statements:5.2f} reads/statement  load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        await pool.close()
+        await drop_database(base.database_url, url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
