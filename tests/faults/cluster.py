@@ -207,10 +207,11 @@ class FaultStack:
 class Proc:
     """One `python -m service ROLE` process; its JSON log goes to a file."""
 
-    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, role: str, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
         self.role = role
         self.env = env
         self.log_path = log_path
+        self.cwd = cwd  # the source tree it runs (another release's, in test_previous_release.py)
         self.process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
         self.started_at = 0.0
@@ -235,7 +236,7 @@ class Proc:
                 "service",
                 self.role,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
