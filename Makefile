@@ -19,7 +19,7 @@ endif
 help:
 	@echo "make run          bring up PostgreSQL + Kafka, migrate, serve on 127.0.0.1:50051 (metrics :9464)"
 	@echo "make test         bring up the stack if needed, run the test suite"
-	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...)"
+	@echo "make test-faults  fault-injection tests (killed worker, broker outage, ...; FAULT_TESTS=... for some)"
 	@echo "make fault-results  the fault tests, recording docs/fault-results.json and the docs' figures (FAULT_TESTS=... for some)"
 	@echo "make lint         ruff, mypy --strict, buf lint, buf breaking (scripts/buf_breaking.sh)"
 	@echo "make generate     regenerate generated/ from protos/"
@@ -96,14 +96,15 @@ workspace: $(STAMP) up
 test: $(STAMP) up
 	@$(ENV) $(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
 
+# `make test-faults FAULT_TESTS=tests/faults/test_worker_killed.py` runs some of them; PYTEST_ARGS adds options.
+FAULT_TESTS ?= tests/faults
 test-faults: $(STAMP) up
-	@$(ENV) $(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+	@$(ENV) $(PY) -m pytest -m faults $(FAULT_TESTS) $(PYTEST_ARGS)
 
 # The fault tests, recording the figures of those that pass in the one committed results file,
 # docs/fault-results.json (the other tests keep their entries), then scripts/fault_figures.py renders
 # it into docs/reliability.md and docs/deployment.md. `make fault-results FAULT_TESTS=tests/faults/test_fleet.py`
 # re-records only those.
-FAULT_TESTS ?= tests/faults
 fault-results: $(STAMP) up
 	@$(ENV) PAYLINK_RECORD_FAULT_RESULTS=1 $(PY) -m pytest -m faults $(FAULT_TESTS) $(PYTEST_ARGS)
 	@$(PY) scripts/fault_figures.py

@@ -31,7 +31,7 @@ import asyncpg
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "generated")]
 
-from service import sealed
+from service import db, sealed
 from service.config import Settings
 from service.drivers.sandbox import Grant
 from service.monitoring import rules, schedules
@@ -205,7 +205,7 @@ async def bench(
     base = Settings()
     url = reuse or await create_test_database(base.database_url)
     try:
-        conn = await asyncpg.connect(url)
+        conn = await db.connect(url)  # schedules.claim queues jobs: a connection of this release
         try:
             if reuse:
                 results: dict[str, Any] = {"seed": seeded or {}}

@@ -20,24 +20,11 @@ from paylink.v1 import common_pb2
 
 from service import db, queue
 from service.queue import Completion, JobStatus
+from tests.harness import insert_account, insert_jobs
 
 CONCURRENCY = 64  # PAYLINK_WORKER_CONCURRENCY and PAYLINK_PLATFORM_CONCURRENCY as make bench sets them
 PLATFORM = "sandbox_adp"
 _PARAMS = common_pb2.JobParams()
-
-
-async def _account(pool: db.Pool) -> tuple[uuid.UUID, uuid.UUID]:
-    workspace, account = uuid.uuid4(), uuid.uuid4()
-    await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'bench')", workspace)
-    await pool.execute(
-        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
-        " VALUES ($1, $2, 'bench', $3, $4)",
-        account,
-        workspace,
-        PLATFORM,
-        uuid.uuid4(),
-    )
-    return workspace, account
 
 
 class Core:
@@ -93,7 +80,7 @@ class Core:
         self.wake.set()
 
     async def run(self) -> None:
-        listen = await asyncpg.connect(self.url)
+        listen = await db.connect(self.url)
         await listen.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self.wake.set())
         flusher = asyncio.create_task(self.flusher())
         lease = dt.timedelta(seconds=30)
@@ -122,8 +109,14 @@ class Core:
 async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, object]:
     from bench.peers import Producer, stop_task, timed
 
-    pool = await asyncpg.create_pool(url, min_size=8, max_size=8, connection_class=db.PooledConnection)
-    workspace, account = await _account(pool)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=8,
+        max_size=8,
+        connection_class=db.PooledConnection,
+        server_settings=db.server_settings(),
+    )
+    workspace, account = await insert_account(pool, platform_id=PLATFORM, name="bench")
     batch = uuid.uuid4()
 
     async def enqueue() -> None:
@@ -147,22 +140,14 @@ async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, ob
 
     producing = None
     if mode == "drain":
-        await pool.execute(
-            "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params)"
-            " SELECT gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7 FROM generate_series(1, $8)",
+        await insert_jobs(  # with their rows in the queue, as queue.enqueue writes them
+            pool,
             workspace,
             account,
-            batch,
-            common_pb2.JOB_NAME_IDENTITY,
-            common_pb2.JOB_ORIGIN_LINK,
-            PLATFORM,
-            _PARAMS.SerializeToString(),
-            n,
-        )
-        await pool.execute(  # what queue.enqueue writes with each job: its row in the queue
-            "INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
-            " SELECT id, run_at, platform_id, account_id, name, false FROM jobs WHERE batch_id = $1",
-            batch,
+            count=n,
+            platform_id=PLATFORM,
+            batch_id=batch,
+            params=_PARAMS.SerializeToString(),
         )
         runner = asyncio.create_task(core.run())
     else:

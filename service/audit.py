@@ -108,6 +108,8 @@ NAMES = [
 ]
 _COLUMNS = ", ".join(NAMES)
 _SUBJECT = ("account_id", "end_user_id")
+_RESULT = "SELECT * FROM target"  # the end of every statement `attach` builds
+TAG = "audit_read"  # the column `tagged` adds
 
 
 def attach(query: str, arity: int, *, subject: str | None = None) -> str:
@@ -130,9 +132,18 @@ def attach(query: str, arity: int, *, subject: str | None = None) -> str:
     return (
         f"WITH target AS ({query}),\n"
         f"audit AS (INSERT INTO audit_records ({_COLUMNS}) {source} RETURNING id),\n"
-        "queued AS (INSERT INTO audit_unexported (record_id) SELECT id FROM audit)\n"
-        "SELECT * FROM target"
+        "queued AS (INSERT INTO audit_unexported (record_id) SELECT id FROM audit)\n" + _RESULT
     )
+
+
+def tagged(statement: str, parameter: int) -> str | None:
+    """A statement `attach` built, its rows carrying one more, last column `TAG`: the value of
+    parameter `parameter` (an int, the one after the statement's own). A batch of reads of the same
+    statement runs as one pipelined round trip (asyncpg's `fetchmany`), and the tag tells whose
+    each row is (service/audit_commit.py). None for a statement `attach` did not build."""
+    if not (statement.startswith("WITH target AS (") and statement.endswith("\n" + _RESULT)):
+        return None
+    return statement[: -len(_RESULT)] + f"SELECT *, ${parameter}::int4 AS {TAG} FROM target"
 
 
 _INSERT = (

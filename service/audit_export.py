@@ -89,7 +89,7 @@ class AuditExporter:
                 await self._sleep(1.0)
 
     async def _lead(self) -> None:
-        conn: db.Conn = await asyncpg.connect(self._settings.database_url)
+        conn: db.Conn = await db.connect(self._settings.database_url)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                 await self._sleep(self._settings.relay_poll_seconds)

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from service import migrate
 from service.config import Settings
 
 # A connection inside a transaction: a plain connection or one borrowed from the pool.
@@ -47,6 +48,27 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# The release guard (migration 0174): every connection this code opens says which schema it was
+# written for, in a custom setting sent at connection start. A trigger on `jobs` refuses to queue a job
+# or change a job's status, lease or run_at from a connection not marked with at least the schema
+# floor (0173: the first release that writes `job_queue` with `jobs`), so a process of an older
+# release fails with STALE_RELEASE instead of running a job twice or queueing one no worker claims.
+# An operator's psql session marks itself the same way (docs/operations.md, Upgrading).
+SCHEMA_SETTING = "paylink.schema"
+# The SQLSTATE of the refusal (class PL: paylink's own; PostgreSQL uses no such class).
+STALE_RELEASE = "PL001"
+
+
+def server_settings() -> dict[str, str]:
+    """What every connection sends at start: its name and the newest migration this code knows."""
+    return {"application_name": "paylink", SCHEMA_SETTING: f"{migrate.newest():04d}"}
+
+
+async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
+    """A dedicated connection (LISTEN, advisory locks, migrations, tests), marked like the pool's."""
+    return await asyncpg.connect(dsn, server_settings=server_settings())
+
+
 class PooledConnection(asyncpg.Connection):
     """A pool connection released without asyncpg's reset query.
 
@@ -68,7 +90,7 @@ async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
         max_size=pool_size,
         command_timeout=30,
         max_inactive_connection_lifetime=300,
-        server_settings={"application_name": "paylink"},
+        server_settings=server_settings(),
         connection_class=PooledConnection,
     )
     return pool

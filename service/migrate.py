@@ -6,10 +6,9 @@ version recorded and does nothing.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
-
-import asyncpg
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x7061796C696E6B  # "paylink"
@@ -29,9 +28,17 @@ def discover(folder: pathlib.Path = MIGRATIONS) -> list[tuple[int, str, str]]:
     return found
 
 
+@functools.cache
+def newest() -> int:
+    """The newest migration this code knows: what its connections mark themselves with (db.py)."""
+    return discover()[-1][0]
+
+
 async def migrate(dsn: str, folder: pathlib.Path = MIGRATIONS) -> list[str]:
     """Applies what is missing; returns the names applied now."""
-    conn = await asyncpg.connect(dsn)
+    from service import db  # here: db imports this module
+
+    conn = await db.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         try:

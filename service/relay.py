@@ -80,7 +80,7 @@ class Relay:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _lead(self) -> None:
-        conn: db.Conn = await asyncpg.connect(self._settings.database_url)
+        conn: db.Conn = await db.connect(self._settings.database_url)
         try:
             standby = False
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):

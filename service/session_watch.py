@@ -15,8 +15,6 @@ import logging
 import uuid
 from collections.abc import Iterator
 
-import asyncpg
-
 from service import db, session_store
 from service.config import Settings
 
@@ -72,7 +70,7 @@ class SessionWatcher:
     async def _listen(self) -> None:
         while not self._stopping.is_set():
             try:
-                conn: db.Conn = await asyncpg.connect(self._settings.database_url)
+                conn: db.Conn = await db.connect(self._settings.database_url)
             except db.CONNECTION_LOST as exc:
                 log.warning("session watch cannot listen, retrying", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)

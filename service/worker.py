@@ -118,7 +118,7 @@ class Worker:
 
     async def _listen_and_claim(self) -> None:
         settings = self.deps.settings
-        conn: db.Conn = await asyncpg.connect(settings.database_url)
+        conn: db.Conn = await db.connect(settings.database_url)
         try:
             await conn.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self._wake.set())
             # Claims use the pool, so a lost LISTEN connection (database restart) fails nothing here:

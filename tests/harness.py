@@ -7,12 +7,15 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import os
+import pathlib
 import re
+import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -36,7 +39,7 @@ from paylink.v1 import (
     sandbox_pb2_grpc,
 )
 
-from service import migrate
+from service import db, migrate, queue
 from service.config import Settings
 from tests import secret_scan
 
@@ -92,6 +95,33 @@ async def drop_database(admin_url: str, url: str) -> None:
                 await asyncio.sleep(1.0)
     finally:
         await admin.close()
+
+
+def migrations_up_to(folder: pathlib.Path, last: int) -> pathlib.Path:
+    """A copy of the migrations numbered `last` and before, in `folder`/up_to_NNNN (for migrate.migrate)."""
+    target = folder / f"up_to_{last:04d}"
+    target.mkdir(parents=True, exist_ok=True)
+    for version, name, _ in migrate.discover():
+        if version <= last:
+            shutil.copy(migrate.MIGRATIONS / name, target / name)
+    return target
+
+
+@contextlib.asynccontextmanager
+async def database_migrated_to(folder: pathlib.Path, last: int) -> AsyncIterator[str]:
+    """A new database as an earlier release left it (migrations up to `last` only); its URL. Dropped after."""
+    admin = base_settings().database_url
+    url = _with_db(admin, f"paylink_mig_{uuid.uuid4().hex[:10]}")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1].split("?")[0]}"')
+    finally:
+        await conn.close()
+    try:
+        await migrate.migrate(url, migrations_up_to(folder, last))
+        yield url
+    finally:
+        await drop_database(admin, url)
 
 
 @dataclasses.dataclass
@@ -427,3 +457,81 @@ async def wait_event_ids(events: EventLog, event_ids: set[str], within: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(missing)} of {len(event_ids)} events never arrived from Kafka")
         await asyncio.sleep(0.05)
+
+
+# -- Rows written straight into the database (tests and benchmarks that need no RPC) ----------------
+# On a connection or pool of the current release: db.connect, db.create_pool or db.server_settings()
+# (migration 0174's release guard refuses job writes from any other).
+
+
+async def insert_account(
+    conn: db.Executor, *, platform_id: str = "sandbox_adp", name: str = "tests"
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A workspace and one connected account on `platform_id`: (workspace id, account id)."""
+    workspace, account = uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, $2)", workspace, name)
+    await conn.execute(
+        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        account,
+        workspace,
+        name,
+        platform_id,
+        uuid.uuid4(),
+    )
+    return workspace, account
+
+
+_INSERT_JOBS = f"""
+WITH job AS (
+  INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params, status, run_at,
+                    locked_by, lease_expires_at)
+  SELECT gen_random_uuid(), $1, $2, coalesce($3, gen_random_uuid()), $4, $5, $6, $7, $8, coalesce($9, now()),
+         CASE WHEN $8 = '{queue.JobStatus.RUNNING.value}' THEN $10 END,
+         CASE WHEN $8 = '{queue.JobStatus.RUNNING.value}' THEN now() + $11::interval END
+  FROM generate_series(1, $12)
+  RETURNING id, run_at, locked_by, lease_expires_at, platform_id, account_id, name, origin, status),
+queued AS (
+  INSERT INTO job_queue (id, run_at, locked_by, lease_expires_at, platform_id, account_id, name, refresh)
+  SELECT id, run_at, locked_by, lease_expires_at, platform_id, account_id, name,
+         origin = {common_pb2.JOB_ORIGIN_REFRESH}
+  FROM job WHERE status IN {queue.IN_FLIGHT})
+SELECT id FROM job
+"""
+
+
+async def insert_jobs(
+    conn: db.Executor,
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    *,
+    count: int = 1,
+    status: queue.JobStatus = queue.JobStatus.QUEUED,
+    name: int = common_pb2.JOB_NAME_IDENTITY,
+    origin: int = common_pb2.JOB_ORIGIN_LINK,
+    platform_id: str = "sandbox_adp",
+    batch_id: uuid.UUID | None = None,
+    run_at: dt.datetime | None = None,
+    locked_by: str = "w",
+    lease: dt.timedelta = dt.timedelta(minutes=1),
+    params: bytes = b"",
+) -> list[uuid.UUID]:
+    """`count` jobs in one statement, each with its `job_queue` row while not final, as service/queue.py
+    writes them (a running one leased by `locked_by` for `lease` from now); their ids. For the rows a
+    test or benchmark needs that no RPC makes quickly (many at once, a given status or run_at)."""
+    rows = await conn.fetch(
+        _INSERT_JOBS,
+        workspace_id,
+        account_id,
+        batch_id,
+        name,
+        origin,
+        platform_id,
+        params,
+        status.value,
+        run_at,
+        locked_by,
+        lease,
+        count,
+    )
+    return [row["id"] for row in rows]

@@ -5,6 +5,7 @@ in the JSON logs."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import logging
@@ -12,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2
@@ -24,7 +24,17 @@ from service import db, logs, sampler
 from service.api.server import SERVICE_NAMES
 from service.config import Settings
 from service.health_monitor import HealthMonitor
-from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database, rpc_error
+from service.queue import JobStatus
+from tests.harness import (
+    Client,
+    EventLog,
+    base_settings,
+    create_test_database,
+    drop_database,
+    insert_account,
+    insert_jobs,
+    rpc_error,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -96,42 +106,21 @@ async def quiet_database() -> AsyncIterator[str]:
 
 
 async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, settings: Settings) -> None:
-    conn = await asyncpg.connect(quiet_database)
+    conn = await db.connect(quiet_database)
     try:
-        workspace, account = uuid.uuid4(), uuid.uuid4()
-        await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'sampler')", workspace)
-        await conn.execute(
-            "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
-            " VALUES ($1, $2, 'u', 'sandbox_adp', $3)",
-            account,
-            workspace,
-            uuid.uuid4(),
-        )
+        workspace, account = await insert_account(conn, name="sampler")
         # Three refreshes of different job types (one refresh per account and job type is in flight).
+        now = dt.datetime.now(dt.UTC)
         for name, (run_at, status) in enumerate(
             (
-                ("now() - interval '40 seconds'", "queued"),
-                ("now() + interval '1 hour'", "pending"),
-                ("now()", "running"),
+                (now - dt.timedelta(seconds=40), JobStatus.QUEUED),
+                (now + dt.timedelta(hours=1), JobStatus.PENDING),
+                (now, JobStatus.RUNNING),
             ),
             start=1,
         ):
-            job = uuid.uuid4()
-            await conn.execute(
-                "INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id, params,"
-                f" status, run_at) VALUES ($1, $2, $3, $1, $5, 2, 'sandbox_adp', '', $4, {run_at})",
-                job,
-                workspace,
-                account,
-                status,
-                name,
-            )
-            await conn.execute(  # and its row in the queue, as service.queue writes them
-                "INSERT INTO job_queue (id, run_at, locked_by, lease_expires_at, platform_id, account_id, name,"
-                " refresh) SELECT id, run_at, CASE WHEN status = 'running' THEN 'w' END,"
-                " CASE WHEN status = 'running' THEN now() + interval '1 minute' END, platform_id, account_id,"
-                " name, true FROM jobs WHERE id = $1",
-                job,
+            await insert_jobs(
+                conn, workspace, account, status=status, name=name, origin=c.JOB_ORIGIN_REFRESH, run_at=run_at
             )
         for sequence, age in ((1, 30), (2, 5)):
             await conn.execute(

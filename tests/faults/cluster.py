@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from paylink.v1 import common_pb2, event_pb2
 
-from service import auth
+from service import auth, db
 from tests import secret_scan
 from tests.harness import Client, EventLog, Received
 
@@ -207,10 +207,11 @@ class FaultStack:
 class Proc:
     """One `python -m service ROLE` process; its JSON log goes to a file."""
 
-    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, role: str, env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
         self.role = role
         self.env = env
         self.log_path = log_path
+        self.cwd = cwd  # the source tree it runs (another release's, in test_previous_release.py)
         self.process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
         self.started_at = 0.0
@@ -235,7 +236,7 @@ class Proc:
                 "service",
                 self.role,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
@@ -320,7 +321,9 @@ class Deployment:
         return await proc.start(wait_ready=wait_ready)
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4)
+        self.pool = await asyncpg.create_pool(
+            self.database_url, min_size=1, max_size=4, server_settings=db.server_settings()
+        )
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         await self.events.start()
 

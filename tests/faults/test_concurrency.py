@@ -18,6 +18,7 @@ import pytest
 from paylink.v1 import account_pb2, job_pb2, link_pb2, link_token_pb2
 from paylink.v1 import common_pb2 as c
 
+from service import db
 from service.queue import CLAIM as _CLAIM
 from service.queue import release_worker
 from tests.faults.cluster import (
@@ -82,7 +83,7 @@ async def test_workers_racing_on_jobs(deployment: Deployment, figures: Callable[
     # The claim statement itself, from 12 connections at once, one job at a time: every job goes to
     # exactly one claimer (FOR UPDATE SKIP LOCKED), then is put back for the real workers.
     assert dep.pool is not None
-    claimers = [await asyncpg.connect(dep.database_url) for _ in range(12)]
+    claimers = [await db.connect(dep.database_url) for _ in range(12)]
     try:
         claimed: collections.Counter[uuid.UUID] = collections.Counter()
 

@@ -15,8 +15,9 @@ import pytest
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
-from service import job_intake
+from service import db, job_intake
 from tests.faults.cluster import Deployment, connect_many, wait_until
+from tests.harness import insert_jobs
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -44,19 +45,15 @@ async def test_killed_with_grouped_create_jobs_pending(
     # refresh waits on it (the one-refresh-in-flight unique index, on job_queue) until that row is rolled back.
     blockers: list[asyncpg.Connection] = []
     for account in accounts[:3]:
-        conn = await asyncpg.connect(dep.database_url)
+        conn = await db.connect(dep.database_url)
         await conn.execute("BEGIN")
-        await conn.execute(
-            "WITH job AS (INSERT INTO jobs (id, workspace_id, account_id, batch_id, name, origin, platform_id,"
-            " params) VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), $3, $4, $5, ''::bytea)"
-            " RETURNING id, run_at, platform_id, account_id, name)"
-            " INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)"
-            " SELECT id, run_at, platform_id, account_id, name, true FROM job",
+        await insert_jobs(
+            conn,
             account["workspace_id"],
             account["id"],
-            c.JOB_NAME_IDENTITY,
-            c.JOB_ORIGIN_REFRESH,
-            account["platform_id"],
+            name=c.JOB_NAME_IDENTITY,
+            origin=c.JOB_ORIGIN_REFRESH,
+            platform_id=account["platform_id"],
         )
         blockers.append(conn)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import pathlib
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,8 +16,16 @@ import pytest
 from paylink.v1 import common_pb2 as c
 
 from service import migrate, queue
+from service.db import connect as db_connect
 from service.queue import Completion, JobStatus
-from tests.harness import base_settings, create_test_database, drop_database
+from tests.harness import (
+    base_settings,
+    create_test_database,
+    database_migrated_to,
+    drop_database,
+    insert_account,
+    migrations_up_to,
+)
 
 LEASE = dt.timedelta(seconds=30)
 # What a claim or a completion writes on `jobs`: no index may name one of them (else no HOT update).
@@ -32,7 +39,7 @@ CHANGED_BY_THE_QUEUE = {
 async def db() -> AsyncIterator[asyncpg.Connection]:
     admin = base_settings().database_url
     url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    conn = await asyncpg.connect(url)
+    conn = await db_connect(url)
     try:
         yield conn
     finally:
@@ -41,16 +48,7 @@ async def db() -> AsyncIterator[asyncpg.Connection]:
 
 
 async def _account(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
-    workspace, account = uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'queue')", workspace)
-    await conn.execute(
-        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
-        " VALUES ($1, $2, 'u', 'sandbox_adp', $3)",
-        account,
-        workspace,
-        uuid.uuid4(),
-    )
-    return workspace, account
+    return await insert_account(conn, name="queue")
 
 
 async def _enqueue(
@@ -197,26 +195,13 @@ async def test_claims_and_completions_update_jobs_hot(db: asyncpg.Connection) ->
 
 @contextlib.asynccontextmanager
 async def _before_0173(tmp_path: pathlib.Path) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
-    """An existing database: migrated up to 0172, with an account (workspace id, account id in `ids`)."""
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in migrate.MIGRATIONS.glob("*.sql"):
-        if path.name < "0173":
-            shutil.copy(path, before / path.name)
-    admin = base_settings().database_url
-    url = admin.rsplit("/", 1)[0] + f"/paylink_mig_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
-    await conn.close()
-    try:
-        await migrate.migrate(url, before)
+    """An existing database: migrated up to 0172, and a connection of that release (unmarked)."""
+    async with database_migrated_to(tmp_path, 172) as url:
         conn = await asyncpg.connect(url)
         try:
             yield url, conn
         finally:
             await conn.close()
-    finally:
-        await drop_database(admin, url)
 
 
 _OLD_JOB = (
@@ -234,7 +219,8 @@ async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: p
         for name, status in enumerate(("queued", "running", "pending", "success", "error"), start=1):
             lease = dt.timedelta(seconds=-1)  # its worker is gone
             jobs[status] = await conn.fetchval(_OLD_JOB, workspace, account, name, status, lease)
-        assert await migrate.migrate(url) == ["0173_job_queue.sql"]
+        up_to_0173 = migrations_up_to(tmp_path, 173)  # not 0174: it refuses this unmarked connection
+        assert await migrate.migrate(url, up_to_0173) == ["0173_job_queue.sql"]
         rows = {r["id"]: r for r in await conn.fetch("SELECT id, locked_by, refresh FROM job_queue")}
         assert set(rows) == {jobs["queued"], jobs["running"], jobs["pending"]}
         assert rows[jobs["running"]]["locked_by"] == "w" and rows[jobs["queued"]]["locked_by"] is None
@@ -246,7 +232,7 @@ async def test_the_migration_moves_the_jobs_in_flight_into_the_queue(tmp_path: p
                 " SELECT gen_random_uuid(), now(), 'sandbox_adp', $1, 2, true",
                 account,
             )
-        assert await migrate.migrate(url) == []
+        assert await migrate.migrate(url, up_to_0173) == []
 
 
 async def test_the_migration_refuses_while_a_worker_of_the_previous_release_holds_a_job(

@@ -17,6 +17,7 @@ import pytest
 from paylink.v1 import common_pb2 as c
 
 from service import accounts as paylink_accounts
+from service import db
 from service.monitoring import rules, schedules
 from tests.harness import base_settings, create_test_database, drop_database
 
@@ -33,7 +34,7 @@ async def own_db() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def conn(own_db: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(own_db)
+    connection = await db.connect(own_db)
     try:
         yield connection
     finally:
@@ -253,8 +254,8 @@ async def test_two_schedulers_never_claim_the_same_row(own_db: str) -> None:
 
     (The second may wait for the first's platform budget row, which serializes the accounting, but
     never for its due rows: those it skips.)"""
-    seed = await asyncpg.connect(own_db)
-    one, two = await asyncpg.connect(own_db), await asyncpg.connect(own_db)
+    seed = await db.connect(own_db)
+    one, two = await db.connect(own_db), await db.connect(own_db)
     platform = f"plat_{uuid.uuid4().hex[:6]}"
     limits = schedules.Limits(batch=150, platform_concurrency=10_000, daily_budget=0)
 

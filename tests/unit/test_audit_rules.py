@@ -73,3 +73,21 @@ def test_erasure_finds_responses_that_name_the_end_user_or_an_account() -> None:
         link_token_pb2.LinkToken(end_user_id=long_id).SerializeToString(), long_id, []
     )
     assert idempotency._varint(300) == b"\xac\x02"
+
+
+def test_tagged_adds_the_reads_position_as_the_last_parameter_and_column() -> None:
+    who = audit.Who(uuid.uuid4(), "svc", "k", "GetIdentity", "req-1")
+    record = audit.Record(who, audit.READ, privacy_pb2.AUDIT_RESOURCE_IDENTITY)
+    statement = audit.attach(
+        "SELECT $1::uuid AS account_id, 'u'::text AS end_user_id", 1, subject="SELECT * FROM target"
+    )
+    arity = 1 + len(record.args(from_subject=True))
+    tagged = audit.tagged(statement, arity + 1)
+    assert tagged is not None and _params(tagged) == set(range(1, arity + 2))
+    assert tagged.endswith(f"SELECT *, ${arity + 1}::int4 AS {audit.TAG} FROM target")
+    assert tagged.removesuffix(f"SELECT *, ${arity + 1}::int4 AS {audit.TAG} FROM target") == (
+        statement.removesuffix("SELECT * FROM target")
+    )
+    # Only what `attach` built: any other statement runs as it is, one per read.
+    assert audit.tagged("SELECT 1 / 0", 1) is None
+    assert audit.tagged("WITH target AS (SELECT 1) SELECT * FROM target", 1) is None

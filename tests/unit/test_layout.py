@@ -396,3 +396,11 @@ def f(conn):
         (12, "COPY", "g", []),
         (13, "COPY", "h", []),
     ]
+
+
+def test_the_service_opens_connections_only_through_db_which_marks_them() -> None:
+    """Migration 0174's release guard refuses job writes from a connection that does not say which
+    schema it knows: service code opens connections only with db.connect and db.create_pool, which
+    send `paylink.schema` (tests/integration/test_release_guard.py checks what they send)."""
+    opens = re.compile(r"\basyncpg\.(connect|create_pool)\(")
+    assert [rel(p) for p in modules() if p.name != "db.py" and opens.search(p.read_text())] == []
