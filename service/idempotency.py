@@ -109,14 +109,14 @@ async def run_once(
     when the caller says the mutation is `single_statement` (one statement, no events: atomic by
     itself), with no explicit transaction at all (two round trips less).
     """
-    key = key_for(call.workspace.id, method, request, request_id, call.version_label)
-    if key is None and single_statement:
+    if not request_id and single_statement:
         async with deps.pool.acquire() as conn:
             work = uow.UnitOfWork(deps, conn)
             reply = await mutate(work)
             if work.has_events:
                 raise AssertionError(f"{method}: a single_statement mutation emitted events")
             return reply
+    key = key_for(call.workspace.id, method, request, request_id, call.version_label)
     async with uow.begin(deps) as work:
         if key is not None:
             replay = await key.claim(work.conn, deps.vault)

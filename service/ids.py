@@ -16,6 +16,11 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+def is_uuid(value: str) -> bool:
+    """Whether `value` is a UUID in its canonical text form: what `parse_uuid` accepts, unbuilt."""
+    return len(value) == 36 and _UUID.fullmatch(value) is not None
+
+
 def parse_uuid(value: str) -> uuid.UUID | None:
     """The UUID in `value`, or None when it is not one (callers answer INVALID_ARGUMENT/NOT_FOUND)."""
     if len(value) != 36 or not _UUID.fullmatch(value):

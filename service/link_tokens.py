@@ -28,6 +28,8 @@ def _employer(
 ) -> None:
     """employer_id names a catalogue employer; its platform is preselected, so it must agree with
     platform_id and support every required job."""
+    if not request.employer_id:  # the common case: no employer (nothing to check)
+        return
     employer_id = validation.text(v, "employer_id", request.employer_id, max_len=255)
     if not employer_id or any(field == "employer_id" for field, _ in v.items):
         return
@@ -44,8 +46,10 @@ def _employer(
 
 def preselected_platform(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest) -> str:
     """The platform an unbound token preselects: platform_id, else its employer's ("" for none)."""
+    if request.platform_id or not request.employer_id:
+        return request.platform_id
     employer = deps.drivers.employer(request.employer_id.strip()) if request.employer_id.strip() else None
-    return request.platform_id or (employer.platform_id if employer else "")
+    return employer.platform_id if employer else ""
 
 
 def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds: bool) -> errors.Violations:
@@ -69,6 +73,12 @@ def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds:
         v.add("allocation.targets", "direct_deposit_switch needs at least one allocation target")
     if request.language not in _LANGUAGES:
         v.add("language", "must be EN or ES")
+    if request.tags:
+        _tags(v, request)
+    return v
+
+
+def _tags(v: errors.Violations, request: link_token_pb2.CreateLinkTokenRequest) -> None:
     if len(request.tags) > 20:
         v.add("tags", "must hold at most 20 entries")
     for key, value in sorted(request.tags.items()):
@@ -76,7 +86,6 @@ def _validate(deps: Deps, request: link_token_pb2.CreateLinkTokenRequest, binds:
             v.add(f"tags[{key[:64]}]", "keys must be 1 to 64 characters")
         if len(value) > 255:
             v.add(f"tags[{key[:64]}]", "values must be at most 255 characters")
-    return v
 
 
 async def create(
@@ -142,24 +151,9 @@ async def _insert(
     token_id = ids.new_id()
     secret = ids.new_link_token()
     created = timeutil.now()
-    expires = created + deps.settings.link_token_ttl
-    token = link_token_pb2.LinkToken(
-        id=str(token_id),
-        mode=link_token_pb2.WORKSPACE_MODE_SANDBOX
-        if call.workspace.sandbox
-        else link_token_pb2.WORKSPACE_MODE_PRODUCTION,
-        bound_account_id=str(bound["id"]) if bound else "",
-        org_name=request.org_name.strip(),
-        required_jobs=list(dict.fromkeys(request.required_jobs)),
-        end_user_id=end_user_id,
-        platform_id=bound["platform_id"] if bound else preselected_platform(deps, request),
-        employer_id=request.employer_id.strip(),
-        disable_direct_deposit_splitting=request.disable_direct_deposit_splitting,
-        skip_intro_screen=request.skip_intro_screen,
-        language=request.language or link_token_pb2.LANGUAGE_EN,
-        tags=dict(request.tags),
-        api_version=versions.label(call.api_version),
-    )
+    expires = created + dt.timedelta(seconds=deps.settings.link_token_ttl_seconds)
+    token = _token(deps, call, request, bound, end_user_id)
+    token.id = str(token_id)
     timeutil.set_ts(token.created_at, created)
     timeutil.set_ts(token.expires_at, expires)
     masked, full = _allocation(deps, token, request, token_id)
@@ -185,6 +179,42 @@ async def _insert(
         call.request_id,
     )
     token.token = secret
+    return token
+
+
+def _token(
+    deps: Deps,
+    call: CallContext,
+    request: link_token_pb2.CreateLinkTokenRequest,
+    bound: asyncpg.Record | None,
+    end_user_id: str,
+) -> link_token_pb2.LinkToken:
+    """The new token's fields from the request (and the account it binds to). Only the fields that
+    differ from their defaults are set: the same message (proto3 scalars and maps have no presence),
+    at half the cost of passing every field to the constructor."""
+    token = link_token_pb2.LinkToken(
+        mode=link_token_pb2.WORKSPACE_MODE_SANDBOX
+        if call.workspace.sandbox
+        else link_token_pb2.WORKSPACE_MODE_PRODUCTION,
+        org_name=request.org_name.strip(),
+        required_jobs=request.required_jobs,  # validated: each job once
+        end_user_id=end_user_id,
+        language=request.language or link_token_pb2.LANGUAGE_EN,
+        api_version=versions.label(call.api_version),
+    )
+    platform_id = bound["platform_id"] if bound else preselected_platform(deps, request)
+    if platform_id:
+        token.platform_id = platform_id
+    if bound:
+        token.bound_account_id = str(bound["id"])
+    if request.employer_id:
+        token.employer_id = request.employer_id.strip()
+    if request.disable_direct_deposit_splitting:
+        token.disable_direct_deposit_splitting = True
+    if request.skip_intro_screen:
+        token.skip_intro_screen = True
+    if request.tags:
+        token.tags.update(request.tags)
     return token
 
 

@@ -99,13 +99,16 @@ def traceparent() -> str:
 
 
 def server_span(
-    name: str, carrier: Mapping[str, str], attributes: dict[str, AttributeValue]
+    name: str, carrier: Mapping[str, str], attributes: Mapping[str, AttributeValue], request_id: str = ""
 ) -> tuple[trace.Span, object]:
     """Starts an RPC's SERVER span, continuing the caller's trace context (`traceparent` in
     `carrier`, the call's metadata), and makes it current; returns it with the token `end_span`
-    takes. Recorded only when a span processor would see it (see the module's docstring)."""
+    takes. Recorded only when a span processor would see it (see the module's docstring), with
+    `attributes` and `request_id` as `paylink.request_id` (the attributes are not built otherwise)."""
     parent = propagate.extract(carrier) if "traceparent" in carrier else None
     if getattr(trace.get_tracer_provider(), "processing", True):
+        if request_id:
+            attributes = {**attributes, "paylink.request_id": request_id}
         span = tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
     else:
         span = _unrecorded(parent)
@@ -166,10 +169,12 @@ def _unrecorded(parent: otel_context.Context | None) -> trace.Span:
             remote.trace_flags & (trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
         )
     else:
-        trace_id, state = _random_id(128), None
-        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
+        trace_id, state, flags = _random_id(128), None, _NEW_TRACE_FLAGS
     context = trace.SpanContext(trace_id, _random_id(64), False, flags, state)
     return trace.NonRecordingSpan(context)
+
+
+_NEW_TRACE_FLAGS = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
 
 
 def _random_id(bits: int) -> int:

@@ -41,20 +41,21 @@ OPTIONAL_IDS = frozenset(
 )
 
 
-def id_violations(request: Message) -> list[tuple[str, str]]:
-    """(field, description) for each resource id of `request` that breaks the id rule."""
+def id_violations(request: Message, names: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(field, description) for each resource id of `request` that breaks the id rule (`names`:
+    its type's `checked_ids`, when the caller has them at hand)."""
     out: list[tuple[str, str]] = []
-    for name in _checked_ids(request.DESCRIPTOR):
+    for name in checked_ids(request.DESCRIPTOR) if names is None else names:
         value = getattr(request, name)
         if not value:
             out.append((name, "is required"))
-        elif ids.parse_uuid(value) is None:
+        elif not ids.is_uuid(value):
             out.append((name, "must be a UUID"))
     return out
 
 
 @functools.cache
-def _checked_ids(message: descriptor.Descriptor) -> tuple[str, ...]:
+def checked_ids(message: descriptor.Descriptor) -> tuple[str, ...]:
     """The id fields of a message type that `id_violations` checks (once per type)."""
     return tuple(
         field.name

@@ -43,6 +43,9 @@ class Refused:
 def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | None:
     if deserializer is None:
         return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    # The type's id fields, found once here (None: a deserializer of unknown type, looked up per call).
+    names = validation.checked_ids(descriptor) if descriptor is not None else None
 
     def read(raw: bytes) -> Any:
         try:
@@ -53,7 +56,7 @@ def safe(deserializer: Deserializer | None, type_name: str) -> Deserializer | No
             )
             return Refused(errors.invalid_field("request", reason), unreadable=True)
         if b"\0" not in raw:  # no NUL string: only the ids to check (the common case, kept short)
-            bad_ids = validation.id_violations(message)
+            bad_ids = validation.id_violations(message, names) if names != () else None
             return Refused(errors.invalid_argument(bad_ids)) if bad_ids else message
         violations = refusals(message)
         return Refused(errors.invalid_argument(violations)) if violations else message

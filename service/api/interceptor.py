@@ -152,9 +152,7 @@ class Pipeline:
             ctx.set_trailing_metadata(reply)  # sent with the status, whatever it is
             if stream:
                 await ctx.send_initial_metadata(reply)
-            span, span_token = tracing.server_span(
-                method, metadata, {**attributes, "paylink.request_id": request_id}
-            )
+            span, span_token = tracing.server_span(method, metadata, attributes, request_id)
             rid_token = tracing.set_request_id(request_id)
             # CANCELLED unless the call gets as far as an answer
             code, response, failure = grpc.StatusCode.CANCELLED, None, None

@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 import pytest
-from paylink.v1 import account_pb2, link_pb2, link_token_pb2
+from paylink.v1 import account_pb2, catalog_pb2, link_pb2, link_token_pb2
 from paylink.v1 import common_pb2 as c
 
 from service import runtime
@@ -122,6 +122,41 @@ async def test_every_invalid_field_is_reported_at_once(client: Client) -> None:
         "allocation.targets",
         "tags[" + "k" * 64 + "]",
     }
+
+
+async def test_every_optional_field_is_answered_and_stored_and_defaults_stay_unset(client: Client) -> None:
+    """CreateLinkToken sets only the fields that differ from their defaults (service/link_tokens.py):
+    each optional one set is answered and read back; left out, it stays at its default."""
+    found = await client.catalog.SearchEmployers(
+        catalog_pb2.SearchEmployersRequest(query="bluebird"), metadata=client.md()
+    )
+    employer = found.employers[0]
+    token = await client.token(
+        IDENTITY,
+        employer_id=f"  {employer.id} ",
+        disable_direct_deposit_splitting=True,
+        skip_intro_screen=True,
+        tags={"team": "growth", "tier": ""},
+    )
+    assert token.employer_id == employer.id and token.platform_id == employer.platform_id
+    assert token.disable_direct_deposit_splitting and token.skip_intro_screen
+    assert dict(token.tags) == {"team": "growth", "tier": ""}
+    got = await client.tokens.GetLinkToken(
+        link_token_pb2.GetLinkTokenRequest(link_token_id=token.id), metadata=client.md()
+    )
+    token.token = ""
+    assert got == token
+
+    plain = await client.token(IDENTITY)
+    assert plain.language == link_token_pb2.LANGUAGE_EN and list(plain.required_jobs) == IDENTITY
+    assert plain.employer_id == plain.platform_id == plain.bound_account_id == ""
+    assert not plain.HasField("allocation") and not plain.HasField("used_at")
+    assert not plain.disable_direct_deposit_splitting and not plain.skip_intro_screen and not plain.tags
+    got = await client.tokens.GetLinkToken(
+        link_token_pb2.GetLinkTokenRequest(link_token_id=plain.id), metadata=client.md()
+    )
+    plain.token = ""
+    assert got == plain
 
 
 async def test_valid_token_fields_round_trip_without_the_secret(client: Client, other_client: Client) -> None:

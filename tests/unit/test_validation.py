@@ -4,8 +4,9 @@ and the sandbox platform alike)."""
 from __future__ import annotations
 
 import pytest
+from paylink.v1 import account_pb2
 
-from service import pagination, validation
+from service import ids, pagination, validation
 from service.drivers import sandbox_profile as sandbox_data
 
 
@@ -58,3 +59,36 @@ def test_page_cursor_times_must_be_what_encode_writes(key: str) -> None:
 
     with pytest.raises(errors.InvalidArgument):
         pagination.timestamp_cursor(pagination.Cursor(key, uuid.uuid4()))
+
+
+_ID = "3f2b9c4e-8a1d-4c6e-9b7a-0d5e6f7a8b9c"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _ID,
+        _ID.upper(),
+        "",
+        "x" * 36,
+        "{" + _ID + "}",
+        "urn:uuid:" + _ID,
+        _ID.replace("-", ""),
+        _ID + "\n",
+        " " + _ID[1:],
+        _ID[:-1] + "g",
+        _ID[:8] + "x" + _ID[9:],  # a dash replaced: 36 characters, not a UUID
+    ],
+)
+def test_the_request_id_check_accepts_exactly_the_ids_handlers_parse(value: str) -> None:
+    """The deserializer's id check (validation.id_violations, ids.is_uuid: no UUID is built)
+    accepts exactly what ids.parse_uuid parses, so a request it lets through never fails to parse."""
+    parsed = ids.parse_uuid(value)
+    assert ids.is_uuid(value) == (parsed is not None)
+    expected = (
+        [] if parsed is not None else [("account_id", "is required" if not value else "must be a UUID")]
+    )
+    request = account_pb2.GetAccountRequest(account_id=value)
+    assert validation.id_violations(request) == expected
+    names = validation.checked_ids(request.DESCRIPTOR)
+    assert names == ("account_id",) and validation.id_violations(request, names) == expected
