@@ -213,7 +213,10 @@ class Received:
 class EventLog:
     """Consumes every topic under a prefix from the real broker and keeps what it read."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, events: Sequence[str] = ()) -> None:
+        """`events`: read only these event types' topics (under `prefix`), else every topic under it.
+        Naming them spares a metadata refresh of every topic on the broker every 0.5 s (the pattern's
+        way of noticing new topics)."""
         self.items: list[Received] = []
         self._changed = asyncio.Event()
         # No consumer group: it reads every partition of every matching topic (new topics are
@@ -227,11 +230,15 @@ class EventLog:
             metadata_max_age_ms=500,
         )
         self._pattern = "^" + re.escape(prefix) + ".*"
+        self._topics = [prefix + event for event in events]
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(pattern=self._pattern)
+        if self._topics:
+            self._consumer.subscribe(topics=self._topics)
+        else:
+            self._consumer.subscribe(pattern=self._pattern)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
