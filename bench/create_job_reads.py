@@ -20,7 +20,6 @@ import random
 import sys
 import time
 import urllib.parse
-import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -29,22 +28,9 @@ from bench.common import _postmaster_pid, cpu_seconds_by_component, load_average
 from service import accounts
 from service.config import Settings
 from service.job_intake import Intake
-from tests.harness import create_test_database, drop_database
+from tests.harness import create_test_database, drop_database, insert_accounts
 
 CALLERS = 64
-
-
-async def _setup(pool: asyncpg.Pool, n: int) -> tuple[uuid.UUID, list[str]]:
-    workspace = uuid.uuid4()
-    await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'reads')", workspace)
-    ids = [uuid.uuid4() for _ in range(n)]
-    await pool.execute(
-        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
-        " SELECT a, $2, 'u', 'sandbox_adp', gen_random_uuid() FROM unnest($1::uuid[]) AS a",
-        ids,
-        workspace,
-    )
-    return workspace, [str(a) for a in ids]
 
 
 async def _round(
@@ -77,7 +63,8 @@ async def main() -> int:
     url = await create_test_database(base.database_url)
     pool = await asyncpg.create_pool(url, min_size=8, max_size=8)
     try:
-        workspace, ids = await _setup(pool, 2000)
+        workspace, account_ids = await insert_accounts(pool, 2000, name="reads")
+        ids = [str(a) for a in account_ids]
         intake = Intake()
 
         async def one(account_id: str) -> asyncpg.Record:

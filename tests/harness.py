@@ -464,22 +464,31 @@ async def wait_event_ids(events: EventLog, event_ids: set[str], within: float = 
 # (migration 0174's release guard refuses job writes from any other).
 
 
+async def insert_accounts(
+    conn: db.Executor, n: int, *, platform_id: str = "sandbox_adp", name: str = "tests", tags: str = "{}"
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """A workspace and `n` connected accounts on `platform_id` with `tags` (JSON), one statement for
+    the accounts: (workspace id, account ids)."""
+    workspace, accounts = uuid.uuid4(), [uuid.uuid4() for _ in range(n)]
+    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, $2)", workspace, name)
+    await conn.execute(
+        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id, tags)"
+        " SELECT a, $2, $3, $4, gen_random_uuid(), $5::jsonb FROM unnest($1::uuid[]) AS a",
+        accounts,
+        workspace,
+        name,
+        platform_id,
+        tags,
+    )
+    return workspace, accounts
+
+
 async def insert_account(
     conn: db.Executor, *, platform_id: str = "sandbox_adp", name: str = "tests"
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A workspace and one connected account on `platform_id`: (workspace id, account id)."""
-    workspace, account = uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, $2)", workspace, name)
-    await conn.execute(
-        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        account,
-        workspace,
-        name,
-        platform_id,
-        uuid.uuid4(),
-    )
-    return workspace, account
+    workspace, accounts = await insert_accounts(conn, 1, platform_id=platform_id, name=name)
+    return workspace, accounts[0]
 
 
 _INSERT_JOBS = f"""

@@ -19,7 +19,7 @@ from paylink.v1 import common_pb2 as c
 from service import accounts as paylink_accounts
 from service import db
 from service.monitoring import rules, schedules
-from tests.harness import base_settings, create_test_database, drop_database
+from tests.harness import base_settings, create_test_database, drop_database, insert_accounts
 
 LIMITS = schedules.Limits(batch=1000, platform_concurrency=1000, daily_budget=0)
 
@@ -45,17 +45,7 @@ async def _seed(
     conn: asyncpg.Connection, n: int, *, platform: str = "plat_a", due_in: str = "-1 minute", tags: str = "{}"
 ) -> tuple[uuid.UUID, list[uuid.UUID]]:
     """A workspace with `n` accounts, each with a paystubs schedule due `due_in` from now."""
-    workspace = uuid.uuid4()
-    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'monitoring')", workspace)
-    accounts = [uuid.uuid4() for _ in range(n)]
-    await conn.execute(
-        "INSERT INTO accounts (id, workspace_id, end_user_id, platform_id, link_token_id, tags)"
-        " SELECT a, $2, 'eu', $3, a, $4::jsonb FROM unnest($1::uuid[]) AS a",
-        accounts,
-        workspace,
-        platform,
-        tags,
-    )
+    workspace, accounts = await insert_accounts(conn, n, platform_id=platform, name="monitoring", tags=tags)
     await conn.execute(
         "INSERT INTO refresh_schedules (account_id, name, workspace_id, platform_id, cadence, next_refresh_at)"
         " SELECT a, $2, $3, $4, interval '1 day', now() + $5::text::interval FROM unnest($1::uuid[]) AS a",
