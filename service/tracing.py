@@ -27,10 +27,8 @@ from collections.abc import Iterator, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 # What a caller's x-request-id may look like; anything else is replaced by a generated id.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
@@ -186,10 +184,22 @@ def _random_id(bits: int) -> int:
 
 
 def continued(tp: str) -> otel_context.Context | None:
-    """The context to start a child span of a stored traceparent in (None: a new trace)."""
+    """The context to start a child span of a stored traceparent in (None: a new trace): the
+    context the W3C propagator extracts from it (a traceparent alone, no tracestate), read without
+    the propagator's carrier and second parse (tests/unit/test_tracing_spans.py)."""
     if not tp or not _TRACEPARENT.match(tp):
         return None
-    return _PROPAGATOR.extract({"traceparent": tp})
+    version, trace_id, span_id = tp[0:2], tp[3:35], tp[36:52]
+    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
+        return otel_context.Context()  # what the propagator answers: nothing to continue
+    parent = trace.SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(tp[53:55], 16)),
+        trace_state=None,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), otel_context.Context())
 
 
 def accepted_request_id(value: str | None) -> str:

@@ -96,3 +96,34 @@ def test_a_span_without_a_processor_is_a_child_of_the_current_one_and_ends_with_
             CALLER_TRACE, 16
         )
     assert tracing.traceparent() == ""
+
+
+@pytest.mark.parametrize(
+    "tp",
+    [
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-00",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-03",
+        f"01-{CALLER_TRACE}-{CALLER_SPAN}-01",  # a later version, read as 00
+        f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01",  # the forbidden version
+        f"00-{'0' * 32}-{CALLER_SPAN}-01",  # zero trace id
+        f"00-{CALLER_TRACE}-{'0' * 16}-01",  # zero span id
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01\n",
+        f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01-extra",
+        "zz",
+        "",
+    ],
+)
+def test_a_stored_traceparent_is_continued_as_the_w3c_propagator_reads_it(tp: str) -> None:
+    # A job's span continues the traceparent stored with it (service/worker.py): `continued` reads it
+    # itself, to the same context the propagator extracts (None where our own check refuses it).
+    ours = tracing.continued(tp)
+    if ours is None:
+        assert tp == "" or tracing._TRACEPARENT.match(tp) is None
+        return
+    theirs = TraceContextTextMapPropagator().extract({"traceparent": tp})
+    assert ours.keys() == theirs.keys()  # the spans themselves compare by identity: below
+    mine, propagated = trace.get_current_span(ours), trace.get_current_span(theirs)
+    assert mine.get_span_context() == propagated.get_span_context()
+    assert type(mine) is type(propagated)
