@@ -29,13 +29,15 @@ log = logging.getLogger("paylink.relay")
 
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
-_SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
+# The unpublished rows (`outbox.UNPUBLISHED`: the narrow `outbox_pending` table, migration 0175) in
+# id order, read through their pending ids.
+_SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM {outbox.UNPUBLISHED} ORDER BY id LIMIT $1"
 # The next batch while rows $2 are in flight (sent but not yet marked): the first $1 unpublished rows
 # other than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the
-# array per row); the inner LIMIT bounds the index scan to what the batch can need.
+# array per row); the inner LIMIT bounds the pending index scan to what the batch can need.
 _SELECT_EXCLUDING = f"""
-SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE id IN (
-  (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
+SELECT {kafka.OUTBOX_COLUMNS} FROM {outbox.UNPUBLISHED} AND id IN (
+  (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
   EXCEPT SELECT unnest($2::bigint[]))
 ORDER BY id LIMIT $1
 """
