@@ -100,8 +100,15 @@ async def _first_send_ms(bootstrap: str, since: dict[TopicPartition, int]) -> in
         await consumer.stop()
 
 
-async def _published(conn: asyncpg.Connection) -> None:
-    while await conn.fetchval("SELECT exists(SELECT 1 FROM outbox_pending)"):
+# Each event with its pending row, as service/outbox.py writes them (migration 0175); a schema before
+# 0175 (bench/compare_checkouts.sh of an older commit) has no pending table.
+_WITH_PENDING = " INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows"
+_WITHOUT_PENDING = " SELECT count(*) FROM rows"
+
+
+async def _published(conn: asyncpg.Connection, pending: bool) -> None:
+    unpublished = "outbox_pending" if pending else "outbox WHERE published_at IS NULL"
+    while await conn.fetchval(f"SELECT exists(SELECT 1 FROM {unpublished})"):
         await asyncio.sleep(0.2)
 
 
@@ -124,6 +131,8 @@ async def run(
         # Marked as this release's connections are: the rows carry their pending rows themselves, the
         # trigger for older releases' writes (migration 0175) stays out of the way.
         conn = await db.connect(url)
+        pending = bool(await conn.fetchval("SELECT to_regclass('outbox_pending') IS NOT NULL"))
+        write_pending = _WITH_PENDING if pending else _WITHOUT_PENDING
         workspace = uuid.uuid4()
         types = [t["event_type"] for t in templates]
         payloads = [t["payload"] for t in templates]
@@ -131,8 +140,8 @@ async def run(
         await conn.execute(
             "WITH rows AS (INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence,"
             " payload) SELECT gen_random_uuid(), $1::text || t.type, t.type, $2, gen_random_uuid(), 1, t.payload"
-            " FROM unnest($3::text[], $4::bytea[]) AS t(type, payload) RETURNING id)"
-            " INSERT INTO outbox_pending (id) SELECT id FROM rows",
+            " FROM unnest($3::text[], $4::bytea[]) AS t(type, payload) RETURNING id, created_at)"
+            + write_pending,
             prefix,
             workspace,
             types,
@@ -144,7 +153,7 @@ async def run(
             "paylink serving",
         )
         try:
-            await _published(conn)
+            await _published(conn, pending)
             startup_last_id = await conn.fetchval("SELECT max(id) FROM outbox")
             since = await _offsets(bootstrap, parts)
             accounts = [uuid.uuid4() for _ in range(ACCOUNTS)]
@@ -156,9 +165,7 @@ async def run(
                 "        ($3::uuid[])[1 + (i / $5) % $6], 1 + (i / ($5 * $6)) * $5 + i % $5,"
                 "        (t.payloads)[1 + i % $5]"
                 " FROM generate_series(0, $4 - 1) AS i, (SELECT $7::text[] AS types, $8::bytea[] AS payloads) AS t"
-                " ORDER BY i RETURNING id)"
-                # Each with its pending row, as service/outbox.py writes them (migration 0175).
-                " INSERT INTO outbox_pending (id) SELECT id FROM rows",
+                " ORDER BY i RETURNING id, created_at)" + write_pending,
                 prefix,
                 workspace,
                 accounts,
@@ -169,7 +176,7 @@ async def run(
                 payloads,
             )
             await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # as a committed unit of work does
-            await _published(conn)
+            await _published(conn, pending)
             measured = await conn.fetchrow(
                 "SELECT extract(epoch FROM max(published_at)) AS last,"
                 " extract(epoch FROM min(published_at)) AS first_mark, count(*) AS n"

@@ -69,8 +69,8 @@ _ROWS = """rows AS (
   FROM unnest($1::uuid[], $2::text[], $3::text[], $6::bigint[], $7::bytea[], $8::text[], $9::text[])
        WITH ORDINALITY AS u(e, t, n, q, p, tp, r, i)
   ORDER BY i
-  RETURNING id),
-pending AS (INSERT INTO outbox_pending (id) SELECT id FROM rows)"""
+  RETURNING id, created_at),
+pending AS (INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows)"""
 # ...and wakes the relay (delivered at commit).
 _INSERT = (
     f"WITH {_ROWS}\nSELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written"
@@ -204,8 +204,8 @@ rows AS (
               $8::text[], $9::text[])
        WITH ORDINALITY AS u(e, t, n, w, a, q, p, tp, r, i)
   ORDER BY i
-  RETURNING id),
-pending AS (INSERT INTO outbox_pending (id) SELECT id FROM rows)
+  RETURNING id, created_at),
+pending AS (INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows)
 SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written
 """
 
@@ -254,12 +254,12 @@ async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
 
 # --- Publication (the relay) and retention (service/janitor.py) -------------------------------------
 
-# Unpublished events: those with a pending row (written with the event, deleted by the mark). The
-# relay reads them by pending id (service/relay.py); `published_at IS NULL` as well, so that an event a
-# process of the release before 0175 published (its trigger deletes the pending row too) is never
-# read twice. The sampler's backlog reads the same rows.
-UNPUBLISHED = "outbox_pending JOIN outbox USING (id) WHERE published_at IS NULL"
-BACKLOG = f"SELECT count(*) AS unpublished, min(created_at) AS oldest FROM {UNPUBLISHED}"
+# Unpublished events: those with a pending row (written with the event, deleted by the mark; a
+# process of the release before 0175 keeps them in step through the migration's trigger). The relay
+# reads the first pending ids, then their outbox rows by primary key (service/relay.py): never the
+# outbox in id order filtered on `published_at`, which the planner may choose and which reads every
+# published row. The backlog gauges read the pending rows alone.
+BACKLOG = "SELECT count(*) AS unpublished, min(created_at) AS oldest FROM outbox_pending"
 # The mark: the pending rows go, and `published_at` (no index names it, fillfactor 50: a HOT update)
 # says when, in one statement and one commit.
 _MARK_PUBLISHED = """

@@ -29,17 +29,24 @@ log = logging.getLogger("paylink.relay")
 
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
-# The unpublished rows (`outbox.UNPUBLISHED`: the narrow `outbox_pending` table, migration 0175) in
-# id order, read through their pending ids.
-_SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM {outbox.UNPUBLISHED} ORDER BY id LIMIT $1"
-# The next batch while rows $2 are in flight (sent but not yet marked): the first $1 unpublished rows
-# other than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the
-# array per row); the inner LIMIT bounds the pending index scan to what the batch can need.
+# The first $1 unpublished events (their `outbox_pending` rows, migration 0175) in id order: the ids
+# from the pending table's primary key, then their outbox rows, each by primary key.
+_SELECT = f"""
+SELECT {kafka.OUTBOX_COLUMNS} FROM outbox
+WHERE id IN (SELECT id FROM outbox_pending ORDER BY id LIMIT $1)
+ORDER BY id
+"""
+# The next batch while rows $2 are in flight (sent but not yet marked): the first $1 pending ids other
+# than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the array per
+# row); the inner LIMIT bounds the pending index scan to what the batch can need.
 _SELECT_EXCLUDING = f"""
-SELECT {kafka.OUTBOX_COLUMNS} FROM {outbox.UNPUBLISHED} AND id IN (
-  (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
-  EXCEPT SELECT unnest($2::bigint[]))
-ORDER BY id LIMIT $1
+SELECT {kafka.OUTBOX_COLUMNS} FROM outbox
+WHERE id IN (
+  SELECT id FROM (
+    (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
+    EXCEPT SELECT unnest($2::bigint[])) AS following
+  ORDER BY id LIMIT $1)
+ORDER BY id
 """
 
 # Fault-injection hook for tests/faults (docs/reliability.md), off unless set to a number n ≥ 1: the

@@ -9,9 +9,11 @@ at b9475a1) keeps the pending rows in step through the migration's trigger."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -203,3 +205,53 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             await old.close()
             await writing.close()
             await new.close()
+
+
+def _outbox_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan] if plan.get("Relation Name") == "outbox" else []
+    for child in plan.get("Plans", []):
+        nodes += _outbox_scans(child)
+    return nodes
+
+
+async def _plan(conn: asyncpg.Connection, query: str, *args: object) -> dict[str, Any]:
+    """The generic plan the relay's prepared statement gets (asyncpg prepares every statement)."""
+    statement = await conn.prepare(f"EXPLAIN (FORMAT JSON) {query}")
+    [[explained]] = await statement.fetch(*args)
+    return dict(json.loads(explained)[0]["Plan"])
+
+
+async def test_the_relays_selects_read_the_outbox_by_primary_key_only(url: str) -> None:
+    """However many events are published, a select reads the outbox rows of the pending ids it took,
+    each by primary key: never the outbox in id order filtered on `published_at` (which read every
+    published row: 0.64 ms per job in the pipeline, bench/NOTES.md)."""
+    conn = await db.connect(url)
+    try:
+        workspace, account = await insert_account(conn)
+        await conn.execute(
+            "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload,"
+            " published_at) SELECT gen_random_uuid(), 't.x', 'x', $1, $2, s, '', now()"
+            " FROM generate_series(1, 20000) AS s",
+            workspace,
+            account,
+        )
+        await conn.execute("UPDATE accounts SET event_sequence = 20000 WHERE id = $1", account)
+        await conn.execute("ANALYZE outbox")
+        async with conn.transaction():
+            await outbox.flush_locked(conn, [_events(workspace, account, 3, locked_sequence=20000)])
+        pending = await _pending(conn)
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        for query, args in (
+            (relay._SELECT, (100,)),
+            (relay._SELECT_EXCLUDING, (100, pending[:1])),
+        ):
+            scans = _outbox_scans(await _plan(conn, query, *args))
+            assert scans and all(s["Node Type"].startswith("Index") and "Index Cond" in s for s in scans), (
+                scans
+            )
+            assert [r["id"] for r in await conn.fetch(query, *args)] == (
+                pending if len(args) == 1 else pending[1:]
+            )
+        assert not _outbox_scans(await _plan(conn, outbox.BACKLOG))
+    finally:
+        await conn.close()
