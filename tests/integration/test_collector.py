@@ -32,7 +32,7 @@ async def test_a_garbage_cycle_is_still_collected_automatically(app: runtime.Run
     assert gone() is not None
     # Allocations past the gen-0 threshold (and past gen 1's, should the cycle be promoted) start
     # the collector by themselves.
-    kept = []
+    kept: list[list[object]] = []
     for _ in range(server.GC_THRESHOLDS[0] * (server.GC_THRESHOLDS[1] + 2)):
         kept.append([])
         if gone() is None:
