@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://paylink:paylink@127.0.0.1:25432/paylink"
     database_pool_size: int = Field(default=8, ge=1, le=100)
+    # The longest one statement on a pooled connection may run, lock waits included (db.py).
+    database_statement_timeout_seconds: float = Field(default=30.0, gt=0)
     kafka_bootstrap: str = "127.0.0.1:29092"
     topic_prefix: str = "paylink."
 

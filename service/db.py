@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -69,8 +70,25 @@ async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
     return await asyncpg.connect(dsn, server_settings=server_settings())
 
 
+# How a pooled query is kept from hanging forever, without a client timer per query (asyncpg's
+# `command_timeout` arms and cancels a loop timer, and reads the clock four times, on every query:
+# ~15 µs of client CPU a query on this box). Instead:
+# - PostgreSQL bounds every statement a pooled connection runs, lock waits included
+#   (`statement_timeout`, Settings.database_statement_timeout_seconds): it answers 57014, which an
+#   RPC answers DEADLINE_EXCEEDED (api/interceptor.py) and a loop treats like any database error;
+# - a server or network that goes silent is noticed by TCP (keepalive probes on an idle connection,
+#   TCP_USER_TIMEOUT on unacknowledged data) and the connection drops: ConnectionDoesNotExistError,
+#   UNAVAILABLE to an RPC, CONNECTION_LOST to a loop;
+# - and every RPC's queries stay bounded by the caller's deadline (api/interceptor.py).
+# tests/integration/test_statement_timeout.py proves the first two on a real hang.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_PROBES = 3
+TCP_USER_TIMEOUT_MS = 30_000
+
+
 class PooledConnection(asyncpg.Connection):
-    """A pool connection released without asyncpg's reset query.
+    """A pool connection released without asyncpg's reset query, on a socket with TCP keepalive.
 
     The default reset (RESET ALL, advisory unlock, CLOSE ALL, UNLISTEN *) costs a round trip on every
     release. Pooled connections here never SET session state, take advisory locks, hold cursors or
@@ -78,19 +96,42 @@ class PooledConnection(asyncpg.Connection):
     any open transaction on release.
     """
 
+    def __init__(
+        self,
+        protocol: Any,
+        transport: Any,
+        loop: Any,
+        addr: Any,
+        config: Any,
+        params: Any,
+    ) -> None:
+        super().__init__(protocol, transport, loop, addr, config, params)
+        keepalive(transport.get_extra_info("socket"))
+
     def get_reset_query(self) -> str:
         return ""
 
 
+def keepalive(sock: Any) -> None:
+    """Lets TCP notice a silent PostgreSQL (or network) on this connection's socket (TCP only)."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
 async def create_pool(settings: Settings, *, size: int | None = None) -> Pool:
     pool_size = size or settings.database_pool_size
+    statement_timeout = f"{max(1, round(settings.database_statement_timeout_seconds * 1000))}ms"
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=min(2, pool_size),
         max_size=pool_size,
-        command_timeout=30,
         max_inactive_connection_lifetime=300,
-        server_settings=server_settings(),
+        server_settings={**server_settings(), "statement_timeout": statement_timeout},
         connection_class=PooledConnection,
     )
     return pool

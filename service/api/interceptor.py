@@ -13,9 +13,10 @@ paylink.v1 call, in order:
 - `x-api-secret` is authenticated (UNAUTHENTICATED), `api-version` and `x-caller` parsed
   (INVALID_ARGUMENT), and the CallContext set; the handler runs within the caller's deadline;
 - what it raised is mapped to a status: a domain error (service/errors.py) -> its code and
-  google.rpc details (api/status.py); a lost database -> UNAVAILABLE; a deadline ->
-  DEADLINE_EXCEEDED; anything else INTERNAL, quoting the request id. The call is counted in the RPC
-  metrics before it is answered.
+  google.rpc details (api/status.py); a lost database -> UNAVAILABLE; a deadline, or a statement
+  PostgreSQL cancelled at the pool's statement timeout (service/db.py) -> DEADLINE_EXCEEDED;
+  anything else INTERNAL, quoting the request id. The call is counted in the RPC metrics before it
+  is answered.
 
 Health and reflection stay open: only their unreadable requests are refused.
 """
@@ -47,6 +48,8 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 _UNAVAILABLE_ERRORS = db.UNAVAILABLE  # a lost, restarting or failing-over database
 _BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+# 57014: PostgreSQL cancelled the statement (the pool's statement_timeout, service/db.py)
+_STATEMENT_CANCELLED = asyncpg.exceptions.QueryCanceledError
 
 
 def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -76,6 +79,9 @@ def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
         return exc
     if isinstance(exc, TimeoutError):
         return status.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time")
+    if isinstance(exc, _STATEMENT_CANCELLED):
+        log.warning("statement cancelled", extra={"method": method, "request_id": request_id})
+        return status.ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "the database did not answer in time")
     if isinstance(exc, _BAD_TEXT):  # a NUL character in a request string (PostgreSQL text cannot hold it)
         return status.from_domain(
             errors.invalid_field("request", "text fields must not contain NUL characters")
