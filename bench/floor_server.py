@@ -185,6 +185,7 @@ async def main(port: int, url: str, workspace: uuid.UUID, pool_size: int) -> Non
     await server.start()
     gc.collect()  # as paylink's API server does once started (service/api/server.py)
     gc.freeze()
+    gc.set_threshold(5_000, 10, 10)  # and the same collector thresholds (service/api/server.py)
     print(f"floor serving on 127.0.0.1:{bound}", flush=True)
     await server.wait_for_termination()
 
