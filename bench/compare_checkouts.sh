@@ -23,6 +23,6 @@ for commit in "$@"; do
   git checkout -q "$commit" -- service migrations && git reset -q service migrations
   echo "=== $commit ($(git rev-parse --short "$commit")), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   # shellcheck disable=SC2086 # ARGS is a list of options
-  bench/bench.sh $ARGS 2>&1 | grep -E "^run |^pipeline|^peers:|^latency:"
+  bench/bench.sh $ARGS 2>&1 | grep -E "^run |^pipeline|^peers:|^latency:|^relay:"
   echo "=== end of $commit, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 done

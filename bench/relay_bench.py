@@ -28,6 +28,7 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2, link_pb2
 
 from bench.common import start_process, stop
+from service import db
 from service.outbox import NOTIFY_CHANNEL
 from tests.harness import ALL_JOBS, TEST_ALLOCATION, Client, create_test_database, drop_database
 
@@ -99,8 +100,15 @@ async def _first_send_ms(bootstrap: str, since: dict[TopicPartition, int]) -> in
         await consumer.stop()
 
 
-async def _published(conn: asyncpg.Connection) -> None:
-    while await conn.fetchval("SELECT exists(SELECT 1 FROM outbox WHERE published_at IS NULL)"):
+# Each event with its pending row, as service/outbox.py writes them (migration 0175); a schema before
+# 0175 (bench/compare_checkouts.sh of an older commit) has no pending table.
+_WITH_PENDING = " INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows"
+_WITHOUT_PENDING = " SELECT count(*) FROM rows"
+
+
+async def _published(conn: asyncpg.Connection, pending: bool) -> None:
+    unpublished = "outbox_pending" if pending else "outbox WHERE published_at IS NULL"
+    while await conn.fetchval(f"SELECT exists(SELECT 1 FROM {unpublished})"):
         await asyncio.sleep(0.2)
 
 
@@ -120,15 +128,20 @@ async def run(
             )
         finally:
             await admin.close()
-        conn = await asyncpg.connect(url)
+        # Marked as this release's connections are: the rows carry their pending rows themselves, the
+        # trigger for older releases' writes (migration 0175) stays out of the way.
+        conn = await db.connect(url)
+        pending = bool(await conn.fetchval("SELECT to_regclass('outbox_pending') IS NOT NULL"))
+        write_pending = _WITH_PENDING if pending else _WITHOUT_PENDING
         workspace = uuid.uuid4()
         types = [t["event_type"] for t in templates]
         payloads = [t["payload"] for t in templates]
         # The startup events: one of every topic, each its own account (not measured).
         await conn.execute(
-            "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-            " SELECT gen_random_uuid(), $1::text || t.type, t.type, $2, gen_random_uuid(), 1, t.payload"
-            " FROM unnest($3::text[], $4::bytea[]) AS t(type, payload)",
+            "WITH rows AS (INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence,"
+            " payload) SELECT gen_random_uuid(), $1::text || t.type, t.type, $2, gen_random_uuid(), 1, t.payload"
+            " FROM unnest($3::text[], $4::bytea[]) AS t(type, payload) RETURNING id, created_at)"
+            + write_pending,
             prefix,
             workspace,
             types,
@@ -140,19 +153,19 @@ async def run(
             "paylink serving",
         )
         try:
-            await _published(conn)
+            await _published(conn, pending)
             startup_last_id = await conn.fetchval("SELECT max(id) FROM outbox")
             since = await _offsets(bootstrap, parts)
             accounts = [uuid.uuid4() for _ in range(ACCOUNTS)]
             n_types = len(templates)
             await conn.execute(
-                "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)"
-                " SELECT gen_random_uuid(), $1::text || (t.types)[1 + i % $5], (t.types)[1 + i % $5], $2,"
+                "WITH rows AS (INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence,"
+                " payload) SELECT gen_random_uuid(), $1::text || (t.types)[1 + i % $5], (t.types)[1 + i % $5], $2,"
                 # Round k gives each account one event of every type, sequences k*T+1 .. k*T+T.
                 "        ($3::uuid[])[1 + (i / $5) % $6], 1 + (i / ($5 * $6)) * $5 + i % $5,"
                 "        (t.payloads)[1 + i % $5]"
                 " FROM generate_series(0, $4 - 1) AS i, (SELECT $7::text[] AS types, $8::bytea[] AS payloads) AS t"
-                " ORDER BY i",
+                " ORDER BY i RETURNING id, created_at)" + write_pending,
                 prefix,
                 workspace,
                 accounts,
@@ -163,7 +176,7 @@ async def run(
                 payloads,
             )
             await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # as a committed unit of work does
-            await _published(conn)
+            await _published(conn, pending)
             measured = await conn.fetchrow(
                 "SELECT extract(epoch FROM max(published_at)) AS last,"
                 " extract(epoch FROM min(published_at)) AS first_mark, count(*) AS n"

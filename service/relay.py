@@ -29,15 +29,25 @@ log = logging.getLogger("paylink.relay")
 
 _LEADER_LOCK = 0x72656C6179  # "relay"
 
-_SELECT = f"SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
-# The next batch while rows $2 are in flight (sent but not yet marked): the first $1 unpublished rows
-# other than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the
-# array per row); the inner LIMIT bounds the index scan to what the batch can need.
+# The first $1 unpublished events (their `outbox_pending` rows, migration 0175) in id order: the ids
+# from the pending table's primary key, then each one's outbox row by primary key. The LATERAL
+# subquery (OFFSET 0 keeps it one) is read once per pending id, whatever the planner expects: a join
+# could read the whole outbox instead (bench/NOTES.md, inflight session 23).
+_BY_ID = f"LATERAL (SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE outbox.id = p.id OFFSET 0) AS o"
+_SELECT = f"""
+SELECT o.* FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) AS p, {_BY_ID}
+ORDER BY p.id
+"""
+# The next batch while rows $2 are in flight (sent but not yet marked): the first $1 pending ids other
+# than those, in id order. A hashed anti-join against the array (not `<> ALL`, a scan of the array per
+# row); the inner LIMIT bounds the pending index scan to what the batch can need.
 _SELECT_EXCLUDING = f"""
-SELECT {kafka.OUTBOX_COLUMNS} FROM outbox WHERE id IN (
-  (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
-  EXCEPT SELECT unnest($2::bigint[]))
-ORDER BY id LIMIT $1
+SELECT o.* FROM (
+  SELECT id FROM (
+    (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 + cardinality($2::bigint[]))
+    EXCEPT SELECT unnest($2::bigint[])) AS following
+  ORDER BY id LIMIT $1) AS p, {_BY_ID}
+ORDER BY p.id
 """
 
 # Fault-injection hook for tests/faults (docs/reliability.md), off unless set to a number n ≥ 1: the

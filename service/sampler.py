@@ -1,9 +1,10 @@
 """Samples backlog gauges from the database every PAYLINK_METRICS_SAMPLE_SECONDS: job queue depth
 and age, outbox lag and the age of the oldest unpublished event.
 
-One cheap statement per interval (both counts use partial indexes: `job_queue_runnable`, `job_queue_leased`,
-`outbox_unpublished`), not per RPC. Runs in every process that runs a worker or the relay; they all
-report the same values, so aggregate with max() in Prometheus.
+One cheap statement per interval (the queue's counts use the partial indexes `job_queue_runnable` and
+`job_queue_leased`; the outbox's read the narrow `outbox_pending`: `outbox.BACKLOG`), not per RPC.
+Runs in every process that runs a worker or the relay; they all report the same values, so aggregate
+with max() in Prometheus.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 
 import asyncpg
 
-from service import db, metrics, queue
+from service import db, metrics, outbox, queue
 
 log = logging.getLogger("paylink.sampler")
 
@@ -24,15 +25,16 @@ SELECT
   (SELECT count(*) FROM {queue.WAITING} AS w WHERE run_at > now()) AS scheduled,
   (SELECT count(*) FROM {queue.LEASED} AS l) AS running,
   (SELECT extract(epoch FROM now() - min(run_at)) FROM {queue.WAITING} AS w WHERE run_at <= now()) AS oldest_runnable,
-  (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished,
-  (SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE published_at IS NULL) AS oldest_event
+  b.unpublished,
+  extract(epoch FROM now() - b.oldest) AS oldest_event
+FROM ({outbox.BACKLOG}) AS b
 """
 
 
 async def read(pool: db.Pool) -> asyncpg.Record:
     """The backlog now (one statement); sets nothing."""
     row = await pool.fetchrow(SAMPLE)
-    assert row is not None  # a SELECT without FROM always returns one row
+    assert row is not None  # an aggregate without GROUP BY always returns one row
     return row
 
 

@@ -124,8 +124,11 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
             )
         for sequence, age in ((1, 30), (2, 5)):
             await conn.execute(
-                "INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload,"
-                f" created_at) VALUES ($1, 'x.identity.added', 'identity.added', $2, $3, $4, '', now() - interval '{age} seconds')",
+                # Each event with its pending row, as service/outbox.py writes them (migration 0175).
+                "WITH rows AS (INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence,"
+                " payload, created_at) VALUES ($1, 'x.identity.added', 'identity.added', $2, $3, $4, '',"
+                f" now() - interval '{age} seconds') RETURNING id, created_at)"
+                " INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows",
                 uuid.uuid4(),
                 workspace,
                 account,

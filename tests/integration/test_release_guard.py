@@ -24,6 +24,7 @@ from tests.harness import (
     database_migrated_to,
     drop_database,
     insert_account,
+    migrations_up_to,
 )
 
 LEASE = dt.timedelta(seconds=30)
@@ -209,7 +210,9 @@ async def test_the_guard_on_a_database_at_0173(tmp_path: pathlib.Path) -> None:
         try:
             workspace, account = await insert_account(old)
             job = await _enqueue(old, workspace, account)  # 0173 alone: unmarked writes still pass
-            assert await migrate.migrate(url) == ["0174_jobs_release_guard.sql"]
+            # Exactly 0174: the release that brought the guard (later migrations are others' tests).
+            up_to_0174 = migrations_up_to(tmp_path, 174)
+            assert await migrate.migrate(url, up_to_0174) == ["0174_jobs_release_guard.sql"]
 
             await _refused(old, OLD_CLAIM, "old-w", LEASE, 10, [])
             with pytest.raises(asyncpg.PostgresError) as caught:
@@ -220,7 +223,7 @@ async def test_the_guard_on_a_database_at_0173(tmp_path: pathlib.Path) -> None:
                 [claimed] = await queue.claim(new, "new-w", LEASE, 10, [])
                 assert claimed.id == job
                 # Forward-only and idempotent: the runner skips it, and running it again changes nothing.
-                assert await migrate.migrate(url) == []
+                assert await migrate.migrate(url, up_to_0174) == []
                 [(_, name, sql)] = [m for m in migrate.discover() if m[0] == 174]
                 await new.execute(sql)
                 triggers = await new.fetch(
