@@ -19,7 +19,7 @@ def check(ok: bool) -> str:
 # results are in results.json). Options not listed here (e.g. --port) concern the whole run.
 PART_OPTIONS: dict[str, tuple[str, ...]] = {
     "rpcs": ("runs", "seconds", "concurrency"),
-    "pipeline": ("jobs", "half_seconds", "accounts", "profile"),
+    "pipeline": ("jobs", "half_seconds", "half_rate", "accounts", "profile"),
     "peers": ("peer_jobs", "peer_runs"),
     "latency": ("latency", "latency_jitter", "latency_jobs", "latency_concurrency", "latency_accounts"),
     "relay": ("relay_rows",),
@@ -184,7 +184,8 @@ def pipeline(r: dict[str, Any]) -> list[str]:
         "| load | jobs | offered jobs/s | jobs/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|",
     ]
-    for label, x in (("saturated", pipe["saturated"]), ("half of saturated", pipe["half_load"])):
+    half_label = "half load (fixed rate)" if r["args"].get("half_rate") else "half of saturated"
+    for label, x in (("saturated", pipe["saturated"]), (half_label, pipe["half_load"])):
         lines.append(
             f"| {label} | {x['jobs']} | {x['offered_per_s']:.0f} | {x['jobs_per_s']:.0f} | {x['p50_ms']:.0f} |"
             f" {x['p99_ms']:.0f} |"

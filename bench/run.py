@@ -4,7 +4,8 @@ bench/bench.sh on a PostgreSQL cluster that is durable like production.
 Runs, in one go, every ratio taken within one run:
 - rpcs: the echo baseline, the one-query floors (bench/floor_server.py) and four paylink RPCs under
   ghz at each --concurrency (median of --runs rounds);
-- pipeline: jobs created through the API -> events consumed from Kafka, saturated and at half load;
+- pipeline: jobs created through the API -> events consumed from Kafka, saturated and at half load
+  (half the saturated rate, or a fixed --half-rate);
 - peers: procrastinate, PgQueuer and paylink's queue core on the same PostgreSQL (bench/peers.py);
 - latency: one worker process against a platform taking --latency seconds a call (bench/latency.py);
 - relay: a large outbox of realistic events drained to Kafka (bench/relay_bench.py);
@@ -312,8 +313,16 @@ async def bench_pipeline(
         if profiler is not None:
             profiler.wait()
         print(f"pipeline saturated: {saturated}", flush=True)
-        half_rate = saturated["jobs_per_s"] / 2
+        # Half load: half the saturated rate of this run, or a fixed offered rate (--half-rate) so
+        # that runs of different code compare at the same load (bench/NOTES.md, session 23).
+        half_rate = args.half_rate or saturated["jobs_per_s"] / 2
+        cpu_before, wall_before = cpu_seconds_by_component(labels, pg_port), time.monotonic()
         half = await measure(int(half_rate * args.half_seconds), half_rate)
+        cpu_after = cpu_seconds_by_component(labels, pg_port)
+        half["cpu_ms_per_job"] = {
+            part: round((cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / half["jobs"], 3)
+            for part in cpu_after
+        }
         print(f"pipeline half load: {half}", flush=True)
         return {"saturated": saturated, "half_load": half}
     finally:
@@ -395,6 +404,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the saturated pipeline")
     parser.add_argument("--half-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--half-rate",
+        type=float,
+        default=0.0,
+        help="jobs/s offered in the pipeline's half-load part (default: half the saturated rate)",
+    )
     parser.add_argument(
         "--accounts",
         type=int,

@@ -10,6 +10,7 @@ from service.config import Settings
 from service.documents import DocumentStore, PostgresDocumentStore
 from service.drivers.registry import DriverRegistry
 from service.job_intake import Intake
+from service.release_guard import Guard
 from service.vault import Vault
 
 
@@ -25,3 +26,5 @@ class Deps:
     documents: DocumentStore = dataclasses.field(default_factory=PostgresDocumentStore)
     # CreateJob's group commit (job_intake.py).
     intake: Intake = dataclasses.field(default_factory=Intake)
+    # Whether the database's release guard refuses this process's code (release_guard.py).
+    release_guard: Guard = dataclasses.field(default_factory=Guard)

@@ -7,6 +7,10 @@ asking for every topic's metadata held the event loop for a fifth of a second at
 SERVING when the database answers — RPCs keep working while the broker is away (their events wait
 in the outbox), so a load balancer that should keep routing during a broker outage checks a
 service name such as `paylink.v1.LinkTokenService` instead of "".
+
+With the database answering, it also probes the database's release guard (service/release_guard.py:
+a write to `jobs` that touches no row): while the guard refuses this process's code (a newer release
+migrated the database), every service is NOT_SERVING and `paylink_release_refused` is 1.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from grpc_health.v1 import health_pb2
 
 from service import db, metrics
 from service.config import Settings
+from service.release_guard import Guard
 
 log = logging.getLogger("paylink.health")
 
@@ -38,11 +43,13 @@ class HealthMonitor:
         pool: db.Pool,
         health: Any | None = None,  # grpc_health.v1.health.aio.HealthServicer of an API process
         service_names: Sequence[str] = (),
+        release_guard: Guard | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._health = health
         self._services = tuple(service_names)
+        self._guard = release_guard
         self._kafka: AIOKafkaClient | None = None
         self._stopping = asyncio.Event()
         self.database_ok: bool | None = None
@@ -74,10 +81,15 @@ class HealthMonitor:
             elif before is None and not ok:
                 log.warning(f"{name} unreachable")
         self.database_ok, self.kafka_ok = database, kafka
+        if database and self._guard is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._guard.probe(self._pool)  # no answer: the state stays as it was
+        ready = database and not (self._guard is not None and self._guard.refused)
         if self._health is not None:
-            await self._health.set("", SERVING if database and kafka else NOT_SERVING)
+            await self._health.set("", SERVING if ready and kafka else NOT_SERVING)
             for service in self._services:
-                await self._health.set(service, SERVING if database else NOT_SERVING)
+                await self._health.set(service, SERVING if ready else NOT_SERVING)
         return database, kafka
 
     async def _check_database(self, limit: float) -> bool:

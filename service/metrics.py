@@ -128,6 +128,11 @@ QUEUE_OLDEST_AGE = Gauge(
 )
 OUTBOX_LAG = Gauge("paylink_outbox_unpublished", "Outbox events not yet published")
 OUTBOX_OLDEST_AGE = Gauge("paylink_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
+RELEASE_REFUSED = Gauge(
+    "paylink_release_refused",
+    "1 while the database's release guard refuses this process's code (a newer release migrated it;"
+    " service/release_guard.py)",
+)
 DEPENDENCY_UP = Gauge(
     "paylink_dependency_up",
     "1 when the last reachability check succeeded (service/health_monitor.py)",

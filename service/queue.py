@@ -343,6 +343,12 @@ async def claim(
     return [ClaimedJob.from_row(row) for row in rows]
 
 
+async def probe_release_guard(pool: db.Executor) -> None:
+    """The release guard's probe (service/release_guard.py): a write to `jobs` touching no row, which
+    the guard's statement triggers judge like any other: raises PL001 while they refuse this code."""
+    await pool.execute("UPDATE jobs SET status = status WHERE false")
+
+
 async def heartbeat(pool: db.Executor, job_ids: list[uuid.UUID], worker_id: str, lease: dt.timedelta) -> None:
     await pool.execute(_HEARTBEAT, job_ids, worker_id, lease)
 

@@ -29,7 +29,7 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import db, grants, job_calls, logs, metrics, queue, timeutil, tracing
+from service import db, grants, job_calls, logs, metrics, queue, release_guard, timeutil, tracing
 from service.completer import MAX_BACKLOG, Completer
 from service.deps import Deps
 from service.drivers.base import AccessGrant, JobContext, JobPending, LoggedIn, PlatformError
@@ -40,6 +40,11 @@ log = logging.getLogger("paylink.worker")
 
 
 backoff = timeutil.backoff  # jittered retry delays (shared with logins)
+# Claims refused by the database's release guard (a newer release migrated it): the worker waits
+# backoff(n, BASE, CAP) after the n-th refusal in a row, or until the health check's probe finds the
+# guard accepting this code again (service/release_guard.py).
+REFUSED_BACKOFF_BASE = 1.0
+REFUSED_BACKOFF_CAP = 60.0
 
 
 class _InCall:
@@ -75,6 +80,8 @@ class Worker:
         self.completer = Completer(deps, self.id, max_backlog=backlog)
         self.finished = 0
         self.calls_in_flight = 0  # jobs inside their platform calls now (metrics, bench/latency.py)
+        self.refusals = 0  # claims refused by the release guard in a row (0: not refused)
+        self.refused_delays: collections.deque[float] = collections.deque(maxlen=32)  # their back-offs
         self._in_call = _InCall(self)
 
     def stop(self) -> None:
@@ -95,6 +102,9 @@ class Worker:
                 try:
                     await self._listen_and_claim()
                 except db.CONNECTION_LOST as exc:
+                    if release_guard.refused(exc):
+                        await self._back_off_refused(exc)
+                        continue
                     log.warning("worker lost the database, retrying", extra={"error": str(exc)})
                     await self._sleep(1.0)
         finally:
@@ -116,6 +126,30 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _back_off_refused(self, exc: BaseException) -> None:
+        """The release guard refused a claim: one ERROR with the fix, then a bounded, jittered
+        exponential back-off (ended early by a probe that finds the guard accepting this code)."""
+        self.refusals += 1
+        guard = self.deps.release_guard
+        guard.refuse(exc)
+        delay = backoff(self.refusals, REFUSED_BACKOFF_BASE, REFUSED_BACKOFF_CAP).total_seconds()
+        self.refused_delays.append(delay)
+        log.error(
+            release_guard.FIX,
+            extra={"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)},
+        )
+        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(guard.accepted())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    def _claimed_again(self) -> None:
+        """A claim went through after refusals: the guard accepts this code again."""
+        self.refusals = 0
+        self.deps.release_guard.accept()
+
     async def _listen_and_claim(self) -> None:
         settings = self.deps.settings
         conn: db.Conn = await db.connect(settings.database_url)
@@ -130,6 +164,8 @@ class Worker:
                 self._wake.clear()
                 free = self._free_slots()
                 claimed = await self._claim(free) if free > 0 else []
+                if self.refusals:
+                    self._claimed_again()
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:

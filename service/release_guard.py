@@ -1,0 +1,91 @@
+"""This release against a database whose release guard refuses it (migration 0174's mechanism).
+
+The guard (docs/operations.md, "The release guard") refuses a write to `jobs` from a connection whose
+`paylink.schema` is below the database's floor, with SQLSTATE PL001. This release's own connections
+say its newest migration (service/db.py), so they are refused once a later release's migration has
+raised the floor above it while this process kept running: the fix is to stop this process and run
+the release that migrated the database. Until then the process neither crashes nor spins:
+
+- its worker backs off, bounded and with jitter, and logs the refusal once per back-off at ERROR with
+  the fix (service/worker.py); a claim that goes through again ends it;
+- `Guard` holds whether the database refuses this process: set by the worker's refused claims and by
+  the health check's probe (`queue.probe_release_guard`: a write to `jobs` that touches no row, every
+  PAYLINK_HEALTH_CHECK_SECONDS, in every process), cleared
+  when either goes through again. While it is set the process reports not ready: every gRPC health
+  service NOT_SERVING (service/health_monitor.py) and `paylink_release_refused` 1.
+
+tests/integration/test_release_refused.py proves it on a database whose floor is raised above this
+release and lowered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from service import db, metrics, queue
+
+log = logging.getLogger("paylink.release_guard")
+
+SQLSTATE = db.STALE_RELEASE  # PL001
+FIX = (
+    "a newer paylink release has migrated this database and its release guard refuses this release's"
+    " code: stop this process and run the newer release (docs/operations.md, The release guard)"
+)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` is the release guard refusing this connection's code (SQLSTATE PL001)."""
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) == SQLSTATE
+
+
+class Guard:
+    """Whether the database's release guard refuses this process's code (one per process, `Deps`)."""
+
+    def __init__(self) -> None:
+        self.refusal: str | None = None  # the guard's message while refused
+        self._accepted = asyncio.Event()
+        self._accepted.set()
+        metrics.RELEASE_REFUSED.set(0)
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+    def refuse(self, exc: BaseException) -> bool:
+        """Records a refusal; True when the process was not refused before."""
+        first = self.refusal is None
+        self.refusal = str(exc)
+        self._accepted.clear()
+        metrics.RELEASE_REFUSED.set(1)
+        return first
+
+    def accept(self) -> bool:
+        """Records that a write went through; True when the process was refused before."""
+        was = self.refusal is not None
+        self.refusal = None
+        self._accepted.set()
+        metrics.RELEASE_REFUSED.set(0)
+        if was:
+            log.info("the database's release guard accepts this release again")
+        return was
+
+    async def accepted(self) -> None:
+        """Returns once nothing refuses this process (at once when nothing does)."""
+        await self._accepted.wait()
+
+    async def probe(self, pool: db.Pool) -> bool | None:
+        """Probes the guard: True when it accepts this code, False when it refuses it, None when the
+        database did not answer (the state is left as it was)."""
+        try:
+            await queue.probe_release_guard(pool)
+        except Exception as exc:
+            if refused(exc):
+                if self.refuse(exc):
+                    log.error(FIX, extra={"error": self.refusal})
+                return False
+            return None
+        self.accept()
+        return True

@@ -1,0 +1,181 @@
+"""This release on a database whose release guard refuses it (service/release_guard.py): a later
+release's migration raised the guard's floor (migration 0174's mechanism) above this release's newest
+migration while this release's processes kept running. Simulated on a database of its own by raising
+the floor the way such a migration would (CREATE OR REPLACE TRIGGER), then lowering it again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from paylink.v1 import common_pb2 as c
+from prometheus_client import REGISTRY
+
+from service import db, ids, migrate, queue, release_guard, runtime, worker
+from service.config import Settings
+from tests.harness import base_settings, create_test_database, drop_database, insert_account
+
+# What a later release's contract migration does to the floor (docs/operations.md, The release guard).
+SET_FLOOR = """
+CREATE OR REPLACE TRIGGER jobs_release_guard_insert BEFORE INSERT ON jobs
+    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
+    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
+CREATE OR REPLACE TRIGGER jobs_release_guard_update
+    BEFORE UPDATE OF status, locked_by, lease_expires_at, run_at ON jobs
+    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
+    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
+"""
+FLOOR_OF_0174 = 173
+JOB_SERVICE = "paylink.v1.JobService"
+
+
+@pytest.fixture
+async def own(settings: Settings) -> AsyncIterator[runtime.Running]:
+    """api + worker on a database of their own (the floor is raised there only)."""
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    running = await runtime.start(
+        settings.model_copy(
+            update={
+                "database_url": url,
+                "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
+                "health_check_seconds": 0.5,
+                "monitoring_scheduler": False,
+            }
+        ),
+        relay=False,
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+        await drop_database(admin, url)
+
+
+async def _set_floor(url: str, floor: int) -> None:
+    conn = await db.connect(url)
+    try:
+        await conn.execute(SET_FLOOR.format(floor=floor))
+    finally:
+        await conn.close()
+
+
+async def _wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        await asyncio.sleep(0.05)
+
+
+async def _status(app: runtime.Running, health: health_pb2_grpc.HealthStub) -> int:
+    assert app.monitor is not None
+    await app.monitor.check()
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=JOB_SERVICE))
+    return int(answer.status)
+
+
+def _refused_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "paylink.worker" and r.levelno == logging.ERROR and release_guard.FIX in r.getMessage()
+    ]
+
+
+async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_and_recovers(
+    own: runtime.Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = own, own.deps.settings.database_url
+    assert app.api is not None and app.worker is not None
+    work = app.worker
+    worker_task = next(t for t in app.tasks if t.get_name() == "worker")
+    caplog.set_level(logging.INFO)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert await _status(app, health) == health_pb2.HealthCheckResponse.SERVING
+        assert REGISTRY.get_sample_value("paylink_release_refused") == 0
+
+        floor = migrate.newest() + 1  # the next release's contract migration
+        await _set_floor(url, floor)
+        # A job queued meanwhile by the newer release (a connection that says the newer schema).
+        workspace, account = await insert_account(app.deps.pool, name="refused")
+        newer = await asyncpg.connect(
+            url, server_settings={"application_name": "paylink-next", db.SCHEMA_SETTING: f"{floor:04d}"}
+        )
+        try:
+            job_id = ids.new_id()
+            [row] = await queue.enqueue_refreshes(
+                newer,
+                [
+                    queue.NewRefresh(
+                        job_id=job_id,
+                        batch_id=ids.new_id(),
+                        workspace_id=workspace,
+                        account_id=account,
+                        platform_id="sandbox_adp",
+                        name=c.JOB_NAME_IDENTITY,
+                        params=b"",
+                        api_version="",
+                        traceparent="",
+                        request_id="refused-test",
+                    )
+                ],
+            )
+            assert row is not None
+            await newer.execute("SELECT pg_notify($1, '')", queue.NOTIFY_CHANNEL)
+        finally:
+            await newer.close()
+
+        async def backed_off_three_times() -> bool:
+            return work.refusals >= 3
+
+        await _wait_until(backed_off_three_times, 60, "the worker was not refused three times")
+        # Refused, it backs off: jittered exponential delays up to a cap, one ERROR with the fix each.
+        delays = list(work.refused_delays)
+        for attempt, delay in enumerate(delays, start=1):
+            ceiling = min(worker.REFUSED_BACKOFF_CAP, worker.REFUSED_BACKOFF_BASE * 2 ** (attempt - 1))
+            assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+        assert len(_refused_logs(caplog)) == work.refusals == len(delays)
+        assert "paylink release guard: UPDATE on jobs refused" in (app.deps.release_guard.refusal or "")
+        # Not ready, and the gauge says why; nothing crashed; the job was not claimed.
+        assert await _status(app, health) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert REGISTRY.get_sample_value("paylink_release_refused") == 1
+        assert not worker_task.done()
+        assert await app.deps.pool.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id) == "queued"
+
+        await _set_floor(url, FLOOR_OF_0174)  # e.g. the newer release rolled back
+
+        async def ran() -> bool:
+            status = await app.deps.pool.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id)
+            return status not in ("queued", "running")
+
+        await _wait_until(ran, 30, "the worker did not run the job once the floor was lowered")
+        assert await app.deps.pool.fetchval("SELECT attempts FROM jobs WHERE id = $1", job_id) == 1
+        assert work.refusals == 0 and app.deps.release_guard.refusal is None
+        assert await _status(app, health) == health_pb2.HealthCheckResponse.SERVING
+        assert REGISTRY.get_sample_value("paylink_release_refused") == 0
+        assert any("accepts this release again" in r.getMessage() for r in caplog.records)
+        assert not worker_task.done()
+
+
+async def test_the_probe_is_refused_exactly_when_this_release_is(own: runtime.Running) -> None:
+    """The health check's probe (`queue.probe_release_guard`) changes nothing and is judged by the guard as
+    this release's writes to `jobs` are, so an api process without a worker sees the refusal too."""
+    app, url = own, own.deps.settings.database_url
+    guard = release_guard.Guard()
+    assert await guard.probe(app.deps.pool) is True and guard.refusal is None
+    await _set_floor(url, migrate.newest() + 1)
+    try:
+        assert await guard.probe(app.deps.pool) is False
+        assert guard.refusal is not None and "paylink release guard" in guard.refusal
+    finally:
+        await _set_floor(url, FLOOR_OF_0174)
+    assert await guard.probe(app.deps.pool) is True and guard.refusal is None
