@@ -32,23 +32,22 @@ class Settlement:
 
 def publish(work: uow.UnitOfWork, settlement: Settlement) -> None:
     s = settlement
-    payload = event_pb2.LinkSessionCompletedPayload(
-        link_session_id=str(s.session_id) if s.session_id else "",
-        link_token_id=str(s.link_token_id) if s.link_token_id else "",
-        account_id=str(s.account_id),
-        end_user_id=s.end_user_id,
-        origin=s.origin,  # type: ignore[arg-type]
-        jobs=[
-            event_pb2.SettledJob(
-                job_id=str(job.id),
-                name=job.name,  # type: ignore[arg-type]
-                outcome=job.outcome,  # type: ignore[arg-type]
-                error_type=job.error_type,  # type: ignore[arg-type]
-                error_code=job.error_code,  # type: ignore[arg-type]
-            )
-            for job in s.jobs
-        ],
-    )
+    # Built in place in its Event (a payload passed to Event(...=) would be copied into it).
+    event = event_pb2.Event()
+    payload = event.link_session_completed
+    if s.session_id:
+        payload.link_session_id = str(s.session_id)
+    if s.link_token_id:
+        payload.link_token_id = str(s.link_token_id)
+    payload.account_id = str(s.account_id)
+    payload.end_user_id = s.end_user_id
+    payload.origin = s.origin  # type: ignore[assignment]
+    for job in s.jobs:
+        settled = payload.jobs.add()
+        settled.job_id = str(job.id)
+        settled.name = job.name  # type: ignore[assignment]
+        settled.outcome = job.outcome  # type: ignore[assignment]
+        settled.error_type = job.error_type  # type: ignore[assignment]
+        settled.error_code = job.error_code  # type: ignore[assignment]
     timeutil.set_ts(payload.timestamp, s.at)
-    event = event_pb2.Event(link_session_completed=payload)
     work.emit(s.workspace_id, s.account_id, outbox.LINK_SESSION_COMPLETED, s.api_version, event, s.at)

@@ -123,7 +123,7 @@ class SandboxDriver:
         self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
         self._failures: collections.Counter[tuple[str, str]] = collections.Counter()  # user_recovers
         self._slow_latency, self._pending_delay, self._clock = slow_latency, pending_delay, clock
-        self._platforms = {p.id: p for p in PLATFORMS}
+        self._platforms, self._grants = {p.id: p for p in PLATFORMS}, sandbox_auth.KeptGrants()
 
     def platforms(self) -> list[PlatformInfo]:
         """The five sandbox platforms."""
@@ -169,7 +169,7 @@ class SandboxDriver:
     async def reaccess(self, account_id: str, platform_id: str, grant: AccessGrant) -> LoginResult:
         """Logs in again with a stored grant; may ask MFA (`user_reauth_mfa`, always-MFA platform)."""
         platform = await self._call(platform_id)
-        stored = sandbox_auth.usable(Grant.decode(grant.secret), platform_id)
+        stored = sandbox_auth.usable(self._grants.decode(grant.secret), platform_id)
         user = user_of(stored.username)
         sandbox_auth.platform_trouble(user, stored.username, "reaccess", self._failures)
         if user is User.EXPIRED:
@@ -178,7 +178,7 @@ class SandboxDriver:
             return sandbox_auth.challenge(MfaKind.SECURITY_QUESTION, stored)
         if user is User.REAUTH_MFA:
             return sandbox_auth.challenge(MfaKind.CODE, stored)
-        return LoggedIn(stored.refreshed().encode())
+        return LoggedIn(self._grants.encode(stored.refreshed()))
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class SandboxDriver:
             )
         except sandbox_data.SwitchRejected as exc:
             raise PlatformError(E.JOB_ERROR_CODE_ALLOCATION_REJECTED, str(exc)) from None
-        ctx.renewed.grant = grant.with_switch(switched).encode()
+        ctx.renewed.grant = self._grants.encode(grant.with_switch(switched))
         return switched
 
     # -- sandbox-only controls -----------------------------------------------------------------
@@ -363,7 +363,7 @@ class SandboxDriver:
                 E.JOB_ERROR_CODE_JOB_NOT_SUPPORTED, f"{platform.name} does not support {job_name}"
             )
         await self._call(ctx.platform_id)
-        grant = sandbox_auth.usable(Grant.decode(ctx.grant.secret), ctx.platform_id)
+        grant = sandbox_auth.usable(self._grants.decode(ctx.grant.secret), ctx.platform_id)
         user = user_of(grant.username)
         if user is User.ERROR:
             if job == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:

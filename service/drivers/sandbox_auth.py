@@ -117,7 +117,20 @@ class Grant:
     switched: dict[str, Any] | None = None
 
     def encode(self) -> AccessGrant:
-        return AccessGrant(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+        # The fields as `dataclasses.asdict` gives them, without its deep copy (json.dumps only
+        # reads them): the same bytes (tests/unit/test_sandbox_driver.py).
+        fields = {
+            "username": self.username,
+            "password": self.password,
+            "platform_id": self.platform_id,
+            "session": self.session,
+            "expired": self.expired,
+            "extra_paystubs": self.extra_paystubs,
+            "days_advanced": self.days_advanced,
+            "deposit": self.deposit,
+            "switched": self.switched,
+        }
+        return AccessGrant(json.dumps(fields, sort_keys=True).encode())
 
     @classmethod
     def decode(cls, raw: bytes) -> Grant:
@@ -181,6 +194,42 @@ class Grant:
     def refreshed(self) -> Grant:
         """The same login with a new platform session token."""
         return dataclasses.replace(self, session=_new_session())
+
+
+# How many grants a driver remembers decoded (KeptGrants): a refresh's re-access encodes the grant
+# its fetch decodes again, in the same process, one platform call later.
+GRANTS_KEPT = 4096
+
+
+class KeptGrants:
+    """`Grant.decode` and `Grant.encode`, remembering the last GRANTS_KEPT grants by their JSON
+    bytes (decoding is a pure function of them, and a Grant is not changed once made)."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[bytes, Grant] = {}  # oldest first
+
+    def decode(self, secret: bytes) -> Grant:
+        grant = self._kept.get(secret)
+        if grant is None:
+            grant = Grant.decode(secret)  # PlatformError when it is not one of ours: not kept
+            self._keep(secret, grant)
+        return grant
+
+    def encode(self, grant: Grant) -> AccessGrant:
+        encoded = grant.encode()
+        self._keep(encoded.secret, grant)
+        return encoded
+
+    def kept(self) -> list[bytes]:
+        """The grants remembered, oldest first (tests)."""
+        return list(self._kept)
+
+    def _keep(self, secret: bytes, grant: Grant) -> None:
+        if len(self._kept) >= GRANTS_KEPT:
+            del self._kept[next(iter(self._kept))]  # the oldest
+        self._kept[secret] = grant
 
 
 def _new_session() -> str:

@@ -6,8 +6,7 @@ The registry hands out drivers wrapped in this; the driver itself knows nothing 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from paylink.v1 import common_pb2, data_pb2
@@ -34,29 +33,40 @@ from service.drivers.base import (
 )
 
 
-@contextlib.contextmanager
-def _span(method: str, platform_id: str) -> Iterator[None]:
-    with tracing.span(
-        f"platform {method}",
-        kind=SpanKind.CLIENT,
-        attributes={"paylink.platform_id": platform_id},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield
-        except PlatformError as exc:
-            code = common_pb2.JobErrorCode.Name(common_pb2.JobErrorCode.ValueType(exc.code))
-            span.set_attribute("paylink.error_code", code)
-            span.set_attribute("paylink.transient", exc.transient)
-            span.set_status(Status(StatusCode.ERROR, code))
-            raise
-        except JobPending:
-            span.set_attribute("paylink.pending", True)
-            raise
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+class _span:  # noqa: N801 - a block, named as the function it was
+    """The platform call's CLIENT span for the block; a PlatformError, a JobPending or any other
+    exception leaving it is noted on the span. A plain object, not a generator's context manager
+    around `tracing.span`'s (two per job)."""
+
+    __slots__ = ("_block", "_span")
+
+    def __init__(self, method: str, platform_id: str) -> None:
+        self._block = tracing.span(
+            f"platform {method}",
+            kind=SpanKind.CLIENT,
+            attributes={"paylink.platform_id": platform_id},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def __enter__(self) -> None:
+        self._span = self._block.__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        if exc is not None:
+            span = self._span
+            if isinstance(exc, PlatformError):
+                code = common_pb2.JobErrorCode.Name(common_pb2.JobErrorCode.ValueType(exc.code))
+                span.set_attribute("paylink.error_code", code)
+                span.set_attribute("paylink.transient", exc.transient)
+                span.set_status(Status(StatusCode.ERROR, code))
+            elif isinstance(exc, JobPending):
+                span.set_attribute("paylink.pending", True)
+            else:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        return self._block.__exit__(kind, exc, tb)
 
 
 class TracedDriver:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
@@ -18,7 +19,7 @@ from google.protobuf import json_format, text_format
 from paylink.v1 import common_pb2, data_pb2
 
 from service.drivers import sandbox as sandbox_module
-from service.drivers import sandbox_data
+from service.drivers import sandbox_auth, sandbox_data
 from service.drivers.base import (
     AccessGrant,
     Credentials,
@@ -1097,6 +1098,67 @@ def test_grants_stored_before_the_clock_still_decode() -> None:
            "expired": False, "extra_paystubs": 1}  # fmt: skip
     grant = sandbox_module.Grant.decode(json.dumps(old).encode())
     assert (grant.days_advanced, grant.deposit) == (0, None)
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        sandbox_module.Grant("user_good", "pass_good", "sandbox_adp", "s"),
+        sandbox_module.Grant(
+            "user_good+x", "pass_good", "sandbox_gig", "s2", True, 3, 30,
+            {"name": "N", "type": 1, "routing_number": "011000015", "account_number_last_four": "1234"},
+            {"allocations": [{"type": "ALLOCATION_TYPE_REMAINDER"}]},
+        ),
+    ],
+)  # fmt: skip
+def test_grant_encoding_is_the_json_of_all_its_fields(grant: sandbox_module.Grant) -> None:
+    # Grants stored by earlier builds and by this one are the same bytes for the same fields.
+    expected = json.dumps(dataclasses.asdict(grant), sort_keys=True).encode()
+    assert grant.encode().secret == expected
+    assert sandbox_module.Grant.decode(expected) == grant
+
+
+async def test_a_refresh_decodes_its_grant_once(
+    driver: SandboxDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Re-access decodes the stored grant and encodes the renewed one; the fetch that follows finds
+    # the renewed grant decoded (the driver remembers the grants it encoded), and still checks it.
+    grant = await login(driver, "user_good")
+    decoded: list[bytes] = []
+    real_decode = sandbox_module.Grant.decode.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[sandbox_module.Grant], raw: bytes) -> sandbox_module.Grant:
+        decoded.append(raw)
+        return real_decode(cls, raw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(sandbox_module.Grant, "decode", classmethod(counting))
+    renewed = await driver.reaccess("acct-1", SANDBOX_ADP, grant)
+    assert isinstance(renewed, LoggedIn)
+    identity = await driver.fetch_identity(ctx(renewed.grant))
+    assert identity == sandbox_data.identity("user_good")
+    assert decoded == [grant.secret]
+    # A remembered grant is still checked against the platform the job runs on.
+    err = await job_error(driver, J.JOB_NAME_IDENTITY, ctx(renewed.grant, SANDBOX_WORKDAY))
+    assert err.code == E.JOB_ERROR_CODE_INVALID_CREDENTIALS
+    # And a switch's renewed grant is the one later jobs decode, as before.
+    switch = ctx(renewed.grant)
+    switched = await driver.switch_direct_deposit(switch, FULL)
+    assert switch.renewed.grant is not None
+    assert await driver.fetch_allocations(ctx(switch.renewed.grant)) == switched
+    assert decoded == [grant.secret]
+
+
+def test_the_driver_remembers_a_bounded_number_of_grants(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_auth, "GRANTS_KEPT", 3)
+    kept = sandbox_auth.KeptGrants()
+    grants = [sandbox_module.Grant(f"user_good+{i}", "pass_good", "sandbox_adp", "s") for i in range(5)]
+    secrets = [kept.encode(g).secret for g in grants]
+    assert kept.kept() == secrets[2:]  # the oldest went first
+    assert kept.decode(secrets[0]) == grants[0]  # decoded again, as before
+    assert kept.kept() == [*secrets[3:], secrets[0]]
+    with pytest.raises(PlatformError):
+        kept.decode(b"garbage")
+    assert b"garbage" not in kept.kept()
 
 
 # -- simulated latency ---------------------------------------------------------------------------

@@ -5,13 +5,21 @@ path is tests/e2e/test_tracing.py (a span processor on the process's provider)."
 
 from __future__ import annotations
 
+import asyncio
 import types
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from service import tracing
+from service.drivers import traced as drivers_traced
+from service.drivers.base import AccessGrant, Credentials, JobContext, JobPending, LoggedIn, PlatformError
+from service.drivers.sandbox import SANDBOX_ADP, SandboxDriver
+from service.drivers.traced import TracedDriver
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -96,3 +104,101 @@ def test_a_span_without_a_processor_is_a_child_of_the_current_one_and_ends_with_
             CALLER_TRACE, 16
         )
     assert tracing.traceparent() == ""
+
+
+@pytest.mark.parametrize(
+    "tp",
+    [
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-00",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-03",
+        f"01-{CALLER_TRACE}-{CALLER_SPAN}-01",  # a later version, read as 00
+        f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01",  # the forbidden version
+        f"00-{'0' * 32}-{CALLER_SPAN}-01",  # zero trace id
+        f"00-{CALLER_TRACE}-{'0' * 16}-01",  # zero span id
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01\n",
+        f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01-extra",
+        "zz",
+        "",
+    ],
+)
+def test_a_stored_traceparent_is_continued_as_the_w3c_propagator_reads_it(tp: str) -> None:
+    # A job's span continues the traceparent stored with it (service/worker.py): `continued` reads it
+    # itself, to the same context the propagator extracts (None where our own check refuses it).
+    ours = tracing.continued(tp)
+    if ours is None:
+        assert tp == "" or tracing._TRACEPARENT.match(tp) is None
+        return
+    theirs = TraceContextTextMapPropagator().extract({"traceparent": tp})
+    assert ours.keys() == theirs.keys()  # the spans themselves compare by identity: below
+    mine, propagated = trace.get_current_span(ours), trace.get_current_span(theirs)
+    assert mine.get_span_context() == propagated.get_span_context()
+    assert type(mine) is type(propagated)
+
+
+def test_a_span_without_a_processor_ends_with_its_block_when_the_block_raises() -> None:
+    with pytest.raises(LookupError), tracing.request("rid-1"), tracing.span("job X"):
+        assert tracing.traceparent() != "" and tracing.request_id() == "rid-1"
+        raise LookupError
+    assert tracing.traceparent() == "" and tracing.request_id() == ""
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+async def test_platform_call_spans_note_how_the_call_ended(
+    monkeypatch: pytest.MonkeyPatch, recorded: bool
+) -> None:
+    """drivers/traced.py: each call is a CLIENT span `platform <method>`, a child of the job's;
+    a PlatformError sets its code, transience and an ERROR status, a JobPending `paylink.pending`,
+    another exception an ERROR status named after it. Unrecorded, the same blocks only carry context."""
+    exporter = InMemorySpanExporter()
+    if recorded:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+        monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    driver = TracedDriver(SandboxDriver(slow_latency=0.0))
+    good = await driver.login(SANDBOX_ADP, Credentials("user_good", "pass_good"))
+    assert isinstance(good, LoggedIn)
+
+    def context(grant: AccessGrant, attempt: int = 1) -> JobContext:
+        return JobContext(account_id="a", platform_id=SANDBOX_ADP, grant=grant, attempt=attempt)
+
+    def grant_of(username: str) -> AccessGrant:
+        return AccessGrant(good.grant.secret.replace(b'"user_good"', f'"{username}"'.encode()))
+
+    tp = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    with tracing.span("job JOB_NAME_IDENTITY", context=tracing.continued(tp)):
+        assert (await driver.fetch_identity(context(good.grant))).full_name
+        with pytest.raises(PlatformError):
+            await driver.fetch_identity(context(grant_of("user_flaky")))
+        with pytest.raises(JobPending):
+            await driver.fetch_identity(context(grant_of("user_pending")))
+        with (
+            pytest.raises(asyncio.CancelledError),
+            tracing.span("inner"),
+            drivers_traced._span("fetch_income", SANDBOX_ADP),
+        ):
+            raise asyncio.CancelledError
+        assert tracing.traceparent().split("-")[1] == CALLER_TRACE
+    assert tracing.traceparent() == ""
+    finished = {s.name: s for s in exporter.get_finished_spans()}
+    if not recorded:
+        assert finished == {}
+        return
+    ok, flaky, pending = [s for s in exporter.get_finished_spans() if s.name == "platform fetch_identity"]
+    assert ok.kind == trace.SpanKind.CLIENT and ok.status.status_code == trace.StatusCode.UNSET
+    assert ok.attributes == {"paylink.platform_id": SANDBOX_ADP}
+    assert (
+        ok.context.trace_id == int(CALLER_TRACE, 16)
+        and ok.parent == finished["job JOB_NAME_IDENTITY"].context
+    )
+    assert flaky.attributes is not None and flaky.attributes["paylink.transient"] is True
+    assert flaky.attributes["paylink.error_code"] == "JOB_ERROR_CODE_PLATFORM_UNAVAILABLE"
+    assert flaky.status.status_code == trace.StatusCode.ERROR
+    assert pending.attributes is not None and pending.attributes["paylink.pending"] is True
+    assert pending.status.status_code == trace.StatusCode.UNSET
+    cancelled = finished["platform fetch_income"]
+    assert cancelled.status.status_code == trace.StatusCode.ERROR
+    assert cancelled.status.description == "CancelledError"
+    assert cancelled.parent == finished["inner"].context
