@@ -124,3 +124,14 @@ def resource_exhausted(reason: str, message: str, retry_after_seconds: int) -> R
 
 def unavailable(message: str) -> Unavailable:
     return Unavailable("DEPENDENCY_UNAVAILABLE", message)
+
+
+RELEASE_REFUSED = (
+    "this server's release is refused by the database's release guard (a newer release has migrated"
+    " the database): retry, another server will serve the call"
+)
+
+
+def release_refused() -> Unavailable:
+    """The database's release guard refused this process's write (service/release_guard.py)."""
+    return Unavailable("RELEASE_REFUSED", RELEASE_REFUSED)

@@ -9,7 +9,8 @@ committed job; a process that dies meanwhile answers nobody, and its callers see
 (tests/faults/test_grouped_create_jobs.py). What a caller sees is what one INSERT per call gave: a
 refresh of the same account and job type in flight, or earlier in the same statement, is skipped and
 the caller reads the one in flight (issue 11). A statement that fails for another reason than a lost
-database is split: each refresh is inserted alone, so one bad row fails only its caller. A caller
+database or the release guard's refusal (which refuses every row alike) is split: each refresh is
+inserted alone, so one bad row fails only its caller. A caller
 that went away (its deadline) has its job queued all the same.
 
 The account each of those CreateJobs names is read the same way before (`Intake.account`): the reads
@@ -25,7 +26,7 @@ import uuid
 
 import asyncpg
 
-from service import accounts, db, errors, ids, queue
+from service import accounts, db, errors, ids, queue, release_guard
 from service.group_commit import GroupCommit
 
 MAX_BATCH = 256
@@ -40,8 +41,9 @@ class _Item:
 
 
 def _split(exc: Exception) -> bool:
-    """A statement that failed for another reason than a lost database is tried row by row."""
-    return not isinstance(exc, _CONNECTION_ERRORS)
+    """A statement that failed for another reason than a lost database is tried row by row (not one
+    the release guard refused: it refuses each row alone as well)."""
+    return not isinstance(exc, _CONNECTION_ERRORS) and not release_guard.refused(exc)
 
 
 async def _insert(batch: list[_Item]) -> list[asyncpg.Record | None]:

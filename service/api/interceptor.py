@@ -13,7 +13,9 @@ paylink.v1 call, in order:
 - `x-api-secret` is authenticated (UNAUTHENTICATED), `api-version` and `x-caller` parsed
   (INVALID_ARGUMENT), and the CallContext set; the handler runs within the caller's deadline;
 - what it raised is mapped to a status: a domain error (service/errors.py) -> its code and
-  google.rpc details (api/status.py); a lost database -> UNAVAILABLE; a deadline, or a statement
+  google.rpc details (api/status.py); a lost database -> UNAVAILABLE; a write the database's release
+  guard refuses (SQLSTATE PL001: a newer release migrated it) -> UNAVAILABLE `RELEASE_REFUSED`, one
+  WARNING line, and the process's `release_guard.Guard` marked refused; a deadline, or a statement
   PostgreSQL cancelled at the pool's statement timeout (service/db.py) -> DEADLINE_EXCEEDED;
   anything else INTERNAL, quoting the request id. The call is counted in the RPC metrics before it
   is answered.
@@ -34,7 +36,7 @@ import asyncpg
 import grpc
 from grpc_status import rpc_status
 
-from service import db, errors, metrics, tracing
+from service import db, errors, metrics, release_guard, tracing
 from service.api import context, decoding, status
 from service.api.callers import Callers
 from service.auth import Authenticator
@@ -71,8 +73,11 @@ class _Expiry:
         self.task.cancel()
 
 
-def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
-    """The status a call that raised `exc` is answered with."""
+def _failure(
+    exc: Exception, method: str, request_id: str, guard: release_guard.Guard | None = None
+) -> status.ApiError:
+    """The status a call that raised `exc` is answered with (`guard`: the process's, marked refused
+    when the database's release guard refused the call's write)."""
     if isinstance(exc, errors.DomainError):
         return status.from_domain(exc)
     if isinstance(exc, status.ApiError):
@@ -89,6 +94,14 @@ def _failure(exc: Exception, method: str, request_id: str) -> status.ApiError:
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         log.warning("dependency unavailable", extra={"method": method, "error": type(exc).__name__})
         return status.from_domain(errors.unavailable("database unavailable, retry"))
+    if release_guard.refused(exc):  # the transaction rolled back: the caller retries elsewhere
+        if guard is not None:
+            guard.refuse(exc)
+        log.warning(
+            "release refused by the database's release guard",
+            extra={"method": method, "request_id": request_id, "sqlstate": release_guard.SQLSTATE},
+        )
+        return status.from_domain(errors.release_refused())
     log.error("unhandled error", exc_info=exc, extra={"method": method, "request_id": request_id})
     return status.ApiError(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
@@ -111,8 +124,9 @@ async def _abort(
 class Pipeline:
     """Wraps method handlers (once each) in the call pipeline; counts and times the calls."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, guard: release_guard.Guard | None = None) -> None:
         self._callers = Callers(authenticator)
+        self._guard = guard  # the process's (Deps.release_guard): marked by refused writes
         self._wrapped: dict[str, MethodHandler] = {}
         self._latency: dict[tuple[str, grpc.StatusCode], Any] = {}  # the histogram's children
 
@@ -175,7 +189,7 @@ class Pipeline:
                     except grpc.aio.AbortError:
                         raise
                     except Exception as exc:
-                        failure = _failure(exc, name, request_id)
+                        failure = _failure(exc, name, request_id, self._guard)
                 code = failure.code if failure is not None else grpc.StatusCode.OK
                 self._count(name, code, started, request_id)
             finally:

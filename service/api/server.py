@@ -105,7 +105,9 @@ class ApiServer:
                 ("grpc.max_send_message_length", 4 * limit),
             ],
         )
-        server = cast(grpc.aio.Server, _Wrapping(self.server, Pipeline(Authenticator(deps.pool))))
+        server = cast(
+            grpc.aio.Server, _Wrapping(self.server, Pipeline(Authenticator(deps.pool), deps.release_guard))
+        )
         link_token_pb2_grpc.add_LinkTokenServiceServicer_to_server(LinkTokenServicer(deps), server)
         self.link = LinkServicer(deps)
         link_pb2_grpc.add_LinkServiceServicer_to_server(self.link, server)

@@ -16,11 +16,21 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import common_pb2 as c
+from paylink.v1 import job_pb2
 from prometheus_client import REGISTRY
 
-from service import db, ids, migrate, queue, release_guard, runtime, worker
+from service import auth, db, errors, ids, migrate, queue, release_guard, runtime, worker
 from service.config import Settings
-from tests.harness import base_settings, create_test_database, drop_database, insert_account
+from tests.harness import (
+    Client,
+    base_settings,
+    create_test_database,
+    drop_database,
+    error_reason,
+    insert_account,
+    link_account,
+    rpc_error,
+)
 
 # What a later release's contract migration does to the floor (docs/operations.md, The release guard).
 SET_FLOOR = """
@@ -179,3 +189,64 @@ async def test_the_probe_is_refused_exactly_when_this_release_is(own: runtime.Ru
     finally:
         await _set_floor(url, FLOOR_OF_0174)
     assert await guard.probe(app.deps.pool) is True and guard.refusal is None
+
+
+async def test_a_create_job_refused_by_a_newer_database_answers_unavailable_and_writes_nothing(
+    own: runtime.Running, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CreateJob's INSERT into `jobs` refused (PL001): UNAVAILABLE `RELEASE_REFUSED` with the message
+    (not INTERNAL), one WARNING line without a stack trace, the process's guard marked, nothing
+    written; once the floor is lowered the same request (same request_id) creates its job once."""
+    app, url = own, own.deps.settings.database_url
+    assert app.api is not None
+    marked: list[str] = []
+    refuse = app.deps.release_guard.refuse
+
+    def recording(exc: BaseException) -> bool:
+        marked.append(str(exc))
+        return refuse(exc)
+
+    monkeypatch.setattr(app.deps.release_guard, "refuse", recording)
+    _, secret = await auth.create_workspace(app.deps.pool, "refused-rpc")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+        client = Client(channel, secret)
+        _, session = await link_account(client, "user_good+refused-rpc")
+        jobs_of_account = "SELECT count(*) FROM jobs WHERE account_id = $1::uuid"
+        before = await app.deps.pool.fetchval(jobs_of_account, session.account_id)
+        keyed = job_pb2.CreateJobRequest(
+            account_id=session.account_id,
+            name=c.JOB_NAME_EMPLOYMENT,
+            request_id=f"refused-{uuid.uuid4().hex}",
+        )
+        grouped = job_pb2.CreateJobRequest(account_id=session.account_id, name=c.JOB_NAME_INCOME)
+
+        await _set_floor(url, migrate.newest() + 1)
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        for request in (keyed, grouped):  # its own transaction; the grouped INSERT (job_intake.py)
+            refused = await rpc_error(client.jobs.CreateJob(request, metadata=client.md()))
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
+            assert refused.details() == errors.RELEASE_REFUSED
+            assert error_reason(refused) == "RELEASE_REFUSED"
+        # Nothing written: no job, no stored idempotency key.
+        assert await app.deps.pool.fetchval(jobs_of_account, session.account_id) == before
+        assert not await app.deps.pool.fetchval(
+            "SELECT count(*) FROM idempotency_keys WHERE request_id = $1", keyed.request_id
+        )
+        # One WARNING per refused call, no stack trace, no secret; no "unhandled error".
+        rpc_logs = [r for r in caplog.records if r.name == "paylink.rpc"]
+        warnings = [r for r in rpc_logs if "release refused" in r.getMessage()]
+        assert [r.levelno for r in warnings] == [logging.WARNING, logging.WARNING]
+        assert all(r.exc_info is None and r.exc_text is None for r in warnings)
+        assert all(secret not in str(vars(r)) for r in warnings)
+        assert not [r for r in rpc_logs if r.levelno >= logging.ERROR]
+        # The process's guard is marked by the refused INSERTs (the probe and the worker only UPDATE).
+        assert len([m for m in marked if "paylink release guard: INSERT on jobs refused" in m]) == 2
+        assert REGISTRY.get_sample_value("paylink_release_refused") == 1
+
+        await _set_floor(url, FLOOR_OF_0174)
+        first = await client.jobs.CreateJob(keyed, metadata=client.md())
+        again = await client.jobs.CreateJob(keyed, metadata=client.md())
+        assert again.id == first.id
+        assert await app.deps.pool.fetchval(jobs_of_account, session.account_id) == before + 1
+        assert await app.deps.pool.fetchval("SELECT count(*) FROM jobs WHERE id = $1::uuid", first.id) == 1
