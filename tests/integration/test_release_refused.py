@@ -6,6 +6,9 @@ the floor the way such a migration would (CREATE OR REPLACE TRIGGER), then lower
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -16,7 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import common_pb2 as c
-from paylink.v1 import job_pb2
+from paylink.v1 import event_pb2, job_pb2
 from prometheus_client import REGISTRY
 
 from service import auth, db, errors, ids, migrate, queue, release_guard, runtime, worker
@@ -46,8 +49,8 @@ FLOOR_OF_0174 = 173
 JOB_SERVICE = "paylink.v1.JobService"
 
 
-@pytest.fixture
-async def own(settings: Settings) -> AsyncIterator[runtime.Running]:
+@contextlib.asynccontextmanager
+async def _own(settings: Settings, **update: object) -> AsyncIterator[runtime.Running]:
     """api + worker on a database of their own (the floor is raised there only)."""
     admin = base_settings().database_url
     url = await create_test_database(admin)
@@ -58,6 +61,7 @@ async def own(settings: Settings) -> AsyncIterator[runtime.Running]:
                 "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
                 "health_check_seconds": 0.5,
                 "monitoring_scheduler": False,
+                **update,
             }
         ),
         relay=False,
@@ -67,6 +71,26 @@ async def own(settings: Settings) -> AsyncIterator[runtime.Running]:
     finally:
         await running.stop()
         await drop_database(admin, url)
+
+
+@pytest.fixture
+async def own(settings: Settings) -> AsyncIterator[runtime.Running]:
+    async with _own(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def own_slow(settings: Settings) -> AsyncIterator[runtime.Running]:
+    """As `own`, with `sandbox_slow`'s calls taking 2 s (its jobs are running when the floor is raised)
+    and leases long enough that no job is rescued while the floor is up."""
+    async with _own(
+        settings,
+        sandbox_slow_latency_seconds=2.0,
+        worker_lease_seconds=120.0,
+        worker_concurrency=64,
+        platform_concurrency=64,
+    ) as running:
+        yield running
 
 
 async def _set_floor(url: str, floor: int) -> None:
@@ -90,6 +114,13 @@ async def _status(app: runtime.Running, health: health_pb2_grpc.HealthStub) -> i
     await app.monitor.check()
     answer = await health.Check(health_pb2.HealthCheckRequest(service=JOB_SERVICE))
     return int(answer.status)
+
+
+async def _events(app: runtime.Running, accounts: list[uuid.UUID]) -> list[event_pb2.Event]:
+    rows = await app.deps.pool.fetch(
+        "SELECT payload FROM outbox WHERE account_id = ANY($1::uuid[]) ORDER BY id", accounts
+    )
+    return [event_pb2.Event.FromString(bytes(r["payload"])) for r in rows]
 
 
 def _refused_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -174,6 +205,101 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
         assert REGISTRY.get_sample_value("paylink_release_refused") == 0
         assert any("accepts this release again" in r.getMessage() for r in caplog.records)
         assert not worker_task.done()
+
+
+async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_accepted(
+    own_slow: runtime.Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs in their platform calls when the floor is raised: their outcomes are refused (PL001). The
+    completer keeps them and backs off (one WARNING per back-off, no stack trace, no job task
+    failing), nothing is written meanwhile; once the floor is lowered every job is completed once,
+    with one outcome event, each account's events in order."""
+    app, url = own_slow, own_slow.deps.settings.database_url
+    assert app.api is not None and app.worker is not None
+    work, completer = app.worker, app.worker.completer
+    caplog.set_level(logging.INFO)
+    workspace, secret = await auth.create_workspace(app.deps.pool, "refused-outcomes")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+        client = Client(channel, secret)
+        linked = await asyncio.gather(
+            *(link_account(client, f"user_good+refused{n}", platform_id="sandbox_slow") for n in range(6))
+        )
+    accounts = [uuid.UUID(session.account_id) for _, session in linked]
+    names = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT]  # two outcomes per account, in order
+    rows = await queue.enqueue_refreshes(  # a refresh re-accesses, then fetches: two 2 s calls
+        app.deps.pool,
+        [
+            queue.NewRefresh(
+                job_id=ids.new_id(),
+                batch_id=ids.new_id(),
+                workspace_id=workspace.id,
+                account_id=account,
+                platform_id="sandbox_slow",
+                name=name,
+                params=b"",
+                api_version="",
+                traceparent="",
+                request_id="refused-outcomes",
+            )
+            for account in accounts
+            for name in names
+        ],
+    )
+    job_ids = [row["id"] for row in rows if row is not None]
+    assert len(job_ids) == len(accounts) * len(names)
+    await app.deps.pool.execute("SELECT pg_notify($1, '')", queue.NOTIFY_CHANNEL)
+    statuses = "SELECT id, status::text AS status, attempts FROM jobs WHERE id = ANY($1::uuid[])"
+
+    async def all_running() -> bool:
+        return all(r["status"] == "running" for r in await app.deps.pool.fetch(statuses, job_ids))
+
+    await _wait_until(all_running, 30, "the worker did not claim every job")
+    await _set_floor(url, migrate.newest() + 1)
+    # The jobs not finished before the floor went up (all of them, with 2 s platform calls).
+    refused = {r["id"] for r in await app.deps.pool.fetch(statuses, job_ids) if r["status"] == "running"}
+    assert refused
+
+    async def backed_off_twice() -> bool:
+        return len(completer.refused_delays) >= 2
+
+    await _wait_until(backed_off_twice, 60, "the completer did not back off twice")
+    # Kept: nothing written, every refused job still held by its task, none failed.
+    still = {r["id"]: r["status"] for r in await app.deps.pool.fetch(statuses, list(refused))}
+    assert set(still.values()) == {"running"}
+    assert not {e.job.job_id for e in await _events(app, accounts)} & {str(j) for j in refused}
+    assert work.jobs_held == len(refused)  # held, their tasks waiting: none failed
+    for attempt, delay in enumerate(completer.refused_delays, start=1):
+        ceiling = min(release_guard.BACKOFF_CAP, release_guard.BACKOFF_BASE * 2 ** (attempt - 1))
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+    assert REGISTRY.get_sample_value("paylink_release_refused") == 1
+
+    await _set_floor(url, FLOOR_OF_0174)
+
+    async def all_final() -> bool:
+        return all(r["status"] == "success" for r in await app.deps.pool.fetch(statuses, job_ids))
+
+    await _wait_until(all_final, 60, "the kept outcomes were not written once the floor was lowered")
+    assert {r["attempts"] for r in await app.deps.pool.fetch(statuses, job_ids)} == {1}  # none rescued
+    assert completer.refusals == 0 and app.deps.release_guard.refusal is None
+    # One outcome event per job; each account's events contiguous and in order.
+    events = await _events(app, accounts)
+    refreshes = {str(job_id) for job_id in job_ids}
+    outcomes = collections.Counter(
+        e.job.job_id for e in events if e.WhichOneof("payload") == "job" and e.job.job_id in refreshes
+    )
+    assert outcomes == {job_id: 1 for job_id in refreshes}
+    by_account: dict[str, list[int]] = collections.defaultdict(list)
+    for event in events:
+        by_account[event.account_id].append(event.sequence)
+    assert all(seq == list(range(1, len(seq) + 1)) for seq in by_account.values()), by_account
+    # One WARNING per back-off, without a stack trace; no job task failed or crashed.
+    gc.collect()  # a task whose exception nobody retrieved says so when it is collected
+    kept = [r for r in caplog.records if r.name == "paylink.completer"]
+    assert len(kept) == len(completer.refused_delays)
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in kept)
+    assert all("stop this process and run the newer release" in r.getMessage() for r in kept)
+    assert not [r for r in caplog.records if "exception was never retrieved" in r.getMessage()]
+    assert not [r for r in caplog.records if r.getMessage() == "job crashed"]
 
 
 async def test_the_probe_is_refused_exactly_when_this_release_is(own: runtime.Running) -> None:
