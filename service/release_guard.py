@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
@@ -64,6 +65,7 @@ class Guard:
         self.refusal: str | None = None  # the guard's message while refused
         self._accepted = asyncio.Event()
         self._accepted.set()
+        self._said: dict[str, tuple[int, float]] = {}  # source -> (times said, quiet until: monotonic)
         metrics.RELEASE_REFUSED.set(0)
 
     @property
@@ -83,10 +85,24 @@ class Guard:
         was = self.refusal is not None
         self.refusal = None
         self._accepted.set()
+        self._said.clear()
         metrics.RELEASE_REFUSED.set(0)
         if was:
             log.info("the database's release guard accepts this release again")
         return was
+
+    def say(self, source: str) -> float | None:
+        """For what meets the refusal once per call, not in a loop (a login task): whether `source`
+        should log it now. None while it already did within its current back-off; else the length of
+        its next back-off (seconds: `backoff` of how many times it said so), after which it says so
+        again. The count starts over once the guard accepts this code."""
+        now = time.monotonic()
+        said, quiet_until = self._said.get(source, (0, 0.0))
+        if now < quiet_until:
+            return None
+        delay = backoff(said + 1)
+        self._said[source] = (said + 1, now + delay)
+        return delay
 
     async def accepted(self) -> None:
         """Returns once nothing refuses this process (at once when nothing does)."""

@@ -19,11 +19,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import common_pb2 as c
-from paylink.v1 import event_pb2, job_pb2
+from paylink.v1 import event_pb2, job_pb2, link_pb2
 from prometheus_client import REGISTRY
 
 from service import auth, db, errors, ids, migrate, queue, release_guard, runtime, worker
 from service.config import Settings
+from service.monitoring.scheduler import Scheduler
 from tests.harness import (
     Client,
     base_settings,
@@ -31,8 +32,10 @@ from tests.harness import (
     drop_database,
     error_reason,
     insert_account,
+    insert_accounts,
     link_account,
     rpc_error,
+    start_session,
 )
 
 # What a later release's contract migration does to the floor (docs/operations.md, The release guard).
@@ -376,3 +379,92 @@ async def test_a_create_job_refused_by_a_newer_database_answers_unavailable_and_
         assert again.id == first.id
         assert await app.deps.pool.fetchval(jobs_of_account, session.account_id) == before + 1
         assert await app.deps.pool.fetchval("SELECT count(*) FROM jobs WHERE id = $1::uuid", first.id) == 1
+
+
+async def test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_once_per_back_off(
+    own: runtime.Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A due scheduled refresh whose claim the guard refuses (the claim's INSERT into `jobs`): the
+    scheduler waits the guard's back-off instead of its tick, one WARNING with the fix per back-off,
+    no stack trace; once the floor is lowered it queues the refresh."""
+    app, url = own, own.deps.settings.database_url
+    caplog.set_level(logging.INFO)
+    workspace, [account] = await insert_accounts(app.deps.pool, 1, name="refused-scheduler")
+    await app.deps.pool.execute(
+        "INSERT INTO refresh_schedules (account_id, name, workspace_id, platform_id, cadence, next_refresh_at)"
+        " VALUES ($1, $2, $3, 'sandbox_adp', interval '1 day', now() - interval '1 minute')",
+        account,
+        c.JOB_NAME_PAYSTUBS,
+        workspace,
+    )
+    assert app.deps.settings.monitoring_tick_seconds == 0.5  # refused every tick, it would say so every 0.5 s
+    await _set_floor(url, migrate.newest() + 1)
+    scheduled = Scheduler(app.deps)
+    task = asyncio.create_task(scheduled.run())
+    jobs_of_account = "SELECT count(*) FROM jobs WHERE account_id = $1"
+    try:
+
+        async def refused_three_times() -> bool:
+            return scheduled.refusals >= 3
+
+        await _wait_until(refused_three_times, 60, "the scheduler was not refused three times")
+        said = [r for r in caplog.records if r.name == "paylink.monitoring"]
+        assert len(said) == scheduled.refusals  # one per back-off (0.5-1 s, 1-2 s, ...), not per tick
+        assert all(r.levelno == logging.WARNING and r.exc_info is None for r in said)
+        assert all(release_guard.FIX in r.getMessage() for r in said)
+        assert {getattr(r, "refusals", None) for r in said} == set(range(1, len(said) + 1))
+        assert await app.deps.pool.fetchval(jobs_of_account, account) == 0
+        assert app.deps.release_guard.refused
+
+        await _set_floor(url, FLOOR_OF_0174)
+
+        async def queued() -> bool:
+            return bool(await app.deps.pool.fetchval(jobs_of_account, account))
+
+        await _wait_until(queued, 60, "the scheduler did not queue the refresh once the floor was lowered")
+        assert scheduled.refusals == 0
+    finally:
+        scheduled.stop()
+        await task
+    assert not task.exception()
+
+
+async def test_logins_refused_by_a_newer_database_say_so_once_per_back_off_without_a_stack_trace(
+    own: runtime.Running, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logins whose outcome (the session's jobs) the guard refuses: each SubmitCredentials answers
+    UNAVAILABLE `RELEASE_REFUSED`; the login tasks say so once per back-off between them, a WARNING
+    naming the fix, never a stack trace."""
+    app, url = own, own.deps.settings.database_url
+    assert app.api is not None
+    monkeypatch.setattr(release_guard, "BACKOFF_BASE", 60.0)  # the first back-off outlasts the test
+    _, secret = await auth.create_workspace(app.deps.pool, "refused-logins")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+        client = Client(channel, secret)
+        tokens = [await client.token([c.JOB_NAME_IDENTITY]) for _ in range(3)]
+        sessions = [await start_session(client, token.token) for token in tokens]
+        await _set_floor(url, migrate.newest() + 1)
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        try:
+            for n, session in enumerate(sessions):
+                refused = await rpc_error(
+                    client.link.SubmitCredentials(
+                        link_pb2.SubmitCredentialsRequest(
+                            session_id=session.id,
+                            platform_id="sandbox_adp",
+                            username=f"user_good+refused-login{n}",
+                            password="pass_good",
+                        ),
+                        metadata=client.md(),
+                    )
+                )
+                assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
+                assert error_reason(refused) == "RELEASE_REFUSED"
+        finally:
+            await _set_floor(url, FLOOR_OF_0174)
+    said = [r for r in caplog.records if r.name == "paylink.logins"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, [r.getMessage() for r in said]
+    assert release_guard.FIX in said[0].getMessage()
+    assert said[0].exc_info is None and said[0].exc_text is None
+    assert "pass_good" not in str(vars(said[0]))
