@@ -10,9 +10,11 @@ import collections
 import contextlib
 import datetime as dt
 import io
+import json
 import os
 import pathlib
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -24,11 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import account_pb2, link_pb2
 from paylink.v1 import common_pb2 as c
 
-from service import cli, cli_parser, runtime, sealed
+from service import cli, cli_parser, migrate, runtime, sealed
 from service.config import Settings
 from tests.cli.util import fields, free_port, run, service_env, serving
 from tests.harness import (
     RECORD_JOBS,
+    RELEASE_FLOOR_OF_0174,
     TEST_ALLOCATION,
     Client,
     EventLog,
@@ -36,6 +39,7 @@ from tests.harness import (
     create_test_database,
     drop_database,
     link_account,
+    set_release_floor,
     wait_job,
 )
 
@@ -332,6 +336,8 @@ async def test_process_commands_start_and_stop_on_sigterm(
             )
         )
         assert 'paylink_dependency_up{dependency="database"} 1.0' in metrics
+        status, ready = await asyncio.to_thread(_ready, metrics_port)  # every process, api or not
+        assert (status, ready["ready"], ready["database"]) == (200, True, True), ready
         if command in ("serve", "api"):
             assert f"127.0.0.1:{port}" in server.banner
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -341,6 +347,60 @@ async def test_process_commands_start_and_stop_on_sigterm(
         if command in ("serve", "worker", "relay"):
             assert "paylink_job_queue_depth" in metrics and "paylink_outbox_unpublished" in metrics
     assert '"shutting down"' in server.stderr()
+
+
+def _ready(metrics_port: int) -> tuple[int, dict[str, object]]:
+    """GET /ready on the metrics port: (HTTP status, JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
+    settings: Settings, private_database: str, tmp_path: pathlib.Path
+) -> None:
+    """`python -m service worker` has no gRPC port: GET /ready on its metrics port is its readiness.
+    200 while the database answers and the release guard accepts it; 503 with the reason (and the
+    fix) once a newer release's floor refuses it; 200 again once the floor is lowered."""
+    metrics_port = free_port()
+    env = service_env(
+        settings,
+        PAYLINK_DATABASE_URL=private_database,
+        PAYLINK_METRICS_PORT=str(metrics_port),
+        PAYLINK_HEALTH_CHECK_SECONDS="0.5",
+        PAYLINK_MONITORING_SCHEDULER="false",
+    )
+
+    async def answers(status: int, within: float = 30) -> dict[str, object]:
+        deadline = time.monotonic() + within
+        while True:
+            got, body = await asyncio.to_thread(_ready, metrics_port)
+            if got == status:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/ready answered {got} {body}, not {status}")
+            await asyncio.sleep(0.1)
+
+    async with serving("worker", env, tmp_path) as server:
+        assert f"readiness on http://127.0.0.1:{metrics_port}/ready" in server.banner
+        ready = await answers(200)
+        assert ready == {
+            "ready": True,
+            "reason": "",
+            "database": True,
+            "kafka": True,
+            "release_refused": False,
+        }
+        await set_release_floor(private_database, migrate.newest() + 1)
+        try:
+            refused = await answers(503)
+            assert refused["ready"] is False and refused["release_refused"] is True and refused["database"]
+            assert "stop this process and run the newer release" in str(refused["reason"])
+        finally:
+            await set_release_floor(private_database, RELEASE_FLOOR_OF_0174)
+        assert (await answers(200))["release_refused"] is False
 
 
 async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], app: runtime.Running) -> None:

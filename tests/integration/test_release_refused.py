@@ -26,6 +26,7 @@ from service import auth, db, errors, ids, migrate, queue, release_guard, runtim
 from service.config import Settings
 from service.monitoring.scheduler import Scheduler
 from tests.harness import (
+    RELEASE_FLOOR_OF_0174,
     Client,
     base_settings,
     create_test_database,
@@ -35,20 +36,10 @@ from tests.harness import (
     insert_accounts,
     link_account,
     rpc_error,
+    set_release_floor,
     start_session,
 )
 
-# What a later release's contract migration does to the floor (docs/operations.md, The release guard).
-SET_FLOOR = """
-CREATE OR REPLACE TRIGGER jobs_release_guard_insert BEFORE INSERT ON jobs
-    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
-    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
-CREATE OR REPLACE TRIGGER jobs_release_guard_update
-    BEFORE UPDATE OF status, locked_by, lease_expires_at, run_at ON jobs
-    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
-    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
-"""
-FLOOR_OF_0174 = 173
 JOB_SERVICE = "paylink.v1.JobService"
 
 
@@ -96,14 +87,6 @@ async def own_slow(settings: Settings) -> AsyncIterator[runtime.Running]:
         yield running
 
 
-async def _set_floor(url: str, floor: int) -> None:
-    conn = await db.connect(url)
-    try:
-        await conn.execute(SET_FLOOR.format(floor=floor))
-    finally:
-        await conn.close()
-
-
 async def _wait_until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not await check():
@@ -148,7 +131,7 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
         assert REGISTRY.get_sample_value("paylink_release_refused") == 0
 
         floor = migrate.newest() + 1  # the next release's contract migration
-        await _set_floor(url, floor)
+        await set_release_floor(url, floor)
         # A job queued meanwhile by the newer release (a connection that says the newer schema).
         workspace, account = await insert_account(app.deps.pool, name="refused")
         newer = await asyncpg.connect(
@@ -195,7 +178,7 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
         assert not worker_task.done()
         assert await app.deps.pool.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id) == "queued"
 
-        await _set_floor(url, FLOOR_OF_0174)  # e.g. the newer release rolled back
+        await set_release_floor(url, RELEASE_FLOOR_OF_0174)  # e.g. the newer release rolled back
 
         async def ran() -> bool:
             status = await app.deps.pool.fetchval("SELECT status::text FROM jobs WHERE id = $1", job_id)
@@ -257,7 +240,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
         return all(r["status"] == "running" for r in await app.deps.pool.fetch(statuses, job_ids))
 
     await _wait_until(all_running, 30, "the worker did not claim every job")
-    await _set_floor(url, migrate.newest() + 1)
+    await set_release_floor(url, migrate.newest() + 1)
     # The jobs not finished before the floor went up (all of them, with 2 s platform calls).
     refused = {r["id"] for r in await app.deps.pool.fetch(statuses, job_ids) if r["status"] == "running"}
     assert refused
@@ -276,7 +259,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
         assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
     assert REGISTRY.get_sample_value("paylink_release_refused") == 1
 
-    await _set_floor(url, FLOOR_OF_0174)
+    await set_release_floor(url, RELEASE_FLOOR_OF_0174)
 
     async def all_final() -> bool:
         return all(r["status"] == "success" for r in await app.deps.pool.fetch(statuses, job_ids))
@@ -311,12 +294,12 @@ async def test_the_probe_is_refused_exactly_when_this_release_is(own: runtime.Ru
     app, url = own, own.deps.settings.database_url
     guard = release_guard.Guard()
     assert await guard.probe(app.deps.pool) is True and guard.refusal is None
-    await _set_floor(url, migrate.newest() + 1)
+    await set_release_floor(url, migrate.newest() + 1)
     try:
         assert await guard.probe(app.deps.pool) is False
         assert guard.refusal is not None and "paylink release guard" in guard.refusal
     finally:
-        await _set_floor(url, FLOOR_OF_0174)
+        await set_release_floor(url, RELEASE_FLOOR_OF_0174)
     assert await guard.probe(app.deps.pool) is True and guard.refusal is None
 
 
@@ -349,7 +332,7 @@ async def test_a_create_job_refused_by_a_newer_database_answers_unavailable_and_
         )
         grouped = job_pb2.CreateJobRequest(account_id=session.account_id, name=c.JOB_NAME_INCOME)
 
-        await _set_floor(url, migrate.newest() + 1)
+        await set_release_floor(url, migrate.newest() + 1)
         caplog.clear()
         caplog.set_level(logging.INFO)
         for request in (keyed, grouped):  # its own transaction; the grouped INSERT (job_intake.py)
@@ -373,7 +356,7 @@ async def test_a_create_job_refused_by_a_newer_database_answers_unavailable_and_
         assert len([m for m in marked if "paylink release guard: INSERT on jobs refused" in m]) == 2
         assert REGISTRY.get_sample_value("paylink_release_refused") == 1
 
-        await _set_floor(url, FLOOR_OF_0174)
+        await set_release_floor(url, RELEASE_FLOOR_OF_0174)
         first = await client.jobs.CreateJob(keyed, metadata=client.md())
         again = await client.jobs.CreateJob(keyed, metadata=client.md())
         assert again.id == first.id
@@ -398,7 +381,7 @@ async def test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_o
         workspace,
     )
     assert app.deps.settings.monitoring_tick_seconds == 0.5  # refused every tick, it would say so every 0.5 s
-    await _set_floor(url, migrate.newest() + 1)
+    await set_release_floor(url, migrate.newest() + 1)
     scheduled = Scheduler(app.deps)
     task = asyncio.create_task(scheduled.run())
     jobs_of_account = "SELECT count(*) FROM jobs WHERE account_id = $1"
@@ -416,7 +399,7 @@ async def test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_o
         assert await app.deps.pool.fetchval(jobs_of_account, account) == 0
         assert app.deps.release_guard.refused
 
-        await _set_floor(url, FLOOR_OF_0174)
+        await set_release_floor(url, RELEASE_FLOOR_OF_0174)
 
         async def queued() -> bool:
             return bool(await app.deps.pool.fetchval(jobs_of_account, account))
@@ -443,7 +426,7 @@ async def test_logins_refused_by_a_newer_database_say_so_once_per_back_off_witho
         client = Client(channel, secret)
         tokens = [await client.token([c.JOB_NAME_IDENTITY]) for _ in range(3)]
         sessions = [await start_session(client, token.token) for token in tokens]
-        await _set_floor(url, migrate.newest() + 1)
+        await set_release_floor(url, migrate.newest() + 1)
         caplog.clear()
         caplog.set_level(logging.INFO)
         try:
@@ -462,7 +445,7 @@ async def test_logins_refused_by_a_newer_database_say_so_once_per_back_off_witho
                 assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
                 assert error_reason(refused) == "RELEASE_REFUSED"
         finally:
-            await _set_floor(url, FLOOR_OF_0174)
+            await set_release_floor(url, RELEASE_FLOOR_OF_0174)
     said = [r for r in caplog.records if r.name == "paylink.logins"]
     assert len(said) == 1 and said[0].levelno == logging.WARNING, [r.getMessage() for r in said]
     assert release_guard.FIX in said[0].getMessage()
