@@ -97,6 +97,19 @@ async def drop_database(admin_url: str, url: str) -> None:
         await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def new_database() -> AsyncIterator[str]:
+    """The URL of a fresh database at the newest migration (a copy of the migrated template), on the
+    test run's server, dropped after the block: for tests whose database no worker, relay or other
+    test may touch (the `fresh_database` fixture of tests/conftest.py, or a wider scope)."""
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    try:
+        yield url
+    finally:
+        await drop_database(admin, url)
+
+
 def migrations_up_to(folder: pathlib.Path, last: int) -> pathlib.Path:
     """A copy of the migrations numbered `last` and before, in `folder`/up_to_NNNN (for migrate.migrate)."""
     target = folder / f"up_to_{last:04d}"

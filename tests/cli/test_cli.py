@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
@@ -35,9 +34,6 @@ from tests.harness import (
     TEST_ALLOCATION,
     Client,
     EventLog,
-    base_settings,
-    create_test_database,
-    drop_database,
     link_account,
     set_release_floor,
     wait_job,
@@ -359,7 +355,7 @@ def _ready(metrics_port: int) -> tuple[int, dict[str, object]]:
 
 
 async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
-    settings: Settings, private_database: str, tmp_path: pathlib.Path
+    settings: Settings, fresh_database: str, tmp_path: pathlib.Path
 ) -> None:
     """`python -m service worker` has no gRPC port: GET /ready on its metrics port is its readiness.
     200 while the database answers and the release guard accepts it; 503 with the reason (and the
@@ -367,7 +363,7 @@ async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
     metrics_port = free_port()
     env = service_env(
         settings,
-        PAYLINK_DATABASE_URL=private_database,
+        PAYLINK_DATABASE_URL=fresh_database,
         PAYLINK_METRICS_PORT=str(metrics_port),
         PAYLINK_HEALTH_CHECK_SECONDS="0.5",
         PAYLINK_MONITORING_SCHEDULER="false",
@@ -393,13 +389,13 @@ async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
             "kafka": True,
             "release_refused": False,
         }
-        await set_release_floor(private_database, migrate.newest() + 1)
+        await set_release_floor(fresh_database, migrate.newest() + 1)
         try:
             refused = await answers(503)
             assert refused["ready"] is False and refused["release_refused"] is True and refused["database"]
             assert "stop this process and run the newer release" in str(refused["reason"])
         finally:
-            await set_release_floor(private_database, RELEASE_FLOOR_OF_0174)
+            await set_release_floor(fresh_database, RELEASE_FLOOR_OF_0174)
         assert (await answers(200))["release_refused"] is False
 
 
@@ -411,23 +407,15 @@ async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], a
     assert "Traceback" not in result.err
 
 
-@pytest.fixture
-async def private_database() -> AsyncIterator[str]:
-    """A database of its own: re-encrypting under a new key must not touch the shared one."""
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
-
-
 async def test_vault_reencrypt_reseals_under_the_new_primary_key(
-    settings: Settings, private_database: str, tmp_path: pathlib.Path
+    settings: Settings, fresh_database: str, tmp_path: pathlib.Path
 ) -> None:
+    """On a database of its own: re-encrypting under a new key must not touch the shared one."""
     old_ring = settings.vault_keys
     new_key = "k" + uuid.uuid4().hex[:8]
     new_spec = f"{new_key}:{base64.b64encode(os.urandom(32)).decode()}"
     prefix = f"vault{uuid.uuid4().hex[:6]}."
-    env = service_env(settings, PAYLINK_DATABASE_URL=private_database, PAYLINK_TOPIC_PREFIX=prefix)
+    env = service_env(settings, PAYLINK_DATABASE_URL=fresh_database, PAYLINK_TOPIC_PREFIX=prefix)
     secret = fields((await run(["workspace", "create", "vault-test"], env)).out)["api_secret"]
     port = free_port()
 
@@ -446,7 +434,7 @@ async def test_vault_reencrypt_reseals_under_the_new_primary_key(
         await client.token(
             [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id, allocation=TEST_ALLOCATION
         )
-    conn = await asyncpg.connect(private_database)
+    conn = await asyncpg.connect(fresh_database)
     try:
         old_ids = {r["key_id"] for r in await conn.fetch("SELECT key_id FROM account_credentials")}
         assert old_ids and new_key not in old_ids

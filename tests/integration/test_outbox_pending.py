@@ -12,7 +12,6 @@ import asyncio
 import json
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,10 +20,7 @@ from paylink.v1 import event_pb2
 
 from service import db, migrate, outbox, relay
 from tests.harness import (
-    base_settings,
-    create_test_database,
     database_migrated_to,
-    drop_database,
     insert_account,
 )
 
@@ -46,14 +42,6 @@ OLD_SELECT = (
 )
 OLD_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 OLD_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    database = await create_test_database(admin)
-    yield database
-    await drop_database(admin, database)
 
 
 async def _old_events(
@@ -93,8 +81,10 @@ def _events(
     return events
 
 
-async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting_them(url: str) -> None:
-    conn = await db.connect(url)
+async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting_them(
+    fresh_database: str,
+) -> None:
+    conn = await db.connect(fresh_database)
     try:
         workspace, account = await insert_account(conn)
         # Every way the outbox writes events: the sequence reserved by the flush, already locked, and
@@ -221,14 +211,14 @@ async def _plan(conn: asyncpg.Connection, query: str, *args: object) -> dict[str
     return dict(json.loads(explained)[0]["Plan"])
 
 
-async def test_the_relays_selects_read_the_outbox_by_primary_key_only(url: str) -> None:
+async def test_the_relays_selects_read_the_outbox_by_primary_key_only(fresh_database: str) -> None:
     """However many events are published, and however many pending rows the planner expects, a select
     reads the outbox rows of the pending ids it took, each by primary key (an index scan of the outbox
     with an index condition), never the outbox in id order filtered on `published_at` (the first form
     of 0175's select, which read every published row: 0.64 ms per job in the pipeline; it fails here).
     The selects' LATERAL subquery also rules out the hash join against the whole outbox that the
     form after it got in the pipeline (bench/NOTES.md, inflight session 23)."""
-    conn = await db.connect(url)
+    conn = await db.connect(fresh_database)
     try:
         workspace, account = await insert_account(conn)
         await conn.execute(

@@ -28,13 +28,11 @@ from service.monitoring.scheduler import Scheduler
 from tests.harness import (
     RELEASE_FLOOR_OF_0174,
     Client,
-    base_settings,
-    create_test_database,
-    drop_database,
     error_reason,
     insert_account,
     insert_accounts,
     link_account,
+    new_database,
     rpc_error,
     set_release_floor,
     start_session,
@@ -46,25 +44,23 @@ JOB_SERVICE = "paylink.v1.JobService"
 @contextlib.asynccontextmanager
 async def _own(settings: Settings, **update: object) -> AsyncIterator[runtime.Running]:
     """api + worker on a database of their own (the floor is raised there only)."""
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    running = await runtime.start(
-        settings.model_copy(
-            update={
-                "database_url": url,
-                "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
-                "health_check_seconds": 0.5,
-                "monitoring_scheduler": False,
-                **update,
-            }
-        ),
-        relay=False,
-    )
-    try:
-        yield running
-    finally:
-        await running.stop()
-        await drop_database(admin, url)
+    async with new_database() as url:
+        running = await runtime.start(
+            settings.model_copy(
+                update={
+                    "database_url": url,
+                    "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
+                    "health_check_seconds": 0.5,
+                    "monitoring_scheduler": False,
+                    **update,
+                }
+            ),
+            relay=False,
+        )
+        try:
+            yield running
+        finally:
+            await running.stop()
 
 
 @pytest.fixture
