@@ -120,11 +120,10 @@ class Events:
         self.contexts: list[contextvars.Context] = []
 
     def add(
-        self, name: str, api_version: str, payload: event_pb2.Event, at: dt.datetime | None = None
+        self, name: str, api_version: str, event: event_pb2.Event, at: dt.datetime | None = None
     ) -> event_pb2.Event:
-        """Queues one event; `payload` is an Event with only its oneof payload set."""
-        event = event_pb2.Event()
-        event.CopyFrom(payload)
+        """Queues one event: `event` is an Event with only its oneof payload set, built for this call.
+        The outbox fills in the rest in place and keeps it (no copy: the caller does not use it again)."""
         event.event_id = str(ids.new_id())
         event.event = name
         event.workspace_id = str(self.workspace_id)
