@@ -154,7 +154,7 @@ class Events:
             if tags:
                 event.tags.update(tags)
         args = (
-            [uuid.UUID(e.event_id) for e in events],
+            [e.event_id for e in events],  # the text form: asyncpg parses it itself
             [self.topic_prefix + e.event for e in events],
             [e.event for e in events],
             self.workspace_id,
@@ -236,7 +236,7 @@ async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
         return
     await conn.execute(
         _WRITE_LOCKED_MANY,
-        [uuid.UUID(e.event_id) for e in events],
+        [e.event_id for e in events],  # the text form: asyncpg parses it itself
         columns["topics"],
         [e.event for e in events],
         columns["workspaces"],
