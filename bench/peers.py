@@ -90,24 +90,25 @@ class Producer:
         await asyncio.gather(*(self._one() for _ in range(PRODUCERS)))
 
 
-def cpu_seconds(url: str) -> tuple[float, float]:
-    """CPU seconds used so far by this process (the queue's client: producer and consumer) and by
-    the PostgreSQL cluster `url` names (its postmaster and backends)."""
+def postgres_cpu_seconds(url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL cluster `url` names (its postmaster and backends)."""
     from bench.common import cpu_seconds_by_component
 
     pg = cpu_seconds_by_component(pg_port=urllib.parse.urlsplit(url).port or 5432)
-    return time.process_time(), sum(v for k, v in pg.items() if k.startswith("PostgreSQL"))
+    return sum(v for k, v in pg.items() if k.startswith("PostgreSQL"))
 
 
 async def timed(n: int, start: float, done: Callable[[], Awaitable[int]], url: str) -> dict[str, object]:
     """Waits until `n` jobs are done or CAP_SECONDS passed; the rate is what was done by then, with
     the CPU the client and PostgreSQL spent per job meanwhile (steadier than jobs/s on a busy host)."""
-    client, pg = cpu_seconds(url)
+    pg = postgres_cpu_seconds(url)
+    client = time.process_time()  # this process: the queue's client (producer and consumer)
     while True:
         count = await done()
         now = time.perf_counter()
         if count >= n or now - start > CAP_SECONDS:
-            client_after, pg_after = cpu_seconds(url)
+            client_after = time.process_time()  # before reading /proc, which is not the queue's
+            pg_after = postgres_cpu_seconds(url)
             per_job = 1000 / max(count, 1)
             return {
                 "jobs": count,
