@@ -40,6 +40,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cluster_cpu_seconds(postmaster: int | None) -> float:
+    """CPU seconds used so far by one PostgreSQL cluster's backends and helpers (the children of
+    its postmaster; 0.0 without one)."""
+    if not postmaster:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def cpu_seconds_by_component(
     labels: dict[int, str] | None = None, pg_port: int | None = None
 ) -> dict[str, float]:
@@ -52,7 +71,7 @@ def cpu_seconds_by_component(
     """
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
-    postmaster = _postmaster_pid(pg_port) if pg_port else None
+    postmaster = postmaster_pid(pg_port) if pg_port else None
     own_kafka = str(ROOT / ".stack")
     out: dict[str, float] = collections.defaultdict(float)
     for entry in pathlib.Path("/proc").iterdir():
@@ -86,7 +105,7 @@ def cpu_seconds_by_component(
     return dict(out)
 
 
-def _postmaster_pid(port: int) -> int | None:
+def postmaster_pid(port: int) -> int | None:
     """The pid of the postmaster listening on `port` (its data directory's postmaster.pid names the
     port on its fourth line), or None when none is found."""
     for entry in pathlib.Path("/proc").iterdir():
@@ -225,6 +244,33 @@ def ghz(
         "ok": codes.get("OK", 0),
         "errors": sum(v for k, v in codes.items() if k != "OK"),
     }
+
+
+def ghz_with_cpu(
+    pid: int,
+    postmaster: int | None,
+    ghz_bin: str,
+    port: int,
+    call: str,
+    data: dict[str, Any],
+    metadata: dict[str, str],
+    concurrency: int,
+    seconds: float,
+) -> dict[str, float]:
+    """`ghz`, plus the CPU per call of the server process `pid` (utime + stime over the run divided
+    by the calls it answered: `cpu_us_per_call`) and of the PostgreSQL cluster (`pg_us_per_call`);
+    `cpu_s` and `pg_cpu_s` are the seconds themselves.
+
+    CPU per call moves far less with what else the machine runs than the rate does (bench/NOTES.md,
+    rpc sessions 21-23): it is the measure to compare a server with its floor on a shared box."""
+    before, pg_before = cpu_seconds(pid), cluster_cpu_seconds(postmaster)
+    result = ghz(ghz_bin, port, call, data, metadata, concurrency, seconds)
+    used, pg_used = cpu_seconds(pid) - before, cluster_cpu_seconds(postmaster) - pg_before
+    calls = result["ok"] + result["errors"]
+    result["cpu_s"], result["pg_cpu_s"] = used, pg_used
+    result["cpu_us_per_call"] = used / calls * 1e6 if calls else 0.0
+    result["pg_us_per_call"] = pg_used / calls * 1e6 if calls else 0.0
+    return result
 
 
 class StatementStats:

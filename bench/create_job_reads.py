@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from bench.common import _postmaster_pid, cpu_seconds_by_component, load_average
+from bench.common import cpu_seconds_by_component, load_average, postmaster_pid
 from service import accounts
 from service.config import Settings
 from service.job_intake import STATEMENTS, Intake
@@ -72,7 +72,7 @@ async def main() -> int:
     args = parser.parse_args()
     base = Settings()
     port = urllib.parse.urlsplit(base.database_url).port
-    assert port is not None and _postmaster_pid(port) is not None, "no cluster found on that port"
+    assert port is not None and postmaster_pid(port) is not None, "no cluster found on that port"
     url = await create_test_database(base.database_url)
     pool = await asyncpg.create_pool(url, min_size=8, max_size=8)
     try:

@@ -23,7 +23,7 @@ import asyncpg
 import grpc
 
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent)]
-from bench.common import ROOT, cpu_seconds, ghz, load_average, start_process, stop, tool
+from bench.common import ROOT, cpu_seconds, ghz_with_cpu, load_average, start_process, stop, tool
 from bench.run import FLOORS, RPCS, setup_account
 from service import auth
 from service.config import Settings
@@ -34,21 +34,6 @@ def postmaster() -> int:
     """The durable cluster's postmaster (bench/bench.sh's, kept with PAYLINK_BENCH_KEEP=1)."""
     pidfile = ROOT / ".stack/bench/pg/postmaster.pid"
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else 0
-
-
-def cluster_cpu(pid: int) -> float:
-    """CPU seconds used so far by the cluster's processes (the postmaster's children)."""
-    total = 0.0
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def profiled(pid: int, out: str | None, seconds: float, native: bool) -> subprocess.Popen[bytes] | None:
@@ -88,15 +73,11 @@ def measure(
     out: str | None,
 ) -> dict[str, float]:
     profiler = profiled(pid, out, args.seconds, args.native)
-    cluster = postmaster()
-    before, pg_before = cpu_seconds(pid), cluster_cpu(cluster)
-    result = ghz(tool("ghz"), port, call, data, md, args.concurrency, args.seconds)
-    used, pg_used = cpu_seconds(pid) - before, cluster_cpu(cluster) - pg_before
+    result = ghz_with_cpu(
+        pid, postmaster(), tool("ghz"), port, call, data, md, args.concurrency, args.seconds
+    )
     if profiler is not None:
         profiler.wait()
-    calls = result["ok"] + result["errors"]
-    result["cpu_us_per_call"] = used / calls * 1e6 if calls else 0.0
-    result["pg_us_per_call"] = pg_used / calls * 1e6 if calls else 0.0
     print(
         f"{name:24} {result['rps']:7.0f} rps  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms"
         f"  {result['cpu_us_per_call']:6.0f} us CPU/call (PostgreSQL {result['pg_us_per_call']:4.0f})  errors {result['errors']:.0f}  load {load_average()}",

@@ -43,8 +43,10 @@ from bench.common import (
     StatementStats,
     cpu_seconds_by_component,
     ghz,
+    ghz_with_cpu,
     load_average,
     percentile,
+    postmaster_pid,
     rss_mb,
     start_process,
     stop,
@@ -156,10 +158,80 @@ async def setup_account(client: Client) -> str:
     return session.account_id
 
 
+# The targets: each measured right beside its floor, in two halves around the floor's two halves
+# (floor, RPC, RPC, floor; RPC first in odd rounds), so a drift of the machine within a pair weighs
+# on both sides alike. The other RPCs are measured once a round, against that round's floors.
+PAIRS: tuple[tuple[str, str], ...] = (("read floor", "GetAccount"), ("write floor", "CreateLinkToken"))
+
+
+def round_plan(run: int) -> list[tuple[str, int]]:
+    """What round `run` (0-based) measures after echo, in order: (name, half) for a pair's halves
+    (1 or 2), (name, 0) for a whole measurement."""
+    plan: list[tuple[str, int]] = []
+    for floor, rpc in PAIRS:
+        a, b = (floor, rpc) if run % 2 == 0 else (rpc, floor)
+        plan += [(a, 1), (b, 1), (b, 2), (a, 2)]
+    paired = {name for pair in PAIRS for name in pair}
+    plan += [(name, 0) for name in RPCS if name not in paired]
+    return plan
+
+
+def joined(halves: list[dict[str, float]]) -> dict[str, float]:
+    """One measurement of a pair's two halves (each the same duration): the mean rate and
+    latencies, the errors and calls summed, the CPU per call over both."""
+    calls = sum(h["ok"] + h["errors"] for h in halves)
+    cpu, pg = sum(h["cpu_s"] for h in halves), sum(h["pg_cpu_s"] for h in halves)
+    return {
+        **{k: sum(h[k] for h in halves) / len(halves) for k in ("rps", "p50_ms", "p99_ms")},
+        **{k: sum(h[k] for h in halves) for k in ("ok", "errors", "cpu_s", "pg_cpu_s")},
+        "cpu_us_per_call": cpu / calls * 1e6 if calls else 0.0,
+        "pg_us_per_call": pg / calls * 1e6 if calls else 0.0,
+    }
+
+
+def against(result: dict[str, float], floor: dict[str, float], echo: dict[str, float]) -> dict[str, float]:
+    """A paylink measurement with its ratios to the floor and echo of the same round."""
+    return {
+        **result,
+        "ratio": result["rps"] / echo["rps"] if echo["rps"] else 0.0,
+        "floor_ratio": result["rps"] / floor["rps"] if floor["rps"] else 0.0,
+        # serve's CPU per call ÷ the floor server's, the measure that drifts least with the load
+        "cpu_ratio": result["cpu_us_per_call"] / floor["cpu_us_per_call"]
+        if floor["cpu_us_per_call"]
+        else 0.0,
+        "floor_p99_ms": floor["p99_ms"],
+    }
+
+
+ROUND_KEYS = ("rps", "p50_ms", "p99_ms", "ratio", "floor_ratio", "cpu_us_per_call", "pg_us_per_call")
+PAYLINK_KEYS = ("cpu_ratio", "floor_p99_ms")
+
+
+def summary(name: str, conc: int, runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The medians of one RPC's (or floor's) rounds, and each round's figures as measured."""
+    keys = ROUND_KEYS + (PAYLINK_KEYS if name in RPCS else ())
+    return {
+        "rpc": name,
+        "concurrency": conc,
+        "runs": len(runs),
+        "floor": RPCS[name][2] if name in RPCS else "",
+        **{k: statistics.median(r[k] for r in runs) for k in keys},
+        "errors": sum(r["errors"] for r in runs),
+        "rounds": [{k: round(r[k], 3) for k in keys} for r in runs],
+    }
+
+
 async def bench_rpcs(
-    args: argparse.Namespace, ports: dict[str, int], secret: str, account: str, server_pid: int
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    secret: str,
+    account: str,
+    pids: dict[str, int],
+    postmaster: int | None,
 ) -> tuple[list[dict[str, Any]], float]:
-    """Per round and concurrency: echo, the two floors, then each RPC; ratios against that round's."""
+    """Per round and concurrency: echo, each target RPC beside its floor (`round_plan`), then the
+    other RPCs; every ratio against that round's echo and floor. `pids`: the paylink server's
+    ("api"), the floor server's ("floor") and echo's ("echo"), for CPU per call."""
     ghz_bin = tool("ghz")
     md = {"x-api-secret": secret, "api-version": "2021-07-28"}
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -169,51 +241,71 @@ async def bench_rpcs(
         loaded: dict[str, Any] = json.loads(json.dumps(data).replace("{account}", account))
         return loaded
 
+    def target(name: str) -> tuple[int, int, str, dict[str, Any], dict[str, str]]:
+        if name in FLOORS:
+            call, data = FLOORS[name]
+            return pids["floor"], ports["floor"], call, body(data), {}
+        return pids["api"], ports["api"], RPCS[name][0], body(RPCS[name][1]), md
+
+    async def one(name: str, conc: int, seconds: float) -> dict[str, float]:
+        pid, port, call, data, metadata = target(name)
+        return await asyncio.to_thread(
+            ghz_with_cpu, pid, postmaster, ghz_bin, port, call, data, metadata, conc, seconds
+        )
+
     for run in range(args.runs):
         for conc in args.concurrency:
-            base = await asyncio.to_thread(
-                ghz, ghz_bin, ports["echo"], "grpc.health.v1.Health.Check", {}, {}, conc, args.seconds
+            echo = await asyncio.to_thread(
+                ghz_with_cpu,
+                pids["echo"],
+                None,
+                ghz_bin,
+                ports["echo"],
+                "grpc.health.v1.Health.Check",
+                {},
+                {},
+                conc,
+                args.seconds,
             )
-            rows.setdefault(("echo", conc), []).append({**base, "ratio": 1.0, "floor_ratio": 0.0})
-            floors: dict[str, float] = {}
-            for name, (call, data) in FLOORS.items():
-                result = await asyncio.to_thread(
-                    ghz, ghz_bin, ports["floor"], call, body(data), {}, conc, args.seconds
-                )
-                result["ratio"] = result["rps"] / base["rps"] if base["rps"] else 0.0
-                result["floor_ratio"] = 1.0
-                floors[name] = result["rps"]
-                rows.setdefault((name, conc), []).append(result)
-                print(f"run {run + 1} c={conc:<3} {name:16} {result['rps']:8.0f} rps", flush=True)
-            for name, (call, data, floor) in RPCS.items():
-                result = await asyncio.to_thread(
-                    ghz, ghz_bin, ports["api"], call, body(data), md, conc, args.seconds
-                )
-                result["ratio"] = result["rps"] / base["rps"] if base["rps"] else 0.0
-                result["floor_ratio"] = result["rps"] / floors[floor] if floors[floor] else 0.0
-                rows.setdefault((name, conc), []).append(result)
-                peak = max(peak, rss_mb(server_pid))
+            rows.setdefault(("echo", conc), []).append({**echo, "ratio": 1.0, "floor_ratio": 0.0})
+            halves: dict[str, list[dict[str, float]]] = {}
+            measured: dict[str, dict[str, float]] = {}
+            for name, half in round_plan(run):
+                result = await one(name, conc, args.seconds / 2 if half else args.seconds)
+                if name in RPCS:
+                    peak = max(peak, rss_mb(pids["api"]))
+                if half:
+                    halves.setdefault(name, []).append(result)
+                    if half == 1:
+                        continue
+                    result = joined(halves[name])
+                measured[name] = result
+            for name, result in measured.items():
+                if name in FLOORS:
+                    rows.setdefault((name, conc), []).append(
+                        {
+                            **result,
+                            "ratio": result["rps"] / echo["rps"] if echo["rps"] else 0.0,
+                            "floor_ratio": 1.0,
+                        }
+                    )
+                    continue
+                floor = RPCS[name][2]
+                row = against(result, measured[floor], echo)
+                rows.setdefault((name, conc), []).append(row)
                 print(
-                    f"run {run + 1} c={conc:<3} {name:16} {result['rps']:8.0f} rps  p50 {result['p50_ms']:6.2f} ms"
-                    f"  p99 {result['p99_ms']:6.2f} ms  {result['ratio']:.0%} of echo {base['rps']:.0f},"
-                    f" {result['floor_ratio']:.0%} of the {floor}",
+                    f"run {run + 1} c={conc:<3} {name:16} {row['rps']:8.0f} rps  p50 {row['p50_ms']:6.2f} ms"
+                    f"  p99 {row['p99_ms']:6.2f} ms (floor {row['floor_p99_ms']:6.2f})"
+                    f"  {row['ratio']:.0%} of echo {echo['rps']:.0f}, {row['floor_ratio']:.0%} of the {floor}"
+                    f" {measured[floor]['rps']:.0f}; CPU/call {row['cpu_us_per_call']:.0f} us"
+                    f" = {row['cpu_ratio']:.2f}x the floor's  load {load_average()}",
                     flush=True,
                 )
-    out = []
-    for (name, conc), runs in rows.items():
-        out.append(
-            {
-                "rpc": name,
-                "concurrency": conc,
-                "runs": len(runs),
-                "floor": RPCS[name][2] if name in RPCS else "",
-                **{
-                    k: statistics.median(r[k] for r in runs)
-                    for k in ("rps", "p50_ms", "p99_ms", "ratio", "floor_ratio")
-                },
-                "errors": sum(r["errors"] for r in runs),
-            }
-        )
+    order = {"echo": 0, **{floor: 1 for floor in FLOORS}}
+    out = [
+        summary(name, conc, runs)
+        for (name, conc), runs in sorted(rows.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 2)))
+    ]
     return out, peak
 
 
@@ -568,7 +660,9 @@ async def main() -> int:
 
                 results["privacy"] = await bench_privacy(args, ports, client)
             if want("rpcs"):
-                results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, server.pid)
+                pids = {"api": server.pid, "floor": floor.pid, "echo": echo.pid}
+                cluster = postmaster_pid(urllib.parse.urlsplit(base.database_url).port or 5432)
+                results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, pids, cluster)
             if want("pipeline"):
                 # One refresh per account and job type in flight (CreateJob answers the one in flight):
                 # the saturated run's jobs need their own (account, job type) pairs, 3 job types.
