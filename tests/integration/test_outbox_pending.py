@@ -26,6 +26,7 @@ from tests.harness import (
     database_migrated_to,
     drop_database,
     insert_account,
+    migrations_up_to,
 )
 
 # The previous release's statements (b9475a1), literals spelled out.
@@ -162,7 +163,8 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             in_flight = writing.transaction()
             await in_flight.start()
             await _old_events(writing, workspace, account, 5, 1)
-            migrating = asyncio.create_task(migrate.migrate(url))
+            # Exactly 0175 (later migrations are others' tests).
+            migrating = asyncio.create_task(migrate.migrate(url, migrations_up_to(tmp_path, 175)))
             while not await new.fetchval(
                 "SELECT exists(SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
                 " AND wait_event_type = 'Lock' AND query LIKE '%outbox%')"
@@ -200,7 +202,7 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             assert published[0] in await _pending(new)
 
             # Forward-only: the runner skips it once applied.
-            assert await migrate.migrate(url) == []
+            assert await migrate.migrate(url, migrations_up_to(tmp_path, 175)) == []
         finally:
             await old.close()
             await writing.close()
