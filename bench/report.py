@@ -263,17 +263,20 @@ def peers(r: dict[str, Any]) -> list[str]:
         "drift hits every queue of a round alike; jobs/s is each queue's median run, and paylink's ratio",
         "to the faster peer is the median of the rounds' own ratios.",
         "",
-        "| queue | mode | cluster | jobs | jobs/s (median) | runs (jobs/s) | ÷ faster peer, per round (median) | settings |",
-        "|---|---|---|---|---|---|---|---|",
+        "| queue | mode | cluster | jobs | jobs/s (median) | runs (jobs/s) | ÷ faster peer, per round (median)"
+        " | CPU µs per job, client + PostgreSQL (median run) | settings |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["peers"]:
         mode = "end to end" if p["mode"] == "e2e" else "drain"
         cluster = p["cluster"] if p["cluster"] == "durable" else "*throw-away, for comparison*"
         vs = p.get("vs_faster_peer")
         ratio = f"{', '.join(f'{x:.2f}' for x in vs['ratios'])} (**{vs['median']:.2f}**)" if vs else ""
+        cpu = p.get("cpu_ms_per_job")
+        cpu_text = f"{cpu['client'] * 1000:.0f} + {cpu['postgres'] * 1000:.0f}" if cpu else ""
         lines.append(
             f"| {p['queue']} | {mode} | {cluster} | {p['jobs']} | {p['jobs_per_s']:.0f} |"
-            f" {', '.join(str(x) for x in p.get('runs', []))} | {ratio} | {p['settings']} |"
+            f" {', '.join(str(x) for x in p.get('runs', []))} | {ratio} | {cpu_text} | {p['settings']} |"
         )
     return [*lines, ""]
 
