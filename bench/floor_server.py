@@ -11,7 +11,9 @@ RPC exactly one asyncpg statement on a pool like paylink's (same size, no reset 
   columns paylink writes, answering the `LinkToken` with its new secret.
 
 No authentication, no interceptor, no metrics, no validation beyond parsing the id: the gap between
-paylink and this server is what paylink adds on top of the one round trip.
+paylink and this server is what paylink adds on top of the one round trip. The benchmarks send it the
+same requests as paylink, metadata included (`x-api-secret`, `api-version`: every client of this API
+sends them, so receiving them is part of the floor); it reads none of it.
 
     python bench/floor_server.py PORT DATABASE_URL WORKSPACE_ID
 """

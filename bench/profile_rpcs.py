@@ -166,7 +166,7 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
                 fout = f"{args.profile}/{slug}.txt" if args.profile else None
                 out = f"{args.profile}/{name}.txt" if args.profile else None
                 f = await asyncio.to_thread(
-                    measure, floor_name, floor.pid, args.port + 1, fcall, body(fdata), {}, args, fout
+                    measure, floor_name, floor.pid, args.port + 1, fcall, body(fdata), md, args, fout
                 )
                 p = await asyncio.to_thread(
                     measure, name, server.pid, args.port, call, body(data), md, args, out

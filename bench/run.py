@@ -69,7 +69,9 @@ RPCS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"account_id": "{account}", "page_size": 25},
         "read floor",
     ),
-    "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": "{account}"}, "read floor"),
+    # A read that writes its audit record and waits for its durable commit (service/audit_commit.py):
+    # a durable write, compared with the write floor.
+    "GetIdentity": ("paylink.v1.AccountService.GetIdentity", {"account_id": "{account}"}, "write floor"),
 }
 FLOORS: dict[str, tuple[str, dict[str, Any]]] = {
     "read floor": ("paylink.v1.AccountService.GetAccount", {"account_id": "{account}"}),
@@ -242,9 +244,9 @@ async def bench_rpcs(
         return loaded
 
     def target(name: str) -> tuple[int, int, str, dict[str, Any], dict[str, str]]:
-        if name in FLOORS:
+        if name in FLOORS:  # the same request on the wire, metadata included (the floor ignores it)
             call, data = FLOORS[name]
-            return pids["floor"], ports["floor"], call, body(data), {}
+            return pids["floor"], ports["floor"], call, body(data), md
         return pids["api"], ports["api"], RPCS[name][0], body(RPCS[name][1]), md
 
     async def one(name: str, conc: int, seconds: float) -> dict[str, float]:

@@ -91,10 +91,9 @@ async def fetch(
 
     `data_times` adds the per-job data times that `to_proto` needs; other callers skip them.
     """
-    parsed = ids.parse_uuid(account_id)
     row = None
-    if parsed is not None:
-        row = await conn.fetchrow(_FETCH[(data_times, lock)], parsed, workspace_id)
+    if ids.is_uuid(account_id):  # asyncpg encodes the checked text itself: no uuid.UUID built
+        row = await conn.fetchrow(_FETCH[(data_times, lock)], account_id, workspace_id)
     if row is None:
         raise errors.not_found("account", account_id)
     return row

@@ -380,3 +380,26 @@ async def test_missing_or_wrong_secret_is_unauthenticated(client: Client, secret
         client.accounts.ListAccounts(account_pb2.ListAccountsRequest(), metadata=[("x-api-secret", forged)])
     )
     assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_account_id_in_upper_case_reads_the_same_account_and_stays_in_its_workspace(
+    client: Client, other_client: Client
+) -> None:
+    """GetAccount hands the checked id text to PostgreSQL as it came (no uuid.UUID built,
+    service/accounts.py `fetch`): every form the request check accepts still finds the account, and
+    only in its own workspace."""
+    _, session = await client.connect("user_good+upper", IDENTITY)
+    account_id = session.account_id
+    upper = account_id.upper()
+    assert upper != account_id
+    for asked in (account_id, upper):
+        account = await client.accounts.GetAccount(
+            account_pb2.GetAccountRequest(account_id=asked), metadata=client.md()
+        )
+        assert account.id == account_id  # the canonical form, as stored
+    exc = await rpc_error(
+        other_client.accounts.GetAccount(
+            account_pb2.GetAccountRequest(account_id=upper), metadata=other_client.md()
+        )
+    )
+    assert exc.code() == grpc.StatusCode.NOT_FOUND
