@@ -120,11 +120,10 @@ class Events:
         self.contexts: list[contextvars.Context] = []
 
     def add(
-        self, name: str, api_version: str, payload: event_pb2.Event, at: dt.datetime | None = None
+        self, name: str, api_version: str, event: event_pb2.Event, at: dt.datetime | None = None
     ) -> event_pb2.Event:
-        """Queues one event; `payload` is an Event with only its oneof payload set."""
-        event = event_pb2.Event()
-        event.CopyFrom(payload)
+        """Queues one event: `event` is an Event with only its oneof payload set, built for this call.
+        The outbox fills in the rest in place and keeps it (no copy: the caller does not use it again)."""
         event.event_id = str(ids.new_id())
         event.event = name
         event.workspace_id = str(self.workspace_id)
@@ -155,7 +154,7 @@ class Events:
             if tags:
                 event.tags.update(tags)
         args = (
-            [uuid.UUID(e.event_id) for e in events],
+            [e.event_id for e in events],  # the text form: asyncpg parses it itself
             [self.topic_prefix + e.event for e in events],
             [e.event for e in events],
             self.workspace_id,
@@ -237,7 +236,7 @@ async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
         return
     await conn.execute(
         _WRITE_LOCKED_MANY,
-        [uuid.UUID(e.event_id) for e in events],
+        [e.event_id for e in events],  # the text form: asyncpg parses it itself
         columns["topics"],
         [e.event for e in events],
         columns["workspaces"],

@@ -50,7 +50,8 @@ class UnitOfWork:
         payload: event_pb2.Event,
         at: dt.datetime | None = None,
     ) -> event_pb2.Event:
-        """Adds one event (an Event with only its oneof payload set) to be written at commit."""
+        """Adds one event (an Event with only its oneof payload set, built for this call: the outbox
+        keeps it) to be written at commit."""
         return self._for(workspace_id, account_id).add(name, api_version, payload, at)
 
     def emit_without_account(

@@ -109,6 +109,9 @@ async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting
             await outbox.flush_locked(conn, [_events(workspace, account, 2, locked_sequence=3)])
         written = await _unpublished(conn)
         assert len(written) == 5 and await _pending(conn) == written
+        # Each row's event_id is its event's own (given to asyncpg in its text form).
+        for row in await conn.fetch("SELECT event_id, payload FROM outbox"):
+            assert event_pb2.Event.FromString(row["payload"]).event_id == str(row["event_id"])
         # No event for a rolled-back change, and no pending row either.
         with pytest.raises(RuntimeError):
             async with conn.transaction():
