@@ -132,7 +132,7 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS done
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
 # With each job, what its run needs: the account's sealed grant (NULL: disconnected; see grants.open_grant).
 # The pick (the oldest runnable rows, run_at order, FOR UPDATE SKIP LOCKED) is job_queue_pick
-# (migration 0176): an ordered walk of job_queue_runnable that stops after $3 rows, whatever the
+# (migration 0177): an ordered walk of job_queue_runnable that stops after $3 rows, whatever the
 # table's statistics say (without them the planner would read and sort every runnable row).
 CLAIM = f"""
 WITH picked AS (

@@ -19,10 +19,7 @@ from service import migrate, queue
 from service.db import connect as db_connect
 from service.queue import Completion, JobStatus
 from tests.harness import (
-    base_settings,
-    create_test_database,
     database_migrated_to,
-    drop_database,
     insert_account,
     insert_jobs,
     migrations_up_to,
@@ -37,15 +34,12 @@ CHANGED_BY_THE_QUEUE = {
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[asyncpg.Connection]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    conn = await db_connect(url)
+async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
     try:
         yield conn
     finally:
         await conn.close()
-        await drop_database(admin, url)
 
 
 async def _account(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
@@ -135,7 +129,7 @@ async def test_a_claim_walks_the_runnable_index_in_order_without_statistics(
     every analyze, before a burst; autovacuum off here so that it stays so): the planner's defaults
     expect a handful of runnable rows, and a bitmap scan of all of them and a sort would cost less on
     paper. A claim of 64 still reads about the 64 index entries it takes, oldest run_at first
-    (migration 0176, job_queue_pick)."""
+    (migration 0177, job_queue_pick)."""
     await db.execute("ALTER TABLE job_queue SET (autovacuum_enabled = false)")
     workspace, account = await _account(db)
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
