@@ -127,6 +127,13 @@ class _Writes:
         await queue.complete(work.conn, self.completions)  # one statement per kind of completion
 
 
+# A batch's statements take arrays, one element per job: a custom plan sees their length, so with
+# fewer than about ten jobs it always looks cheaper than the generic plan (estimated at ten) and
+# PostgreSQL planned every statement again on every batch (~14 % of the cluster's CPU in the saturated
+# pipeline; bench/NOTES.md, inflight session 24). The batch's transaction uses the cached generic plans.
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+
+
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:
     """Writes the outcome if this worker still holds the job; False when its lease was lost."""
     return (await apply_many(deps, worker_id, [(job_id, outcome, contextvars.copy_context())]))[0]
@@ -147,6 +154,7 @@ async def apply_many(
     assert len({job_id for job_id, _, _ in outcomes}) == len(outcomes)
     written: list[bool] = []
     async with uow.begin(deps) as work:
+        await work.conn.execute(GENERIC_PLANS)
         locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _, _ in outcomes], worker_id)
         assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
         writes = _Writes()
