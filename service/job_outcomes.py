@@ -127,11 +127,9 @@ class _Writes:
         await queue.complete(work.conn, self.completions)  # one statement per kind of completion
 
 
-# A batch's statements take arrays, one element per job: a custom plan sees their length, so with
-# fewer than about ten jobs it always looks cheaper than the generic plan (estimated at ten) and
-# PostgreSQL planned every statement again on every batch (planning was ~14 % of the cluster's CPU in the
-# saturated pipeline, about half of it these; bench/NOTES.md, inflight session 24). The batch's
-# transaction uses the cached generic plans.
+# A batch's statements take one array element per job; below ~10 jobs a custom plan (which sees the
+# length) always looked cheaper than the generic one, so each was planned again on every batch
+# (bench/NOTES.md, inflight session 24). The batch's transaction uses the cached generic plans.
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 
