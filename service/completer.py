@@ -8,11 +8,22 @@ context of the job task that submitted it (its trace span, request id and log fi
 fails for a reason other than a lost database is split, so one bad outcome cannot hold the others
 back; a lost database is retried, and past that the jobs keep their `running` status until their
 leases run out and they are rescued (nothing is lost: the batch rolled back).
+
+A batch the database's release guard refuses (PL001: a newer release migrated the database; see
+service/release_guard.py) rolled back whole, and every other batch would be refused alike: its
+outcomes go back to the head of the queue (each account's order kept), and the completer writes
+nothing for the guard's back-off (ended early once the guard accepts this code again), then one
+batch at a time until one goes through. One WARNING per back-off, none per job; the job tasks wait
+for their outcomes as for a slow database. At shutdown a batch still refused is given up like a lost
+database's (its jobs are rescued when their leases run out).
+tests/integration/test_release_refused.py::test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_accepted
+proves it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import dataclasses
 import functools
@@ -21,7 +32,7 @@ import uuid
 
 import asyncpg
 
-from service import job_outcomes
+from service import job_outcomes, release_guard
 from service.deps import Deps
 from service.job_outcomes import Outcome
 
@@ -65,12 +76,16 @@ class Completer:
         self._busy: set[uuid.UUID] = set()  # accounts with an outcome in a transaction now
         self._ready = asyncio.Event()
         self._flushing: set[asyncio.Task[None]] = set()
+        self._refusal: BaseException | None = None  # a batch the release guard refused, not backed off yet
         self.batches = 0  # transactions written (for metrics and tests)
+        self.refusals = 0  # back-offs in a row for the release guard's refusals (0: not refused)
+        self.refused_delays: collections.deque[float] = collections.deque(maxlen=32)  # their lengths
 
     def enqueue(self, job_id: uuid.UUID, account_id: uuid.UUID, outcome: Outcome) -> asyncio.Future[bool]:
         """Queues the outcome now, in the caller's context; the future is set once it is committed:
         False when the lease was lost meanwhile. It raises what writing the outcome alone raised (a
-        bug), or a connection error when the database stayed away."""
+        bug), a connection error when the database stayed away, or the release guard's refusal
+        (PL001) when it still refused the outcome at shutdown."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(job_id, account_id, outcome, contextvars.copy_context(), future))
         self._ready.set()
@@ -83,16 +98,46 @@ class Completer:
             while True:
                 await self._ready.wait()
                 self._ready.clear()
+                if self._refusal is not None:
+                    await self._back_off(self._refusal)
                 self._start_flushes()
         except asyncio.CancelledError:
+            self._refusal = None  # one more try; refused again, the outcomes are given up
             while self._queue or self._flushing:
+                if self._refusal is not None:
+                    queued, self._queue = self._queue, []
+                    for item in queued:
+                        _fail(item, self._refusal)
                 self._start_flushes()
                 if self._flushing:
                     await asyncio.wait(set(self._flushing), return_when=asyncio.FIRST_COMPLETED)
             raise
 
+    async def _back_off(self, refusal: BaseException) -> None:
+        """The release guard refused a batch (its outcomes are back in the queue): write nothing for
+        the guard's back-off, or until the guard accepts this code again."""
+        self._refusal = None
+        self.refusals += 1
+        guard = self.deps.release_guard
+        guard.refuse(refusal)
+        delay = release_guard.backoff(self.refusals)
+        self.refused_delays.append(delay)
+        log.warning(
+            "job outcomes kept: the database's release guard refuses this release; they are written"
+            " once it accepts it again (stop this process and run the newer release)",
+            extra={
+                "error": str(refusal),
+                "outcomes": len(self._queue),
+                "refusals": self.refusals,
+                "retry_in_seconds": round(delay, 1),
+            },
+        )
+        await guard.wait(delay)
+        self._refusal = None  # the batches refused meanwhile were in flight before it: covered by it
+
     def _start_flushes(self) -> None:
-        while len(self._flushing) < self.flushers:
+        # While refused, one batch at a time finds out whether the guard accepts this code again.
+        while len(self._flushing) < (1 if self.refusals else self.flushers):
             batch = self._next_batch()
             if not batch:
                 return
@@ -137,6 +182,10 @@ class Completer:
                 await asyncio.sleep(0.5 * (attempt + 1))  # leases still ours for a while
                 continue
             except Exception as exc:
+                if release_guard.refused(exc):  # rolled back whole: kept, in order, for after the back-off
+                    self._queue[:0] = batch
+                    self._refusal = exc
+                    return
                 if len(batch) == 1:
                     _fail(batch[0], exc)
                     return
@@ -145,6 +194,9 @@ class Completer:
                     await self._flush([item])
                 return
             self.batches += 1
+            if self.refusals:
+                self.refusals = 0
+                self.deps.release_guard.accept()
             for item, ok in zip(batch, written, strict=True):
                 if not item.written.done():
                     item.written.set_result(ok)

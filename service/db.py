@@ -58,11 +58,21 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 SCHEMA_SETTING = "paylink.schema"
 # The SQLSTATE of the refusal (class PL: paylink's own; PostgreSQL uses no such class).
 STALE_RELEASE = "PL001"
+# This code writes an event's `outbox_pending` row with the event and deletes it in the relay's mark
+# (service/outbox.py): migration 0176's trigger, which keeps the pending rows right for a session that
+# marks events published (or unpublished) by hand, stays out of the way of a connection that says so.
+# One setting read per marked event; an operator's session never sets it (docs/operations.md).
+KEEPS_OUTBOX_PENDING = "paylink.keeps_outbox_pending"
 
 
 def server_settings() -> dict[str, str]:
-    """What every connection sends at start: its name and the newest migration this code knows."""
-    return {"application_name": "paylink", SCHEMA_SETTING: f"{migrate.newest():04d}"}
+    """What every connection sends at start: its name, the newest migration this code knows, and that
+    it keeps `outbox_pending` itself."""
+    return {
+        "application_name": "paylink",
+        SCHEMA_SETTING: f"{migrate.newest():04d}",
+        KEEPS_OUTBOX_PENDING: "on",
+    }
 
 
 async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:

@@ -11,6 +11,10 @@ service name such as `paylink.v1.LinkTokenService` instead of "".
 With the database answering, it also probes the database's release guard (service/release_guard.py:
 a write to `jobs` that touches no row): while the guard refuses this process's code (a newer release
 migrated the database), every service is NOT_SERVING and `paylink_release_refused` is 1.
+
+The same verdict (the database answers and the guard accepts this code) is what `/ready` on the
+metrics port answers in every process (service/metrics.py): the readiness check of a worker or relay
+process, which has no gRPC port. It turns 503 when `stop` is called (shutdown).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from grpc_health.v1 import health_pb2
 
 from service import db, metrics
 from service.config import Settings
-from service.release_guard import Guard
+from service.release_guard import FIX, Guard
 
 log = logging.getLogger("paylink.health")
 
@@ -57,6 +61,7 @@ class HealthMonitor:
 
     def stop(self) -> None:
         self._stopping.set()
+        metrics.set_readiness(metrics.Readiness(False, "shutting down"))
 
     async def run(self) -> None:
         try:
@@ -85,7 +90,13 @@ class HealthMonitor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._guard.probe(self._pool)  # no answer: the state stays as it was
-        ready = database and not (self._guard is not None and self._guard.refused)
+        refused = self._guard is not None and self._guard.refused
+        ready = database and not refused
+        if not self._stopping.is_set():
+            reason = (
+                "" if ready else "the database does not answer" if not database else f"release refused: {FIX}"
+            )
+            metrics.set_readiness(metrics.Readiness(ready, reason, database, kafka, refused))
         if self._health is not None:
             await self._health.set("", SERVING if ready and kafka else NOT_SERVING)
             for service in self._services:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from paylink.v1 import common_pb2, link_pb2
 
-from service import accounts, db, ids, metrics, session_effects, session_store, timeutil, uow
+from service import accounts, db, ids, metrics, release_guard, session_effects, session_store, timeutil, uow
 from service import session_machine as machine
 from service.context import CallContext
 from service.deps import Deps
@@ -90,11 +90,26 @@ class LoginRunner:
                 extra={"session": str(begun.id), "error": type(exc).__name__},
             )
             raise
-        except Exception:
+        except Exception as exc:
+            if release_guard.refused(exc):  # queueing the session's jobs: the RPC answers UNAVAILABLE
+                self._refused(begun, exc)
+                raise
             log.exception(
                 "login outcome not saved; the lease will end the session", extra={"session": str(begun.id)}
             )
             raise
+
+    def _refused(self, begun: machine.Session, exc: BaseException) -> None:
+        """The release guard refused the outcome's write: the process is marked refused, and it is
+        said once per back-off (however many logins meet it), without a stack trace."""
+        guard = self.deps.release_guard
+        guard.refuse(exc)
+        quiet = guard.say("logins")
+        if quiet is not None:
+            log.warning(
+                f"login outcome not saved, the lease will end the session: {release_guard.FIX}",
+                extra={"session": str(begun.id), "error": str(exc), "quiet_seconds": round(quiet, 1)},
+            )
 
     async def _renew(self, begun: machine.Session) -> None:
         with contextlib.suppress(Exception):  # a missed renewal only shortens the lease

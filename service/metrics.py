@@ -1,12 +1,27 @@
-"""Prometheus metrics (served on PAYLINK_METRICS_PORT when it is not 0)."""
+"""Prometheus metrics and readiness, served on PAYLINK_METRICS_PORT when it is not 0: `/metrics`, and
+`/ready` (every process: the one HTTP check of a worker or relay, which have no gRPC port).
+
+`/ready` answers 200 while the last health check (service/health_monitor.py) found the database
+answering and the release guard accepting this process's code, else 503 (also before the first check
+and during shutdown); its body is JSON: `ready`, `reason` (why not), `database`, `kafka`,
+`release_refused`. Kafka is reported, not required, as for the paylink.v1 gRPC health services.
+tests/cli/test_cli.py::test_a_worker_process_serves_ready_that_follows_the_release_guard proves it.
+"""
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import json
 import math
-from collections.abc import Iterator, Sequence
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -140,7 +155,66 @@ DEPENDENCY_UP = Gauge(
 )
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Starts the /metrics endpoint in a background thread (nothing when `port` is 0)."""
-    if port:
-        start_http_server(port, addr=host)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/ready` answers: set by the process's health monitor, read by the HTTP thread (one
+    reference swapped whole: no lock)."""
+
+    ready: bool
+    reason: str = ""  # why not ready ("" when ready)
+    database: bool | None = None
+    kafka: bool | None = None
+    release_refused: bool = False
+
+
+class _Current:
+    readiness = Readiness(False, "starting: no health check yet")
+
+
+def set_readiness(readiness: Readiness) -> None:
+    _Current.readiness = readiness
+
+
+def readiness() -> Readiness:
+    return _Current.readiness
+
+
+_StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def _app(registry: CollectorRegistry) -> Callable[[dict[str, Any], _StartResponse], Iterable[bytes]]:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/ready":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        now = _Current.readiness
+        body = json.dumps(dataclasses.asdict(now)).encode() + b"\n"
+        status = "200 OK" if now.ready else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape or probe every few seconds: not worth a log line
+
+
+def serve(port: int, host: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> WSGIServer | None:
+    """Starts /metrics and /ready in a background thread (nothing when `port` is 0); the server."""
+    if not port:
+        return None
+    family, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][::4]
+
+    class Server(_Server):
+        address_family = family
+
+    httpd = make_server(str(addr[0]), port, _app(registry), Server, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd

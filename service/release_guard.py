@@ -8,6 +8,11 @@ the release that migrated the database. Until then the process neither crashes n
 
 - its worker backs off, bounded and with jitter, and logs the refusal once per back-off at ERROR with
   the fix (service/worker.py); a claim that goes through again ends it;
+- its completer keeps the refused outcomes and writes them again after the same back-off, once per
+  back-off for all of them, with one WARNING (service/completer.py): no outcome is lost or written
+  twice, and no job task fails;
+- every loop that writes to `jobs` or queues jobs (the monitoring scheduler, the login task) says the
+  refusal once per back-off, without a stack trace, naming the fix (`Guard.wait` and `FIX`);
 - `Guard` holds whether the database refuses this process: set by the worker's refused claims and by
   the health check's probe (`queue.probe_release_guard`: a write to `jobs` that touches no row, every
   PAYLINK_HEALTH_CHECK_SECONDS, in every process), cleared
@@ -22,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
-from service import db, metrics, queue
+from service import db, metrics, queue, timeutil
 
 log = logging.getLogger("paylink.release_guard")
 
@@ -34,6 +40,17 @@ FIX = (
     "a newer paylink release has migrated this database and its release guard refuses this release's"
     " code: stop this process and run the newer release (docs/operations.md, The release guard)"
 )
+# The back-off of whatever the guard refuses (the worker's claims, the completer's outcomes, the
+# monitoring scheduler): after the n-th refusal in a row, timeutil.backoff(n, BASE, CAP), jittered,
+# ended early once the guard accepts this code again (a probe or another write went through).
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+
+
+def backoff(refusals: int) -> float:
+    """Seconds to wait after the `refusals`-th refusal in a row (jittered, between half and all of
+    min(CAP, BASE * 2 ** (refusals - 1)))."""
+    return timeutil.backoff(refusals, BACKOFF_BASE, BACKOFF_CAP).total_seconds()
 
 
 def refused(exc: BaseException) -> bool:
@@ -48,6 +65,7 @@ class Guard:
         self.refusal: str | None = None  # the guard's message while refused
         self._accepted = asyncio.Event()
         self._accepted.set()
+        self._said: dict[str, tuple[int, float]] = {}  # source -> (times said, quiet until: monotonic)
         metrics.RELEASE_REFUSED.set(0)
 
     @property
@@ -67,14 +85,39 @@ class Guard:
         was = self.refusal is not None
         self.refusal = None
         self._accepted.set()
+        self._said.clear()
         metrics.RELEASE_REFUSED.set(0)
         if was:
             log.info("the database's release guard accepts this release again")
         return was
 
+    def say(self, source: str) -> float | None:
+        """For what meets the refusal once per call, not in a loop (a login task): whether `source`
+        should log it now. None while it already did within its current back-off; else the length of
+        its next back-off (seconds: `backoff` of how many times it said so), after which it says so
+        again. The count starts over once the guard accepts this code."""
+        now = time.monotonic()
+        said, quiet_until = self._said.get(source, (0, 0.0))
+        if now < quiet_until:
+            return None
+        delay = backoff(said + 1)
+        self._said[source] = (said + 1, now + delay)
+        return delay
+
     async def accepted(self) -> None:
         """Returns once nothing refuses this process (at once when nothing does)."""
         await self._accepted.wait()
+
+    async def wait(self, seconds: float, stopping: asyncio.Event | None = None) -> None:
+        """Sleeps `seconds`, less when the guard accepts this code again or `stopping` is set."""
+        waits = [asyncio.ensure_future(self._accepted.wait())]
+        if stopping is not None:
+            waits.append(asyncio.ensure_future(stopping.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def probe(self, pool: db.Pool) -> bool | None:
         """Probes the guard: True when it accepts this code, False when it refuses it, None when the

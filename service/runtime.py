@@ -179,7 +179,8 @@ async def serve(settings: Settings, *, api: bool = True, worker: bool = True, re
     parts = [name for name, on in (("api", api), ("worker", worker), ("relay", relay)) if on]
     where = f" on {settings.grpc_host}:{running.api.port}" if running.api else ""
     if settings.metrics_port:
-        where += f", metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        base = f"http://{settings.metrics_host}:{settings.metrics_port}"
+        where += f", metrics on {base}/metrics, readiness on {base}/ready"
     # Signal handlers before the banner: whoever waits for the banner may send SIGTERM at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -41,10 +41,10 @@ log = logging.getLogger("paylink.worker")
 
 backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 # Claims refused by the database's release guard (a newer release migrated it): the worker waits
-# backoff(n, BASE, CAP) after the n-th refusal in a row, or until the health check's probe finds the
+# the guard's back-off after the n-th refusal in a row, or until the health check's probe finds the
 # guard accepting this code again (service/release_guard.py).
-REFUSED_BACKOFF_BASE = 1.0
-REFUSED_BACKOFF_CAP = 60.0
+REFUSED_BACKOFF_BASE = release_guard.BACKOFF_BASE
+REFUSED_BACKOFF_CAP = release_guard.BACKOFF_CAP
 
 
 class _InCall:
@@ -132,18 +132,13 @@ class Worker:
         self.refusals += 1
         guard = self.deps.release_guard
         guard.refuse(exc)
-        delay = backoff(self.refusals, REFUSED_BACKOFF_BASE, REFUSED_BACKOFF_CAP).total_seconds()
+        delay = release_guard.backoff(self.refusals)
         self.refused_delays.append(delay)
         log.error(
             release_guard.FIX,
             extra={"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)},
         )
-        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(guard.accepted())]
-        try:
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        await guard.wait(delay, self._stopping)
 
     def _claimed_again(self) -> None:
         """A claim went through after refusals: the guard accepts this code again."""
@@ -300,6 +295,10 @@ class Worker:
             written = await waiting
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
             return  # the database stayed away: the lease will expire and the job is rescued
+        except asyncpg.PostgresError as exc:
+            if release_guard.refused(exc):
+                return  # still refused at shutdown (the completer said so once): rescued like the above
+            raise
         if written and isinstance(outcome, (Success, Failure)):
             failed = isinstance(outcome, Failure)
             code = (

@@ -12,15 +12,23 @@ import pytest
 from service import auth, logs, runtime
 from service.config import Settings
 from service.logs import JsonFormatter
-from tests.harness import Client, EventLog, base_settings, create_test_database, drop_database
+from tests.harness import Client, EventLog, base_settings, new_database
 
 
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
+    """The database the session's app (api, worker, relay) runs on, shared by most tests."""
+    async with new_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def fresh_database() -> AsyncIterator[str]:
+    """The URL of a database of the test's own, at the newest migration, dropped after it: what no
+    worker, relay or other test touches (a backlog stays put, a raised release floor or a new vault
+    key stays there). Wider scopes use `tests.harness.new_database` directly."""
+    async with new_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

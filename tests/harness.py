@@ -97,6 +97,19 @@ async def drop_database(admin_url: str, url: str) -> None:
         await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def new_database() -> AsyncIterator[str]:
+    """The URL of a fresh database at the newest migration (a copy of the migrated template), on the
+    test run's server, dropped after the block: for tests whose database no worker, relay or other
+    test may touch (the `fresh_database` fixture of tests/conftest.py, or a wider scope)."""
+    admin = base_settings().database_url
+    url = await create_test_database(admin)
+    try:
+        yield url
+    finally:
+        await drop_database(admin, url)
+
+
 def migrations_up_to(folder: pathlib.Path, last: int) -> pathlib.Path:
     """A copy of the migrations numbered `last` and before, in `folder`/up_to_NNNN (for migrate.migrate)."""
     target = folder / f"up_to_{last:04d}"
@@ -544,3 +557,27 @@ async def insert_jobs(
         count,
     )
     return [row["id"] for row in rows]
+
+
+# What a later release's contract migration does to the release guard's floor (migration 0174's
+# mechanism; docs/operations.md, The release guard): this release's connections are refused (PL001)
+# once the floor is above its newest migration.
+_SET_RELEASE_FLOOR = """
+CREATE OR REPLACE TRIGGER jobs_release_guard_insert BEFORE INSERT ON jobs
+    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
+    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
+CREATE OR REPLACE TRIGGER jobs_release_guard_update
+    BEFORE UPDATE OF status, locked_by, lease_expires_at, run_at ON jobs
+    FOR EACH STATEMENT WHEN (paylink_schema() < {floor})
+    EXECUTE FUNCTION jobs_refuse_stale_release('{floor:04d}');
+"""
+RELEASE_FLOOR_OF_0174 = 173  # the floor migration 0174 set: this release is accepted
+
+
+async def set_release_floor(url: str, floor: int) -> None:
+    """Sets the release guard's floor of the database at `url` (use a database of the test's own)."""
+    conn = await db.connect(url)
+    try:
+        await conn.execute(_SET_RELEASE_FLOOR.format(floor=floor))
+    finally:
+        await conn.close()

@@ -3,6 +3,12 @@
 Every `PAYLINK_MONITORING_TICK_SECONDS` it claims up to `PAYLINK_MONITORING_BATCH_SIZE` due rows in
 one transaction (`schedules.claim`) and goes again at once while batches come back full. Several
 workers run it at the same time without coordinating: the due rows are locked with SKIP LOCKED.
+
+A claim the database's release guard refuses (PL001: a newer release migrated the database; the
+claim's INSERT into `jobs` rolled back, the rows stay due) is not retried every tick: the scheduler
+waits the guard's back-off (service/release_guard.py; ended early once the guard accepts this code)
+and says so once per back-off, a WARNING naming the fix, no stack trace
+(tests/integration/test_release_refused.py::test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_once_per_back_off).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from service import db, metrics
+from service import db, metrics, release_guard
 from service.deps import Deps
 from service.monitoring import schedules
 
@@ -40,6 +46,7 @@ class Scheduler:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._stopping = asyncio.Event()
+        self.refusals = 0  # claims refused by the release guard in a row (0: not refused)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -49,9 +56,27 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 claimed = await claim_once(self.deps)
+                if self.refusals:
+                    self.refusals = 0
+                    self.deps.release_guard.accept()
                 if claimed.due >= self.deps.settings.monitoring_batch_size:
                     continue  # more is due: no pause
             except db.CONNECTION_LOST as exc:
+                if release_guard.refused(exc):
+                    await self._back_off(exc)
+                    continue
                 log.warning("scheduler lost the database, retrying", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), tick)
+
+    async def _back_off(self, exc: BaseException) -> None:
+        """The release guard refused the claim: one WARNING with the fix, then the guard's back-off."""
+        self.refusals += 1
+        guard = self.deps.release_guard
+        guard.refuse(exc)
+        delay = release_guard.backoff(self.refusals)
+        log.warning(
+            f"due refreshes not queued: {release_guard.FIX}",
+            extra={"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)},
+        )
+        await guard.wait(delay, self._stopping)

@@ -10,12 +10,13 @@ import collections
 import contextlib
 import datetime as dt
 import io
+import json
 import os
 import pathlib
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
@@ -24,18 +25,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paylink.v1 import account_pb2, link_pb2
 from paylink.v1 import common_pb2 as c
 
-from service import cli, cli_parser, runtime, sealed
+from service import cli, cli_parser, migrate, runtime, sealed
 from service.config import Settings
 from tests.cli.util import fields, free_port, run, service_env, serving
 from tests.harness import (
     RECORD_JOBS,
+    RELEASE_FLOOR_OF_0174,
     TEST_ALLOCATION,
     Client,
     EventLog,
-    base_settings,
-    create_test_database,
-    drop_database,
     link_account,
+    set_release_floor,
     wait_job,
 )
 
@@ -332,6 +332,8 @@ async def test_process_commands_start_and_stop_on_sigterm(
             )
         )
         assert 'paylink_dependency_up{dependency="database"} 1.0' in metrics
+        status, ready = await asyncio.to_thread(_ready, metrics_port)  # every process, api or not
+        assert (status, ready["ready"], ready["database"]) == (200, True, True), ready
         if command in ("serve", "api"):
             assert f"127.0.0.1:{port}" in server.banner
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -343,6 +345,60 @@ async def test_process_commands_start_and_stop_on_sigterm(
     assert '"shutting down"' in server.stderr()
 
 
+def _ready(metrics_port: int) -> tuple[int, dict[str, object]]:
+    """GET /ready on the metrics port: (HTTP status, JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
+    settings: Settings, fresh_database: str, tmp_path: pathlib.Path
+) -> None:
+    """`python -m service worker` has no gRPC port: GET /ready on its metrics port is its readiness.
+    200 while the database answers and the release guard accepts it; 503 with the reason (and the
+    fix) once a newer release's floor refuses it; 200 again once the floor is lowered."""
+    metrics_port = free_port()
+    env = service_env(
+        settings,
+        PAYLINK_DATABASE_URL=fresh_database,
+        PAYLINK_METRICS_PORT=str(metrics_port),
+        PAYLINK_HEALTH_CHECK_SECONDS="0.5",
+        PAYLINK_MONITORING_SCHEDULER="false",
+    )
+
+    async def answers(status: int, within: float = 30) -> dict[str, object]:
+        deadline = time.monotonic() + within
+        while True:
+            got, body = await asyncio.to_thread(_ready, metrics_port)
+            if got == status:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/ready answered {got} {body}, not {status}")
+            await asyncio.sleep(0.1)
+
+    async with serving("worker", env, tmp_path) as server:
+        assert f"readiness on http://127.0.0.1:{metrics_port}/ready" in server.banner
+        ready = await answers(200)
+        assert ready == {
+            "ready": True,
+            "reason": "",
+            "database": True,
+            "kafka": True,
+            "release_refused": False,
+        }
+        await set_release_floor(fresh_database, migrate.newest() + 1)
+        try:
+            refused = await answers(503)
+            assert refused["ready"] is False and refused["release_refused"] is True and refused["database"]
+            assert "stop this process and run the newer release" in str(refused["reason"])
+        finally:
+            await set_release_floor(fresh_database, RELEASE_FLOOR_OF_0174)
+        assert (await answers(200))["release_refused"] is False
+
+
 async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], app: runtime.Running) -> None:
     assert app.api is not None
     result = await run(["api"], {**env, "PAYLINK_GRPC_PORT": str(app.api.port)})
@@ -351,23 +407,15 @@ async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], a
     assert "Traceback" not in result.err
 
 
-@pytest.fixture
-async def private_database() -> AsyncIterator[str]:
-    """A database of its own: re-encrypting under a new key must not touch the shared one."""
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
-
-
 async def test_vault_reencrypt_reseals_under_the_new_primary_key(
-    settings: Settings, private_database: str, tmp_path: pathlib.Path
+    settings: Settings, fresh_database: str, tmp_path: pathlib.Path
 ) -> None:
+    """On a database of its own: re-encrypting under a new key must not touch the shared one."""
     old_ring = settings.vault_keys
     new_key = "k" + uuid.uuid4().hex[:8]
     new_spec = f"{new_key}:{base64.b64encode(os.urandom(32)).decode()}"
     prefix = f"vault{uuid.uuid4().hex[:6]}."
-    env = service_env(settings, PAYLINK_DATABASE_URL=private_database, PAYLINK_TOPIC_PREFIX=prefix)
+    env = service_env(settings, PAYLINK_DATABASE_URL=fresh_database, PAYLINK_TOPIC_PREFIX=prefix)
     secret = fields((await run(["workspace", "create", "vault-test"], env)).out)["api_secret"]
     port = free_port()
 
@@ -386,7 +434,7 @@ async def test_vault_reencrypt_reseals_under_the_new_primary_key(
         await client.token(
             [c.JOB_NAME_DIRECT_DEPOSIT_SWITCH], account_id=session.account_id, allocation=TEST_ALLOCATION
         )
-    conn = await asyncpg.connect(private_database)
+    conn = await asyncpg.connect(fresh_database)
     try:
         old_ids = {r["key_id"] for r in await conn.fetch("SELECT key_id FROM account_credentials")}
         assert old_ids and new_key not in old_ids

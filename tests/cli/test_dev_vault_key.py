@@ -8,24 +8,12 @@ import base64
 import json
 import os
 import pathlib
-from collections.abc import AsyncIterator
-
-import pytest
 
 from service import auth, db
 from service.config import DEV_VAULT_KEYS, Settings
 from tests.cli.util import free_port, run, service_env, serving
-from tests.harness import base_settings, create_test_database, drop_database
 
 OWN_KEY = "own1:" + base64.b64encode(os.urandom(32)).decode()
-
-
-@pytest.fixture
-async def fresh_db() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
 
 
 def _warnings(stderr: str) -> list[str]:
@@ -34,10 +22,10 @@ def _warnings(stderr: str) -> list[str]:
 
 
 async def test_development_key_with_a_production_workspace(
-    fresh_db: str, settings: Settings, tmp_path: pathlib.Path
+    fresh_database: str, settings: Settings, tmp_path: pathlib.Path
 ) -> None:
-    env = service_env(settings, PAYLINK_DATABASE_URL=fresh_db, PAYLINK_GRPC_PORT=str(free_port()))
-    pool = await db.create_pool(settings.model_copy(update={"database_url": fresh_db}))
+    env = service_env(settings, PAYLINK_DATABASE_URL=fresh_database, PAYLINK_GRPC_PORT=str(free_port()))
+    pool = await db.create_pool(settings.model_copy(update={"database_url": fresh_database}))
     try:
         # Only sandbox workspaces: it starts, and says loudly what the key is.
         await auth.create_workspace(pool, "sandbox-only")

@@ -11,10 +11,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
-import pytest
 from grpc_health.v1 import health, health_pb2
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2
@@ -28,9 +26,6 @@ from service.queue import JobStatus
 from tests.harness import (
     Client,
     EventLog,
-    base_settings,
-    create_test_database,
-    drop_database,
     insert_account,
     insert_jobs,
     rpc_error,
@@ -96,17 +91,8 @@ async def test_health_follows_database_and_broker(settings: Settings) -> None:
         await pool.close()
 
 
-@pytest.fixture
-async def quiet_database() -> AsyncIterator[str]:
-    """A database no worker or relay watches, so a backlog stays put."""
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
-
-
-async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, settings: Settings) -> None:
-    conn = await db.connect(quiet_database)
+async def test_sampler_reports_queue_depth_and_outbox_lag(fresh_database: str, settings: Settings) -> None:
+    conn = await db.connect(fresh_database)
     try:
         workspace, account = await insert_account(conn, name="sampler")
         # Three refreshes of different job types (one refresh per account and job type is in flight).
@@ -136,7 +122,7 @@ async def test_sampler_reports_queue_depth_and_outbox_lag(quiet_database: str, s
             )
     finally:
         await conn.close()
-    pool = await db.create_pool(settings.model_copy(update={"database_url": quiet_database}), size=1)
+    pool = await db.create_pool(settings.model_copy(update={"database_url": fresh_database}), size=1)
     try:
         row = await sampler.sample_once(pool)
     finally:

@@ -31,9 +31,8 @@ from tests.harness import (
     Client,
     EventLog,
     base_settings,
-    create_test_database,
-    drop_database,
     link_account,
+    new_database,
     rpc_error,
     wait_event_ids,
     wait_job,
@@ -66,31 +65,29 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def stack() -> AsyncIterator[Stack]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    settings = base_settings().model_copy(
-        update={
-            "database_url": url,
-            "topic_prefix": f"priv{uuid.uuid4().hex[:8]}.",
-            "grpc_port": 0,
-            "sandbox_pending_delay_seconds": 2.0,
-            "worker_poll_seconds": 0.5,
-            "relay_poll_seconds": 0.5,
-            "erasure_sweep_seconds": 3600.0,  # the tests resume erasures themselves
-            "shutdown_grace_seconds": 2.0,
-        }
-    )
-    app = await runtime.start(settings)
-    events = EventLog(settings.kafka_bootstrap, settings.topic_prefix)
-    await events.start()
-    assert app.api is not None
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
-            yield Stack(settings, app, channel, events)
-    finally:
-        await events.stop()
-        await app.stop()
-        await drop_database(admin, url)
+    async with new_database() as url:
+        settings = base_settings().model_copy(
+            update={
+                "database_url": url,
+                "topic_prefix": f"priv{uuid.uuid4().hex[:8]}.",
+                "grpc_port": 0,
+                "sandbox_pending_delay_seconds": 2.0,
+                "worker_poll_seconds": 0.5,
+                "relay_poll_seconds": 0.5,
+                "erasure_sweep_seconds": 3600.0,  # the tests resume erasures themselves
+                "shutdown_grace_seconds": 2.0,
+            }
+        )
+        app = await runtime.start(settings)
+        events = EventLog(settings.kafka_bootstrap, settings.topic_prefix)
+        await events.start()
+        assert app.api is not None
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+                yield Stack(settings, app, channel, events)
+        finally:
+            await events.stop()
+            await app.stop()
 
 
 async def _published(stack: Stack) -> None:

@@ -19,10 +19,7 @@ from service import migrate, queue
 from service.db import connect as db_connect
 from service.queue import Completion, JobStatus
 from tests.harness import (
-    base_settings,
-    create_test_database,
     database_migrated_to,
-    drop_database,
     insert_account,
     migrations_up_to,
 )
@@ -36,15 +33,12 @@ CHANGED_BY_THE_QUEUE = {
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[asyncpg.Connection]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    conn = await db_connect(url)
+async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
     try:
         yield conn
     finally:
         await conn.close()
-        await drop_database(admin, url)
 
 
 async def _account(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:

@@ -19,17 +19,15 @@ from paylink.v1 import common_pb2 as c
 from service import accounts as paylink_accounts
 from service import db
 from service.monitoring import rules, schedules
-from tests.harness import base_settings, create_test_database, drop_database, insert_accounts
+from tests.harness import insert_accounts, new_database
 
 LIMITS = schedules.Limits(batch=1000, platform_concurrency=1000, daily_budget=0)
 
 
 @pytest.fixture(scope="module")
 async def own_db() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    yield url
-    await drop_database(admin, url)
+    async with new_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import json
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,11 +20,9 @@ from paylink.v1 import event_pb2
 
 from service import db, migrate, outbox, relay
 from tests.harness import (
-    base_settings,
-    create_test_database,
     database_migrated_to,
-    drop_database,
     insert_account,
+    migrations_up_to,
 )
 
 # The previous release's statements (b9475a1), literals spelled out.
@@ -46,14 +43,6 @@ OLD_SELECT = (
 )
 OLD_MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 OLD_BACKLOG = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-
-
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    database = await create_test_database(admin)
-    yield database
-    await drop_database(admin, database)
 
 
 async def _old_events(
@@ -93,8 +82,10 @@ def _events(
     return events
 
 
-async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting_them(url: str) -> None:
-    conn = await db.connect(url)
+async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting_them(
+    fresh_database: str,
+) -> None:
+    conn = await db.connect(fresh_database)
     try:
         workspace, account = await insert_account(conn)
         # Every way the outbox writes events: the sequence reserved by the flush, already locked, and
@@ -165,7 +156,8 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             in_flight = writing.transaction()
             await in_flight.start()
             await _old_events(writing, workspace, account, 5, 1)
-            migrating = asyncio.create_task(migrate.migrate(url))
+            up_to_0175 = migrations_up_to(tmp_path, 175)
+            migrating = asyncio.create_task(migrate.migrate(url, up_to_0175))
             while not await new.fetchval(
                 "SELECT exists(SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
                 " AND wait_event_type = 'Lock' AND query LIKE '%outbox%')"
@@ -203,11 +195,60 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             assert published[0] in await _pending(new)
 
             # Forward-only: the runner skips it once applied.
-            assert await migrate.migrate(url) == []
+            assert await migrate.migrate(url, up_to_0175) == []
+            assert await migrate.migrate(url) == ["0176_outbox_pending_follows_any_mark.sql"]
         finally:
             await old.close()
             await writing.close()
             await new.close()
+
+
+async def test_an_event_marked_by_hand_keeps_its_pending_row_right_whatever_the_session_says(
+    fresh_database: str,
+) -> None:
+    """An operator's session that marks an event published by hand takes its pending row away, and
+    one that sets it back to unpublished gives it one, whether it says this release's schema (as the
+    release guard asks) or none (migration 0176). paylink's own connections of this release say they
+    keep the pending rows themselves (`paylink.keeps_outbox_pending`): the trigger stays out of their
+    way (a bare mark on one leaves the pending row, which the relay's mark deletes in its statement)."""
+    conn = await db.connect(fresh_database)
+    says_newest = await asyncpg.connect(
+        fresh_database, server_settings={db.SCHEMA_SETTING: f"{migrate.newest():04d}"}
+    )
+    says_nothing = await asyncpg.connect(fresh_database)
+    try:
+        assert await conn.fetchval("SELECT current_setting($1, true)", db.KEEPS_OUTBOX_PENDING) == "on"
+        workspace, account = await insert_account(conn)
+        async with conn.transaction():
+            await _events(workspace, account, 4).flush(conn)
+        events = await _pending(conn)
+        assert len(events) == 4 and await _unpublished(conn) == events
+        for operator, event in ((says_newest, events[0]), (says_nothing, events[1])):
+            assert (
+                await operator.fetchval("SELECT current_setting($1, true)", db.KEEPS_OUTBOX_PENDING) is None
+            )
+            await operator.execute("UPDATE outbox SET published_at = now() WHERE id = $1", event)
+            assert event not in await _pending(conn)
+            assert event not in [r["id"] for r in await conn.fetch(relay._SELECT, 10)]  # not sent again
+            # Published at another time: still published, no pending row.
+            await operator.execute(
+                "UPDATE outbox SET published_at = published_at - interval '1 s' WHERE id = $1", event
+            )
+            assert event not in await _pending(conn)
+            # Back to unpublished (to send it again): pending, and the relay takes it.
+            await operator.execute("UPDATE outbox SET published_at = NULL WHERE id = $1", event)
+            assert event in await _pending(conn)
+            await operator.execute("UPDATE outbox SET published_at = now() WHERE id = $1", event)
+        assert await _pending(conn) == events[2:]
+        # This release's own connection: the trigger does not fire (the relay's mark deletes the row).
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE id = $1", events[2])
+        assert await _pending(conn) == events[2:]
+        await outbox.mark_published(conn, events[2:])
+        assert await _pending(conn) == [] and await _unpublished(conn) == []
+    finally:
+        await conn.close()
+        await says_newest.close()
+        await says_nothing.close()
 
 
 def _outbox_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -224,14 +265,14 @@ async def _plan(conn: asyncpg.Connection, query: str, *args: object) -> dict[str
     return dict(json.loads(explained)[0]["Plan"])
 
 
-async def test_the_relays_selects_read_the_outbox_by_primary_key_only(url: str) -> None:
+async def test_the_relays_selects_read_the_outbox_by_primary_key_only(fresh_database: str) -> None:
     """However many events are published, and however many pending rows the planner expects, a select
     reads the outbox rows of the pending ids it took, each by primary key (an index scan of the outbox
     with an index condition), never the outbox in id order filtered on `published_at` (the first form
     of 0175's select, which read every published row: 0.64 ms per job in the pipeline; it fails here).
     The selects' LATERAL subquery also rules out the hash join against the whole outbox that the
     form after it got in the pipeline (bench/NOTES.md, inflight session 23)."""
-    conn = await db.connect(url)
+    conn = await db.connect(fresh_database)
     try:
         workspace, account = await insert_account(conn)
         await conn.execute(

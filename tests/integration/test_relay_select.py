@@ -6,13 +6,10 @@ the next batch, ahead of every later row (so ahead of any later row of its accou
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from service import relay
-from tests.harness import base_settings, create_test_database, drop_database
 
 _INSERT = """
 INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload)
@@ -20,17 +17,11 @@ VALUES (gen_random_uuid(), 't.e', 'e', $1, $2, $3, '\\x00') RETURNING id
 """
 
 
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    database = await create_test_database(admin)
-    yield database
-    await drop_database(admin, database)
-
-
-async def test_next_batch_leaves_out_rows_in_flight_and_takes_a_late_lower_id_first(url: str) -> None:
+async def test_next_batch_leaves_out_rows_in_flight_and_takes_a_late_lower_id_first(
+    fresh_database: str,
+) -> None:
     workspace, late_account, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    conn, slow = await asyncpg.connect(url), await asyncpg.connect(url)
+    conn, slow = await asyncpg.connect(fresh_database), await asyncpg.connect(fresh_database)
     try:
         # A transaction takes an outbox id and commits only after later rows were committed and sent.
         tx = slow.transaction()

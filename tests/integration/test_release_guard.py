@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,10 +18,7 @@ from service import db, migrate, queue
 from service.config import Settings
 from service.queue import JobStatus
 from tests.harness import (
-    base_settings,
-    create_test_database,
     database_migrated_to,
-    drop_database,
     insert_account,
     migrations_up_to,
 )
@@ -78,14 +74,6 @@ WHERE jobs.id = c.id
 """
 
 
-@pytest.fixture
-async def url() -> AsyncIterator[str]:
-    admin = base_settings().database_url
-    database = await create_test_database(admin)  # its own: no worker claims its jobs
-    yield database
-    await drop_database(admin, database)
-
-
 async def _enqueue(conn: db.Executor, workspace: uuid.UUID, account: uuid.UUID, **kw: object) -> uuid.UUID:
     row = await queue.enqueue(
         conn,  # type: ignore[arg-type]
@@ -117,9 +105,9 @@ async def _refused(conn: asyncpg.Connection, sql: str, *args: object) -> asyncpg
     return caught.value
 
 
-async def test_the_previous_release_is_refused_and_changes_nothing(url: str) -> None:
-    old = await asyncpg.connect(url)  # idle since before the jobs below: a worker waiting to claim
-    new = await db.connect(url)
+async def test_the_previous_release_is_refused_and_changes_nothing(fresh_database: str) -> None:
+    old = await asyncpg.connect(fresh_database)  # idle since before the jobs below: a worker waiting to claim
+    new = await db.connect(fresh_database)
     try:
         await _refused(old, OLD_CLAIM, "old-w", LEASE, 10, [])  # an empty queue: refused all the same
         workspace, account = await insert_account(new)
@@ -162,9 +150,9 @@ async def test_the_previous_release_is_refused_and_changes_nothing(url: str) -> 
         await new.close()
 
 
-async def test_an_operator_session_says_which_schema_it_knows(url: str) -> None:
-    new = await db.connect(url)
-    psql = await asyncpg.connect(url)  # a session as psql opens it: not marked
+async def test_an_operator_session_says_which_schema_it_knows(fresh_database: str) -> None:
+    new = await db.connect(fresh_database)
+    psql = await asyncpg.connect(fresh_database)  # a session as psql opens it: not marked
     try:
         workspace, account = await insert_account(new)
         job = await _enqueue(new, workspace, account)
@@ -182,7 +170,7 @@ async def test_an_operator_session_says_which_schema_it_knows(url: str) -> None:
         await psql.close()
         await new.close()
     # PGOPTIONS='-c paylink.schema=0173' (the floor) works as well: sent at connection start.
-    floor = await asyncpg.connect(url, server_settings={db.SCHEMA_SETTING: "0173"})
+    floor = await asyncpg.connect(fresh_database, server_settings={db.SCHEMA_SETTING: "0173"})
     try:
         assert await queue.retry_failed(floor, job) == JobStatus.ERROR
         assert await floor.fetchval("SELECT status FROM jobs WHERE id = $1", job) == JobStatus.QUEUED
@@ -190,11 +178,13 @@ async def test_an_operator_session_says_which_schema_it_knows(url: str) -> None:
         await floor.close()
 
 
-async def test_every_connection_of_this_release_says_the_newest_migration_it_knows(url: str) -> None:
+async def test_every_connection_of_this_release_says_the_newest_migration_it_knows(
+    fresh_database: str,
+) -> None:
     newest = max(version for version, _, _ in migrate.discover())
     assert newest >= 174  # the guard's own migration, at least
-    conn = await db.connect(url)
-    pool = await db.create_pool(Settings(database_url=url), size=2)
+    conn = await db.connect(fresh_database)
+    pool = await db.create_pool(Settings(database_url=fresh_database), size=2)
     try:
         for source in (conn, pool):
             assert await source.fetchval("SELECT current_setting('paylink.schema')") == f"{newest:04d}"

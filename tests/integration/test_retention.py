@@ -8,19 +8,15 @@ import uuid
 import asyncpg
 
 from service import janitor
-from tests.harness import base_settings, create_test_database, drop_database
 
 
-async def test_prune_keeps_unpublished_and_recent_rows() -> None:
+async def test_prune_keeps_unpublished_and_recent_rows(fresh_database: str) -> None:
     # A database of its own: no relay publishes these rows, no other test counts them.
-    admin = base_settings().database_url
-    url = await create_test_database(admin)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=2)
     try:
         await _check(pool)
     finally:
         await pool.close()
-        await drop_database(admin, url)
 
 
 async def _check(pool: asyncpg.Pool) -> None:
