@@ -23,7 +23,6 @@ proves it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import dataclasses
 import functools
@@ -45,6 +44,10 @@ FLUSHERS = 4  # transactions in flight at once: while one waits for its commit, 
 # bound a database slower than the platform would let claimed-but-unwritten jobs pile up.
 MAX_BACKLOG = 2 * MAX_BATCH
 _RETRIES = 5
+_KEPT = (
+    "job outcomes kept: the database's release guard refuses this release; they are written once it"
+    " accepts it again (stop this process and run the newer release)"
+)
 # The database went away (a restart, a network cut): the same batch can be written again.
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -78,8 +81,7 @@ class Completer:
         self._flushing: set[asyncio.Task[None]] = set()
         self._refusal: BaseException | None = None  # a batch the release guard refused, not backed off yet
         self.batches = 0  # transactions written (for metrics and tests)
-        self.refusals = 0  # back-offs in a row for the release guard's refusals (0: not refused)
-        self.refused_delays: collections.deque[float] = collections.deque(maxlen=32)  # their lengths
+        self.refused = release_guard.BackOff(deps.release_guard, log, logging.WARNING, _KEPT)
 
     def enqueue(self, job_id: uuid.UUID, account_id: uuid.UUID, outcome: Outcome) -> asyncio.Future[bool]:
         """Queues the outcome now, in the caller's context; the future is set once it is committed:
@@ -117,27 +119,12 @@ class Completer:
         """The release guard refused a batch (its outcomes are back in the queue): write nothing for
         the guard's back-off, or until the guard accepts this code again."""
         self._refusal = None
-        self.refusals += 1
-        guard = self.deps.release_guard
-        guard.refuse(refusal)
-        delay = release_guard.backoff(self.refusals)
-        self.refused_delays.append(delay)
-        log.warning(
-            "job outcomes kept: the database's release guard refuses this release; they are written"
-            " once it accepts it again (stop this process and run the newer release)",
-            extra={
-                "error": str(refusal),
-                "outcomes": len(self._queue),
-                "refusals": self.refusals,
-                "retry_in_seconds": round(delay, 1),
-            },
-        )
-        await guard.wait(delay)
+        await self.refused.wait(refusal, outcomes=len(self._queue))
         self._refusal = None  # the batches refused meanwhile were in flight before it: covered by it
 
     def _start_flushes(self) -> None:
         # While refused, one batch at a time finds out whether the guard accepts this code again.
-        while len(self._flushing) < (1 if self.refusals else self.flushers):
+        while len(self._flushing) < (1 if self.refused.refusals else self.flushers):
             batch = self._next_batch()
             if not batch:
                 return
@@ -194,9 +181,7 @@ class Completer:
                     await self._flush([item])
                 return
             self.batches += 1
-            if self.refusals:
-                self.refusals = 0
-                self.deps.release_guard.accept()
+            self.refused.accepted()
             for item, ok in zip(batch, written, strict=True):
                 if not item.written.done():
                     item.written.set_result(ok)

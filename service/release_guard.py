@@ -12,7 +12,8 @@ the release that migrated the database. Until then the process neither crashes n
   back-off for all of them, with one WARNING (service/completer.py): no outcome is lost or written
   twice, and no job task fails;
 - every loop that writes to `jobs` or queues jobs (the monitoring scheduler, the login task) says the
-  refusal once per back-off, without a stack trace, naming the fix (`Guard.wait` and `FIX`);
+  refusal once per back-off, without a stack trace, naming the fix (`BackOff` for a loop, `Guard.say`
+  for the login tasks, `FIX`);
 - `Guard` holds whether the database refuses this process: set by the worker's refused claims and by
   the health check's probe (`queue.probe_release_guard`: a write to `jobs` that touches no row, every
   PAYLINK_HEALTH_CHECK_SECONDS, in every process), cleared
@@ -26,6 +27,7 @@ release and lowered again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -132,3 +134,31 @@ class Guard:
             return None
         self.accept()
         return True
+
+
+class BackOff:
+    """One loop's refusals in a row (the worker's claims, the completer's outcomes, the monitoring
+    scheduler's claims): each marks the guard, logs one line with the fix (`level`, `message`, the
+    guard's message, the count and the delay) and waits the guard's back-off for that count, ended
+    early once the guard accepts this code again (or `stopping` is set)."""
+
+    def __init__(self, guard: Guard, logger: logging.Logger, level: int, message: str) -> None:
+        self.guard = guard
+        self._log, self._level, self._message = logger, level, message
+        self.refusals = 0  # in a row (0: not refused)
+        self.delays: collections.deque[float] = collections.deque(maxlen=32)  # the back-offs' lengths
+
+    async def wait(self, exc: BaseException, stopping: asyncio.Event | None = None, **extra: object) -> None:
+        self.refusals += 1
+        self.guard.refuse(exc)
+        delay = backoff(self.refusals)
+        self.delays.append(delay)
+        fields = {"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)}
+        self._log.log(self._level, self._message, extra=fields | extra)
+        await self.guard.wait(delay, stopping)
+
+    def accepted(self) -> None:
+        """A write went through: the count starts over, and the guard accepts this code."""
+        if self.refusals:
+            self.refusals = 0
+            self.guard.accept()

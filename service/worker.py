@@ -80,8 +80,8 @@ class Worker:
         self.completer = Completer(deps, self.id, max_backlog=backlog)
         self.finished = 0
         self.calls_in_flight = 0  # jobs inside their platform calls now (metrics, bench/latency.py)
-        self.refusals = 0  # claims refused by the release guard in a row (0: not refused)
-        self.refused_delays: collections.deque[float] = collections.deque(maxlen=32)  # their back-offs
+        # Claims refused by the release guard in a row: one ERROR with the fix per back-off.
+        self.refused = release_guard.BackOff(deps.release_guard, log, logging.ERROR, release_guard.FIX)
         self._in_call = _InCall(self)
 
     def stop(self) -> None:
@@ -102,8 +102,8 @@ class Worker:
                 try:
                     await self._listen_and_claim()
                 except db.CONNECTION_LOST as exc:
-                    if release_guard.refused(exc):
-                        await self._back_off_refused(exc)
+                    if release_guard.refused(exc):  # backs off, ended early by a probe that goes through
+                        await self.refused.wait(exc, self._stopping)
                         continue
                     log.warning("worker lost the database, retrying", extra={"error": str(exc)})
                     await self._sleep(1.0)
@@ -126,25 +126,6 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _back_off_refused(self, exc: BaseException) -> None:
-        """The release guard refused a claim: one ERROR with the fix, then a bounded, jittered
-        exponential back-off (ended early by a probe that finds the guard accepting this code)."""
-        self.refusals += 1
-        guard = self.deps.release_guard
-        guard.refuse(exc)
-        delay = release_guard.backoff(self.refusals)
-        self.refused_delays.append(delay)
-        log.error(
-            release_guard.FIX,
-            extra={"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)},
-        )
-        await guard.wait(delay, self._stopping)
-
-    def _claimed_again(self) -> None:
-        """A claim went through after refusals: the guard accepts this code again."""
-        self.refusals = 0
-        self.deps.release_guard.accept()
-
     async def _listen_and_claim(self) -> None:
         settings = self.deps.settings
         conn: db.Conn = await db.connect(settings.database_url)
@@ -159,8 +140,7 @@ class Worker:
                 self._wake.clear()
                 free = self._free_slots()
                 claimed = await self._claim(free) if free > 0 else []
-                if self.refusals:
-                    self._claimed_again()
+                self.refused.accepted()  # a claim went through: the guard accepts this code
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:

@@ -39,7 +39,7 @@ from paylink.v1 import (
     sandbox_pb2_grpc,
 )
 
-from service import db, migrate, queue
+from service import db, ids, migrate, queue
 from service.config import Settings
 from tests import secret_scan
 
@@ -557,6 +557,30 @@ async def insert_jobs(
         count,
     )
     return [row["id"] for row in rows]
+
+
+def new_refresh(
+    workspace_id: uuid.UUID,
+    account_id: uuid.UUID,
+    name: int,
+    *,
+    platform_id: str = "sandbox_adp",
+    request_id: str = "tests",
+    job_id: uuid.UUID | None = None,
+) -> queue.NewRefresh:
+    """A refresh to queue with `queue.enqueue_refreshes` (what CreateJob without a request_id queues)."""
+    return queue.NewRefresh(
+        job_id=job_id or ids.new_id(),
+        batch_id=ids.new_id(),
+        workspace_id=workspace_id,
+        account_id=account_id,
+        platform_id=platform_id,
+        name=name,
+        params=b"",
+        api_version="",
+        traceparent="",
+        request_id=request_id,
+    )
 
 
 # What a later release's contract migration does to the release guard's floor (migration 0174's

@@ -46,7 +46,10 @@ class Scheduler:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._stopping = asyncio.Event()
-        self.refusals = 0  # claims refused by the release guard in a row (0: not refused)
+        # Claims refused by the release guard in a row: one WARNING with the fix per back-off.
+        self.refused = release_guard.BackOff(
+            deps.release_guard, log, logging.WARNING, f"due refreshes not queued: {release_guard.FIX}"
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -56,27 +59,13 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 claimed = await claim_once(self.deps)
-                if self.refusals:
-                    self.refusals = 0
-                    self.deps.release_guard.accept()
+                self.refused.accepted()
                 if claimed.due >= self.deps.settings.monitoring_batch_size:
                     continue  # more is due: no pause
             except db.CONNECTION_LOST as exc:
                 if release_guard.refused(exc):
-                    await self._back_off(exc)
+                    await self.refused.wait(exc, self._stopping)
                     continue
                 log.warning("scheduler lost the database, retrying", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), tick)
-
-    async def _back_off(self, exc: BaseException) -> None:
-        """The release guard refused the claim: one WARNING with the fix, then the guard's back-off."""
-        self.refusals += 1
-        guard = self.deps.release_guard
-        guard.refuse(exc)
-        delay = release_guard.backoff(self.refusals)
-        log.warning(
-            f"due refreshes not queued: {release_guard.FIX}",
-            extra={"error": str(exc), "refusals": self.refusals, "retry_in_seconds": round(delay, 1)},
-        )
-        await guard.wait(delay, self._stopping)

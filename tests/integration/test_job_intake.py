@@ -11,9 +11,9 @@ import asyncpg
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
-from service import errors, ids, queue, runtime
+from service import errors, queue, runtime
 from service.job_intake import STATEMENTS, Intake
-from tests.harness import Client, link_account
+from tests.harness import Client, link_account, new_refresh
 
 NAMES = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
 
@@ -31,29 +31,14 @@ async def _accounts(
     return [(workspace[a], a) for a in account_ids]
 
 
-def _refresh(workspace_id: uuid.UUID, account_id: uuid.UUID, name: int) -> queue.NewRefresh:
-    return queue.NewRefresh(
-        job_id=ids.new_id(),
-        batch_id=ids.new_id(),
-        workspace_id=workspace_id,
-        account_id=account_id,
-        platform_id="sandbox_adp",
-        name=name,
-        params=b"",
-        api_version="",
-        traceparent="",
-        request_id="intake-test",
-    )
-
-
 async def test_one_statement_skips_a_refresh_in_flight_earlier_in_the_list(
     app: runtime.Running, client: Client
 ) -> None:
     [(workspace, account)] = await _accounts(app, client, 1, "intake-dup")
     first, again, other = (
-        _refresh(workspace, account, c.JOB_NAME_IDENTITY),
-        _refresh(workspace, account, c.JOB_NAME_IDENTITY),
-        _refresh(workspace, account, c.JOB_NAME_EMPLOYMENT),
+        new_refresh(workspace, account, c.JOB_NAME_IDENTITY),
+        new_refresh(workspace, account, c.JOB_NAME_IDENTITY),
+        new_refresh(workspace, account, c.JOB_NAME_EMPLOYMENT),
     )
     rows = await queue.enqueue_refreshes(app.deps.pool, [first, again, other])
     assert rows[0] is not None and rows[0]["id"] == first.job_id
@@ -70,7 +55,7 @@ async def test_concurrent_refreshes_share_statements_and_a_bad_one_fails_alone(
 ) -> None:
     accounts = await _accounts(app, client, 4, "intake-many")
     intake = Intake()  # its own, so the count of statements is this test's
-    good = [_refresh(w, a, name) for w, a in accounts for name in NAMES]
+    good = [new_refresh(w, a, name) for w, a in accounts for name in NAMES]
     rows = await asyncio.gather(*(intake.enqueue(app.deps.pool, r) for r in good))
     assert [a["id"] for a in rows if a is not None] == [r.job_id for r in good]
     # 12 callers gathered at once: the first STATEMENTS alone, the rest in one statement.
@@ -82,8 +67,8 @@ async def test_concurrent_refreshes_share_statements_and_a_bad_one_fails_alone(
 
     # A statement holding a refresh that cannot be inserted (no such account) is split: that caller
     # gets the error, the others their rows.
-    more = [_refresh(w, a, c.JOB_NAME_PAYSTUBS) for w, a in accounts]
-    bad = _refresh(accounts[0][0], uuid.uuid4(), c.JOB_NAME_PAYSTUBS)
+    more = [new_refresh(w, a, c.JOB_NAME_PAYSTUBS) for w, a in accounts]
+    bad = new_refresh(accounts[0][0], uuid.uuid4(), c.JOB_NAME_PAYSTUBS)
     before = intake.batches
     answers = await asyncio.gather(
         *(intake.enqueue(app.deps.pool, r) for r in [*more[:3], bad, *more[3:]]), return_exceptions=True
@@ -123,7 +108,7 @@ async def test_a_lone_create_job_is_not_held_back(app: runtime.Running, client: 
     """With nothing else in flight a CreateJob's statement starts at once (no batching delay)."""
     [(workspace, account)] = await _accounts(app, client, 1, "intake-lone")
     intake = Intake()
-    row = await asyncio.wait_for(intake.enqueue(app.deps.pool, _refresh(workspace, account, NAMES[0])), 30)
+    row = await asyncio.wait_for(intake.enqueue(app.deps.pool, new_refresh(workspace, account, NAMES[0])), 30)
     assert row is not None and intake.batches == 1
 
 

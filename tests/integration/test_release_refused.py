@@ -33,6 +33,7 @@ from tests.harness import (
     insert_accounts,
     link_account,
     new_database,
+    new_refresh,
     rpc_error,
     set_release_floor,
     start_session,
@@ -138,17 +139,8 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
             [row] = await queue.enqueue_refreshes(
                 newer,
                 [
-                    queue.NewRefresh(
-                        job_id=job_id,
-                        batch_id=ids.new_id(),
-                        workspace_id=workspace,
-                        account_id=account,
-                        platform_id="sandbox_adp",
-                        name=c.JOB_NAME_IDENTITY,
-                        params=b"",
-                        api_version="",
-                        traceparent="",
-                        request_id="refused-test",
+                    new_refresh(
+                        workspace, account, c.JOB_NAME_IDENTITY, request_id="refused-test", job_id=job_id
                     )
                 ],
             )
@@ -158,15 +150,15 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
             await newer.close()
 
         async def backed_off_three_times() -> bool:
-            return work.refusals >= 3
+            return work.refused.refusals >= 3
 
         await _wait_until(backed_off_three_times, 60, "the worker was not refused three times")
         # Refused, it backs off: jittered exponential delays up to a cap, one ERROR with the fix each.
-        delays = list(work.refused_delays)
+        delays = list(work.refused.delays)
         for attempt, delay in enumerate(delays, start=1):
             ceiling = min(worker.REFUSED_BACKOFF_CAP, worker.REFUSED_BACKOFF_BASE * 2 ** (attempt - 1))
             assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
-        assert len(_refused_logs(caplog)) == work.refusals == len(delays)
+        assert len(_refused_logs(caplog)) == work.refused.refusals == len(delays)
         assert "paylink release guard: UPDATE on jobs refused" in (app.deps.release_guard.refusal or "")
         # Not ready, and the gauge says why; nothing crashed; the job was not claimed.
         assert await _status(app, health) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -182,7 +174,7 @@ async def test_a_worker_refused_by_a_newer_database_backs_off_reports_not_ready_
 
         await _wait_until(ran, 30, "the worker did not run the job once the floor was lowered")
         assert await app.deps.pool.fetchval("SELECT attempts FROM jobs WHERE id = $1", job_id) == 1
-        assert work.refusals == 0 and app.deps.release_guard.refusal is None
+        assert work.refused.refusals == 0 and app.deps.release_guard.refusal is None
         assert await _status(app, health) == health_pb2.HealthCheckResponse.SERVING
         assert REGISTRY.get_sample_value("paylink_release_refused") == 0
         assert any("accepts this release again" in r.getMessage() for r in caplog.records)
@@ -211,17 +203,8 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
     rows = await queue.enqueue_refreshes(  # a refresh re-accesses, then fetches: two 2 s calls
         app.deps.pool,
         [
-            queue.NewRefresh(
-                job_id=ids.new_id(),
-                batch_id=ids.new_id(),
-                workspace_id=workspace.id,
-                account_id=account,
-                platform_id="sandbox_slow",
-                name=name,
-                params=b"",
-                api_version="",
-                traceparent="",
-                request_id="refused-outcomes",
+            new_refresh(
+                workspace.id, account, name, platform_id="sandbox_slow", request_id="refused-outcomes"
             )
             for account in accounts
             for name in names
@@ -242,7 +225,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
     assert refused
 
     async def backed_off_twice() -> bool:
-        return len(completer.refused_delays) >= 2
+        return len(completer.refused.delays) >= 2
 
     await _wait_until(backed_off_twice, 60, "the completer did not back off twice")
     # Kept: nothing written, every refused job still held by its task, none failed.
@@ -250,7 +233,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
     assert set(still.values()) == {"running"}
     assert not {e.job.job_id for e in await _events(app, accounts)} & {str(j) for j in refused}
     assert work.jobs_held == len(refused)  # held, their tasks waiting: none failed
-    for attempt, delay in enumerate(completer.refused_delays, start=1):
+    for attempt, delay in enumerate(completer.refused.delays, start=1):
         ceiling = min(release_guard.BACKOFF_CAP, release_guard.BACKOFF_BASE * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
     assert REGISTRY.get_sample_value("paylink_release_refused") == 1
@@ -262,7 +245,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
 
     await _wait_until(all_final, 60, "the kept outcomes were not written once the floor was lowered")
     assert {r["attempts"] for r in await app.deps.pool.fetch(statuses, job_ids)} == {1}  # none rescued
-    assert completer.refusals == 0 and app.deps.release_guard.refusal is None
+    assert completer.refused.refusals == 0 and app.deps.release_guard.refusal is None
     # One outcome event per job; each account's events contiguous and in order.
     events = await _events(app, accounts)
     refreshes = {str(job_id) for job_id in job_ids}
@@ -277,7 +260,7 @@ async def test_outcomes_refused_by_a_newer_database_are_kept_and_written_once_ac
     # One WARNING per back-off, without a stack trace; no job task failed or crashed.
     gc.collect()  # a task whose exception nobody retrieved says so when it is collected
     kept = [r for r in caplog.records if r.name == "paylink.completer"]
-    assert len(kept) == len(completer.refused_delays)
+    assert len(kept) == len(completer.refused.delays)
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in kept)
     assert all("stop this process and run the newer release" in r.getMessage() for r in kept)
     assert not [r for r in caplog.records if "exception was never retrieved" in r.getMessage()]
@@ -384,11 +367,11 @@ async def test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_o
     try:
 
         async def refused_three_times() -> bool:
-            return scheduled.refusals >= 3
+            return scheduled.refused.refusals >= 3
 
         await _wait_until(refused_three_times, 60, "the scheduler was not refused three times")
         said = [r for r in caplog.records if r.name == "paylink.monitoring"]
-        assert len(said) == scheduled.refusals  # one per back-off (0.5-1 s, 1-2 s, ...), not per tick
+        assert len(said) == scheduled.refused.refusals  # one per back-off (0.5-1 s, 1-2 s, ...), not per tick
         assert all(r.levelno == logging.WARNING and r.exc_info is None for r in said)
         assert all(release_guard.FIX in r.getMessage() for r in said)
         assert {getattr(r, "refusals", None) for r in said} == set(range(1, len(said) + 1))
@@ -401,7 +384,7 @@ async def test_the_scheduler_refused_by_a_newer_database_backs_off_and_says_so_o
             return bool(await app.deps.pool.fetchval(jobs_of_account, account))
 
         await _wait_until(queued, 60, "the scheduler did not queue the refresh once the floor was lowered")
-        assert scheduled.refusals == 0
+        assert scheduled.refused.refusals == 0
     finally:
         scheduled.stop()
         await task
