@@ -11,6 +11,11 @@ paylink's queue core is `service.queue` (enqueue, claim, complete) driven like t
 with no platform and no events; see `core()` below.
 
     python bench/peers.py {procrastinate|pgqueuer|paylink|paylink-per-job} {drain|e2e} JOBS ADMIN_DATABASE_URL
+
+`make bench` (bench/run.py `bench_peers`) runs --peer-runs rounds of each mode, the queues interleaved
+within a round (paylink, PgQueuer, procrastinate, paylink, ...) so that the host's drift hits them
+alike, and sums them up with `summarize`: each queue's median run, and paylink's median ratio to the
+faster peer of each round.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import asyncio
 import json
 import pathlib
 import re
+import statistics
 import sys
 import time
+import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import uvloop
@@ -32,6 +40,33 @@ sys.path[:0] = [str(ROOT), str(ROOT / "generated")]
 
 PRODUCERS = 16  # producer concurrency in e2e mode, one job per enqueue
 CAP_SECONDS = 20.0  # a slow queue is timed on what it finished by then
+
+
+def summarize(
+    queues: Sequence[str], rounds: Sequence[Mapping[str, Mapping[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Interleaved rounds (each: one run per queue, back to back) summed up per queue: its median run,
+    with every round's jobs/s; and for paylink's queue core, each round's ratio to the faster peer of
+    that round and their median (what the target is judged on: drift between rounds hits every queue
+    of a round alike, so a ratio within a round is steadier than a ratio of two medians)."""
+    out = []
+    for queue in queues:
+        runs = [r[queue] for r in rounds]
+        median_run = dict(sorted(runs, key=lambda x: float(x["jobs_per_s"]))[len(runs) // 2])
+        median_run["runs"] = [round(float(x["jobs_per_s"])) for x in runs]
+        if queue == "paylink" and len(queues) > 1:
+            ratios, faster = [], []
+            for r in rounds:
+                peer = max((q for q in queues if q != "paylink"), key=lambda q: float(r[q]["jobs_per_s"]))
+                ratios.append(float(r["paylink"]["jobs_per_s"]) / float(r[peer]["jobs_per_s"]))
+                faster.append(peer)
+            median_run["vs_faster_peer"] = {
+                "ratios": [round(x, 3) for x in ratios],
+                "peers": faster,
+                "median": round(statistics.median(ratios), 3),
+            }
+        out.append(median_run)
+    return out
 
 
 def with_db(url: str, name: str) -> str:
@@ -55,13 +90,35 @@ class Producer:
         await asyncio.gather(*(self._one() for _ in range(PRODUCERS)))
 
 
-async def timed(n: int, start: float, done: Callable[[], Awaitable[int]]) -> dict[str, object]:
-    """Waits until `n` jobs are done or CAP_SECONDS passed; the rate is what was done by then."""
+def postgres_cpu_seconds(url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL cluster `url` names (its postmaster and backends)."""
+    from bench.common import cpu_seconds_by_component
+
+    pg = cpu_seconds_by_component(pg_port=urllib.parse.urlsplit(url).port or 5432)
+    return sum(v for k, v in pg.items() if k.startswith("PostgreSQL"))
+
+
+async def timed(n: int, start: float, done: Callable[[], Awaitable[int]], url: str) -> dict[str, object]:
+    """Waits until `n` jobs are done or CAP_SECONDS passed; the rate is what was done by then, with
+    the CPU the client and PostgreSQL spent per job meanwhile (steadier than jobs/s on a busy host)."""
+    pg = postgres_cpu_seconds(url)
+    client = time.process_time()  # this process: the queue's client (producer and consumer)
     while True:
         count = await done()
         now = time.perf_counter()
         if count >= n or now - start > CAP_SECONDS:
-            return {"jobs": count, "seconds": now - start, "capped": count < n}
+            client_after = time.process_time()  # before reading /proc, which is not the queue's
+            pg_after = postgres_cpu_seconds(url)
+            per_job = 1000 / max(count, 1)
+            return {
+                "jobs": count,
+                "seconds": now - start,
+                "capped": count < n,
+                "cpu_ms_per_job": {
+                    "client": round((client_after - client) * per_job, 4),
+                    "postgres": round((pg_after - pg) * per_job, 4),
+                },
+            }
         await asyncio.sleep(0.02)
 
 
@@ -107,7 +164,7 @@ async def procrastinate(mode: str, n: int, url: str, concurrency: int = 16) -> d
             await asyncio.sleep(0.5)
             feeder = Producer(n, noop.defer_async)
             producer = asyncio.create_task(feeder.run())
-        result = await timed(n, time.perf_counter(), done)
+        result = await timed(n, time.perf_counter(), done, url)
         for task in (worker, producer):
             if task is not None:
                 await stop_task(task)
@@ -150,7 +207,7 @@ async def pgqueuer(mode: str, n: int, url: str, batch: int = 100) -> dict[str, o
         runner = asyncio.create_task(qm.run(batch_size=batch))
         await asyncio.sleep(0.5)
         producing = asyncio.create_task(producer.run())
-    result = await timed(n, time.perf_counter(), done)
+    result = await timed(n, time.perf_counter(), done, url)
     qm.shutdown.set()
     for task in (producing, runner):
         if task is not None:

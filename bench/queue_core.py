@@ -2,7 +2,8 @@
 
 `service.queue` alone (enqueue with its NOTIFY, claim of up to the free slots, complete) driven the
 way `service.worker.Worker` drives it: one LISTEN connection, claims of up to the free slots, each
-claimed job a task. Completions are written either the way the worker writes outcomes now
+claimed job a task whose slot is free once its outcome is handed over (not once it commits), claims
+stopped while more than the completer's backlog bound wait to be written. Completions are written either the way the worker writes outcomes now
 (`batched`: whatever has gathered, in one transaction, as service/completer.py does) or one
 transaction per job (`per-job`, how outcomes were written before batching).
 """
@@ -19,6 +20,7 @@ import asyncpg
 from paylink.v1 import common_pb2
 
 from service import db, queue
+from service.completer import MAX_BACKLOG, MAX_BATCH
 from service.queue import Completion, JobStatus
 from tests.harness import insert_account, insert_jobs
 
@@ -34,8 +36,11 @@ class Core:
         self.done = 0
         self.finished = asyncio.Event()
         self.wake = asyncio.Event()
-        self.running: set[asyncio.Task[None]] = set()
-        self.room = asyncio.Event()  # a job finished (as Worker._room)
+        self.running: set[asyncio.Task[None]] = set()  # held: claimed, outcome not committed
+        self.slots = 0  # of them, not handed over yet (as Worker._slots)
+        # As Worker: outcomes waiting beyond this stop the claims (the completer's max_backlog).
+        self.max_backlog = min(CONCURRENCY, MAX_BACKLOG)
+        self.room = asyncio.Event()  # a slot freed or an outcome committed (as Worker._room)
         self._gathered: list[tuple[Completion, asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self.batches = 0
@@ -48,6 +53,7 @@ class Core:
             future = asyncio.get_running_loop().create_future()
             self._gathered.append((done, future))
             self._ready.set()
+            self._free_slot()  # handed over: the slot is free while the outcome is written
             await future
         else:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -58,11 +64,13 @@ class Core:
             self.finished.set()
 
     async def flusher(self) -> None:
+        """One transaction at a time, in hand-over order (the completer writes up to FLUSHERS at once,
+        one outcome per account each; here every job is the same account's)."""
         while True:
             await self._ready.wait()
             self._ready.clear()
             while self._gathered:
-                batch, self._gathered = self._gathered[:500], self._gathered[500:]
+                batch, self._gathered = self._gathered[:MAX_BATCH], self._gathered[MAX_BATCH:]
                 async with self.pool.acquire() as conn, conn.transaction():
                     await queue.complete(conn, [c for c, _ in batch])
                 self.batches += 1
@@ -72,12 +80,26 @@ class Core:
     def _start(self, job: queue.ClaimedJob) -> None:
         task = asyncio.create_task(self._complete(job))
         self.running.add(task)
+        self.slots += 1
         task.add_done_callback(self._finished)
+
+    def _free_slot(self) -> None:
+        self.slots -= 1
+        self.room.set()
+        self.wake.set()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
+        if not self.batched:
+            self.slots -= 1
         self.room.set()
         self.wake.set()
+
+    def _free_slots(self) -> int:
+        """As Worker._free_slots: none while more than max_backlog outcomes wait to be written."""
+        if len(self.running) - self.slots > self.max_backlog:
+            return 0
+        return CONCURRENCY - self.slots
 
     async def run(self) -> None:
         listen = await db.connect(self.url)
@@ -87,13 +109,13 @@ class Core:
         try:
             while not self.finished.is_set():
                 self.wake.clear()
-                free = CONCURRENCY - len(self.running)
+                free = self._free_slots()
                 claimed = await queue.claim(self.pool, self.id, lease, free, []) if free > 0 else []
                 for job in claimed:
                     self._start(job)
                 if claimed and len(claimed) == free:
                     self.room.clear()  # as Worker._wait_for_room
-                    while len(self.running) >= CONCURRENCY:
+                    while self._free_slots() <= 0:
                         await self.room.wait()
                         self.room.clear()
                     continue
@@ -154,7 +176,7 @@ async def run(mode: str, n: int, url: str, batched: bool = True) -> dict[str, ob
         runner = asyncio.create_task(core.run())
         await asyncio.sleep(0.5)
         producing = asyncio.create_task(Producer(n, enqueue).run())
-    result = await timed(n, time.perf_counter(), done)
+    result = await timed(n, time.perf_counter(), done, url)
     for task in (producing, runner):
         if task is not None:
             await stop_task(task)

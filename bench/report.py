@@ -125,10 +125,18 @@ def targets(r: dict[str, Any]) -> list[str]:
         others = [p for p in peers if p["queue"] != "paylink" and p["mode"] == mode]
         if ours and others:
             best = max(others, key=lambda p: p["jobs_per_s"])
-            lines.append(
-                f"| queue core ≥ the faster peer, {label} | {ours['jobs_per_s']:.0f} jobs/s vs"
-                f" {best['queue']} {best['jobs_per_s']:.0f} | {check(ours['jobs_per_s'] >= best['jobs_per_s'])} |"
-            )
+            vs = ours.get("vs_faster_peer")
+            if vs:  # interleaved rounds: judged on the median of each round's ratio
+                lines.append(
+                    f"| queue core ≥ the faster peer, {label} | {ours['jobs_per_s']:.0f} jobs/s vs"
+                    f" {best['queue']} {best['jobs_per_s']:.0f} (medians); {vs['median']:.2f} times the faster"
+                    f" peer (median of {len(vs['ratios'])} rounds) | {check(vs['median'] >= 1.0)} |"
+                )
+            else:
+                lines.append(
+                    f"| queue core ≥ the faster peer, {label} | {ours['jobs_per_s']:.0f} jobs/s vs"
+                    f" {best['queue']} {best['jobs_per_s']:.0f} | {check(ours['jobs_per_s'] >= best['jobs_per_s'])} |"
+                )
     lat = r.get("latency")
     if lat:
         lines.append(
@@ -253,16 +261,24 @@ def peers(r: dict[str, Any]) -> list[str]:
         "then timed until every job is complete. *end to end*: 16 producers enqueue one job at a time while",
         "the consumer runs, timed from the first enqueue to the last completion. paylink's queue core is",
         "enqueue → claim → complete with the service's own statements, no platform call and no events.",
+        "The runs are interleaved rounds (paylink, PgQueuer, procrastinate, paylink, ...), so the host's",
+        "drift hits every queue of a round alike; jobs/s is each queue's median run, and paylink's ratio",
+        "to the faster peer is the median of the rounds' own ratios.",
         "",
-        "| queue | mode | cluster | jobs | jobs/s | runs (jobs/s) | settings |",
-        "|---|---|---|---|---|---|---|",
+        "| queue | mode | cluster | jobs | jobs/s (median) | runs (jobs/s) | ÷ faster peer, per round (median)"
+        " | CPU µs per job, client + PostgreSQL (median run) | settings |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["peers"]:
         mode = "end to end" if p["mode"] == "e2e" else "drain"
         cluster = p["cluster"] if p["cluster"] == "durable" else "*throw-away, for comparison*"
+        vs = p.get("vs_faster_peer")
+        ratio = f"{', '.join(f'{x:.2f}' for x in vs['ratios'])} (**{vs['median']:.2f}**)" if vs else ""
+        cpu = p.get("cpu_ms_per_job")
+        cpu_text = f"{cpu['client'] * 1000:.0f} + {cpu['postgres'] * 1000:.0f}" if cpu else ""
         lines.append(
             f"| {p['queue']} | {mode} | {cluster} | {p['jobs']} | {p['jobs_per_s']:.0f} |"
-            f" {', '.join(str(x) for x in p.get('runs', []))} | {p['settings']} |"
+            f" {', '.join(str(x) for x in p.get('runs', []))} | {ratio} | {cpu_text} | {p['settings']} |"
         )
     return [*lines, ""]
 

@@ -423,34 +423,50 @@ async def bench_pipeline(
         await log.stop()
 
 
+PEER_QUEUES = ("paylink", "pgqueuer", "procrastinate")  # the order within a round
+
+
 async def bench_peers(args: argparse.Namespace, admin_url: str, env: dict[str, str]) -> list[dict[str, Any]]:
-    """Each queue and mode in its own process, one after the other, on the durable cluster (and, for
-    comparison, paylink's queue core on the throw-away cluster)."""
+    """Each queue and mode in its own process on the durable cluster (and, for comparison, paylink's
+    queue core and PgQueuer end to end on the throw-away cluster): --peer-runs rounds per mode, each
+    round one run of every queue back to back (interleaved, so the host's drift hits all alike);
+    each queue's median run, and paylink's median ratio to each round's faster peer (peers.summarize)."""
+    from bench.peers import summarize
+
     out = []
-    plan = [(q, m, admin_url) for q in ("procrastinate", "pgqueuer", "paylink") for m in ("drain", "e2e")]
+    plan: list[tuple[str, str, tuple[str, ...]]] = [(m, admin_url, PEER_QUEUES) for m in ("drain", "e2e")]
     if args.throwaway_url:
-        plan += [(q, "e2e", args.throwaway_url) for q in ("pgqueuer", "paylink")]
-    for queue, mode, url in plan:
-        runs = []
+        plan.append(("e2e", args.throwaway_url, ("paylink", "pgqueuer")))
+    for mode, url, queues in plan:
+        rounds: list[dict[str, dict[str, Any]]] = []
         for _ in range(args.peer_runs):
-            proc = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, str(ROOT / "bench/peers.py"), queue, mode, str(args.peer_jobs), url],
-                env=env,
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-                timeout=600,
+            one: dict[str, dict[str, Any]] = {}
+            for queue in queues:
+                proc = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, str(ROOT / "bench/peers.py"), queue, mode, str(args.peer_jobs), url],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                    timeout=600,
+                )
+                lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+                if proc.returncode or not lines:
+                    raise RuntimeError(f"peers.py {queue} {mode} failed: {proc.stderr[-2000:]}")
+                one[queue] = json.loads(lines[-1])
+                one[queue]["load_average"] = load_average()[0]
+            rounds.append(one)
+            print(
+                f"peers round {len(rounds)} {mode}: "
+                + ", ".join(f"{q} {one[q]['jobs_per_s']:.0f}" for q in queues)
+                + f" jobs/s (load {load_average()[0]:.1f})",
+                flush=True,
             )
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
-            if proc.returncode or not lines:
-                raise RuntimeError(f"peers.py {queue} {mode} failed: {proc.stderr[-2000:]}")
-            runs.append(json.loads(lines[-1]))
-        best = sorted(runs, key=lambda r: r["jobs_per_s"])[len(runs) // 2]  # the median run
-        best["cluster"] = "throw-away" if url == args.throwaway_url else "durable"
-        best["runs"] = [round(r["jobs_per_s"]) for r in runs]
-        print(f"peers: {best}", flush=True)
-        out.append(best)
+        for summary in summarize(queues, rounds):
+            summary["cluster"] = "throw-away" if url == args.throwaway_url else "durable"
+            print(f"peers: {summary}", flush=True)
+            out.append(summary)
     return out
 
 
@@ -511,7 +527,9 @@ def parse_args() -> argparse.Namespace:
         help="linked accounts the pipeline's jobs go to (at least jobs/3)",
     )
     parser.add_argument("--peer-jobs", type=int, default=5_000, help="no-op jobs per peer measurement")
-    parser.add_argument("--peer-runs", type=int, default=1, help="runs per peer measurement (median)")
+    parser.add_argument(
+        "--peer-runs", type=int, default=3, help="interleaved rounds of the peer measurements (medians)"
+    )
     parser.add_argument("--latency", type=float, default=2.0, help="platform seconds per call")
     parser.add_argument("--latency-jitter", type=float, default=0.5, help="± uniform jitter per call")
     parser.add_argument("--latency-jobs", type=int, default=12_000)

@@ -131,13 +131,13 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
 # With each job, what its run needs: the account's sealed grant (NULL: disconnected; see grants.open_grant).
+# The pick (the oldest runnable rows, run_at order, FOR UPDATE SKIP LOCKED) is job_queue_pick
+# (migration 0177): an ordered walk of job_queue_runnable that stops after $3 rows, whatever the
+# table's statistics say (without them the planner would read and sort every runnable row).
 CLAIM = f"""
 WITH picked AS (
   UPDATE job_queue SET locked_by = $1, lease_expires_at = now() + $2::interval
-  WHERE id IN (
-    SELECT id FROM job_queue WHERE locked_by IS NULL AND run_at <= now()
-      AND platform_id <> ALL($4::text[])
-    ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+  WHERE id = ANY(ARRAY(SELECT job_queue_pick($3, $4::text[])))
   RETURNING id, lease_expires_at),
 claimed AS (
   UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = picked.lease_expires_at,

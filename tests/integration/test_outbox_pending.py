@@ -196,7 +196,8 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
 
             # Forward-only: the runner skips it once applied.
             assert await migrate.migrate(url, up_to_0175) == []
-            assert await migrate.migrate(url) == ["0176_outbox_pending_follows_any_mark.sql"]
+            up_to_0176 = migrations_up_to(tmp_path, 176)  # later migrations are others' tests
+            assert await migrate.migrate(url, up_to_0176) == ["0176_outbox_pending_follows_any_mark.sql"]
         finally:
             await old.close()
             await writing.close()

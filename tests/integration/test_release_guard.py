@@ -210,6 +210,8 @@ async def test_the_guard_on_a_database_at_0173(tmp_path: pathlib.Path) -> None:
             assert caught.value.sqlstate == db.STALE_RELEASE
             new = await db.connect(url)
             try:
+                # This code's claim needs the migrations after 0174 too (0177's job_queue_pick).
+                await migrate.migrate(url)
                 [claimed] = await queue.claim(new, "new-w", LEASE, 10, [])
                 assert claimed.id == job
                 # Forward-only and idempotent: the runner skips it, and running it again changes nothing.
