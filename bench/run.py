@@ -670,6 +670,14 @@ async def main() -> int:
                 # the saturated run's jobs need their own (account, job type) pairs, 3 job types.
                 n = latency.accounts_for(args.jobs, args.accounts) - 1
                 accounts = [account, *await latency.link_accounts(client, n, prefix="bench")]
+                # The fresh database's tables have no statistics yet, and plans cached while the setup
+                # filled them would read them whole: a production database has statistics (ANALYZE
+                # also invalidates serve's cached plans). bench/NOTES.md, inflight (session 24).
+                analyze = await asyncpg.connect(url)
+                try:
+                    await analyze.execute("ANALYZE")
+                finally:
+                    await analyze.close()
                 settings = base.model_copy(update={"topic_prefix": prefix})
                 results["pipeline"] = await bench_pipeline(args, client, settings, accounts, labels)
             if want("footprint"):

@@ -1,0 +1,80 @@
+"""A batch of outcomes (`job_outcomes.apply_many`, the completer's transaction) runs its statements
+on their cached generic plans. They take arrays with one element per job; a custom plan sees the
+length, so with fewer than about ten jobs a custom plan always looked cheaper than the generic one and
+PostgreSQL planned every statement of every batch again (bench/NOTES.md, inflight session 24). The
+setting is the transaction's own: the pooled connection is back to `auto` after the batch."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from paylink.v1 import common_pb2
+
+from service import job_outcomes, queue, runtime
+from service.deps import Deps
+from tests import harness
+from tests.harness import base_settings, create_test_database, drop_database, insert_accounts, insert_jobs
+
+# PostgreSQL plans a prepared statement's first five executions with custom plans before it may
+# choose the generic plan: more batches than that.
+BATCHES = 7
+JOBS_PER_BATCH = 3
+STATUSES = "SELECT status FROM jobs WHERE id = ANY($1::uuid[])"
+PLANS = "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement <> ALL($1::text[])"
+
+
+@pytest.fixture
+async def deps() -> AsyncIterator[Deps]:
+    admin = base_settings().database_url
+    url = await create_test_database(admin)  # its own database: no worker claims its jobs
+    # One pooled connection: every statement of every batch is prepared on it.
+    settings = base_settings().model_copy(update={"database_url": url, "database_pool_size": 1})
+    built = await runtime.build_deps(settings)
+    try:
+        yield built
+    finally:
+        await built.pool.close()
+        await drop_database(admin, url)
+
+
+async def test_a_batch_of_outcomes_uses_generic_plans_only_in_its_transaction(deps: Deps) -> None:
+    workspace, accounts = await insert_accounts(deps.pool, JOBS_PER_BATCH)
+    setup = {r["statement"] for r in await deps.pool.fetch("SELECT statement FROM pg_prepared_statements")}
+    outcomes: list[job_outcomes.Outcome] = [
+        job_outcomes.Success(),
+        job_outcomes.Failure(common_pb2.JOB_ERROR_CODE_NO_DATA, "no data"),
+        job_outcomes.Retry(dt.timedelta(seconds=30), common_pb2.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, "down"),
+    ]
+    for _ in range(BATCHES):
+        jobs: list[uuid.UUID] = []
+        for account in accounts:
+            jobs += await insert_jobs(
+                deps.pool, workspace, account, status=queue.JobStatus.RUNNING, locked_by="w"
+            )
+        written = await job_outcomes.apply_many(
+            deps, "w", [(j, o, contextvars.copy_context()) for j, o in zip(jobs, outcomes, strict=True)]
+        )
+        assert written == [True] * JOBS_PER_BATCH
+        statuses = await deps.pool.fetch(STATUSES, jobs)
+        assert sorted(r["status"] for r in statuses) == ["error", "queued", "success"]
+
+    # What the batches ran: every statement prepared on the connection but the test's own.
+    batch = {
+        r["statement"]: r for r in await deps.pool.fetch(PLANS, [*setup, harness._INSERT_JOBS, STATUSES])
+    }
+    ran = {s: (r["generic_plans"], r["custom_plans"]) for s, r in batch.items() if s != PLANS}
+    # Every statement the batches ran was planned generically, never custom (before: the first five
+    # executions of each, and every one while the custom plan looked cheaper)...
+    assert all(custom == 0 for _, custom in ran.values()), [s for s, (_, c) in ran.items() if c]
+    # ...among them, once per batch, the locks (job_queue, jobs, accounts) and the completions of the
+    # three kinds, and the events of the batch's accounts.
+    per_batch = [s for s, (generic, _) in ran.items() if generic == BATCHES]
+    assert sum("FOR UPDATE" in s for s in per_batch) >= 3
+    assert sum(s.lstrip().startswith(("WITH done", "WITH queued")) for s in per_batch) == 3
+    assert any("INSERT INTO outbox" in s for s in per_batch)
+    # The setting was the transaction's: the connection plans as before outside it.
+    assert await deps.pool.fetchval("SHOW plan_cache_mode") == "auto"
