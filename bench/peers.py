@@ -252,9 +252,9 @@ async def main() -> None:
         }[which]
         result = await run(mode, n, url)
     finally:
-        admin = await asyncpg.connect(admin_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await admin.close()
+        from tests.harness import drop_database  # retries while an autovacuum worker is on it
+
+        await drop_database(admin_url, url)
     result["jobs_per_s"] = result["jobs"] / result["seconds"]  # type: ignore[operator]
     print(json.dumps({"queue": which, "mode": mode, **result}), flush=True)
 
