@@ -329,8 +329,9 @@ class Worker:
                             common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
                             "the platform asks for MFA: send the user through Link",
                         )
-                    grant = access.grant.secret
-                    new_grant = grants.NewGrant(job.account_id, grant, job.grant_sealed)
+                    if access.grant.secret != grant:  # a new platform session: store its grant
+                        grant = access.grant.secret
+                        new_grant = grants.NewGrant(job.account_id, grant, job.grant_sealed)
                 ctx = JobContext(
                     account_id=str(job.account_id),
                     platform_id=job.platform_id,
