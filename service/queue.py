@@ -83,25 +83,14 @@ WHERE id = (SELECT id FROM job_queue WHERE account_id = $1 AND name = $2 AND ref
 WAITING = "(SELECT run_at FROM job_queue WHERE locked_by IS NULL)"
 LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
-# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A refresh of the account and job type in flight, or earlier in the list, is skipped.
-# (The queue row first, in order: its unique index decides which are queued; the job rows of those
-# follow in the same statement, which is when the foreign key is checked.)
+# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A
+# refresh of the account and job type in flight, or earlier in the list, is skipped. The statement is
+# jobs_enqueue_refreshes (migration 0178): one cached generic plan per connection, by primary key and
+# the unique refresh index whatever the statistics say (as one INSERT of arrays it was planned again
+# on every call: its custom plans see the arrays' lengths).
 _ENQUEUE_REFRESHES = f"""
-WITH u AS MATERIALIZED (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[], $7::bytea[],
-                       $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS u(i, b, w, a, p, n, params, v, tp, rq, o)),
-queued AS (
-  INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
-  SELECT u.i, now(), u.p, u.a, u.n, true FROM u ORDER BY u.o
-  {_ONE_REFRESH}
-  RETURNING id)
-INSERT INTO jobs (id, batch_id, workspace_id, account_id, platform_id, name, origin, params, api_version,
-                  tags, traceparent, request_id)
-SELECT u.i, u.b, u.w, u.a, u.p, u.n, {common_pb2.JOB_ORIGIN_REFRESH}, u.params, u.v,
-       (SELECT tags FROM accounts WHERE id = u.a), u.tp, u.rq
-FROM u JOIN queued ON queued.id = u.i
-ORDER BY u.o
-RETURNING {COLUMNS}
+SELECT {COLUMNS} FROM jobs_enqueue_refreshes($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+  $6::smallint[], $7::bytea[], $8::text[], $9::text[], $10::text[], {common_pb2.JOB_ORIGIN_REFRESH}::smallint)
 """
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
