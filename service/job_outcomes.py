@@ -128,7 +128,7 @@ class _Writes:
 
 
 # The batch's transaction runs its statements on cached generic plans that reach every table by key
-# (one array element per job: custom plans were made again on every batch; service/queue_outcomes.py).
+# (one array element per job: custom plans were made again on every batch; service/queue.py BATCH_PLANS).
 GENERIC_PLANS = queue.BATCH_PLANS
 
 
