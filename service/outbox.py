@@ -194,11 +194,12 @@ def _logged(events: list[event_pb2.Event], contexts: list[contextvars.Context]) 
 
 
 # Many accounts' events at once, each account's sequence row locked with its sequence known: $10
-# accounts get the sequences $11; rows are inserted account by account in sequence order.
+# accounts get the sequences $11 (read by key: `UPDATE ... FROM unnest(...)` got a generic plan that
+# hashed the whole table); rows are inserted account by account in sequence order.
 _WRITE_LOCKED_MANY = f"""
 WITH seq AS (
-  UPDATE account_event_sequences SET sequence = s.q FROM unnest($10::uuid[], $11::bigint[]) AS s(a, q)
-  WHERE account_event_sequences.account_id = s.a RETURNING 1),
+  UPDATE account_event_sequences SET sequence = ($11::bigint[])[array_position($10::uuid[], account_id)]
+  WHERE account_id = ANY($10::uuid[]) RETURNING 1),
 rows AS (
   INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload, traceparent,
                       request_id)

@@ -192,10 +192,12 @@ FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 # With each account row, its sequence row (the outbox's: account_event_sequences, migration 0178),
 # locked with it: the batch's events then need no reservation of their own (outbox.flush_locked).
+# Both tables are read by key (the second `= ANY`): joined on the key alone, the generic plan hashed
+# the whole narrow table.
 _LOCK_ACCOUNTS = """
 SELECT a.id, end_user_id, monitoring_status, connected, s.sequence AS event_sequence, tags, refresh_failures
 FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
-WHERE a.id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
+WHERE a.id = ANY($1::uuid[]) AND s.account_id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
 """
 _BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
             $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)

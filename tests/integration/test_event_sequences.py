@@ -11,9 +11,11 @@ account this release has written events for since, never handing a sequence out 
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import random
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -300,3 +302,54 @@ async def test_the_migration_carries_the_sequences_over_and_the_previous_release
         finally:
             await old.close()
             await new.close()
+
+
+def _scans(plan: dict[str, Any], table: str) -> list[str]:
+    """The node types that read `table` in a plan (EXPLAIN's JSON)."""
+    nodes = [str(plan["Node Type"])] if plan.get("Relation Name") == table else []
+    for child in plan.get("Plans", []):
+        nodes += _scans(child, table)
+    return nodes
+
+
+async def test_a_batch_reads_and_writes_its_sequence_rows_by_key_on_generic_plans(
+    fresh_database: str,
+) -> None:
+    """The completer's batch runs on cached generic plans (service/job_outcomes.py, GENERIC_PLANS): its
+    lock of the accounts with their sequence rows, and its bump of those rows, read both tables by key
+    on an analyzed database of 2,000 accounts, never the whole table (the plan of the join on the key
+    alone, and of `UPDATE ... FROM unnest(...)`, hashed the whole narrow table: both fail here)."""
+    conn = await db.connect(fresh_database)
+    try:
+        workspace, accounts = await insert_accounts(conn, 2000)
+        await conn.execute("ANALYZE")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        picked = accounts[:8]
+        lock = await conn.prepare(f"EXPLAIN (FORMAT JSON) {queue._LOCK_ACCOUNTS}")
+        many = await conn.prepare(f"EXPLAIN (FORMAT JSON) {outbox._WRITE_LOCKED_MANY}")
+        events = _events(workspace, picked[0], 1).pending
+        plans = {
+            "lock": await lock.fetchval(picked),
+            "bump": await many.fetchval(
+                [events[0].event_id],
+                ["t.x"],
+                ["x"],
+                [workspace],
+                [picked[0]],
+                [1],
+                [b""],
+                [""],
+                [""],
+                picked,
+                [1] * len(picked),
+            ),
+        }
+        for name, explained in plans.items():
+            plan = json.loads(explained)[0]["Plan"]
+            for table in (
+                ("account_event_sequences", "accounts") if name == "lock" else ("account_event_sequences",)
+            ):
+                scans = _scans(plan, table)
+                assert scans and "Seq Scan" not in scans, (name, table, scans)  # by key: index or bitmap
+    finally:
+        await conn.close()
