@@ -190,10 +190,8 @@ SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, n
        params, api_version, pending_since, status, locked_by, scheduled
 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
-# With each account row, its sequence row (the outbox's: account_event_sequences, migration 0178),
-# locked with it: the batch's events then need no reservation of their own (outbox.flush_locked).
-# Both tables are read by key (the second `= ANY`): joined on the key alone, the generic plan hashed
-# the whole narrow table.
+# With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's events
+# need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
 _LOCK_ACCOUNTS = """
 SELECT a.id, end_user_id, monitoring_status, connected, s.sequence AS event_sequence, tags, refresh_failures
 FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
