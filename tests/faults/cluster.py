@@ -566,7 +566,7 @@ async def hold_next_event_sequences(dep: Deployment) -> dict[str, asyncpg.Connec
             "SELECT a.id, a.workspace_id, s.sequence AS event_sequence"
             " FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id"
         ):
-            conn = await asyncpg.connect(dep.database_url)
+            conn = await asyncpg.connect(dep.database_url, server_settings=db.server_settings())
             blockers[str(account["id"])] = conn
             await conn.execute("BEGIN")
             await conn.execute(
