@@ -65,7 +65,7 @@ _FETCH = {
 
 # Many accounts at once (CreateJob's grouped reads, service/job_intake.py): the caller keeps a row
 # only for the workspace it asked in, as `fetch` reads one.
-# By primary key with one cached generic plan per connection (migration 0178's accounts_by_ids: as
+# By primary key with one cached generic plan per connection (migration 0179's accounts_by_ids: as
 # `WHERE id = ANY($1)` each call was planned again, its custom plans seeing the array's length).
 FETCH_MANY = f"SELECT {_COLUMNS} FROM accounts_by_ids($1::uuid[])"
 

@@ -85,7 +85,7 @@ LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
 # NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A
 # refresh of the account and job type in flight, or earlier in the list, is skipped. The statement is
-# jobs_enqueue_refreshes (migration 0178): one cached generic plan per connection, by primary key and
+# jobs_enqueue_refreshes (migration 0179): one cached generic plan per connection, by primary key and
 # the unique refresh index whatever the statistics say (as one INSERT of arrays it was planned again
 # on every call: its custom plans see the arrays' lengths).
 _ENQUEUE_REFRESHES = f"""
@@ -191,9 +191,12 @@ SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, n
        params, api_version, pending_since, status, locked_by, scheduled
 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
+# With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's events
+# need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
 _LOCK_ACCOUNTS = """
-SELECT id, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
-FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+SELECT a.id, end_user_id, monitoring_status, connected, s.sequence AS event_sequence, tags, refresh_failures
+FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
+WHERE a.id = ANY($1::uuid[]) AND s.account_id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
 """
 _BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
             $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)

@@ -1,5 +1,5 @@
 """CreateJob's grouped statements (service/job_intake.py: the accounts' read, the refreshes' INSERT)
-keep one cached generic plan per connection (migration 0178). They take one array element per caller;
+keep one cached generic plan per connection (migration 0179). They take one array element per caller;
 as plain statements their custom plans saw the arrays' lengths, always looked cheaper than the
 generic plan, and PostgreSQL planned every call again (bench/NOTES.md, inflight session 24). And the
 plans reach every table by key whatever the statistics say: here the statistics are of tiny tables,
