@@ -17,12 +17,21 @@ The account each of those CreateJobs names is read the same way before (`Intake.
 that gather meanwhile go as one `SELECT … WHERE id = ANY(…)` (one round trip for all of them instead
 of one each), up to STATEMENTS at once; each caller gets its own account's row as it is now, or
 NOT_FOUND as `accounts.fetch` answers it (another workspace's account included).
+
+Once committed, the workers are woken (`Intake.wake`): in a process that runs a worker too (`serve`),
+that worker directly, by a call, while it has a free slot for the job's platform; it passes the
+wake-up on with one NOTIFY when its claim comes back full (more jobs may wait than it has room for),
+so the workers of other processes share a burst. In a process without a worker (`api`), or whose
+worker has no room, a NOTIFY as before (`queue.wake_soon`, coalesced). The NOTIFY cost a round trip
+and a durable commit on the pool, and a notification read back on the worker's LISTEN connection,
+for a job the same process had just committed (tests/integration/test_job_wakeups.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import Protocol
 
 import asyncpg
 
@@ -67,6 +76,13 @@ async def _read(batch: list[_Read]) -> list[asyncpg.Record | None]:
     ]
 
 
+class LocalWorker(Protocol):
+    def take_wake(self, platform_id: str | None) -> bool:
+        """Wakes the worker for a job of `platform_id` (None: any) committed in its process, when it
+        has room for it; False when it has none (the caller wakes the others)."""
+        ...
+
+
 class Intake:
     """One per process (`Deps.intake`)."""
 
@@ -75,6 +91,13 @@ class Intake:
             _insert, max_batch=max_batch, in_flight=statements, split=_split, run_abandoned=True
         )
         self._reads = GroupCommit(_read, max_batch=max_batch, in_flight=statements)
+        self.worker: LocalWorker | None = None  # the process's worker while it claims (service/worker.py)
+
+    def wake(self, pool: db.Pool, platform_id: str | None) -> None:
+        """A CreateJob's job of `platform_id` (None: not known) is committed: wakes this process's
+        worker when it has room for it, else the workers by NOTIFY."""
+        if self.worker is None or not self.worker.take_wake(platform_id):
+            queue.wake_soon(pool)
 
     @property
     def batches(self) -> int:

@@ -151,8 +151,7 @@ async def apply_many(
     """
     assert len({job_id for job_id, _, _ in outcomes}) == len(outcomes)
     written: list[bool] = []
-    async with uow.begin(deps) as work:
-        await work.conn.execute(GENERIC_PLANS)
+    async with uow.begin(deps, settings=GENERIC_PLANS) as work:
         locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _, _ in outcomes], worker_id)
         assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
         writes = _Writes()

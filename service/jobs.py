@@ -239,6 +239,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         raise errors.failed_precondition(
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
+    platform_id: str | None = None  # the job's, when read here (a replayed response does not say)
     if request.request_id:
         job = await idempotency.run_once(
             deps,
@@ -251,12 +252,14 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
         )
     else:  # no key to store: grouped with concurrent CreateJobs, one commit for all (service/job_intake.py)
         account = await deps.intake.account(deps.pool, call.workspace.id, request.account_id)
+        platform_id = account["platform_id"]
         job = await _insert_refresh(
             deps, deps.pool, call, request, functools.partial(deps.intake.enqueue, deps.pool), account
         )
-    # Committed: wake the workers now, coalesced with other CreateJobs (not inside the INSERT, where
-    # the NOTIFY would make every CreateJob's commit wait for the one before it).
-    queue.wake_soon(deps.pool)
+    # Committed: wake the workers now, this process's directly or the others by a NOTIFY coalesced with
+    # other CreateJobs' (not inside the INSERT, where the NOTIFY would make every CreateJob's commit
+    # wait for the one before it).
+    deps.intake.wake(deps.pool, platform_id)
     return job
 
 

@@ -176,10 +176,9 @@ FROM released WHERE jobs.id = released.id
 # tables were small or never analyzed (a new database) read jobs, accounts and job_queue whole, and
 # stays cached until an ANALYZE (bench/NOTES.md, queue session 25). Every statement of the batch joins
 # a handful of array elements to tables by their keys: with sequential and bitmap scans, hash and
-# merge joins off, index probes in nested loops are what remains. One round trip; all end with it.
-BATCH_PLANS = """SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-  set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
-  set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"""
+# merge joins off, index probes in nested loops remain. Sent with the BEGIN (uow.begin); all end with it.
+BATCH_PLANS = """SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"""
 
 # An outcome is written under its job's (queue row, then job row) and account's locks, taken in id
 # order (no deadlock between batches); only the jobs whose lease the worker holds are locked further.

@@ -96,12 +96,36 @@ class UnitOfWork:
 
 
 @contextlib.asynccontextmanager
-async def begin(deps: Deps) -> AsyncIterator[UnitOfWork]:
-    """A pooled connection, a transaction and a unit of work; events written, then COMMIT."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        work = UnitOfWork(deps, conn)
-        yield work
-        await work.flush()
+async def begin(deps: Deps, *, settings: str = "") -> AsyncIterator[UnitOfWork]:
+    """A pooled connection, a transaction and a unit of work; events written, then COMMIT.
+    `settings`: `SET LOCAL` statements sent with the BEGIN, in its round trip (they end with the
+    transaction; job_outcomes.apply_many's plan settings)."""
+    async with deps.pool.acquire() as conn:
+        transaction = _begun(conn, settings) if settings else conn.transaction()
+        async with transaction:
+            work = UnitOfWork(deps, conn)
+            yield work
+            await work.flush()
+
+
+@contextlib.asynccontextmanager
+async def _begun(conn: db.Conn, settings: str) -> AsyncIterator[None]:
+    """A transaction begun together with `settings`: one simple-protocol query, one round trip
+    (asyncpg's `transaction()` sends its BEGIN alone). Rolled back on any exception; a COMMIT that
+    PostgreSQL answers with ROLLBACK (a statement failed and was caught) raises, as nothing was written."""
+    await conn.execute(f"BEGIN; {settings}")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # a lost connection: the pool closes it
+            await conn.execute("ROLLBACK")
+        raise
+    if await conn.execute("COMMIT") != "COMMIT":
+        raise RolledBack("the transaction was rolled back: a statement in it failed")
+
+
+class RolledBack(Exception):
+    """COMMIT found the transaction failed (PostgreSQL answered ROLLBACK): nothing was written."""
 
 
 @contextlib.asynccontextmanager

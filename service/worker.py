@@ -85,6 +85,8 @@ class Worker:
         self.refused = release_guard.BackOff(deps.release_guard, log, logging.ERROR, release_guard.FIX)
         self._in_call = _InCall(self)
         self._finished: dict[tuple[str, ...], Any] = {}  # metrics.JOBS_FINISHED's children
+        self._claiming = False  # the claim loop runs with its LISTEN connection
+        self._woken_here = 0  # wake-ups this process's CreateJobs gave this worker since its last claim
 
     def stop(self) -> None:
         self._stopping.set()
@@ -124,6 +126,19 @@ class Worker:
             with contextlib.suppress(Exception):
                 await queue.release_worker(self.deps.pool, self.id)
 
+    def take_wake(self, platform_id: str | None) -> bool:
+        """A CreateJob of this process committed a job of `platform_id` (None: not known): wakes this
+        worker for it, without a NOTIFY, while it claims and has a free slot for that platform (True);
+        else False, and the caller notifies the workers (service/job_intake.py)."""
+        settings = self.deps.settings
+        if not self._claiming or self._stopping.is_set() or self._free_slots() <= 0:
+            return False
+        if platform_id is not None and self._per_platform[platform_id] >= settings.platform_concurrency:
+            return False
+        self._woken_here += 1
+        self._wake.set()
+        return True
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -136,15 +151,22 @@ class Worker:
             # Claims use the pool, so a lost LISTEN connection (database restart) fails nothing here:
             # notice it, or every later job waits a whole poll for want of a NOTIFY.
             conn.add_termination_listener(lambda *_: self._wake.set())
+            self._claiming = True
+            self.deps.intake.worker = self  # this process's CreateJobs wake it directly (take_wake)
             while not self._stopping.is_set():
                 if conn.is_closed():
                     raise asyncpg.InterfaceError("the LISTEN connection was closed")
                 self._wake.clear()
+                woken, self._woken_here = self._woken_here, 0
                 free = self._free_slots()
                 claimed = await self._claim(free) if free > 0 else []
                 self.refused.accepted()  # a claim went through: the guard accepts this code
                 for job in claimed:
                     self._start(job)
+                if woken and len(claimed) == free:
+                    # Full: more of the jobs it was woken for may wait than it has room for; the
+                    # workers of other processes share them, as their NOTIFY would have told them.
+                    queue.wake_soon(self.deps.pool)
                 if claimed and len(claimed) == free:
                     await self._wait_for_room()
                     continue
@@ -153,6 +175,11 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), settings.worker_poll_seconds)
         finally:
+            self._claiming = False
+            if self._woken_here:  # taken while it could not claim them: the others are told
+                self._woken_here = 0
+                with contextlib.suppress(Exception):
+                    queue.wake_soon(self.deps.pool)
             with contextlib.suppress(Exception):
                 await conn.close()
 

@@ -6,12 +6,14 @@ setting is the transaction's own: the pooled connection is back to `auto` after 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime as dt
 import re
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from paylink.v1 import common_pb2
 
@@ -119,3 +121,35 @@ async def test_a_batch_of_outcomes_plans_reach_tables_by_key_without_statistics(
             if tables := SEQ_SCAN.findall(plan):
                 read_whole[" ".join(s["statement"].split())[:80]] = tables
     assert read_whole == {}
+
+
+async def test_a_batch_of_outcomes_sends_its_plan_settings_with_its_begin(deps: Deps) -> None:
+    """One round trip opens the batch's transaction with its settings: `SET LOCAL`s in the BEGIN's
+    simple-protocol query, which PostgreSQL does not plan. Fails on the code before: BEGIN, then a
+    `SELECT set_config(...)` of its own, a second round trip planned on every batch."""
+    workspace, accounts = await insert_accounts(deps.pool, 2)
+    jobs: list[uuid.UUID] = []
+    for account in accounts:
+        jobs += await insert_jobs(
+            deps.pool, workspace, account, status=queue.JobStatus.RUNNING, locked_by="w"
+        )
+    sent: list[str] = []
+
+    def logged(query: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(query.query)
+
+    async with deps.pool.acquire() as conn:  # the pool's one connection: the batch's
+        conn.add_query_logger(logged)
+    written = await job_outcomes.apply_many(
+        deps, "w", [(j, job_outcomes.Success(), contextvars.copy_context()) for j in jobs]
+    )
+    await asyncio.sleep(0)  # the loggers are called soon after each query
+    async with deps.pool.acquire() as conn:
+        conn.remove_query_logger(logged)
+    assert written == [True, True]
+    assert sent[0].startswith("BEGIN;") and "SET LOCAL plan_cache_mode = force_generic_plan" in sent[0]
+    assert [q for q in sent if "plan_cache_mode" in q] == [sent[0]]  # no settings query of its own
+    assert sent[-1] == "COMMIT"
+    statuses = await deps.pool.fetch(STATUSES, jobs)
+    assert [r["status"] for r in statuses] == ["success", "success"]
+    assert await deps.pool.fetchval("SHOW plan_cache_mode") == "auto"

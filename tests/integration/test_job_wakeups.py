@@ -1,0 +1,132 @@
+"""Who a CreateJob wakes once its job is committed (service/job_intake.py, `Intake.wake`): the worker
+of its own process directly while that worker has room, without a NOTIFY; the workers of other
+processes by NOTIFY when there is no worker in the process (`api`) or when the process's worker came
+back full from the claim it was woken for. Each process here is api + worker on a database of its
+own, polling every 10 minutes: only a wake-up makes its worker claim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from paylink.v1 import common_pb2 as c
+from paylink.v1 import job_pb2
+
+from service import auth, db, queue, runtime
+from service.config import Settings
+from tests.harness import Client, insert_accounts, new_database
+
+MARKER = "test-marker"
+
+
+@contextlib.asynccontextmanager
+async def _own(
+    settings: Settings, *, worker: bool = True, **update: object
+) -> AsyncIterator[runtime.Running]:
+    async with new_database() as url:
+        running = await runtime.start(
+            settings.model_copy(
+                update={
+                    "database_url": url,
+                    "topic_prefix": f"test{uuid.uuid4().hex[:8]}.",
+                    "monitoring_scheduler": False,
+                    "worker_poll_seconds": 600.0,
+                    **update,
+                }
+            ),
+            worker=worker,
+            relay=False,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while worker and running.deps.intake.worker is not running.worker:  # its claim loop started
+                assert time.monotonic() < deadline, "the worker did not start claiming"
+                await asyncio.sleep(0.01)
+            yield running
+        finally:
+            await running.stop()
+
+
+@contextlib.asynccontextmanager
+async def _listening(url: str) -> AsyncIterator[asyncio.Queue[str]]:
+    """The payloads of the NOTIFYs on the workers' channel, as another process's worker hears them."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    conn = await db.connect(url)
+    try:
+        await conn.add_listener(queue.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[3]))
+        yield heard
+    finally:
+        await conn.close()
+
+
+async def _create_jobs(app: runtime.Running, n: int) -> list[str]:
+    """`n` CreateJobs (no request_id: the grouped path) on accounts of a new workspace; their job ids."""
+    assert app.api is not None
+    workspace, secret = await auth.create_workspace(app.deps.pool, f"wake-{uuid.uuid4().hex[:6]}")
+    _, accounts = await insert_accounts(app.deps.pool, n)  # connected, no grant: each job fails at once
+    await app.deps.pool.execute(
+        "UPDATE accounts SET workspace_id = $1 WHERE id = ANY($2::uuid[])", workspace.id, accounts
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.api.port}") as channel:
+        client = Client(channel, secret)
+        jobs = await asyncio.gather(
+            *(
+                client.jobs.CreateJob(
+                    job_pb2.CreateJobRequest(account_id=str(a), name=c.JOB_NAME_IDENTITY),
+                    metadata=client.md(),
+                )
+                for a in accounts
+            )
+        )
+    return [job.id for job in jobs]
+
+
+async def _claimed(app: runtime.Running, job_ids: list[str], within: float = 30) -> None:
+    """Waits until every job left the queue's `queued` status (a worker claimed it)."""
+    deadline = time.monotonic() + within
+    sql = "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'queued'"
+    while await app.deps.pool.fetchval(sql, job_ids):
+        assert time.monotonic() < deadline, "no worker claimed the jobs"
+        await asyncio.sleep(0.05)
+
+
+async def _heard_before_marker(app: runtime.Running, heard: asyncio.Queue[str]) -> list[str]:
+    """What the channel carried before a NOTIFY the test sends now (notifications arrive in commit
+    order): the wake-ups committed so far, once the process has none left to send."""
+    loop = asyncio.get_running_loop()
+    sending = [t for t in queue._wakers.values() if t.get_loop() is loop and not t.done()]
+    await asyncio.gather(*sending, return_exceptions=True)
+    await app.deps.pool.execute(f"NOTIFY {queue.NOTIFY_CHANNEL}, '{MARKER}'")
+    before: list[str] = []
+    while (payload := await asyncio.wait_for(heard.get(), 30)) != MARKER:
+        before.append(payload)
+    return before
+
+
+async def test_a_create_job_wakes_its_own_process_worker_without_a_notify(settings: Settings) -> None:
+    """Fails on the code before: every CreateJob sent `NOTIFY paylink_jobs` on the pool (a round trip
+    and a durable commit) to wake the worker beside it."""
+    async with _own(settings) as app, _listening(app.deps.settings.database_url) as heard:
+        jobs = await _create_jobs(app, 3)
+        await _claimed(app, jobs)  # woken though it polls every 10 minutes
+        assert await _heard_before_marker(app, heard) == []
+
+
+async def test_a_create_job_in_a_process_without_a_worker_notifies_the_workers(settings: Settings) -> None:
+    async with _own(settings, worker=False) as app, _listening(app.deps.settings.database_url) as heard:
+        await _create_jobs(app, 1)
+        assert "" in await _heard_before_marker(app, heard)
+
+
+async def test_a_worker_that_comes_back_full_passes_the_wake_up_on(settings: Settings) -> None:
+    """One slot: the claim the CreateJobs woke it for fills it, so other processes' workers are told
+    (one NOTIFY), and the jobs it could not take are claimed once its slot is free."""
+    one_slot = settings.model_copy(update={"worker_concurrency": 1, "platform_concurrency": 1})
+    async with _own(one_slot) as app, _listening(app.deps.settings.database_url) as heard:
+        jobs = await _create_jobs(app, 2)
+        await _claimed(app, jobs)
+        assert "" in await _heard_before_marker(app, heard)
