@@ -287,8 +287,9 @@ class StatementStats:
 
         conn = await asyncpg.connect(url)
         try:
-            # Created beforehand by a superuser (`CREATE EXTENSION pg_stat_statements; GRANT EXECUTE
-            # ON FUNCTION pg_stat_statements_reset TO paylink; GRANT pg_read_all_stats TO paylink`).
+            # bench/bench.sh starts its cluster with PAYLINK_PG_STATEMENTS=1 for `--statements`:
+            # preloaded, the extension created and the role allowed to reset and read it
+            # (scripts/stack.sh pg_statements_grants).
             await conn.execute("SELECT pg_stat_statements_reset()")
         finally:
             await conn.close()

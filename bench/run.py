@@ -549,7 +549,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--statements",
         action="store_true",
-        help="pg_stat_statements over the saturated pipeline (needs it in shared_preload_libraries)",
+        help="pg_stat_statements over the saturated pipeline (bench/bench.sh then preloads it in its cluster)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the server during the saturated pipeline"
