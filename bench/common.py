@@ -300,7 +300,7 @@ class StatementStats:
         conn = await asyncpg.connect(self.url)
         try:
             rows = await conn.fetch(
-                """SELECT query, calls, rows, total_exec_time, wal_records, wal_bytes
+                """SELECT query, calls, plans, total_plan_time, rows, total_exec_time, wal_records, wal_bytes
                    FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
                    ORDER BY total_exec_time DESC LIMIT $1""",
                 top,
@@ -312,6 +312,9 @@ class StatementStats:
                 "calls_per_job": round(r["calls"] / jobs, 4),
                 "rows_per_job": round(r["rows"] / jobs, 3),
                 "exec_us_per_job": round(r["total_exec_time"] * 1000 / jobs, 1),
+                # Plans made (pg_stat_statements.track_planning = on; else 0) and their time.
+                "plans_per_job": round(r["plans"] / jobs, 4),
+                "plan_us_per_job": round(r["total_plan_time"] * 1000 / jobs, 1),
                 "wal_records_per_job": round(r["wal_records"] / jobs, 2),
                 "wal_bytes_per_job": round(int(r["wal_bytes"]) / jobs),
                 "query": " ".join(r["query"].split())[:160],

@@ -12,9 +12,12 @@ With the database answering, it also probes the database's release guard (servic
 a write to `jobs` that touches no row): while the guard refuses this process's code (a newer release
 migrated the database), every service is NOT_SERVING and `paylink_release_refused` is 1.
 
-The same verdict (the database answers and the guard accepts this code) is what `/ready` on the
-metrics port answers in every process (service/metrics.py): the readiness check of a worker or relay
-process, which has no gRPC port. It turns 503 when `stop` is called (shutdown).
+`/ready` on the metrics port (service/metrics.py) is the readiness check of every process, and the
+only one of a worker or relay, which has no gRPC port: ready when the process can do its work. An
+api or a worker needs the database and the guard's acceptance (the paylink.v1 services' verdict):
+its events go to the outbox. A process that runs the relay (`relay`, `serve`: `publishes`) also
+needs a Kafka broker answering: publishing is its work, and a standby relay that cannot reach the
+broker cannot take over. It turns 503 when `stop` is called (shutdown).
 """
 
 from __future__ import annotations
@@ -48,12 +51,15 @@ class HealthMonitor:
         health: Any | None = None,  # grpc_health.v1.health.aio.HealthServicer of an API process
         service_names: Sequence[str] = (),
         release_guard: Guard | None = None,
+        *,
+        publishes: bool = False,  # runs the relay: /ready needs Kafka too
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._health = health
         self._services = tuple(service_names)
         self._guard = release_guard
+        self._publishes = publishes
         self._kafka: AIOKafkaClient | None = None
         self._stopping = asyncio.Event()
         self.database_ok: bool | None = None
@@ -91,17 +97,26 @@ class HealthMonitor:
                 async with asyncio.timeout(timeout):
                     await self._guard.probe(self._pool)  # no answer: the state stays as it was
         refused = self._guard is not None and self._guard.refused
-        ready = database and not refused
+        serving = database and not refused  # the paylink.v1 services' verdict
         if not self._stopping.is_set():
-            reason = (
-                "" if ready else "the database does not answer" if not database else f"release refused: {FIX}"
-            )
-            metrics.set_readiness(metrics.Readiness(ready, reason, database, kafka, refused))
+            metrics.set_readiness(self._readiness(database, kafka, refused))
         if self._health is not None:
-            await self._health.set("", SERVING if ready and kafka else NOT_SERVING)
+            await self._health.set("", SERVING if serving and kafka else NOT_SERVING)
             for service in self._services:
-                await self._health.set(service, SERVING if ready else NOT_SERVING)
+                await self._health.set(service, SERVING if serving else NOT_SERVING)
         return database, kafka
+
+    def _readiness(self, database: bool, kafka: bool, refused: bool) -> metrics.Readiness:
+        """What `/ready` answers after a check: the first thing this process misses, if any."""
+        if not database:
+            reason = "the database does not answer"
+        elif refused:
+            reason = f"release refused: {FIX}"
+        elif self._publishes and not kafka:
+            reason = "Kafka does not answer: this process publishes events (relay)"
+        else:
+            reason = ""
+        return metrics.Readiness(not reason, reason, database, kafka, self._publishes, refused)
 
     async def _check_database(self, limit: float) -> bool:
         try:

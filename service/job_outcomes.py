@@ -127,10 +127,9 @@ class _Writes:
         await queue.complete(work.conn, self.completions)  # one statement per kind of completion
 
 
-# A batch's statements take one array element per job; below ~10 jobs a custom plan (which sees the
-# length) always looked cheaper than the generic one, so each was planned again on every batch
-# (bench/NOTES.md, inflight session 24). The batch's transaction uses the cached generic plans.
-GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+# The batch's transaction runs its statements on cached generic plans that reach every table by key
+# (one array element per job: custom plans were made again on every batch; service/queue.py BATCH_PLANS).
+GENERIC_PLANS = queue.BATCH_PLANS
 
 
 async def apply(deps: Deps, job_id: uuid.UUID, worker_id: str, outcome: Outcome) -> bool:

@@ -1,11 +1,14 @@
 """Prometheus metrics and readiness, served on PAYLINK_METRICS_PORT when it is not 0: `/metrics`, and
 `/ready` (every process: the one HTTP check of a worker or relay, which have no gRPC port).
 
-`/ready` answers 200 while the last health check (service/health_monitor.py) found the database
-answering and the release guard accepting this process's code, else 503 (also before the first check
-and during shutdown); its body is JSON: `ready`, `reason` (why not), `database`, `kafka`,
-`release_refused`. Kafka is reported, not required, as for the paylink.v1 gRPC health services.
-tests/cli/test_cli.py::test_a_worker_process_serves_ready_that_follows_the_release_guard proves it.
+`/ready` answers 200 while the last health check (service/health_monitor.py) found what this kind of
+process needs to do its work: the database answering and the release guard accepting this process's
+code, and, in a process that runs the relay (it publishes events), a Kafka broker answering; else 503
+(also before the first check and during shutdown). Its body is JSON: `ready`, `reason` (why not),
+`database`, `kafka`, `kafka_required`, `release_refused`.
+tests/cli/test_cli.py::test_a_worker_process_serves_ready_that_follows_the_release_guard and
+::test_ready_requires_kafka_exactly_in_a_process_that_publishes_events, and
+tests/faults/test_ready_follows_kafka.py prove it.
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ class Readiness:
     reason: str = ""  # why not ready ("" when ready)
     database: bool | None = None
     kafka: bool | None = None
+    kafka_required: bool = False  # the process publishes events (runs the relay): not ready without Kafka
     release_refused: bool = False
 
 

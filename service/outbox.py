@@ -2,9 +2,10 @@
 
 Code does not call this module to emit an event: it adds the event to its unit of work
 (`service/uow.py`), which writes each account's events here, with one `Events.flush`, just before
-it commits. `flush` takes the account row lock while it hands out the next per-account sequence
-numbers, so events of one account get increasing sequences and increasing outbox ids in commit
-order — the relay publishes by id and per-account order holds.
+it commits. `flush` takes the lock of the account's sequence row (`account_event_sequences`, this
+module's table: migration 0178) while it hands out the next per-account sequence numbers, and holds
+it until COMMIT, so events of one account get increasing sequences and increasing outbox ids in
+commit order — the relay publishes by id and per-account order holds.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ ALL_EVENTS: tuple[str, ...] = (
 )
 
 
-# The per-account event sequence is the outbox's, stored on the account row (`accounts.event_sequence`):
-# reserving it takes the row lock, in the statement that writes the events, so sequences follow commit
-# order. The one write to `accounts` outside accounts.py, declared in docs/architecture.md.
+# The per-account event sequence is the outbox's, one narrow row per account in its own table
+# (`account_event_sequences`, migration 0178; every account has its row from its creation on):
+# reserving it takes that row's lock until COMMIT, so sequences follow commit order. The bump changes
+# no indexed column of a half-empty page: a HOT update, and `accounts` is not written.
 # Reserves the sequences and reads the account's tags (copied onto every event) in one statement.
 _RESERVE = """
-UPDATE accounts SET event_sequence = event_sequence + $2 WHERE id = $1 RETURNING event_sequence - $2, tags
+UPDATE account_event_sequences SET sequence = sequence + $2 WHERE account_id = $1
+RETURNING sequence - $2, (SELECT tags FROM accounts WHERE id = $1) AS tags
 """
 # Inserts the events ($1 ids, $2 topics, $3 names, $6 sequences, $7 payloads, $8 traceparents,
 # $9 request ids of account $5 in workspace $4) in sequence order, so outbox ids follow the sequences,
@@ -75,9 +78,10 @@ pending AS (INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FR
 _INSERT = (
     f"WITH {_ROWS}\nSELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written"
 )
-# With the account row already locked and its sequence known: sequence, events and wake-up in one.
+# With the sequence row already locked and its sequence known: sequence, events and wake-up in one.
 _WRITE_LOCKED = (
-    f"WITH seq AS (UPDATE accounts SET event_sequence = $10 WHERE id = $5 RETURNING 1),\n{_ROWS}\n"
+    f"WITH seq AS (UPDATE account_event_sequences SET sequence = $10 WHERE account_id = $5 RETURNING 1),\n"
+    f"{_ROWS}\n"
     f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written"
 )
 
@@ -85,8 +89,8 @@ _WRITE_LOCKED = (
 class Events:
     """The events one transaction appends for one account, written in two statements at `flush`.
 
-    `flush` reserves the sequence numbers with one UPDATE of the account row (which takes the row
-    lock, so sequences follow commit order) and inserts every event with one INSERT that also
+    `flush` reserves the sequence numbers with one UPDATE of the account's sequence row (which takes
+    its lock, so sequences follow commit order) and inserts every event with one INSERT that also
     wakes the relay.
     """
 
@@ -100,9 +104,9 @@ class Events:
         tags: dict[str, str] | None = None,
         without_account: bool = False,
     ) -> None:
-        """`locked_sequence`: the account's event_sequence, read under a row lock the transaction
-        still holds; then `flush` needs no separate reservation (`tags`: the account's tags, read
-        with it).
+        """`locked_sequence`: the account's last event sequence, read under its sequence row's lock
+        (`queue.lock_for_outcomes`), which the transaction still holds; then `flush` needs no
+        separate reservation (`tags`: the account's tags, read with it).
 
         `without_account`: the events of something that never had an account (a Link session that
         failed before connecting): `account_id` is then that thing's id, used as the Kafka key and
@@ -189,12 +193,13 @@ def _logged(events: list[event_pb2.Event], contexts: list[contextvars.Context]) 
             context.run(log.info, "event appended", extra=extra)
 
 
-# Many accounts' events at once, each account locked with its sequence known: $10 accounts get the
-# sequences $11; rows are inserted account by account in sequence order.
+# Many accounts' events at once, each account's sequence row locked with its sequence known: $10
+# accounts get the sequences $11 (read by key: `UPDATE ... FROM unnest(...)` got a generic plan that
+# hashed the whole table); rows are inserted account by account in sequence order.
 _WRITE_LOCKED_MANY = f"""
 WITH seq AS (
-  UPDATE accounts SET event_sequence = s.q FROM unnest($10::uuid[], $11::bigint[]) AS s(a, q)
-  WHERE accounts.id = s.a RETURNING 1),
+  UPDATE account_event_sequences SET sequence = ($11::bigint[])[array_position($10::uuid[], account_id)]
+  WHERE account_id = ANY($10::uuid[]) RETURNING 1),
 rows AS (
   INSERT INTO outbox (event_id, topic, event_type, workspace_id, account_id, sequence, payload, traceparent,
                       request_id)
@@ -210,7 +215,7 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) A
 
 
 async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
-    """Flushes the events of many accounts whose rows the transaction holds locked (each with its
+    """Flushes the events of many accounts whose sequence rows the transaction holds locked (each with its
     `locked_sequence` and tags) in one statement and one wake-up for the relay; what `Events.flush`
     writes for one account."""
     batches = [b for b in batches if b.pending]

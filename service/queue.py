@@ -83,25 +83,14 @@ WHERE id = (SELECT id FROM job_queue WHERE account_id = $1 AND name = $2 AND ref
 WAITING = "(SELECT run_at FROM job_queue WHERE locked_by IS NULL)"
 LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
-# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A refresh of the account and job type in flight, or earlier in the list, is skipped.
-# (The queue row first, in order: its unique index decides which are queued; the job rows of those
-# follow in the same statement, which is when the foreign key is checked.)
+# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A
+# refresh of the account and job type in flight, or earlier in the list, is skipped. The statement is
+# jobs_enqueue_refreshes (migration 0179): one cached generic plan per connection, by primary key and
+# the unique refresh index whatever the statistics say (as one INSERT of arrays it was planned again
+# on every call: its custom plans see the arrays' lengths).
 _ENQUEUE_REFRESHES = f"""
-WITH u AS MATERIALIZED (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::smallint[], $7::bytea[],
-                       $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS u(i, b, w, a, p, n, params, v, tp, rq, o)),
-queued AS (
-  INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
-  SELECT u.i, now(), u.p, u.a, u.n, true FROM u ORDER BY u.o
-  {_ONE_REFRESH}
-  RETURNING id)
-INSERT INTO jobs (id, batch_id, workspace_id, account_id, platform_id, name, origin, params, api_version,
-                  tags, traceparent, request_id)
-SELECT u.i, u.b, u.w, u.a, u.p, u.n, {common_pb2.JOB_ORIGIN_REFRESH}, u.params, u.v,
-       (SELECT tags FROM accounts WHERE id = u.a), u.tp, u.rq
-FROM u JOIN queued ON queued.id = u.i
-ORDER BY u.o
-RETURNING {COLUMNS}
+SELECT {COLUMNS} FROM jobs_enqueue_refreshes($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+  $6::smallint[], $7::bytea[], $8::text[], $9::text[], $10::text[], {common_pb2.JOB_ORIGIN_REFRESH}::smallint)
 """
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
@@ -180,6 +169,18 @@ WITH released AS (
 UPDATE jobs SET {_BACK_TO_QUEUE}, {_UNLEASE}, run_at = now(), attempts = greatest(attempts - 1, 0)
 FROM released WHERE jobs.id = released.id
 """
+# The batch's transaction (service/job_outcomes.py) runs its statements on cached generic plans: they
+# take one array element per job, and below ~10 jobs a custom plan (which sees the length) always
+# looked cheaper, so each was planned again on every batch (bench/NOTES.md, inflight session 24). And
+# those plans reach every table by key whatever the statistics say: a generic plan made while the
+# tables were small or never analyzed (a new database) read jobs, accounts and job_queue whole, and
+# stays cached until an ANALYZE (bench/NOTES.md, queue session 25). Every statement of the batch joins
+# a handful of array elements to tables by their keys: with sequential and bitmap scans, hash and
+# merge joins off, index probes in nested loops are what remains. One round trip; all end with it.
+BATCH_PLANS = """SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+  set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+  set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"""
+
 # An outcome is written under its job's (queue row, then job row) and account's locks, taken in id
 # order (no deadlock between batches); only the jobs whose lease the worker holds are locked further.
 _LOCK_LEASES = """
@@ -190,9 +191,12 @@ SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, n
        params, api_version, pending_since, status, locked_by, scheduled
 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
+# With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's events
+# need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
 _LOCK_ACCOUNTS = """
-SELECT id, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
-FROM accounts WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+SELECT a.id, end_user_id, monitoring_status, connected, s.sequence AS event_sequence, tags, refresh_failures
+FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
+WHERE a.id = ANY($1::uuid[]) AND s.account_id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
 """
 _BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
             $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)

@@ -157,7 +157,9 @@ async def start(
     # Health (and the paylink_dependency_up gauges) in every process; backlog gauges where jobs or
     # events are handled.
     health = running.api.health if running.api else None
-    running.monitor = HealthMonitor(settings, deps.pool, health, SERVICE_NAMES, deps.release_guard)
+    running.monitor = HealthMonitor(
+        settings, deps.pool, health, SERVICE_NAMES, deps.release_guard, publishes=relay
+    )
     await running.monitor.check()  # health and gauges reflect reality from the first moment
     running.tasks.append(asyncio.create_task(running.monitor.run(), name="health"))
     if worker or relay:

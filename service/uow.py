@@ -34,8 +34,9 @@ class UnitOfWork:
     def account_locked(
         self, workspace_id: uuid.UUID, account_id: uuid.UUID, sequence: int, tags: dict[str, str]
     ) -> None:
-        """Declares that this transaction holds the account row lock and read its event_sequence
-        and tags: its events then go in without a separate sequence reservation."""
+        """Declares that this transaction holds the account's sequence row locked (with the account
+        row: `queue.lock_for_outcomes`) and read its last event sequence and tags: its events then go
+        in without a separate sequence reservation."""
         events = self._for(workspace_id, account_id)
         if not events.pending:
             events.locked_sequence = sequence

@@ -66,7 +66,9 @@ async def tell(client: Client, events: EventLog, pool: db.Pool) -> list[Received
     )
     await wait_job(client, refresh.id)
     await _too_many_mfa_answers(client, account_id)
-    last = await pool.fetchval("SELECT event_sequence FROM accounts WHERE id = $1::uuid", account_id)
+    last = await pool.fetchval(
+        "SELECT sequence FROM account_event_sequences WHERE account_id = $1::uuid", account_id
+    )
     # Every sequence 1..last (topics are consumed independently: the last one may come first).
     for sequence in range(1, last + 1):
 

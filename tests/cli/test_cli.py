@@ -387,6 +387,7 @@ async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
             "reason": "",
             "database": True,
             "kafka": True,
+            "kafka_required": False,
             "release_refused": False,
         }
         await set_release_floor(fresh_database, migrate.newest() + 1)
@@ -397,6 +398,48 @@ async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
         finally:
             await set_release_floor(fresh_database, RELEASE_FLOOR_OF_0174)
         assert (await answers(200))["release_refused"] is False
+
+
+@pytest.mark.parametrize(
+    ("command", "publishes"), [("relay", True), ("serve", True), ("worker", False), ("api", False)]
+)
+async def test_ready_requires_kafka_exactly_in_a_process_that_publishes_events(
+    command: str, publishes: bool, settings: Settings, fresh_database: str, tmp_path: pathlib.Path
+) -> None:
+    """Each process pointed at a Kafka broker that is not there (a free port nobody listens on): a
+    process that runs the relay (`relay`, `serve`) cannot do its work, publishing the outbox, so
+    GET /ready answers 503 saying Kafka does not answer; an `api` or a `worker` writes its events to
+    the outbox, which waits for the broker, so it stays ready (200), Kafka reported down but not
+    required. The gRPC health of `serve` keeps its paylink.v1 services SERVING (RPCs work; their
+    events wait in the outbox) and "" NOT_SERVING. (On the code before: 200 in every process.)"""
+    metrics_port, grpc_port, dead = free_port(), free_port(), free_port()
+    env = service_env(
+        settings,
+        PAYLINK_DATABASE_URL=fresh_database,
+        PAYLINK_KAFKA_BOOTSTRAP=f"127.0.0.1:{dead}",
+        PAYLINK_METRICS_PORT=str(metrics_port),
+        PAYLINK_GRPC_PORT=str(grpc_port),
+        PAYLINK_HEALTH_CHECK_SECONDS="0.5",
+        PAYLINK_MONITORING_SCHEDULER="false",
+        PAYLINK_SHUTDOWN_GRACE_SECONDS="1",
+    )
+    async with serving(command, env, tmp_path) as server:
+        assert server.banner.startswith("paylink serving")
+        status, ready = await asyncio.to_thread(_ready, metrics_port)  # the first check ran before the banner
+        assert (ready["database"], ready["kafka"], ready["kafka_required"]) == (True, False, publishes), ready
+        if publishes:
+            assert (status, ready["ready"]) == (503, False), ready
+            assert ready["reason"] == "Kafka does not answer: this process publishes events (relay)"
+        else:
+            assert (status, ready["ready"], ready["reason"]) == (200, True, ""), ready
+        if command == "serve":
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                name = "paylink.v1.LinkTokenService"
+                service = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert service.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_api_on_a_taken_port_exits_1_with_a_message(env: dict[str, str], app: runtime.Running) -> None:

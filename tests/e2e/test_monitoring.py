@@ -55,7 +55,9 @@ async def _account(client: Client, account_id: str) -> account_pb2.Account:
 async def _all_events(app: runtime.Running, events: EventLog, account_id: str) -> list[Received]:
     """Every event the account has so far, read from Kafka: waits until each sequence up to the
     account's last one has arrived (sequences have no holes), so an absent event is really absent."""
-    last = await app.deps.pool.fetchval("SELECT event_sequence FROM accounts WHERE id = $1::uuid", account_id)
+    last = await app.deps.pool.fetchval(
+        "SELECT sequence FROM account_event_sequences WHERE account_id = $1::uuid", account_id
+    )
     await events.wait_for(lambda r: r.event.account_id == account_id and r.event.sequence == last, timeout=30)
     seen = {r.event.sequence: r for r in events.for_account(account_id)}
     missing = set(range(1, last + 1)) - set(seen)

@@ -562,8 +562,11 @@ async def hold_next_event_sequences(dep: Deployment) -> dict[str, asyncpg.Connec
     connection is closed (which rolls the row back). The caller closes them."""
     blockers: dict[str, asyncpg.Connection[asyncpg.Record]] = {}
     try:
-        for account in await dep.fetch("SELECT id, workspace_id, event_sequence FROM accounts"):
-            conn = await asyncpg.connect(dep.database_url)
+        for account in await dep.fetch(
+            "SELECT a.id, a.workspace_id, s.sequence AS event_sequence"
+            " FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id"
+        ):
+            conn = await asyncpg.connect(dep.database_url, server_settings=db.server_settings())
             blockers[str(account["id"])] = conn
             await conn.execute("BEGIN")
             await conn.execute(

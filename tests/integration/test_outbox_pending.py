@@ -93,7 +93,9 @@ async def test_events_are_written_with_their_pending_rows_and_marked_by_deleting
         async with conn.transaction():
             await _events(workspace, account, 2).flush(conn)
         async with conn.transaction():
-            await conn.fetchrow("SELECT event_sequence FROM accounts WHERE id = $1 FOR UPDATE", account)
+            await conn.fetchrow(
+                "SELECT sequence FROM account_event_sequences WHERE account_id = $1 FOR UPDATE", account
+            )
             await _events(workspace, account, 1, locked_sequence=2).flush(conn)
         async with conn.transaction():
             await outbox.flush_locked(conn, [_events(workspace, account, 2, locked_sequence=3)])
@@ -187,7 +189,11 @@ async def test_the_migration_carries_unpublished_events_over_and_the_previous_re
             backlog = await new.fetchrow(outbox.BACKLOG)
             assert backlog is not None and backlog["unpublished"] == 3
             # This release's events and marks, read by the previous release's relay: the same rows.
-            await _events(workspace, account, 1, locked_sequence=7).flush(new)  # old events: sequences 1-7
+            # (This release's INSERT of events; its sequences are migration 0178's, later.)
+            event = _events(workspace, account, 1).pending[0]
+            await new.execute(
+                outbox._INSERT, [event.event_id], ["t.x"], ["x"], workspace, account, [8], [b""], [""], [""]
+            )  # old events: sequences 1-7
             await outbox.mark_published(new, unpublished[2:3])
             assert [r["id"] for r in await old.fetch(OLD_SELECT, 10)] == await _pending(new)
             # An operator who sets an event back to unpublished (to send it again) gets it sent again.
@@ -283,7 +289,9 @@ async def test_the_relays_selects_read_the_outbox_by_primary_key_only(fresh_data
             workspace,
             account,
         )
-        await conn.execute("UPDATE accounts SET event_sequence = 20000 WHERE id = $1", account)
+        await conn.execute(
+            "UPDATE account_event_sequences SET sequence = 20000 WHERE account_id = $1", account
+        )
         await conn.execute("ANALYZE outbox")
         # As in the pipeline: the pending table has seen many events come and go (pages of dead rows,
         # no statistics yet), so the planner guesses many pending rows.

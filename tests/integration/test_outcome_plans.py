@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -78,3 +79,43 @@ async def test_a_batch_of_outcomes_uses_generic_plans_only_in_its_transaction(de
     assert any("INSERT INTO outbox" in s for s in per_batch)
     # The setting was the transaction's: the connection plans as before outside it.
     assert await deps.pool.fetchval("SHOW plan_cache_mode") == "auto"
+
+
+SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
+
+
+async def test_a_batch_of_outcomes_plans_reach_tables_by_key_without_statistics(deps: Deps) -> None:
+    # A new database: no table was ever analyzed, and the tables are small when the batch's generic
+    # plans are made and cached on the connection (for as long as no ANALYZE invalidates them).
+    workspace, accounts = await insert_accounts(deps.pool, JOBS_PER_BATCH)
+    setup = {r["statement"] for r in await deps.pool.fetch("SELECT statement FROM pg_prepared_statements")}
+    outcomes: list[job_outcomes.Outcome] = [
+        job_outcomes.Success(),
+        job_outcomes.Failure(common_pb2.JOB_ERROR_CODE_NO_DATA, "no data"),
+        job_outcomes.Retry(dt.timedelta(seconds=30), common_pb2.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, "down"),
+    ]
+    jobs: list[uuid.UUID] = []
+    for account in accounts:
+        jobs += await insert_jobs(
+            deps.pool, workspace, account, status=queue.JobStatus.RUNNING, locked_by="w"
+        )
+    written = await job_outcomes.apply_many(
+        deps, "w", [(j, o, contextvars.copy_context()) for j, o in zip(jobs, outcomes, strict=True)]
+    )
+    assert written == [True] * JOBS_PER_BATCH
+    statements = await deps.pool.fetch(
+        "SELECT name, statement, cardinality(parameter_types) AS n FROM pg_prepared_statements"
+        " WHERE statement <> ALL($1::text[]) AND generic_plans > 0",
+        [*setup, harness._INSERT_JOBS],
+    )
+    assert len(statements) >= 6
+    # The plan each cached, as the batch's transaction runs it: no table of the job's read whole.
+    read_whole: dict[str, list[str]] = {}
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute(job_outcomes.GENERIC_PLANS)
+        for s in statements:
+            args = ", ".join(["NULL"] * s["n"])
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE {s['name']}({args})"))
+            if tables := SEQ_SCAN.findall(plan):
+                read_whole[" ".join(s["statement"].split())[:80]] = tables
+    assert read_whole == {}

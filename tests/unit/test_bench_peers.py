@@ -4,20 +4,9 @@ peer judged round by round (median of the rounds' ratios, not a ratio of medians
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-from types import ModuleType
 from typing import Any
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _peers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "bench" / "peers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.unit.scripts import load_script
 
 
 def _run(queue: str, rate: float) -> dict[str, Any]:
@@ -46,7 +35,7 @@ ROUNDS = [
 
 
 def test_each_queue_is_its_median_run_with_every_round() -> None:
-    by_queue = {s["queue"]: s for s in _peers().summarize(QUEUES, ROUNDS)}
+    by_queue = {s["queue"]: s for s in load_script("bench/peers.py").summarize(QUEUES, ROUNDS)}
     assert [s for s in by_queue] == list(QUEUES)
     assert by_queue["paylink"]["jobs_per_s"] == 6000
     assert by_queue["paylink"]["runs"] == [6600, 3300, 6000]
@@ -56,7 +45,9 @@ def test_each_queue_is_its_median_run_with_every_round() -> None:
 
 
 def test_paylink_is_judged_on_the_median_of_each_rounds_ratio_to_its_faster_peer() -> None:
-    vs = next(s for s in _peers().summarize(QUEUES, ROUNDS) if s["queue"] == "paylink")["vs_faster_peer"]
+    vs = next(s for s in load_script("bench/peers.py").summarize(QUEUES, ROUNDS) if s["queue"] == "paylink")[
+        "vs_faster_peer"
+    ]
     # Round 2's faster peer is procrastinate (3,100 > 3,000); 3,300 / 3,100 = 1.065.
     assert vs["peers"] == ["pgqueuer", "procrastinate", "pgqueuer"]
     assert vs["ratios"] == [1.1, 1.065, 0.75]

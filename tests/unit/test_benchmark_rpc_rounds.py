@@ -5,22 +5,10 @@ with its CPU per call against the floor's and the floor's own p99 of the same ro
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-from types import ModuleType
 from typing import Any
 
 from bench import run
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.unit.scripts import load_script
 
 
 def test_each_target_is_measured_in_halves_around_its_floor_and_the_order_flips_every_round() -> None:
@@ -95,7 +83,7 @@ def _rpc(name: str, **figures: Any) -> dict[str, Any]:
 
 
 def test_the_report_shows_cpu_per_call_against_the_floor_and_the_floors_p99() -> None:
-    report = _report()
+    report = load_script("bench/report.py")
     results = {
         "rpcs": [
             _rpc("read floor", cpu_us_per_call=500.0),
@@ -122,7 +110,7 @@ def test_the_report_shows_cpu_per_call_against_the_floor_and_the_floors_p99() ->
 
 
 def test_the_report_still_renders_results_from_before_cpu_per_call() -> None:
-    report = _report()
+    report = load_script("bench/report.py")
     old = {"rpcs": [_rpc("GetAccount", floor="read floor", floor_ratio=0.83)]}
     assert (
         "| GetAccount | 16 | 1000 | 5.00 | 10.00 |  | 50% | 83% (read floor) |  |  |  | 0 |"

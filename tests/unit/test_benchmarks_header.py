@@ -4,21 +4,9 @@ are not shown."""
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-from types import ModuleType
 from typing import Any
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.unit.scripts import load_script
 
 ARGS: dict[str, Any] = {
     "runs": 3,
@@ -61,7 +49,9 @@ def _this_run(results: dict[str, Any]) -> str:
         "args": ARGS,
         **results,
     }
-    line: str = next(line for line in _report().header(results) if line.startswith("This run:"))
+    line: str = next(
+        line for line in load_script("bench/report.py").header(results) if line.startswith("This run:")
+    )
     return line
 
 

@@ -6,24 +6,16 @@ every expected event consumed (by event_id), no failed RPC, no lost change."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
+
+from tests.unit.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fault_figures", ROOT / "scripts" / "fault_figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_docs_quote_the_committed_results() -> None:
-    script = _script()
+    script = load_script("scripts/fault_figures.py")
     results = json.loads(script.RESULTS.read_text())
     assert "not measured yet" not in script.render(results)
     for doc in script.DOCS:
@@ -33,7 +25,7 @@ def test_docs_quote_the_committed_results() -> None:
 
 
 def test_every_fault_test_is_in_the_figures_or_named_as_not_recorded() -> None:
-    script = _script()
+    script = load_script("scripts/fault_figures.py")
     names = script.recording_tests()
     assert "test_killed_worker_jobs_are_rescued_once" in names and len(names) >= 10
     section = script.RELIABILITY.read_text().split(script.FIGURES_BEGIN)[1]
@@ -47,7 +39,7 @@ def test_one_results_file() -> None:
 
 
 def test_results_hold_exact_counts() -> None:
-    script = _script()
+    script = load_script("scripts/fault_figures.py")
     tests = {
         name: entry["figures"] for name, entry in json.loads(script.RESULTS.read_text())["tests"].items()
     }
