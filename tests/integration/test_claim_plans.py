@@ -42,9 +42,7 @@ async def test_claims_reach_their_tables_by_key_whatever_the_statistics(db: asyn
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     jobs: list[uuid.UUID] = []
     for i in range(CLAIMS):
-        jobs += await insert_jobs(
-            db, workspace, accounts[i % ACCOUNTS], run_at=old + dt.timedelta(seconds=i)
-        )
+        jobs += await insert_jobs(db, workspace, accounts[i % ACCOUNTS], run_at=old + dt.timedelta(seconds=i))
     # Statistics of tiny tables: reading them whole looks cheapest.
     await db.execute("ANALYZE accounts, account_credentials, jobs, job_queue")
     claimed: list[queue.ClaimedJob] = []

@@ -32,7 +32,9 @@ async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
 async def test_a_job_locks_its_account_row_and_not_its_workspace_row(db: asyncpg.Connection) -> None:
     workspace, account = await insert_account(db)
     async with db.transaction():
-        [row] = await queue.enqueue_refreshes(db, [new_refresh(workspace, account, common_pb2.JOB_NAME_IDENTITY)])
+        [row] = await queue.enqueue_refreshes(
+            db, [new_refresh(workspace, account, common_pb2.JOB_NAME_IDENTITY)]
+        )
         assert row is not None
         assert await db.fetchval(LOCKED_BY_US.format("accounts"), account) is True
         assert await db.fetchval(LOCKED_BY_US.format("workspaces"), workspace) is False  # before: True
@@ -65,7 +67,9 @@ async def test_the_migration_checks_the_jobs_there_and_the_previous_release_keep
             await conn.close()
 
 
-async def test_the_migration_refuses_a_job_whose_workspace_is_not_its_account_s(tmp_path: pathlib.Path) -> None:
+async def test_the_migration_refuses_a_job_whose_workspace_is_not_its_account_s(
+    tmp_path: pathlib.Path,
+) -> None:
     async with database_migrated_to(tmp_path, 181) as url:
         conn = await db_connect(url)
         try:

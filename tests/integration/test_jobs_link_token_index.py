@@ -49,18 +49,19 @@ async def test_only_jobs_with_a_link_token_are_in_its_index_and_list_jobs_reads_
     token = await _link_token(deps, workspace)
     linked = []
     for account in accounts[:WITH_TOKEN]:
-        row = await queue.enqueue(
-            deps.pool,
-            workspace_id=workspace,
-            account_id=account,
-            platform_id="sandbox_adp",
-            name=common_pb2.JOB_NAME_IDENTITY,
-            origin=common_pb2.JOB_ORIGIN_LINK,
-            batch_id=uuid.uuid4(),
-            api_version="",
-            params=common_pb2.JobParams(),
-            link_token_id=token,
-        )
+        async with deps.pool.acquire() as conn:
+            row = await queue.enqueue(
+                conn,
+                workspace_id=workspace,
+                account_id=account,
+                platform_id="sandbox_adp",
+                name=common_pb2.JOB_NAME_IDENTITY,
+                origin=common_pb2.JOB_ORIGIN_LINK,
+                batch_id=uuid.uuid4(),
+                api_version="",
+                params=common_pb2.JobParams(),
+                link_token_id=token,
+            )
         assert row is not None
         linked.append(row["id"])
     refreshes = [new_refresh(workspace, a, common_pb2.JOB_NAME_INCOME) for a in accounts]
@@ -77,7 +78,9 @@ async def test_only_jobs_with_a_link_token_are_in_its_index_and_list_jobs_reads_
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}"))
             assert ("jobs_link_token" in plan) == (condition == "IS NOT NULL"), plan
             assert await conn.fetchval(sql) == found
-    predicate = "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'jobs_link_token'::regclass"
+    predicate = (
+        "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'jobs_link_token'::regclass"
+    )
     assert await deps.pool.fetchval(predicate) == "(link_token_id IS NOT NULL)"
 
     # ListJobs by link token, as the API runs it, more times than the five custom plans PostgreSQL
