@@ -11,10 +11,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 eval "$(scripts/stack.sh env)"   # the local stack: Kafka, and the throw-away cluster for comparisons
 THROWAWAY_URL="$PAYLINK_DATABASE_URL"
+# `--statements` needs pg_stat_statements preloaded in the durable cluster (a cluster kept running
+# by PAYLINK_BENCH_KEEP=1 from a run without it must be stopped first: `durable down`).
+STATEMENTS=0
+for arg in ${BENCH_ARGS:-} "$@"; do [[ "$arg" == --statements ]] && STATEMENTS=1; done
 durable() {
   env -u PAYLINK_DATABASE_URL PAYLINK_STACK_DIR="$ROOT/.stack/bench" \
     PAYLINK_PG_PORT="${PAYLINK_BENCH_PG_PORT:-25442}" PAYLINK_PG_DURABLE=1 PAYLINK_STACK_SERVICES=postgres \
-    scripts/stack.sh "$@"
+    PAYLINK_PG_STATEMENTS="$STATEMENTS" scripts/stack.sh "$@"
 }
 durable up
 if [[ "${PAYLINK_BENCH_KEEP:-0}" != 1 ]]; then trap 'durable down' EXIT; fi

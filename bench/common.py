@@ -197,6 +197,27 @@ def protoset() -> str:
     return str(path)
 
 
+# How ghz's client reports the calls still in flight when its `-z` duration ends: it closes its
+# connections under them, and each fails on the client side (Unavailable "error reading from server:
+# ... use of closed network connection", or Canceled "the client connection is closing"), about one
+# per concurrent call and measurement. They are not answers of the server.
+CUT_OFF = ("use of closed network connection", "the client connection is closing", "context canceled")
+
+
+def split_errors(report: dict[str, Any]) -> tuple[int, int]:
+    """(errors, cut) of a ghz JSON report: the calls that failed, apart from those cut off by the end
+    of the run (`CUT_OFF`, by their error message), and those."""
+    codes = report.get("statusCodeDistribution") or {}
+    failed = sum(v for k, v in codes.items() if k != "OK")
+    cut = sum(
+        n
+        for message, n in (report.get("errorDistribution") or {}).items()
+        if any(s in message for s in CUT_OFF)
+    )
+    cut = min(cut, failed)
+    return failed - cut, cut
+
+
 def ghz(
     ghz_bin: str,
     port: int,
@@ -237,12 +258,14 @@ def ghz(
     report = json.loads(out.stdout)
     lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     codes = report.get("statusCodeDistribution") or {}
+    errors, cut = split_errors(report)
     return {
         "rps": report["rps"],
         "p50_ms": lat.get(50, 0.0),
         "p99_ms": lat.get(99, 0.0),
         "ok": codes.get("OK", 0),
-        "errors": sum(v for k, v in codes.items() if k != "OK"),
+        "errors": errors,  # answered with a status other than OK
+        "cut": cut,  # in flight when the run's duration ended (not the server's answers)
     }
 
 
@@ -258,7 +281,7 @@ def ghz_with_cpu(
     seconds: float,
 ) -> dict[str, float]:
     """`ghz`, plus the CPU per call of the server process `pid` (utime + stime over the run divided
-    by the calls it answered: `cpu_us_per_call`) and of the PostgreSQL cluster (`pg_us_per_call`);
+    by the calls ghz made, cut off at the end included: `cpu_us_per_call`) and of the PostgreSQL cluster (`pg_us_per_call`);
     `cpu_s` and `pg_cpu_s` are the seconds themselves.
 
     CPU per call moves far less with what else the machine runs than the rate does (bench/NOTES.md,
@@ -266,7 +289,7 @@ def ghz_with_cpu(
     before, pg_before = cpu_seconds(pid), cluster_cpu_seconds(postmaster)
     result = ghz(ghz_bin, port, call, data, metadata, concurrency, seconds)
     used, pg_used = cpu_seconds(pid) - before, cluster_cpu_seconds(postmaster) - pg_before
-    calls = result["ok"] + result["errors"]
+    calls = result["ok"] + result["errors"] + result["cut"]
     result["cpu_s"], result["pg_cpu_s"] = used, pg_used
     result["cpu_us_per_call"] = used / calls * 1e6 if calls else 0.0
     result["pg_us_per_call"] = pg_used / calls * 1e6 if calls else 0.0
@@ -287,8 +310,9 @@ class StatementStats:
 
         conn = await asyncpg.connect(url)
         try:
-            # Created beforehand by a superuser (`CREATE EXTENSION pg_stat_statements; GRANT EXECUTE
-            # ON FUNCTION pg_stat_statements_reset TO paylink; GRANT pg_read_all_stats TO paylink`).
+            # bench/bench.sh starts its cluster with PAYLINK_PG_STATEMENTS=1 for `--statements`:
+            # preloaded, the extension created and the role allowed to reset and read it
+            # (scripts/stack.sh pg_statements_grants).
             await conn.execute("SELECT pg_stat_statements_reset()")
         finally:
             await conn.close()

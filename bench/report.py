@@ -189,6 +189,12 @@ def rpc_table(r: dict[str, Any]) -> list[str]:
         "PostgreSQL's CPU per call is the benchmark cluster's over the same window. *Floor p99* is the",
         "floor's own p99 in the same rounds (median), beside the RPC's.",
         "",
+        "*Errors* are calls answered with a status other than OK, summed over the rounds. The calls ghz",
+        "cuts off when a measurement's duration ends are not among them: ghz closes its connections with",
+        "`c` calls in flight and fails those on its side (`Unavailable: ... use of closed network",
+        "connection`), about `c` a measurement and `2c` for a target's two halves; results.json counts them",
+        "apart as `cut`. (Results written before that split counted them as errors: shown `N (with cut)`.)",
+        "",
         "| RPC | c | requests/s | p50 ms | p99 ms | floor p99 ms | of echo | of its floor (rounds) |"
         " CPU µs/call | ÷ floor (rounds) | PostgreSQL µs/call | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -209,9 +215,10 @@ def rpc_table(r: dict[str, Any]) -> list[str]:
         cpu = f"{x['cpu_us_per_call']:.0f}" if x.get("cpu_us_per_call") else ""
         cpu_ratio = f"{x['cpu_ratio']:.2f}{spread(x, 'cpu_ratio', '.2f')}" if x.get("cpu_ratio") else ""
         pg = f"{x['pg_us_per_call']:.0f}" if x.get("pg_us_per_call") else ""
+        errors = f"{x['errors']}" if "cut" in x else f"{x['errors']} (with cut)"
         lines.append(
             f"| {x['rpc']} | {x['concurrency']} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"
-            f" {floor_p99} | {x['ratio']:.0%} | {floor} | {cpu} | {cpu_ratio} | {pg} | {x['errors']} |"
+            f" {floor_p99} | {x['ratio']:.0%} | {floor} | {cpu} | {cpu_ratio} | {pg} | {errors} |"
         )
     return [*lines, ""]
 

@@ -169,13 +169,27 @@ class Consumer:
                 if args.timeout and idle_since and time.monotonic() - idle_since >= args.timeout:
                     break
         finally:
-            await consumer.stop()
+            await stop(consumer)
         holes = self.sequences.holes()
         gaps = "; ".join(f"{account} missing {missing}" for account, missing in holes.items()) or "none"
         print(
             f"done: handled {self.handled} events, skipped {self.duplicates} duplicates, sequence gaps: {gaps}"
         )
         return 0
+
+
+async def stop(consumer: AIOKafkaConsumer) -> None:
+    """`consumer.stop()`, past aiokafka's close race (aio-libs/aiokafka#647): a fetch that was
+    waiting to retry after a broker timeout re-raises its own cancellation out of `stop()`. That
+    CancelledError is not ours (the offsets handled were committed already): only a task that is
+    itself being cancelled lets it through; what the interrupted close left, `asyncio.run` cancels
+    as the example exits."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def main() -> int:

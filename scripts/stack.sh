@@ -31,6 +31,9 @@
 #   PAYLINK_PG_DURABLE=1            fsync, synchronous_commit and full_page_writes on, as in
 #                                   production (default off: a throw-away cluster; make bench sets
 #                                   it; a standby pair is always durable)
+#   PAYLINK_PG_STATEMENTS=1         preload pg_stat_statements (track_planning on) and let the role
+#                                   read and reset it: `make bench` sets it for `--statements`
+#                                   (a running cluster keeps its settings until it is restarted)
 #   PAYLINK_STACK_SERVICES          what up/down manage: "postgres kafka" (default) or "postgres"
 set -euo pipefail
 
@@ -359,9 +362,17 @@ port = $PG_PORT
 unix_socket_directories = '$sock'
 max_connections = 200
 $durability
+$(pg_statements_conf)
 # Logging goes to $PG_LOG (pg_ctl -l).
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+}
+
+# pg_stat_statements for the benchmarks' per-statement counts (PAYLINK_PG_STATEMENTS=1).
+pg_statements_conf() {
+  if [[ "${PAYLINK_PG_STATEMENTS:-0}" == 1 ]]; then
+    printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track_planning = on"
+  fi
 }
 
 # Remove leftovers of a server that did not shut down cleanly (machine
@@ -386,6 +397,19 @@ pg_admin_psql() {
   pg_tool psql -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket_dir)" -p "$PG_PORT" -U postgres -d postgres "$@"
 }
 
+# With PAYLINK_PG_STATEMENTS=1: the extension in every database (template1 too, for the databases
+# a benchmark creates) and the role allowed to read every statement and to reset the counts.
+pg_statements_grants() {
+  if [[ "${PAYLINK_PG_STATEMENTS:-0}" == 1 ]]; then
+    local db
+    for db in template1 postgres "$PG_DB"; do
+      printf '%s\n' "\\connect $db" "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" \
+        "GRANT EXECUTE ON FUNCTION pg_stat_statements_reset TO $PG_ROLE;"
+    done
+    printf '%s\n' "GRANT pg_read_all_stats TO $PG_ROLE;"
+  fi
+}
+
 # Idempotently create role paylink (LOGIN, CREATEDB) and database paylink.
 pg_bootstrap_role() {
   if ! pg_admin_psql -f - >>"$LOGS/pg-bootstrap.log" 2>&1 <<EOF
@@ -394,6 +418,7 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') \gexec
 ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
+$(pg_statements_grants)
 EOF
   then
     tail_log "$LOGS/pg-bootstrap.log"

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     sandbox_latency_jitter_seconds: float = Field(default=0.0, ge=0)
     sandbox_slow_latency_seconds: float = Field(default=2.0, ge=0)
     sandbox_pending_delay_seconds: float = Field(default=60.0, ge=0)
+    sandbox_session_seconds: float = Field(default=600.0, ge=0)  # a platform session's life; 0: none
 
     rate_link_tokens_per_minute: float = Field(default=600.0, ge=0)  # 0 disables
     rate_logins_per_minute: float = Field(default=120.0, ge=0)  # SubmitCredentials + SubmitMfa; 0 disables
@@ -152,3 +153,7 @@ class Settings(BaseSettings):
     @property
     def pending_delay(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.sandbox_pending_delay_seconds)
+
+    @property
+    def sandbox_session_lifetime(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.sandbox_session_seconds)

@@ -90,7 +90,7 @@ RPC_LATENCY = LoopHistogram(
     ["method", "code"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-JOB_DURATION = Histogram(
+JOB_DURATION = LoopHistogram(  # observed by the worker on the event loop, once per job attempt
     "paylink_job_seconds",
     "Job attempt duration by job name, platform and result",
     ["name", "platform", "result"],

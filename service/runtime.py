@@ -68,6 +68,7 @@ async def build_deps(settings: Settings) -> Deps:
         slow_latency=settings.sandbox_slow_latency_seconds,
         jitter=settings.sandbox_latency_jitter_seconds,
         pending_delay=settings.pending_delay,
+        session_lifetime=settings.sandbox_session_lifetime,
     )
     pool = await db.create_pool(settings)
     return Deps(settings=settings, pool=pool, vault=vault, drivers=drivers, audited=GroupCommit(pool))

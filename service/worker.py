@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind
@@ -83,6 +84,7 @@ class Worker:
         # Claims refused by the release guard in a row: one ERROR with the fix per back-off.
         self.refused = release_guard.BackOff(deps.release_guard, log, logging.ERROR, release_guard.FIX)
         self._in_call = _InCall(self)
+        self._finished: dict[tuple[str, ...], Any] = {}  # metrics.JOBS_FINISHED's children
 
     def stop(self) -> None:
         self._stopping.set()
@@ -286,17 +288,25 @@ class Worker:
                 if isinstance(outcome, Failure)
                 else ""
             )
-            metrics.JOBS_FINISHED.labels(name, job.platform_id, "error" if failed else "success", code).inc()
-        log.info(
-            "job attempt finished",
-            extra={
-                "job_id": str(job.id),
-                "job": name,
-                "result": label,
-                "attempt": job.attempts,
-                "written": written,
-            },
-        )
+            self._finished_counter(name, job.platform_id, "error" if failed else "success", code).inc()
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "job attempt finished",
+                extra={
+                    "job_id": str(job.id),
+                    "job": name,
+                    "result": label,
+                    "attempt": job.attempts,
+                    "written": written,
+                },
+            )
+
+    def _finished_counter(self, *labels: str) -> Any:
+        """`metrics.JOBS_FINISHED`'s child for these labels, looked up once (`labels()` takes a lock)."""
+        child = self._finished.get(labels)
+        if child is None:
+            child = self._finished[labels] = metrics.JOBS_FINISHED.labels(*labels)
+        return child
 
     def _retry_or_fail(self, job: ClaimedJob, code: int, message: str, *, system: bool = False) -> Outcome:
         settings = self.deps.settings
@@ -329,8 +339,9 @@ class Worker:
                             common_pb2.JOB_ERROR_CODE_USER_ACTION_REQUIRED,
                             "the platform asks for MFA: send the user through Link",
                         )
-                    grant = access.grant.secret
-                    new_grant = grants.NewGrant(job.account_id, grant, job.grant_sealed)
+                    if access.grant.secret != grant:  # a new platform session: store its grant
+                        grant = access.grant.secret
+                        new_grant = grants.NewGrant(job.account_id, grant, job.grant_sealed)
                 ctx = JobContext(
                     account_id=str(job.account_id),
                     platform_id=job.platform_id,

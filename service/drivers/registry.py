@@ -7,6 +7,7 @@ import datetime as dt
 
 from service.drivers.base import EmployerInfo, PlatformDriver, PlatformInfo
 from service.drivers.sandbox import SandboxDriver
+from service.drivers.sandbox_auth import SESSION_LIFETIME
 from service.drivers.traced import TracedDriver
 
 
@@ -86,10 +87,17 @@ def default_registry(
     slow_latency: float = 2.0,
     jitter: float = 0.0,
     pending_delay: dt.timedelta = dt.timedelta(seconds=60),
+    session_lifetime: dt.timedelta = SESSION_LIFETIME,
 ) -> DriverRegistry:
     """A registry with the sandbox driver (the only driver paylink ships)."""
     registry = DriverRegistry()
     registry.register(
-        SandboxDriver(latency=latency, slow_latency=slow_latency, pending_delay=pending_delay, jitter=jitter)
+        SandboxDriver(
+            latency=latency,
+            slow_latency=slow_latency,
+            pending_delay=pending_delay,
+            jitter=jitter,
+            session_lifetime=session_lifetime,
+        )
     )
     return registry

@@ -34,7 +34,6 @@ from service.drivers.base import (
     FetchedShift,
     FetchedTaxForm,
     JobContext,
-    JobPending,
     LoggedIn,
     LoginResult,
     PaystubQuery,
@@ -49,7 +48,6 @@ from service.drivers.sandbox_auth import (
     MfaKind,
     User,
     _answer_ok,
-    _new_session,
     user_of,
 )
 
@@ -119,10 +117,12 @@ class SandboxDriver:
         jitter: float = 0.0,
         pending_delay: dt.timedelta = dt.timedelta(seconds=60),
         clock: Callable[[], dt.datetime] = _utcnow,
+        session_lifetime: dt.timedelta = sandbox_auth.SESSION_LIFETIME,
     ) -> None:
         self._latency, self._jitter = latency, jitter  # each call takes latency ± up to jitter
         self._failures: collections.Counter[tuple[str, str]] = collections.Counter()  # user_recovers
         self._slow_latency, self._pending_delay, self._clock = slow_latency, pending_delay, clock
+        self._session_seconds = int(session_lifetime.total_seconds())  # see Grant.session_expires
         self._platforms, self._grants = {p.id: p for p in PLATFORMS}, sandbox_auth.KeptGrants()
 
     def platforms(self) -> list[PlatformInfo]:
@@ -142,7 +142,7 @@ class SandboxDriver:
             )
         if user is None or credentials.password != PASSWORD:
             raise PlatformError(E.JOB_ERROR_CODE_INVALID_CREDENTIALS, "The username or password is incorrect")
-        grant = Grant(credentials.username, credentials.password, platform_id, _new_session())
+        grant = Grant(credentials.username, credentials.password, platform_id, "").refreshed(self._expiry())
         if platform.always_mfa:
             return sandbox_auth.challenge(MfaKind.SECURITY_QUESTION, grant)
         if user is User.MFA:
@@ -164,7 +164,7 @@ class SandboxDriver:
             raise PlatformError(E.JOB_ERROR_CODE_MFA_FAILED, "The verification session is not valid")
         if not _answer_ok(kind, answer):
             raise PlatformError(E.JOB_ERROR_CODE_MFA_FAILED, "The verification answer is incorrect")
-        return LoggedIn(grant.refreshed().encode())
+        return LoggedIn(grant.refreshed(self._expiry()).encode())
 
     async def reaccess(self, account_id: str, platform_id: str, grant: AccessGrant) -> LoginResult:
         """Logs in again with a stored grant; may ask MFA (`user_reauth_mfa`, always-MFA platform)."""
@@ -178,7 +178,9 @@ class SandboxDriver:
             return sandbox_auth.challenge(MfaKind.SECURITY_QUESTION, stored)
         if user is User.REAUTH_MFA:
             return sandbox_auth.challenge(MfaKind.CODE, stored)
-        return LoggedIn(self._grants.encode(stored.refreshed()))
+        if stored.session_valid(int(self._clock().timestamp())):
+            return LoggedIn(grant)  # the session is still open: the very grant, nothing to store
+        return LoggedIn(self._grants.encode(stored.refreshed(self._expiry())))
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -326,6 +328,10 @@ class SandboxDriver:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _expiry(self) -> int:
+        """When a platform session opened now ends (Unix seconds)."""
+        return int(self._clock().timestamp()) + self._session_seconds
+
     @staticmethod
     def _allocations(grant: Grant) -> data_pb2.DirectDepositAllocations:
         """The platform's allocations now: as the last switch through paylink left them, else the
@@ -375,7 +381,7 @@ class SandboxDriver:
                 E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE, "The payroll system returned an internal error"
             )
         if user is User.PENDING:
-            self._pending(ctx)
+            sandbox_auth.pending(ctx, self._pending_delay, self._clock())
         if user is User.FLAKY and ctx.attempt <= 2:
             raise PlatformError(
                 E.JOB_ERROR_CODE_PLATFORM_UNAVAILABLE,
@@ -385,16 +391,3 @@ class SandboxDriver:
         if user is User.NODATA and job in DATA_JOBS:
             raise PlatformError(E.JOB_ERROR_CODE_NO_DATA, "The payroll system has no data of this kind")
         return grant
-
-    def _pending(self, ctx: JobContext) -> None:
-        """Pending until `pending_delay` after the first pending report, then a final timeout."""
-        if ctx.pending_since is None:
-            raise JobPending(self._pending_delay, "The payroll system is processing the request")
-        remaining = self._pending_delay - (self._clock() - ctx.pending_since)
-        if remaining > dt.timedelta(0):
-            raise JobPending(
-                min(remaining, self._pending_delay), "The payroll system is processing the request"
-            )
-        raise PlatformError(
-            E.JOB_ERROR_CODE_TIMEOUT, "The payroll system did not finish in time", transient=False
-        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import enum
 import json
 import secrets
@@ -14,7 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from paylink.v1 import common_pb2, data_pb2
 
-from service.drivers.base import AccessGrant, MfaChallenge, PlatformError
+from service.drivers.base import AccessGrant, JobContext, JobPending, MfaChallenge, PlatformError
 
 E = common_pb2.JobErrorCode
 
@@ -115,6 +116,10 @@ class Grant:
     # DirectDepositAllocations as JSON, last four digits only); None: no switch since the last
     # ChangeAllocation (then `deposit` or the profile's split holds).
     switched: dict[str, Any] | None = None
+    # When the platform session ends (Unix seconds, the driver's clock): until then a re-access
+    # uses it and returns this very grant; after, it opens a new session (`refreshed`). 0: ended
+    # (grants stored before sessions had a lifetime).
+    session_expires: int = 0
 
     def encode(self) -> AccessGrant:
         # The fields as `dataclasses.asdict` gives them, without its deep copy (json.dumps only
@@ -129,6 +134,7 @@ class Grant:
             "days_advanced": self.days_advanced,
             "deposit": self.deposit,
             "switched": self.switched,
+            "session_expires": self.session_expires,
         }
         return AccessGrant(json.dumps(fields, sort_keys=True).encode())
 
@@ -155,11 +161,12 @@ class Grant:
             days_advanced=d.get("days_advanced", 0),
             deposit=d.get("deposit"),
             switched=d.get("switched"),  # grants stored before the sandbox remembered switches lack it
+            session_expires=d.get("session_expires", 0),  # and before sessions had a lifetime
         )
         strings = (grant.username, grant.password, grant.platform_id, grant.session)
         if not all(isinstance(s, str) for s in strings) or not isinstance(grant.expired, bool):
             raise TypeError("bad grant field")
-        for number in (grant.extra_paystubs, grant.days_advanced):
+        for number in (grant.extra_paystubs, grant.days_advanced, grant.session_expires):
             if not isinstance(number, int) or isinstance(number, bool) or number < 0:
                 raise TypeError("bad grant field")
         if grant.deposit is not None:
@@ -191,10 +198,19 @@ class Grant:
             account_number_last_four=str(d["account_number_last_four"]),
         )
 
-    def refreshed(self) -> Grant:
-        """The same login with a new platform session token."""
-        return dataclasses.replace(self, session=_new_session())
+    def refreshed(self, expires: int) -> Grant:
+        """The same login with a new platform session token, valid until `expires` (Unix seconds)."""
+        return dataclasses.replace(self, session=_new_session(), session_expires=expires)
 
+    def session_valid(self, now: int) -> bool:
+        """Whether the platform session is still open at `now` (Unix seconds)."""
+        return now < self.session_expires
+
+
+# How long a sandbox platform session stays open (PAYLINK_SANDBOX_SESSION_SECONDS): a re-access
+# within it reuses the session and returns the grant it was given, as a real platform's login
+# session lives for minutes; after it, the re-access opens a new session (a new grant to store).
+SESSION_LIFETIME = dt.timedelta(minutes=10)
 
 # How many grants a driver remembers decoded (KeptGrants): a refresh's re-access encodes the grant
 # its fetch decodes again, in the same process, one platform call later.
@@ -252,3 +268,15 @@ def challenge(kind: MfaKind, grant: Grant) -> MfaChallenge:
     """The MFA question of `kind`, with the grant to finish the login with in its state."""
     state = {"kind": kind.value, "grant": dataclasses.asdict(grant)}
     return MfaChallenge(kind.value, _PROMPTS[kind], json.dumps(state, sort_keys=True).encode())
+
+
+def pending(ctx: JobContext, delay: dt.timedelta, now: dt.datetime) -> None:
+    """`user_pending`: pending until `delay` after the first pending report, then a final timeout."""
+    if ctx.pending_since is None:
+        raise JobPending(delay, "The payroll system is processing the request")
+    remaining = delay - (now - ctx.pending_since)
+    if remaining > dt.timedelta(0):
+        raise JobPending(min(remaining, delay), "The payroll system is processing the request")
+    raise PlatformError(
+        E.JOB_ERROR_CODE_TIMEOUT, "The payroll system did not finish in time", transient=False
+    )

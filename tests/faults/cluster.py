@@ -32,7 +32,7 @@ from paylink.v1 import common_pb2, event_pb2
 
 from service import auth, db
 from tests import secret_scan
-from tests.harness import Client, EventLog, Received
+from tests.harness import Client, EventLog, Received, stop_consumer
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = ROOT / "scripts" / "stack.sh"
@@ -521,7 +521,7 @@ async def read_log(bootstrap: str, prefix: str) -> list[Received]:
                     remaining.discard(tp)
         return out
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def connect_many(

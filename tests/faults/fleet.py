@@ -35,6 +35,7 @@ from tests.faults.cluster import (
     pid_alive,
     wait_until,
 )
+from tests.harness import stop_consumer
 
 SERVICE_CONFIG_PATH = ROOT / "examples" / "grpc_service_config.json"
 SERVICE_CONFIG = SERVICE_CONFIG_PATH.read_text()
@@ -177,7 +178,7 @@ class KafkaCluster(ExtraStack):
         try:
             return dict(await consumer.end_offsets(partitions))
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def topic_configs(self, topics: list[str], names: tuple[str, ...]) -> dict[str, dict[str, str]]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)

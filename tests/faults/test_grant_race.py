@@ -30,9 +30,12 @@ TARGET = c.AllocationTarget(
 
 
 async def _start(dep: Deployment) -> Client:
-    await dep.spawn("api", sandbox_slow_latency_seconds=0)  # logins, re-links and controls: instant
+    # No platform session outlives a call (PAYLINK_SANDBOX_SESSION_SECONDS=0): every re-access opens
+    # a new one, so every refresh returns a new grant to store, which is what is raced here.
+    # logins, re-links and controls: instant
+    await dep.spawn("api", sandbox_slow_latency_seconds=0, sandbox_session_seconds=0)
     await dep.spawn("relay")
-    await dep.spawn("worker", sandbox_slow_latency_seconds=LATENCY)
+    await dep.spawn("worker", sandbox_slow_latency_seconds=LATENCY, sandbox_session_seconds=0)
     return await dep.new_client()
 
 

@@ -13,7 +13,7 @@ from paylink.v1 import account_pb2
 from service import runtime
 from service.api.server import SERVICE_NAMES
 from service.config import Settings
-from tests.harness import Client, rpc_error
+from tests.harness import Client, rpc_error, stop_consumer
 
 
 async def test_a_row_written_through_asyncpg_reads_back(app: runtime.Running) -> None:
@@ -42,7 +42,7 @@ async def test_a_message_goes_through_the_real_broker(settings: Settings) -> Non
     try:
         record = await consumer.getone()
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     assert (record.key, record.value, list(record.headers)) == (b"k1", b"hello", [("h", b"v")])
 
 

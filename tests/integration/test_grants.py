@@ -7,12 +7,13 @@ The interleaving through the real processes: tests/faults/test_grant_race.py."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
-from paylink.v1 import common_pb2
+from paylink.v1 import common_pb2, job_pb2
 
 from service import grants, runtime, sealed
-from tests.harness import Client, link_account
+from tests.harness import Client, link_account, wait_job
 
 J = common_pb2
 
@@ -90,3 +91,35 @@ async def test_a_grant_only_resealed_meanwhile_is_still_replaced(
 
 async def test_no_grants_sends_nothing(app: runtime.Running) -> None:
     assert await _replace(app, []) == (set(), 0)
+
+
+async def _refresh(client: Client, account: uuid.UUID) -> None:
+    job = await client.jobs.CreateJob(
+        job_pb2.CreateJobRequest(account_id=str(account), name=J.JOB_NAME_IDENTITY), metadata=client.md()
+    )
+    assert (await wait_job(client, job.id)).status == J.JOB_STATUS_SUCCESS
+
+
+async def test_a_refresh_within_the_platform_session_writes_no_grant(
+    app: runtime.Running, client: Client
+) -> None:
+    """The sandbox's session outlives a refresh (PAYLINK_SANDBOX_SESSION_SECONDS): the re-access
+    returns the very grant the job was claimed with, and nothing is sealed or written; a grant whose
+    session ended is renewed by the refresh and stored (by compare-and-set, as before)."""
+    account = await _account(client, "user_good+grantsession")
+    row = "SELECT sealed, updated_at FROM account_credentials WHERE account_id = $1"
+    before = await app.deps.pool.fetchrow(row, account)
+    await _refresh(client, account)
+    await _refresh(client, account)
+    assert await app.deps.pool.fetchrow(row, account) == before  # the same blob, never rewritten
+
+    grant = await grants.load(app.deps, app.deps.pool, account)
+    assert grant is not None
+    ended = json.loads(grant) | {"session_expires": 0}  # as a grant stored before sessions had a lifetime
+    ended_grant = json.dumps(ended, sort_keys=True).encode()
+    stored = await _store(app, account, ended_grant)
+    await _refresh(client, account)
+    assert await _blob(app, account) != stored
+    renewed = await grants.load(app.deps, app.deps.pool, account)
+    assert renewed is not None and json.loads(renewed)["session"] != ended["session"]
+    assert json.loads(renewed)["session_expires"] > 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import run
+from bench import common, run
 from tests.unit.scripts import load_script
 
 
@@ -113,7 +113,44 @@ def test_the_report_still_renders_results_from_before_cpu_per_call() -> None:
     report = load_script("bench/report.py")
     old = {"rpcs": [_rpc("GetAccount", floor="read floor", floor_ratio=0.83)]}
     assert (
-        "| GetAccount | 16 | 1000 | 5.00 | 10.00 |  | 50% | 83% (read floor) |  |  |  | 0 |"
+        "| GetAccount | 16 | 1000 | 5.00 | 10.00 |  | 50% | 83% (read floor) |  |  |  | 0 (with cut) |"
         in report.rpc_table(old)
     )
     assert "CPU per call" not in "\n".join(report.targets(old))
+
+
+def _ghz_report(ok: int, errors: dict[str, int]) -> dict[str, Any]:
+    """A ghz JSON report's status and error distributions (errors: message -> count)."""
+    codes: dict[str, int] = {"OK": ok}
+    for message, n in errors.items():
+        code = message.split("code = ", 1)[1].split(" ", 1)[0]
+        codes[code] = codes.get(code, 0) + n
+    return {"statusCodeDistribution": codes, "errorDistribution": errors}
+
+
+def test_calls_cut_off_by_the_end_of_a_run_are_counted_apart_from_errors() -> None:
+    closed = "rpc error: code = Unavailable desc = error reading from server: read tcp 127.0.0.1:{}->127.0.0.1:22160: use of closed network connection"
+    cut_off = {closed.format(port): 4 for port in (56048, 56064, 56074, 56084)}  # c=16 over 4 connections
+    assert common.split_errors(_ghz_report(1002, cut_off)) == (0, 16)
+    real = {
+        "rpc error: code = Unauthenticated desc = invalid API secret": 3,
+        "rpc error: code = Unavailable desc = database unavailable, retry": 2,
+        "rpc error: code = Canceled desc = grpc: the client connection is closing": 5,
+    }
+    assert common.split_errors(_ghz_report(900, {**cut_off, **real})) == (5, 21)
+    assert common.split_errors({"statusCodeDistribution": {"OK": 10}}) == (0, 0)
+
+
+def test_the_cut_off_calls_count_for_cpu_per_call_but_not_as_errors_of_a_measurement() -> None:
+    halves = [{**_half(1000, 10, 2000, 1.0), "errors": 0, "cut": 16} for _ in range(2)]
+    both = run.joined(halves)
+    assert both["errors"] == 0 and both["cut"] == 32
+    assert abs(both["cpu_us_per_call"] - 2.0 / 4030 * 1e6) < 1e-9  # 3,998 answered + 32 cut off
+    floor = {**both, "cpu_us_per_call": 400.0}
+    row = run.against(both, floor, {"rps": 2000.0})
+    summary = run.summary("GetAccount", 16, [row, row, row])
+    assert summary["errors"] == 0 and summary["cut"] == 96
+    table = "\n".join(load_script("bench/report.py").rpc_table({"rpcs": [{**summary, "rpc": "GetAccount"}]}))
+    [line] = [line for line in table.splitlines() if line.startswith("| GetAccount |")]
+    assert line.endswith("| 0 |")  # the cut-off calls are not errors
+    assert "apart as `cut`" in table  # and the table says what it leaves out

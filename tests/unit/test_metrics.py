@@ -41,3 +41,17 @@ def test_the_rpc_histogram_is_registered_and_checks_its_labels() -> None:
     assert before == [] and after == ['paylink_rpc_seconds_count{code="OK",method="UnitProbe"} 1.0']
     with pytest.raises(ValueError, match="expected labels"):
         metrics.RPC_LATENCY.labels("UnitProbe")
+
+
+def test_the_job_histogram_is_observed_without_locks_and_exposed_as_before() -> None:
+    # The worker observes it once per job attempt on the event loop: a LoopHistogram (one dict
+    # lookup, no lock), exposed with the same series and labels as prometheus_client's Histogram.
+    assert isinstance(metrics.JOB_DURATION, metrics.LoopHistogram)
+    series = 'paylink_job_seconds_count{name="UNIT_PROBE",platform="sandbox_adp",result="success"}'
+    before = _lines(generate_latest().decode(), series)
+    metrics.JOB_DURATION.labels("UNIT_PROBE", "sandbox_adp", "success").observe(0.003)
+    assert before == [] and _lines(generate_latest().decode(), series) == [f"{series} 1.0"]
+    bucket = (
+        'paylink_job_seconds_bucket{le="0.005",name="UNIT_PROBE",platform="sandbox_adp",result="success"}'
+    )
+    assert _lines(generate_latest().decode(), bucket) == [f"{bucket} 1.0"]

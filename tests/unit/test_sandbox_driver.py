@@ -432,15 +432,63 @@ async def test_behaviour_fingerprints(driver: SandboxDriver) -> None:
 
 
 @pytest.mark.parametrize("username", ["user_good", "user_mfa", "user_flaky", "user_nodata", "user_error"])
-async def test_reaccess_gives_fresh_session_same_login(driver: SandboxDriver, username: str) -> None:
+async def test_reaccess_gives_fresh_session_same_login_once_the_session_ended(username: str) -> None:
+    now = [NOW]
+    driver = SandboxDriver(slow_latency=0.0, clock=lambda: now[0], session_lifetime=dt.timedelta(minutes=10))
     grant = await login(driver, username)
+    assert grant_dict(grant)["session_expires"] == int(NOW.timestamp()) + 600
+    now[0] = NOW + dt.timedelta(minutes=10)  # the session opened at the login has just ended
     result = await driver.reaccess("acct-1", SANDBOX_ADP, grant)
     assert isinstance(result, LoggedIn)
     before, after = grant_dict(grant), grant_dict(result.grant)
     assert after["session"] != before["session"]
-    assert {k: v for k, v in after.items() if k != "session"} == {
-        k: v for k, v in before.items() if k != "session"
+    assert after["session_expires"] == int(now[0].timestamp()) + 600
+    assert {k: v for k, v in after.items() if k not in ("session", "session_expires")} == {
+        k: v for k, v in before.items() if k not in ("session", "session_expires")
     }
+
+
+async def test_a_reaccess_within_the_session_returns_the_very_grant() -> None:
+    # A platform session lives for minutes: re-accessing within it uses it (nothing new to store);
+    # the first re-access after it ended opens a new one, which later re-accesses use in turn.
+    now = [NOW]
+    driver = SandboxDriver(slow_latency=0.0, clock=lambda: now[0], session_lifetime=dt.timedelta(minutes=10))
+    grant = await login(driver, "user_good")
+    for minutes in (0, 5, 9):
+        now[0] = NOW + dt.timedelta(minutes=minutes, seconds=59)
+        same = await driver.reaccess("acct-1", SANDBOX_ADP, grant)
+        assert isinstance(same, LoggedIn) and same.grant.secret == grant.secret
+    now[0] = NOW + dt.timedelta(minutes=10)
+    renewed = await driver.reaccess("acct-1", SANDBOX_ADP, grant)
+    assert isinstance(renewed, LoggedIn) and renewed.grant.secret != grant.secret
+    now[0] = NOW + dt.timedelta(minutes=19)
+    again = await driver.reaccess("acct-1", SANDBOX_ADP, renewed.grant)
+    assert isinstance(again, LoggedIn) and again.grant.secret == renewed.grant.secret
+    # The session is no way around the checks: an expired password or a locked-out user still fail.
+    with pytest.raises(PlatformError) as info:
+        await driver.reaccess("acct-1", SANDBOX_ADP, driver.expire_grant(renewed.grant))
+    assert info.value.code == E.JOB_ERROR_CODE_INVALID_CREDENTIALS
+    expired_user = await login(driver, "user_expired+s")
+    with pytest.raises(PlatformError):
+        await driver.reaccess("acct-1", SANDBOX_ADP, expired_user)
+    # A grant stored before sessions had a lifetime has no open session: the re-access renews it.
+    fields = {k: v for k, v in grant_dict(grant).items() if k != "session_expires"}
+    old = AccessGrant(json.dumps(fields, sort_keys=True).encode())
+    renewed_old = await driver.reaccess("acct-1", SANDBOX_ADP, old)
+    assert isinstance(renewed_old, LoggedIn)
+    assert grant_dict(renewed_old.grant)["session"] != fields["session"]
+
+
+async def test_no_session_lifetime_renews_the_session_on_every_reaccess() -> None:
+    driver = SandboxDriver(slow_latency=0.0, clock=lambda: NOW, session_lifetime=dt.timedelta(0))
+    grant = await login(driver, "user_good")
+    sessions = {grant_dict(grant)["session"]}
+    for _ in range(3):
+        result = await driver.reaccess("acct-1", SANDBOX_ADP, grant)
+        assert isinstance(result, LoggedIn)
+        grant = result.grant
+        sessions.add(grant_dict(grant)["session"])
+    assert len(sessions) == 4
 
 
 async def test_reauth_mfa_reaccess_asks_code_every_time(driver: SandboxDriver) -> None:
