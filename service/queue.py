@@ -120,24 +120,10 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM job) AS done
 """
 # $1 worker id, $2 lease, $3 how many, $4 platforms not to claim from (at their concurrency limit).
 # With each job, what its run needs: the account's sealed grant (NULL: disconnected; see grants.open_grant).
-# The pick (the oldest runnable rows, run_at order, FOR UPDATE SKIP LOCKED) is job_queue_pick
-# (migration 0177): an ordered walk of job_queue_runnable that stops after $3 rows, whatever the
-# table's statistics say (without them the planner would read and sort every runnable row).
-CLAIM = f"""
-WITH picked AS (
-  UPDATE job_queue SET locked_by = $1, lease_expires_at = now() + $2::interval
-  WHERE id = ANY(ARRAY(SELECT job_queue_pick($3, $4::text[])))
-  RETURNING id, lease_expires_at),
-claimed AS (
-  UPDATE jobs SET status = {R}, locked_by = $1, lease_expires_at = picked.lease_expires_at,
-                  attempts = attempts + 1
-  FROM picked WHERE jobs.id = picked.id
-  RETURNING jobs.id, account_id, batch_id, name, origin, platform_id, params, params_sealed, attempts, pending_since,
-            traceparent, request_id)
-SELECT claimed.*, c.sealed AS grant_sealed
-FROM claimed LEFT JOIN accounts a ON a.id = claimed.account_id AND a.connected
-     LEFT JOIN account_credentials c ON c.account_id = a.id
-"""
+# jobs_claim (migration 0181) leases the picked queue rows, then marks their jobs running: one cached
+# generic plan per connection, by key whatever the statistics say. The pick (the oldest runnable rows,
+# run_at order, FOR UPDATE SKIP LOCKED) is job_queue_pick (0177): an ordered walk of job_queue_runnable.
+CLAIM = "SELECT * FROM jobs_claim($1, $2::interval, $3, $4::text[])"
 # Skips the rows a batch of outcomes holds locked (lock_for_outcomes): that batch is completing them,
 # and the next beat renews any it rolled back. Waiting for it instead would hold every held job's
 # renewal behind one slow commit (and hold the locks taken so far meanwhile).
