@@ -95,27 +95,37 @@ async def enqueue(
     return row
 
 
-def to_proto(row: asyncpg.Record) -> job_pb2.Job:
-    job = job_pb2.Job(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        link_token_id=str(row["link_token_id"]) if row["link_token_id"] else "",
-        link_session_id=str(row["link_session_id"]) if row["link_session_id"] else "",
-        name=row["name"],
-        status=queue.JobStatus(row["status"]).to_proto(),
-        outcome=row["outcome"],
-        error_type=row["error_type"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        params=common_pb2.JobParams.FromString(bytes(row["params"])),
-        attempts=row["attempts"],
-        origin=row["origin"],
-        tags=json.loads(row["tags"]),
-        scheduled=row["scheduled"],
-    )
+def to_proto(row: asyncpg.Record, job: job_pb2.Job | None = None) -> job_pb2.Job:
+    """The Job of a `jobs` row (`queue.COLUMNS`), set field by field into `job` (a new one by
+    default; a list passes its `jobs.add()`, so the message is built where it is sent). Half the
+    CPU of building it with keyword arguments and copying it into the list (a 25-job page: ~440 ->
+    ~220 µs in-process; bench/NOTES.md, "rpc (session 26)")."""
+    if job is None:
+        job = job_pb2.Job()
+    job.id = str(row["id"])
+    job.account_id = str(row["account_id"])
+    if row["link_token_id"]:
+        job.link_token_id = str(row["link_token_id"])
+    if row["link_session_id"]:
+        job.link_session_id = str(row["link_session_id"])
+    job.name = row["name"]
+    job.status = _STATUS[row["status"]]
+    job.outcome = row["outcome"]
+    job.error_type = row["error_type"]
+    job.error_code = row["error_code"]
+    job.error_message = row["error_message"]
+    job.params.ParseFromString(row["params"])
+    job.attempts = row["attempts"]
+    job.origin = row["origin"]
+    if row["tags"] != "{}":  # jsonb, NOT NULL DEFAULT '{}' (most jobs carry no tags)
+        job.tags.update(json.loads(row["tags"]))
+    job.scheduled = row["scheduled"]
     timeutil.set_ts(job.created_at, row["created_at"])
     timeutil.set_ts(job.completed_at, row["completed_at"])
     return job
+
+
+_STATUS = {status.value: status.to_proto() for status in queue.JobStatus}
 
 
 async def get(deps: Deps, workspace_id: uuid.UUID, job_id: str) -> job_pb2.Job:
@@ -210,7 +220,10 @@ async def list_page(
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
-    response = job_pb2.ListJobsResponse(jobs=[to_proto(r) for r in rows[:size]])
+    response = job_pb2.ListJobsResponse()
+    add = response.jobs.add
+    for row in rows[:size]:
+        to_proto(row, add())
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(
