@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from service import db
+from service import db, outbox
 from service.audit_commit import GroupCommit
 from service.config import Settings
 from service.documents import DocumentStore, PostgresDocumentStore
@@ -28,3 +28,5 @@ class Deps:
     intake: Intake = dataclasses.field(default_factory=Intake)
     # Whether the database's release guard refuses this process's code (release_guard.py).
     release_guard: Guard = dataclasses.field(default_factory=Guard)
+    # This process's relay while it leads: units of work wake it by a call, not a NOTIFY (outbox.py).
+    relay_wake: outbox.RelayWake = dataclasses.field(default_factory=outbox.RelayWake)

@@ -10,11 +10,14 @@ commit order — the relay publishes by id and per-account order holds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import json
 import logging
 import uuid
+from collections.abc import Callable
 
 from paylink.v1 import common_pb2, event_pb2
 
@@ -74,16 +77,58 @@ _ROWS = """rows AS (
   ORDER BY i
   RETURNING id, created_at),
 pending AS (INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows)"""
-# ...and wakes the relay (delivered at commit).
-_INSERT = (
-    f"WITH {_ROWS}\nSELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows) AS written"
-)
+# ...and wakes the relay (delivered at commit); without the NOTIFY when this process's relay leads
+# (`RelayWake`: it is woken by a call after COMMIT).
+_NOTIFY = f"pg_notify('{NOTIFY_CHANNEL}', '')"
+_INSERT = f"WITH {_ROWS}\nSELECT {_NOTIFY} FROM (SELECT count(*) FROM rows) AS written"
 # With the sequence row already locked and its sequence known: sequence, events and wake-up in one.
 _WRITE_LOCKED = (
     f"WITH seq AS (UPDATE account_event_sequences SET sequence = $10 WHERE account_id = $5 RETURNING 1),\n"
     f"{_ROWS}\n"
-    f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written"
+    f"SELECT {_NOTIFY} FROM (SELECT count(*) FROM rows, seq) AS written"
 )
+
+
+def _quiet(statement: str) -> str:
+    """The statement without its NOTIFY (the same rows written)."""
+    assert statement.count(_NOTIFY) == 1
+    return statement.replace(_NOTIFY, "NULL")
+
+
+class RelayWake:
+    """This process's relay while it leads (service/relay.py sets `leader`; one per process,
+    `Deps.relay_wake`).
+
+    A NOTIFY inside a transaction takes PostgreSQL's notify-queue lock at COMMIT and holds it until the
+    commit is durable, so every transaction that notifies waits for the one before it to be flushed to
+    disk: the completer's batches could not share a WAL flush. While this process's relay leads, no
+    other relay publishes (they stand by on the leader lock, and one that takes over reads the outbox
+    before it waits), so a unit of work (`uow.begin`) writes its events without the NOTIFY and wakes
+    the relay by a call once COMMIT returned. Without a local leader (`api` processes, a relay standing
+    by, a process without a relay) the events' statement notifies as before; a unit of work that
+    flushed while the relay led and commits after it stopped leading sends one NOTIFY then
+    (coalesced, on the pool). Tests: tests/integration/test_relay_wakeups.py.
+    """
+
+    def __init__(self) -> None:
+        self.leader: Callable[[], None] | None = None
+        self._notifying: asyncio.Task[None] | None = None
+        self._unsent = False
+
+    def committed(self, pool: db.Pool) -> None:
+        """Events flushed without a NOTIFY (while the relay led) are committed: wakes the relay."""
+        if self.leader is not None:
+            self.leader()
+            return
+        self._unsent = True  # it stopped leading since: the relay that leads now may be another's
+        if self._notifying is None or self._notifying.done():
+            self._notifying = asyncio.get_running_loop().create_task(self._notify(pool))
+
+    async def _notify(self, pool: db.Pool) -> None:
+        while self._unsent:
+            self._unsent = False
+            with contextlib.suppress(Exception):  # a lost wake-up costs the relay one poll interval
+                await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 class Events:
@@ -140,7 +185,9 @@ class Events:
         self.contexts.append(contextvars.copy_context())
         return event
 
-    async def flush(self, conn: db.Conn) -> None:
+    async def flush(self, conn: db.Conn, *, notify: bool = True) -> None:
+        """Writes the pending events; `notify`: wake the relay by NOTIFY at commit (False: the caller
+        wakes this process's leading relay after COMMIT, `RelayWake.committed`)."""
         if not self.pending:
             return
         events, self.pending = self.pending, []
@@ -169,9 +216,9 @@ class Events:
             [e.request_id for e in events],
         )
         if self.locked_sequence is None or self.without_account:
-            await conn.execute(_INSERT, *args)
+            await conn.execute(_INSERT if notify else _INSERT_QUIET, *args)
         else:
-            await conn.execute(_WRITE_LOCKED, *args, base + len(events))
+            await conn.execute(_WRITE_LOCKED if notify else _WRITE_LOCKED_QUIET, *args, base + len(events))
             self.locked_sequence = base + len(events)
         if self.without_account:
             self.locked_sequence = base + len(events)
@@ -210,14 +257,17 @@ rows AS (
   ORDER BY i
   RETURNING id, created_at),
 pending AS (INSERT INTO outbox_pending (id, created_at) SELECT id, created_at FROM rows)
-SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM rows, seq) AS written
+SELECT {_NOTIFY} FROM (SELECT count(*) FROM rows, seq) AS written
 """
+_INSERT_QUIET = _quiet(_INSERT)
+_WRITE_LOCKED_QUIET = _quiet(_WRITE_LOCKED)
+_WRITE_LOCKED_MANY_QUIET = _quiet(_WRITE_LOCKED_MANY)
 
 
-async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
+async def flush_locked(conn: db.Conn, batches: list[Events], *, notify: bool = True) -> None:
     """Flushes the events of many accounts whose sequence rows the transaction holds locked (each with its
     `locked_sequence` and tags) in one statement and one wake-up for the relay; what `Events.flush`
-    writes for one account."""
+    writes for one account (`notify` as there)."""
     batches = [b for b in batches if b.pending]
     events: list[event_pb2.Event] = []
     contexts: list[contextvars.Context] = []
@@ -240,7 +290,7 @@ async def flush_locked(conn: db.Conn, batches: list[Events]) -> None:
     if not events:
         return
     await conn.execute(
-        _WRITE_LOCKED_MANY,
+        _WRITE_LOCKED_MANY if notify else _WRITE_LOCKED_MANY_QUIET,
         [e.event_id for e in events],  # the text form: asyncpg parses it itself
         columns["topics"],
         [e.event for e in events],

@@ -64,9 +64,12 @@ class _ProducerFailed(Exception):
 class Relay:
     """Publishes the outbox until stopped. `run` returns after `stop()` with the outbox flushed."""
 
-    def __init__(self, settings: Settings, pool: db.Pool) -> None:
+    def __init__(self, settings: Settings, pool: db.Pool, wake: outbox.RelayWake | None = None) -> None:
+        """`wake`: the process's (`Deps.relay_wake`): while this relay leads, the process's units of
+        work wake it through it, by a call after COMMIT instead of a NOTIFY."""
         self._settings = settings
         self._pool = pool
+        self._local = wake
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.published = 0
@@ -101,8 +104,11 @@ class Relay:
                 if self._stopping.is_set():
                     return
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            # A lost connection (database restart) must not wait a whole poll to be noticed.
-            conn.add_termination_listener(self._notified)
+            # A lost connection (database restart) must not wait a whole poll to be noticed; the
+            # leader lock went with it, so this process's events notify again from then on.
+            conn.add_termination_listener(self._lost)
+            if self._local is not None:
+                self._local.leader = self._notified  # set before the first select below
             metrics.RELAY_LEADER.set(1)
             log.info("relay is the leader: publishing the outbox")
             while True:
@@ -119,6 +125,7 @@ class Relay:
                 finally:
                     await producer.stop()
         finally:
+            self._unlead()
             metrics.RELAY_LEADER.set(0)
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -136,6 +143,14 @@ class Relay:
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
+
+    def _lost(self, *_: object) -> None:
+        self._unlead()
+        self._wake.set()
+
+    def _unlead(self) -> None:
+        if self._local is not None and self._local.leader == self._notified:
+            self._local.leader = None
 
     async def _publish_loop(self, conn: db.Conn, producer: AIOKafkaProducer) -> None:
         while True:

@@ -149,7 +149,7 @@ async def start(
             running.scheduler = Scheduler(deps)
             running.tasks.append(asyncio.create_task(running.scheduler.run(), name="scheduler"))
     if relay:
-        running.relay = Relay(settings, deps.pool)
+        running.relay = Relay(settings, deps.pool, deps.relay_wake)
         running.tasks.append(asyncio.create_task(running.relay.run(), name="relay"))
         # Beside the relay: the audit export to Kafka (and its retention), and the erasure sweep.
         running.privacy = (AuditExporter(settings, deps.pool), Sweeper(deps, settings.erasure_sweep_seconds))

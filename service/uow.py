@@ -5,7 +5,9 @@
         work.emit(account, outbox.ACCOUNT_ADDED, api_version, event)
 
 Events are collected as the change goes and written to the outbox (one `Events.flush` per account:
-one sequence reservation and one INSERT) just before COMMIT. A rolled-back change leaves no event,
+one sequence reservation and one INSERT) just before COMMIT. A unit of work of `begin` wakes its
+process's relay by a call after COMMIT while that relay leads (`outbox.RelayWake`), else its events'
+statement notifies the relay at commit. A rolled-back change leaves no event,
 and a committed change always has its events: that is the outbox's guarantee, and this is the only
 way to emit an event.
 """
@@ -26,10 +28,14 @@ from service.deps import Deps
 class UnitOfWork:
     """A connection inside a transaction, plus the events the transaction will publish."""
 
-    def __init__(self, deps: Deps, conn: db.Conn) -> None:
+    def __init__(self, deps: Deps, conn: db.Conn, *, commits: bool = False) -> None:
+        """`commits`: the unit of work commits its transaction itself (`begin`) and can wake the
+        process's relay after COMMIT; else its events' statement notifies."""
         self.deps = deps
         self.conn = conn
         self._events: dict[uuid.UUID, outbox.Events] = {}
+        self._commits = commits
+        self.wakes_relay = False  # events were written without a NOTIFY: wake the relay after COMMIT
 
     def account_locked(
         self, workspace_id: uuid.UUID, account_id: uuid.UUID, sequence: int, tags: dict[str, str]
@@ -88,11 +94,15 @@ class UnitOfWork:
     async def flush(self) -> None:
         """Writes the collected events now (still inside the transaction): those of accounts whose
         rows it holds locked in one statement, the others one account at a time."""
+        if not self.has_events:
+            return
+        notify = not (self._commits and self.deps.relay_wake.leader is not None)
+        self.wakes_relay = self.wakes_relay or not notify
         locked = [e for e in self._events.values() if e.pending and e.locked_sequence is not None]
         if len(locked) > 1:
-            await outbox.flush_locked(self.conn, locked)
+            await outbox.flush_locked(self.conn, locked, notify=notify)
         for events in self._events.values():
-            await events.flush(self.conn)
+            await events.flush(self.conn, notify=notify)
 
 
 @contextlib.asynccontextmanager
@@ -103,9 +113,11 @@ async def begin(deps: Deps, *, settings: str = "") -> AsyncIterator[UnitOfWork]:
     async with deps.pool.acquire() as conn:
         transaction = _begun(conn, settings) if settings else conn.transaction()
         async with transaction:
-            work = UnitOfWork(deps, conn)
+            work = UnitOfWork(deps, conn, commits=True)
             yield work
             await work.flush()
+        if work.wakes_relay:
+            deps.relay_wake.committed(deps.pool)
 
 
 @contextlib.asynccontextmanager
