@@ -121,6 +121,49 @@ async def _abort(
     await ctx.abort(answer.code, answer.details, (*answer.trailing_metadata, *trailing))
 
 
+_OK = grpc.StatusCode.OK.value[0]
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+class _Counted:
+    """One method's calls in the RPC latency histogram (`paylink_rpc_seconds`), and its access log
+    line at DEBUG. A code's series appears with its first call; the OK child is kept at hand."""
+
+    __slots__ = ("_children", "_method", "_ok")
+
+    def __init__(self, method: str, children: dict[tuple[str, grpc.StatusCode], Any]) -> None:
+        self._method = method
+        self._children = children  # the Pipeline's, by (method, code)
+        self._ok: Any = None
+
+    def ok(self, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        latency = self._ok
+        if latency is None:
+            latency = self._ok = self._child(grpc.StatusCode.OK)
+        latency.observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log(grpc.StatusCode.OK, elapsed, request_id)
+
+    def failed(self, code: grpc.StatusCode, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        self._child(code).observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log(code, elapsed, request_id)
+
+    def _child(self, code: grpc.StatusCode) -> Any:
+        key = (self._method, code)
+        latency = self._children.get(key)
+        if latency is None:
+            latency = self._children[key] = metrics.RPC_LATENCY.labels(self._method, code.name)
+        return latency
+
+    def _log(self, code: grpc.StatusCode, elapsed: float, request_id: str) -> None:
+        """An access log line with PAYLINK_LOG_LEVEL=DEBUG."""
+        extra = {"method": self._method, "code": code.name, "ms": round(elapsed * 1000, 2)}
+        log.debug("rpc", extra={**extra, "request_id": request_id})
+
+
 class Pipeline:
     """Wraps method handlers (once each) in the call pipeline; counts and times the calls."""
 
@@ -163,6 +206,7 @@ class Pipeline:
         name = method.rsplit("/", 1)[-1]
         attributes = {"rpc.system": "grpc", "rpc.service": method[1:].split("/", 1)[0], "rpc.method": name}
         run = self._run
+        counted = _Counted(name, self._latency)
 
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -175,7 +219,7 @@ class Pipeline:
             span, span_token = tracing.server_span(method, metadata, attributes, request_id)
             rid_token = tracing.set_request_id(request_id)
             # CANCELLED unless the call gets as far as an answer
-            code, response, failure = grpc.StatusCode.CANCELLED, None, None
+            code, response, failure = _CANCELLED, None, None
             try:
                 if type(request) is decoding.Refused:
                     if request.unreadable:
@@ -190,11 +234,17 @@ class Pipeline:
                         raise
                     except Exception as exc:
                         failure = _failure(exc, name, request_id, self._guard)
-                code = failure.code if failure is not None else grpc.StatusCode.OK
-                self._count(name, code, started, request_id)
+                # The success path uses the OK code's number and histogram child as they are: no
+                # enum attribute or hash of a StatusCode (Python code in `enum`) on most calls.
+                if failure is None:
+                    code = _OK
+                    counted.ok(started, request_id)
+                else:
+                    code = failure.code.value[0]
+                    counted.failed(failure.code, started, request_id)
             finally:
                 tracing.reset_request_id(rid_token)
-                tracing.end_span(span, span_token, code.value[0], failure.message if failure else None)
+                tracing.end_span(span, span_token, code, failure.message if failure else None)
             if failure is not None:
                 await _abort(ctx, failure, reply)
             return response
@@ -216,7 +266,7 @@ class Pipeline:
             timer, expiry, cancelling, deadline = None, None, 0, None
         else:
             loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
+            task = asyncio.current_task(loop)
             assert task is not None  # a grpc.aio handler always runs in its call's task
             cancelling = task.cancelling()
             expiry = _Expiry(task)
@@ -239,16 +289,6 @@ class Pipeline:
                 context.reset(token)
             if timer is not None:
                 timer.cancel()
-
-    def _count(self, method: str, code: grpc.StatusCode, started: float, request_id: str) -> None:
-        elapsed = time.perf_counter() - started
-        latency = self._latency.get((method, code))
-        if latency is None:
-            latency = self._latency[(method, code)] = metrics.RPC_LATENCY.labels(method, code.name)
-        latency.observe(elapsed)
-        if log.isEnabledFor(logging.DEBUG):  # an access log with PAYLINK_LOG_LEVEL=DEBUG
-            extra = {"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)}
-            log.debug("rpc", extra={**extra, "request_id": request_id})
 
     def _stream(self, method: str, inner: Any) -> Any:
         """A server stream: everything up to its first message (authentication, validation, the
