@@ -15,8 +15,12 @@ that went away (its deadline) has its job queued all the same.
 
 The account each of those CreateJobs names is read the same way before (`Intake.account`): the reads
 that gather meanwhile go as one `SELECT … WHERE id = ANY(…)` (one round trip for all of them instead
-of one each), up to STATEMENTS at once; each caller gets its own account's row as it is now, or
-NOT_FOUND as `accounts.fetch` answers it (another workspace's account included).
+of one each), READS (one) at a time: a read is no durable commit, so the callers that arrive while
+one runs wait for it (a fraction of a millisecond) and share the next, where a second read in flight
+would take them one by one (CreateJobs arrive one per step of the loop; with two in flight the
+pipeline benchmark read 0.46 times per job, bench/NOTES.md "inflight (session 28)"); each caller gets
+its own account's row as it is now, or NOT_FOUND as `accounts.fetch` answers it (another workspace's
+account included) (tests/unit/test_job_intake_reads.py).
 
 Once committed, the workers are woken (`Intake.wake`): in a process that runs a worker too (`serve`),
 that worker directly, by a call, while it has a free slot for the job's platform; it passes the
@@ -40,6 +44,7 @@ from service.group_commit import GroupCommit
 
 MAX_BATCH = 256
 STATEMENTS = 2  # statements in flight at once: while one waits for its commit, the next gathers
+READS = 1  # account reads in flight at once: those that arrive while one runs share the next
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -86,11 +91,11 @@ class LocalWorker(Protocol):
 class Intake:
     """One per process (`Deps.intake`)."""
 
-    def __init__(self, max_batch: int = MAX_BATCH, statements: int = STATEMENTS) -> None:
+    def __init__(self, max_batch: int = MAX_BATCH, statements: int = STATEMENTS, reads: int = READS) -> None:
         self._statements = GroupCommit(
             _insert, max_batch=max_batch, in_flight=statements, split=_split, run_abandoned=True
         )
-        self._reads = GroupCommit(_read, max_batch=max_batch, in_flight=statements)
+        self._reads = GroupCommit(_read, max_batch=max_batch, in_flight=reads)
         self.worker: LocalWorker | None = None  # the process's worker while it claims (service/worker.py)
 
     def wake(self, pool: db.Pool, platform_id: str | None) -> None:

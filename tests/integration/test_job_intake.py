@@ -12,7 +12,7 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
 from service import errors, queue, runtime
-from service.job_intake import STATEMENTS, Intake
+from service.job_intake import READS, STATEMENTS, Intake
 from tests.harness import Client, link_account, new_refresh
 
 NAMES = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
@@ -131,5 +131,5 @@ async def test_concurrent_account_reads_share_statements_and_answer_each_caller(
         assert str(answer["id"]) == a and answer["workspace_id"] == w and answer["connected"]
     for answer in answers[12:]:
         assert isinstance(answer, errors.NotFound), answer
-    # 15 callers gathered at once: the first STATEMENTS alone, the rest in one read.
-    assert intake.reads <= STATEMENTS + 1
+    # 15 callers gathered at once: the first READS alone, the rest in one read.
+    assert intake.reads <= READS + 1
