@@ -256,6 +256,11 @@ class EventLog:
         Naming them spares a metadata refresh of every topic on the broker every 0.5 s (the pattern's
         way of noticing new topics)."""
         self.items: list[Received] = []
+        # A record is kept once: when the pattern's metadata refresh adds a topic, the consumer (no
+        # group, no committed offsets) is assigned anew and reads every partition from the start
+        # again; a record read twice that way is the same record, not a second delivery (a relay
+        # that published twice shows as two offsets).
+        self._read: set[tuple[str, int, int]] = set()
         self._changed = asyncio.Event()
         # No consumer group: it reads every partition of every matching topic (new topics are
         # noticed by the metadata refresh), and there is no join to wait for nor a group to leave
@@ -291,6 +296,10 @@ class EventLog:
             batch = await self._consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
+                    where = (record.topic, record.partition, record.offset)
+                    if where in self._read:
+                        continue
+                    self._read.add(where)
                     self.items.append(
                         Received(
                             topic=record.topic,
