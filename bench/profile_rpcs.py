@@ -36,30 +36,36 @@ def postmaster() -> int:
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else 0
 
 
+def py_spy_command(pid: int, out: str, seconds: float, native: bool) -> list[str]:
+    """py-spy's command line for a raw profile of `pid`. `--nonblocking` (sampling without pausing
+    the process) only without `--native`: py-spy refuses the two together ("Can't get native stack
+    traces with the --nonblocking option") and wrote no profile at all."""
+    return [
+        *(["sudo", "-n"] if native and os.geteuid() else []),
+        str(ROOT / ".venv/bin/py-spy"),
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        str(int(seconds)),
+        "-r",
+        "250",
+        "-f",
+        "raw",
+        "-o",
+        out,
+        *(["--native"] if native else ["--nonblocking"]),
+    ]
+
+
 def profiled(pid: int, out: str | None, seconds: float, native: bool) -> subprocess.Popen[bytes] | None:
+    """py-spy recording `pid` into `out` (its messages in `out`.log, so a failure is not silent)."""
     if not out:
         return None
-    return subprocess.Popen(
-        [
-            *(["sudo", "-n"] if native and os.geteuid() else []),
-            str(ROOT / ".venv/bin/py-spy"),
-            "record",
-            "-p",
-            str(pid),
-            "-d",
-            str(int(seconds)),
-            "-r",
-            "250",
-            "-f",
-            "raw",
-            "-o",
-            out,
-            "--nonblocking",
-            *(["--native"] if native else []),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(f"{out}.log", "wb") as messages:
+        return subprocess.Popen(
+            py_spy_command(pid, out, seconds, native), stdout=messages, stderr=subprocess.STDOUT
+        )
 
 
 def measure(
@@ -76,8 +82,8 @@ def measure(
     result = ghz_with_cpu(
         pid, postmaster(), tool("ghz"), port, call, data, md, args.concurrency, args.seconds
     )
-    if profiler is not None:
-        profiler.wait()
+    if profiler is not None and profiler.wait() != 0:
+        print(f"py-spy wrote no profile of {name}: see {out}.log", flush=True)
     print(
         f"{name:24} {result['rps']:7.0f} rps  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms"
         f"  {result['cpu_us_per_call']:6.0f} us CPU/call (PostgreSQL {result['pg_us_per_call']:4.0f})  errors {result['errors']:.0f}  load {load_average()}",

@@ -1,0 +1,19 @@
+"""bench/profile_rpcs.py's py-spy command: a `--native` profile is one py-spy agrees to record."""
+
+from __future__ import annotations
+
+from bench import profile_rpcs
+
+
+def test_a_native_profile_is_recorded_pausing_the_process() -> None:
+    # py-spy refuses --native with --nonblocking ("Can't get native stack traces with the
+    # --nonblocking option"): the old command passed both and no profile was written.
+    command = profile_rpcs.py_spy_command(1234, "/tmp/out.txt", 8.0, native=True)
+    assert "--native" in command and "--nonblocking" not in command
+    assert command[command.index("-p") + 1] == "1234" and command[command.index("-o") + 1] == "/tmp/out.txt"
+
+
+def test_a_python_profile_samples_without_pausing_the_process() -> None:
+    command = profile_rpcs.py_spy_command(1234, "/tmp/out.txt", 8.0, native=False)
+    assert "--nonblocking" in command and "--native" not in command
+    assert command[command.index("-d") + 1] == "8"
