@@ -166,15 +166,22 @@ FROM released WHERE jobs.id = released.id
 BATCH_PLANS = """SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"""
 
-# An outcome is written under its job's (queue row, then job row) and account's locks, taken in id
-# order (no deadlock between batches); only the jobs whose lease the worker holds are locked further.
+# An outcome is written under its job's queue row lock and its account's locks, each taken in id order
+# (no deadlock between batches); only the jobs whose lease the worker holds are read further. Their
+# `jobs` rows are read, not locked: every statement that writes a running job's row (claim, heartbeat,
+# rescue, release, completion) locks its queue row first, so the held queue rows keep them as read
+# (tests/integration/test_job_queue.py::test_a_batch_of_outcomes_locks_the_queue_rows_not_the_job_rows).
+# Two writers lock no queue row and leave the batch's columns alone: an operator's retry changes only
+# a job in error (no queue row, never in a batch), and a scrub of parameters (an erasure, after its
+# jobs are final; a workspace deletion, at any time) changes `params`, which the completion does not
+# set: a batch that read them before the scrub committed is the batch written before it.
 _LOCK_LEASES = """
 SELECT id FROM job_queue WHERE id = ANY($1::uuid[]) AND locked_by = $2 ORDER BY id FOR UPDATE
 """
-_LOCK_JOBS = """
+_READ_JOBS = """
 SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
        params, api_version, pending_since, status, locked_by, scheduled
-FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+FROM jobs WHERE id = ANY($1::uuid[])
 """
 # With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's events
 # need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
@@ -355,11 +362,12 @@ async def release_worker(pool: db.Executor, worker_id: str) -> None:
 async def lock_for_outcomes(
     conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
 ) -> dict[uuid.UUID, LockedJob]:
-    """Locks the jobs whose lease `worker_id` holds, and their accounts (three round trips); returns them."""
+    """Locks the queue rows of the jobs whose lease `worker_id` holds, reads those jobs, and locks their
+    accounts (three round trips); returns them."""
     held = [row["id"] for row in await conn.fetch(_LOCK_LEASES, list(job_ids), worker_id)]
     jobs = [
         row
-        for row in (await conn.fetch(_LOCK_JOBS, held) if held else [])
+        for row in (await conn.fetch(_READ_JOBS, held) if held else [])
         if row["status"] == JobStatus.RUNNING and row["locked_by"] == worker_id
     ]
     accounts = {

@@ -88,8 +88,8 @@ class Guard:
         self.refusal = None
         self._accepted.set()
         self._said.clear()
-        metrics.RELEASE_REFUSED.set(0)
-        if was:
+        if was:  # a guard never refused leaves the process's gauge alone (another guard's, in tests)
+            metrics.RELEASE_REFUSED.set(0)
             log.info("the database's release guard accepts this release again")
         return was
 

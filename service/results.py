@@ -29,18 +29,34 @@ from service.vault import Vault
 # CTE reads the row as it was when the statement started). $4: the content's digests under every
 # key of the ring, the primary's first (the one stored). No row comes back for an account that an
 # erasure fenced (the database skips the write).
-_UPSERT = """
-WITH old AS (SELECT data, content_hash FROM job_results WHERE account_id = $1 AND name = $2)
-INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-VALUES ($1, $2, $3, ($4::bytea[])[1], $5, $5)
-ON CONFLICT (account_id, name) DO UPDATE SET
-  data = EXCLUDED.data,
-  refreshed_at = EXCLUDED.refreshed_at,
-  updated_at = CASE WHEN job_results.content_hash = ANY($4::bytea[])
-                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
-  content_hash = EXCLUDED.content_hash
-RETURNING NOT coalesce((SELECT content_hash FROM old) = ANY($4::bytea[]), false) AS changed,
-          (SELECT data FROM old) AS previous
+#
+# A stored row is updated and only a new one inserted, rather than one INSERT ... ON CONFLICT DO
+# UPDATE: that fired the erasure fence (migration 0017's BEFORE INSERT OR UPDATE row trigger, a query
+# on `accounts`) twice for a refresh, before the insert and before the update of the conflicting row;
+# now once (tests/integration/test_results_store_many.py::test_storing_a_result_fires_the_erasure_fence_once).
+# A fenced account's row is skipped by the update's firing and not inserted (it was there); a row
+# another transaction inserted since the statement began takes the insert's ON CONFLICT update, as
+# before (the fence then fires twice, as before).
+_CHANGE = """
+  data = {new}.data,
+  refreshed_at = {new}.refreshed_at,
+  updated_at = CASE WHEN job_results.content_hash = ANY({ring}) THEN job_results.updated_at ELSE {new}.refreshed_at END,
+  content_hash = {new}.content_hash"""
+_UPSERT = f"""
+WITH old AS (SELECT data, content_hash FROM job_results WHERE account_id = $1 AND name = $2),
+v AS (SELECT $3::bytea AS data, ($4::bytea[])[1] AS content_hash, $5::timestamptz AS refreshed_at),
+updated AS (
+  UPDATE job_results SET {_CHANGE.format(new="v", ring="$4::bytea[]")}
+  FROM v WHERE account_id = $1 AND name = $2
+  RETURNING 1),
+inserted AS (
+  INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+  SELECT $1, $2, data, content_hash, refreshed_at, refreshed_at FROM v WHERE NOT EXISTS (SELECT FROM old)
+  ON CONFLICT (account_id, name) DO UPDATE SET {_CHANGE.format(new="EXCLUDED", ring="$4::bytea[]")}
+  RETURNING 1)
+SELECT NOT coalesce((SELECT content_hash FROM old) = ANY($4::bytea[]), false) AS changed,
+       (SELECT data FROM old) AS previous
+FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) AS stored
 """
 # Upserts paystubs by the platform's id in one statement; says which ones are new.
 _PAYSTUBS = """
@@ -83,14 +99,19 @@ async def store(
 # `_UPSERT` for many (account, name) pairs, each at most once, in one statement. $4: every row's
 # digests under the ring's $6 keys one after the other (row i's are $4[(i-1)*$6+1 : i*$6], the
 # primary's first); the change is judged against the live row exactly as `_UPSERT` judges it.
-_UPSERT_MANY = """
+_UPSERT_MANY = f"""
 WITH u AS (
   SELECT a, n, d, t, ($4::bytea[])[(i - 1) * $6 + 1 : i * $6] AS ring
   FROM unnest($1::uuid[], $2::smallint[], $3::bytea[], $5::timestamptz[]) WITH ORDINALITY AS x(a, n, d, t, i)),
 old AS (SELECT r.account_id, r.name, r.data, r.content_hash FROM job_results r JOIN u ON r.account_id = u.a AND r.name = u.n),
-up AS (
+updated AS (
+  UPDATE job_results SET {_CHANGE.format(new="v", ring="v.ring")}
+  FROM (SELECT a, n, d AS data, ring[1] AS content_hash, t AS refreshed_at, ring FROM u) AS v
+  WHERE job_results.account_id = v.a AND job_results.name = v.n
+  RETURNING job_results.account_id, job_results.name),
+inserted AS (
   INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-  SELECT a, n, d, ring[1], t, t FROM u
+  SELECT a, n, d, ring[1], t, t FROM u WHERE NOT EXISTS (SELECT FROM old WHERE old.account_id = u.a AND old.name = u.n)
   ON CONFLICT (account_id, name) DO UPDATE SET
     data = EXCLUDED.data,
     refreshed_at = EXCLUDED.refreshed_at,
@@ -98,7 +119,8 @@ up AS (
                                                   AND job_results.content_hash = ANY(u.ring))
                       THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
     content_hash = EXCLUDED.content_hash
-  RETURNING account_id, name)
+  RETURNING account_id, name),
+up AS (SELECT * FROM updated UNION ALL SELECT * FROM inserted)
 SELECT up.account_id, up.name, NOT coalesce(o.content_hash = ANY(u.ring), false) AS changed, o.data AS previous
 FROM up JOIN u ON u.a = up.account_id AND u.n = up.name
      LEFT JOIN old o ON o.account_id = up.account_id AND o.name = up.name

@@ -56,7 +56,9 @@ async def test_the_migration_checks_the_jobs_there_and_the_previous_release_keep
         try:
             workspace, account = await insert_account(conn)
             before = await insert_jobs(conn, workspace, account, count=3)
-            assert await migrate.migrate(url) == ["0182_jobs_account_workspace_key.sql"]
+            assert await migrate.migrate(url, migrations_up_to(tmp_path, 182)) == [
+                "0182_jobs_account_workspace_key.sql"
+            ]
             # The previous release's statements, unchanged, go on queuing jobs beside this one's.
             [row] = await queue.enqueue_refreshes(
                 conn, [new_refresh(workspace, account, common_pb2.JOB_NAME_INCOME)]

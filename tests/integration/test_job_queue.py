@@ -5,6 +5,7 @@ database into the queue."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import pathlib
@@ -15,7 +16,7 @@ import asyncpg
 import pytest
 from paylink.v1 import common_pb2 as c
 
-from service import migrate, queue
+from service import ids, migrate, queue
 from service.db import connect as db_connect
 from service.queue import Completion, JobStatus
 from tests.harness import (
@@ -23,6 +24,7 @@ from tests.harness import (
     insert_account,
     insert_jobs,
     migrations_up_to,
+    new_refresh,
 )
 
 LEASE = dt.timedelta(seconds=30)
@@ -265,3 +267,127 @@ async def test_the_migration_refuses_while_a_worker_of_the_previous_release_hold
         with pytest.raises(asyncpg.RaiseError, match="still hold jobs"):
             await migrate.migrate(url)
         assert await conn.fetchval("SELECT to_regclass('job_queue')") is None  # nothing applied
+
+
+async def test_a_batch_of_outcomes_locks_the_queue_rows_not_the_job_rows(
+    db: asyncpg.Connection, fresh_database: str
+) -> None:
+    """Every writer of a running job's `jobs` row locks its `job_queue` row first (claim, heartbeat,
+    rescue, release, completion), so a batch of outcomes holding the queue rows needs no lock of its
+    own on the job rows: one row lock (and its WAL record) fewer per job. The job rows it reads agree
+    with the queue rows it holds."""
+    workspace, account = await _account(db)
+    job = await _enqueue(db, workspace, account)
+    await queue.claim(db, "w1", LEASE, 1, [])
+    other = await db_connect(fresh_database)
+    try:
+        async with db.transaction():
+            locked = await queue.lock_for_outcomes(db, [job], "w1")
+            assert set(locked) == {job} and locked[job].account_id == account
+            async with other.transaction():  # the job row is free, the queue row is not
+                assert await other.fetchval("SELECT id FROM jobs WHERE id = $1 FOR UPDATE NOWAIT", job) == job
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.fetchval("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE NOWAIT", job)
+            await queue.complete(db, [Completion(job, JobStatus.SUCCESS, dt.datetime.now(dt.UTC))])
+    finally:
+        await other.close()
+    assert await _queue_row(db, job) is None
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job) == JobStatus.SUCCESS
+
+
+async def test_a_batch_waiting_for_a_release_leaves_the_job_it_took(
+    db: asyncpg.Connection, fresh_database: str
+) -> None:
+    """A batch of outcomes that waits for the queue row of a job its worker is releasing (shutdown)
+    finds the job no longer its own once the release committed: it locks nothing and writes nothing,
+    and the job stays queued as the release left it (kept behaviour with the job rows unlocked)."""
+    workspace, account = await _account(db)
+    job = await _enqueue(db, workspace, account)
+    await queue.claim(db, "w1", LEASE, 1, [])
+    releasing = await db_connect(fresh_database)
+    try:
+        release = releasing.transaction()
+        await release.start()
+        await queue.release_worker(releasing, "w1")  # holds the queue row until it commits
+        async with db.transaction():
+            batch = asyncio.ensure_future(queue.lock_for_outcomes(db, [job], "w1"))
+            await _wait_for_lock_wait(releasing, db)
+            assert not batch.done()
+            await release.commit()
+            assert await batch == {}
+    finally:
+        await releasing.close()
+    row = await _queue_row(db, job)
+    assert row is not None and row["locked_by"] is None and row["job_locked_by"] is None
+    assert row["status"] == JobStatus.QUEUED
+    assert await db.fetchval("SELECT attempts FROM jobs WHERE id = $1", job) == 0
+
+
+async def _wait_for_lock_wait(observer: asyncpg.Connection, waiting: asyncpg.Connection) -> None:
+    """Returns once `waiting`'s backend waits for a lock (pg_stat_activity), not by time."""
+    pid = waiting.get_server_pid()
+    while (
+        await observer.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid) != "Lock"
+    ):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_is_queued_with_its_row_and_without_locking_it(db: asyncpg.Connection) -> None:
+    """`job_queue` has no foreign key to `jobs` (migration 0183): the queue is the only writer of both
+    and writes both in one statement, so the key's check (a row lock on the job row the same
+    statement just inserted: a WAL record and a dirtied page per job) proved nothing. A job row is
+    left as inserted, not locked (xmax 0), by every way of queueing a job."""
+    workspace, account = await _account(db)
+    linked = await _enqueue(db, workspace, account)
+    [refresh] = await queue.enqueue_refreshes(db, [new_refresh(workspace, account, c.JOB_NAME_EMPLOYMENT)])
+    assert refresh is not None
+    rows = await db.fetch(
+        "SELECT workspace_id, id AS account_id, $2::smallint AS name, platform_id, tags FROM accounts WHERE id = $1",
+        account,
+        c.JOB_NAME_INCOME,
+    )
+    [scheduled] = await queue.enqueue_scheduled(db, [ids.new_id()], rows)
+    for job in (linked, refresh["id"], scheduled):
+        assert await db.fetchval("SELECT xmax::text FROM jobs WHERE id = $1", job) == "0"
+        assert await _queue_row(db, job) is not None
+
+
+async def test_deleting_jobs_deletes_their_queue_rows(db: asyncpg.Connection) -> None:
+    """No code path deletes jobs (erasure scrubs their parameters, workspace deletion too, the janitor
+    prunes the outbox and idempotency keys only); an operator's DELETE or TRUNCATE takes the jobs'
+    queue rows with them, as the foreign key's ON DELETE CASCADE did (migration 0183's triggers)."""
+    workspace, account = await _account(db)
+    gone, kept = await _enqueue(db, workspace, account), await _enqueue(db, workspace, account)
+    await db.execute("DELETE FROM jobs WHERE id = $1", gone)
+    assert await _queue_row(db, gone) is None
+    assert await db.fetchval("SELECT count(*) FROM job_queue WHERE id = $1", gone) == 0
+    assert await _queue_row(db, kept) is not None
+    await db.execute("TRUNCATE jobs")
+    assert await db.fetchval("SELECT count(*) FROM job_queue") == 0
+
+
+async def test_the_migration_keeps_the_queue_and_the_previous_release_queues_and_claims(
+    tmp_path: pathlib.Path,
+) -> None:
+    """0183 on a database with jobs in flight: their queue rows stay; the previous release's statements
+    (unchanged here) go on queuing, claiming and completing beside this one's."""
+    async with database_migrated_to(tmp_path, 182) as url:
+        conn = await db_connect(url)
+        try:
+            workspace, account = await _account(conn)
+            before = await _enqueue(conn, workspace, account)
+            assert await migrate.migrate(url) == ["0183_job_queue_without_foreign_key.sql"]
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_constraint WHERE conrelid = 'job_queue'::regclass AND contype = 'f'"
+                )
+                == 0
+            )
+            after = await _enqueue(conn, workspace, account)
+            claimed = await queue.claim(conn, "w", LEASE, 10, [])
+            assert {j.id for j in claimed} == {before, after}
+            at = dt.datetime.now(dt.UTC)
+            await queue.complete(conn, [Completion(j.id, JobStatus.SUCCESS, at) for j in claimed])
+            assert await conn.fetchval("SELECT count(*) FROM job_queue") == 0
+        finally:
+            await conn.close()

@@ -11,7 +11,8 @@ import uuid
 from paylink.v1 import common_pb2, data_pb2
 
 from service import pii, results, runtime, timeutil
-from tests.harness import Client, link_account
+from service.db import connect as db_connect
+from tests.harness import Client, insert_account, link_account
 
 J = common_pb2
 
@@ -90,3 +91,77 @@ async def test_store_many_stores_nothing_for_a_fenced_account(app: runtime.Runni
         J.JOB_NAME_INCOME,
     )
     assert [r["account_id"] for r in names] == [kept]
+
+
+async def test_store_many_keeps_a_fenced_account_s_stored_data_as_it_was(
+    app: runtime.Running, client: Client
+) -> None:
+    """An account fenced after its data was stored: a later store changes nothing (the refresh's
+    update is skipped as the new row's insert is)."""
+    fenced = await _account(client, "user_good")
+    employment = J.JOB_NAME_EMPLOYMENT
+    t0 = timeutil.now()
+    async with app.deps.pool.acquire() as conn, conn.transaction():
+        await results.store_many(
+            conn, app.deps.vault, [(fenced, employment, data_pb2.Employment(title="A"), t0)]
+        )
+    before = await _row(app, fenced, employment)
+    await app.deps.pool.execute("UPDATE accounts SET erasure_id = $2 WHERE id = $1", fenced, uuid.uuid4())
+    later = t0 + dt.timedelta(seconds=1)
+    async with app.deps.pool.acquire() as conn, conn.transaction():
+        stored = await results.store_many(
+            conn, app.deps.vault, [(fenced, employment, data_pb2.Employment(title="B"), later)]
+        )
+        alone = await results.store(
+            conn, app.deps.vault, fenced, employment, data_pb2.Employment(title="C"), later
+        )
+    assert stored == [results.Stored(False)] and alone == results.Stored(False)
+    assert await _row(app, fenced, employment) == before
+
+
+async def test_storing_a_result_fires_the_erasure_fence_once(
+    app: runtime.Running, fresh_database: str
+) -> None:
+    """The fence (migration 0017's row trigger on job_results, BEFORE INSERT OR UPDATE) runs a query on
+    `accounts` each time it fires. As one INSERT ... ON CONFLICT DO UPDATE, a refresh of stored data
+    fired it twice: before the insert, then before the update of the conflicting row. A new result
+    is inserted and a stored one updated, each firing it once. Counted by a trigger of the test's own
+    with the fence's timing and events."""
+    conn = await db_connect(fresh_database)
+    try:
+        _, account = await insert_account(conn, name="fence")
+        await conn.execute(_COUNT_FIRINGS)
+        vault, employment, identity = app.deps.vault, J.JOB_NAME_EMPLOYMENT, J.JOB_NAME_IDENTITY
+        t0 = timeutil.now()
+        async with conn.transaction():  # new: inserted
+            await results.store_many(conn, vault, [(account, employment, data_pb2.Employment(title="A"), t0)])
+        assert await conn.fetchval("SELECT count(*) FROM fence_firings") == 1
+        t1 = t0 + dt.timedelta(seconds=1)
+        async with conn.transaction():  # stored: updated, and a new one inserted beside it
+            await results.store_many(
+                conn,
+                vault,
+                [
+                    (account, employment, data_pb2.Employment(title="B"), t1),
+                    (account, identity, data_pb2.Identity(first_name="Ada"), t1),
+                ],
+            )
+        assert await conn.fetchval("SELECT count(*) FROM fence_firings") == 3
+        async with conn.transaction():  # `store` (paystubs' result row) alike
+            await results.store(conn, vault, account, identity, data_pb2.Identity(first_name="Bo"), t1)
+        assert await conn.fetchval("SELECT count(*) FROM fence_firings") == 4
+        assert await conn.fetchval("SELECT count(*) FROM job_results WHERE account_id = $1", account) == 2
+    finally:
+        await conn.close()
+
+
+_COUNT_FIRINGS = """
+CREATE TABLE fence_firings (op text);
+CREATE FUNCTION count_fence_firing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO fence_firings VALUES (TG_OP);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER job_results_count_fence BEFORE INSERT OR UPDATE ON job_results
+  FOR EACH ROW EXECUTE FUNCTION count_fence_firing();
+"""
