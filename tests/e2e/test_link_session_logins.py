@@ -364,7 +364,14 @@ async def test_an_erasure_during_a_login_ends_the_session_and_the_late_outcome_c
     )
     count = await app.deps.pool.fetchval("SELECT count(*) FROM accounts WHERE end_user_id = $1", end_user)
     assert count == 0
-    print("DEBUG", [(r.key, r.offset if hasattr(r,"offset") else None, r.event) for r in events.items if r.event.event.startswith("link_session")])
+    print(
+        "DEBUG",
+        [
+            (r.key, r.offset if hasattr(r, "offset") else None, r.event)
+            for r in events.items
+            if r.event.event.startswith("link_session")
+        ],
+    )
     (failed,) = await events.wait_for(
         lambda r: (
             r.event.event == "link_session.failed"
