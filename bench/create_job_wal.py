@@ -130,7 +130,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return {
         "label": args.label,
-        "commit": subprocess.run(
+        "harness_commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip(),
         "jobs": n,
@@ -158,8 +158,12 @@ def main() -> int:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(measure(args))
+    if not args.no_save:
+        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        saved[args.label] = result
+        RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
     print(
-        f"{result['label']} ({result['commit']}): {result['jobs']} jobs, batches of {result['batch']}:"
+        f"{result['label']} (harness {result['harness_commit']}): {result['jobs']} jobs, batches of {result['batch']}:"
         f" {result['records_per_job']} WAL records and {result['bytes_per_job_without_fpi']} bytes"
         f" (without full-page images) per job; {result['lsn_bytes_per_job']} bytes of WAL position"
     )
@@ -167,10 +171,6 @@ def main() -> int:
         print(
             f"  {row['relation']:28s} {row['record']:28s} {row['per_job']:7.3f} {row['bytes_per_job']:8.1f} B"
         )
-    if not args.no_save:
-        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        saved[args.label] = result
-        RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
     return 0
 
 
