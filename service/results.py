@@ -226,14 +226,20 @@ async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, in
 
 # --- Sets of records kept elsewhere (shifts, tax forms, documents: service/records_store.py) -----
 
-_MARK = """
-INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-VALUES ($1, $2, NULL, ($3::bytea[])[1], $4, $4)
-ON CONFLICT (account_id, name) DO UPDATE SET
-  refreshed_at = EXCLUDED.refreshed_at,
+# The set's row updated, or inserted when there is none: the fence fires once (as `_UPSERT`).
+_MARK_CHANGE = """
+  refreshed_at = {new}.refreshed_at,
   updated_at = CASE WHEN job_results.content_hash = ANY($3::bytea[])
-                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
-  content_hash = EXCLUDED.content_hash
+                    THEN job_results.updated_at ELSE {new}.refreshed_at END,
+  content_hash = {new}.content_hash"""
+_MARK = f"""
+WITH v AS (SELECT ($3::bytea[])[1] AS content_hash, $4::timestamptz AS refreshed_at),
+updated AS (
+  UPDATE job_results SET {_MARK_CHANGE.format(new="v")} FROM v WHERE account_id = $1 AND name = $2)
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+SELECT $1, $2, NULL, content_hash, refreshed_at, refreshed_at FROM v
+WHERE NOT EXISTS (SELECT FROM job_results r WHERE r.account_id = $1 AND r.name = $2)
+ON CONFLICT (account_id, name) DO UPDATE SET {_MARK_CHANGE.format(new="EXCLUDED")}
 """
 
 
