@@ -17,7 +17,7 @@ from paylink.v1 import common_pb2 as c
 
 from service import ids, migrate, queue
 from service.db import connect as db_connect
-from tests.harness import database_migrated_to, insert_account, insert_jobs, new_refresh
+from tests.harness import database_migrated_to, insert_account, insert_jobs, migrations_up_to, new_refresh
 
 _INFINITY = dt.datetime.max.replace(tzinfo=dt.UTC)  # asyncpg's 'infinity': a held job
 # Whether this transaction holds a lock on the row (its xmax is this transaction's id, lock only).
@@ -146,7 +146,7 @@ async def test_the_migration_keeps_the_jobs_and_the_previous_release_queues(tmp_
                 conn, [new_refresh(workspace, account, c.JOB_NAME_IDENTITY)]
             )
             assert before is not None
-            assert await migrate.migrate(url) == ["0184_refresh_writes.sql"]
+            assert await migrate.migrate(url, migrations_up_to(tmp_path, 184)) == ["0184_refresh_writes.sql"]
             assert (
                 await conn.fetchval(
                     "SELECT count(*) FROM pg_constraint WHERE conrelid = 'jobs'::regclass"
