@@ -33,7 +33,7 @@ from service.config import Settings
 from tests.harness import create_test_database, drop_database, insert_accounts
 
 RESULTS = ROOT / "bench" / "create_job_wal-results.json"
-TABLES = ("jobs", "job_queue", "accounts", "workspaces")
+TABLES = ("jobs", "job_queue", "accounts", "workspaces", "account_event_sequences")
 _BLOCK = re.compile(r"rel (\d+)/(\d+)/(\d+)")
 
 
