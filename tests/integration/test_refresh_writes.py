@@ -57,6 +57,15 @@ async def test_the_batch_index_leaves_refreshes_out_and_the_batch_reads_use_it(
         assert "jobs_batch" in plan, plan
 
 
+async def test_no_before_update_row_trigger_on_jobs(db: asyncpg.Connection) -> None:
+    """A BEFORE UPDATE row trigger, whatever its column list or WHEN, has every row an UPDATE changes
+    locked first (a WAL record per job at each claim and completion): 0184's check of a job's account
+    is an AFTER trigger since 0185."""
+    # pg_trigger.tgtype bits: 1 row, 2 before, 16 update.
+    sql = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND tgtype & 19 = 19"
+    assert [r["tgname"] for r in await db.fetch(sql)] == []
+
+
 async def test_the_reads_of_a_batch_answer_as_before(db: asyncpg.Connection) -> None:
     workspace, account = await insert_account(db)
     batch = ids.new_id()
