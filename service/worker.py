@@ -278,20 +278,19 @@ class Worker:
         """Runs one attempt as a span continuing the job's stored trace context, under its request
         id: the platform calls are child spans, and the events its outcome writes carry both."""
         name = common_pb2.JobName.Name(common_pb2.JobName.ValueType(job.name))
-        attributes: dict[str, str | int] = {
-            "paylink.job_id": str(job.id),
-            "paylink.job": name,
-            "paylink.account_id": str(job.account_id),
-            "paylink.platform_id": job.platform_id,
-            "paylink.attempt": job.attempts,
-        }
+        attributes: dict[str, str | int] | None = None
+        if tracing.recording():  # else the span records nothing: no attributes to build
+            attributes = {
+                "paylink.job_id": str(job.id),
+                "paylink.job": name,
+                "paylink.account_id": str(job.account_id),
+                "paylink.platform_id": job.platform_id,
+                "paylink.attempt": job.attempts,
+            }
         with (
             tracing.request(job.trace[1]),
-            tracing.span(
-                f"job {name}",
-                context=tracing.continued(job.trace[0]),
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
+            tracing.continued_span(
+                job.trace[0], f"job {name}", kind=SpanKind.CONSUMER, attributes=attributes
             ),
         ):
             await self._attempt(job, name)
