@@ -40,6 +40,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_seconds(proc_stat: str) -> float:
+    """CPU seconds the whole machine spent busy (every core, every process and the kernel: all but
+    idle and iowait), from /proc/stat's text (its `cpu` line, in clock ticks)."""
+    for line in proc_stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def machine_busy_seconds() -> float:
+    return busy_seconds(pathlib.Path("/proc/stat").read_text())
+
+
 def cluster_cpu_seconds(postmaster: int | None) -> float:
     """CPU seconds used so far by one PostgreSQL cluster's backends and helpers (the children of
     its postmaster; 0.0 without one)."""

@@ -19,7 +19,7 @@ def check(ok: bool) -> str:
 # results are in results.json). Options not listed here (e.g. --port) concern the whole run.
 PART_OPTIONS: dict[str, tuple[str, ...]] = {
     "rpcs": ("runs", "seconds", "concurrency"),
-    "pipeline": ("jobs", "half_seconds", "half_rate", "accounts", "profile"),
+    "pipeline": ("jobs", "half_seconds", "half_rate", "accounts", "profile", "api_processes"),
     "peers": ("peer_jobs", "peer_runs"),
     "latency": ("latency", "latency_jitter", "latency_jobs", "latency_concurrency", "latency_accounts"),
     "relay": ("relay_rows",),
@@ -109,14 +109,14 @@ def targets(r: dict[str, Any]) -> list[str]:
             f"| p99 of every RPC at c=16 ≤ 15 ms | worst {worst['p99_ms']:.1f} ms ({worst['rpc']}{floors}) |"
             f" {check(worst['p99_ms'] <= 15)} |"
         )
-    pipe = r.get("pipeline")
-    if pipe:
+    for key, pipe in pipeline_runs(r):
         sat = pipe["saturated"]["jobs_per_s"]
+        where = f" ({deployment_label(key, pipe)})"
         lines.append(
-            f"| pipeline ≥ 1,000 jobs/s end to end (stretch 2,000) | {sat:.0f} jobs/s | {check(sat >= 1000)} |"
+            f"| pipeline ≥ 1,000 jobs/s end to end (stretch 2,000) | {sat:.0f} jobs/s{where} | {check(sat >= 1000)} |"
         )
         lines.append(
-            f"| p99 creation→event ≤ 150 ms at half load | {pipe['half_load']['p99_ms']:.0f} ms |"
+            f"| p99 creation→event ≤ 150 ms at half load | {pipe['half_load']['p99_ms']:.0f} ms{where} |"
             f" {check(pipe['half_load']['p99_ms'] <= 150)} |"
         )
     peers = [p for p in r.get("peers", []) if p.get("cluster") == "durable"]
@@ -223,38 +223,74 @@ def rpc_table(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+# The pipeline's deployments in results.json (bench/run.py --api-processes): serve alone, and serve
+# (worker + relay) beside `service api` processes taking the driver's calls.
+PIPELINE_KEYS = ("pipeline", "pipeline_split")
+
+
+def pipeline_runs(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(key, r[key]) for key in PIPELINE_KEYS if r.get(key)]
+
+
+def deployment_label(key: str, pipe: dict[str, Any]) -> str:
+    """The deployment a pipeline figure measured (results from before session 29 do not name it:
+    serve alone)."""
+    label: str = pipe.get("deployment") or "one process: `service serve` (API + worker + relay)"
+    return f"{label}, `{key}`"
+
+
 def pipeline(r: dict[str, Any]) -> list[str]:
-    pipe = r.get("pipeline")
-    if not pipe:
+    runs = pipeline_runs(r)
+    if not runs:
         return []
     lines = [
         "## Pipeline (sandbox jobs with zero platform latency, CreateJob → `<job>.added` consumed from Kafka)",
         "",
-        "| load | jobs | offered jobs/s | jobs/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        "Each deployment ran in turn on the same database (`--api-processes`, in this order). *serve alone*: the",
+        "driver's one connection goes to `service serve`, which also runs the worker and the relay. *split*:",
+        "`service serve` keeps the worker (with its completer) and the relay, and the driver's calls go to",
+        "`service api` processes of their own, one connection each (the production shape,",
+        "[docs/deployment.md](docs/deployment.md)).",
+        "",
+        "| deployment (results key) | load | jobs | offered jobs/s | jobs/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     half_label = "half load (fixed rate)" if r["args"].get("half_rate") else "half of saturated"
-    for label, x in (("saturated", pipe["saturated"]), (half_label, pipe["half_load"])):
-        lines.append(
-            f"| {label} | {x['jobs']} | {x['offered_per_s']:.0f} | {x['jobs_per_s']:.0f} | {x['p50_ms']:.0f} |"
-            f" {x['p99_ms']:.0f} |"
-        )
-    cpu = pipe["saturated"].get("cpu_cores_used")
-    if cpu:
+    for key, pipe in runs:
+        for label, x in (("saturated", pipe["saturated"]), (half_label, pipe["half_load"])):
+            lines.append(
+                f"| {deployment_label(key, pipe)} | {label} | {x['jobs']} | {x['offered_per_s']:.0f} |"
+                f" {x['jobs_per_s']:.0f} | {x['p50_ms']:.0f} | {x['p99_ms']:.0f} |"
+            )
+    for key, pipe in runs:
+        cpu = pipe["saturated"].get("cpu_cores_used")
+        if not cpu:
+            continue
+        rss = pipe["saturated"].get("rss_peak_mb_per_process", {})
         lines += [
             "",
-            f"CPU cores used by each part while the pipeline was saturated (from /proc, of the machine's {r['machine']['cores']})"
+            f"CPU cores used by each part while the pipeline was saturated, {deployment_label(key, pipe)}"
+            f" (from /proc, of the machine's {r['machine']['cores']})"
             + (
                 ": this run had py-spy attached to serve, which slows it and skews these shares"
                 if r["args"].get("profile")
                 else ":"
             ),
             "",
-            "| part | cores |",
-            "|---|---|",
-            *[f"| {part} | {cores:.2f} |" for part, cores in sorted(cpu.items(), key=lambda kv: -kv[1])],
-            f"| total | {sum(cpu.values()):.2f} |",
+            "| part | cores | RSS peak per process, MB |",
+            "|---|---|---|",
+            *[
+                f"| {part} | {cores:.2f} | {f'{rss[part]:.0f}' if part in rss else ''} |"
+                for part, cores in sorted(cpu.items(), key=lambda kv: -kv[1])
+            ],
+            f"| total | {sum(cpu.values()):.2f} | |",
         ]
+        busy = pipe["saturated"].get("machine_cores_busy")
+        if busy is not None:
+            lines += [
+                "",
+                f"The whole machine (`/proc/stat`, the kernel and every process): {busy:.2f} cores busy.",
+            ]
     return [*lines, ""]
 
 

@@ -5,7 +5,9 @@ Runs, in one go, every ratio taken within one run:
 - rpcs: the echo baseline, the one-query floors (bench/floor_server.py) and four paylink RPCs under
   ghz at each --concurrency (median of --runs rounds);
 - pipeline: jobs created through the API -> events consumed from Kafka, saturated and at half load
-  (half the saturated rate, or a fixed --half-rate);
+  (half the saturated rate, or a fixed --half-rate), in each deployment --api-processes names: serve
+  alone taking the driver's calls, and serve (worker + relay) beside `service api` processes that take
+  them (the production shape, docs/deployment.md);
 - peers: procrastinate, PgQueuer and paylink's queue core on the same PostgreSQL (bench/peers.py);
 - latency: one worker process against a platform taking --latency seconds a call (bench/latency.py);
 - relay: a large outbox of realistic events drained to Kafka (bench/relay_bench.py);
@@ -28,6 +30,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -45,6 +48,7 @@ from bench.common import (
     ghz,
     ghz_with_cpu,
     load_average,
+    machine_busy_seconds,
     percentile,
     postmaster_pid,
     rss_mb,
@@ -79,6 +83,43 @@ FLOORS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 PARTS = ("rpcs", "pipeline", "peers", "latency", "logins", "relay", "footprint")
 DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+
+# The pipeline's deployments (--api-processes). 0: serve alone takes the driver's calls (results key
+# "pipeline", the figure of every run before session 29). N > 0: serve keeps the worker (with its
+# completer) and the relay, and N `service api` processes on their own ports take every one of the
+# driver's calls (results key "pipeline_split"; bench/NOTES.md, inflight session 28 and rpc session 29).
+SINGLE, SPLIT = "pipeline", "pipeline_split"
+API_PORT_OFFSET = 5  # the api processes listen on --port + 5, + 6, ... (after the 5 ports of the run)
+SERVE_LABEL = "paylink serve (API + worker + relay)"
+SPLIT_SERVE_LABEL = "paylink serve (worker + relay; no driver calls)"
+API_LABEL = "paylink api processes (the driver's calls)"
+
+
+def pipeline_deployments(counts: Sequence[int]) -> list[tuple[str, int]]:
+    """(results key, api processes) of each pipeline deployment --api-processes asks for, in its
+    order: 0 is serve alone ("pipeline"), N > 0 serve beside N api processes ("pipeline_split")."""
+    if not counts or any(n < 0 for n in counts):
+        raise ValueError("--api-processes: counts of 0 or more, e.g. 0,1")
+    if len(set(counts)) != len(counts) or sum(1 for n in counts if n) > 1:
+        raise ValueError("--api-processes: serve alone (0) and at most one split deployment, each once")
+    return [(SPLIT if n else SINGLE, n) for n in counts]
+
+
+def deployment(api_processes: int) -> str:
+    """What a pipeline figure measured, as results.json and BENCHMARKS.md label it."""
+    if not api_processes:
+        return "one process: `service serve` (API + worker + relay)"
+    plural = "es" if api_processes > 1 else ""
+    return f"`service serve` (worker + relay) + {api_processes} `service api` process{plural}"
+
+
+def driver_ports(api_ports: Sequence[int], connections: int) -> list[int]:
+    """The port each of the driver's `connections` dials: the api processes in turn (round robin by
+    connection, as a client's round-robin balancing or the kernel's SO_REUSEPORT spreads them). The
+    driver's call i then goes on connection i % connections."""
+    if not api_ports or connections < 1:
+        raise ValueError("at least one api port and one connection")
+    return [api_ports[i % len(api_ports)] for i in range(connections)]
 
 
 def git(*args: str) -> str:
@@ -316,8 +357,16 @@ async def bench_rpcs(
 
 
 async def bench_pipeline(
-    args: argparse.Namespace, client: Client, settings: Settings, accounts: list[str], labels: dict[int, str]
+    args: argparse.Namespace,
+    clients: list[Client],
+    settings: Settings,
+    accounts: list[str],
+    labels: dict[int, str],
+    profile_path: pathlib.Path,
 ) -> dict[str, Any]:
+    """The pipeline saturated, then at half load. The driver's call i goes on clients[i % len(clients)]
+    (one connection each, `driver_ports`); `labels` names the paylink processes whose CPU (and RSS
+    peak, while saturated) are counted."""
     names = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
     # The job events only (each one is checked): the pipeline's jobs' `<job>.added` topics, not every
     # topic on the broker (a pattern re-reads all their metadata every 0.5 s).
@@ -333,6 +382,7 @@ async def bench_pipeline(
             async def one(i: int) -> None:
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                client = clients[i % len(clients)]
                 async with sem:
                     job = await client.jobs.CreateJob(
                         job_pb2.CreateJobRequest(account_id=accounts[i % len(accounts)], name=names[i % 3]),
@@ -386,7 +436,7 @@ async def bench_pipeline(
                     "-f",
                     "raw",
                     "-o",
-                    str(ROOT / "bench/profile-pipeline.txt"),
+                    str(profile_path),
                     "--nonblocking",
                 ],
                 stdout=subprocess.DEVNULL,
@@ -394,9 +444,25 @@ async def bench_pipeline(
             )
         pg_port = urllib.parse.urlsplit(settings.database_url).port
         statements = await StatementStats.start(settings.database_url) if args.statements else None
+        rss_peak: dict[str, float] = {}
+
+        async def sample_rss() -> None:  # the peak of each labelled process (one label: the largest)
+            while True:
+                for pid, label in labels.items():
+                    rss_peak[label] = max(rss_peak.get(label, 0.0), rss_mb(pid))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample_rss())
+        busy_before = machine_busy_seconds()
         cpu_before, wall_before = cpu_seconds_by_component(labels, pg_port), time.monotonic()
-        saturated = await measure(args.jobs, None)
+        try:
+            saturated = await measure(args.jobs, None)
+        finally:
+            sampler.cancel()
         wall = time.monotonic() - wall_before
+        # The whole machine, kernel and every other process included (the parts above are only the
+        # benchmark's processes): how close the box was to all its cores busy.
+        saturated["machine_cores_busy"] = round((machine_busy_seconds() - busy_before) / wall, 2)
         cpu_after = cpu_seconds_by_component(labels, pg_port)
         saturated["cpu_cores_used"] = {
             part: round((cpu_after[part] - cpu_before.get(part, 0.0)) / wall, 2) for part in cpu_after
@@ -408,9 +474,10 @@ async def bench_pipeline(
         }
         if statements is not None:
             saturated["statements_per_job"] = await statements.per_job(args.jobs)
+        saturated["rss_peak_mb_per_process"] = {label: round(mb, 1) for label, mb in rss_peak.items()}
         if profiler is not None:
             profiler.wait()
-        print(f"pipeline saturated: {saturated}", flush=True)
+        print(f"pipeline saturated ({len(clients)} connection(s)): {saturated}", flush=True)
         # Half load: half the saturated rate of this run, or a fixed offered rate (--half-rate) so
         # that runs of different code compare at the same load (bench/NOTES.md, session 23).
         half_rate = args.half_rate or saturated["jobs_per_s"] / 2
@@ -425,6 +492,67 @@ async def bench_pipeline(
         return {"saturated": saturated, "half_load": half}
     finally:
         await log.stop()
+
+
+async def pipeline_deployment(
+    args: argparse.Namespace,
+    api_processes: int,
+    env: dict[str, str],
+    secret: str,
+    client: Client,
+    settings: Settings,
+    accounts: list[str],
+    serve_pid: int,
+    extra: list[subprocess.Popen[str]],
+) -> dict[str, Any]:
+    """The pipeline in one deployment: serve alone (`api_processes` 0: the driver's one connection,
+    `client`, to serve), or serve beside `api_processes` `service api` processes started here on
+    their own ports (--port + 5, ...), one driver connection each, stopped again afterwards."""
+    extras = {p.pid: "paylink extra workers" for p in extra}
+    print(f"pipeline deployment: {deployment(api_processes)}", flush=True)
+    if not api_processes:
+        labels = {serve_pid: SERVE_LABEL, **extras}
+        found = await bench_pipeline(
+            args, [client], settings, accounts, labels, ROOT / "bench/profile-pipeline.txt"
+        )
+        return {"deployment": deployment(0), "api_processes": 0, **found}
+    ports = [args.port + API_PORT_OFFSET + k for k in range(api_processes)]
+    procs: list[subprocess.Popen[str]] = []
+    channels: list[grpc.aio.Channel] = []
+    try:
+        for port in ports:
+            procs.append(
+                await start_process(
+                    [sys.executable, "-m", "service", "api"],
+                    {**env, "PAYLINK_GRPC_PORT": str(port)},
+                    "paylink serving",
+                )
+            )
+        channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in driver_ports(ports, api_processes)
+        ]
+        labels = {serve_pid: SPLIT_SERVE_LABEL, **{p.pid: API_LABEL for p in procs}, **extras}
+        found = await bench_pipeline(
+            args,
+            [Client(channel, secret) for channel in channels],
+            settings,
+            accounts,
+            labels,
+            ROOT / "bench/profile-pipeline-split.txt",
+        )
+        return {
+            "deployment": deployment(api_processes),
+            "api_processes": api_processes,
+            "driver_connections": len(channels),
+            **found,
+        }
+    finally:
+        for channel in channels:
+            await channel.close()
+        for proc in procs:  # SIGTERM: each drains its calls and exits 0 (a kill after 30 s)
+            await asyncio.to_thread(stop, proc)
+            if proc.returncode:
+                print(f"api process {proc.pid} exited {proc.returncode}", flush=True)
 
 
 PEER_QUEUES = ("paylink", "pgqueuer", "procrastinate")  # the order within a round
@@ -546,9 +674,22 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--relay-rows", type=int, default=50_000)
     parser.add_argument("--soak-seconds", type=int, default=90)
-    parser.add_argument("--port", type=int, default=50151, help="first of the 5 gRPC ports used")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=50151,
+        help="first of the 5 gRPC ports used (the pipeline's api processes: the next ones)",
+    )
     parser.add_argument(
         "--extra-workers", type=int, default=0, help="extra `python -m service worker` processes beside serve"
+    )
+    parser.add_argument(
+        "--api-processes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[0, 1],
+        help="the pipeline's deployments, in order: 0 = serve alone takes the driver's calls (results key"
+        " pipeline); N = serve (worker + relay) beside N `service api` processes on --port + 5, ... that take"
+        " them (key pipeline_split). Default 0,1",
     )
     parser.add_argument(
         "--statements",
@@ -556,7 +697,10 @@ def parse_args() -> argparse.Namespace:
         help="pg_stat_statements over the saturated pipeline (bench/bench.sh then preloads it in its cluster)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the server during the saturated pipeline"
+        "--profile",
+        action="store_true",
+        help="py-spy serve during each saturated pipeline (bench/profile-pipeline.txt; with api processes"
+        " beside it: bench/profile-pipeline-split.txt)",
     )
     parser.add_argument(
         "--throwaway-url", default="", help="a non-durable cluster: queue figures there too, for comparison"
@@ -573,7 +717,12 @@ def parse_args() -> argparse.Namespace:
         "--monitoring-accounts", type=int, default=1_000_000, help="monitored accounts seeded"
     )
     parser.add_argument("--monitoring-due", type=int, default=2_000, help="of them due now (x5 refreshes)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:
+        pipeline_deployments(args.api_processes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def main() -> int:
@@ -637,10 +786,6 @@ async def main() -> int:
         [sys.executable, str(ROOT / "bench/echo_server.py"), str(ports["echo"])], env, "echo serving"
     )
     floor = None
-    labels = {
-        server.pid: "paylink serve (API + worker + relay)",
-        **{p.pid: "paylink extra workers" for p in extra},
-    }
     try:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         workspace, secret = await auth.create_workspace(pool, "bench")
@@ -683,7 +828,10 @@ async def main() -> int:
                 finally:
                     await analyze.close()
                 settings = base.model_copy(update={"topic_prefix": prefix})
-                results["pipeline"] = await bench_pipeline(args, client, settings, accounts, labels)
+                for key, n in pipeline_deployments(args.api_processes):
+                    results[key] = await pipeline_deployment(
+                        args, n, env, secret, client, settings, accounts, server.pid, extra
+                    )
             if want("footprint"):
                 results["footprint"] = {
                     "rss_peak_under_rpc_load_mb": peak,

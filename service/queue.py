@@ -72,7 +72,8 @@ queued AS (
 SELECT {COLUMNS}, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
 # Refreshes in flight (platform_id, account_id, name): one per account and job type at most (unique
-# partial index job_queue_one_refresh, migration 0173; 0120's rule, on the jobs not final yet).
+# partial index job_queue_one_refresh, migration 0173; 0120's rule, on the jobs not final yet). Read
+# through that index (the one of the refreshes in flight since 0184 dropped job_queue_refreshes).
 REFRESHES_IN_FLIGHT = "(SELECT platform_id, account_id, name FROM job_queue WHERE refresh)"
 _ONE_REFRESH = "ON CONFLICT (account_id, name) WHERE refresh DO NOTHING"
 _IN_FLIGHT_REFRESH = f"""
@@ -109,10 +110,15 @@ job AS (
   RETURNING id)
 SELECT array_agg(id) AS ids, pg_notify('{NOTIFY_CHANNEL}', '') FROM job
 """
+# A refresh is the only job of its batch (CreateJob gives it a batch of its own, the scheduler its own
+# id), so the reads of a batch's jobs leave refreshes out: `jobs_batch` holds only the jobs that are
+# not refreshes (migration 0184), and a read by batch says so to use it. For a refresh's batch they
+# answer what they did: no held job, no switch before an allocation, no Link session's job.
+_NOT_REFRESH = f"origin <> {common_pb2.JOB_ORIGIN_REFRESH}"
 _RELEASE_HELD = f"""
 WITH released AS (
   UPDATE job_queue SET run_at = now()
-  WHERE id IN (SELECT id FROM jobs WHERE batch_id = $1 AND status = {Q} AND run_at = 'infinity')
+  WHERE id IN (SELECT id FROM jobs WHERE batch_id = $1 AND {_NOT_REFRESH} AND status = {Q} AND run_at = 'infinity')
     AND run_at = 'infinity' AND locked_by IS NULL
   RETURNING id),
 job AS (UPDATE jobs SET run_at = now() FROM released WHERE jobs.id = released.id RETURNING 1)
@@ -238,7 +244,8 @@ WITH job AS (
 INSERT INTO job_queue (id, run_at, platform_id, account_id, name, refresh)
 SELECT id, run_at, platform_id, account_id, name, origin = {common_pb2.JOB_ORIGIN_REFRESH} FROM job
 """
-_BATCH = "SELECT id, name, status, outcome, error_type, error_code FROM jobs WHERE batch_id = $1"
+_BATCH = f"SELECT id, name, status, outcome, error_type, error_code FROM jobs WHERE batch_id = $1 AND {_NOT_REFRESH}"
+_SUCCEEDED = f"SELECT true FROM jobs WHERE batch_id = $1 AND {_NOT_REFRESH} AND name = $2 AND status = {S}"
 
 
 async def enqueue(
@@ -419,10 +426,8 @@ async def batch(conn: db.Executor, batch_id: uuid.UUID, *, session_only: bool = 
 
 
 async def has_succeeded(conn: db.Executor, batch_id: uuid.UUID, name: int) -> bool:
-    """Whether the job `name` of this batch already succeeded."""
-    found = await conn.fetchval(
-        f"SELECT true FROM jobs WHERE batch_id = $1 AND name = $2 AND status = {S}", batch_id, name
-    )
+    """Whether the job `name` of this batch (not a refresh's: see `_NOT_REFRESH`) already succeeded."""
+    found = await conn.fetchval(_SUCCEEDED, batch_id, name)
     return bool(found)
 
 

@@ -58,16 +58,34 @@ SELECT NOT coalesce((SELECT content_hash FROM old) = ANY($4::bytea[]), false) AS
        (SELECT data FROM old) AS previous
 FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) AS stored
 """
-# Upserts paystubs by the platform's id in one statement; says which ones are new.
-_PAYSTUBS = """
-INSERT INTO paystubs (id, account_id, external_id, pay_date, data, document_external_id)
-SELECT i, $1, e, d, b, x FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[], $6::text[])
-  AS u(i, e, d, b, x)
-ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, pay_date = EXCLUDED.pay_date,
-  document_external_id = EXCLUDED.document_external_id
-RETURNING id, account_id, external_id, pay_date, data, created_at, (xmax = 0) AS inserted,
-  (SELECT d.id FROM documents d WHERE d.account_id = paystubs.account_id
-     AND d.external_id = paystubs.document_external_id AND paystubs.document_external_id <> '') AS document_id
+# Upserts paystubs by the platform's id in one statement; says which ones are new. As `_UPSERT`, the
+# stored ones are updated and only the new ones inserted, so the erasure fence (0017's BEFORE INSERT OR
+# UPDATE row trigger on paystubs) fires once per paystub, where INSERT ... ON CONFLICT DO UPDATE fired
+# it twice for each one stored (tests/integration/test_paystubs_fence.py). A fenced account's paystubs
+# are skipped by either firing; one another transaction inserted since the statement began takes the
+# insert's ON CONFLICT update, as before (the fence then fires twice, as before).
+_PAYSTUB_SET = (
+    "data = {new}.data, pay_date = {new}.pay_date, document_external_id = {new}.document_external_id"
+)
+_PAYSTUB_OUT = "id, account_id, external_id, pay_date, data, created_at, document_external_id"
+_PAYSTUBS = f"""
+WITH v AS (
+  SELECT i AS id, e AS external_id, d AS pay_date, b AS data, x AS document_external_id
+  FROM unnest($2::uuid[], $3::text[], $4::date[], $5::bytea[], $6::text[]) AS u(i, e, d, b, x)),
+updated AS (
+  UPDATE paystubs SET {_PAYSTUB_SET.format(new="v")}
+  FROM v WHERE paystubs.account_id = $1 AND paystubs.external_id = v.external_id
+  RETURNING {", ".join(f"paystubs.{c}" for c in _PAYSTUB_OUT.split(", "))}, false AS inserted),
+inserted AS (
+  INSERT INTO paystubs (id, account_id, external_id, pay_date, data, document_external_id)
+  SELECT id, $1, external_id, pay_date, data, document_external_id FROM v
+  WHERE NOT EXISTS (SELECT FROM paystubs p WHERE p.account_id = $1 AND p.external_id = v.external_id)
+  ON CONFLICT (account_id, external_id) DO UPDATE SET {_PAYSTUB_SET.format(new="EXCLUDED")}
+  RETURNING {_PAYSTUB_OUT}, (xmax = 0) AS inserted)
+SELECT s.id, s.account_id, s.external_id, s.pay_date, s.data, s.created_at, s.inserted,
+  (SELECT d.id FROM documents d WHERE d.account_id = s.account_id
+     AND d.external_id = s.document_external_id AND s.document_external_id <> '') AS document_id
+FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) AS s
 """
 
 
@@ -208,14 +226,20 @@ async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, in
 
 # --- Sets of records kept elsewhere (shifts, tax forms, documents: service/records_store.py) -----
 
-_MARK = """
-INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
-VALUES ($1, $2, NULL, ($3::bytea[])[1], $4, $4)
-ON CONFLICT (account_id, name) DO UPDATE SET
-  refreshed_at = EXCLUDED.refreshed_at,
+# The set's row updated, or inserted when there is none: the fence fires once (as `_UPSERT`).
+_MARK_CHANGE = """
+  refreshed_at = {new}.refreshed_at,
   updated_at = CASE WHEN job_results.content_hash = ANY($3::bytea[])
-                    THEN job_results.updated_at ELSE EXCLUDED.refreshed_at END,
-  content_hash = EXCLUDED.content_hash
+                    THEN job_results.updated_at ELSE {new}.refreshed_at END,
+  content_hash = {new}.content_hash"""
+_MARK = f"""
+WITH v AS (SELECT ($3::bytea[])[1] AS content_hash, $4::timestamptz AS refreshed_at),
+updated AS (
+  UPDATE job_results SET {_MARK_CHANGE.format(new="v")} FROM v WHERE account_id = $1 AND name = $2)
+INSERT INTO job_results (account_id, name, data, content_hash, refreshed_at, updated_at)
+SELECT $1, $2, NULL, content_hash, refreshed_at, refreshed_at FROM v
+WHERE NOT EXISTS (SELECT FROM job_results r WHERE r.account_id = $1 AND r.name = $2)
+ON CONFLICT (account_id, name) DO UPDATE SET {_MARK_CHANGE.format(new="EXCLUDED")}
 """
 
 

@@ -132,8 +132,8 @@ async def test_leader_killed_then_two_brokers_down_nothing_lost(
     """One run, three phases under a steady load of linked accounts (one broker restart in all):
     1. the broker leading the busiest partitions is SIGKILLed: publishing stalls until the
        controller fences it and moves its leaders, then goes on;
-    2. a second broker is SIGKILLed: with 1 of 3 replicas nothing can be acknowledged, so nothing is
-       published, while every RPC still succeeds and the outbox grows;
+    2. a second broker is SIGKILLed: with 1 of 3 replicas nothing can be acknowledged, so no event
+       written after the kill is published, while every RPC still succeeds and the outbox grows;
     3. one broker comes back: the outbox drains.
     At the end the outbox's events are exactly the ones in Kafka (by event_id), in order per account."""
     dep = on_cluster
@@ -194,22 +194,34 @@ async def test_leader_killed_then_two_brokers_down_nothing_lost(
 
         # Phase 2. A second broker: one replica left, no acks=all, no KRaft quorum.
         second = next(n for n in range(NODES, 0, -1) if n != victim)
+        published_before = await published(dep)
         await kafka_cluster.kill(second)
         down_mono = time.monotonic()
-
-        async def stopped() -> bool:
-            return await dep.unpublished() >= 60
-
-        # A batch already in flight settles (it cannot be acknowledged); from then on nothing moves.
-        await wait_until(stopped, 120, "the outbox growing while two brokers are down")
-        frozen = await published(dep)
+        # Read once the process is gone: an event created later (`created_at` is its transaction's
+        # start) committed after the kill, so the relay sent it with one replica of three left. Events
+        # written before the kill may still be acknowledged and marked: a batch the relay had in
+        # flight that both replicas already held (up to two batches; the relay runs behind when the
+        # box is busy). Those are counted, not blamed; the claim is about what was written after.
+        down_at = await db_now(dep)
         sessions_then = len(load.sessions)
 
+        async def written_since_down(published_only: bool = False) -> int:
+            return int(
+                await dep.fetchval(
+                    "SELECT count(*) FROM outbox WHERE created_at > $1"
+                    + (" AND published_at IS NOT NULL" if published_only else ""),
+                    down_at,
+                )
+            )
+
         async def grown() -> bool:
-            return await dep.unpublished() >= 150 and len(load.sessions) >= sessions_then + 20
+            return await written_since_down() >= 150 and len(load.sessions) >= sessions_then + 20
 
         await wait_until(grown, 120, "more calls and a bigger outbox while two brokers are down")
-        assert await published(dep) == frozen, "an event was published with one replica of three"
+        leaked = await written_since_down(published_only=True)
+        assert leaked == 0, f"{leaked} events written after the second broker died were published"
+        written_while_down = await written_since_down()
+        settled = await published(dep) - published_before
         backlog = await dep.unpublished()
         sessions_while_down = len(load.sessions) - sessions_then
 
@@ -237,7 +249,9 @@ async def test_leader_killed_then_two_brokers_down_nothing_lost(
         seconds_to_60_new_events_published=round(resumed, 1),
         second_killed_node=second,
         seconds_two_down=round(two_down, 1),
-        published_while_two_down=0,
+        events_written_while_two_down=written_while_down,
+        published_while_two_down=leaked,
+        settled_after_second_kill=settled,
         outbox_backlog=backlog,
         sessions_linked_while_two_down=sessions_while_down,
         rpcs_ok_while_two_down=sessions_while_down * 3,  # CreateLinkToken, StartSession, Submit

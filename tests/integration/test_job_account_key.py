@@ -1,7 +1,8 @@
 """A job's account and workspace are one foreign key, to the account of that workspace (migration
-0182): queuing a job locks its account's row for the check and not its workspace's (which all of the
-workspace's concurrent CreateJobs locked together, a MultiXact each), and a job whose workspace is not
-its account's is refused. The migration checks the jobs already there."""
+0182): queuing a job no longer locks its workspace's row (which all of the workspace's concurrent
+CreateJobs locked together, a MultiXact each), and a job whose workspace is not its account's is
+refused. The migration checks the jobs already there. (0184 made the key triggers that lock the
+account's row no more either: tests/integration/test_refresh_writes.py.)"""
 
 from __future__ import annotations
 
@@ -29,15 +30,15 @@ async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def test_a_job_locks_its_account_row_and_not_its_workspace_row(db: asyncpg.Connection) -> None:
+async def test_a_job_locks_neither_its_account_row_nor_its_workspace_row(db: asyncpg.Connection) -> None:
     workspace, account = await insert_account(db)
     async with db.transaction():
         [row] = await queue.enqueue_refreshes(
             db, [new_refresh(workspace, account, common_pb2.JOB_NAME_IDENTITY)]
         )
         assert row is not None
-        assert await db.fetchval(LOCKED_BY_US.format("accounts"), account) is True
-        assert await db.fetchval(LOCKED_BY_US.format("workspaces"), workspace) is False  # before: True
+        assert await db.fetchval(LOCKED_BY_US.format("accounts"), account) is False  # 0182 to 0183: True
+        assert await db.fetchval(LOCKED_BY_US.format("workspaces"), workspace) is False  # before 0182: True
 
 
 async def test_a_job_of_another_workspace_s_account_is_refused(db: asyncpg.Connection) -> None:

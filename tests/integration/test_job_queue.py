@@ -376,7 +376,9 @@ async def test_the_migration_keeps_the_queue_and_the_previous_release_queues_and
         try:
             workspace, account = await _account(conn)
             before = await _enqueue(conn, workspace, account)
-            assert await migrate.migrate(url) == ["0183_job_queue_without_foreign_key.sql"]
+            assert await migrate.migrate(url, migrations_up_to(tmp_path, 183)) == [
+                "0183_job_queue_without_foreign_key.sql"
+            ]
             assert (
                 await conn.fetchval(
                     "SELECT count(*) FROM pg_constraint WHERE conrelid = 'job_queue'::regclass AND contype = 'f'"

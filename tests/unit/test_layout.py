@@ -20,6 +20,11 @@ LONG_MODULES: dict[str, tuple[int, str]] = {
         "every statement on the queue's two tables (jobs, job_queue) side by side, so that the lock order"
         " (queue row, then job row) and the two rows' agreement can be read in one place (issue 14)",
     ),
+    "service/records_store.py": (
+        440,
+        "every statement on shifts, tax forms and documents (their one writer): the upserts that fire the"
+        " erasure fence once per record (issue 14) beside the reads and the re-sealing of the same rows",
+    ),
 }
 # A function over this many lines needs a `# long: <why>` comment just above its def.
 MAX_FUNCTION_LINES = 60
