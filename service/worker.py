@@ -2,8 +2,7 @@
 
 Woken by NOTIFY on `paylink_jobs` (or directly by its own process's CreateJob) with a slow poll
 behind it (a NOTIFY can be missed); it claims again at once only after a claim that took all it
-asked for, so a wake-up costs one claim, not a second that comes back empty. Each claim
-takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
+asked for (`claim_more`). Each claim takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
 out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
 Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
 a timeout and a per-platform concurrency limit.
@@ -51,9 +50,7 @@ REFUSED_BACKOFF_CAP = release_guard.BACKOFF_CAP
 
 
 def claim_more(claimed: int, limit: int) -> bool:
-    """Whether a claim that took `claimed` of at most `limit` jobs may have left runnable jobs it
-    could take: only when it took all it asked for. One that took fewer found none left (a job
-    committed since wakes the worker), so claiming again at once would come back empty."""
+    """Whether more jobs may wait than a claim of at most `limit` took: not when it took fewer."""
     return claimed >= limit
 
 
@@ -181,9 +178,8 @@ class Worker:
                     queue.wake_soon(self.deps.pool)
                 if more:
                     continue  # claims again once it has room
-                # The queue held no more runnable jobs it could take: claim again when a job may have
-                # come (a wake-up: this process's CreateJob, a NOTIFY, a rescue, a slot of a platform
-                # at its limit freed), or after the poll (a retry's run_at passed, a NOTIFY missed).
+                # Until a job may have come (this process's CreateJob, a NOTIFY, a rescue, a slot of a
+                # platform at its limit freed) or the poll (a retry's run_at passed, a NOTIFY missed).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), settings.worker_poll_seconds)
         finally:
@@ -278,21 +274,14 @@ class Worker:
         """Runs one attempt as a span continuing the job's stored trace context, under its request
         id: the platform calls are child spans, and the events its outcome writes carry both."""
         name = common_pb2.JobName.Name(common_pb2.JobName.ValueType(job.name))
-        attributes: dict[str, str | int] | None = None
-        if tracing.recording():  # else the span records nothing: no attributes to build
-            attributes = {
-                "paylink.job_id": str(job.id),
-                "paylink.job": name,
-                "paylink.account_id": str(job.account_id),
-                "paylink.platform_id": job.platform_id,
-                "paylink.attempt": job.attempts,
-            }
-        with (
-            tracing.request(job.trace[1]),
-            tracing.continued_span(
-                job.trace[0], f"job {name}", kind=SpanKind.CONSUMER, attributes=attributes
-            ),
-        ):
+        attributes: dict[str, str | int] | None = None  # none to build when the span records nothing
+        if tracing.recording():
+            attributes = {"paylink.job_id": str(job.id), "paylink.job": name, "paylink.attempt": job.attempts}
+            attributes |= {"paylink.account_id": str(job.account_id), "paylink.platform_id": job.platform_id}
+        span = tracing.continued_span(
+            job.trace[0], f"job {name}", kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        with tracing.request(job.trace[1]), span:
             await self._attempt(job, name)
 
     async def _attempt(self, job: ClaimedJob, name: str) -> None:
