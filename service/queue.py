@@ -181,20 +181,32 @@ SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL en
 # a job in error (no queue row, never in a batch), and a scrub of parameters (an erasure, after its
 # jobs are final; a workspace deletion, at any time) changes `params`, which the completion does not
 # set: a batch that read them before the scrub committed is the batch written before it.
-_LOCK_LEASES = """
-SELECT id FROM job_queue WHERE id = ANY($1::uuid[]) AND locked_by = $2 ORDER BY id FOR UPDATE
-"""
-_READ_JOBS = """
-SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
-       params, api_version, pending_since, status, locked_by, scheduled
-FROM jobs WHERE id = ANY($1::uuid[])
-"""
-# With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's events
-# need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
+# `lock_for_outcomes` is one statement, one round trip (three before: bench/NOTES.md, inflight session
+# 29), taking the locks in that order: every queue row (`held`: all its rows are read before the first
+# account's, as the accounts' key array needs them), then the accounts. Each part is a materialized CTE:
+# a FOR UPDATE inside runs once, in its own order. The `jobs` rows are read with the statement's
+# snapshot, which may be older than a queue row's lock (taken after waiting for another transaction's
+# commit): the writers that could commit meanwhile change no column read here (a heartbeat: the lease)
+# or take the queue row from this worker (a rescue, a release), which the lock's recheck of
+# `locked_by` sees.
+# With each account row, its sequence row (the outbox's, migration 0178) locked with it: the batch's
+# events need no reservation of their own (outbox.flush_locked). Both read by key (the second `= ANY`).
 _LOCK_ACCOUNTS = """
 SELECT a.id, end_user_id, monitoring_status, connected, s.sequence AS event_sequence, tags, refresh_failures
 FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
 WHERE a.id = ANY($1::uuid[]) AND s.account_id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
+"""
+_HELD_ACCOUNTS = "(ARRAY(SELECT job.account_id FROM job))"
+_LOCK_FOR_OUTCOMES = f"""
+WITH held AS MATERIALIZED (
+  SELECT id FROM job_queue WHERE id = ANY($1::uuid[]) AND locked_by = $2 ORDER BY id FOR UPDATE),
+job AS MATERIALIZED (
+  SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
+         params, api_version, pending_since, status, locked_by, scheduled
+  FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM held)) AND status = {R} AND locked_by = $2),
+account AS MATERIALIZED ({_LOCK_ACCOUNTS.replace("$1::uuid[]", _HELD_ACCOUNTS)})
+SELECT job.*, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
+FROM job JOIN account ON account.id = job.account_id
 """
 _BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
             $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
@@ -370,21 +382,9 @@ async def lock_for_outcomes(
     conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
 ) -> dict[uuid.UUID, LockedJob]:
     """Locks the queue rows of the jobs whose lease `worker_id` holds, reads those jobs, and locks their
-    accounts (three round trips); returns them."""
-    held = [row["id"] for row in await conn.fetch(_LOCK_LEASES, list(job_ids), worker_id)]
-    jobs = [
-        row
-        for row in (await conn.fetch(_READ_JOBS, held) if held else [])
-        if row["status"] == JobStatus.RUNNING and row["locked_by"] == worker_id
-    ]
-    accounts = {
-        row["id"]: row for row in await conn.fetch(_LOCK_ACCOUNTS, list({j["account_id"] for j in jobs}))
-    }
-    return {
-        job["id"]: LockedJob.from_rows(job, accounts[job["account_id"]])
-        for job in jobs
-        if job["account_id"] in accounts
-    }
+    accounts (one round trip); returns them."""
+    rows = await conn.fetch(_LOCK_FOR_OUTCOMES, list(job_ids), worker_id)
+    return {row["id"]: LockedJob.from_rows(row, row) for row in rows}
 
 
 async def complete(conn: db.Conn, completions: Sequence[Completion]) -> None:

@@ -113,6 +113,25 @@ def server_span(
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
 
+def recording() -> bool:
+    """Whether a span made now would be recorded: the provider has a span processor (an exporter, or
+    a test's in-memory one). Else spans only carry context, and one whose context nothing inside
+    stores (a platform call's) need not be made at all."""
+    return bool(getattr(trace.get_tracer_provider(), "processing", True))
+
+
+def continued_span(
+    tp: str, name: str, *, kind: trace.SpanKind, attributes: Mapping[str, AttributeValue] | None = None
+) -> contextlib.AbstractContextManager[trace.Span]:
+    """`span(name, context=continued(tp), ...)`: a span current for the block, continuing the stored
+    traceparent `tp` (a job's). Unrecorded, the child's context is made from `tp` at once, without
+    the remote parent's span and context that `continued` builds for it (the same context:
+    tests/unit/test_tracing_spans.py)."""
+    if recording():
+        return span(name, context=continued(tp), kind=kind, attributes=attributes)
+    return _UnrecordedChild(tp)
+
+
 def span(
     name: str,
     *,
@@ -158,6 +177,36 @@ class _UnrecordedBlock:
         otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
 
 
+class _UnrecordedChild:
+    """`continued_span`'s block when nothing would record it."""
+
+    __slots__ = ("_token", "_tp")
+
+    def __init__(self, tp: str) -> None:
+        self._tp = tp
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        tp = self._tp
+        base: otel_context.Context | None = _EMPTY_CONTEXT
+        if not tp or not _TRACEPARENT.match(tp):  # `continued` refuses it: a child of the current span
+            unrecorded = _unrecorded(otel_context.get_current())
+            base = None
+        else:
+            trace_id = int(tp[3:35], 16)
+            if tp[0:2] == "ff" or trace_id == 0 or int(tp[36:52], 16) == 0:  # nothing to continue
+                trace_id, flags = _random_id(128), _NEW_TRACE_FLAGS
+            else:
+                flags = trace.TraceFlags(int(tp[53:55], 16) & _INHERITED_FLAGS)
+            context = trace.SpanContext(trace_id, _random_id(64), False, flags)
+            unrecorded = trace.NonRecordingSpan(context)
+        self._token = otel_context.attach(trace.set_span_in_context(unrecorded, base))
+        return unrecorded
+
+    def __exit__(self, *_: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
+
+
 def end_span(span: trace.Span, token: object, code: int, error: str | None) -> None:
     """Ends a server span with its gRPC status code (`error`: the message of a failed call)."""
     if span.is_recording():
@@ -185,6 +234,8 @@ def _unrecorded(parent: otel_context.Context | None) -> trace.Span:
 
 
 _NEW_TRACE_FLAGS = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
+_INHERITED_FLAGS = trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID
+_EMPTY_CONTEXT = otel_context.Context()
 
 
 def _random_id(bits: int) -> int:

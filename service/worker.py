@@ -1,7 +1,8 @@
 """The job worker: claims runnable jobs with FOR UPDATE SKIP LOCKED, runs them, writes outcomes.
 
-Woken by NOTIFY on `paylink_jobs` with a slow poll behind it (a NOTIFY can be missed). Each claim
-takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
+Woken by NOTIFY on `paylink_jobs` (or directly by its own process's CreateJob) with a slow poll
+behind it (a NOTIFY can be missed); it claims again at once only after a claim that took all it
+asked for (`claim_more`). Each claim takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
 out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
 Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
 a timeout and a per-platform concurrency limit.
@@ -46,6 +47,11 @@ backoff = timeutil.backoff  # jittered retry delays (shared with logins)
 # guard accepting this code again (service/release_guard.py).
 REFUSED_BACKOFF_BASE = release_guard.BACKOFF_BASE
 REFUSED_BACKOFF_CAP = release_guard.BACKOFF_CAP
+
+
+def claim_more(claimed: int, limit: int) -> bool:
+    """Whether more jobs may wait than a claim of at most `limit` took: not when it took fewer."""
+    return claimed >= limit
 
 
 class _InCall:
@@ -156,10 +162,13 @@ class Worker:
             while not self._stopping.is_set():
                 if conn.is_closed():
                     raise asyncpg.InterfaceError("the LISTEN connection was closed")
+                if self._free_slots() <= 0:
+                    await self._wait_for_room()
+                    continue
                 self._wake.clear()
                 woken, self._woken_here = self._woken_here, 0
                 free = self._free_slots()
-                claimed = await self._claim(free) if free > 0 else []
+                claimed, more = await self._claim(free)
                 self.refused.accepted()  # a claim went through: the guard accepts this code
                 for job in claimed:
                     self._start(job)
@@ -167,11 +176,10 @@ class Worker:
                     # Full: more of the jobs it was woken for may wait than it has room for; the
                     # workers of other processes share them, as their NOTIFY would have told them.
                     queue.wake_soon(self.deps.pool)
-                if claimed and len(claimed) == free:
-                    await self._wait_for_room()
-                    continue
-                if claimed:
-                    continue
+                if more:
+                    continue  # claims again once it has room
+                # Until a job may have come (this process's CreateJob, a NOTIFY, a rescue, a slot of a
+                # platform at its limit freed) or the poll (a retry's run_at passed, a NOTIFY missed).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), settings.worker_poll_seconds)
         finally:
@@ -209,7 +217,8 @@ class Worker:
             await self._room.wait()
             self._room.clear()
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, limit: int) -> tuple[list[ClaimedJob], bool]:
+        """Claims up to `limit` jobs; with them, whether more may wait (`claim_more`)."""
         settings = self.deps.settings
         lease = dt.timedelta(seconds=settings.worker_lease_seconds)
         # Jobs waiting for a platform's semaphore would hold slots that other platforms can use (a hung
@@ -217,7 +226,8 @@ class Worker:
         # limit per claim.
         full = [p for p, n in self._per_platform.items() if n >= settings.platform_concurrency]
         limit = min(limit, settings.platform_concurrency)
-        return await queue.claim(self.deps.pool, self.id, lease, limit, full)
+        claimed = await queue.claim(self.deps.pool, self.id, lease, limit, full)
+        return claimed, claim_more(len(claimed), limit)
 
     def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._execute(job))
@@ -230,16 +240,17 @@ class Worker:
         """The job's platform work is over (its outcome goes to the completer): its slot is free."""
         platform_id = self._slots.pop(job_id, None)
         if platform_id is not None:
-            self._per_platform[platform_id] -= 1
+            held = self._per_platform[platform_id]
+            self._per_platform[platform_id] = held - 1
             self._room.set()
-            self._wake.set()
+            if held >= self.deps.settings.platform_concurrency:
+                self._wake.set()  # claims skipped this platform: its jobs may wait
 
     def _done(self, job_id: uuid.UUID) -> None:
         self._free_slot(job_id)  # a task cancelled (or crashed) before its hand-over
         self._running.pop(job_id, None)
         self.finished += 1
         self._room.set()  # the completer's backlog shrank
-        self._wake.set()
 
     async def _heartbeat(self) -> None:
         settings = self.deps.settings
@@ -263,22 +274,14 @@ class Worker:
         """Runs one attempt as a span continuing the job's stored trace context, under its request
         id: the platform calls are child spans, and the events its outcome writes carry both."""
         name = common_pb2.JobName.Name(common_pb2.JobName.ValueType(job.name))
-        attributes: dict[str, str | int] = {
-            "paylink.job_id": str(job.id),
-            "paylink.job": name,
-            "paylink.account_id": str(job.account_id),
-            "paylink.platform_id": job.platform_id,
-            "paylink.attempt": job.attempts,
-        }
-        with (
-            tracing.request(job.trace[1]),
-            tracing.span(
-                f"job {name}",
-                context=tracing.continued(job.trace[0]),
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-            ),
-        ):
+        attributes: dict[str, str | int] | None = None  # none to build when the span records nothing
+        if tracing.recording():
+            attributes = {"paylink.job_id": str(job.id), "paylink.job": name, "paylink.attempt": job.attempts}
+            attributes |= {"paylink.account_id": str(job.account_id), "paylink.platform_id": job.platform_id}
+        span = tracing.continued_span(
+            job.trace[0], f"job {name}", kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        with tracing.request(job.trace[1]), span:
             await self._attempt(job, name)
 
     async def _attempt(self, job: ClaimedJob, name: str) -> None:

@@ -36,25 +36,34 @@ from service.drivers.base import (
 class _span:  # noqa: N801 - a block, named as the function it was
     """The platform call's CLIENT span for the block; a PlatformError, a JobPending or any other
     exception leaving it is noted on the span. A plain object, not a generator's context manager
-    around `tracing.span`'s (two per job)."""
+    around `tracing.span`'s (two per job). When nothing would record it, no span at all: nothing
+    inside a call stores its context (no driver reads or sends a traceparent), so an unrecorded one
+    only cost its making (bench/NOTES.md, inflight session 29); the job's span stays current."""
 
     __slots__ = ("_block", "_span")
 
     def __init__(self, method: str, platform_id: str) -> None:
-        self._block = tracing.span(
-            f"platform {method}",
-            kind=SpanKind.CLIENT,
-            attributes={"paylink.platform_id": platform_id},
-            record_exception=False,
-            set_status_on_exception=False,
+        self._block = (
+            tracing.span(
+                f"platform {method}",
+                kind=SpanKind.CLIENT,
+                attributes={"paylink.platform_id": platform_id},
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            if tracing.recording()
+            else None
         )
 
     def __enter__(self) -> None:
-        self._span = self._block.__enter__()
+        if self._block is not None:
+            self._span = self._block.__enter__()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
+        if self._block is None:
+            return None
         if exc is not None:
             span = self._span
             if isinstance(exc, PlatformError):

@@ -11,8 +11,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+import pytest
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
@@ -130,3 +132,38 @@ async def test_a_worker_that_comes_back_full_passes_the_wake_up_on(settings: Set
         jobs = await _create_jobs(app, 2)
         await _claimed(app, jobs)
         assert "" in await _heard_before_marker(app, heard)
+
+
+async def test_a_claim_that_found_fewer_jobs_than_it_asked_for_is_not_repeated(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker claims when a job may wait for it, not again at once after a claim that took fewer
+    jobs than it had room for (the queue held no more), nor for each job that leaves its slot: one
+    CreateJob, one claim. Fails on the code before: a second claim right after the first, and more
+    as the job's slot and outcome freed (empty claims, ~17 % of them in the saturated pipeline)."""
+    claimed_by: list[tuple[str, int]] = []  # (worker id, jobs): other tests' workers may claim too
+    claim = queue.claim
+
+    async def counted(*args: Any) -> list[queue.ClaimedJob]:
+        claimed = await claim(*args)
+        claimed_by.append((args[1], len(claimed)))
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", counted)
+    async with _own(settings) as app:
+        assert app.worker is not None
+        worker = app.worker.id
+
+        def claims() -> list[int]:
+            return [n for by, n in claimed_by if by == worker]
+
+        deadline = time.monotonic() + 30
+        while not claims():  # the claim it makes as it starts (on an empty queue)
+            assert time.monotonic() < deadline, "the worker did not claim"
+            await asyncio.sleep(0.01)
+        [job] = await _create_jobs(app, 1)
+        sql = "SELECT status FROM jobs WHERE id = $1"
+        while await app.deps.pool.fetchval(sql, uuid.UUID(job)) != "error" or app.worker.jobs_held:
+            assert time.monotonic() < deadline, "the job did not finish"
+            await asyncio.sleep(0.05)
+        assert claims() == [0, 1]

@@ -6,9 +6,11 @@ path is tests/e2e/test_tracing.py (a span processor on the process's provider)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -202,3 +204,55 @@ async def test_platform_call_spans_note_how_the_call_ended(
     assert cancelled.status.status_code == trace.StatusCode.ERROR
     assert cancelled.status.description == "CancelledError"
     assert cancelled.parent == finished["inner"].context
+
+
+@pytest.mark.parametrize(
+    "tp",
+    [
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-00",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-03",
+        f"00-{CALLER_TRACE}-{CALLER_SPAN}-ff",
+        f"01-{CALLER_TRACE}-{CALLER_SPAN}-01",
+        f"ff-{CALLER_TRACE}-{CALLER_SPAN}-01",
+        f"00-{'0' * 32}-{CALLER_SPAN}-01",
+        f"00-{CALLER_TRACE}-{'0' * 16}-01",
+        f"00-{CALLER_TRACE.upper()}-{CALLER_SPAN}-01",
+        "zz",
+        "",
+    ],
+)
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_jobs_continued_span_is_the_span_of_its_continued_context(tp: str, inside: bool) -> None:
+    """`continued_span(tp, ...)` (a job's span, service/worker.py) is `span(..., context=continued(tp))`
+    made in one step when unrecorded: the same trace, flags, state and context keys, a span id of its
+    own; where `continued` refuses `tp`, a child of the current span (`inside` one) as `span` makes."""
+    outer = tracing.span("rpc") if inside else contextlib.nullcontext()
+    with outer:
+        with tracing.span("job X", context=tracing.continued(tp)) as theirs:
+            their_tp, their_keys = tracing.traceparent(), otel_context.get_current().keys()
+        with tracing.continued_span(tp, "job X", kind=trace.SpanKind.CONSUMER) as mine:
+            my_tp, my_keys = tracing.traceparent(), otel_context.get_current().keys()
+            assert not mine.is_recording()
+        outside = tracing.traceparent()
+    a, b = theirs.get_span_context(), mine.get_span_context()
+    assert (b.is_valid, b.is_remote, b.trace_state) == (a.is_valid, a.is_remote, a.trace_state)
+    assert b.trace_flags == a.trace_flags and type(b.trace_flags) is type(a.trace_flags)
+    continued = tracing.continued(tp)  # None: refused (a child of the current span); empty: a new trace
+    assert (b.trace_id == a.trace_id) == (bool(continued) or (continued is None and inside))
+    assert b.span_id != a.span_id and my_tp.split("-")[2] == f"{b.span_id:016x}"
+    assert (my_tp.split("-")[0], my_tp.split("-")[3]) == (their_tp.split("-")[0], their_tp.split("-")[3])
+    assert my_keys == their_keys
+    assert outside == ("" if not inside else outside) and tracing.traceparent() == ""
+
+
+async def test_an_unrecorded_platform_call_makes_no_span() -> None:
+    """drivers/traced.py: with nothing to record it, a platform call runs in its job's span (nothing
+    inside a call stores a context), so it costs no span of its own."""
+    driver = TracedDriver(SandboxDriver(slow_latency=0.0))
+    with tracing.continued_span(f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "job X", kind=trace.SpanKind.CONSUMER):
+        job_tp = tracing.traceparent()
+        with drivers_traced._span("fetch_identity", SANDBOX_ADP):
+            assert tracing.traceparent() == job_tp
+        good = await driver.login(SANDBOX_ADP, Credentials("user_good", "pass_good"))
+        assert isinstance(good, LoggedIn) and tracing.traceparent() == job_tp
