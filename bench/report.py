@@ -9,6 +9,10 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTES = ROOT / "bench/NOTES.md"
+if str(ROOT) not in sys.path:  # run as a script (bench/run.py): the package beside it
+    sys.path.insert(0, str(ROOT))
+
+from bench import sizing
 
 
 def check(ok: bool) -> str:
@@ -498,4 +502,5 @@ if __name__ == "__main__":
         sys.exit(0)
     results = json.loads((ROOT / "bench/results.json").read_text())
     (ROOT / "BENCHMARKS.md").write_text(render(results))
-    print("wrote BENCHMARKS.md")
+    sizing.write(ROOT / "docs/deployment.md", results)
+    print("wrote BENCHMARKS.md and the Sizing table of docs/deployment.md")
