@@ -639,3 +639,17 @@ async def set_release_floor(url: str, floor: int) -> None:
         await conn.execute(_SET_RELEASE_FLOOR.format(floor=floor))
     finally:
         await conn.close()
+
+
+def count_firings(*tables: str) -> str:
+    """SQL that records each row a write to `tables` sends through their BEFORE INSERT OR UPDATE row
+    triggers (the erasure fence is one) in `fence_firings` (tab, op): the fence tests count them."""
+    return (
+        "CREATE TABLE fence_firings (tab text, op text);\n"
+        "CREATE FUNCTION count_fence_firing() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n  INSERT INTO fence_firings VALUES (TG_TABLE_NAME, TG_OP);\n  RETURN NEW;\nEND $$;\n"
+    ) + "".join(
+        f"CREATE TRIGGER {t}_count_fence BEFORE INSERT OR UPDATE ON {t}"
+        " FOR EACH ROW EXECUTE FUNCTION count_fence_firing();\n"
+        for t in tables
+    )

@@ -16,18 +16,9 @@ from paylink.v1 import common_pb2, data_pb2
 from service import results, runtime, timeutil
 from service.db import connect as db_connect
 from service.drivers.base import FetchedPaystub
-from tests.harness import insert_account
+from tests.harness import count_firings, insert_account
 
-_COUNT_FIRINGS = """
-CREATE TABLE fence_firings (op text);
-CREATE FUNCTION count_fence_firing() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO fence_firings VALUES (TG_OP);
-  RETURN NEW;
-END $$;
-CREATE TRIGGER paystubs_count_fence BEFORE INSERT OR UPDATE ON paystubs
-  FOR EACH ROW EXECUTE FUNCTION count_fence_firing();
-"""
+_COUNT_FIRINGS = count_firings("paystubs")
 
 
 @pytest.fixture

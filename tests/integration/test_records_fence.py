@@ -17,20 +17,10 @@ from paylink.v1 import document_pb2, shift_pb2, tax_form_pb2
 from service import records_store, runtime, timeutil
 from service.db import connect as db_connect
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
-from tests.harness import insert_account
+from tests.harness import count_firings, insert_account
 
 TABLES = ("shifts", "tax_forms", "documents", "job_results")
-_COUNT_FIRINGS = """
-CREATE TABLE fence_firings (tab text);
-CREATE FUNCTION count_fence_firing() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO fence_firings VALUES (TG_TABLE_NAME);
-  RETURN NEW;
-END $$;
-""" + "".join(
-    f"CREATE TRIGGER {t}_count_fence BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION count_fence_firing();\n"
-    for t in TABLES
-)
+_COUNT_FIRINGS = count_firings(*TABLES)
 
 
 @pytest.fixture

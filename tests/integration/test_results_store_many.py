@@ -12,7 +12,7 @@ from paylink.v1 import common_pb2, data_pb2
 
 from service import pii, results, runtime, timeutil
 from service.db import connect as db_connect
-from tests.harness import Client, insert_account, link_account
+from tests.harness import Client, count_firings, insert_account, link_account
 
 J = common_pb2
 
@@ -155,13 +155,4 @@ async def test_storing_a_result_fires_the_erasure_fence_once(
         await conn.close()
 
 
-_COUNT_FIRINGS = """
-CREATE TABLE fence_firings (op text);
-CREATE FUNCTION count_fence_firing() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO fence_firings VALUES (TG_OP);
-  RETURN NEW;
-END $$;
-CREATE TRIGGER job_results_count_fence BEFORE INSERT OR UPDATE ON job_results
-  FOR EACH ROW EXECUTE FUNCTION count_fence_firing();
-"""
+_COUNT_FIRINGS = count_firings("job_results")
