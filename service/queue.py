@@ -1,7 +1,7 @@
 """The job queue: the only code that writes `jobs` rows.
 
 Every statement that changes a job is named here: enqueue (with its wake-up NOTIFY; CreateJob's
-refreshes many to a statement, woken after their commit by `wake_soon`), claim (FOR
+refreshes many to a statement, woken after their commit by `wakeups.wake_soon`), claim (FOR
 UPDATE SKIP LOCKED, with a lease), heartbeat, rescue of expired leases, release at shutdown,
 completion (retry later / pending / success / error), release of held jobs, and an operator's
 retry of a failed job. `worker.py` decides *when* to call them, `job_outcomes.py` *what* an outcome
@@ -24,8 +24,6 @@ once. A rule on what may be claimed (e.g. one job per account and job name) belo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -84,7 +82,7 @@ WHERE id = (SELECT id FROM job_queue WHERE account_id = $1 AND name = $2 AND ref
 WAITING = "(SELECT run_at FROM job_queue WHERE locked_by IS NULL)"
 LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
-# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A
+# NOTIFY inside: it would make every such commit wait for the one before it (see `wakeups.wake_soon`). A
 # refresh of the account and job type in flight, or earlier in the list, is skipped. The statement is
 # jobs_enqueue_refreshes (migration 0179): one cached generic plan per connection, by primary key and
 # the unique refresh index whatever the statistics say (as one INSERT of arrays it was planned again
@@ -314,27 +312,6 @@ async def enqueue_refreshes(
 async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:
     """The refresh of this account and job type in flight (COLUMNS), if any."""
     return await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
-
-
-# Per pool (a process has one or two, for its life): the task sending wake-ups, and who asked since.
-_wakers: dict[int, asyncio.Task[None]] = {}
-_unsent: set[int] = set()
-
-
-def wake_soon(pool: db.Pool) -> None:
-    """Wakes the workers for jobs already committed: one NOTIFY at a time per pool, however many
-    callers ask meanwhile (each is covered by a NOTIFY sent after it asked)."""
-    _unsent.add(id(pool))
-    task = _wakers.get(id(pool))
-    if task is None or task.done():
-        _wakers[id(pool)] = asyncio.get_running_loop().create_task(_wake(pool))
-
-
-async def _wake(pool: db.Pool) -> None:
-    while id(pool) in _unsent:
-        _unsent.discard(id(pool))
-        with contextlib.suppress(Exception):  # a lost wake-up costs one poll interval, no more
-            await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def enqueue_scheduled(
