@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from service import queue
-from service.db import connect as db_connect
 from service.queue import Completion, JobStatus
 from tests.harness import insert_account, insert_jobs
 
@@ -29,15 +27,6 @@ BEFORE = {
 COLUMNS = (
     "status, outcome, error_type, error_code, error_message, run_at, completed_at, pending_since, locked_by"
 )
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _running(
