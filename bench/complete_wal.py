@@ -19,20 +19,16 @@ import sys
 
 import asyncpg
 
-from bench.create_job_wal import _BLOCK, TABLES, admin_url, refreshes
-from service import db, queue
-from service.config import Settings
-from tests.harness import create_test_database, drop_database, insert_accounts
+from bench.create_job_wal import _BLOCK, flush_wal, refreshes, relation_names, wal_database
+from service import queue
+from tests.harness import insert_accounts
 
 
 async def _records(
     admin: asyncpg.Connection, relations: dict[str, str], start: int
 ) -> collections.Counter[str]:
     end = await admin.fetchval("SELECT pg_current_wal_insert_lsn()")
-    async with admin.transaction():  # pg_walinspect reads flushed WAL only (see create_job_wal.py)
-        await admin.execute(
-            "SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'bench', 'flush')"
-        )
+    await flush_wal(admin)
     counts: collections.Counter[str] = collections.Counter()
     for r in await admin.fetch(
         "SELECT resource_manager, record_type, block_ref FROM pg_get_wal_records_info($1, $2)", start, end
@@ -49,22 +45,12 @@ async def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=2400)
     args = parser.parse_args()
-    base = Settings().database_url
-    url = await create_test_database(base)
-    admin = await asyncpg.connect(admin_url(base))
-    conn = await db.connect(url)
-    try:
-        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-        for table in TABLES:
-            await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+    async with wal_database() as (admin, conn):
         workspace, account_ids = await insert_accounts(conn, args.jobs, name="wal")
         todo = refreshes(workspace, account_ids, [2])
         for i in range(0, len(todo), 8):
             await queue.enqueue_refreshes(conn, todo[i : i + 8])
-        relations = {
-            str(r["relfilenode"]): r["relname"]
-            for r in await conn.fetch("SELECT relname, relfilenode FROM pg_class WHERE relfilenode <> 0")
-        }
+        relations = await relation_names(conn)
         start = await admin.fetchval("SELECT pg_current_wal_insert_lsn()")
         claimed: list[queue.ClaimedJob] = []
         while len(claimed) < len(todo):
@@ -82,10 +68,6 @@ async def main() -> int:
                     ],
                 )
         steps["complete"] = await _records(admin, relations, start)
-    finally:
-        await conn.close()
-        await admin.close()
-        await drop_database(base, url)
     for step, counts in steps.items():
         print(f"{step}: {sum(counts.values()) / len(todo):.3f} WAL records a job ({len(todo)} jobs)")
         for kind, n in counts.most_common():

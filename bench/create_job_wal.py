@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -41,6 +43,43 @@ def admin_url(url: str) -> str:
     """The stack's superuser over its private unix socket (scripts/stack.sh `pg_admin_psql`)."""
     port = urllib.parse.urlsplit(url).port
     return f"postgresql://postgres@/postgres?host={ROOT / '.stack' / 'run'}&port={port}"
+
+
+@contextlib.asynccontextmanager
+async def wal_database() -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    """(admin, conn): the stack's superuser with pg_walinspect, and a connection as the service opens
+    one to a test database of its own at the newest migration, autovacuum off on TABLES (nothing else
+    writes there); the database is dropped after."""
+    base = Settings().database_url
+    url = await create_test_database(base)
+    admin = await asyncpg.connect(admin_url(base))
+    conn = await db.connect(url)
+    try:
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        for table in TABLES:
+            await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+        yield admin, conn
+    finally:
+        await conn.close()
+        await admin.close()
+        await drop_database(base, url)
+
+
+async def relation_names(conn: asyncpg.Connection) -> dict[str, str]:
+    """relfilenode (as a WAL record's block reference names it) -> relation name."""
+    return {
+        str(r["relfilenode"]): r["relname"]
+        for r in await conn.fetch("SELECT relname, relfilenode FROM pg_class WHERE relfilenode <> 0")
+    }
+
+
+async def flush_wal(admin: asyncpg.Connection) -> None:
+    """pg_walinspect reads only flushed WAL (the stack may commit without waiting for the flush):
+    a durable commit of a transaction that wrote WAL flushes everything before it."""
+    async with admin.transaction():
+        await admin.execute(
+            "SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'bench', 'flush')"
+        )
 
 
 def refreshes(workspace: Any, account_ids: list[Any], names: list[int]) -> list[queue.NewRefresh]:
@@ -63,14 +102,7 @@ def refreshes(workspace: Any, account_ids: list[Any], names: list[int]) -> list[
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    base = Settings().database_url
-    url = await create_test_database(base)
-    admin = await asyncpg.connect(admin_url(base))
-    conn = await db.connect(url)
-    try:
-        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-        for table in TABLES:
-            await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+    async with wal_database() as (admin, conn):
         names = [2, 3, 4, 5][: args.per_account]  # data jobs: one refresh each in flight
         accounts_needed = -(-(args.jobs + args.warmup) // len(names))
         workspace, account_ids = await insert_accounts(conn, accounts_needed, name="wal")
@@ -78,10 +110,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         warm, todo = todo[: args.warmup], todo[args.warmup : args.warmup + args.jobs]
         for i in range(0, len(warm), args.batch):
             await queue.enqueue_refreshes(conn, warm[i : i + args.batch])
-        relations = {
-            str(r["relfilenode"]): r["relname"]
-            for r in await conn.fetch("SELECT relname, relfilenode FROM pg_class WHERE relfilenode <> 0")
-        }
+        relations = await relation_names(conn)
         db_oid = str(await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()"))
         start = await admin.fetchval("SELECT pg_current_wal_insert_lsn()")
         inserted = 0
@@ -89,12 +118,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows = await queue.enqueue_refreshes(conn, todo[i : i + args.batch])
             inserted += sum(row is not None for row in rows)
         end = await admin.fetchval("SELECT pg_current_wal_insert_lsn()")
-        # pg_walinspect reads only flushed WAL (the stack may commit without waiting for the flush):
-        # a durable commit of a transaction that wrote WAL flushes everything before it.
-        async with admin.transaction():
-            await admin.execute(
-                "SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, 'bench', 'flush')"
-            )
+        await flush_wal(admin)
         assert inserted == len(todo), f"{inserted} of {len(todo)} inserted"
         records = await admin.fetch(
             "SELECT resource_manager, record_type, record_length, fpi_length, block_ref"
@@ -102,10 +126,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             start,
             end,
         )
-    finally:
-        await conn.close()
-        await admin.close()
-        await drop_database(base, url)
     n = len(todo)
     kinds: collections.Counter[tuple[str, str]] = collections.Counter()
     sizes: collections.Counter[tuple[str, str]] = collections.Counter()

@@ -242,10 +242,13 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
             v.add("paystubs", "is only allowed with JOB_NAME_PAYSTUBS")
         if not 0 <= request.paystubs.count <= 100:
             v.add("paystubs.count", "must be between 0 and 100")
-        low = validation.pay_date(v, "paystubs.from_pay_date", request.paystubs.from_pay_date)
-        high = validation.pay_date(v, "paystubs.to_pay_date", request.paystubs.to_pay_date)
-        if low and high and low > high:
-            v.add("paystubs.to_pay_date", "must not be before from_pay_date")
+        validation.date_range(
+            v,
+            "paystubs.from_pay_date",
+            request.paystubs.from_pay_date,
+            "paystubs.to_pay_date",
+            request.paystubs.to_pay_date,
+        )
     record_jobs.check_params(v, "", request.name, _params(request))
     v.raise_if_any()
     if request.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:

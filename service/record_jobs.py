@@ -50,11 +50,14 @@ def check_params(v: errors.Violations, field: str, name: int, params: common_pb2
     if params.HasField("shifts"):
         if name != J.JOB_NAME_SHIFTS:
             v.add(f"{field}shifts", "is only allowed with JOB_NAME_SHIFTS")
-        low = validation.pay_date(v, f"{field}shifts.from_date", params.shifts.from_date)
-        high = validation.pay_date(v, f"{field}shifts.to_date", params.shifts.to_date)
-        if low and high and low > high:
-            v.add(f"{field}shifts.to_date", "must not be before from_date")
-        elif low and high and high - low > MAX_SHIFT_RANGE:
+        low, high = validation.date_range(
+            v,
+            f"{field}shifts.from_date",
+            params.shifts.from_date,
+            f"{field}shifts.to_date",
+            params.shifts.to_date,
+        )
+        if low and high and high - low > MAX_SHIFT_RANGE:  # a negative span is the violation above
             v.add(f"{field}shifts.to_date", "must be at most 366 days after from_date")
     if params.HasField("tax_forms"):
         if name != J.JOB_NAME_TAX_FORMS:

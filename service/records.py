@@ -57,10 +57,7 @@ async def list_shifts(
 ) -> account_pb2.ListShiftsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
-    low = validation.pay_date(v, "from_date", request.from_date)
-    high = validation.pay_date(v, "to_date", request.to_date)
-    if low and high and low > high:
-        v.add("to_date", "must not be before from_date")
+    low, high = validation.date_range(v, "from_date", request.from_date, "to_date", request.to_date)
     v.raise_if_any()
     account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_date, "t": request.to_date}

@@ -135,10 +135,9 @@ async def list_paystubs(
 ) -> account_pb2.ListPaystubsResponse:
     v = errors.Violations()
     size = pagination.page_size(request.page_size)
-    low = validation.pay_date(v, "from_pay_date", request.from_pay_date)
-    high = validation.pay_date(v, "to_pay_date", request.to_pay_date)
-    if low and high and low > high:
-        v.add("to_pay_date", "must not be before from_pay_date")
+    low, high = validation.date_range(
+        v, "from_pay_date", request.from_pay_date, "to_pay_date", request.to_pay_date
+    )
     v.raise_if_any()
     account = await accounts.fetch(deps.pool, who.workspace_id, request.account_id)
     filters = {"a": request.account_id, "f": request.from_pay_date, "t": request.to_pay_date}

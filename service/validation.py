@@ -128,6 +128,18 @@ def pay_date(v: Violations, field: str, value: str) -> dt.date | None:
         return None
 
 
+def date_range(
+    v: Violations, from_field: str, from_value: str, to_field: str, to_value: str
+) -> tuple[dt.date | None, dt.date | None]:
+    """An optional range of dates (YYYY-MM-DD, "" for open): (from, to), each None when absent or
+    invalid; `to` before `from` is a violation of `to_field`."""
+    low = pay_date(v, from_field, from_value)
+    high = pay_date(v, to_field, to_value)
+    if low and high and low > high:
+        v.add(to_field, f"must not be before {from_field.rsplit('.', 1)[-1]}")
+    return low, high
+
+
 def timestamp(v: Violations, field: str, value: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
     """The Timestamp as a datetime; None when absent or invalid (nanos outside 0..999999999, or a
     time outside years 1..9999)."""

@@ -9,11 +9,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 import pathlib
 import re
 import shutil
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
@@ -108,6 +111,28 @@ async def new_database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(admin, url)
+
+
+@contextlib.asynccontextmanager
+async def listening(url: str, channel: str) -> AsyncIterator[asyncio.Queue[str]]:
+    """The payloads of the NOTIFYs on `channel` (the workers' `queue.NOTIFY_CHANNEL`, the relay's
+    `outbox.NOTIFY_CHANNEL`) in the database at `url`, as another process listening there hears them."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    conn = await db.connect(url)
+    try:
+        await conn.add_listener(channel, lambda *args: heard.put_nowait(args[3]))
+        yield heard
+    finally:
+        await conn.close()
+
+
+def get_ready(metrics_port: int) -> tuple[int, dict[str, object]]:
+    """GET /ready on a server's metrics port: (HTTP status, JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def migrations_up_to(folder: pathlib.Path, last: int) -> pathlib.Path:

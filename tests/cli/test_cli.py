@@ -10,7 +10,6 @@ import collections
 import contextlib
 import datetime as dt
 import io
-import json
 import os
 import pathlib
 import time
@@ -34,6 +33,7 @@ from tests.harness import (
     TEST_ALLOCATION,
     Client,
     EventLog,
+    get_ready,
     link_account,
     set_release_floor,
     wait_job,
@@ -332,7 +332,7 @@ async def test_process_commands_start_and_stop_on_sigterm(
             )
         )
         assert 'paylink_dependency_up{dependency="database"} 1.0' in metrics
-        status, ready = await asyncio.to_thread(_ready, metrics_port)  # every process, api or not
+        status, ready = await asyncio.to_thread(get_ready, metrics_port)  # every process, api or not
         assert (status, ready["ready"], ready["database"]) == (200, True, True), ready
         if command in ("serve", "api"):
             assert f"127.0.0.1:{port}" in server.banner
@@ -343,15 +343,6 @@ async def test_process_commands_start_and_stop_on_sigterm(
         if command in ("serve", "worker", "relay"):
             assert "paylink_job_queue_depth" in metrics and "paylink_outbox_unpublished" in metrics
     assert '"shutting down"' in server.stderr()
-
-
-def _ready(metrics_port: int) -> tuple[int, dict[str, object]]:
-    """GET /ready on the metrics port: (HTTP status, JSON body)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
@@ -372,7 +363,7 @@ async def test_a_worker_process_serves_ready_that_follows_the_release_guard(
     async def answers(status: int, within: float = 30) -> dict[str, object]:
         deadline = time.monotonic() + within
         while True:
-            got, body = await asyncio.to_thread(_ready, metrics_port)
+            got, body = await asyncio.to_thread(get_ready, metrics_port)
             if got == status:
                 return body
             if time.monotonic() > deadline:
@@ -425,7 +416,9 @@ async def test_ready_requires_kafka_exactly_in_a_process_that_publishes_events(
     )
     async with serving(command, env, tmp_path) as server:
         assert server.banner.startswith("paylink serving")
-        status, ready = await asyncio.to_thread(_ready, metrics_port)  # the first check ran before the banner
+        status, ready = await asyncio.to_thread(
+            get_ready, metrics_port
+        )  # the first check ran before the banner
         assert (ready["database"], ready["kafka"], ready["kafka_required"]) == (True, False, publishes), ready
         if publishes:
             assert (status, ready["ready"]) == (503, False), ready

@@ -64,15 +64,6 @@ PROCESS_DEFAULTS: dict[str, object] = {
     "LOG_LEVEL": "INFO",
 }
 
-JOB_EVENT_NAMES = {
-    common_pb2.JOB_NAME_IDENTITY: "identity.added",
-    common_pb2.JOB_NAME_EMPLOYMENT: "employment.added",
-    common_pb2.JOB_NAME_INCOME: "income.added",
-    common_pb2.JOB_NAME_PAYSTUBS: "paystubs.added",
-    common_pb2.JOB_NAME_DIRECT_DEPOSIT_ALLOCATIONS: "direct_deposit_allocations.added",
-    common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH: "direct_deposit_switch.added",
-}
-
 
 def stack_env() -> dict[str, str]:
     """The environment for scripts/stack.sh: the faults stack, managed by the script itself."""

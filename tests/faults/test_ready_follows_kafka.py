@@ -6,25 +6,14 @@ stays 200 throughout (its outcomes and their events go to PostgreSQL, and wait i
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.faults.cluster import Deployment, free_port, wait_until
+from tests.harness import get_ready
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
-
-
-def _ready(metrics_port: int) -> tuple[int, dict[str, object]]:
-    """GET /ready on the metrics port: (HTTP status, JSON body)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/ready", timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 async def test_a_relays_readiness_follows_the_broker_and_a_workers_does_not(deployment: Deployment) -> None:
@@ -35,28 +24,28 @@ async def test_a_relays_readiness_follows_the_broker_and_a_workers_does_not(depl
 
     def answers(port: int, status: int) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
-            got, _ = await asyncio.to_thread(_ready, port)
+            got, _ = await asyncio.to_thread(get_ready, port)
             return got == status
 
         return check
 
     await wait_until(answers(relay, 200), 30, "the relay ready with the broker up")
-    status, body = await asyncio.to_thread(_ready, relay)
+    status, body = await asyncio.to_thread(get_ready, relay)
     assert (status, body["kafka"], body["kafka_required"]) == (200, True, True), body
 
     await dep.stack.stop_kafka()
     try:
         await wait_until(answers(relay, 503), 30, "the relay not ready with the broker down")
-        status, body = await asyncio.to_thread(_ready, relay)
+        status, body = await asyncio.to_thread(get_ready, relay)
         assert (status, body["database"], body["kafka"]) == (503, True, False), body
         assert body["reason"] == "Kafka does not answer: this process publishes events (relay)"
         # The worker, checked as often, is still ready: it needs the database only.
-        status, body = await asyncio.to_thread(_ready, worker)
+        status, body = await asyncio.to_thread(get_ready, worker)
         assert (status, body["kafka"], body["kafka_required"], body["reason"]) == (200, False, False, ""), (
             body
         )
     finally:
         await dep.stack.up()
     await wait_until(answers(relay, 200), 60, "the relay ready again with the broker back")
-    status, body = await asyncio.to_thread(_ready, worker)
+    status, body = await asyncio.to_thread(get_ready, worker)
     assert (status, body["kafka"]) == (200, True), body

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from service import queue
-from service.db import connect as db_connect
 from tests.harness import insert_accounts, insert_jobs
 
 LEASE = dt.timedelta(seconds=30)
@@ -21,15 +18,6 @@ ACCOUNTS = 4
 CLAIMS = 7  # more than the five custom plans PostgreSQL makes before it may keep the generic one
 SCANS = """SELECT relname, seq_scan FROM pg_stat_xact_user_tables
            WHERE relname IN ('accounts', 'account_credentials', 'jobs', 'job_queue') ORDER BY relname"""
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_claims_reach_their_tables_by_key_whatever_the_statistics(db: asyncpg.Connection) -> None:

@@ -9,14 +9,12 @@ it grows)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from paylink.v1 import common_pb2
 
-from service import accounts, queue, runtime
+from service import accounts, queue
 from service.deps import Deps
-from tests.harness import base_settings, create_test_database, drop_database, insert_accounts, new_refresh
+from tests.harness import insert_accounts, new_refresh
 
 # PostgreSQL plans a prepared statement's first five executions with custom plans before it may
 # choose the generic plan: more calls than that.
@@ -25,20 +23,6 @@ PER_CALL = 2
 PLANS = "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1"
 SCANS = """SELECT relname, seq_scan FROM pg_stat_xact_user_tables
            WHERE relname IN ('accounts', 'jobs', 'job_queue') ORDER BY relname"""
-
-
-@pytest.fixture
-async def deps() -> AsyncIterator[Deps]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    # One pooled connection: every call is prepared on it.
-    settings = base_settings().model_copy(update={"database_url": url, "database_pool_size": 1})
-    built = await runtime.build_deps(settings)
-    try:
-        yield built
-    finally:
-        await built.pool.close()
-        await drop_database(admin, url)
 
 
 async def _create_jobs(deps: Deps, workspace: uuid.UUID, ids: list[uuid.UUID]) -> None:

@@ -7,7 +7,6 @@ account's row no more either: tests/integration/test_refresh_writes.py.)"""
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,15 +18,6 @@ from tests.harness import database_migrated_to, insert_account, insert_jobs, mig
 
 # Whether this transaction holds a lock on the row (its xmax is this transaction's id, lock only).
 LOCKED_BY_US = "SELECT xmax::text = txid_current()::text FROM {} WHERE id = $1"
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_a_job_locks_neither_its_account_row_nor_its_workspace_row(db: asyncpg.Connection) -> None:

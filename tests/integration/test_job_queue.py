@@ -35,15 +35,6 @@ CHANGED_BY_THE_QUEUE = {
 }  # fmt: skip
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _account(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
     return await insert_account(conn, name="queue")
 

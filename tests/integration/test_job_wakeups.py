@@ -18,9 +18,9 @@ import pytest
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
-from service import auth, db, queue, runtime
+from service import auth, queue, runtime
 from service.config import Settings
-from tests.harness import Client, insert_accounts, new_database
+from tests.harness import Client, insert_accounts, listening, new_database
 
 MARKER = "test-marker"
 
@@ -51,18 +51,6 @@ async def _own(
             yield running
         finally:
             await running.stop()
-
-
-@contextlib.asynccontextmanager
-async def _listening(url: str) -> AsyncIterator[asyncio.Queue[str]]:
-    """The payloads of the NOTIFYs on the workers' channel, as another process's worker hears them."""
-    heard: asyncio.Queue[str] = asyncio.Queue()
-    conn = await db.connect(url)
-    try:
-        await conn.add_listener(queue.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[3]))
-        yield heard
-    finally:
-        await conn.close()
 
 
 async def _create_jobs(app: runtime.Running, n: int) -> list[str]:
@@ -112,14 +100,20 @@ async def _heard_before_marker(app: runtime.Running, heard: asyncio.Queue[str]) 
 async def test_a_create_job_wakes_its_own_process_worker_without_a_notify(settings: Settings) -> None:
     """Fails on the code before: every CreateJob sent `NOTIFY paylink_jobs` on the pool (a round trip
     and a durable commit) to wake the worker beside it."""
-    async with _own(settings) as app, _listening(app.deps.settings.database_url) as heard:
+    async with (
+        _own(settings) as app,
+        listening(app.deps.settings.database_url, queue.NOTIFY_CHANNEL) as heard,
+    ):
         jobs = await _create_jobs(app, 3)
         await _claimed(app, jobs)  # woken though it polls every 10 minutes
         assert await _heard_before_marker(app, heard) == []
 
 
 async def test_a_create_job_in_a_process_without_a_worker_notifies_the_workers(settings: Settings) -> None:
-    async with _own(settings, worker=False) as app, _listening(app.deps.settings.database_url) as heard:
+    async with (
+        _own(settings, worker=False) as app,
+        listening(app.deps.settings.database_url, queue.NOTIFY_CHANNEL) as heard,
+    ):
         await _create_jobs(app, 1)
         assert "" in await _heard_before_marker(app, heard)
 
@@ -128,7 +122,10 @@ async def test_a_worker_that_comes_back_full_passes_the_wake_up_on(settings: Set
     """One slot: the claim the CreateJobs woke it for fills it, so other processes' workers are told
     (one NOTIFY), and the jobs it could not take are claimed once its slot is free."""
     one_slot = settings.model_copy(update={"worker_concurrency": 1, "platform_concurrency": 1})
-    async with _own(one_slot) as app, _listening(app.deps.settings.database_url) as heard:
+    async with (
+        _own(one_slot) as app,
+        listening(app.deps.settings.database_url, queue.NOTIFY_CHANNEL) as heard,
+    ):
         jobs = await _create_jobs(app, 2)
         await _claimed(app, jobs)
         assert "" in await _heard_before_marker(app, heard)

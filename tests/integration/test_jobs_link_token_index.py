@@ -5,31 +5,15 @@ plan its pooled connection caches."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from paylink.v1 import common_pb2, job_pb2
 
-from service import jobs, queue, runtime
+from service import jobs, queue
 from service.deps import Deps
-from tests.harness import base_settings, create_test_database, drop_database, insert_accounts, new_refresh
+from tests.harness import insert_accounts, new_refresh
 
 REFRESHES = 300
 WITH_TOKEN = 3
-
-
-@pytest.fixture
-async def deps() -> AsyncIterator[Deps]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    # One pooled connection: ListJobs' statement is prepared on it, and its plan cached there.
-    settings = base_settings().model_copy(update={"database_url": url, "database_pool_size": 1})
-    built = await runtime.build_deps(settings)
-    try:
-        yield built
-    finally:
-        await built.pool.close()
-        await drop_database(admin, url)
 
 
 async def _link_token(deps: Deps, workspace: uuid.UUID) -> uuid.UUID:

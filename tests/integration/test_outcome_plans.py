@@ -11,16 +11,14 @@ import contextvars
 import datetime as dt
 import re
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from paylink.v1 import common_pb2
 
-from service import job_outcomes, queue, runtime
+from service import job_outcomes, queue
 from service.deps import Deps
 from tests import harness
-from tests.harness import base_settings, create_test_database, drop_database, insert_accounts, insert_jobs
+from tests.harness import insert_accounts, insert_jobs
 
 # PostgreSQL plans a prepared statement's first five executions with custom plans before it may
 # choose the generic plan: more batches than that.
@@ -28,20 +26,6 @@ BATCHES = 7
 JOBS_PER_BATCH = 3
 STATUSES = "SELECT status FROM jobs WHERE id = ANY($1::uuid[])"
 PLANS = "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement <> ALL($1::text[])"
-
-
-@pytest.fixture
-async def deps() -> AsyncIterator[Deps]:
-    admin = base_settings().database_url
-    url = await create_test_database(admin)  # its own database: no worker claims its jobs
-    # One pooled connection: every statement of every batch is prepared on it.
-    settings = base_settings().model_copy(update={"database_url": url, "database_pool_size": 1})
-    built = await runtime.build_deps(settings)
-    try:
-        yield built
-    finally:
-        await built.pool.close()
-        await drop_database(admin, url)
 
 
 async def test_a_batch_of_outcomes_uses_generic_plans_only_in_its_transaction(deps: Deps) -> None:

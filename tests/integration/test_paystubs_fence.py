@@ -7,27 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from paylink.v1 import common_pb2, data_pb2
 
 from service import results, runtime, timeutil
-from service.db import connect as db_connect
 from service.drivers.base import FetchedPaystub
 from tests.harness import count_firings, insert_account
 
 _COUNT_FIRINGS = count_firings("paystubs")
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def _stub(external_id: str, pay_date: str, net: int) -> FetchedPaystub:

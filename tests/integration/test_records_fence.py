@@ -8,28 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from paylink.v1 import document_pb2, shift_pb2, tax_form_pb2
 
 from service import records_store, runtime, timeutil
-from service.db import connect as db_connect
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
 from tests.harness import count_firings, insert_account
 
 TABLES = ("shifts", "tax_forms", "documents", "job_results")
 _COUNT_FIRINGS = count_firings(*TABLES)
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def _shifts(*hours: int) -> list[FetchedShift]:

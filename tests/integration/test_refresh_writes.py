@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -22,15 +21,6 @@ from tests.harness import database_migrated_to, insert_account, insert_jobs, mig
 _INFINITY = dt.datetime.max.replace(tzinfo=dt.UTC)  # asyncpg's 'infinity': a held job
 # Whether this transaction holds a lock on the row (its xmax is this transaction's id, lock only).
 LOCKED_BY_US = "SELECT xmax::text = txid_current()::text FROM {} WHERE id = $1"
-
-
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await db_connect(fresh_database)  # its own database: no worker claims its jobs
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _indexes(conn: asyncpg.Connection, table: str) -> dict[str, str]:

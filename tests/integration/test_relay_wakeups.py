@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 from paylink.v1 import event_pb2
 
-from service import db, metrics, outbox, runtime, uow
+from service import metrics, outbox, runtime, uow
 from service.config import Settings
-from tests.harness import insert_account, new_database
+from tests.harness import insert_account, listening, new_database
 
 MARKER = "test-marker"
 
@@ -48,18 +48,6 @@ async def _process(
         yield running
     finally:
         await running.stop()
-
-
-@contextlib.asynccontextmanager
-async def _listening(url: str) -> AsyncIterator[asyncio.Queue[str]]:
-    """The payloads of the NOTIFYs on the relay's channel, as another process's relay hears them."""
-    heard: asyncio.Queue[str] = asyncio.Queue()
-    conn = await db.connect(url)
-    try:
-        await conn.add_listener(outbox.NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[3]))
-        yield heard
-    finally:
-        await conn.close()
 
 
 async def _emit(app: runtime.Running, n: int = 2, *, flushed: list[bool] | None = None) -> uuid.UUID:
@@ -105,7 +93,7 @@ async def test_events_committed_in_the_leading_relays_process_wake_it_without_a_
     async with (
         new_database() as url,
         _process(_settings(settings, url, "a.")) as app,
-        _listening(url) as heard,
+        listening(url, outbox.NOTIFY_CHANNEL) as heard,
     ):
         account = await _emit(app)
         await _published(app, account)  # woken though it polls every 10 minutes
@@ -121,7 +109,7 @@ async def test_events_of_a_process_whose_relay_stands_by_wake_the_leader_by_noti
         new_database() as url,
         _process(_settings(settings, url, "b.")) as leader,
         _process(_settings(settings, url, "b."), leads=False) as standby,
-        _listening(url) as heard,
+        listening(url, outbox.NOTIFY_CHANNEL) as heard,
     ):
         account = await _emit(standby)
         await _published(leader, account)
@@ -132,7 +120,7 @@ async def test_events_of_a_process_without_a_relay_notify(settings: Settings) ->
     async with (
         new_database() as url,
         _process(_settings(settings, url, "c."), relay=False, leads=False) as app,
-        _listening(url) as heard,
+        listening(url, outbox.NOTIFY_CHANNEL) as heard,
     ):
         await _emit(app)
         assert "" in await _heard_before_marker(app, heard)
@@ -144,7 +132,7 @@ async def test_events_flushed_while_the_relay_led_and_committed_after_notify(set
     async with (
         new_database() as url,
         _process(_settings(settings, url, "d."), relay=False, leads=False) as app,
-        _listening(url) as heard,
+        listening(url, outbox.NOTIFY_CHANNEL) as heard,
     ):
         woken: list[int] = []
         app.deps.relay_wake.leader = lambda: woken.append(1)

@@ -3,10 +3,12 @@ and the sandbox platform alike)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from paylink.v1 import account_pb2
 
-from service import ids, pagination, validation
+from service import errors, ids, pagination, validation
 from service.drivers import sandbox_profile as sandbox_data
 
 
@@ -92,3 +94,30 @@ def test_the_request_id_check_accepts_exactly_the_ids_handlers_parse(value: str)
     assert validation.id_violations(request) == expected
     names = validation.checked_ids(request.DESCRIPTOR)
     assert names == ("account_id",) and validation.id_violations(request, names) == expected
+
+
+JAN1, FEB1 = dt.date(2024, 1, 1), dt.date(2024, 2, 1)
+NOT_A_DATE = "must be a date in YYYY-MM-DD form"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "dates", "violations"),
+    [
+        ("", "", (None, None), []),
+        ("2024-01-01", "", (JAN1, None), []),
+        ("", "2024-01-01", (None, JAN1), []),
+        ("2024-01-01", "2024-01-01", (JAN1, JAN1), []),
+        ("2024-01-01", "2024-02-01", (JAN1, FEB1), []),
+        ("2024-02-01", "2024-01-01", (FEB1, JAN1), [("p.to_pay_date", "must not be before from_pay_date")]),
+        ("2024-13-01", "2024-01-01", (None, JAN1), [("p.from_pay_date", NOT_A_DATE)]),
+        ("2024-02-01", "01/01/2024", (FEB1, None), [("p.to_pay_date", NOT_A_DATE)]),
+    ],
+)
+def test_a_date_range_is_two_optional_dates_the_second_not_before_the_first(
+    low: str, high: str, dates: tuple[dt.date | None, dt.date | None], violations: list[tuple[str, str]]
+) -> None:
+    """One rule for every from/to pair of dates (ListPaystubs, ListShifts, a job's paystubs and shifts
+    parameters); the message names the other field without its prefix."""
+    v = errors.Violations()
+    assert validation.date_range(v, "p.from_pay_date", low, "p.to_pay_date", high) == dates
+    assert v.items == violations
