@@ -22,10 +22,10 @@ def test_a_python_profile_samples_without_pausing_the_process() -> None:
 def test_ghz_saturates_unless_given_a_rate_and_then_sends_it_over_all_its_workers() -> None:
     from bench.common import ghz_command
 
-    args = ("ghz", 24151, "paylink.v1.AccountService.GetAccount", {"account_id": "a"}, {}, 16, 4.0)
-    closed = ghz_command(*args)
+    call, data = "paylink.v1.AccountService.GetAccount", {"account_id": "a"}
+    closed = ghz_command("ghz", 24151, call, data, {}, 16, 4.0)
     assert "--rps" not in closed  # the suite's measurements: as fast as the server answers
-    paced = ghz_command(*args, 600)
+    paced = ghz_command("ghz", 24151, call, data, {}, 16, 4.0, 600)
     assert paced[paced.index("--rps") + 1] == "600"
     assert paced[paced.index("-c") + 1] == "16" and paced[paced.index("--connections") + 1] == "4"
     assert [a for a in paced if a not in ("--rps", "600")] == closed
