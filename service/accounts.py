@@ -104,11 +104,10 @@ async def fetch(
 async def get(
     conn: db.Executor, workspace_id: uuid.UUID, account_id: str, drivers: DriverRegistry
 ) -> account_pb2.Account:
-    """GetAccount: the Account message of `fetch(..., data_times=True)`, read in this coroutine
-    itself (not through `fetch`'s), so the call that awaits it resumes one frame fewer."""
+    """GetAccount: `to_proto` of `fetch(data_times=True)`, read in this coroutine (one fewer to resume)."""
     row = None
     if ids.is_uuid(account_id):
-        row = await conn.fetchrow(_FETCH[(True, False)], account_id, workspace_id)
+        row = await conn.fetchrow(_FETCH[True, False], account_id, workspace_id)
     if row is None:
         raise errors.not_found("account", account_id)
     return to_proto(row, drivers)

@@ -203,14 +203,15 @@ class Pipeline:
             )
         return handler
 
+    # long: it holds the one coroutine every call runs (`call`, below)
     def _unary(self, method: str, inner: Handler, *, stream: bool = False) -> Handler:
         name = method.rsplit("/", 1)[-1]
         attributes = {"rpc.system": "grpc", "rpc.service": method[1:].split("/", 1)[0], "rpc.method": name}
         callers, guard = self._callers, self._guard
         counted = _Counted(name, self._latency)
 
-        # One coroutine per call, around the handler's: each level of coroutine a call passes through
-        # is entered again every time the call resumes (bench/NOTES.md, "rpc (session 30)").
+        # long: one coroutine per call around the handler's, on purpose: each level of coroutine a
+        # call passes through is entered again every time it resumes (bench/NOTES.md, "rpc (session 30)").
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             # The caller's metadata by key. Only `-bin` keys hold bytes; every key read here is text.
