@@ -26,9 +26,12 @@ Once committed, the workers are woken (`Intake.wake`): in a process that runs a 
 that worker directly, by a call, while it has a free slot for the job's platform; it passes the
 wake-up on with one NOTIFY when its claim comes back full (more jobs may wait than it has room for),
 so the workers of other processes share a burst. In a process without a worker (`api`), or whose
-worker has no room, a NOTIFY as before (`queue.wake_soon`, coalesced). The NOTIFY cost a round trip
-and a durable commit on the pool, and a notification read back on the worker's LISTEN connection,
-for a job the same process had just committed (tests/integration/test_job_wakeups.py).
+worker has no room, a NOTIFY as before (`wakeups.wake_soon`, coalesced; its payload marks it as this
+process's, and this process's worker ignores it: it claims as soon as it has room). The NOTIFY cost a
+round trip and a durable commit on the pool, and a notification read back on the worker's LISTEN
+connection, for a job the same process had just committed. The wake-up names the job: one for a job
+the worker's claim already took (it began after the commit) makes no claim
+(tests/integration/test_job_wakeups.py).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Protocol
 
 import asyncpg
 
-from service import accounts, db, errors, ids, queue, release_guard
+from service import accounts, db, errors, ids, queue, release_guard, wakeups
 from service.group_commit import GroupCommit
 
 MAX_BATCH = 256
@@ -82,9 +85,9 @@ async def _read(batch: list[_Read]) -> list[asyncpg.Record | None]:
 
 
 class LocalWorker(Protocol):
-    def take_wake(self, platform_id: str | None) -> bool:
-        """Wakes the worker for a job of `platform_id` (None: any) committed in its process, when it
-        has room for it; False when it has none (the caller wakes the others)."""
+    def take_wake(self, platform_id: str | None, job_id: uuid.UUID | None = None) -> bool:
+        """Wakes the worker for job `job_id` (None: not known) of `platform_id` (None: any) committed
+        in its process, when it has room for it; False when it has none (the caller wakes the others)."""
         ...
 
 
@@ -98,11 +101,11 @@ class Intake:
         self._reads = GroupCommit(_read, max_batch=max_batch, in_flight=reads)
         self.worker: LocalWorker | None = None  # the process's worker while it claims (service/worker.py)
 
-    def wake(self, pool: db.Pool, platform_id: str | None) -> None:
-        """A CreateJob's job of `platform_id` (None: not known) is committed: wakes this process's
-        worker when it has room for it, else the workers by NOTIFY."""
-        if self.worker is None or not self.worker.take_wake(platform_id):
-            queue.wake_soon(pool)
+    def wake(self, pool: db.Pool, platform_id: str | None, job_id: uuid.UUID | None = None) -> None:
+        """A CreateJob's job `job_id` of `platform_id` (None: not known) is committed: wakes this
+        process's worker when it has room for it, else the workers by NOTIFY."""
+        if self.worker is None or not self.worker.take_wake(platform_id, job_id):
+            wakeups.wake_soon(pool)
 
     @property
     def batches(self) -> int:

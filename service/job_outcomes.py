@@ -2,7 +2,8 @@
 status, events and settlement.
 
 Outcomes are applied many to a unit of work (`apply_many`, fed by service/completer.py), which
-first locks the jobs and their account rows, at most one job per account. That lock orders the
+first locks the jobs and their account rows, at most one job per account, and writes the jobs' new
+statuses in the same statement (each known from its outcome alone: `completion`). That lock orders the
 account's events (see outbox) and serializes the jobs of one batch, so exactly one transaction sees
 the batch settled and publishes link_session.completed. Each outcome is applied in its job's own
 context (trace, request id, log fields), so its events and log lines carry them as when one job
@@ -99,7 +100,6 @@ Outcome = Success | Pending | Retry | Failure
 class _Writes:
     """What a batch of outcomes writes with one statement each, after every outcome was applied."""
 
-    completions: list[queue.Completion] = dataclasses.field(default_factory=list)
     new_grants: list[grants.NewGrant] = dataclasses.field(default_factory=list)
     stored: dict[uuid.UUID, results.Stored] = dataclasses.field(default_factory=dict)  # by job id
 
@@ -124,7 +124,6 @@ class _Writes:
         # Each only if the stored grant is still the one its job was claimed with: a newer one
         # (re-link, sandbox control) is kept, and the job stays a success with the data it fetched.
         await grants.replace(work.deps, work.conn, self.new_grants)
-        await queue.complete(work.conn, self.completions)  # one statement per kind of completion
 
 
 # The batch's transaction runs its statements on cached generic plans that reach every table by key
@@ -152,10 +151,14 @@ async def apply_many(
     assert len({job_id for job_id, _, _ in outcomes}) == len(outcomes)
     written: list[bool] = []
     async with uow.begin(deps, settings=GENERIC_PLANS) as work:
-        locked = await queue.lock_for_outcomes(work.conn, [job_id for job_id, _, _ in outcomes], worker_id)
+        # Each job's new status is known from its outcome: written with the locks, for the jobs held.
+        at = {job_id: timeutil.now() for job_id, _, _ in outcomes}
+        completions = [completion(job_id, outcome, at[job_id]) for job_id, outcome, _ in outcomes]
+        locked = await queue.lock_for_outcomes(
+            work.conn, [job_id for job_id, _, _ in outcomes], worker_id, completions
+        )
         assert len({job.account_id for job in locked.values()}) == len(locked), "one job per account"
         writes = _Writes()
-        at = {job_id: timeutil.now() for job_id in locked}
         await writes.store_results(work, [(locked[j], o, at[j]) for j, o, _ in outcomes if j in locked])
         for job_id, outcome, context in outcomes:
             job = locked.get(job_id)
@@ -200,6 +203,26 @@ async def in_context(coro: Coroutine[Any, Any, _T], context: contextvars.Context
         coro.close()  # a no-op once it returned or raised; frees it if this coroutine was closed
 
 
+def completion(job_id: uuid.UUID, outcome: Outcome, at: dt.datetime) -> queue.Completion:
+    """The job's new status after `outcome` at `at` (queue.lock_for_outcomes writes it)."""
+    if isinstance(outcome, Retry):
+        error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
+        run_at = at + outcome.delay
+        return queue.Completion(
+            job_id, JobStatus.QUEUED, at, run_at, 0, error_type, outcome.error_code, outcome.message
+        )
+    if isinstance(outcome, Pending):
+        run_at = at + outcome.retry_after
+        return queue.Completion(job_id, JobStatus.PENDING, at, run_at, common_pb2.JOB_OUTCOME_PENDING)
+    if isinstance(outcome, Success):
+        return queue.Completion(job_id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
+    code, message = outcome.error_code, outcome.message[:500]
+    error_type = outcome.error_type or ERROR_TYPES.get(code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
+    return queue.Completion(
+        job_id, JobStatus.ERROR, at, None, common_pb2.JOB_OUTCOME_ERROR, error_type, code, message
+    )
+
+
 def _account(job: LockedJob) -> dict[str, object]:
     """The account fields that monitoring changes need (read under the job's lock)."""
     return {"id": job.account_id, "workspace_id": job.workspace_id, "end_user_id": job.end_user_id}
@@ -208,28 +231,13 @@ def _account(job: LockedJob) -> dict[str, object]:
 async def _apply(
     work: uow.UnitOfWork, job: LockedJob, outcome: Outcome, writes: _Writes, at: dt.datetime
 ) -> None:
-    """Applies one outcome; its job status and grant go to `writes` (written for the whole batch)."""
+    """Applies one outcome (its job's status is written already: `completion`); its grant goes to
+    `writes` (written for the whole batch)."""
     if isinstance(outcome, Retry):
-        error_type = ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
-        retry = queue.Completion(
-            job.id,
-            JobStatus.QUEUED,
-            at,
-            at + outcome.delay,
-            0,
-            error_type,
-            outcome.error_code,
-            outcome.message,
-        )
-        writes.completions.append(retry)
         return
     if isinstance(outcome, (Success, Pending)) and outcome.new_grant:
         writes.new_grants.append(outcome.new_grant)
     if isinstance(outcome, Pending):
-        pending = queue.Completion(
-            job.id, JobStatus.PENDING, at, at + outcome.retry_after, common_pb2.JOB_OUTCOME_PENDING
-        )
-        writes.completions.append(pending)
         if job.pending_since is None:  # the first report only
             _job_event(work, job, at, common_pb2.JOB_OUTCOME_PENDING)
         return
@@ -237,7 +245,7 @@ async def _apply(
         await _succeeded(work, job, outcome, at, writes)
         final = queue.BatchJob(job.id, job.name, JobStatus.SUCCESS, common_pb2.JOB_OUTCOME_SUCCESS)
     else:
-        final = await _failed(work, job, outcome, at, writes)
+        final = await _failed(work, job, outcome, at)
     if job.name == common_pb2.JOB_NAME_DIRECT_DEPOSIT_SWITCH:
         await queue.release_held(work.conn, job.batch_id)
     await _settle(work, job, at, final)
@@ -247,8 +255,6 @@ async def _succeeded(
     work: uow.UnitOfWork, job: LockedJob, outcome: Success, at: dt.datetime, writes: _Writes
 ) -> None:
     stored = await _store_data(work, job, outcome, at, writes)
-    done = queue.Completion(job.id, JobStatus.SUCCESS, at, outcome=common_pb2.JOB_OUTCOME_SUCCESS)
-    writes.completions.append(done)
     if job.origin == common_pb2.JOB_ORIGIN_REFRESH:
         # A refresh says what changed; a scheduled one whose data did not change publishes nothing
         # (only refreshed_at moved). The status machine takes the outcome.
@@ -266,22 +272,9 @@ async def _succeeded(
         )
 
 
-async def _failed(
-    work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt.datetime, writes: _Writes
-) -> queue.BatchJob:
+async def _failed(work: uow.UnitOfWork, job: LockedJob, outcome: Failure, at: dt.datetime) -> queue.BatchJob:
     error_type = outcome.error_type or ERROR_TYPES.get(outcome.error_code, common_pb2.JOB_ERROR_TYPE_SYSTEM)
     message = outcome.message[:500]
-    failed = queue.Completion(
-        job.id,
-        JobStatus.ERROR,
-        at,
-        None,
-        common_pb2.JOB_OUTCOME_ERROR,
-        error_type,
-        outcome.error_code,
-        message,
-    )
-    writes.completions.append(failed)
     _job_event(
         work,
         job,

@@ -275,7 +275,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
     # Committed: wake the workers now, this process's directly or the others by a NOTIFY coalesced with
     # other CreateJobs' (not inside the INSERT, where the NOTIFY would make every CreateJob's commit
     # wait for the one before it).
-    deps.intake.wake(deps.pool, platform_id)
+    deps.intake.wake(deps.pool, platform_id, uuid.UUID(job.id))
     return job
 
 

@@ -1,7 +1,7 @@
 """The job queue: the only code that writes `jobs` rows.
 
 Every statement that changes a job is named here: enqueue (with its wake-up NOTIFY; CreateJob's
-refreshes many to a statement, woken after their commit by `wake_soon`), claim (FOR
+refreshes many to a statement, woken after their commit by `wakeups.wake_soon`), claim (FOR
 UPDATE SKIP LOCKED, with a lease), heartbeat, rescue of expired leases, release at shutdown,
 completion (retry later / pending / success / error), release of held jobs, and an operator's
 retry of a failed job. `worker.py` decides *when* to call them, `job_outcomes.py` *what* an outcome
@@ -17,15 +17,13 @@ whose row goes at completion. Every statement below that changes both writes the
 locks a job's `job_queue` row before its `jobs` row (no deadlock between claims, heartbeats,
 rescues and outcomes).
 
-`complete` takes a list: one statement per kind of completion however many jobs it holds, so a
-completer that buffers outcomes can write a whole batch in one transaction and wake the workers
-once. A rule on what may be claimed (e.g. one job per account and job name) belongs in `CLAIM`.
+A completion takes a list: one statement for all its jobs of every kind (`complete`; a batch of
+outcomes writes it with the batch's locks, `lock_for_outcomes`), so a completer that buffers outcomes
+can write a whole batch in one transaction and wake the workers once. A rule on what may be claimed (e.g. one job per account and job name) belongs in `CLAIM`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -44,6 +42,7 @@ from service.job_types import LockedJob as LockedJob  # noqa: PLC0414
 from service.job_types import NewRefresh as NewRefresh  # noqa: PLC0414
 
 NOTIFY_CHANNEL = "paylink_jobs"
+_ERROR = ("error_type", "error_code", "error_message")
 
 
 Q, R, P, S, E = (f"'{s.value}'" for s in JobStatus)  # SQL literals, for the statements below
@@ -84,7 +83,7 @@ WHERE id = (SELECT id FROM job_queue WHERE account_id = $1 AND name = $2 AND ref
 WAITING = "(SELECT run_at FROM job_queue WHERE locked_by IS NULL)"
 LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 # Refreshes of many CreateJobs in one statement (in the given order, with their accounts' tags). No
-# NOTIFY inside: it would make every such commit wait for the one before it (see `wake_soon`). A
+# NOTIFY inside: it would make every such commit wait for the one before it (see `wakeups.wake_soon`). A
 # refresh of the account and job type in flight, or earlier in the list, is skipped. The statement is
 # jobs_enqueue_refreshes (migration 0179): one cached generic plan per connection, by primary key and
 # the unique refresh index whatever the statistics say (as one INSERT of arrays it was planned again
@@ -172,6 +171,42 @@ FROM released WHERE jobs.id = released.id
 BATCH_PLANS = """SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"""
 
+
+def _completions(first: int, where: str = "") -> str:
+    """The new status of jobs, all kinds in one statement, from 9 arrays of parameters from $`first`
+    (`Completion`s, as `_completion_args` lays them out; `where`: which of them): the queue row waits
+    for run_at again (retried or pending) or goes (final), and the `jobs` row changes (`_COMPLETED`,
+    after these CTEs). A NULL keeps the job's column: the outcome (a retry keeps it), the error (a
+    pending job keeps it), run_at (final) and completed_at (not final); the pending time is the first
+    report's unless the job has one."""
+    types = [
+        "uuid",
+        "text",
+        "timestamptz",
+        "smallint",
+        "smallint",
+        "smallint",
+        "text",
+        "timestamptz",
+        "timestamptz",
+    ]
+    arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(types))
+    return f"""c AS MATERIALIZED (
+  SELECT * FROM unnest({arrays}) AS u(id, status, run_at, outcome, type, code, message, completed_at, pending_at)
+  {where}),
+dequeued AS (DELETE FROM job_queue WHERE id = ANY(ARRAY(SELECT id FROM c WHERE completed_at IS NOT NULL))),
+requeued AS (
+  UPDATE job_queue SET run_at = c.run_at, {_UNLEASE} FROM c WHERE job_queue.id = c.id AND c.completed_at IS NULL)"""
+
+
+_COMPLETED = f"""UPDATE jobs SET status = c.status, outcome = coalesce(c.outcome, jobs.outcome),
+  error_type = coalesce(c.type, jobs.error_type), error_code = coalesce(c.code, jobs.error_code),
+  error_message = coalesce(c.message, jobs.error_message), run_at = coalesce(c.run_at, jobs.run_at),
+  completed_at = coalesce(c.completed_at, jobs.completed_at), pending_since = coalesce(jobs.pending_since, c.pending_at),
+  {_UNLEASE}
+FROM c WHERE jobs.id = c.id"""
+_COMPLETE = f"WITH {_completions(1)}\n{_COMPLETED}"
+
 # An outcome is written under its job's queue row lock and its account's locks, each taken in id order
 # (no deadlock between batches); only the jobs whose lease the worker holds are read further. Their
 # `jobs` rows are read, not locked: every statement that writes a running job's row (claim, heartbeat,
@@ -182,7 +217,8 @@ SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL en
 # jobs are final; a workspace deletion, at any time) changes `params`, which the completion does not
 # set: a batch that read them before the scrub committed is the batch written before it.
 # `lock_for_outcomes` is one statement, one round trip (three before: bench/NOTES.md, inflight session
-# 29), taking the locks in that order: every queue row (`held`: all its rows are read before the first
+# 29; with the batch's job statuses since claims session 30, one statement per kind of completion
+# before), taking the locks in that order: every queue row (`held`: all its rows are read before the first
 # account's, as the accounts' key array needs them), then the accounts. Each part is a materialized CTE:
 # a FOR UPDATE inside runs once, in its own order. The `jobs` rows are read with the statement's
 # snapshot, which may be older than a queue row's lock (taken after waiting for another transaction's
@@ -197,6 +233,8 @@ FROM accounts a JOIN account_event_sequences s ON s.account_id = a.id
 WHERE a.id = ANY($1::uuid[]) AND s.account_id = ANY($1::uuid[]) ORDER BY a.id FOR UPDATE
 """
 _HELD_ACCOUNTS = "(ARRAY(SELECT job.account_id FROM job))"
+# ...and, in the same statement, after the accounts' locks (`c` reads them), the new status of each
+# job it locked (`_completions`: a completion of a job not held is dropped).
 _LOCK_FOR_OUTCOMES = f"""
 WITH held AS MATERIALIZED (
   SELECT id FROM job_queue WHERE id = ANY($1::uuid[]) AND locked_by = $2 ORDER BY id FOR UPDATE),
@@ -204,37 +242,12 @@ job AS MATERIALIZED (
   SELECT id, workspace_id, account_id, link_token_id, link_session_id, batch_id, name, origin, platform_id,
          params, api_version, pending_since, status, locked_by, scheduled
   FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM held)) AND status = {R} AND locked_by = $2),
-account AS MATERIALIZED ({_LOCK_ACCOUNTS.replace("$1::uuid[]", _HELD_ACCOUNTS)})
+account AS MATERIALIZED ({_LOCK_ACCOUNTS.replace("$1::uuid[]", _HELD_ACCOUNTS)}),
+{_completions(3, "WHERE id = ANY(ARRAY(SELECT job.id FROM job JOIN account ON account.id = job.account_id))")},
+completed AS ({_COMPLETED})
 SELECT job.*, end_user_id, monitoring_status, connected, event_sequence, tags, refresh_failures
 FROM job JOIN account ON account.id = job.account_id
 """
-_BY_ID = """FROM unnest($1::uuid[], $2::timestamptz[], $3::smallint[], $4::smallint[], $5::text[],
-            $6::timestamptz[], $7::smallint[]) AS c(id, run_at, code, type, message, at, outcome)
-WHERE jobs.id = c.id"""
-# Retried or pending: the queue row waits for run_at again. Final: the queue row goes.
-_REQUEUE = f"""WITH queued AS (
-  UPDATE job_queue SET run_at = c.run_at, {_UNLEASE}
-  FROM unnest($1::uuid[], $2::timestamptz[]) AS c(id, run_at) WHERE job_queue.id = c.id)
-"""
-_DEQUEUE = "WITH done AS (DELETE FROM job_queue WHERE id = ANY($1::uuid[]))\n"
-_COMPLETE = {
-    JobStatus.QUEUED: f"""{_REQUEUE}
-UPDATE jobs SET status = {Q}, run_at = c.run_at, {_UNLEASE},
-                error_code = c.code, error_type = c.type, error_message = c.message
-{_BY_ID}""",
-    JobStatus.PENDING: f"""{_REQUEUE}
-UPDATE jobs SET status = {P}, outcome = c.outcome, pending_since = coalesce(pending_since, c.at),
-                run_at = c.run_at, {_UNLEASE}
-{_BY_ID}""",
-    JobStatus.SUCCESS: f"""{_DEQUEUE}
-UPDATE jobs SET status = {S}, outcome = c.outcome, error_type = 0, error_code = 0, error_message = '',
-                completed_at = c.at, {_UNLEASE}
-{_BY_ID}""",
-    JobStatus.ERROR: f"""{_DEQUEUE}
-UPDATE jobs SET status = {E}, outcome = c.outcome, error_type = c.type, error_code = c.code,
-                error_message = c.message, completed_at = c.at, {_UNLEASE}
-{_BY_ID}""",
-}
 _RETRY_FAILED = f"""
 WITH job AS (
   UPDATE jobs SET status = {Q}, run_at = now(), completed_at = NULL, locked_by = NULL, pending_since = NULL,
@@ -316,27 +329,6 @@ async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int)
     return await conn.fetchrow(_IN_FLIGHT_REFRESH, account_id, name)
 
 
-# Per pool (a process has one or two, for its life): the task sending wake-ups, and who asked since.
-_wakers: dict[int, asyncio.Task[None]] = {}
-_unsent: set[int] = set()
-
-
-def wake_soon(pool: db.Pool) -> None:
-    """Wakes the workers for jobs already committed: one NOTIFY at a time per pool, however many
-    callers ask meanwhile (each is covered by a NOTIFY sent after it asked)."""
-    _unsent.add(id(pool))
-    task = _wakers.get(id(pool))
-    if task is None or task.done():
-        _wakers[id(pool)] = asyncio.get_running_loop().create_task(_wake(pool))
-
-
-async def _wake(pool: db.Pool) -> None:
-    while id(pool) in _unsent:
-        _unsent.discard(id(pool))
-        with contextlib.suppress(Exception):  # a lost wake-up costs one poll interval, no more
-            await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-
-
 async def enqueue_scheduled(
     conn: db.Conn, job_ids: list[uuid.UUID], rows: Sequence[asyncpg.Record]
 ) -> list[uuid.UUID]:
@@ -379,29 +371,33 @@ async def release_worker(pool: db.Executor, worker_id: str) -> None:
 
 
 async def lock_for_outcomes(
-    conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str
+    conn: db.Conn, job_ids: Sequence[uuid.UUID], worker_id: str, completions: Sequence[Completion] = ()
 ) -> dict[uuid.UUID, LockedJob]:
-    """Locks the queue rows of the jobs whose lease `worker_id` holds, reads those jobs, and locks their
-    accounts (one round trip); returns them."""
-    rows = await conn.fetch(_LOCK_FOR_OUTCOMES, list(job_ids), worker_id)
+    """Locks the queue rows of the jobs whose lease `worker_id` holds, reads those jobs, locks their
+    accounts, and writes the `completions` of those jobs (what `complete` writes; those of the other
+    jobs are dropped): one round trip. Returns the jobs locked (as they were before the completions)."""
+    rows = await conn.fetch(_LOCK_FOR_OUTCOMES, list(job_ids), worker_id, *_completion_args(completions))
     return {row["id"]: LockedJob.from_rows(row, row) for row in rows}
 
 
 async def complete(conn: db.Conn, completions: Sequence[Completion]) -> None:
-    """Writes the new status of each job: one statement per kind of completion in the list."""
-    for status, sql in _COMPLETE.items():
-        group = [c for c in completions if c.status == status]
-        if group:
-            await conn.execute(
-                sql,
-                [c.job_id for c in group],
-                [c.run_at for c in group],
-                [c.error_code for c in group],
-                [c.error_type for c in group],
-                [c.error_message for c in group],
-                [c.at for c in group],
-                [c.outcome for c in group],
-            )
+    """Writes the new status of each job, whatever their kinds, with one statement."""
+    if completions:
+        await conn.execute(_COMPLETE, *_completion_args(completions))
+
+
+def _completion_args(completions: Sequence[Completion]) -> list[list[object]]:
+    """`_completions`' 9 arrays."""
+    kept = (JobStatus.QUEUED, JobStatus.PENDING)
+    return [
+        [c.job_id for c in completions],
+        [c.status.value for c in completions],
+        [c.run_at for c in completions],
+        [None if c.status == JobStatus.QUEUED else c.outcome for c in completions],
+        *([None if c.status == JobStatus.PENDING else getattr(c, f) for c in completions] for f in _ERROR),
+        [None if c.status in kept else c.at for c in completions],
+        [c.at if c.status == JobStatus.PENDING else None for c in completions],
+    ]
 
 
 async def retry_failed(conn: db.Conn, job_id: uuid.UUID) -> JobStatus | None:

@@ -1,8 +1,9 @@
 """The job worker: claims runnable jobs with FOR UPDATE SKIP LOCKED, runs them, writes outcomes.
 
-Woken by NOTIFY on `paylink_jobs` (or directly by its own process's CreateJob) with a slow poll
-behind it (a NOTIFY can be missed); it claims again at once only after a claim that took all it
-asked for (`claim_more`). Each claim takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
+Woken by NOTIFY on `paylink_jobs` (not its own process's: `_notified`) or directly by its own
+process's CreateJob (`take_wake`, naming the job: none for a job it already holds or its claim took;
+service/wakeups.py), with a slow poll behind it (a NOTIFY can be missed); it claims again at once
+only after a claim that took all it asked for (`claim_more`). Each claim takes a lease that a heartbeat extends; a job whose worker died is rescued once its lease runs
 out and runs again (handlers are idempotent: an outcome is written only by the lease holder).
 Transient platform errors retry with jittered exponential backoff; platform calls are bounded by
 a timeout and a per-platform concurrency limit.
@@ -31,7 +32,7 @@ import asyncpg
 from opentelemetry.trace import SpanKind
 from paylink.v1 import common_pb2
 
-from service import db, grants, job_calls, logs, metrics, queue, release_guard, timeutil, tracing
+from service import db, grants, job_calls, logs, metrics, queue, release_guard, timeutil, tracing, wakeups
 from service.completer import MAX_BACKLOG, Completer
 from service.deps import Deps
 from service.drivers.base import AccessGrant, JobContext, JobPending, LoggedIn, PlatformError
@@ -74,7 +75,7 @@ class Worker:
     def __init__(self, deps: Deps, worker_id: str | None = None) -> None:
         self.deps = deps
         self.id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-        self._wake = asyncio.Event()
+        self._wake = wakeups.WakeUps()
         self._stopping = asyncio.Event()
         # Every job held: claimed, its outcome not committed yet (the heartbeat renews their leases).
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -92,11 +93,10 @@ class Worker:
         self._in_call = _InCall(self)
         self._finished: dict[tuple[str, ...], Any] = {}  # metrics.JOBS_FINISHED's children
         self._claiming = False  # the claim loop runs with its LISTEN connection
-        self._woken_here = 0  # wake-ups this process's CreateJobs gave this worker since its last claim
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._wake.other()
         self._room.set()
 
     async def run(self) -> None:
@@ -132,17 +132,18 @@ class Worker:
             with contextlib.suppress(Exception):
                 await queue.release_worker(self.deps.pool, self.id)
 
-    def take_wake(self, platform_id: str | None) -> bool:
-        """A CreateJob of this process committed a job of `platform_id` (None: not known): wakes this
-        worker for it, without a NOTIFY, while it claims and has a free slot for that platform (True);
-        else False, and the caller notifies the workers (service/job_intake.py)."""
+    def take_wake(self, platform_id: str | None, job_id: uuid.UUID | None = None) -> bool:
+        """A CreateJob of this process committed job `job_id` of `platform_id` (None: not known): wakes
+        this worker for it (none needed for a job it holds), without a NOTIFY, while it claims and has a
+        free slot for that platform (True); else False: the caller notifies (service/job_intake.py)."""
         settings = self.deps.settings
         if not self._claiming or self._stopping.is_set() or self._free_slots() <= 0:
             return False
+        if job_id is not None and job_id in self._running:
+            return True
         if platform_id is not None and self._per_platform[platform_id] >= settings.platform_concurrency:
             return False
-        self._woken_here += 1
-        self._wake.set()
+        self._wake.job(job_id)
         return True
 
     async def _sleep(self, seconds: float) -> None:
@@ -153,10 +154,10 @@ class Worker:
         settings = self.deps.settings
         conn: db.Conn = await db.connect(settings.database_url)
         try:
-            await conn.add_listener(queue.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await conn.add_listener(queue.NOTIFY_CHANNEL, self._notified)
             # Claims use the pool, so a lost LISTEN connection (database restart) fails nothing here:
             # notice it, or every later job waits a whole poll for want of a NOTIFY.
-            conn.add_termination_listener(lambda *_: self._wake.set())
+            conn.add_termination_listener(lambda *_: self._wake.other())
             self._claiming = True
             self.deps.intake.worker = self  # this process's CreateJobs wake it directly (take_wake)
             while not self._stopping.is_set():
@@ -165,31 +166,33 @@ class Worker:
                 if self._free_slots() <= 0:
                     await self._wait_for_room()
                     continue
-                self._wake.clear()
-                woken, self._woken_here = self._woken_here, 0
+                named = self._wake.claiming()
                 free = self._free_slots()
                 claimed, more = await self._claim(free)
                 self.refused.accepted()  # a claim went through: the guard accepts this code
                 for job in claimed:
                     self._start(job)
-                if woken and len(claimed) == free:
-                    # Full: more of the jobs it was woken for may wait than it has room for; the
-                    # workers of other processes share them, as their NOTIFY would have told them.
-                    queue.wake_soon(self.deps.pool)
+                if self._wake.claimed(named, (job.id for job in claimed)) and len(claimed) == free:
+                    self._wake.clear()  # full without some jobs it was woken for: shared with others
+                    wakeups.wake_soon(self.deps.pool)
                 if more:
                     continue  # claims again once it has room
-                # Until a job may have come (this process's CreateJob, a NOTIFY, a rescue, a slot of a
-                # platform at its limit freed) or the poll (a retry's run_at passed, a NOTIFY missed).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), settings.worker_poll_seconds)
+                # Until a job may have come (this process's CreateJob for a job no claim took, a NOTIFY,
+                # a rescue, a slot of a platform at its limit freed) or the poll (a retry, a lost NOTIFY).
+                await self._wake.wait(settings.worker_poll_seconds)
         finally:
             self._claiming = False
-            if self._woken_here:  # taken while it could not claim them: the others are told
-                self._woken_here = 0
-                with contextlib.suppress(Exception):
-                    queue.wake_soon(self.deps.pool)
+            if self._wake.pending:  # taken while it could not claim them: the others are told
+                self._wake.clear()
+                wakeups.wake_soon(self.deps.pool)
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        """A NOTIFY from this process's own pool (`wakeups.wake_soon`: jobs this worker had no room for,
+        or came back full from) is for the other processes' workers: this one claims when it has room."""
+        if payload != wakeups.wake_payload(self.deps.pool):
+            self._wake.other()
 
     @property
     def jobs_held(self) -> int:
@@ -244,7 +247,7 @@ class Worker:
             self._per_platform[platform_id] = held - 1
             self._room.set()
             if held >= self.deps.settings.platform_concurrency:
-                self._wake.set()  # claims skipped this platform: its jobs may wait
+                self._wake.other()  # claims skipped this platform: its jobs may wait
 
     def _done(self, job_id: uuid.UUID) -> None:
         self._free_slot(job_id)  # a task cancelled (or crashed) before its hand-over
@@ -268,7 +271,7 @@ class Worker:
                 rescued = await queue.rescue(self.deps.pool)
                 if rescued:
                     log.warning("rescued jobs with expired leases", extra={"count": rescued})
-                    self._wake.set()
+                    self._wake.other()
 
     async def _execute(self, job: ClaimedJob) -> None:
         """Runs one attempt as a span continuing the job's stored trace context, under its request
