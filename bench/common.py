@@ -233,6 +233,43 @@ def split_errors(report: dict[str, Any]) -> tuple[int, int]:
     return failed - cut, cut
 
 
+def ghz_command(
+    ghz_bin: str,
+    port: int,
+    call: str,
+    data: dict[str, Any],
+    metadata: dict[str, str],
+    concurrency: int,
+    seconds: float,
+    rps: int = 0,
+) -> list[str]:
+    """ghz's command line: `concurrency` workers on min(4, concurrency) connections for `seconds`.
+    `rps`: calls a second over all the workers (0: each worker sends its next call as soon as its last
+    is answered, a closed loop that saturates the server)."""
+    return [
+        ghz_bin,
+        "--insecure",
+        "--protoset",
+        protoset(),
+        "--call",
+        call,
+        "-d",
+        json.dumps(data),
+        "-m",
+        json.dumps(metadata),
+        "-c",
+        str(concurrency),
+        "--connections",
+        str(min(4, concurrency)),
+        *(["--rps", str(rps)] if rps else []),
+        "-z",
+        f"{seconds}s",
+        "--format",
+        "json",
+        f"127.0.0.1:{port}",
+    ]
+
+
 def ghz(
     ghz_bin: str,
     port: int,
@@ -241,29 +278,11 @@ def ghz(
     metadata: dict[str, str],
     concurrency: int,
     seconds: float,
+    rps: int = 0,
 ) -> dict[str, float]:
+    """ghz's JSON report, summed up (`ghz_command`)."""
     out = subprocess.run(
-        [
-            ghz_bin,
-            "--insecure",
-            "--protoset",
-            protoset(),
-            "--call",
-            call,
-            "-d",
-            json.dumps(data),
-            "-m",
-            json.dumps(metadata),
-            "-c",
-            str(concurrency),
-            "--connections",
-            str(min(4, concurrency)),
-            "-z",
-            f"{seconds}s",
-            "--format",
-            "json",
-            f"127.0.0.1:{port}",
-        ],
+        ghz_command(ghz_bin, port, call, data, metadata, concurrency, seconds, rps),
         capture_output=True,
         text=True,
         check=False,
@@ -294,15 +313,16 @@ def ghz_with_cpu(
     metadata: dict[str, str],
     concurrency: int,
     seconds: float,
+    rps: int = 0,
 ) -> dict[str, float]:
-    """`ghz`, plus the CPU per call of the server process `pid` (utime + stime over the run divided
-    by the calls ghz made, cut off at the end included: `cpu_us_per_call`) and of the PostgreSQL cluster (`pg_us_per_call`);
+    """`ghz` (`rps`: calls a second; 0: saturating), plus the CPU per call of the server process `pid`
+    (utime + stime over the run divided by the calls ghz made, cut off at the end included: `cpu_us_per_call`) and of the PostgreSQL cluster (`pg_us_per_call`);
     `cpu_s` and `pg_cpu_s` are the seconds themselves.
 
     CPU per call moves far less with what else the machine runs than the rate does (bench/NOTES.md,
     rpc sessions 21-23): it is the measure to compare a server with its floor on a shared box."""
     before, pg_before = cpu_seconds(pid), cluster_cpu_seconds(postmaster)
-    result = ghz(ghz_bin, port, call, data, metadata, concurrency, seconds)
+    result = ghz(ghz_bin, port, call, data, metadata, concurrency, seconds, rps)
     used, pg_used = cpu_seconds(pid) - before, cluster_cpu_seconds(postmaster) - pg_before
     calls = result["ok"] + result["errors"] + result["cut"]
     result["cpu_s"], result["pg_cpu_s"] = used, pg_used

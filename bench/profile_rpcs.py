@@ -80,7 +80,7 @@ def measure(
 ) -> dict[str, float]:
     profiler = profiled(pid, out, args.seconds, args.native)
     result = ghz_with_cpu(
-        pid, postmaster(), tool("ghz"), port, call, data, md, args.concurrency, args.seconds
+        pid, postmaster(), tool("ghz"), port, call, data, md, args.concurrency, args.seconds, args.rps
     )
     if profiler is not None and profiler.wait() != 0:
         print(f"py-spy wrote no profile of {name}: see {out}.log", flush=True)
@@ -102,6 +102,18 @@ async def main() -> int:
     parser.add_argument("--profile", default="", help="a directory for py-spy raw profiles")
     parser.add_argument("--process", default="serve", choices=("serve", "api"), help="the paylink process")
     parser.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
+    parser.add_argument(
+        "--rps",
+        type=int,
+        default=0,
+        help="calls a second for every measurement (ghz --rps), the same for the RPC and its floor: their"
+        " latency at a load the box carries, not at saturation; 0 (default): as fast as each answers",
+    )
+    parser.add_argument(
+        "--echo",
+        action="store_true",
+        help="also measure bench/echo_server.py (grpc.aio's health Check, nothing else) each round",
+    )
     parser.add_argument(
         "--code",
         action="append",
@@ -136,6 +148,7 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
     )
     floor = None
     worker = None
+    echo = None
     account = ""
     if args.process == "api":  # the Link session of the account read needs its jobs run
         worker = await start_process(
@@ -150,6 +163,10 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
             env,
             "floor serving",
         )
+        if args.echo:
+            echo = await start_process(
+                [sys.executable, str(ROOT / "bench/echo_server.py"), str(args.port + 2)], env, "echo serving"
+            )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{args.port}") as channel:
             account = await setup_account(Client(channel, secret))
         md = {"x-api-secret": secret, "api-version": "2021-07-28"}
@@ -165,6 +182,18 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
         idle = (cpu_seconds(server.pid) - before) / 5
         print(f"serve idle: {idle:.1%} of a core  load {load_average()}", flush=True)
         for _ in range(args.rounds):
+            if echo is not None:
+                await asyncio.to_thread(
+                    measure,
+                    "echo",
+                    echo.pid,
+                    args.port + 2,
+                    "grpc.health.v1.Health.Check",
+                    {},
+                    {},
+                    args,
+                    None,
+                )
             for name in args.rpc or tuple(RPCS):
                 call, data, floor_name = RPCS[name]
                 fcall, fdata = FLOORS[floor_name]
@@ -179,12 +208,13 @@ async def measure_code(args: argparse.Namespace, base: Settings, code: str) -> N
                 )
                 print(
                     f"  {name}: {p['rps'] / f['rps']:.0%} of the {floor_name} (rate),"
-                    f" CPU/call {p['cpu_us_per_call'] / f['cpu_us_per_call']:.2f}x the floor's",
+                    f" CPU/call {p['cpu_us_per_call'] / f['cpu_us_per_call']:.2f}x the floor's,"
+                    f" p99 {p['p99_ms'] / f['p99_ms']:.2f}x the floor's",
                     flush=True,
                 )
     finally:
         stop(server)
-        for proc in (floor, worker):
+        for proc in (floor, worker, echo):
             if proc is not None:
                 stop(proc)
         if os.environ.get("PROFILE_KEEP_DATABASE"):

@@ -32,12 +32,12 @@ class Authenticator:
     ) -> None:
         self._pool = pool
         self._ttl = cache_ttl
-        self._clock = clock
+        self.clock = clock  # what cache expiries are read against (service/api/callers.py too)
         self._cache: dict[bytes, tuple[float, Workspace]] = {}
 
     def now(self) -> float:
         """The clock cache expiries are read against."""
-        return self._clock()
+        return self.clock()
 
     async def authenticate(self, secret: str | None) -> Workspace:
         return (await self.validated(secret))[0]
@@ -50,7 +50,7 @@ class Authenticator:
             raise errors.unauthenticated("missing x-api-secret metadata")
         digest = ids.sha256(secret)
         cached = self._cache.get(digest)
-        now = self._clock()
+        now = self.clock()
         if cached and cached[0] > now:
             return cached[1], cached[0]
         key_id = ids.key_id_of_secret(secret)

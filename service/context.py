@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from service import versions
@@ -42,13 +43,9 @@ class CallContext(NamedTuple):
 _current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("paylink_call")
 
 
-def current() -> CallContext:
-    return _current.get()
-
-
-def set_current(ctx: CallContext) -> contextvars.Token[CallContext]:
-    return _current.set(ctx)
-
-
-def reset(token: contextvars.Token[CallContext]) -> None:
-    _current.reset(token)
+# The current call context (LookupError outside any call), making one current, and putting the
+# previous one back: the context variable's own methods, so that no Python frame of ours wraps them
+# on every RPC (bench/NOTES.md, "rpc (session 30)").
+current: Callable[[], CallContext] = _current.get
+set_current: Callable[[CallContext], contextvars.Token[CallContext]] = _current.set
+reset: Callable[[contextvars.Token[CallContext]], None] = _current.reset

@@ -54,10 +54,6 @@ _BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharac
 _STATEMENT_CANCELLED = asyncpg.exceptions.QueryCanceledError
 
 
-def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
-    return {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
-
-
 class _Expiry:
     """Cancels a call's task at its deadline (what `asyncio.timeout` does, without its context
     manager's own coroutines and state machine: this runs on every call)."""
@@ -120,6 +116,11 @@ async def _abort(
     answer = rpc_status.to_status(failure.to_status())
     await ctx.abort(answer.code, answer.details, (*answer.trailing_metadata, *trailing))
 
+
+# A call's metadata by key (the last value of a repeated key), built by `dict` itself (no Python
+# frame per call). Only `-bin` keys hold bytes, and none is read: every key the pipeline and the
+# handlers read (the secret, api-version, x-caller, x-request-id, traceparent) is text.
+_by_key: Callable[[Any], dict[str, str]] = dict
 
 _OK = grpc.StatusCode.OK.value[0]
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
@@ -202,15 +203,19 @@ class Pipeline:
             )
         return handler
 
+    # long: it holds the one coroutine every call runs (`call`, below)
     def _unary(self, method: str, inner: Handler, *, stream: bool = False) -> Handler:
         name = method.rsplit("/", 1)[-1]
         attributes = {"rpc.system": "grpc", "rpc.service": method[1:].split("/", 1)[0], "rpc.method": name}
-        run = self._run
+        callers, guard = self._callers, self._guard
         counted = _Counted(name, self._latency)
 
+        # long: one coroutine per call around the handler's, on purpose: each level of coroutine a
+        # call passes through is entered again every time it resumes (bench/NOTES.md, "rpc (session 30)").
         async def call(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            metadata = _metadata(ctx)
+            # The caller's metadata by key. Only `-bin` keys hold bytes; every key read here is text.
+            metadata = _by_key(ctx.invocation_metadata() or ())
             request_id = tracing.accepted_request_id(metadata.get(REQUEST_ID))
             reply = ((REQUEST_ID, request_id),)
             ctx.set_trailing_metadata(reply)  # sent with the status, whatever it is
@@ -228,12 +233,40 @@ class Pipeline:
                         )
                     failure = status.from_domain(request.error)
                 else:
+                    # The handler, authenticated and within the caller's deadline: every database and
+                    # platform call (authentication's too) is bounded by it; DEADLINE_EXCEEDED when
+                    # it passes.
+                    timer, expiry, cancelling, deadline, call_token = None, None, 0, None, None
                     try:
-                        response = await run(inner, request, ctx, metadata, request_id)
+                        remaining = ctx.time_remaining()
+                        if remaining is not None:
+                            loop = asyncio.get_running_loop()
+                            task = asyncio.current_task(loop)
+                            assert task is not None  # a grpc.aio handler always runs in its call's task
+                            cancelling = task.cancelling()
+                            expiry = _Expiry(task)
+                            timer = loop.call_at(loop.time() + remaining, expiry)
+                            deadline = time.monotonic() + remaining
+                        who = callers.cached(metadata) or await callers.of(metadata)
+                        call_token = context.set_current(
+                            context.CallContext(
+                                who.workspace, who.api_version, request_id, deadline, who.caller, who.key_id
+                            )
+                        )
+                        response = await inner(request, ctx)
                     except grpc.aio.AbortError:
                         raise
+                    except asyncio.CancelledError:
+                        if expiry is None or not expiry.fired or expiry.task.uncancel() > cancelling:
+                            raise
+                        failure = _failure(TimeoutError(), name, request_id, guard)
                     except Exception as exc:
-                        failure = _failure(exc, name, request_id, self._guard)
+                        failure = _failure(exc, name, request_id, guard)
+                    finally:
+                        if call_token is not None:
+                            context.reset(call_token)
+                        if timer is not None:
+                            timer.cancel()
                 # The success path uses the OK code's number and histogram child as they are: no
                 # enum attribute or hash of a StatusCode (Python code in `enum`) on most calls.
                 if failure is None:
@@ -250,45 +283,6 @@ class Pipeline:
             return response
 
         return call
-
-    async def _run(
-        self,
-        inner: Handler,
-        request: Any,
-        ctx: grpc.aio.ServicerContext[Any, Any],
-        metadata: dict[str, str],
-        request_id: str,
-    ) -> Any:
-        """The handler's response, authenticated and within the caller's deadline: every database
-        and platform call (authentication's too) is bounded by it; TimeoutError when it passes."""
-        remaining = ctx.time_remaining()
-        if remaining is None:
-            timer, expiry, cancelling, deadline = None, None, 0, None
-        else:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
-            assert task is not None  # a grpc.aio handler always runs in its call's task
-            cancelling = task.cancelling()
-            expiry = _Expiry(task)
-            timer = loop.call_at(loop.time() + remaining, expiry)
-            deadline = time.monotonic() + remaining
-        token = None
-        try:
-            who = await self._callers.of(metadata)
-            call = context.CallContext(
-                who.workspace, who.api_version, request_id, deadline, who.caller, who.key_id
-            )
-            token = context.set_current(call)
-            return await inner(request, ctx)
-        except asyncio.CancelledError as exc:
-            if expiry is not None and expiry.fired and expiry.task.uncancel() <= cancelling:
-                raise TimeoutError from exc
-            raise
-        finally:
-            if token is not None:
-                context.reset(token)
-            if timer is not None:
-                timer.cancel()
 
     def _stream(self, method: str, inner: Any) -> Any:
         """A server stream: everything up to its first message (authentication, validation, the

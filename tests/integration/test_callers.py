@@ -120,3 +120,29 @@ async def test_bad_metadata_is_refused_every_time_in_the_documented_order(app: r
             await callers.of({"api-version": "2021-07-28"})
     # the good metadata still works after the refusals
     assert (await callers.of(_md(secret))).api_version == dt.date(2021, 7, 28)
+
+
+async def test_the_pipelines_lookup_answers_only_what_of_would_and_never_past_the_validation(
+    app: runtime.Running,
+) -> None:
+    """`cached` (what the call pipeline tries first, without awaiting) finds only an entry `of` made,
+    for the same secret, api-version and x-caller, and only until the secret's validation expires;
+    after that the pipeline must go through `of`, which checks the secret again."""
+    clock = Clock()
+    _, callers = _callers(app, clock)
+    workspace, secret = await auth.create_workspace(app.deps.pool, "callers-cached")
+    assert callers.cached(_md(secret)) is None  # nothing parsed yet
+    parsed = await callers.of(_md(secret))
+    assert callers.cached(_md(secret)) is parsed
+    assert callers.cached(_md(secret, caller="payroll-sync")) is None  # another x-caller: its own entry
+    assert callers.cached(_md(secret, version="2020-01-01")) is None
+    assert callers.cached({"api-version": "2021-07-28"}) is None  # no secret: never an entry
+
+    assert await auth.revoke_secret(app.deps.pool, secret)
+    clock.now += TTL - 0.1
+    assert callers.cached(_md(secret)) is parsed  # within the validation's TTL, as `of` answers
+    clock.now += 0.2
+    assert callers.cached(_md(secret)) is None  # past it: not answered from the cache
+    with pytest.raises(errors.Unauthenticated):
+        await callers.of(_md(secret))
+    assert workspace.id == parsed.workspace.id

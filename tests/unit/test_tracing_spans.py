@@ -64,6 +64,35 @@ def test_a_callers_traceparent_is_continued_with_a_span_of_its_own(flags: str) -
     assert tracing.traceparent() == ""
 
 
+def test_a_server_span_starts_from_the_callers_context_not_the_one_current_in_the_server() -> None:
+    """Without a traceparent the call's span is the only thing in its context: a span (or any value)
+    current where the server runs is neither its parent nor carried into the call; the caller's
+    trace context is."""
+    key = otel_context.create_key("ambient")
+    ambient = trace.NonRecordingSpan(
+        trace.SpanContext(int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), False, trace.TraceFlags(1))
+    )
+    outer = otel_context.attach(otel_context.set_value(key, "x", trace.set_span_in_context(ambient)))
+    try:
+        span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
+        try:
+            assert tracing.traceparent().split("-")[1] != CALLER_TRACE  # a new trace
+            assert otel_context.get_value(key) is None
+            assert trace.get_current_span() is span
+        finally:
+            tracing.end_span(span, token, 0, None)
+        carrier = {"traceparent": f"00-{CALLER_TRACE}-{'1' * 16}-01"}
+        span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", carrier, {})
+        try:
+            assert tracing.traceparent().split("-")[1] == CALLER_TRACE
+            assert otel_context.get_value(key) is None
+        finally:
+            tracing.end_span(span, token, 0, None)
+        assert trace.get_current_span() is ambient  # and the server's own context is back
+    finally:
+        otel_context.detach(outer)
+
+
 def test_a_malformed_traceparent_starts_a_new_trace() -> None:
     span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {"traceparent": "zz"}, {})
     try:
