@@ -23,7 +23,7 @@ def check(ok: bool) -> str:
 # results are in results.json). Options not listed here (e.g. --port) concern the whole run.
 PART_OPTIONS: dict[str, tuple[str, ...]] = {
     "rpcs": ("runs", "seconds", "concurrency"),
-    "pipeline": ("jobs", "half_seconds", "half_rate", "accounts", "profile", "api_processes"),
+    "pipeline": ("jobs", "half_seconds", "half_rate", "accounts", "profile", "api_processes", "fleet"),
     "peers": ("peer_jobs", "peer_runs"),
     "latency": ("latency", "latency_jitter", "latency_jobs", "latency_concurrency", "latency_accounts"),
     "relay": ("relay_rows",),
@@ -39,7 +39,7 @@ def _args(r: dict[str, Any]) -> str:
     for k, v in r["args"].items():
         if k in hidden or k in ("server_pid", "only", "profile"):
             continue
-        value = ",".join(str(x) for x in v) if isinstance(v, list) else v
+        value = (",".join(str(x) for x in v) or "none") if isinstance(v, list) else v
         out.append(f"--{k.replace('_', '-')} {value}")
     return " ".join(out) + (" --profile" if r["args"].get("profile") and "profile" not in hidden else "")
 
@@ -227,9 +227,10 @@ def rpc_table(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-# The pipeline's deployments in results.json (bench/run.py --api-processes): serve alone, and serve
-# (worker + relay) beside `service api` processes taking the driver's calls.
-PIPELINE_KEYS = ("pipeline", "pipeline_split")
+# The pipeline's deployments in results.json (bench/run.py --api-processes, --fleet): serve alone, serve
+# (worker + relay) beside `service api` processes taking the driver's calls, and the fleet without
+# serve (`service api` processes, a `service worker` and a `service relay`).
+PIPELINE_KEYS = ("pipeline", "pipeline_split", "pipeline_fleet")
 
 
 def pipeline_runs(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -255,6 +256,15 @@ def pipeline(r: dict[str, Any]) -> list[str]:
         "`service serve` keeps the worker (with its completer) and the relay, and the driver's calls go to",
         "`service api` processes of their own, one connection each (the production shape,",
         "[docs/deployment.md](docs/deployment.md)).",
+        *(
+            [
+                "*fleet* (`--fleet`, last, with serve stopped): serve's one loop split up, `service api`",
+                "processes take the driver's calls beside one `service worker` (the worker and its completer)",
+                "and one `service relay`.",
+            ]
+            if r.get("pipeline_fleet")
+            else []
+        ),
         "",
         "| deployment (results key) | load | jobs | offered jobs/s | jobs/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",

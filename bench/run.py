@@ -7,7 +7,8 @@ Runs, in one go, every ratio taken within one run:
 - pipeline: jobs created through the API -> events consumed from Kafka, saturated and at half load
   (half the saturated rate, or a fixed --half-rate), in each deployment --api-processes names: serve
   alone taking the driver's calls, and serve (worker + relay) beside `service api` processes that take
-  them (the production shape, docs/deployment.md);
+  them (the production shape, docs/deployment.md); with --fleet, also without serve: `service api`
+  processes, one `service worker` and one `service relay`;
 - peers: procrastinate, PgQueuer and paylink's queue core on the same PostgreSQL (bench/peers.py);
 - latency: one worker process against a platform taking --latency seconds a call (bench/latency.py);
 - relay: a large outbox of realistic events drained to Kafka (bench/relay_bench.py);
@@ -88,28 +89,47 @@ DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 # "pipeline", the figure of every run before session 29). N > 0: serve keeps the worker (with its
 # completer) and the relay, and N `service api` processes on their own ports take every one of the
 # driver's calls (results key "pipeline_split"; bench/NOTES.md, inflight session 28 and rpc session 29).
-SINGLE, SPLIT = "pipeline", "pipeline_split"
+# --fleet N: serve's one loop split up, no serve at all: N `service api` processes take the driver's
+# calls, one `service worker` runs the worker (with its completer) and one `service relay` the relay
+# (results key "pipeline_fleet"; bench/NOTES.md, tidy session 30). Serve is stopped for it and started
+# again after, so it runs after the --api-processes deployments.
+SINGLE, SPLIT, FLEET = "pipeline", "pipeline_split", "pipeline_fleet"
 API_PORT_OFFSET = 5  # the api processes listen on --port + 5, + 6, ... (after the 5 ports of the run)
 SERVE_LABEL = "paylink serve (API + worker + relay)"
 SPLIT_SERVE_LABEL = "paylink serve (worker + relay; no driver calls)"
 API_LABEL = "paylink api processes (the driver's calls)"
+WORKER_LABEL = "paylink worker process (worker + completer)"
+RELAY_LABEL = "paylink relay process"
 
 
-def pipeline_deployments(counts: Sequence[int]) -> list[tuple[str, int]]:
+def api_process_counts(text: str) -> list[int]:
+    """--api-processes: "0,1", ...; "none" for no deployment with serve (a --fleet-only run)."""
+    return [] if text.strip() == "none" else [int(x) for x in text.split(",")]
+
+
+def pipeline_deployments(counts: Sequence[int], fleet: int = 0) -> list[tuple[str, int]]:
     """(results key, api processes) of each pipeline deployment --api-processes asks for, in its
-    order: 0 is serve alone ("pipeline"), N > 0 serve beside N api processes ("pipeline_split")."""
-    if not counts or any(n < 0 for n in counts):
-        raise ValueError("--api-processes: counts of 0 or more, e.g. 0,1")
+    order: 0 is serve alone ("pipeline"), N > 0 serve beside N api processes ("pipeline_split");
+    then, with --fleet N > 0, the fleet without serve ("pipeline_fleet", N api processes)."""
+    if fleet < 0 or any(n < 0 for n in counts):
+        raise ValueError("--api-processes, --fleet: counts of 0 or more, e.g. 0,1")
+    if not counts and not fleet:
+        raise ValueError("--api-processes: at least one deployment (none only with --fleet)")
     if len(set(counts)) != len(counts) or sum(1 for n in counts if n) > 1:
         raise ValueError("--api-processes: serve alone (0) and at most one split deployment, each once")
-    return [(SPLIT if n else SINGLE, n) for n in counts]
+    return [(SPLIT if n else SINGLE, n) for n in counts] + ([(FLEET, fleet)] if fleet else [])
 
 
-def deployment(api_processes: int) -> str:
-    """What a pipeline figure measured, as results.json and BENCHMARKS.md label it."""
+def deployment(api_processes: int, key: str = "") -> str:
+    """What a pipeline figure measured, as results.json and BENCHMARKS.md label it (`key` FLEET: the
+    fleet without serve)."""
+    plural = "es" if api_processes > 1 else ""
+    if key == FLEET:
+        return (
+            f"{api_processes} `service api` process{plural} + `service worker` + `service relay` (no serve)"
+        )
     if not api_processes:
         return "one process: `service serve` (API + worker + relay)"
-    plural = "es" if api_processes > 1 else ""
     return f"`service serve` (worker + relay) + {api_processes} `service api` process{plural}"
 
 
@@ -363,10 +383,11 @@ async def bench_pipeline(
     accounts: list[str],
     labels: dict[int, str],
     profile_path: pathlib.Path,
+    profile_pid: int | None = None,
 ) -> dict[str, Any]:
     """The pipeline saturated, then at half load. The driver's call i goes on clients[i % len(clients)]
     (one connection each, `driver_ports`); `labels` names the paylink processes whose CPU (and RSS
-    peak, while saturated) are counted."""
+    peak, while saturated) are counted; --profile samples `profile_pid` (default: serve)."""
     names = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
     # The job events only (each one is checked): the pipeline's jobs' `<job>.added` topics, not every
     # topic on the broker (a pattern re-reads all their metadata every 0.5 s).
@@ -422,13 +443,13 @@ async def bench_pipeline(
             }
 
         profiler = None
-        if args.profile:  # py-spy on the serve process while the pipeline is saturated
+        if args.profile:  # py-spy on the serve process (the fleet's worker) while saturated
             profiler = subprocess.Popen(
                 [
                     str(ROOT / ".venv/bin/py-spy"),
                     "record",
                     "-p",
-                    str(args.server_pid),
+                    str(profile_pid or args.server_pid),
                     "-d",
                     "15",
                     "-r",
@@ -496,6 +517,7 @@ async def bench_pipeline(
 
 async def pipeline_deployment(
     args: argparse.Namespace,
+    key: str,
     api_processes: int,
     env: dict[str, str],
     secret: str,
@@ -505,21 +527,31 @@ async def pipeline_deployment(
     serve_pid: int,
     extra: list[subprocess.Popen[str]],
 ) -> dict[str, Any]:
-    """The pipeline in one deployment: serve alone (`api_processes` 0: the driver's one connection,
-    `client`, to serve), or serve beside `api_processes` `service api` processes started here on
-    their own ports (--port + 5, ...), one driver connection each, stopped again afterwards."""
+    """The pipeline in one deployment: serve alone (SINGLE: the driver's one connection, `client`, to
+    serve), serve beside `api_processes` `service api` processes (SPLIT), or, with serve stopped by
+    the caller, the fleet (FLEET): a `service relay`, a `service worker` and `api_processes` `service
+    api` processes. The processes are started here (the api processes on --port + 5, ..., one driver
+    connection each) and stopped again afterwards."""
     extras = {p.pid: "paylink extra workers" for p in extra}
-    print(f"pipeline deployment: {deployment(api_processes)}", flush=True)
-    if not api_processes:
+    label = deployment(api_processes, key)
+    print(f"pipeline deployment: {label}", flush=True)
+    if key == SINGLE:
         labels = {serve_pid: SERVE_LABEL, **extras}
         found = await bench_pipeline(
             args, [client], settings, accounts, labels, ROOT / "bench/profile-pipeline.txt"
         )
-        return {"deployment": deployment(0), "api_processes": 0, **found}
+        return {"deployment": label, "api_processes": 0, **found}
     ports = [args.port + API_PORT_OFFSET + k for k in range(api_processes)]
     procs: list[subprocess.Popen[str]] = []
     channels: list[grpc.aio.Channel] = []
+    labels = {serve_pid: SPLIT_SERVE_LABEL} if key == SPLIT else {}
     try:
+        if key == FLEET:  # the relay first: it leads from the start (serve, the last leader, is gone)
+            for command, what in (("relay", RELAY_LABEL), ("worker", WORKER_LABEL)):
+                procs.append(
+                    await start_process([sys.executable, "-m", "service", command], env, "paylink serving")
+                )
+                labels[procs[-1].pid] = what
         for port in ports:
             procs.append(
                 await start_process(
@@ -528,31 +560,35 @@ async def pipeline_deployment(
                     "paylink serving",
                 )
             )
+            labels[procs[-1].pid] = API_LABEL
         channels = [
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in driver_ports(ports, api_processes)
         ]
-        labels = {serve_pid: SPLIT_SERVE_LABEL, **{p.pid: API_LABEL for p in procs}, **extras}
         found = await bench_pipeline(
             args,
             [Client(channel, secret) for channel in channels],
             settings,
             accounts,
-            labels,
-            ROOT / "bench/profile-pipeline-split.txt",
+            {**labels, **extras},
+            ROOT / f"bench/profile-{key.replace('_', '-')}.txt",
+            profile_pid=next((pid for pid, what in labels.items() if what == WORKER_LABEL), None),
         )
+        fleet = {"worker_processes": 1, "relay_processes": 1} if key == FLEET else {}
         return {
-            "deployment": deployment(api_processes),
+            "deployment": label,
             "api_processes": api_processes,
+            **fleet,
             "driver_connections": len(channels),
             **found,
         }
     finally:
         for channel in channels:
             await channel.close()
-        for proc in procs:  # SIGTERM: each drains its calls and exits 0 (a kill after 30 s)
+        # SIGTERM, the api processes first (the relay last): each drains and exits 0 (a kill after 30 s)
+        for proc in reversed(procs):
             await asyncio.to_thread(stop, proc)
             if proc.returncode:
-                print(f"api process {proc.pid} exited {proc.returncode}", flush=True)
+                print(f"{labels.get(proc.pid)}: {proc.pid} exited {proc.returncode}", flush=True)
 
 
 PEER_QUEUES = ("paylink", "pgqueuer", "procrastinate")  # the order within a round
@@ -685,11 +721,19 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--api-processes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=api_process_counts,
         default=[0, 1],
         help="the pipeline's deployments, in order: 0 = serve alone takes the driver's calls (results key"
         " pipeline); N = serve (worker + relay) beside N `service api` processes on --port + 5, ... that take"
-        " them (key pipeline_split). Default 0,1",
+        " them (key pipeline_split); none = neither (with --fleet). Default 0,1",
+    )
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="N > 0: then the pipeline without serve (stopped for it, started again after): N `service api`"
+        " processes on --port + 5, ... take the driver's calls, beside one `service worker` and one"
+        " `service relay` (results key pipeline_fleet). Default 0: not measured",
     )
     parser.add_argument(
         "--statements",
@@ -700,7 +744,8 @@ def parse_args() -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="py-spy serve during each saturated pipeline (bench/profile-pipeline.txt; with api processes"
-        " beside it: bench/profile-pipeline-split.txt)",
+        " beside it: bench/profile-pipeline-split.txt; the --fleet's worker process:"
+        " bench/profile-pipeline-fleet.txt)",
     )
     parser.add_argument(
         "--throwaway-url", default="", help="a non-durable cluster: queue figures there too, for comparison"
@@ -719,7 +764,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--monitoring-due", type=int, default=2_000, help="of them due now (x5 refreshes)")
     args = parser.parse_args()
     try:
-        pipeline_deployments(args.api_processes)
+        pipeline_deployments(args.api_processes, args.fleet)
     except ValueError as exc:
         parser.error(str(exc))
     return args
@@ -828,10 +873,19 @@ async def main() -> int:
                 finally:
                     await analyze.close()
                 settings = base.model_copy(update={"topic_prefix": prefix})
-                for key, n in pipeline_deployments(args.api_processes):
-                    results[key] = await pipeline_deployment(
-                        args, n, env, secret, client, settings, accounts, server.pid, extra
-                    )
+                for key, n in pipeline_deployments(args.api_processes, args.fleet):
+                    if key == FLEET:  # no serve beside the fleet (its worker and relay would take part)
+                        await asyncio.to_thread(stop, server)
+                    try:
+                        results[key] = await pipeline_deployment(
+                            args, key, n, env, secret, client, settings, accounts, server.pid, extra
+                        )
+                    finally:
+                        if key == FLEET:  # serve again, for the parts after the pipeline
+                            server = await start_process(
+                                [sys.executable, "-m", "service", "serve"], env, "paylink serving"
+                            )
+                            args.server_pid = server.pid
             if want("footprint"):
                 results["footprint"] = {
                     "rss_peak_under_rpc_load_mb": peak,

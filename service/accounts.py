@@ -63,12 +63,6 @@ _FETCH = {
     for lock in (False, True)
 }
 
-# Many accounts at once (CreateJob's grouped reads, service/job_intake.py): the caller keeps a row
-# only for the workspace it asked in, as `fetch` reads one.
-# By primary key with one cached generic plan per connection (migration 0179's accounts_by_ids: as
-# `WHERE id = ANY($1)` each call was planned again, its custom plans seeing the array's length).
-FETCH_MANY = f"SELECT {_COLUMNS} FROM accounts_by_ids($1::uuid[])"
-
 _TIME_FIELDS = {
     common_pb2.JOB_NAME_IDENTITY: "identity",
     common_pb2.JOB_NAME_EMPLOYMENT: "employment",

@@ -15,8 +15,8 @@ from paylink.v1 import common_pb2
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewRefresh:
-    """A refresh to queue (CreateJob without a request_id), one of many that `queue.enqueue_refreshes`
-    inserts with one statement."""
+    """A refresh to queue (CreateJob), one of many that `queue.create_refreshes` (the account read
+    with it: `platform_id` unused) or `queue.enqueue_refreshes` inserts with one statement."""
 
     job_id: uuid.UUID
     batch_id: uuid.UUID
@@ -28,6 +28,15 @@ class NewRefresh:
     api_version: str
     traceparent: str
     request_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Created:
+    """What `queue.create_refreshes` did with one refresh."""
+
+    refused: str | None  # 'not_found' (not in that workspace), 'disconnected', 'not_supported'
+    platform_id: str | None  # the account's (None: not found)
+    row: asyncpg.Record | None  # the job queued (COLUMNS); None: refused, or one is in flight
 
 
 class JobStatus(enum.StrEnum):

@@ -29,6 +29,7 @@ from service import (
 )
 from service.context import CallContext
 from service.deps import Deps
+from service.drivers.registry import DriverRegistry
 
 log = logging.getLogger("paylink.jobs")
 
@@ -256,6 +257,7 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
             "USER_REQUIRED", "direct_deposit_switch needs the user: create a link token with account_id"
         )
     platform_id: str | None = None  # the job's, when read here (a replayed response does not say)
+    job_id: uuid.UUID | None = None
     if request.request_id:
         job = await idempotency.run_once(
             deps,
@@ -267,15 +269,11 @@ async def create_refresh(deps: Deps, call: CallContext, request: job_pb2.CreateJ
             lambda work: _insert_refresh(deps, work.conn, call, request, _one_insert(work.conn)),
         )
     else:  # no key to store: grouped with concurrent CreateJobs, one commit for all (service/job_intake.py)
-        account = await deps.intake.account(deps.pool, call.workspace.id, request.account_id)
-        platform_id = account["platform_id"]
-        job = await _insert_refresh(
-            deps, deps.pool, call, request, functools.partial(deps.intake.enqueue, deps.pool), account
-        )
+        job, platform_id, job_id = await _create_grouped(deps, call, request)
     # Committed: wake the workers now, this process's directly or the others by a NOTIFY coalesced with
     # other CreateJobs' (not inside the INSERT, where the NOTIFY would make every CreateJob's commit
     # wait for the one before it).
-    deps.intake.wake(deps.pool, platform_id, uuid.UUID(job.id))
+    deps.intake.wake(deps.pool, platform_id, job_id or uuid.UUID(job.id))
     return job
 
 
@@ -308,40 +306,87 @@ async def _insert_refresh(
     """`account`: the account row read already (CreateJob's grouped reads), else read here."""
     if account is None:
         account = await accounts.fetch(conn, call.workspace.id, request.account_id)
-    if not account["connected"]:
-        raise errors.failed_precondition(
-            "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
-        )
     platform = deps.drivers.platform(account["platform_id"])
-    if platform is None or request.name not in platform.supported_jobs:
-        raise errors.failed_precondition(
-            "JOB_NOT_SUPPORTED",
-            f"platform {account['platform_id']} does not support {common_pb2.JobName.Name(request.name)}",
-        )
+    supported = platform is not None and request.name in platform.supported_jobs
+    _refuse(request, "disconnected" if not account["connected"] else None if supported else "not_supported",
+            account["platform_id"])  # fmt: skip
     params = _params(request).SerializeToString()
     # One refresh per account and job type in flight: one already queued or running is the answer.
     while True:
-        refresh = queue.NewRefresh(
-            job_id=ids.new_id(),
-            batch_id=ids.new_id(),
-            workspace_id=call.workspace.id,
-            account_id=account["id"],
-            platform_id=account["platform_id"],
-            name=request.name,
-            params=params,
-            api_version=call.version_label,
-            traceparent=tracing.traceparent(),  # the refresh continues this call
-            request_id=tracing.request_id(),
-        )
-        row = await insert(refresh)  # create_refresh wakes the workers after the commit
+        row = await insert(_new_refresh(call, request, account["id"], account["platform_id"], params))
         row = row or await queue.refresh_in_flight(conn, account["id"], request.name)
         if row is not None:  # None: the one in flight finished meanwhile; queue a new one
             break
+    return _created(request, row)
+
+
+async def _create_grouped(
+    deps: Deps, call: CallContext, request: job_pb2.CreateJobRequest
+) -> tuple[job_pb2.Job, str | None, uuid.UUID]:
+    """CreateJob's refresh queued with concurrent CreateJobs' by one statement that also reads and
+    checks its account (service/job_intake.py); the job, its platform and id."""
+    account_id = ids.parse_uuid(request.account_id)
+    if account_id is None:
+        raise errors.not_found("account", request.account_id)
+    params = _params(request).SerializeToString()
+    while True:  # as `_insert_refresh`
+        refresh = _new_refresh(call, request, account_id, "", params)
+        created = await deps.intake.enqueue(deps.pool, refresh, _supported(deps.drivers))
+        _refuse(request, created.refused, created.platform_id)
+        row = created.row or await queue.refresh_in_flight(deps.pool, account_id, request.name)
+        if row is not None:
+            return _created(request, row), created.platform_id, row["id"]
+
+
+def _new_refresh(
+    call: CallContext,
+    request: job_pb2.CreateJobRequest,
+    account_id: uuid.UUID,
+    platform_id: str,
+    params: bytes,
+) -> queue.NewRefresh:
+    return queue.NewRefresh(
+        job_id=ids.new_id(),
+        batch_id=ids.new_id(),
+        workspace_id=call.workspace.id,
+        account_id=account_id,
+        platform_id=platform_id,
+        name=request.name,
+        params=params,
+        api_version=call.version_label,
+        traceparent=tracing.traceparent(),  # the refresh continues this call
+        request_id=tracing.request_id(),
+    )
+
+
+def _refuse(request: job_pb2.CreateJobRequest, refused: str | None, platform_id: str | None) -> None:
+    """CreateJob's answer to an account that cannot take the refresh (`queue.Created.refused`)."""
+    if refused == "not_found":
+        raise errors.not_found("account", request.account_id)
+    if refused == "disconnected":
+        raise errors.failed_precondition(
+            "ACCOUNT_DISCONNECTED", f"account {request.account_id} is disconnected"
+        )
+    if refused is not None:
+        raise errors.failed_precondition(
+            "JOB_NOT_SUPPORTED",
+            f"platform {platform_id} does not support {common_pb2.JobName.Name(request.name)}",
+        )
+
+
+@functools.cache
+def _supported(drivers: DriverRegistry) -> list[str]:
+    """The 'platform_id:name' pairs the drivers support (`queue.create_refreshes`): built once per
+    registry (drivers are registered as the process starts)."""
+    return [f"{p.id}:{name}" for p in drivers.platforms() for name in sorted(p.supported_jobs)]
+
+
+def _created(request: job_pb2.CreateJobRequest, row: asyncpg.Record) -> job_pb2.Job:
     log.info(
         "job created",
         extra={
             "job_id": str(row["id"]),
-            "account_id": str(account["id"]),
+            "account_id": str(row["account_id"]),
             "job": common_pb2.JobName.Name(request.name),
         },
     )

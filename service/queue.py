@@ -37,6 +37,7 @@ from service import db, ids
 from service.job_types import BatchJob as BatchJob  # noqa: PLC0414
 from service.job_types import ClaimedJob as ClaimedJob  # noqa: PLC0414
 from service.job_types import Completion as Completion  # noqa: PLC0414
+from service.job_types import Created as Created  # noqa: PLC0414
 from service.job_types import JobStatus as JobStatus  # noqa: PLC0414
 from service.job_types import LockedJob as LockedJob  # noqa: PLC0414
 from service.job_types import NewRefresh as NewRefresh  # noqa: PLC0414
@@ -91,6 +92,15 @@ LEASED = "(SELECT id FROM job_queue WHERE locked_by IS NOT NULL)"
 _ENQUEUE_REFRESHES = f"""
 SELECT {COLUMNS} FROM jobs_enqueue_refreshes($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
   $6::smallint[], $7::bytea[], $8::text[], $9::text[], $10::text[], {common_pb2.JOB_ORIGIN_REFRESH}::smallint)
+"""
+# CreateJob's refreshes with their accounts' checks in one statement (jobs_create_refreshes, migration
+# 0186: the account read by key in the workspace asked, refused unless connected and its platform
+# supports the job, $10 'platform_id:name'; then queued as `_ENQUEUE_REFRESHES`): per refresh, in order.
+_CREATE_REFRESHES = f"""
+SELECT r.refused, r.account_platform_id, {", ".join(f"(r.job).{c}" for c in COLUMNS.split(", "))}
+FROM jobs_create_refreshes($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::smallint[], $6::bytea[],
+  $7::text[], $8::text[], $9::text[], $10::text[], {common_pb2.JOB_ORIGIN_REFRESH}::smallint) AS r
+ORDER BY r.ordinal
 """
 # Scheduled refreshes in one statement, with their accounts' tags; wakes the workers at commit.
 _ENQUEUE_SCHEDULED = f"""
@@ -322,6 +332,20 @@ async def enqueue_refreshes(
     ]
     inserted = {row["id"]: row for row in await conn.fetch(_ENQUEUE_REFRESHES, *columns)}
     return [inserted.get(r.job_id) for r in refreshes]
+
+
+async def create_refreshes(
+    conn: db.Executor, refreshes: Sequence[NewRefresh], supported: Sequence[str]
+) -> list[Created]:
+    """Checks each refresh's account (in its workspace, connected, its platform in `supported`:
+    'platform_id:name' pairs) and queues those that pass, with one statement (one commit when `conn` is
+    the pool); for each, in order, what refused it, its account's platform and its row, or no row when
+    a refresh of its account and job type is in flight (one earlier in the list included). No NOTIFY:
+    the caller calls `wakeups.wake_soon` once it committed."""
+    fields = ("job_id", "batch_id", "workspace_id", "account_id", "name", "params", "api_version")
+    columns = [[getattr(r, f) for r in refreshes] for f in (*fields, "traceparent", "request_id")]
+    rows = await conn.fetch(_CREATE_REFRESHES, *columns, supported)
+    return [Created(r["refused"], r["account_platform_id"], r if r["id"] is not None else None) for r in rows]
 
 
 async def refresh_in_flight(conn: db.Executor, account_id: uuid.UUID, name: int) -> asyncpg.Record | None:

@@ -20,12 +20,13 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from paylink.v1 import common_pb2, event_pb2
@@ -126,6 +127,25 @@ def _pg_ctl() -> str:
     return candidates[-1]
 
 
+async def run_stack(env: dict[str, str], *args: str, check: bool = True) -> str:
+    """`scripts/stack.sh args` in `env` (the fault stack's, or an extra stack's of tests/faults/fleet.py):
+    its output; with `check`, an error with the tail of its stderr when it fails."""
+    process = await asyncio.create_subprocess_exec(
+        str(STACK_SCRIPT),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 400)
+    if check and process.returncode != 0:
+        raise RuntimeError(
+            f"scripts/stack.sh {' '.join(args)} exited {process.returncode}:\n{err.decode()[-4000:]}"
+        )
+    return out.decode()
+
+
 class FaultStack:
     """The private PostgreSQL + Kafka of the fault tests, with ways to stop and start each one."""
 
@@ -136,20 +156,7 @@ class FaultStack:
         self.pg_data = ""
 
     async def run(self, command: str, *, check: bool = True) -> str:
-        process = await asyncio.create_subprocess_exec(
-            str(STACK_SCRIPT),
-            command,
-            env=stack_env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 400)
-        if check and process.returncode != 0:
-            raise RuntimeError(
-                f"scripts/stack.sh {command} exited {process.returncode}:\n{err.decode()[-4000:]}"
-            )
-        return out.decode()
+        return await run_stack(stack_env(), command, check=check)
 
     async def up(self) -> None:
         """Starts whatever is down and waits until both answer (idempotent)."""
@@ -392,6 +399,24 @@ class Deployment:
 
 
 # -- checks ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def deployment_on(
+    stack: FaultStack, url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Deployment]:
+    """The Deployment of the test `request` runs, on the database `url` of `stack` (the FaultStack,
+    or an extra stack of tests/faults/fleet.py), opened; closed after the test, printing its processes'
+    logs first when the test failed. The database stays: dropping it is the caller's."""
+    dep = Deployment(stack, url, STACK_DIR / "logs" / "tests" / request.node.name)
+    await dep.open()
+    try:
+        yield dep
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(f"\nprocess logs of {request.node.name}:\n{dep.logs()}")
+        await dep.close()
 
 
 def outcome_event_ids(events: list[event_pb2.Event]) -> dict[tuple[str, int], set[str]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.cluster import STACK_DIR, Deployment, FaultStack
+from tests.faults.cluster import STACK_DIR, Deployment, FaultStack, deployment_on
 from tests.harness import create_test_database, drop_database
 
 _FIGURES: dict[str, dict[str, Any]] = {}
@@ -41,15 +41,10 @@ async def fault_stack() -> AsyncIterator[FaultStack]:
 async def deployment(fault_stack: FaultStack, request: pytest.FixtureRequest) -> AsyncIterator[Deployment]:
     await fault_stack.up()  # a no-op unless an earlier test left a server down
     url = await create_test_database(fault_stack.admin_url)
-    dep = Deployment(fault_stack, url, STACK_DIR / "logs" / "tests" / request.node.name)
-    await dep.open()
     try:
-        yield dep
+        async with deployment_on(fault_stack, url, request) as dep:
+            yield dep
     finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            print(f"\nprocess logs of {request.node.name}:\n{dep.logs()}")
-        await dep.close()
         await fault_stack.up()
         await drop_database(fault_stack.admin_url, url)
 

@@ -31,8 +31,8 @@ from tests.faults.cluster import (
     KAFKA_PORT,
     PG_PORT,
     ROOT,
-    STACK_SCRIPT,
     pid_alive,
+    run_stack,
     wait_until,
 )
 from tests.harness import stop_consumer
@@ -93,20 +93,7 @@ class ExtraStack:
         return env
 
     async def run(self, *args: str, check: bool = True) -> str:
-        process = await asyncio.create_subprocess_exec(
-            str(STACK_SCRIPT),
-            *args,
-            env=self.env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 400)
-        if check and process.returncode != 0:
-            raise RuntimeError(
-                f"scripts/stack.sh {' '.join(args)} exited {process.returncode}:\n{err.decode()[-4000:]}"
-            )
-        return out.decode()
+        return await run_stack(self.env(), *args, check=check)
 
     async def up(self) -> None:
         await self.run("up")

@@ -26,7 +26,7 @@ NAMES = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
 # Grouped statements waiting on a lock (an uncommitted refresh of the same account and job type).
 _BLOCKED = """
 SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%jobs_enqueue_refreshes(%'
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%jobs_create_refreshes(%'
 """
 _REFRESHES = "SELECT id FROM jobs WHERE origin = $1"
 

@@ -19,11 +19,11 @@ from paylink.v1 import common_pb2 as c
 from service.config import Settings
 from service.kafka import make_producer
 from tests.faults.cluster import (
-    STACK_DIR,
     Deployment,
     FaultStack,
     assert_delivery,
     connect_many,
+    deployment_on,
     read_log,
     wait_until,
 )
@@ -51,15 +51,10 @@ async def on_cluster(
     kafka_cluster: KafkaCluster, request: pytest.FixtureRequest
 ) -> AsyncIterator[Deployment]:
     url = await create_test_database(kafka_cluster.admin_url)
-    dep = Deployment(kafka_cluster, url, STACK_DIR / "logs" / "tests" / request.node.name)  # type: ignore[arg-type]
-    await dep.open()
     try:
-        yield dep
+        async with deployment_on(kafka_cluster, url, request) as dep:  # type: ignore[arg-type]
+            yield dep
     finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            print(f"\nprocess logs of {request.node.name}:\n{dep.logs()}")
-        await dep.close()
         await drop_database(kafka_cluster.admin_url, url)
 
 

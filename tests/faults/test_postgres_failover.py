@@ -26,11 +26,11 @@ from paylink.v1 import common_pb2 as c
 from paylink.v1 import link_pb2, link_token_pb2
 
 from tests.faults.cluster import (
-    STACK_DIR,
     Deployment,
     FaultStack,
     assert_delivery,
     assert_one_outcome_per_job,
+    deployment_on,
     read_log,
     wait_until,
 )
@@ -58,15 +58,8 @@ async def pg_pair(fault_stack: FaultStack) -> AsyncIterator[PostgresPair]:
 @pytest.fixture
 async def on_pair(pg_pair: PostgresPair, request: pytest.FixtureRequest) -> AsyncIterator[Deployment]:
     url = await create_test_database(pg_pair.admin_url)
-    dep = Deployment(pg_pair, url, STACK_DIR / "logs" / "tests" / request.node.name)  # type: ignore[arg-type]
-    await dep.open()
-    try:
+    async with deployment_on(pg_pair, url, request) as dep:  # type: ignore[arg-type]  # the database goes with the pair
         yield dep
-    finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            print(f"\nprocess logs of {request.node.name}:\n{dep.logs()}")
-        await dep.close()  # the database goes with the pair
 
 
 @dataclasses.dataclass

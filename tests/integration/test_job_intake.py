@@ -1,21 +1,24 @@
 """CreateJob's group commit (service/job_intake.py): concurrent refreshes share one INSERT and one
-commit, a refresh already in flight (or earlier in the same statement) is the answer as with one
+commit, with their accounts' checks (each caller its own refusal, as CreateJob answered it after a read
+of its own); a refresh already in flight (or earlier in the same statement) is the answer as with one
 INSERT per call, and a statement that fails is split so one bad refresh fails only its caller."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import asyncpg
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2
 
-from service import errors, queue, runtime
-from service.job_intake import READS, STATEMENTS, Intake
+from service import queue, runtime
+from service.job_intake import STATEMENTS, Intake
 from tests.harness import Client, link_account, new_refresh
 
 NAMES = [c.JOB_NAME_IDENTITY, c.JOB_NAME_EMPLOYMENT, c.JOB_NAME_INCOME]
+SUPPORTED = [f"sandbox_adp:{name}" for name in [*NAMES, c.JOB_NAME_PAYSTUBS]]
 
 
 async def _accounts(
@@ -56,8 +59,9 @@ async def test_concurrent_refreshes_share_statements_and_a_bad_one_fails_alone(
     accounts = await _accounts(app, client, 4, "intake-many")
     intake = Intake()  # its own, so the count of statements is this test's
     good = [new_refresh(w, a, name) for w, a in accounts for name in NAMES]
-    rows = await asyncio.gather(*(intake.enqueue(app.deps.pool, r) for r in good))
-    assert [a["id"] for a in rows if a is not None] == [r.job_id for r in good]
+    created = await asyncio.gather(*(intake.enqueue(app.deps.pool, r, SUPPORTED) for r in good))
+    assert [(a.refused, a.platform_id) for a in created] == [(None, "sandbox_adp")] * len(good)
+    assert [a.row["id"] for a in created if a.row is not None] == [r.job_id for r in good]
     # 12 callers gathered at once: the first STATEMENTS alone, the rest in one statement.
     assert intake.batches <= STATEMENTS + 1
     committed = await app.deps.pool.fetch(
@@ -65,19 +69,73 @@ async def test_concurrent_refreshes_share_statements_and_a_bad_one_fails_alone(
     )
     assert len(committed) == len(good)
 
-    # A statement holding a refresh that cannot be inserted (no such account) is split: that caller
-    # gets the error, the others their rows.
+    # A statement holding a refresh that cannot be inserted (a NUL in its text: PostgreSQL refuses the
+    # statement) is split: that caller gets the error, the others their rows.
     more = [new_refresh(w, a, c.JOB_NAME_PAYSTUBS) for w, a in accounts]
-    bad = new_refresh(accounts[0][0], uuid.uuid4(), c.JOB_NAME_PAYSTUBS)
+    bad = dataclasses.replace(
+        new_refresh(accounts[0][0], accounts[0][1], c.JOB_NAME_INCOME), request_id="\x00"
+    )
     before = intake.batches
     answers = await asyncio.gather(
-        *(intake.enqueue(app.deps.pool, r) for r in [*more[:3], bad, *more[3:]]), return_exceptions=True
+        *(intake.enqueue(app.deps.pool, r, SUPPORTED) for r in [*more[:3], bad, *more[3:]]),
+        return_exceptions=True,
     )
     failed = answers.pop(3)
-    assert isinstance(failed, asyncpg.IntegrityConstraintViolationError), failed
-    assert [a["id"] for a in answers if isinstance(a, asyncpg.Record)] == [r.job_id for r in more]
+    assert isinstance(failed, asyncpg.PostgresError), failed
+    assert [a.row["id"] for a in answers if isinstance(a, queue.Created) and a.row] == [
+        r.job_id for r in more
+    ]
     # The first STATEMENTS alone, then the failed group split: one statement per good refresh.
     assert intake.batches - before == len(more)
+
+
+async def test_each_caller_gets_its_own_account_s_answer_from_one_statement(
+    app: runtime.Running, client: Client
+) -> None:
+    """The accounts' checks in the statement that queues the refreshes (migration 0186): each caller
+    gets what CreateJob answered after reading its account alone: NOT_FOUND for another workspace's
+    account or an unknown id, its account disconnected, its platform not supporting the job."""
+    (workspace, account), (_, disconnected) = await _accounts(app, client, 2, "intake-refusals")
+    await app.deps.pool.execute("UPDATE accounts SET connected = false WHERE id = $1", disconnected)
+    intake = Intake()
+    asks = [
+        new_refresh(workspace, account, c.JOB_NAME_IDENTITY),
+        new_refresh(uuid.uuid4(), account, c.JOB_NAME_EMPLOYMENT),  # another workspace's account
+        new_refresh(workspace, uuid.uuid4(), c.JOB_NAME_EMPLOYMENT),  # no such account
+        new_refresh(workspace, disconnected, c.JOB_NAME_EMPLOYMENT),
+        new_refresh(workspace, account, c.JOB_NAME_SHIFTS),  # not in SUPPORTED
+        new_refresh(workspace, account, c.JOB_NAME_INCOME),
+    ]
+    created = await asyncio.gather(*(intake.enqueue(app.deps.pool, r, SUPPORTED) for r in asks))
+    assert [a.refused for a in created] == [
+        None,
+        "not_found",
+        "not_found",
+        "disconnected",
+        "not_supported",
+        None,
+    ]
+    assert [a.platform_id for a in created] == [
+        "sandbox_adp",
+        None,
+        None,
+        "sandbox_adp",
+        "sandbox_adp",
+        "sandbox_adp",
+    ]
+    assert [a.row["id"] if a.row else None for a in created] == [
+        asks[0].job_id,
+        None,
+        None,
+        None,
+        None,
+        asks[5].job_id,
+    ]
+    assert intake.batches <= STATEMENTS  # the first alone, the rest in one statement
+    queued = await app.deps.pool.fetch(
+        "SELECT id FROM jobs WHERE id = ANY($1::uuid[])", [r.job_id for r in asks]
+    )
+    assert {r["id"] for r in queued} == {asks[0].job_id, asks[5].job_id}
 
 
 async def test_create_job_without_request_id_answers_the_refresh_in_flight(client: Client) -> None:
@@ -108,28 +166,7 @@ async def test_a_lone_create_job_is_not_held_back(app: runtime.Running, client: 
     """With nothing else in flight a CreateJob's statement starts at once (no batching delay)."""
     [(workspace, account)] = await _accounts(app, client, 1, "intake-lone")
     intake = Intake()
-    row = await asyncio.wait_for(intake.enqueue(app.deps.pool, new_refresh(workspace, account, NAMES[0])), 30)
-    assert row is not None and intake.batches == 1
-
-
-async def test_concurrent_account_reads_share_statements_and_answer_each_caller(
-    app: runtime.Running, client: Client
-) -> None:
-    """CreateJob's grouped account reads: each caller gets its own account's current row, NOT_FOUND
-    for another workspace's account or an unknown or malformed id, as `accounts.fetch` answers."""
-    accounts = await _accounts(app, client, 3, "intake-reads")
-    intake = Intake()  # its own, so the count of reads is this test's
-    workspace = accounts[0][0]
-    other_workspace = uuid.uuid4()
-    asks = [(w, str(a)) for w, a in accounts] * 4
-    asks += [(other_workspace, str(accounts[0][1])), (workspace, str(uuid.uuid4())), (workspace, "nope")]
-    answers = await asyncio.gather(
-        *(intake.account(app.deps.pool, w, a) for w, a in asks), return_exceptions=True
+    created = await asyncio.wait_for(
+        intake.enqueue(app.deps.pool, new_refresh(workspace, account, NAMES[0]), SUPPORTED), 30
     )
-    for (w, a), answer in zip(asks[:12], answers[:12], strict=True):
-        assert isinstance(answer, asyncpg.Record)
-        assert str(answer["id"]) == a and answer["workspace_id"] == w and answer["connected"]
-    for answer in answers[12:]:
-        assert isinstance(answer, errors.NotFound), answer
-    # 15 callers gathered at once: the first READS alone, the rest in one read.
-    assert intake.reads <= READS + 1
+    assert created.row is not None and intake.batches == 1

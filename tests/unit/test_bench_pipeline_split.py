@@ -1,7 +1,8 @@
 """`make bench`'s pipeline in two deployments (bench/run.py --api-processes, default 0,1): serve alone
 (results key `pipeline`), and serve (worker + relay) beside `service api` processes that take the
-driver's calls (`pipeline_split`), the driver's connections spread over them round robin; and
-bench/report.py rendering each figure labelled with its deployment and key."""
+driver's calls (`pipeline_split`), the driver's connections spread over them round robin; with
+--fleet, a third without serve (`pipeline_fleet`: api processes, a `service worker`, a `service
+relay`); and bench/report.py rendering each figure labelled with its deployment and key."""
 
 from __future__ import annotations
 
@@ -110,3 +111,64 @@ def test_the_machine_s_busy_time_leaves_out_idle_and_iowait() -> None:
     assert common.busy_seconds(stat) == 3.0
     with pytest.raises(ValueError):
         common.busy_seconds("intr 1\n")
+
+
+def test_the_fleet_runs_last_and_alone_when_asked_for() -> None:
+    assert run.pipeline_deployments([0, 1], 1) == [
+        ("pipeline", 0),
+        ("pipeline_split", 1),
+        ("pipeline_fleet", 1),
+    ]
+    assert run.pipeline_deployments([1, 0], 2) == [
+        ("pipeline_split", 1),
+        ("pipeline", 0),
+        ("pipeline_fleet", 2),
+    ]
+    assert run.pipeline_deployments(run.api_process_counts("none"), 1) == [("pipeline_fleet", 1)]
+    assert run.pipeline_deployments([0, 1]) == run.pipeline_deployments([0, 1], 0)  # not by default
+    assert run.api_process_counts("0,1") == [0, 1]
+
+
+@pytest.mark.parametrize(("counts", "fleet"), [([], 0), ([0], -1), ([1, 2], 1), ([0, 0], 1)])
+def test_no_deployment_at_all_or_a_negative_fleet_is_refused(counts: list[int], fleet: int) -> None:
+    with pytest.raises(ValueError):
+        run.pipeline_deployments(counts, fleet)
+
+
+def test_the_fleet_figure_says_there_was_no_serve() -> None:
+    fleet = "1 `service api` process + `service worker` + `service relay` (no serve)"
+    assert run.deployment(1, run.FLEET) == fleet
+    assert (
+        run.deployment(2, run.FLEET)
+        == "2 `service api` processes + `service worker` + `service relay` (no serve)"
+    )
+    assert run.deployment(1, run.SPLIT) == run.deployment(1)  # the other keys' labels are unchanged
+
+
+FLEET_RESULTS: dict[str, Any] = {
+    **RESULTS,
+    "args": {**RESULTS["args"], "api_processes": [], "fleet": 1},
+    "pipeline_fleet": _pipe(
+        610, run.deployment(1, run.FLEET), {run.API_LABEL: 0.5, run.WORKER_LABEL: 0.3, run.RELAY_LABEL: 0.1}
+    ),
+}
+
+
+def test_benchmarks_md_shows_the_fleet_labelled_when_it_ran() -> None:
+    report = load_script("bench/report.py")
+    section = "\n".join(report.pipeline(FLEET_RESULTS))
+    fleet = "1 `service api` process + `service worker` + `service relay` (no serve), `pipeline_fleet`"
+    assert f"| {fleet} | saturated | 10000 | 0 | 610 | 60 | 240 |" in section
+    assert f"| {fleet} | half of saturated | 2500 | 305 | 305 | 30 | 70 |" in section
+    assert (
+        f"| {run.WORKER_LABEL} | 0.30 | 90 |" in section and f"| {run.RELAY_LABEL} | 0.10 | 90 |" in section
+    )
+    assert "*fleet* (`--fleet`" in section
+    assert f"| 610 jobs/s ({fleet}) | **missed** |" in "\n".join(report.targets(FLEET_RESULTS))
+    assert "--api-processes none --fleet 1" in report._args(FLEET_RESULTS)
+
+
+def test_without_the_fleet_benchmarks_md_does_not_mention_it() -> None:
+    report = load_script("bench/report.py")
+    section = "\n".join(report.pipeline(RESULTS)) + "\n".join(report.targets(RESULTS))
+    assert "pipeline_fleet" not in section and "*fleet*" not in section
