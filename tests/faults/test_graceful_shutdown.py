@@ -115,11 +115,18 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
     # New calls are refused while the in-flight ones drain. grpc itself answers calls that arrive
     # during server.stop(grace) with CANCELLED rather than UNAVAILABLE (grpc/grpc#41785).
     refusals: collections.Counter[str] = collections.Counter()
+    unanswered: collections.Counter[str] = collections.Counter()  # timed out: asked again
 
     async def refused() -> bool:
         try:
             await client.jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=client.md(), timeout=2)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Neither answered nor refused within 2 s: a loaded box (CI beside other work) can
+                # delay the answer of a call the server took before SIGTERM reached it. Ask again;
+                # a server that kept hanging new calls would still fail wait_until below.
+                unanswered["ListJobs"] += 1
+                return False
             assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), exc
             refusals[exc.code().name] += 1
             return True
@@ -169,6 +176,7 @@ async def test_sigterm_drains_finishes_or_releases_and_flushes(
         rpcs_in_flight_at_sigterm=IN_FLIGHT_RPCS,
         rpcs_drained_seconds=round(rpcs_drained_after, 2),
         new_rpc_refused_with=",".join(refusals),
+        new_rpcs_timed_out_before_refusal=unanswered["ListJobs"],
         jobs_running_at_sigterm=SLOW_SESSIONS + RUNNING_SESSIONS,
         jobs_finished_in_grace=len(finished),
         jobs_of_drained_rpcs_finished=sum(1 for j in created_late if j["status"] == "success"),
