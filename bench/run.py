@@ -41,7 +41,7 @@ sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent)]
 from paylink.v1 import common_pb2 as c
 from paylink.v1 import job_pb2, link_pb2
 
-from bench import latency, logins, relay_bench
+from bench import latency, logins, relay_bench, stages
 from bench.common import (
     ROOT,
     StatementStats,
@@ -394,6 +394,7 @@ async def bench_pipeline(
     log = EventLog(settings.kafka_bootstrap, settings.topic_prefix, [outbox.JOB_EVENTS[n] for n in names])
     await log.start()
     try:
+        answered: dict[str, float] = {}  # job id: when the driver had CreateJob's answer (--stages)
 
         async def create(n: int, rate: float | None) -> dict[str, float]:
             created: dict[str, float] = {}
@@ -411,36 +412,47 @@ async def bench_pipeline(
                     )
                 if job.id in created:  # CreateJob answered with a refresh already in flight
                     raise RuntimeError("a refresh of this account and job was in flight: use more --accounts")
+                answered[job.id] = time.time()
                 created[job.id] = job.created_at.ToDatetime(tzinfo=dt.UTC).timestamp()
 
             await asyncio.gather(*(one(i) for i in range(n)))
             return created
 
-        async def measure(n: int, rate: float | None) -> dict[str, Any]:
+        async def measure(n: int, rate: float | None, with_stages: bool = False) -> dict[str, Any]:
             started = time.time()
             created = await create(n, rate)
             ids = set(created)
             seen: dict[str, float] = {}
+            event_ids: dict[str, str] = {}
+            sent: dict[str, float] = {}  # the event's Kafka CreateTime (the relay built it)
             read = 0
             deadline = time.monotonic() + 600
             while len(seen) < n:  # scan only what arrived since the last look
                 items = log.items
                 for r in items[read:]:
-                    if r.event.WhichOneof("payload") == "job" and r.event.job.job_id in ids:
-                        seen.setdefault(r.event.job.job_id, r.received_at)
+                    job_id = r.event.job.job_id if r.event.WhichOneof("payload") == "job" else ""
+                    if job_id in ids and job_id not in seen:
+                        seen[job_id] = r.received_at
+                        event_ids[job_id] = r.event.event_id
+                        sent[job_id] = r.kafka_timestamp_ms / 1000
                 read = len(items)
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {len(seen)} of {n} job events arrived")
                 await asyncio.sleep(0.2)
             lat = sorted((seen[j] - created[j]) * 1000 for j in ids)
             end = max(seen.values())
-            return {
+            found: dict[str, Any] = {
                 "jobs": n,
                 "jobs_per_s": n / (end - started),
                 "p50_ms": percentile(lat, 50),
                 "p99_ms": percentile(lat, 99),
                 "offered_per_s": rate or 0.0,
             }
+            if with_stages:
+                consumed = {j: (seen[j], sent[j], event_ids[j]) for j in ids}
+                found["stages"] = stages.summarize(await stages.read(args.database_url, answered, consumed))
+                print(stages.line(found["stages"]), flush=True)
+            return found
 
         profiler = None
         if args.profile:  # py-spy on the serve process (the fleet's worker) while saturated
@@ -502,8 +514,14 @@ async def bench_pipeline(
         # Half load: half the saturated rate of this run, or a fixed offered rate (--half-rate) so
         # that runs of different code compare at the same load (bench/NOTES.md, session 23).
         half_rate = args.half_rate or saturated["jobs_per_s"] / 2
+        if args.stages:  # each job's claim time, by a trigger on the bench database (bench/stages.py)
+            await stages.install(args.database_url)
         cpu_before, wall_before = cpu_seconds_by_component(labels, pg_port), time.monotonic()
-        half = await measure(int(half_rate * args.half_seconds), half_rate)
+        try:
+            half = await measure(int(half_rate * args.half_seconds), half_rate, args.stages)
+        finally:
+            if args.stages:
+                await stages.remove(args.database_url)
         cpu_after = cpu_seconds_by_component(labels, pg_port)
         half["cpu_ms_per_job"] = {
             part: round((cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / half["jobs"], 3)
@@ -741,6 +759,12 @@ def parse_args() -> argparse.Namespace:
         help="pg_stat_statements over the saturated pipeline (bench/bench.sh then preloads it in its cluster)",
     )
     parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="the half-load pipeline's time by stage (created, answered, claimed, outcome, published,"
+        " consumed; bench/stages.py): a bench-only trigger records each job's claim",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy serve during each saturated pipeline (bench/profile-pipeline.txt; with api processes"
@@ -823,6 +847,7 @@ async def main() -> int:
     print(f"PostgreSQL settings: {results['postgres']}", flush=True)
     server = await start_process([sys.executable, "-m", "service", "serve"], env, "paylink serving")
     args.server_pid = server.pid
+    args.database_url = url  # this run's database (bench/stages.py's trigger goes there)
     extra = [
         await start_process([sys.executable, "-m", "service", "worker"], env, "paylink serving")
         for _ in range(args.extra_workers)

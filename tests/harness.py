@@ -246,6 +246,7 @@ class Received:
     headers: dict[str, str]
     event: event_pb2.Event
     received_at: float = dataclasses.field(default_factory=time.time)
+    kafka_timestamp_ms: int = 0  # the record's CreateTime: when the relay's producer built it
 
 
 async def stop_consumer(consumer: Any) -> None:
@@ -331,6 +332,7 @@ class EventLog:
                             key=(record.key or b"").decode(),
                             headers={k: v.decode() for k, v in record.headers},
                             event=event_pb2.Event.FromString(record.value),
+                            kafka_timestamp_ms=record.timestamp,
                         )
                     )
             if batch:
