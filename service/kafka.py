@@ -109,7 +109,10 @@ async def send_many(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) 
     row: the rows of one partition keep their order, so per-key (per-account) order holds.
 
     Returns once every batch is queued; each returned future completes when its batch is
-    acknowledged (or fails with the batch's error).
+    acknowledged (or fails with the batch's error). Each batch is closed when queued: it is whole,
+    and an open one would wait out the producer's `linger_ms` for rows that never come (the relay
+    sends batch N+1 only once N is acknowledged, so that wait was in every one of its rounds:
+    bench/NOTES.md, latency session 31).
     """
     # Every topic's partitions first, all at once: a topic the producer has not seen yet costs a
     # metadata round (retried every retry_backoff_ms until the broker lists it), once per topic if
@@ -129,11 +132,12 @@ async def send_many(producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]) 
         value, headers_ = bytes(row["payload"]), headers(row)
         builder = open_.get((topic, partition))
         if builder is None or builder.append(timestamp=None, key=key, value=value, headers=headers_) is None:
-            if builder is not None:  # full: queue it, continue in a new one
+            if builder is not None:  # full (closed by its append): queue it, continue in a new one
                 queued.append(await producer.send_batch(builder, topic, partition=partition))
             builder = open_[(topic, partition)] = producer.create_batch()
             if builder.append(timestamp=None, key=key, value=value, headers=headers_) is None:
                 raise ValueError(f"outbox row {row['id']} is larger than a Kafka batch")
     for (topic, partition), builder in open_.items():
+        builder.close()  # sent now, not after the linger
         queued.append(await producer.send_batch(builder, topic, partition=partition))
     return queued
