@@ -376,6 +376,48 @@ async def bench_rpcs(
     return out, peak
 
 
+def fixed_rate_plan(saturated: list[dict[str, Any]], fraction: float, conc: int) -> list[tuple[str, int]]:
+    """(name, calls a second) for `--rpc-fixed-rate`: echo and each floor at `fraction` of its own
+    saturated median rate at concurrency `conc`, each RPC at `fraction` of its floor's."""
+    rps = {x["rpc"]: x["rps"] for x in saturated if x["concurrency"] == conc}
+    plan = [(name, int(fraction * rps[name])) for name in ("echo", *FLOORS) if name in rps]
+    plan += [(name, int(fraction * rps[RPCS[name][2]])) for name in RPCS if RPCS[name][2] in rps]
+    return [(name, rate) for name, rate in plan if rate > 0]
+
+
+async def bench_rpcs_fixed_rate(
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    secret: str,
+    account: str,
+    saturated: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each RPC, its floors and echo at a fixed offered rate (`fixed_rate_plan`) with the saturated
+    rounds' concurrency 16 as the bound on calls in flight: the latency of a server that is not
+    saturated, beside the saturated p99 (results key rpcs_fixed_rate; the targets' p99 ≤ 15 ms)."""
+    ghz_bin = tool("ghz")
+    md = {"x-api-secret": secret, "api-version": "2021-07-28"}
+    conc = 16
+    out = []
+    for name, rate in fixed_rate_plan(saturated, args.rpc_fixed_rate, conc):
+        port, call = ports["echo"], "grpc.health.v1.Health.Check"
+        data: dict[str, Any] = {}
+        metadata: dict[str, str] = {}
+        if name != "echo":
+            port = ports["floor"] if name in FLOORS else ports["api"]
+            call, template = FLOORS[name] if name in FLOORS else RPCS[name][:2]
+            data, metadata = json.loads(json.dumps(template).replace("{account}", account)), md
+        found = await asyncio.to_thread(ghz, ghz_bin, port, call, data, metadata, conc, args.seconds, rate)
+        row = {"rpc": name, "concurrency": conc, "offered_rps": rate, **found}
+        print(
+            f"fixed rate c={conc} {name:16} offered {rate:6d} rps: {found['rps']:8.0f} rps"
+            f"  p50 {found['p50_ms']:6.2f} ms  p99 {found['p99_ms']:6.2f} ms  load {load_average()}",
+            flush=True,
+        )
+        out.append(row)
+    return out
+
+
 async def bench_pipeline(
     args: argparse.Namespace,
     clients: list[Client],
@@ -698,6 +740,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64], help="e.g. 1,16,64"
     )
+    parser.add_argument(
+        "--rpc-fixed-rate",
+        type=float,
+        default=0.0,
+        help="after the RPC rounds: echo, the floors and each RPC at this fraction of the (floor's)"
+        " saturated c=16 rate, e.g. 0.5 (results key rpcs_fixed_rate). Default 0: not measured",
+    )
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the saturated pipeline")
     parser.add_argument("--half-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -884,6 +933,10 @@ async def main() -> int:
                 pids = {"api": server.pid, "floor": floor.pid, "echo": echo.pid}
                 cluster = postmaster_pid(urllib.parse.urlsplit(base.database_url).port or 5432)
                 results["rpcs"], peak = await bench_rpcs(args, ports, secret, account, pids, cluster)
+                if args.rpc_fixed_rate:
+                    results["rpcs_fixed_rate"] = await bench_rpcs_fixed_rate(
+                        args, ports, secret, account, results["rpcs"]
+                    )
             if want("pipeline"):
                 # One refresh per account and job type in flight (CreateJob answers the one in flight):
                 # the saturated run's jobs need their own (account, job type) pairs, 3 job types.
