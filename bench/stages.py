@@ -7,13 +7,15 @@ Each job's milestones, all on this host's clock (PostgreSQL's and the driver's):
 - claimed: a worker's claim set the job `running` (clock_timestamp() in the claim's statement, by a
   bench-only trigger on this benchmark's own database: `install`, `remove`);
 - outcome: `jobs.completed_at` (the completer began the transaction that writes the outcome);
+- committing: that transaction's COMMIT began (clock_timestamp() in a deferred constraint trigger
+  on its outbox row, run at COMMIT: bench-only too);
 - sent: the event's Kafka record timestamp (CreateTime, ms: the relay's producer built its record,
   after the outcome committed and a relay select read it);
 - published: the job event's `outbox.published_at` (the relay's mark, after Kafka's acknowledgement);
 - consumed: the driver's consumer read the event.
 
-The trigger adds one small INSERT to each claim (and its row to the claim's commit); both shapes
-compared carry it alike.
+The triggers add one small INSERT to each claim and to each event's transaction; the runs compared
+carry them alike.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ STAGES = (
     ("queued_after_answer", "answered", "claimed"),
     ("run", "claimed", "outcome"),
     ("to_relay", "outcome", "sent"),
+    ("outcome_tx", "outcome", "committing"),
+    ("pickup", "committing", "sent"),
     ("kafka", "sent", "consumed"),
     ("mark", "sent", "published"),
     ("total", "created", "consumed"),
@@ -48,16 +52,29 @@ BEGIN
 END $$;
 CREATE OR REPLACE TRIGGER bench_job_claimed AFTER UPDATE OF status ON jobs FOR EACH ROW
   WHEN (NEW.status = 'running' AND OLD.status <> 'running') EXECUTE FUNCTION bench_job_claimed();
+CREATE UNLOGGED TABLE IF NOT EXISTS bench_event_commits (
+  event_id uuid PRIMARY KEY, committing_at timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION bench_event_committing() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO bench_event_commits VALUES (NEW.event_id, clock_timestamp()) ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS bench_event_committing ON outbox;
+CREATE CONSTRAINT TRIGGER bench_event_committing AFTER INSERT ON outbox DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION bench_event_committing();
 """
-_REMOVE = "DROP TRIGGER IF EXISTS bench_job_claimed ON jobs"
+_REMOVE = """DROP TRIGGER IF EXISTS bench_job_claimed ON jobs;
+DROP TRIGGER IF EXISTS bench_event_committing ON outbox"""
 _READ = """
 SELECT x.job_id::text AS id, extract(epoch FROM j.created_at)::float8 AS created,
        extract(epoch FROM b.claimed_at)::float8 AS claimed,
        extract(epoch FROM j.completed_at)::float8 AS outcome,
+       extract(epoch FROM e.committing_at)::float8 AS committing,
        extract(epoch FROM o.published_at)::float8 AS published
 FROM unnest($1::uuid[], $2::uuid[]) AS x(job_id, event_id)
 JOIN jobs j ON j.id = x.job_id
 LEFT JOIN bench_job_claims b ON b.id = x.job_id
+LEFT JOIN bench_event_commits e ON e.event_id = x.event_id
 LEFT JOIN outbox o ON o.event_id = x.event_id
 """
 
@@ -91,7 +108,7 @@ async def read(
         await conn.close()
     found = []
     for row in rows:
-        job = {k: row[k] for k in ("created", "claimed", "outcome", "published")}
+        job = {k: row[k] for k in ("created", "claimed", "outcome", "committing", "published")}
         if any(v is None for v in job.values()):
             continue  # not claimed while the trigger was there (cannot happen in a half-load run)
         done, sent, _ = consumed[row["id"]]

@@ -15,6 +15,7 @@ def _job(created: float, queued: float, run: float, to_relay: float) -> dict[str
         "answered": created + 0.002,
         "claimed": claimed,
         "outcome": outcome,
+        "committing": outcome + 0.005,
         "sent": sent,
         "published": sent + 0.003,
         "consumed": sent + 0.001,
@@ -33,6 +34,7 @@ def test_the_slowest_jobs_show_the_stage_that_makes_the_p99() -> None:
     assert found["total"]["p99_ms"] == 32.0  # the 198th of 200: not the two slowest
     assert found["total"]["slowest_1pct_mean_ms"] == 412.0
     assert "to_relay 20/20 (400)" in stages.line(found)
+    assert found["outcome_tx"]["p50_ms"] == 5.0 and found["pickup"]["slowest_1pct_mean_ms"] == 395.0
 
 
 def test_no_jobs() -> None:
