@@ -168,9 +168,14 @@ class Relay:
     async def _publish_stream(
         self, conn: db.Conn, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record]
     ) -> None:
-        """Publishes batch after batch while the outbox has rows, three steps overlapped: while
-        batch N waits for its acknowledgements, batch N+1 is selected; while batch N is marked
-        published (on a pool connection, its own commit), batch N+1 is sent.
+        """Publishes batch after batch while the outbox has rows, the steps overlapped: while batch
+        N is marked published (on a pool connection, its own commit), batch N+1 is sent; and after
+        a full batch N (a backlog), batch N+1 is selected while N waits for its acknowledgements.
+
+        After a batch that was not full, N+1 is selected once N is acknowledged instead: the rows
+        committed while N was in flight go in N+1, not in N+2 (a select made before the
+        acknowledgement could not see them; bench/NOTES.md, latency session 31). With a backlog
+        the select is overlapped, as the next batch is full either way.
 
         Batch N+1 is selected before N is marked, so the select leaves out the rows still in
         flight (sent, or being marked) by id — an anti-join, never "after the last id": a row that
@@ -178,6 +183,7 @@ class Relay:
         Batch N+1 is sent only after every row of N is acknowledged, so a failure resends N and
         what follows it in order (a new producer, `_lead`), and rows are marked only once acknowledged.
         """
+        batch_size = self._settings.relay_batch_size
         marking: asyncio.Task[None] | None = None
         marking_ids: list[int] = []
         try:
@@ -186,9 +192,9 @@ class Relay:
                 sending = [row["id"] for row in rows]
                 acks = await self._send(producer, rows)
                 self._wake.clear()
-                following = await conn.fetch(
-                    _SELECT_EXCLUDING, self._settings.relay_batch_size, sending + marking_ids
-                )
+                following = None
+                if len(rows) >= batch_size:  # a backlog: the next batch now, while N is acknowledged
+                    following = await conn.fetch(_SELECT_EXCLUDING, batch_size, sending + marking_ids)
                 await self._acknowledged(acks, len(rows))
                 self._acknowledged_batches += 1
                 if self._acknowledged_batches == _FAULT_EXIT_AFTER_BATCHES:
@@ -196,6 +202,8 @@ class Relay:
                 if marking is not None:
                     await marking  # one mark in flight: its failure stops the stream here
                 marking, marking_ids = asyncio.create_task(self._mark(rows, started)), sending
+                if following is None:  # N-1 is marked: only N is in flight
+                    following = await conn.fetch(_SELECT_EXCLUDING, batch_size, marking_ids)
                 rows = following
         finally:
             if marking is not None:
