@@ -18,7 +18,8 @@
 - The request id of the current work (an RPC's `x-request-id`, or the one stored with a job) lives
   in a context variable, so the events written under it carry it.
 
-No gRPC here: the API's server interceptor is set up in service/api.
+Spans that record nothing are built in service/unrecorded_spans.py. No gRPC here: the API's server
+interceptor is set up in service/api.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+from service import unrecorded_spans
+
 # What a caller's x-request-id may look like; anything else is replaced by a generated id.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
@@ -109,13 +111,7 @@ def traceparent() -> str:
         if tp is None:
             tp = pending[3] = _pending_traceparent(pending)
         return cast(str, tp)
-    return _formatted(trace.get_current_span().get_span_context())
-
-
-def _formatted(context: trace.SpanContext) -> str:
-    if not context.is_valid:
-        return ""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    return unrecorded_spans.formatted(trace.get_current_span().get_span_context())
 
 
 def _pending_traceparent(pending: list[Any]) -> str:
@@ -124,11 +120,11 @@ def _pending_traceparent(pending: list[Any]) -> str:
     for later): the flags a new trace's span has (sampled, random trace id: 03)."""
     if pending[1] is None and "traceparent" not in pending[0]:
         trace_id, span_id = (
-            random.getrandbits(128) or _random_id(128),
-            random.getrandbits(64) or _random_id(64),
+            random.getrandbits(128) or unrecorded_spans.random_id(128),
+            random.getrandbits(64) or unrecorded_spans.random_id(64),
         )
         return f"00-{trace_id:032x}-{span_id:016x}-03"
-    return _formatted(_made(pending).get_span_context())
+    return unrecorded_spans.formatted(_made(pending).get_span_context())
 
 
 def server_span(
@@ -147,7 +143,7 @@ def server_span(
         return None, _pending.set([carrier, None, None, None])
     # The caller's context, or a fresh one: never whatever context the server's loop happens to hold
     # (nor is that read: two calls into OpenTelemetry fewer per RPC).
-    parent = propagate.extract(carrier) if "traceparent" in carrier else _EMPTY_CONTEXT
+    parent = propagate.extract(carrier) if "traceparent" in carrier else unrecorded_spans.EMPTY_CONTEXT
     if request_id:
         attributes = {**attributes, "paylink.request_id": request_id}
     span = tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
@@ -170,15 +166,17 @@ def _made(pending: list[Any]) -> trace.Span:
         carrier, tp = pending[0], pending[3]
         if "traceparent" in carrier:
             parent = propagate.extract(carrier)
-            span = _unrecorded(parent)
+            span = unrecorded_spans.unrecorded(parent)
         elif tp is not None:  # a new trace whose ids `traceparent()` drew already
-            parent = _EMPTY_CONTEXT
+            parent = unrecorded_spans.EMPTY_CONTEXT
             span = trace.NonRecordingSpan(
-                trace.SpanContext(int(tp[3:35], 16), int(tp[36:52], 16), False, _NEW_TRACE_FLAGS)
+                trace.SpanContext(
+                    int(tp[3:35], 16), int(tp[36:52], 16), False, unrecorded_spans.NEW_TRACE_FLAGS
+                )
             )
         else:
-            parent = _EMPTY_CONTEXT
-            span = _unrecorded(parent)
+            parent = unrecorded_spans.EMPTY_CONTEXT
+            span = unrecorded_spans.unrecorded(parent)
         pending[1], pending[2] = span, parent
     return cast(trace.Span, span)
 
@@ -247,7 +245,7 @@ def continued_span(
     tests/unit/test_tracing_spans.py)."""
     if recording():
         return span(name, context=continued(tp), kind=kind, attributes=attributes)
-    return _nested(_UnrecordedChild(tp))
+    return _nested(unrecorded_spans.UnrecordedChild(tp))
 
 
 def span(
@@ -275,56 +273,7 @@ def span(
                 set_status_on_exception=set_status_on_exception,
             )
         )
-    return _nested(_UnrecordedBlock(context))
-
-
-class _UnrecordedBlock:
-    """`span`'s block when nothing would record it: an unrecorded child span, current inside."""
-
-    __slots__ = ("_context", "_token")
-
-    def __init__(self, context: otel_context.Context | None) -> None:
-        self._context = context
-        self._token: object = None
-
-    def __enter__(self) -> trace.Span:
-        context = self._context
-        unrecorded = _unrecorded(context if context is not None else otel_context.get_current())
-        self._token = otel_context.attach(trace.set_span_in_context(unrecorded, context))
-        return unrecorded
-
-    def __exit__(self, *_: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
-
-
-class _UnrecordedChild:
-    """`continued_span`'s block when nothing would record it."""
-
-    __slots__ = ("_token", "_tp")
-
-    def __init__(self, tp: str) -> None:
-        self._tp = tp
-        self._token: object = None
-
-    def __enter__(self) -> trace.Span:
-        tp = self._tp
-        base: otel_context.Context | None = _EMPTY_CONTEXT
-        if not tp or not _TRACEPARENT.match(tp):  # `continued` refuses it: a child of the current span
-            unrecorded = _unrecorded(otel_context.get_current())
-            base = None
-        else:
-            trace_id = int(tp[3:35], 16)
-            if tp[0:2] == "ff" or trace_id == 0 or int(tp[36:52], 16) == 0:  # nothing to continue
-                trace_id, flags = _random_id(128), _NEW_TRACE_FLAGS
-            else:
-                flags = trace.TraceFlags(int(tp[53:55], 16) & _INHERITED_FLAGS)
-            context = trace.SpanContext(trace_id, _random_id(64), False, flags)
-            unrecorded = trace.NonRecordingSpan(context)
-        self._token = otel_context.attach(trace.set_span_in_context(unrecorded, base))
-        return unrecorded
-
-    def __exit__(self, *_: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
+    return _nested(unrecorded_spans.UnrecordedBlock(context))
 
 
 def end_span(span: trace.Span | None, token: object, code: int, error: str | None) -> None:
@@ -341,40 +290,11 @@ def end_span(span: trace.Span | None, token: object, code: int, error: str | Non
     otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
 
 
-def _unrecorded(parent: otel_context.Context | None) -> trace.Span:
-    """A span with a new span id (and a new trace id without a parent), recording nothing. Its flags
-    are those the SDK's default sampler gives a span: the parent's sampled and random-trace-id bits,
-    or both set on a new trace."""
-    remote = trace.get_current_span(parent).get_span_context() if parent else None  # {}: no span in it
-    if remote is not None and remote.is_valid:
-        trace_id, state = remote.trace_id, remote.trace_state
-        flags = trace.TraceFlags(
-            remote.trace_flags & (trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
-        )
-    else:
-        trace_id, state, flags = random.getrandbits(128) or _random_id(128), None, _NEW_TRACE_FLAGS
-    context = trace.SpanContext(trace_id, random.getrandbits(64) or _random_id(64), False, flags, state)
-    return trace.NonRecordingSpan(context)
-
-
-_NEW_TRACE_FLAGS = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
-_INHERITED_FLAGS = trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID
-_EMPTY_CONTEXT = otel_context.Context()
-
-
-def _random_id(bits: int) -> int:
-    """A random trace (128 bits) or span (64 bits) id, never 0 (the SDK's RandomIdGenerator's way)."""
-    while True:
-        value = random.getrandbits(bits)
-        if value:
-            return value
-
-
 def continued(tp: str) -> otel_context.Context | None:
     """The context to start a child span of a stored traceparent in (None: a new trace): the
     context the W3C propagator extracts from it (a traceparent alone, no tracestate), read without
     the propagator's carrier and second parse (tests/unit/test_tracing_spans.py)."""
-    if not tp or not _TRACEPARENT.match(tp):
+    if not tp or not unrecorded_spans.TRACEPARENT.match(tp):
         return None
     version, trace_id, span_id = tp[0:2], tp[3:35], tp[36:52]
     if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:

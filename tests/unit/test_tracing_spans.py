@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from service import tracing
+from service import tracing, unrecorded_spans
 from service.drivers import traced as drivers_traced
 from service.drivers.base import AccessGrant, Credentials, JobContext, JobPending, LoggedIn, PlatformError
 from service.drivers.sandbox import SANDBOX_ADP, SandboxDriver
@@ -132,13 +132,13 @@ def test_a_call_that_reads_no_trace_context_makes_no_span(monkeypatch: pytest.Mo
     """The pending server span is made on its first read, once: every read in the call (and in a task
     the call starts) sees the same span; a call that reads none (GetAccount) makes none."""
     made: list[trace.Span] = []
-    unrecorded = tracing._unrecorded
+    unrecorded = unrecorded_spans.unrecorded
 
     def counted(parent: otel_context.Context | None) -> trace.Span:
         made.append(unrecorded(parent))
         return made[-1]
 
-    monkeypatch.setattr(tracing, "_unrecorded", counted)
+    monkeypatch.setattr(unrecorded_spans, "unrecorded", counted)
     span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
     tracing.end_span(span, token, 0, None)
     assert made == []
@@ -266,7 +266,7 @@ def test_a_stored_traceparent_is_continued_as_the_w3c_propagator_reads_it(tp: st
     # itself, to the same context the propagator extracts (None where our own check refuses it).
     ours = tracing.continued(tp)
     if ours is None:
-        assert tp == "" or tracing._TRACEPARENT.match(tp) is None
+        assert tp == "" or unrecorded_spans.TRACEPARENT.match(tp) is None
         return
     theirs = TraceContextTextMapPropagator().extract({"traceparent": tp})
     assert ours.keys() == theirs.keys()  # the spans themselves compare by identity: below
