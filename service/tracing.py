@@ -221,14 +221,6 @@ class _Surfaced:
         _pending.reset(tokens[0])
 
 
-def _nested(
-    block: contextlib.AbstractContextManager[trace.Span],
-) -> contextlib.AbstractContextManager[trace.Span]:
-    """`block` as it is, or surfacing the current call's pending server span around it."""
-    pending = _pending.get()
-    return block if pending is None else _Surfaced(block, pending)
-
-
 def recording() -> bool:
     """Whether a span made now would be recorded: the provider has a span processor (an exporter, or
     a test's in-memory one). Else spans only carry context, and one whose context nothing inside
@@ -245,7 +237,9 @@ def continued_span(
     tests/unit/test_tracing_spans.py)."""
     if recording():
         return span(name, context=continued(tp), kind=kind, attributes=attributes)
-    return _nested(unrecorded_spans.UnrecordedChild(tp))
+    block = unrecorded_spans.UnrecordedChild(tp)
+    pending = _pending.get()  # inline, not a function: a job makes one of these
+    return block if pending is None else _Surfaced(block, pending)
 
 
 def span(
@@ -262,18 +256,20 @@ def span(
     only carries its new context (as `server_span`: what the work inside stores is the same, at a
     fraction of the cost: a job's span and its platform calls' were a fifth of a worker's CPU). The
     unrecorded one is a plain object, not a generator's context manager (a job makes three)."""
+    block: contextlib.AbstractContextManager[trace.Span]
     if getattr(trace.get_tracer_provider(), "processing", True):
-        return _nested(
-            tracer.start_as_current_span(
-                name,
-                context=context,
-                kind=kind,
-                attributes=attributes,
-                record_exception=record_exception,
-                set_status_on_exception=set_status_on_exception,
-            )
+        block = tracer.start_as_current_span(
+            name,
+            context=context,
+            kind=kind,
+            attributes=attributes,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
         )
-    return _nested(unrecorded_spans.UnrecordedBlock(context))
+    else:
+        block = unrecorded_spans.UnrecordedBlock(context)
+    pending = _pending.get()  # a block inside a call whose server span is pending: surfaces it
+    return block if pending is None else _Surfaced(block, pending)
 
 
 def end_span(span: trace.Span | None, token: object, code: int, error: str | None) -> None:
