@@ -12,7 +12,7 @@ says exactly what is left; the next `EraseEndUser` call for that user, or the ba
 2. wait_for_jobs: while a job of those accounts is queued, running or pending the erasure waits
    (state waiting_for_jobs; a disconnected account's jobs end quickly). Nothing that a job could
    still write is erased before the job is over.
-3. data: stored results and paystubs (results.py), shifts, tax forms and documents (records_store.py).
+3. data: stored results and paystubs (results.py), shifts and tax forms (records_store.py), documents (documents.py).
 4. history: what sessions, link tokens and jobs kept about the person (deposit targets, MFA
    prompts, sealed session state, login fingerprints, job parameters).
 5. idempotency: stored responses that name the end user or one of the accounts.
@@ -40,6 +40,7 @@ from service import (
     accounts,
     audit,
     db,
+    documents,
     errors,
     idempotency,
     ids,
@@ -103,7 +104,8 @@ async def _wait_for_jobs(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts |
 
 async def _data(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:
     erased = await results.erase(work.conn, plan["account_ids"])
-    return erased | await records_store.erase(work.conn, plan["account_ids"])
+    erased |= await records_store.erase(work.conn, plan["account_ids"])
+    return erased | {"documents": await documents.erase(work.conn, plan["account_ids"])}
 
 
 async def _history(work: uow.UnitOfWork, plan: asyncpg.Record) -> Counts:

@@ -69,7 +69,7 @@ async def reencrypt(pool: db.Pool, vault: Vault, batch: int = 500) -> dict[str, 
         if sealer not in ran:
             ran.add(sealer)
             counts.update(await sealer(pool, vault, min(batch, 200)))
-    counts.update(await records_store.seal_existing_documents(pool, vault, min(batch, 200)))
+    counts.update(await documents.rekey_set_digests(pool, vault, min(batch, 200)))
     return counts
 
 

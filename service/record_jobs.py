@@ -107,4 +107,4 @@ async def store(
     elif records.name == J.JOB_NAME_TAX_FORMS:
         await records_store.store_tax_forms(conn, vault, account_id, records.tax_forms, at)
     else:
-        await records_store.store_documents(conn, vault, store_, account_id, records.documents, at)
+        await documents.store_fetched(conn, vault, store_, account_id, records.documents, at)

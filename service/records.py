@@ -115,10 +115,8 @@ async def list_documents(
     filters = {"a": request.account_id, "t": request.type}
     after = _date_cursor(pagination.decode(request.page_token, filters))
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
-    rows = await records_store.document_rows(deps.audited, record, request.type, after, size + 1)
-    response = account_pb2.ListDocumentsResponse(
-        documents=[records_store.document_from_row(r) for r in rows[:size]]
-    )
+    rows = await documents.list_rows(deps.audited, record, request.type, after, size + 1)
+    response = account_pb2.ListDocumentsResponse(documents=[documents.from_row(r) for r in rows[:size]])
     if len(rows) > size:
         last = rows[size - 1]
         response.next_page_token = pagination.encode(
@@ -137,7 +135,7 @@ async def _document(deps: Deps, who: audit.Who, account_id: str, document_id: st
     account = await accounts.fetch(deps.pool, who.workspace_id, account_id)
     parsed = ids.parse_uuid(document_id)
     record = _record(who, privacy_pb2.AUDIT_RESOURCE_DOCUMENTS, account)
-    row = await records_store.document_row(deps.audited, record, parsed) if parsed else None
+    row = await documents.get_row(deps.audited, record, parsed) if parsed else None
     if row is None:
         raise errors.not_found("document", document_id)
     return row
@@ -146,9 +144,7 @@ async def _document(deps: Deps, who: audit.Who, account_id: str, document_id: st
 async def get_document(
     deps: Deps, who: audit.Who, request: account_pb2.GetDocumentRequest
 ) -> document_pb2.Document:
-    return records_store.document_from_row(
-        await _document(deps, who, request.account_id, request.document_id)
-    )
+    return documents.from_row(await _document(deps, who, request.account_id, request.document_id))
 
 
 def chunk_size(value: int) -> int:
@@ -170,7 +166,7 @@ async def download_document(
     Every error (bad chunk size, unknown account or document) is raised before the first chunk."""
     size = chunk_size(request.chunk_size)
     row = await _document(deps, who, request.account_id, request.document_id)
-    meta = records_store.document_from_row(row)
+    meta = documents.from_row(row)
     return _chunks(deps.documents, deps.pool, deps.vault, row, meta, size)
 
 

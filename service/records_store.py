@@ -1,6 +1,6 @@
-"""Storage of shifts, tax forms and documents: every write and every read of their tables.
+"""Storage of shifts and tax forms: every write and every read of their tables.
 
-The one writer of `shifts`, `tax_forms` and `documents` (document bytes: service/documents.py).
+The one writer of `shifts` and `tax_forms` (documents, metadata and bytes: service/documents.py).
 Shifts and tax forms are personal data, sealed per record (service/pii.py: AAD
 `pii:<shift|tax_form>:<account_id>:<external_id>`) by the write functions (`store_*`) and opened
 by the decode functions (`*_from_row`). Writes run in the job outcome's transaction; each upserts
@@ -12,17 +12,15 @@ records write their audit record in the same statement (service/audit.py: `attac
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import Sequence
 
 import asyncpg
-from paylink.v1 import common_pb2, document_pb2, shift_pb2, tax_form_pb2
+from paylink.v1 import common_pb2, shift_pb2, tax_form_pb2
 
 from service import audit, db, ids, pii, results, sealed, timeutil
 from service.audit_commit import GroupCommit
-from service.documents import DocumentStore
-from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
+from service.drivers.base import FetchedShift, FetchedTaxForm
 from service.vault import Vault
 
 # -- writes ----------------------------------------------------------------------------------------
@@ -50,29 +48,6 @@ INSERT INTO tax_forms (id, account_id, external_id, year, document_external_id, 
 SELECT i, $2, e, y, x, b FROM v WHERE NOT EXISTS (SELECT FROM tax_forms f WHERE f.account_id = $2 AND f.external_id = v.e)
 ON CONFLICT (account_id, external_id) DO UPDATE SET data = EXCLUDED.data, year = EXCLUDED.year,
   document_external_id = EXCLUDED.document_external_id
-"""
-_DOCUMENT_SET = """type = {new}.type, name = {new}.name, content_type = {new}.content_type,
-  size_bytes = {new}.size_bytes, sha256 = {new}.sha256, pay_date = {new}.pay_date, year = {new}.year,
-  sort_date = {new}.sort_date,
-  updated_at = CASE WHEN documents.sha256 = {new}.sha256 THEN documents.updated_at ELSE {new}.updated_at END"""
-_DOCUMENT_UPSERT = f"""
-WITH v AS (
-  SELECT $1::uuid AS id, $3::text AS external_id, $4::smallint AS type, $5::text AS name, $6::text AS content_type,
-         $7::int AS size_bytes, $8::bytea AS sha256, $9::date AS pay_date, $10::int AS year,
-         $11::date AS sort_date, $12::timestamptz AS updated_at),
-updated AS (
-  UPDATE documents SET {_DOCUMENT_SET.format(new="v")}
-  FROM v WHERE documents.account_id = $2 AND documents.external_id = v.external_id
-  RETURNING documents.id, false AS inserted, documents.updated_at = $12 AS changed),
-inserted AS (
-  INSERT INTO documents (id, account_id, external_id, type, name, content_type, size_bytes, sha256,
-                         pay_date, year, sort_date, created_at, updated_at)
-  SELECT id, $2, external_id, type, name, content_type, size_bytes, sha256, pay_date, year, sort_date,
-         updated_at, updated_at
-  FROM v WHERE NOT EXISTS (SELECT FROM documents d WHERE d.account_id = $2 AND d.external_id = v.external_id)
-  ON CONFLICT (account_id, external_id) DO UPDATE SET {_DOCUMENT_SET.format(new="EXCLUDED")}
-  RETURNING id, (xmax = 0) AS inserted, updated_at = $12 AS changed)
-SELECT * FROM updated UNION ALL SELECT * FROM inserted
 """
 
 
@@ -136,47 +111,6 @@ async def store_tax_forms(
         ]
     )
     await results.mark_set(conn, vault, account_id, common_pb2.JOB_NAME_TAX_FORMS, parts, at)
-
-
-def _sort_date(info: DocumentInfo) -> dt.date:
-    if info.pay_date:
-        return dt.date.fromisoformat(info.pay_date)
-    return dt.date(min(max(info.year, 1), 9999), 12, 31)
-
-
-async def store_documents(
-    conn: db.Conn,
-    vault: Vault,
-    store: DocumentStore,
-    account_id: uuid.UUID,
-    fetched: Sequence[tuple[DocumentInfo, bytes]],
-    at: dt.datetime,
-) -> None:
-    """Upserts document metadata by the platform's id and hands the bytes to `store` when they are
-    new or changed (by SHA-256), which seals them. The caller checked sizes and hashes."""
-    for info, content in fetched:
-        digest = hashlib.sha256(content).digest()
-        row = await conn.fetchrow(
-            _DOCUMENT_UPSERT,
-            ids.new_id(),
-            account_id,
-            info.external_id,
-            info.type,
-            info.name,
-            info.content_type,
-            len(content),
-            digest,
-            dt.date.fromisoformat(info.pay_date) if info.pay_date else None,
-            info.year,
-            _sort_date(info),
-            at,
-        )
-        if row is None:  # fenced by an erasure: nothing is stored
-            return
-        if row["inserted"] or row["changed"]:
-            await store.put(conn, vault, account_id, row["id"], content)
-    parts = pii.set_parts([(info.external_id, hashlib.sha256(content).digest()) for info, content in fetched])
-    await results.mark_set(conn, vault, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, at)
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -273,69 +207,6 @@ def tax_form_from_row(vault: Vault, row: asyncpg.Record) -> tax_form_pb2.TaxForm
     return form
 
 
-_DOCUMENT_COLUMNS = "id, account_id, type, name, content_type, size_bytes, sha256, pay_date, year, sort_date, created_at, updated_at"
-_DOCUMENTS = audit.attach(
-    f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE account_id = $1 AND ($2 = 0 OR type = $2)"
-    " AND ($3::date IS NULL OR (sort_date, id) < ($3, $4))"
-    " ORDER BY sort_date DESC, id DESC LIMIT $5",
-    5,
-)
-# One document and, when found, the read's audit record (account and end user from the row).
-_DOCUMENT = audit.attach(
-    f"SELECT $3::text AS end_user_id, {_DOCUMENT_COLUMNS} FROM documents WHERE id = $1 AND account_id = $2",
-    3,
-    subject="SELECT account_id, end_user_id FROM target",
-)
-
-
-async def document_rows(
-    reads: GroupCommit,
-    record: audit.Record,
-    doc_type: int,
-    after: tuple[dt.date, uuid.UUID] | None,
-    limit: int,
-) -> list[asyncpg.Record]:
-    """Documents of the record's account newest first (optionally of one type), after a (sort date,
-    id) cursor; writes the read's audit record."""
-    return list(
-        await reads.fetch(
-            _DOCUMENTS,
-            record.account_id,
-            doc_type,
-            after[0] if after else None,
-            after[1] if after else None,
-            limit,
-            *record.args(),
-        )
-    )
-
-
-async def document_row(
-    reads: GroupCommit, record: audit.Record, document_id: uuid.UUID
-) -> asyncpg.Record | None:
-    """One document of the record's account; writes the read's audit record when it exists."""
-    return await reads.fetchrow(
-        _DOCUMENT, document_id, record.account_id, record.end_user_id, *record.args(from_subject=True)
-    )
-
-
-def document_from_row(row: asyncpg.Record) -> document_pb2.Document:
-    doc = document_pb2.Document(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        type=row["type"],
-        name=row["name"],
-        content_type=row["content_type"],
-        size_bytes=row["size_bytes"],
-        sha256=bytes(row["sha256"]).hex(),
-        pay_date=row["pay_date"].isoformat() if row["pay_date"] else "",
-        year=row["year"],
-    )
-    timeutil.set_ts(doc.created_at, row["created_at"])
-    timeutil.set_ts(doc.updated_at, row["updated_at"])
-    return doc
-
-
 # --- Sealing rows stored before sealing; re-sealing after a rotation (`vault reencrypt`) ----------
 
 _ITEMS: dict[str, tuple[pii.Kind, int, str]] = {
@@ -390,35 +261,10 @@ async def _seal_table(pool: db.Pool, vault: Vault, table: str, batch: int) -> in
     return done
 
 
-async def seal_existing_documents(pool: db.Pool, vault: Vault, batch: int) -> dict[str, int]:
-    """Re-keys the set digest of every account's documents (their bytes: documents.seal_existing)."""
-    done, last = 0, None
-    while accounts := await pool.fetch(
-        "SELECT DISTINCT account_id FROM documents WHERE ($1::uuid IS NULL OR account_id > $1)"
-        " ORDER BY account_id LIMIT $2",
-        last,
-        batch,
-    ):
-        last = accounts[-1]["account_id"]
-        for account in accounts:
-            account_id = account["account_id"]
-            old = await results.set_digest(pool, account_id, common_pb2.JOB_NAME_DOCUMENTS)
-            rows = await pool.fetch(
-                "SELECT external_id, sha256 FROM documents WHERE account_id = $1", account_id
-            )
-            parts = pii.set_parts([(r["external_id"], bytes(r["sha256"])) for r in rows])
-            done += await results.rekey_set_digest(
-                pool, vault, account_id, common_pb2.JOB_NAME_DOCUMENTS, parts, old
-            )
-    return {"job_results.content_hash.documents": done}
-
-
 async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, int]:
-    """Deletes every shift, tax form and document of these accounts (an erasure; a document's
-    bytes in `document_contents` go with it, ON DELETE CASCADE; a DocumentStore outside PostgreSQL
-    would delete its objects here too). Returns counts."""
+    """Deletes every shift and tax form of these accounts (an erasure). Returns counts."""
     counts = {}
-    for table in ("shifts", "tax_forms", "documents"):
+    for table in ("shifts", "tax_forms"):
         status = await conn.execute(f"DELETE FROM {table} WHERE account_id = ANY($1::uuid[])", account_ids)
         counts[table] = int(status.rsplit(" ", 1)[-1])
     return counts

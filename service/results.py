@@ -224,7 +224,7 @@ async def erase(conn: db.Executor, account_ids: list[uuid.UUID]) -> dict[str, in
     return counts
 
 
-# --- Sets of records kept elsewhere (shifts, tax forms, documents: service/records_store.py) -----
+# --- Sets of records kept elsewhere (shifts, tax forms: records_store.py; documents.py) -----
 
 # The set's row updated, or inserted when there is none: the fence fires once (as `_UPSERT`).
 _MARK_CHANGE = """

@@ -5,15 +5,21 @@
   (`OTEL_TRACES_EXPORTER=otlp`, or an `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`): off by default.
   `OTEL_SDK_DISABLED=true` turns the SDK off (no spans: only a caller's own context is passed on).
 - `server_span()` starts an RPC's span: a recorded SDK span when the provider has a span processor
-  (an exporter, or a test's in-memory one), else a span that only carries its new context (trace
-  id, span id: what jobs, link tokens and events store), which costs a tenth as much.
+  (an exporter, or a test's in-memory one), else a *pending* one: only the caller's metadata is
+  kept, and the span (a new span id, in the caller's trace or a new one: what jobs, link tokens and
+  events store) is made the first time something inside the call reads the trace context through
+  this module (`traceparent()`, `current_span()`, a child `span()`), once. A call that reads none
+  (GetAccount) makes no span at all. OpenTelemetry's own current context is not set by a pending
+  span: trace context is read through this module's helpers, which surface it (nothing else in
+  paylink reads `opentelemetry.context` directly; no instrumentation library is installed).
 - A W3C `traceparent` string is how a trace context is stored (jobs, link tokens, outbox rows) and
   sent (Kafka header). `traceparent()` reads the current one; `continued(tp)` is the context to start
   a child span in.
 - The request id of the current work (an RPC's `x-request-id`, or the one stored with a job) lives
   in a context variable, so the events written under it carry it.
 
-No gRPC here: the API's server interceptor is set up in service/api.
+Spans that record nothing are built in service/unrecorded_spans.py. No gRPC here: the API's server
+interceptor is set up in service/api.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ import os
 import random
 import re
 from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+from service import unrecorded_spans
+
 # What a caller's x-request-id may look like; anything else is replaced by a generated id.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
@@ -87,32 +96,129 @@ def shutdown() -> None:
         flush(timeout_millis=5000)
 
 
+def current_span() -> trace.Span:
+    """The current span: a pending server span's (made now if it was not yet), else OpenTelemetry's."""
+    pending = _pending.get()
+    return trace.get_current_span() if pending is None else _made(pending)
+
+
 def traceparent() -> str:
     """The current span's context as a W3C traceparent ('' when there is none): what the W3C
     propagator injects, without its carrier."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return ""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    pending = _pending.get()
+    if pending is not None:
+        tp = pending[3]
+        if tp is None:
+            tp = pending[3] = _pending_traceparent(pending)
+        return cast(str, tp)
+    return unrecorded_spans.formatted(trace.get_current_span().get_span_context())
+
+
+def _pending_traceparent(pending: list[Any]) -> str:
+    """A pending server span's traceparent. On a new trace (no `traceparent` from the caller), with
+    the span not yet made, only its ids are drawn (`_made` makes the span from them if it is asked
+    for later): the flags a new trace's span has (sampled, random trace id: 03)."""
+    if pending[1] is None and "traceparent" not in pending[0]:
+        trace_id, span_id = (
+            random.getrandbits(128) or unrecorded_spans.random_id(128),
+            random.getrandbits(64) or unrecorded_spans.random_id(64),
+        )
+        return f"00-{trace_id:032x}-{span_id:016x}-03"
+    return unrecorded_spans.formatted(_made(pending).get_span_context())
 
 
 def server_span(
     name: str, carrier: Mapping[str, str], attributes: Mapping[str, AttributeValue], request_id: str = ""
-) -> tuple[trace.Span, object]:
+) -> tuple[trace.Span | None, object]:
     """Starts an RPC's SERVER span, continuing the caller's trace context (`traceparent` in
-    `carrier`, the call's metadata) or starting a new trace, and makes it current; returns it with the token `end_span`
-    takes. Recorded only when a span processor would see it (see the module's docstring), with
-    `attributes` and `request_id` as `paylink.request_id` (the attributes are not built otherwise)."""
+    `carrier`, the call's metadata) or starting a new trace, and makes it current; returns it with
+    the token `end_span` takes. Recorded when a span processor would see it (see the module's
+    docstring), with `attributes` and `request_id` as `paylink.request_id`; else pending (None is
+    returned for the span): made only if something inside the call reads the trace context, from
+    `carrier` as it is now (the caller's metadata, not changed after)."""
+    if not getattr(trace.get_tracer_provider(), "processing", True):
+        # [the caller's metadata, the span once made, its parent context, its traceparent once read]:
+        # one list per call, shared by the tasks the call starts (they copy the context variable),
+        # so they all see one span.
+        return None, _pending.set([carrier, None, None, None])
     # The caller's context, or a fresh one: never whatever context the server's loop happens to hold
     # (nor is that read: two calls into OpenTelemetry fewer per RPC).
-    parent = propagate.extract(carrier) if "traceparent" in carrier else _EMPTY_CONTEXT
-    if getattr(trace.get_tracer_provider(), "processing", True):
-        if request_id:
-            attributes = {**attributes, "paylink.request_id": request_id}
-        span = tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
-    else:
-        span = _unrecorded(parent)
+    parent = propagate.extract(carrier) if "traceparent" in carrier else unrecorded_spans.EMPTY_CONTEXT
+    if request_id:
+        attributes = {**attributes, "paylink.request_id": request_id}
+    span = tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+# The current call's pending server span (`server_span` without a span processor), or None.
+_pending: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "paylink_pending_server_span", default=None
+)
+# `end_span` of a pending server span (None), as the context variable's own method: no Python frame.
+end_pending: Callable[[Any], None] = _pending.reset
+
+
+def _made(pending: list[Any]) -> trace.Span:
+    """A pending server span, made the first time it is asked for: the span `server_span` made
+    before spans were lazy (an unrecorded child of the caller's context, or a new trace)."""
+    span = pending[1]
+    if span is None:
+        carrier, tp = pending[0], pending[3]
+        if "traceparent" in carrier:
+            parent = propagate.extract(carrier)
+            span = unrecorded_spans.unrecorded(parent)
+        elif tp is not None:  # a new trace whose ids `traceparent()` drew already
+            parent = unrecorded_spans.EMPTY_CONTEXT
+            span = trace.NonRecordingSpan(
+                trace.SpanContext(
+                    int(tp[3:35], 16), int(tp[36:52], 16), False, unrecorded_spans.NEW_TRACE_FLAGS
+                )
+            )
+        else:
+            parent = unrecorded_spans.EMPTY_CONTEXT
+            span = unrecorded_spans.unrecorded(parent)
+        pending[1], pending[2] = span, parent
+    return cast(trace.Span, span)
+
+
+class _Surfaced:
+    """A span's block inside a call whose server span is pending: for the block, that span is made
+    and current in OpenTelemetry's context (so the block's span is its child, and any reader of
+    OpenTelemetry's context inside sees it) and no longer pending (so `traceparent()` reads the
+    block's span)."""
+
+    __slots__ = ("_block", "_pending", "_tokens")
+
+    def __init__(self, block: contextlib.AbstractContextManager[trace.Span], pending: list[Any]) -> None:
+        self._block = block
+        self._pending = pending
+        self._tokens: tuple[contextvars.Token[list[Any] | None], object] | None = None
+
+    def __enter__(self) -> trace.Span:
+        pending = self._pending
+        span = _made(pending)
+        surfaced = otel_context.attach(trace.set_span_in_context(span, pending[2]))
+        self._tokens = (_pending.set(None), surfaced)
+        try:
+            return self._block.__enter__()
+        except BaseException:
+            self._restore()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        try:
+            return self._block.__exit__(kind, exc, tb)
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        tokens = self._tokens
+        assert tokens is not None
+        self._tokens = None
+        otel_context.detach(tokens[1])  # type: ignore[arg-type]  # the token attach returned
+        _pending.reset(tokens[0])
 
 
 def recording() -> bool:
@@ -131,7 +237,9 @@ def continued_span(
     tests/unit/test_tracing_spans.py)."""
     if recording():
         return span(name, context=continued(tp), kind=kind, attributes=attributes)
-    return _UnrecordedChild(tp)
+    block = unrecorded_spans.UnrecordedChild(tp)
+    pending = _pending.get()  # inline, not a function: a job makes one of these
+    return block if pending is None else _Surfaced(block, pending)
 
 
 def span(
@@ -148,8 +256,9 @@ def span(
     only carries its new context (as `server_span`: what the work inside stores is the same, at a
     fraction of the cost: a job's span and its platform calls' were a fifth of a worker's CPU). The
     unrecorded one is a plain object, not a generator's context manager (a job makes three)."""
+    block: contextlib.AbstractContextManager[trace.Span]
     if getattr(trace.get_tracer_provider(), "processing", True):
-        return tracer.start_as_current_span(
+        block = tracer.start_as_current_span(
             name,
             context=context,
             kind=kind,
@@ -157,60 +266,18 @@ def span(
             record_exception=record_exception,
             set_status_on_exception=set_status_on_exception,
         )
-    return _UnrecordedBlock(context)
+    else:
+        block = unrecorded_spans.UnrecordedBlock(context)
+    pending = _pending.get()  # a block inside a call whose server span is pending: surfaces it
+    return block if pending is None else _Surfaced(block, pending)
 
 
-class _UnrecordedBlock:
-    """`span`'s block when nothing would record it: an unrecorded child span, current inside."""
-
-    __slots__ = ("_context", "_token")
-
-    def __init__(self, context: otel_context.Context | None) -> None:
-        self._context = context
-        self._token: object = None
-
-    def __enter__(self) -> trace.Span:
-        context = self._context
-        unrecorded = _unrecorded(context if context is not None else otel_context.get_current())
-        self._token = otel_context.attach(trace.set_span_in_context(unrecorded, context))
-        return unrecorded
-
-    def __exit__(self, *_: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
-
-
-class _UnrecordedChild:
-    """`continued_span`'s block when nothing would record it."""
-
-    __slots__ = ("_token", "_tp")
-
-    def __init__(self, tp: str) -> None:
-        self._tp = tp
-        self._token: object = None
-
-    def __enter__(self) -> trace.Span:
-        tp = self._tp
-        base: otel_context.Context | None = _EMPTY_CONTEXT
-        if not tp or not _TRACEPARENT.match(tp):  # `continued` refuses it: a child of the current span
-            unrecorded = _unrecorded(otel_context.get_current())
-            base = None
-        else:
-            trace_id = int(tp[3:35], 16)
-            if tp[0:2] == "ff" or trace_id == 0 or int(tp[36:52], 16) == 0:  # nothing to continue
-                trace_id, flags = _random_id(128), _NEW_TRACE_FLAGS
-            else:
-                flags = trace.TraceFlags(int(tp[53:55], 16) & _INHERITED_FLAGS)
-            context = trace.SpanContext(trace_id, _random_id(64), False, flags)
-            unrecorded = trace.NonRecordingSpan(context)
-        self._token = otel_context.attach(trace.set_span_in_context(unrecorded, base))
-        return unrecorded
-
-    def __exit__(self, *_: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token attach returned
-
-
-def end_span(span: trace.Span, token: object, code: int, error: str | None) -> None:
-    """Ends a server span with its gRPC status code (`error`: the message of a failed call)."""
+def end_span(span: trace.Span | None, token: object, code: int, error: str | None) -> None:
+    """Ends a server span with its gRPC status code (`error`: the message of a failed call); a
+    pending one (None) is no longer current, made or not."""
+    if span is None:
+        _pending.reset(token)  # type: ignore[arg-type]  # the token server_span's set returned
+        return
     if type(span) is not trace.NonRecordingSpan and span.is_recording():
         span.set_attribute("rpc.grpc.status_code", code)
         if error is not None:
@@ -219,40 +286,11 @@ def end_span(span: trace.Span, token: object, code: int, error: str | None) -> N
     otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
 
 
-def _unrecorded(parent: otel_context.Context | None) -> trace.Span:
-    """A span with a new span id (and a new trace id without a parent), recording nothing. Its flags
-    are those the SDK's default sampler gives a span: the parent's sampled and random-trace-id bits,
-    or both set on a new trace."""
-    remote = trace.get_current_span(parent).get_span_context() if parent else None  # {}: no span in it
-    if remote is not None and remote.is_valid:
-        trace_id, state = remote.trace_id, remote.trace_state
-        flags = trace.TraceFlags(
-            remote.trace_flags & (trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
-        )
-    else:
-        trace_id, state, flags = random.getrandbits(128) or _random_id(128), None, _NEW_TRACE_FLAGS
-    context = trace.SpanContext(trace_id, random.getrandbits(64) or _random_id(64), False, flags, state)
-    return trace.NonRecordingSpan(context)
-
-
-_NEW_TRACE_FLAGS = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
-_INHERITED_FLAGS = trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID
-_EMPTY_CONTEXT = otel_context.Context()
-
-
-def _random_id(bits: int) -> int:
-    """A random trace (128 bits) or span (64 bits) id, never 0 (the SDK's RandomIdGenerator's way)."""
-    while True:
-        value = random.getrandbits(bits)
-        if value:
-            return value
-
-
 def continued(tp: str) -> otel_context.Context | None:
     """The context to start a child span of a stored traceparent in (None: a new trace): the
     context the W3C propagator extracts from it (a traceparent alone, no tracestate), read without
     the propagator's carrier and second parse (tests/unit/test_tracing_spans.py)."""
-    if not tp or not _TRACEPARENT.match(tp):
+    if not tp or not unrecorded_spans.TRACEPARENT.match(tp):
         return None
     version, trace_id, span_id = tp[0:2], tp[3:35], tp[36:52]
     if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:

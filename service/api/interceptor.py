@@ -6,7 +6,8 @@ paylink.v1 call, in order:
 
 - a request that is not a readable message, holds a NUL character or a malformed id answers
   INVALID_ARGUMENT before anything else (service/api/decoding.py swapped its deserializer);
-- the SERVER span starts, continuing the caller's `traceparent` (service/tracing.py);
+- the SERVER span starts, continuing the caller's `traceparent` (service/tracing.py; without a span
+  processor it is pending, made only if the call stores its context);
 - the caller's `x-request-id`, or a generated one, is made current and returned in the trailing
   metadata, which goes out with the status (on errors too), so it costs no write of its own; a
   server stream also sends it in its initial metadata, at its start;
@@ -277,7 +278,10 @@ class Pipeline:
                     counted.failed(failure.code, started, request_id)
             finally:
                 tracing.reset_request_id(rid_token)
-                tracing.end_span(span, span_token, code, failure.message if failure else None)
+                if span is None:  # pending: made or not, nothing to end
+                    tracing.end_pending(span_token)
+                else:
+                    tracing.end_span(span, span_token, code, failure.message if failure else None)
             if failure is not None:
                 await _abort(ctx, failure, reply)
             return response

@@ -12,7 +12,7 @@ import uuid
 import asyncpg
 from paylink.v1 import document_pb2, shift_pb2, tax_form_pb2
 
-from service import records_store, runtime, timeutil
+from service import documents, records_store, runtime, timeutil
 from service.drivers.base import DocumentInfo, FetchedShift, FetchedTaxForm
 from tests.harness import count_firings, insert_account
 
@@ -56,13 +56,13 @@ async def _store(
     at: dt.datetime,
     shifts: list[FetchedShift],
     forms: list[FetchedTaxForm],
-    documents: list[tuple[DocumentInfo, bytes]],
+    fetched_documents: list[tuple[DocumentInfo, bytes]],
 ) -> None:
     vault = app.deps.vault
     async with conn.transaction():
         await records_store.store_shifts(conn, vault, account, shifts, at)
         await records_store.store_tax_forms(conn, vault, account, forms, at)
-        await records_store.store_documents(conn, vault, app.deps.documents, account, documents, at)
+        await documents.store_fetched(conn, vault, app.deps.documents, account, fetched_documents, at)
 
 
 async def _firings(conn: asyncpg.Connection) -> dict[str, int]:

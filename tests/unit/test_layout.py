@@ -21,11 +21,6 @@ LONG_MODULES: dict[str, tuple[int, str]] = {
         " (queue row, then job row) and the two rows' agreement can be read in one place (issue 14;"
         " CreateJob's grouped statement with its accounts' checks beside the INSERT alone since 0186)",
     ),
-    "service/records_store.py": (
-        440,
-        "every statement on shifts, tax forms and documents (their one writer): the upserts that fire the"
-        " erasure fence once per record (issue 14) beside the reads and the re-sealing of the same rows",
-    ),
 }
 # A function over this many lines needs a `# long: <why>` comment just above its def.
 MAX_FUNCTION_LINES = 60

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from service import tracing
+from service import tracing, unrecorded_spans
 from service.drivers import traced as drivers_traced
 from service.drivers.base import AccessGrant, Credentials, JobContext, JobPending, LoggedIn, PlatformError
 from service.drivers.sandbox import SANDBOX_ADP, SandboxDriver
@@ -36,17 +36,22 @@ def no_processor(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_call_without_a_traceparent_starts_a_new_sampled_trace() -> None:
     assert tracing.traceparent() == ""
     span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {"rpc.system": "grpc"})
+    assert span is None  # pending: made when read
     try:
-        context = span.get_span_context()
-        assert not span.is_recording() and context.is_valid and context.trace_flags.sampled
+        made = tracing.current_span()
+        context = made.get_span_context()
+        assert not made.is_recording() and context.is_valid and context.trace_flags.sampled
         # Flags as the SDK's default sampler sets them on a new trace: sampled, random trace id.
         assert tracing.traceparent() == f"00-{context.trace_id:032x}-{context.span_id:016x}-03"
     finally:
         tracing.end_span(span, token, 0, None)
     assert tracing.traceparent() == ""
     other, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
-    tracing.end_span(other, token, 5, "account not found")
-    assert other.get_span_context().trace_id != context.trace_id
+    try:
+        other_context = tracing.current_span().get_span_context()
+    finally:
+        tracing.end_span(other, token, 5, "account not found")
+    assert other_context.trace_id != context.trace_id
 
 
 @pytest.mark.parametrize("flags", ["01", "00", "03"])
@@ -54,7 +59,7 @@ def test_a_callers_traceparent_is_continued_with_a_span_of_its_own(flags: str) -
     carrier = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}", "tracestate": "vendor=x"}
     span, token = tracing.server_span("/paylink.v1.LinkTokenService/CreateLinkToken", carrier, {})
     try:
-        context = span.get_span_context()
+        context = tracing.current_span().get_span_context()
         version, trace_id, span_id, sent_flags = tracing.traceparent().split("-")
         assert (version, trace_id, sent_flags) == ("00", CALLER_TRACE, flags)
         assert span_id == f"{context.span_id:016x}" != CALLER_SPAN
@@ -65,9 +70,9 @@ def test_a_callers_traceparent_is_continued_with_a_span_of_its_own(flags: str) -
 
 
 def test_a_server_span_starts_from_the_callers_context_not_the_one_current_in_the_server() -> None:
-    """Without a traceparent the call's span is the only thing in its context: a span (or any value)
-    current where the server runs is neither its parent nor carried into the call; the caller's
-    trace context is."""
+    """Without a traceparent the call's span is the only trace context of the call: a span current
+    where the server runs is neither its parent nor what a child span inside continues, and a child
+    block's context holds no other value of the server's; the caller's trace context is continued."""
     key = otel_context.create_key("ambient")
     ambient = trace.NonRecordingSpan(
         trace.SpanContext(int(CALLER_TRACE, 16), int(CALLER_SPAN, 16), False, trace.TraceFlags(1))
@@ -77,18 +82,24 @@ def test_a_server_span_starts_from_the_callers_context_not_the_one_current_in_th
         span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
         try:
             assert tracing.traceparent().split("-")[1] != CALLER_TRACE  # a new trace
-            assert otel_context.get_value(key) is None
-            assert trace.get_current_span() is span
+            assert tracing.current_span() is not ambient
+            with tracing.span("inner") as inner:
+                assert otel_context.get_value(key) is None
+                assert trace.get_current_span() is inner
+                assert inner.get_span_context().trace_id == tracing.current_span().get_span_context().trace_id
+                assert inner.get_span_context().trace_id != int(CALLER_TRACE, 16)
         finally:
             tracing.end_span(span, token, 0, None)
         carrier = {"traceparent": f"00-{CALLER_TRACE}-{'1' * 16}-01"}
         span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", carrier, {})
         try:
             assert tracing.traceparent().split("-")[1] == CALLER_TRACE
-            assert otel_context.get_value(key) is None
+            with tracing.span("inner"):
+                assert otel_context.get_value(key) is None
         finally:
             tracing.end_span(span, token, 0, None)
         assert trace.get_current_span() is ambient  # and the server's own context is back
+        assert tracing.current_span() is ambient
     finally:
         otel_context.detach(outer)
 
@@ -96,7 +107,7 @@ def test_a_server_span_starts_from_the_callers_context_not_the_one_current_in_th
 def test_a_malformed_traceparent_starts_a_new_trace() -> None:
     span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {"traceparent": "zz"}, {})
     try:
-        assert span.get_span_context().is_valid
+        assert tracing.current_span().get_span_context().is_valid
         assert tracing.traceparent().split("-")[1] != "0" * 32
     finally:
         tracing.end_span(span, token, 0, None)
@@ -108,13 +119,109 @@ def test_traceparent_is_what_the_w3c_propagator_injects(flags: str) -> None:
     span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", carrier, {})
     try:
         injected: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(injected)
+        TraceContextTextMapPropagator().inject(injected, trace.set_span_in_context(tracing.current_span()))
         assert tracing.traceparent() == injected["traceparent"]
     finally:
         tracing.end_span(span, token, 0, None)
     injected = {}
     TraceContextTextMapPropagator().inject(injected)
     assert tracing.traceparent() == "" and "traceparent" not in injected
+
+
+def test_a_call_that_reads_no_trace_context_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pending server span is made on its first read, once: every read in the call (and in a task
+    the call starts) sees the same span; a call that reads none (GetAccount) makes none."""
+    made: list[trace.Span] = []
+    unrecorded = unrecorded_spans.unrecorded
+
+    def counted(parent: otel_context.Context | None) -> trace.Span:
+        made.append(unrecorded(parent))
+        return made[-1]
+
+    monkeypatch.setattr(unrecorded_spans, "unrecorded", counted)
+    span, token = tracing.server_span("/paylink.v1.AccountService/GetAccount", {}, {})
+    tracing.end_span(span, token, 0, None)
+    assert made == []
+
+    async def call() -> tuple[str, str, str]:
+        span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", {}, {})
+        try:
+            first = tracing.traceparent()
+            in_task = await asyncio.create_task(_read())  # the task copies the call's context
+            return first, tracing.traceparent(), in_task
+        finally:
+            tracing.end_span(span, token, 0, None)
+
+    async def _read() -> str:
+        return tracing.traceparent()
+
+    async def two_calls() -> list[tuple[str, str, str]]:
+        return list(await asyncio.gather(call(), call()))
+
+    (a, a_again, a_task), (b, b_again, b_task) = asyncio.run(two_calls())
+    assert a == a_again == a_task and b == b_again == b_task
+    assert a != b
+    assert made == []  # a new trace's traceparent needs only its ids, not the span
+    assert tracing.traceparent() == ""
+
+
+def test_a_new_traces_traceparent_read_first_is_its_spans() -> None:
+    """Without a caller's traceparent, `traceparent()` draws the pending span's ids alone; the span
+    made later from them (for a child span, or `current_span()`) is the same span context."""
+    span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", {}, {})
+    try:
+        tp = tracing.traceparent()
+        assert tracing.traceparent() == tp and tp.endswith("-03")
+        with tracing.span("job X") as child:
+            assert child.get_span_context().trace_id == int(tp.split("-")[1], 16)
+        made = tracing.current_span().get_span_context()
+        assert not made.is_remote and made.trace_state == trace.TraceState()
+        assert f"00-{made.trace_id:032x}-{made.span_id:016x}-{made.trace_flags:02x}" == tp
+        assert made.trace_flags == trace.TraceFlags(3) and type(made.trace_flags) is trace.TraceFlags
+    finally:
+        tracing.end_span(span, token, 0, None)
+
+
+def test_a_child_span_in_a_call_is_a_child_of_its_server_span() -> None:
+    """A job's or platform call's span made inside a call (unrecorded, or recorded once a processor
+    was added) continues the call's trace with a span id of its own, is what `traceparent()` reads
+    inside its block, and leaves the call's span current after it."""
+    carrier = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+    span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", carrier, {})
+    try:
+        call_tp = tracing.traceparent()
+        with tracing.span("platform fetch_identity", kind=trace.SpanKind.CLIENT) as child:
+            child_tp = tracing.traceparent()
+            assert tracing.current_span() is child and trace.get_current_span() is child
+        assert child_tp.split("-")[1] == CALLER_TRACE and child_tp.split("-")[2] != call_tp.split("-")[2]
+        with tracing.continued_span("zz", "job X", kind=trace.SpanKind.CONSUMER):  # refused: a child
+            assert tracing.traceparent().split("-")[1] == CALLER_TRACE
+        with tracing.continued_span(f"00-{'2' * 32}-{'3' * 16}-01", "job X", kind=trace.SpanKind.CONSUMER):
+            assert tracing.traceparent().split("-")[1] == "2" * 32
+        assert tracing.traceparent() == call_tp
+        assert trace.get_current_span() is trace.INVALID_SPAN  # OpenTelemetry's own context is back
+    finally:
+        tracing.end_span(span, token, 0, None)
+    assert tracing.traceparent() == ""
+
+
+def test_a_recorded_child_of_a_pending_server_span_has_it_as_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    span, token = tracing.server_span("/paylink.v1.JobService/CreateJob", {}, {})
+    try:
+        call_context = tracing.current_span().get_span_context()
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+        monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+        with tracing.span("job X") as child:
+            assert child.is_recording()
+            assert tracing.traceparent().split("-")[2] == f"{child.get_span_context().span_id:016x}"
+        assert tracing.current_span().get_span_context() == call_context
+    finally:
+        tracing.end_span(span, token, 0, None)
+    (finished,) = exporter.get_finished_spans()
+    assert finished.parent == call_context
 
 
 def test_a_span_without_a_processor_is_a_child_of_the_current_one_and_ends_with_its_block() -> None:
@@ -159,7 +266,7 @@ def test_a_stored_traceparent_is_continued_as_the_w3c_propagator_reads_it(tp: st
     # itself, to the same context the propagator extracts (None where our own check refuses it).
     ours = tracing.continued(tp)
     if ours is None:
-        assert tp == "" or tracing._TRACEPARENT.match(tp) is None
+        assert tp == "" or unrecorded_spans.TRACEPARENT.match(tp) is None
         return
     theirs = TraceContextTextMapPropagator().extract({"traceparent": tp})
     assert ours.keys() == theirs.keys()  # the spans themselves compare by identity: below
